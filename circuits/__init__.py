@@ -1,0 +1,1 @@
+"""Interventions: token ablation, activation and attribution patching, induction (issues #4, #5)."""

@@ -1,0 +1,52 @@
+"""The `interp` command: one entry point with subcommands.
+
+    interp train ...      = python -m interp.train ...
+    interp evaluate ...   = python -m interp.evaluate ...
+    interp solve ...      = python -m interp.solve ...
+    interp models         list the shipped models
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": "interp.train",
+    "evaluate": "interp.evaluate",
+    "solve": "interp.solve",
+}
+
+
+def _models(argv) -> int:
+    import json
+
+    from interp.models.checkpoint import SHIPPED_DIR, shipped_models
+
+    for name in shipped_models():
+        meta = json.loads((SHIPPED_DIR / name / "interp.json").read_text())
+        m = meta.get("metrics", {})
+        print(f"{name:<22} {meta['model']['arch']:<8} {meta['task']['task']}/"
+              f"{meta['task']['preset']:<8} params {meta.get('params', 0):>9,}  "
+              f"exact {m.get('exact_match', float('nan')):.1%}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\ncommands: " + ", ".join(list(COMMANDS) + ["models"]))
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "models":
+        return _models(rest)
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd!r}; choose one of "
+              f"{', '.join(list(COMMANDS) + ['models'])}", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[cmd]).main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared plumbing of the command-line entry points: one-line errors, atomic output files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from interp.errors import InterpError
+
+
+def run_cli(fn, argv) -> int:
+    """Run fn(argv); an InterpError becomes one line on stderr and exit status 2."""
+    try:
+        return fn(argv) or 0
+    except InterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically: a temp file beside the target, then a rename."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InterpError(f"cannot write {path}: folder {path.parent} does not exist; create "
+                          "it or choose another path")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

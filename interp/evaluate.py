@@ -1,0 +1,132 @@
+"""Evaluate a checkpoint: exact match, character accuracy, per class and per checker step.
+
+    python -m interp.evaluate [CKPT] [--n 1000] [--preset P] [--seed S] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from typing import Sequence
+
+from interp.tasks.base import Example, Task
+
+
+def char_accuracy(pred: str, label: str) -> tuple[int, int]:
+    """(matching positions, label length): position i counts when pred[i] == label[i]."""
+    return sum(1 for i, ch in enumerate(label) if i < len(pred) and pred[i] == ch), len(label)
+
+
+def score_outputs(task: Task, examples: Sequence[Example], outputs: Sequence[str]) -> dict:
+    """Metrics of outputs against exact solutions. Pure: no model involved.
+
+    exact_match: share of outputs equal to the whole solution; char_accuracy: matching
+    characters over all label characters (the seed's per-position match over the label
+    length, pooled over examples); both per class; per_step: share of examples whose checker
+    verdict for that step is right, over the examples where the step applies.
+    """
+    tot = defaultdict(lambda: [0, 0, 0, 0])  # cls -> [n, exact, chars_ok, chars]
+    steps = defaultdict(lambda: [0, 0])
+    for ex, out in zip(examples, outputs, strict=True):
+        ok_chars, n_chars = char_accuracy(out, ex.tgt)
+        verdict = task.check(ex.src, out)
+        exact = out == ex.tgt
+        if exact != verdict.ok:  # the checker and the string comparison must agree
+            raise AssertionError(f"checker disagrees with exact match on {ex.src!r} -> {out!r}")
+        for key in (ex.cls, "all"):
+            t = tot[key]
+            t[0] += 1
+            t[1] += exact
+            t[2] += ok_chars
+            t[3] += n_chars
+        for step, v in verdict.steps.items():
+            if v is not None:
+                steps[step][0] += 1
+                steps[step][1] += v
+    n, exact, ok_chars, n_chars = tot["all"]
+    return {
+        "n": n,
+        "exact_match": exact / n if n else 0.0,
+        "char_accuracy": ok_chars / n_chars if n_chars else 0.0,
+        "per_class": {c: {"n": v[0], "exact_match": v[1] / v[0], "char_accuracy": v[2] / v[3]}
+                      for c, v in sorted(tot.items()) if c != "all"},
+        "per_step": {s: v[1] / v[0] for s, v in steps.items() if s != "format"},
+    }
+
+
+def evaluate(model, arch: str, task: Task, examples: Sequence[Example], n_ctx: int,
+             batch_size: int = 256) -> tuple[dict, list[str]]:
+    """Greedy-decode every example and score it; returns (metrics, outputs)."""
+    from interp.models.generate import greedy_decode
+
+    outputs = greedy_decode(model, arch, [e.src for e in examples], n_ctx,
+                            batch_size=batch_size)
+    return score_outputs(task, examples, outputs), outputs
+
+
+def eval_examples(task: Task, n: int, seed: int, holdout: bool = True) -> list[Example]:
+    """`n` fresh test examples; with holdout only inputs never used in training."""
+    return task.generate(n, seed=seed, heldout=True if holdout else None)
+
+
+def format_report(metrics: dict, title: str) -> str:
+    lines = [title,
+             f"  exact match     {metrics['exact_match']:7.1%}   (n = {metrics['n']})",
+             f"  char accuracy   {metrics['char_accuracy']:7.1%}", "  per class:"]
+    for cls, v in metrics["per_class"].items():
+        lines.append(f"    {cls:<6} n={v['n']:<5} exact {v['exact_match']:6.1%}   "
+                     f"char {v['char_accuracy']:6.1%}")
+    lines.append("  per step (share right where the step applies):")
+    for step, v in metrics["per_step"].items():
+        lines.append(f"    {step:<9} {v:6.1%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from interp.cli_util import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from interp.cli_util import write_json
+    from interp.models import DEFAULT_MODEL, load_checkpoint
+    from interp.tasks import get_task
+
+    p = argparse.ArgumentParser(prog="python -m interp.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL,
+                   help=f"checkpoint directory or shipped model name (default {DEFAULT_MODEL})")
+    p.add_argument("--n", type=int, default=1000, help="number of test equations (default 1000)")
+    p.add_argument("--preset", help="task preset to test on (default: the model's own)")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the test sample")
+    p.add_argument("--all-inputs", action="store_true",
+                   help="sample from every input, not only the held-out partition never trained on")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--batch-size", type=int, default=256)
+    args = p.parse_args(argv)
+    from interp.errors import InterpError
+
+    if args.n < 1:
+        raise InterpError(f"--n must be at least 1, got {args.n}")
+    ckpt = load_checkpoint(args.checkpoint)
+    task = ckpt.task
+    if args.preset:
+        task = get_task(task.name, args.preset)
+    examples = eval_examples(task, args.n, args.seed, holdout=not args.all_inputs)
+    metrics, _ = evaluate(ckpt.model, ckpt.arch, task, examples, ckpt.config.n_ctx,
+                          batch_size=args.batch_size)
+    metrics["checkpoint"] = str(args.checkpoint)
+    metrics["task"] = task.describe()
+    print(format_report(metrics, f"{args.checkpoint} on {task.name}/{task.preset}, "
+                                 f"{args.n} fresh {'held-out ' if not args.all_inputs else ''}"
+                                 f"examples (seed {args.seed})"))
+    if args.json:
+        write_json(args.json, metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Build, save and load models; every model comes back as a TransformerBridge.
+
+    bridge, task = interp.load_model("quadratic-small")       # a shipped model
+    bridge, task = interp.load_model("runs/my-model")         # a checkpoint directory
+    logits, cache = bridge.run_with_cache(tokens)              # TransformerLens hook names
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.errors import InterpError
+from interp.models.checkpoint import (REQUIRED, replace_dir_atomic, resolve, save_checkpoint,
+                                      shipped_models, validate)
+from interp.models.config import ARCHS, ModelConfig, build_model, n_params
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+DEFAULT_MODEL = "quadratic-small"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the plain HF model (eval mode), its task, config and metadata."""
+
+    model: object
+    task: object
+    config: ModelConfig
+    meta: dict
+    path: Path
+
+    @property
+    def arch(self) -> str:
+        return self.config.arch
+
+
+def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoint:
+    """Load a checkpoint's HF model (safetensors only, eval mode) and rebuild its task."""
+    from transformers import GPT2LMHeadModel, T5ForConditionalGeneration
+
+    from interp.tasks import task_from_description
+
+    path = resolve(name_or_path)
+    meta = validate(path)
+    cfg = ModelConfig.from_dict(meta["model"])
+    cls = GPT2LMHeadModel if cfg.arch == "decoder" else T5ForConditionalGeneration
+    try:
+        model = cls.from_pretrained(str(path), use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InterpError(f"could not load the weights in {path}: {str(e).splitlines()[0]}; "
+                          "the checkpoint's config.json and model.safetensors must match") from None
+    model.eval()
+    return Checkpoint(model, task_from_description(meta["task"]), cfg, meta, path)
+
+
+def to_bridge(ckpt: Checkpoint):
+    """Wrap a loaded checkpoint in a TransformerBridge (eval mode, tokenizer from the dir)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
+    bridge = TransformerBridge.boot_transformers(str(ckpt.path), hf_model=ckpt.model,
+                                                 tokenizer=tokenizer)
+    bridge.eval()
+    return bridge
+
+
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL):
+    """Return (bridge, task) for a shipped model name or a checkpoint directory.
+
+    The bridge is a `transformer_lens.model_bridge.TransformerBridge` in eval mode; for T5 its
+    hooks are `encoder_blocks.{l}.attn.*`, `decoder_blocks.{l}.self_attn.*` and
+    `decoder_blocks.{l}.cross_attn.*`.
+    """
+    ckpt = load_checkpoint(name_or_path)
+    return to_bridge(ckpt), ckpt.task
+
+
+__all__ = ["Checkpoint", "ModelConfig", "ARCHS", "DEFAULT_MODEL", "REQUIRED", "build_model",
+           "n_params", "load_checkpoint", "load_model", "to_bridge", "save_checkpoint",
+           "replace_dir_atomic", "resolve", "shipped_models", "validate"]

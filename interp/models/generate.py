@@ -1,0 +1,63 @@
+"""Batched greedy decoding with the plain HF model (same weights as the bridge)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import torch
+
+from interp.models.sequences import check_length, decoder_prompt, encoder_input
+from interp.tasks.tokenizer import CharCodec
+
+
+@torch.no_grad()
+def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
+                  codec: CharCodec | None = None, batch_size: int = 256,
+                  max_new_tokens: int | None = None) -> list[str]:
+    """The model's greedy output for each input string, up to <eos> (specials dropped).
+
+    Decoder prompts are grouped by length so no padding enters the attention; T5 inputs are
+    right-padded with an attention mask.
+    """
+    codec = codec or CharCodec()
+    was_training = model.training
+    model.eval()
+    out: list[str | None] = [None] * len(srcs)
+    try:
+        if arch == "decoder":
+            groups: dict[int, list[int]] = defaultdict(list)
+            prompts = [decoder_prompt(codec, s) for s in srcs]
+            for i, (s, p) in enumerate(zip(srcs, prompts)):
+                check_length(len(p) + 1, n_ctx, f"the prompt for {s!r}")
+                groups[len(p)].append(i)
+            for length, idx in groups.items():
+                budget = n_ctx - length if max_new_tokens is None else \
+                    min(max_new_tokens, n_ctx - length)
+                for k in range(0, len(idx), batch_size):
+                    chunk = idx[k:k + batch_size]
+                    ids = torch.tensor([prompts[i] for i in chunk])
+                    gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                         max_new_tokens=budget, do_sample=False,
+                                         eos_token_id=codec.eos, pad_token_id=codec.pad)
+                    for i, row in zip(chunk, gen[:, length:]):
+                        out[i] = codec.decode(row.tolist())
+        else:
+            enc = [encoder_input(codec, s) for s in srcs]
+            for s, e in zip(srcs, enc):
+                check_length(len(e), n_ctx, f"the input {s!r}")
+            order = sorted(range(len(srcs)), key=lambda i: len(enc[i]))
+            budget = n_ctx if max_new_tokens is None else min(max_new_tokens, n_ctx)
+            for k in range(0, len(order), batch_size):
+                chunk = order[k:k + batch_size]
+                width = max(len(enc[i]) for i in chunk)
+                ids = torch.tensor([enc[i] + [codec.pad] * (width - len(enc[i])) for i in chunk])
+                gen = model.generate(input_ids=ids, attention_mask=(ids != codec.pad).long(),
+                                     max_new_tokens=budget, do_sample=False,
+                                     eos_token_id=codec.eos, pad_token_id=codec.pad,
+                                     decoder_start_token_id=codec.pad)
+                for i, row in zip(chunk, gen[:, 1:]):
+                    out[i] = codec.decode(row.tolist())
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]

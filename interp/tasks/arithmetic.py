@@ -1,0 +1,90 @@
+"""Addition and subtraction (seed 002): `23+45=` -> `68`.
+
+Operands are drawn from [lo, hi]; subtraction keeps b <= a so results are never negative,
+as in the seed. The model reads `a+b=` (or `a-b=`) and writes the result.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from interp.errors import TaskError
+from interp.tasks.base import CheckResult, Example, Segment, Task, render, sample_class
+
+OPS = {"add": "+", "sub": "-"}
+_SRC_RE = re.compile(r"^(0|[1-9][0-9]*)([+-])(0|[1-9][0-9]*)=$")
+_OUT_RE = re.compile(r"^(0|-?[1-9][0-9]*)$")
+_TYPED_RE = re.compile(r"^\s*([0-9]+)\s*([+-])\s*([0-9]+)\s*=?\s*$")
+
+
+class ArithmeticTask(Task):
+    name = "arithmetic"
+    step_names = ("result", "format")
+
+    def __init__(self, lo: int = 1, hi: int = 99, ops: tuple[str, ...] = ("add", "sub"),
+                 preset: str = "default"):
+        bad = [o for o in ops if o not in OPS]
+        if bad or not ops:
+            raise TaskError(f"unknown operations {bad or ops}; choose from {', '.join(OPS)}")
+        if not 0 <= lo <= hi:
+            raise TaskError(f"operand range [{lo}, {hi}] is empty or negative; need 0 <= lo <= hi")
+        self.lo, self.hi, self.ops = lo, hi, tuple(ops)
+        self.classes = tuple(ops)
+        self.preset = preset
+
+    def describe(self) -> dict:
+        return {"task": self.name, "preset": self.preset, "lo": self.lo, "hi": self.hi,
+                "ops": list(self.ops)}
+
+    def sample(self, rng: random.Random, cls: str | None = None) -> Example:
+        cls = cls or sample_class(rng, self.default_mix)
+        a = rng.randint(self.lo, self.hi)
+        b = rng.randint(self.lo, self.hi)
+        if cls == "sub" and b > a:
+            a, b = b, a
+        src = f"{a}{OPS[cls]}{b}="
+        return Example(src, self.solve(src), cls)
+
+    def _read(self, src: str) -> tuple[int, str, int]:
+        m = _SRC_RE.match(src)
+        if not m:
+            raise TaskError(f"{src!r} is not an arithmetic problem like '23+45='")
+        return int(m.group(1)), m.group(2), int(m.group(3))
+
+    def parse(self, text: str) -> str:
+        m = _TYPED_RE.match(text)
+        if not m:
+            raise TaskError(f"could not read {text!r}: expected 'a+b' or 'a-b' with "
+                            "non-negative integers, e.g. '23+45'")
+        return f"{int(m.group(1))}{m.group(2)}{int(m.group(3))}="
+
+    def solve(self, src: str) -> str:
+        a, op, b = self._read(src)
+        return str(a + b if op == "+" else a - b)
+
+    def classify(self, src: str) -> str:
+        return "add" if self._read(src)[1] == "+" else "sub"
+
+    def roles(self, src: str, tgt: str | None = None) -> tuple[list[str], list[str]]:
+        a, op, b = self._read(src)
+        out = self.solve(src)
+        if tgt is not None and tgt != out:
+            raise TaskError("roles are defined for the exact solution only")
+        _, src_roles = render([Segment(str(a), "a"), Segment(op, role="op"), Segment(str(b), "b"),
+                               Segment("=")])
+        _, out_roles = render([Segment(out, "result")])
+        return src_roles, out_roles
+
+    def check(self, src: str, out: str) -> CheckResult:
+        want = self.solve(src)
+        steps: dict[str, bool | None] = {}
+        ok_format = bool(_OUT_RE.match(out))
+        steps["format"] = ok_format
+        steps["result"] = out == want
+        error = None
+        if not ok_format:
+            error = f"format: {out!r} is not an integer"
+        elif out != want:
+            error = f"result: wrote {out}; expected {want}"
+        return CheckResult(steps, error)

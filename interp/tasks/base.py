@@ -1,0 +1,191 @@
+"""What every task provides: examples, an exact checker and token roles.
+
+A task knows nothing of models. It turns a seed into examples (`src` -> `tgt` strings), says
+whether a model's output is right step by step, and names the role of every character so that
+analyses can average across examples of different lengths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem: `src` is what the model reads, `tgt` the exact solution, `cls` its class."""
+
+    src: str
+    tgt: str
+    cls: str
+
+
+@dataclass
+class CheckResult:
+    """The verdict of a task's checker on one output string.
+
+    `steps` maps each step name to True (right), False (wrong) or None (does not apply, e.g. the
+    roots of an equation without real roots). `error` names the first wrong step and why.
+    """
+
+    steps: dict[str, bool | None]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(v is not False for v in self.steps.values())
+
+
+@dataclass
+class Segment:
+    """A piece of a formatted string: literal text, or a number that belongs to a field."""
+
+    text: str
+    field: str | None = None  # None: literal; roles are the characters themselves
+    role: str | None = None  # every character gets this role (e.g. "nan")
+
+
+def render(segments: Sequence[Segment]) -> tuple[str, list[str]]:
+    """Join segments into the string and its per-character roles.
+
+    Literal characters take themselves as role (`=`, `x`, `^`, `;` ...); a number in field `f`
+    gives `f_sign` to a leading minus or plus and `f_digit` to each digit.
+    """
+    chars: list[str] = []
+    roles: list[str] = []
+    for seg in segments:
+        for i, ch in enumerate(seg.text):
+            chars.append(ch)
+            if seg.role is not None:
+                roles.append(seg.role)
+            elif seg.field is None:
+                roles.append(ch)
+            elif ch in "+-" and i == 0:
+                roles.append(f"{seg.field}_sign")
+            else:
+                roles.append(f"{seg.field}_digit")
+    return "".join(chars), roles
+
+
+def stable_hash(text: str) -> int:
+    """A hash of a string that is the same on every machine and every run (unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def is_heldout(src: str, fraction: float = 0.1) -> bool:
+    """Whether an input belongs to the held-out partition (never trained on when holdout is on).
+
+    The partition is a fixed function of the input string, so a fresh sample at any seed can be
+    sorted into train or test without storing the training set.
+    """
+    return (stable_hash(src) % 10_000) < int(round(fraction * 10_000))
+
+
+def split_examples(examples: Sequence[Example], test_fraction: float = 0.2,
+                   ) -> tuple[list[Example], list[Example]]:
+    """The seed's protocol: first (1 - test_fraction) train, the rest test, no input in both.
+
+    Duplicated inputs are kept once (their first occurrence), then the list is cut. The
+    original study cut a list with repeats, so some test equations were also training ones.
+    """
+    seen: set[str] = set()
+    unique = []
+    for ex in examples:
+        if ex.src not in seen:
+            seen.add(ex.src)
+            unique.append(ex)
+    cut = int(round(len(unique) * (1 - test_fraction)))
+    return unique[:cut], unique[cut:]
+
+
+class Task:
+    """Interface shared by the tasks. Subclasses set `name`, `classes`, `step_names`."""
+
+    name: str = ""
+    classes: tuple[str, ...] = ()
+    step_names: tuple[str, ...] = ()
+    preset: str = ""
+
+    def sample(self, rng: random.Random, cls: str | None = None) -> Example:
+        raise NotImplementedError
+
+    def generate(self, n: int, seed: int, mix: dict[str, float] | None = None,
+                 heldout: bool | None = None) -> list[Example]:
+        """`n` examples with exact class counts from `mix`, shuffled; same seed, same list.
+
+        heldout: None keeps every input; True keeps only held-out inputs (for testing);
+        False drops them (for training).
+        """
+        mix = mix or self.default_mix
+        rng = random.Random(seed)
+        counts = class_counts(n, mix)
+        out: list[Example] = []
+        for cls, k in counts.items():
+            made = 0
+            while made < k:
+                ex = self.sample(rng, cls)
+                if heldout is not None and is_heldout(ex.src) != heldout:
+                    continue
+                out.append(ex)
+                made += 1
+        rng.shuffle(out)
+        return out
+
+    @property
+    def default_mix(self) -> dict[str, float]:
+        return {c: 1 / len(self.classes) for c in self.classes}
+
+    def solve(self, src: str) -> str:
+        raise NotImplementedError
+
+    def parse(self, text: str) -> str:
+        """Read a problem typed by a person; return it in the canonical input format."""
+        raise NotImplementedError
+
+    def classify(self, src: str) -> str:
+        raise NotImplementedError
+
+    def check(self, src: str, out: str) -> CheckResult:
+        raise NotImplementedError
+
+    def roles(self, src: str, tgt: str | None = None) -> tuple[list[str], list[str]]:
+        """Roles of each character of `src` and of `tgt` (the exact solution when None)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"task": self.name, "preset": self.preset}
+
+
+def class_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
+    """Split n into exact per-class counts (largest remainder), e.g. 50/30/20."""
+    total = sum(mix.values())
+    if total <= 0 or any(v < 0 for v in mix.values()):
+        from interp.errors import TaskError
+        raise TaskError(f"class mix {mix} must have non-negative shares with a positive sum")
+    raw = {c: n * v / total for c, v in mix.items()}
+    counts = {c: int(r) for c, r in raw.items()}
+    rest = n - sum(counts.values())
+    for c in sorted(raw, key=lambda c: raw[c] - counts[c], reverse=True)[:rest]:
+        counts[c] += 1
+    return counts
+
+
+def sample_class(rng: random.Random, mix: dict[str, float]) -> str:
+    r = rng.random() * sum(mix.values())
+    acc = 0.0
+    for cls, w in mix.items():
+        acc += w
+        if r < acc:
+            return cls
+    return next(reversed(mix))
+
+
+def char_positions(text: str, chars: Iterable[str]) -> list[int]:
+    wanted = set(chars)
+    return [i for i, ch in enumerate(text) if ch in wanted]
+
+
+__all__ = ["Example", "CheckResult", "Segment", "Task", "render", "split_examples",
+           "is_heldout", "stable_hash", "class_counts", "sample_class"]

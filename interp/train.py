@@ -1,0 +1,496 @@
+"""Train a model on a task, with an answer-only loss, periodic evaluation and exact resume.
+
+    python -m interp.train quadratic --preset small --arch decoder --minutes 20 --out DIR
+    python -m interp.train arithmetic --steps 3000 --out DIR
+    python -m interp.train --resume DIR            # continue an interrupted run
+
+`DIR` becomes a checkpoint directory holding the best model by exact match on held-out
+examples; `DIR/resume/` holds the last weights, the optimiser state and the recipe. Every
+batch is a function of (seed, step), so a resumed run reaches the same weights, bit for bit on
+the CPU, as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from interp.errors import InterpError
+from interp.models.checkpoint import replace_dir_atomic, save_checkpoint
+from interp.models.config import ModelConfig, build_model, n_params
+from interp.models.sequences import IGNORE, Batch, make_batch, answer_loss
+from interp.tasks import CharCodec, Task, get_task, is_heldout, split_examples
+from interp.tasks.base import Example, sample_class
+
+RESUME = "resume"
+
+
+@dataclass
+class TrainConfig:
+    """The whole recipe of a run; stored in the checkpoint's interp.json."""
+
+    task: str = "quadratic"
+    preset: str = "small"
+    seed: int = 0
+    steps: int | None = None          # total optimiser steps; or
+    minutes: float | None = None      # a time budget, turned into steps after a timing run
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 200
+    schedule: str = "cosine"          # cosine | plateau | constant
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    clip: float = 1.0
+    scheduled_sampling: float = 0.0   # final share of answer inputs replaced by predictions
+    data: str = "fresh"               # fresh: new samples every step; fixed: the seed protocol
+    rows: int = 100_000               # fixed: dataset size before the 80/20 split
+    test_fraction: float = 0.2
+    holdout: bool = True              # never train on the held-out input partition
+    eval_every: int = 250
+    eval_n: int = 500
+    save_every: int = 50
+    threads: int | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known and k != "model"}
+        return cls(**kw, model=ModelConfig.from_dict(d.get("model", {})))
+
+    def validate(self) -> None:
+        if (self.steps is None) == (self.minutes is None):
+            raise InterpError("give exactly one of --steps N or --minutes M")
+        if self.steps is not None and self.steps < 1:
+            raise InterpError(f"--steps must be at least 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise InterpError(f"--minutes must be positive, got {self.minutes}")
+        if self.schedule not in ("cosine", "plateau", "constant"):
+            raise InterpError(f"unknown schedule {self.schedule!r}; choose cosine, plateau or "
+                              "constant")
+        if self.data not in ("fresh", "fixed"):
+            raise InterpError(f"unknown data mode {self.data!r}; choose fresh or fixed")
+        if not 0 <= self.scheduled_sampling < 1:
+            raise InterpError("--scheduled-sampling must be in [0, 1)")
+        if self.batch_size < 1 or self.eval_n < 1 or self.eval_every < 1 or self.save_every < 1:
+            raise InterpError("--batch-size, --eval-n, --eval-every and --save-every must be "
+                              "positive")
+
+
+class Data:
+    """Batches as a pure function of the step, and the held-out evaluation set."""
+
+    def __init__(self, cfg: TrainConfig, task: Task):
+        self.cfg, self.task = cfg, task
+        if cfg.data == "fixed":
+            rows = task.generate(cfg.rows, cfg.seed, heldout=False if cfg.holdout else None)
+            self.train, self.test = split_examples(rows, cfg.test_fraction)
+            if not self.train or not self.test:
+                raise InterpError(f"--rows {cfg.rows} leaves an empty train or test split; "
+                                  "use more rows")
+            self.eval_set = self.test[:cfg.eval_n]
+        else:
+            self.train = self.test = None
+            self.eval_set = task.generate(cfg.eval_n, seed=cfg.seed + 1_000_003,
+                                          heldout=True if cfg.holdout else None)
+
+    def examples(self, step: int) -> list[Example]:
+        cfg = self.cfg
+        if cfg.data == "fixed":
+            n = len(self.train)
+            start = step * cfg.batch_size
+            out = []
+            for pos in range(start, start + cfg.batch_size):
+                epoch, i = divmod(pos, n)
+                out.append(self.train[self._order(epoch)[i]])
+            return out
+        rng = random.Random(f"{cfg.seed}:{step}")
+        mix = self.task.default_mix
+        out = []
+        while len(out) < cfg.batch_size:
+            ex = self.task.sample(rng, sample_class(rng, mix))
+            if cfg.holdout and is_heldout(ex.src):
+                continue
+            out.append(ex)
+        return out
+
+    def _order(self, epoch: int) -> list[int]:
+        if getattr(self, "_cached_epoch", None) != epoch:
+            order = list(range(len(self.train)))
+            random.Random(f"{self.cfg.seed}:epoch:{epoch}").shuffle(order)
+            self._cached_epoch, self._cached_order = epoch, order
+        return self._cached_order
+
+    @property
+    def epoch_steps(self) -> float | None:
+        return len(self.train) / self.cfg.batch_size if self.train else None
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int | None, plateau_scale: float) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.schedule == "cosine" and total and step >= cfg.warmup:
+        frac = (step - cfg.warmup) / max(1, total - cfg.warmup)
+        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+    if cfg.schedule == "plateau":
+        return cfg.lr * warm * plateau_scale
+    return cfg.lr * warm
+
+
+def scheduled_sampling(model, arch: str, batch: Batch, share: float, gen: torch.Generator
+                       ) -> Batch:
+    """Replace a `share` of answer-token inputs by the model's own greedy predictions."""
+    if share <= 0:
+        return batch
+    with torch.no_grad():
+        if arch == "decoder":
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            pred = logits.argmax(-1)  # pred[:, i] is the guess for token i+1
+            # inputs that are answer tokens: positions whose label is not ignored
+            answer = batch.labels != IGNORE
+            answer[:, 0] = False
+            guess = torch.zeros_like(batch.input_ids)
+            guess[:, 1:] = pred[:, :-1]
+            flip = answer & (torch.rand(answer.shape, generator=gen) < share)
+            # the <eos> input never feeds a prediction; leave it
+            ids = torch.where(flip, guess, batch.input_ids)
+            return Batch(ids, batch.attention_mask, batch.labels)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       decoder_input_ids=batch.decoder_input_ids).logits
+        pred = logits.argmax(-1)
+        guess = batch.decoder_input_ids.clone()
+        guess[:, 1:] = pred[:, :-1]
+        valid = torch.zeros_like(guess, dtype=torch.bool)
+        valid[:, 1:] = batch.labels[:, :-1] != IGNORE
+        flip = valid & (torch.rand(valid.shape, generator=gen) < share)
+        dec = torch.where(flip, guess, batch.decoder_input_ids)
+        return Batch(batch.input_ids, batch.attention_mask, batch.labels, dec)
+
+
+# -- optimiser state without pickle -------------------------------------------------------
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"{pid}.{k}"] = t.contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: dict):
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = t
+    opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, quiet: bool = False, log=None):
+        cfg.validate()
+        self.cfg, self.out, self.quiet = cfg, Path(out), quiet
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.task = get_task(cfg.task, cfg.preset)
+        self.codec = CharCodec()
+        self.model = build_model(cfg.model, seed=cfg.seed)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        self.data = Data(cfg, self.task)
+        self.step = 0
+        self.total: int | None = cfg.steps
+        self.best: dict | None = None
+        self.history: list[dict] = []
+        self.plateau = {"scale": 1.0, "best_loss": None, "bad": 0}
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    # -- persistence ----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"config": self.cfg.to_dict(), "step": self.step, "total": self.total,
+                "best": self.best, "history": self.history, "plateau": self.plateau,
+                "wall_seconds": self.wall, "cpu_seconds": self.cpu}
+
+    def save_resume(self) -> None:
+        from safetensors.torch import save_file
+
+        tensors, groups = optimizer_tensors(self.opt)
+        weights = {k: v.detach().clone().contiguous()
+                   for k, v in self.model.state_dict().items()}
+
+        def fill(tmp: Path) -> None:
+            # tied weights (GPT-2 wte/lm_head) are stored once, under their first name
+            seen, unique = {}, {}
+            for k, v in weights.items():
+                key = (v.data_ptr(), v.shape)
+                if key not in seen:
+                    seen[key] = k
+                    unique[k] = v
+            save_file(unique, str(tmp / "model.safetensors"))
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(groups))
+            (tmp / "state.json").write_text(json.dumps(self.state(), indent=1))
+
+        replace_dir_atomic(fill, self.out / RESUME)
+
+    @classmethod
+    def resume(cls, out: Path, quiet: bool = False, log=None) -> "Trainer":
+        from safetensors.torch import load_file
+
+        rdir = Path(out) / RESUME
+        if not (rdir / "state.json").is_file():
+            raise InterpError(f"{out} holds no resumable run (no {RESUME}/state.json); start "
+                              "a run with --out DIR first")
+        st = json.loads((rdir / "state.json").read_text())
+        self = cls(TrainConfig.from_dict(st["config"]), Path(out), quiet, log)
+        weights = load_file(str(rdir / "model.safetensors"))
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected or any("lm_head" not in k for k in missing):
+            raise InterpError(f"{rdir}/model.safetensors does not match the recorded model "
+                              "config; the resume state is damaged")
+        self.model.tie_weights()
+        load_optimizer(self.opt, load_file(str(rdir / "optimizer.safetensors")),
+                       json.loads((rdir / "optimizer.json").read_text()))
+        self.step, self.total, self.best = st["step"], st["total"], st["best"]
+        self.history, self.plateau = st["history"], st["plateau"]
+        self.wall, self.cpu = st["wall_seconds"], st["cpu_seconds"]
+        return self
+
+    def meta(self, metrics: dict, step: int) -> dict:
+        return {"task": self.task.describe(), "model": self.cfg.model.to_dict(),
+                "arch": self.cfg.model.arch, "params": n_params(self.model), "seed": self.cfg.seed,
+                "training": {"recipe": self.cfg.to_dict(), "step": step, "total_steps": self.total,
+                             "wall_minutes": round(self.wall / 60, 2),
+                             "cpu_minutes": round(self.cpu / 60, 2),
+                             "threads": torch.get_num_threads(),
+                             "examples_seen": step * self.cfg.batch_size},
+                "metrics": metrics, "history": self.history,
+                "interp_version": __import__("interp").__version__}
+
+    # -- the loop -------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        from interp.evaluate import evaluate
+
+        metrics, _ = evaluate(self.model, self.cfg.model.arch, self.task, self.data.eval_set,
+                              self.cfg.model.n_ctx)
+        with torch.no_grad():
+            self.model.eval()
+            b = make_batch(self.cfg.model.arch, self.codec,
+                           [(e.src, e.tgt) for e in self.data.eval_set], self.cfg.model.n_ctx)
+            metrics["loss"] = float(answer_loss(self.model, self.cfg.model.arch, b))
+            self.model.train()
+        return metrics
+
+    def run(self, stop_at: int | None = None) -> dict:
+        """Train to the end. stop_at: behave as if interrupted (Ctrl-C) after that step."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        arch, n_ctx = cfg.model.arch, cfg.model.n_ctx
+        bar = tqdm(total=self.total, initial=self.step, disable=self.quiet or not sys.stderr.isatty(),
+                   desc=f"train {cfg.task}/{cfg.preset} {arch}", dynamic_ncols=True)
+        t0, c0 = time.time(), time.process_time()
+        wall0, cpu0 = self.wall, self.cpu
+        calib_from = None
+        running, count = 0.0, 0
+        try:
+            while self.total is None or self.step < self.total:
+                step = self.step
+                if self.total is None and step >= 3 and calib_from is None:
+                    calib_from = (step, time.time())
+                if calib_from and self.total is None and step - calib_from[0] >= 10:
+                    per_step = (time.time() - calib_from[1]) / (step - calib_from[0])
+                    budget = cfg.minutes * 60 - (self.wall + time.time() - t0 - 0)
+                    self.total = max(step + 1, step + int(0.85 * budget / per_step))
+                    bar.total = self.total
+                    bar.refresh()
+                torch.manual_seed(cfg.seed * 1_000_003 + step)
+                lr = lr_at(cfg, step, self.total, self.plateau["scale"])
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                batch = make_batch(arch, self.codec, [(e.src, e.tgt) for e in
+                                                      self.data.examples(step)], n_ctx)
+                if cfg.scheduled_sampling and self.total:
+                    share = cfg.scheduled_sampling * min(1.0, step / self.total)
+                    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+                    batch = scheduled_sampling(self.model, arch, batch, share, gen)
+                loss = answer_loss(self.model, arch, batch)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                self.opt.step()
+                self.step = step + 1
+                running += loss.item()
+                count += 1
+                bar.update(1)
+                self.wall = wall0 + time.time() - t0
+                self.cpu = cpu0 + time.process_time() - c0
+                last = self.total is not None and self.step >= self.total
+                if self.step % cfg.eval_every == 0 or last:
+                    m = self.evaluate()
+                    rec = {"step": self.step, "train_loss": running / max(count, 1), "lr": lr,
+                           "eval_loss": m["loss"], "exact_match": m["exact_match"],
+                           "char_accuracy": m["char_accuracy"],
+                           "per_class": {c: v["exact_match"] for c, v in m["per_class"].items()},
+                           "wall_minutes": round(self.wall / 60, 2)}
+                    running, count = 0.0, 0
+                    self.history.append(rec)
+                    self._plateau(m["loss"])
+                    bar.set_postfix(loss=f"{rec['train_loss']:.3f}", exact=f"{m['exact_match']:.1%}")
+                    if not self.quiet and bar.disable:
+                        self.log(f"step {self.step}/{self.total}  loss {rec['train_loss']:.4f}  "
+                                 f"eval exact {m['exact_match']:.1%}  char {m['char_accuracy']:.1%}"
+                                 f"  {rec['per_class']}  {self.wall / 60:.1f} min")
+                    if self.best is None or m["exact_match"] > self.best["exact_match"]:
+                        self.best = {"step": self.step, "exact_match": m["exact_match"]}
+                        save_checkpoint(self.model, self.out, self.meta(m, self.step))
+                    self.save_resume()
+                elif self.step % cfg.save_every == 0:
+                    self.save_resume()
+                if stop_at is not None and self.step >= stop_at:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.save_resume()
+            bar.close()
+            raise InterpError(f"interrupted after step {self.step}; continue with "
+                              f"python -m interp.train --resume {self.out}") from None
+        bar.close()
+        # refresh the best checkpoint's timings (weights and metrics unchanged)
+        meta_path = self.out / "interp.json"
+        meta = json.loads(meta_path.read_text())
+        meta["training"].update(wall_minutes=round(self.wall / 60, 2),
+                                cpu_minutes=round(self.cpu / 60, 2), total_steps=self.total,
+                                finished=True)
+        meta["history"] = self.history
+        from interp.models.checkpoint import write_json_atomic
+
+        write_json_atomic(meta_path, meta)
+        return meta
+
+    def _plateau(self, loss: float) -> None:
+        p = self.plateau
+        if p["best_loss"] is None or loss < p["best_loss"] - 1e-4:
+            p["best_loss"], p["bad"] = loss, 0
+        else:
+            p["bad"] += 1
+            if p["bad"] >= self.cfg.plateau_patience:
+                p["scale"] *= self.cfg.plateau_factor
+                p["bad"] = 0
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, quiet: bool = False) -> dict:
+    """Train from scratch into `out`; returns the best checkpoint's interp.json content."""
+    out = Path(out)
+    if (out / RESUME).exists() or (out / "interp.json").exists():
+        raise InterpError(f"{out} already holds a training run; continue it with --resume "
+                          f"{out} or choose a new --out")
+    return Trainer(cfg, out, quiet).run()
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m interp.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = TrainConfig()
+    m = ModelConfig()
+    p.add_argument("task_pos", nargs="?", metavar="TASK", choices=["quadratic", "arithmetic"],
+                   help="quadratic or arithmetic (same as --task)")
+    p.add_argument("--task", choices=["quadratic", "arithmetic"])
+    p.add_argument("--preset", help="task preset: quadratic seed|small|medium (default small)")
+    p.add_argument("--arch", choices=["decoder", "t5"], default=m.arch)
+    p.add_argument("--out", help="output checkpoint directory")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--minutes", type=float)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--layers", type=int, default=m.n_layers)
+    p.add_argument("--d-model", type=int, default=m.d_model)
+    p.add_argument("--heads", type=int, default=m.n_heads)
+    p.add_argument("--d-ff", type=int, default=None, help="default 4 * d_model")
+    p.add_argument("--n-ctx", type=int, default=None,
+                   help="context length (default: 128, or 192 for the seed preset)")
+    p.add_argument("--dropout", type=float, default=m.dropout)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--schedule", default=d.schedule, help="cosine | plateau | constant")
+    p.add_argument("--clip", type=float, default=d.clip)
+    p.add_argument("--scheduled-sampling", type=float, default=d.scheduled_sampling,
+                   help="final share of answer inputs replaced by the model's predictions")
+    p.add_argument("--data", default=d.data, help="fresh (new samples every step) or fixed "
+                   "(the seed protocol: --rows examples, 80/20 split, epochs)")
+    p.add_argument("--rows", type=int, default=d.rows)
+    p.add_argument("--no-holdout", action="store_true",
+                   help="also train on the held-out input partition")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-n", type=int, default=d.eval_n)
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    if args.resume:
+        trainer = Trainer.resume(Path(args.resume), quiet=args.quiet)
+        if args.threads:
+            trainer.cfg.threads = args.threads
+        meta = trainer.run()
+    else:
+        task = args.task or args.task_pos or "quadratic"
+        if not args.out:
+            raise InterpError("give --out DIR for the checkpoint (or --resume DIR)")
+        preset = args.preset or ("small" if task == "quadratic" else "default")
+        n_ctx = args.n_ctx or (192 if preset == "seed" else 128)
+        mcfg = ModelConfig(arch=args.arch, n_layers=args.layers, d_model=args.d_model,
+                           n_heads=args.heads, d_ff=args.d_ff or 4 * args.d_model, n_ctx=n_ctx,
+                           dropout=args.dropout)
+        cfg = TrainConfig(task=task, preset=preset, seed=args.seed, steps=args.steps,
+                          minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                          weight_decay=args.weight_decay, warmup=args.warmup,
+                          schedule=args.schedule, clip=args.clip,
+                          scheduled_sampling=args.scheduled_sampling, data=args.data,
+                          rows=args.rows, holdout=not args.no_holdout,
+                          eval_every=args.eval_every, eval_n=args.eval_n,
+                          save_every=args.save_every, threads=args.threads, model=mcfg)
+        meta = train(cfg, args.out, quiet=args.quiet)
+    tr = meta["training"]
+    print(f"best exact match {meta['metrics']['exact_match']:.1%} at step {tr['step']} of "
+          f"{tr['total_steps']}; {tr['wall_minutes']} wall minutes; saved to "
+          f"{args.resume or args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from interp.cli_util import run_cli
+
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Linear probes on cached activations, with control tasks (later issues)."""
