@@ -22,12 +22,20 @@ def run_cli(fn, argv) -> int:
         return 130
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically: a temp file beside the target, then a rename."""
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early (before any slow work) when an output file cannot be written."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
+    if not path.parent.is_dir():
         raise InterpError(f"cannot write {path}: folder {path.parent} does not exist; create "
                           "it or choose another path")
+    if path.is_dir():
+        raise InterpError(f"cannot write {path}: it is a directory; give a file name")
+    return path
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically: a temp file beside the target, then a rename."""
+    path = check_writable(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")

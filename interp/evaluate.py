@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from interp.cli_util import write_json
+    from interp.cli_util import check_writable, write_json
     from interp.models import DEFAULT_MODEL, load_checkpoint
     from interp.tasks import get_task
 
@@ -111,6 +111,8 @@ def _main(argv: list[str] | None) -> int:
 
     if args.n < 1:
         raise InterpError(f"--n must be at least 1, got {args.n}")
+    if args.json:
+        check_writable(args.json)
     ckpt = load_checkpoint(args.checkpoint)
     task = ckpt.task
     if args.preset:

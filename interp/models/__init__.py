@@ -40,8 +40,11 @@ class Checkpoint:
 def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoint:
     """Load a checkpoint's HF model (safetensors only, eval mode) and rebuild its task."""
     from transformers import GPT2LMHeadModel, T5ForConditionalGeneration
+    from transformers.utils import logging as hf_logging
 
     from interp.tasks import task_from_description
+
+    hf_logging.disable_progress_bar()
 
     path = resolve(name_or_path)
     meta = validate(path)

@@ -1,0 +1,148 @@
+"""Training: answer-only loss, schedules, resume equals an uninterrupted run."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.errors import InterpError
+from interp.models import build_model, load_checkpoint
+from interp.models.sequences import IGNORE, answer_loss, make_batch
+from interp.tasks import CharCodec
+from interp.train import TrainConfig, Trainer, lr_at, train
+
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_train_config(arch="decoder", **kw):
+    base = dict(task="arithmetic", preset="default", steps=24, eval_every=10, eval_n=16,
+                save_every=5, batch_size=8, warmup=4, model=tiny_config(arch, n_ctx=16))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_loss_covers_answer_tokens_only(arch):
+    codec = CharCodec()
+    pairs = [("1x^2-2x+1=0", "D=(-2^2"), ("12+7=", "19")]
+    b = make_batch(arch, codec, pairs, 64)
+    model = build_model(tiny_config(arch), seed=0).eval()
+    n_answer = sum(len(t) + 1 for _, t in pairs)  # answer characters and <eos>
+    assert int((b.labels != IGNORE).sum()) == n_answer
+    with torch.no_grad():
+        if arch == "decoder":
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+            lp = logits[:, :-1].log_softmax(-1)
+            labels = b.labels[:, 1:]
+        else:
+            lp = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                       decoder_input_ids=b.decoder_input_ids).logits.log_softmax(-1)
+            labels = b.labels
+        manual = []
+        for i, (src, tgt) in enumerate(pairs):
+            want = codec.encode(tgt) + [codec.eos]
+            pos = (labels[i] != IGNORE).nonzero().flatten().tolist()
+            assert [int(labels[i, p]) for p in pos] == want
+            manual += [float(lp[i, p, labels[i, p]]) for p in pos]
+        ref = -sum(manual) / len(manual)
+        assert float(answer_loss(model, arch, b)) == pytest.approx(ref, rel=1e-5)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(steps=100, warmup=10, lr=1.0)
+    lrs = [lr_at(cfg, s, 100, 1.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] < 0.1
+    assert lr_at(TrainConfig(steps=1, schedule="plateau", lr=1.0, warmup=0), 50, 100, 0.25) == 0.25
+
+
+@pytest.mark.parametrize("arch,extra", [
+    ("decoder", {"scheduled_sampling": 0.5}),
+    ("t5", {"scheduled_sampling": 0.5}),
+    ("decoder", {"data": "fixed", "rows": 200, "schedule": "plateau"}),
+    ("decoder", {"task": "quadratic", "preset": "small", "steps": 16, "eval_every": 8,
+                 "eval_n": 4, "model": tiny_config("decoder", n_ctx=100)}),
+])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, arch, extra):
+    Trainer(tiny_train_config(arch, **extra), tmp_path / "a", quiet=True).run()
+    with pytest.raises(InterpError, match="--resume"):
+        Trainer(tiny_train_config(arch, **extra), tmp_path / "b", quiet=True).run(stop_at=13)
+    assert not (tmp_path / "b" / "resume" / "state.json").read_text().count('"step": 24')
+    Trainer.resume(tmp_path / "b", quiet=True).run()
+    for f in ("resume/model.safetensors", "resume/optimizer.safetensors", "model.safetensors"):
+        assert digest(tmp_path / "a" / f) == digest(tmp_path / "b" / f), f
+
+
+def test_a_killed_run_resumes_from_its_last_save_to_the_same_weights(tmp_path):
+    """SIGKILL (no chance to save) at an arbitrary moment, then --resume."""
+    args = ["--layers", "1", "--d-model", "16", "--heads", "2", "--batch-size", "4",
+            "--eval-every", "40", "--eval-n", "8", "--save-every", "3", "--threads", "1",
+            "--steps", "120", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = [sys.executable, "-m", "interp.train", "arithmetic"]
+    subprocess.run(run + args + ["--out", str(tmp_path / "a")], check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen(run + args + ["--out", str(tmp_path / "b")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "b" / "resume" / "state.json"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    import json
+    killed_at = json.loads(state.read_text())["step"]
+    assert killed_at < 120
+    subprocess.run([sys.executable, "-m", "interp.train", "--resume", str(tmp_path / "b"),
+                    "--quiet"], check=True, env=env, capture_output=True)
+    assert digest(tmp_path / "a/resume/model.safetensors") == \
+        digest(tmp_path / "b/resume/model.safetensors")
+
+
+def test_training_learns_and_keeps_the_best_checkpoint(tmp_path):
+    """Held-out answer loss must fall far below the uniform guess (log 28 = 3.33 nats), and
+    the checkpoint kept is the evaluation with the best exact match."""
+    import math
+
+    cfg = TrainConfig(task="arithmetic", preset="default", steps=150, eval_every=50,
+                      eval_n=100, batch_size=64, lr=3e-3, warmup=20,
+                      model=tiny_config("decoder", n_ctx=16))
+    meta = train(cfg, tmp_path / "m", quiet=True)
+    hist = meta["history"]
+    assert [h["step"] for h in hist] == [50, 100, 150]
+    assert hist[-1]["eval_loss"] < 0.5 * math.log(28)
+    assert hist[-1]["eval_loss"] < hist[0]["eval_loss"]
+    best = max(hist, key=lambda h: h["exact_match"])
+    ckpt = load_checkpoint(tmp_path / "m")
+    assert ckpt.meta["metrics"]["exact_match"] == best["exact_match"]
+    assert ckpt.meta["training"]["step"] == best["step"]
+    assert ckpt.meta["training"]["recipe"]["lr"] == 3e-3
+    assert ckpt.meta["training"]["finished"] is True
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    Trainer(tiny_train_config(steps=5, eval_every=5), tmp_path / "a", quiet=True).run()
+    with pytest.raises(InterpError, match="already holds a training run"):
+        train(tiny_train_config(steps=5), tmp_path / "a", quiet=True)
+
+
+@pytest.mark.parametrize("kw,msg", [({"steps": None}, "exactly one of"),
+                                    ({"schedule": "linear"}, "unknown schedule"),
+                                    ({"data": "stream"}, "unknown data mode")])
+def test_bad_training_options_are_errors(tmp_path, kw, msg):
+    with pytest.raises(InterpError, match=msg):
+        train(tiny_train_config(**kw), tmp_path / "x", quiet=True)
