@@ -43,7 +43,8 @@ class TrainConfig:
     preset: str = "small"
     seed: int = 0
     steps: int | None = None          # total optimiser steps; or
-    minutes: float | None = None      # a time budget, turned into steps after a timing run
+    minutes: float | None = None      # a time budget, turned into steps after a timing run; or
+    epochs: float | None = None       # passes over the fixed training set (--data fixed)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -75,8 +76,10 @@ class TrainConfig:
         return cls(**kw, model=ModelConfig.from_dict(d.get("model", {})))
 
     def validate(self) -> None:
-        if (self.steps is None) == (self.minutes is None):
-            raise InterpError("give exactly one of --steps N or --minutes M")
+        if sum(v is not None for v in (self.steps, self.minutes, self.epochs)) != 1:
+            raise InterpError("give exactly one of --steps N, --minutes M or --epochs E")
+        if self.epochs is not None and (self.data != "fixed" or self.epochs <= 0):
+            raise InterpError("--epochs needs --data fixed and a positive number of epochs")
         if self.steps is not None and self.steps < 1:
             raise InterpError(f"--steps must be at least 1, got {self.steps}")
         if self.minutes is not None and self.minutes <= 0:
@@ -214,6 +217,8 @@ class Trainer:
         self.data = Data(cfg, self.task)
         self.step = 0
         self.total: int | None = cfg.steps
+        if cfg.epochs is not None:
+            self.total = max(1, math.ceil(cfg.epochs * len(self.data.train) / cfg.batch_size))
         self.best: dict | None = None
         self.history: list[dict] = []
         self.plateau = {"scale": 1.0, "best_loss": None, "bad": 0}
@@ -424,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     p.add_argument("--steps", type=int)
     p.add_argument("--minutes", type=float)
+    p.add_argument("--epochs", type=float, help="passes over the training set (--data fixed)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--layers", type=int, default=m.n_layers)
     p.add_argument("--d-model", type=int, default=m.d_model)
@@ -471,7 +477,7 @@ def _main(argv) -> int:
                            n_heads=args.heads, d_ff=args.d_ff or 4 * args.d_model, n_ctx=n_ctx,
                            dropout=args.dropout)
         cfg = TrainConfig(task=task, preset=preset, seed=args.seed, steps=args.steps,
-                          minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                          minutes=args.minutes, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, warmup=args.warmup,
                           schedule=args.schedule, clip=args.clip,
                           scheduled_sampling=args.scheduled_sampling, data=args.data,

@@ -76,7 +76,7 @@ def test_cli_bad_equation_names_the_position(tiny_checkpoints):
 
 def test_cli_train_refuses_bad_options_without_writing(tmp_path):
     one_line_error(run("interp.train", "quadratic", "--out", str(tmp_path / "o")),
-                   "--steps N or --minutes M")
+                   "--steps N, --minutes M or --epochs E")
     one_line_error(run("interp.train", "quadratic", "--steps", "5", "--d-model", "30",
                        "--heads", "4", "--out", str(tmp_path / "o")), "divisible")
     one_line_error(run("interp.train", "--resume", str(tmp_path)), "no resumable run")

@@ -140,7 +140,18 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
         train(tiny_train_config(steps=5), tmp_path / "a", quiet=True)
 
 
+def test_epochs_count_passes_over_the_fixed_training_set(tmp_path):
+    cfg = tiny_train_config(steps=None, epochs=2, data="fixed", rows=100, batch_size=10,
+                            eval_every=100)
+    t = Trainer(cfg, tmp_path / "e", quiet=True)
+    assert t.total == 2 * len(t.data.train) // 10
+    first = [e.src for s in range(t.total // 2) for e in t.data.examples(s)]
+    assert sorted(first) == sorted(e.src for e in t.data.train)  # one epoch = each row once
+
+
 @pytest.mark.parametrize("kw,msg", [({"steps": None}, "exactly one of"),
+                                    ({"epochs": 1}, "exactly one of"),
+                                    ({"steps": None, "epochs": 1}, "--data fixed"),
                                     ({"schedule": "linear"}, "unknown schedule"),
                                     ({"data": "stream"}, "unknown data mode")])
 def test_bad_training_options_are_errors(tmp_path, kw, msg):

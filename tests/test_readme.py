@@ -1,0 +1,26 @@
+"""The README's set-up commands are the ones CI runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    head = text.split("## ", 1)[0] + text.split("## ", 2)[1]
+    return re.findall(r"```(?:bash|sh)\n(.*?)\n```", head, re.S)
+
+
+def test_readme_opens_with_exactly_two_setup_commands_that_pin_torch_first():
+    cmds = readme_commands()
+    assert len(cmds) == 2, cmds
+    for cmd in cmds:
+        assert "\n" not in cmd.strip()
+        assert cmd.index("torch==2.13.0") < cmd.index("pip install -q -e")
+    assert "python -m interp." in cmds[0] and "pytest" in cmds[1]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1].strip() == readme_commands()[1].strip()
