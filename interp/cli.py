@@ -25,10 +25,13 @@ def _models(argv) -> int:
 
     for name in shipped_models():
         meta = json.loads((SHIPPED_DIR / name / "interp.json").read_text())
-        m = meta.get("metrics", {})
-        print(f"{name:<22} {meta['model']['arch']:<8} {meta['task']['task']}/"
+        # prefer the evaluation on 1,000 fresh held-out examples made at install time
+        m = meta.get("evaluation") or meta.get("metrics", {})
+        tr = meta.get("training", {})
+        print(f"{name:<20} {meta['model']['arch']:<8} {meta['task']['task']}/"
               f"{meta['task']['preset']:<8} params {meta.get('params', 0):>9,}  "
-              f"exact {m.get('exact_match', float('nan')):.1%}")
+              f"exact {m.get('exact_match', float('nan')):6.1%} (n={m.get('n', '?')})  "
+              f"trained {tr.get('wall_minutes', '?')} min")
     return 0
 
 

@@ -57,12 +57,12 @@ def score_outputs(task: Task, examples: Sequence[Example], outputs: Sequence[str
 
 
 def evaluate(model, arch: str, task: Task, examples: Sequence[Example], n_ctx: int,
-             batch_size: int = 256) -> tuple[dict, list[str]]:
+             batch_size: int = 256, progress: bool = False) -> tuple[dict, list[str]]:
     """Greedy-decode every example and score it; returns (metrics, outputs)."""
     from interp.models.generate import greedy_decode
 
     outputs = greedy_decode(model, arch, [e.src for e in examples], n_ctx,
-                            batch_size=batch_size)
+                            batch_size=batch_size, progress=progress)
     return score_outputs(task, examples, outputs), outputs
 
 
@@ -106,6 +106,7 @@ def _main(argv: list[str] | None) -> int:
                    help="sample from every input, not only the held-out partition never trained on")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     from interp.errors import InterpError
 
@@ -119,7 +120,7 @@ def _main(argv: list[str] | None) -> int:
         task = get_task(task.name, args.preset)
     examples = eval_examples(task, args.n, args.seed, holdout=not args.all_inputs)
     metrics, _ = evaluate(ckpt.model, ckpt.arch, task, examples, ckpt.config.n_ctx,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, progress=not args.quiet)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["task"] = task.describe()
     print(format_report(metrics, f"{args.checkpoint} on {task.name}/{task.preset}, "

@@ -14,13 +14,19 @@ from interp.tasks.tokenizer import CharCodec
 @torch.no_grad()
 def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                   codec: CharCodec | None = None, batch_size: int = 256,
-                  max_new_tokens: int | None = None) -> list[str]:
+                  max_new_tokens: int | None = None, progress: bool = False) -> list[str]:
     """The model's greedy output for each input string, up to <eos> (specials dropped).
 
     Decoder prompts are grouped by length so no padding enters the attention; T5 inputs are
-    right-padded with an attention mask.
+    right-padded with an attention mask. progress: a tqdm bar over examples (on a terminal).
     """
+    import sys
+
+    from tqdm.auto import tqdm
+
     codec = codec or CharCodec()
+    bar = tqdm(total=len(srcs), desc="decode", disable=not progress or not sys.stderr.isatty(),
+               leave=False)
     was_training = model.training
     model.eval()
     out: list[str | None] = [None] * len(srcs)
@@ -42,6 +48,7 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                                          eos_token_id=codec.eos, pad_token_id=codec.pad)
                     for i, row in zip(chunk, gen[:, length:]):
                         out[i] = codec.decode(row.tolist())
+                    bar.update(len(chunk))
         else:
             enc = [encoder_input(codec, s) for s in srcs]
             for s, e in zip(srcs, enc):
@@ -58,6 +65,8 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                                      decoder_start_token_id=codec.pad)
                 for i, row in zip(chunk, gen[:, 1:]):
                     out[i] = codec.decode(row.tolist())
+                bar.update(len(chunk))
     finally:
+        bar.close()
         model.train(was_training)
     return out  # type: ignore[return-value]
