@@ -323,7 +323,7 @@ class Trainer:
                     calib_from = (step, time.time())
                 if calib_from and self.total is None and step - calib_from[0] >= 10:
                     per_step = (time.time() - calib_from[1]) / (step - calib_from[0])
-                    budget = cfg.minutes * 60 - (self.wall + time.time() - t0 - 0)
+                    budget = cfg.minutes * 60 - self.wall
                     self.total = max(step + 1, step + int(0.85 * budget / per_step))
                     bar.total = self.total
                     bar.refresh()

@@ -108,6 +108,18 @@ def test_corrupt_weights_are_caught(tiny_checkpoints, tmp_path):
         load_model(d)
 
 
+def test_weights_of_another_model_are_refused(tiny_checkpoints, tmp_path):
+    d = _copy(tiny_checkpoints["decoder"], tmp_path)
+    bigger = build_model(tiny_config("decoder").__class__(arch="decoder", n_layers=3, d_model=32,
+                                                          n_heads=4, d_ff=64, n_ctx=128))
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in bigger.state_dict().items() if "lm_head" not in k},
+              str(d / "model.safetensors"))
+    with pytest.raises(InterpError, match="does not match config.json"):
+        load_model(d)
+
+
 def test_pickled_weights_are_refused(tiny_checkpoints, tmp_path):
     d = _copy(tiny_checkpoints["decoder"], tmp_path)
     (d / "model.safetensors").unlink()

@@ -51,12 +51,22 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoi
     cfg = ModelConfig.from_dict(meta["model"])
     cls = GPT2LMHeadModel if cfg.arch == "decoder" else T5ForConditionalGeneration
     try:
-        model = cls.from_pretrained(str(path), use_safetensors=True)
+        model, info = cls.from_pretrained(str(path), use_safetensors=True,
+                                          output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise InterpError(f"could not load the weights in {path}: {str(e).splitlines()[0]}; "
                           "the checkpoint's config.json and model.safetensors must match") from None
+    # tied output embeddings are stored once; anything else missing would stay random
+    missing = [k for k in info.get("missing_keys", []) if k != "lm_head.weight"]
+    if missing or info.get("unexpected_keys") or info.get("mismatched_keys"):
+        bad = (missing + list(info.get("unexpected_keys", [])) +
+               [str(m[0]) if isinstance(m, tuple) else str(m)
+                for m in info.get("mismatched_keys", [])])
+        raise InterpError(f"model.safetensors in {path} does not match config.json (e.g. "
+                          f"{', '.join(bad[:3])}); the weights and the config must come from "
+                          "the same model")
     model.eval()
-    return Checkpoint(model, task_from_description(meta["task"]), cfg, meta, path)
+    return Checkpoint(model, task_from_description(meta.get("task", {})), cfg, meta, path)
 
 
 def to_bridge(ckpt: Checkpoint):
