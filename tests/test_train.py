@@ -86,8 +86,10 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, arch,
         assert digest(tmp_path / "a" / f) == digest(tmp_path / "b" / f), f
 
 
-def test_a_killed_run_resumes_from_its_last_save_to_the_same_weights(tmp_path):
-    """SIGKILL (no chance to save) at an arbitrary moment, then --resume."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig):
+    """Ctrl-C (SIGINT: saves, says how to resume, exits non-zero) or SIGKILL (no chance to
+    save: resume from the last periodic save) at an arbitrary moment, then --resume."""
     args = ["--layers", "1", "--d-model", "16", "--heads", "2", "--batch-size", "4",
             "--eval-every", "40", "--eval-n", "8", "--save-every", "3", "--threads", "1",
             "--steps", "120", "--quiet"]
@@ -96,17 +98,21 @@ def test_a_killed_run_resumes_from_its_last_save_to_the_same_weights(tmp_path):
     subprocess.run(run + args + ["--out", str(tmp_path / "a")], check=True, env=env,
                    capture_output=True)
     proc = subprocess.Popen(run + args + ["--out", str(tmp_path / "b")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "b" / "resume" / "state.json"
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 2
+        assert "--resume" in err and "interrupted after step" in err
     import json
-    killed_at = json.loads(state.read_text())["step"]
-    assert killed_at < 120
+    stopped_at = json.loads(state.read_text())["step"]
+    assert stopped_at < 120
     subprocess.run([sys.executable, "-m", "interp.train", "--resume", str(tmp_path / "b"),
                     "--quiet"], check=True, env=env, capture_output=True)
     assert digest(tmp_path / "a/resume/model.safetensors") == \
