@@ -32,21 +32,40 @@ def _mean_over_queries(x: torch.Tensor, qmask: torch.Tensor) -> torch.Tensor:
     return (x * w).sum((1, 3)) / w.sum((1, 3)).clamp_min(1)
 
 
-def offset_profile(P: torch.Tensor, mask: torch.Tensor, offsets: range) -> torch.Tensor:
-    """Mean attention at each relative offset d = query - key: [layer, head, len(offsets)].
+def offset_profile(P: torch.Tensor, mask: torch.Tensor, offsets) -> torch.Tensor:
+    """Share of all attention at each relative offset d = query - key: [layer, head, offsets].
 
-    d = 0 is the token itself, 1 the previous token, -1 the next one. Averaged over the
-    queries for which the key at that offset exists.
+    d = 0 is the token itself, 1 the previous token, -1 the next one. Each entry is the
+    attention at that offset summed over queries, divided by the number of valid queries, so
+    the entries of a head sum to 1 over all offsets (rare long offsets cannot look large).
     """
+    nq = query_valid(mask).float().sum().clamp_min(1)
     out = []
     for d in offsets:
         diag = torch.diagonal(P, offset=-d, dim1=-2, dim2=-1)          # [L, B, H, n]
         m = torch.diagonal(mask, offset=-d, dim1=-2, dim2=-1).float()  # [B, n]
-        if m.numel() == 0 or m.sum() == 0:
+        if m.numel() == 0:
             out.append(torch.zeros(P.shape[0], P.shape[2]))
             continue
-        out.append((diag * m[None, :, None]).sum((1, 3)) / m.sum())
+        out.append((diag * m[None, :, None]).sum((1, 3)) / nq)
     return torch.stack(out, -1)
+
+
+def offset_model(profile: torch.Tensor, mask: torch.Tensor, offsets) -> torch.Tensor:
+    """The pattern a head would have if its attention depended on the offset alone.
+
+    profile: [layer, head, offsets] -> [layer, batch, head, query, key], each row
+    renormalised over the query's valid keys.
+    """
+    B, Q, K = mask.shape
+    rel = torch.arange(Q)[:, None] - torch.arange(K)[None, :]          # [Q, K]
+    lut = torch.zeros(*profile.shape[:2], Q + K)                        # offset -> weight
+    for i, d in enumerate(offsets):
+        if -K < d < Q:
+            lut[..., d + K] = profile[..., i]
+    w = lut[..., rel + K]                                               # [L, H, Q, K]
+    w = w[:, None] * mask[None, :, None].float()                        # [L, B, H, Q, K]
+    return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
 def detection_score(P: torch.Tensor, mask: torch.Tensor, detect: torch.Tensor,
