@@ -46,3 +46,48 @@ def test_thresholds_matter():
     h = make_head("sharp_diagonal", random.Random(0), causal=True)
     assert "sharp_diagonal" in predict(h)
     assert "sharp_diagonal" not in predict(h, Thresholds(sharp=1.01))
+
+
+def test_segments_from_roles():
+    import torch
+
+    from interp.attention.taxonomy import segments_from_roles
+
+    roles = [["<bos>", "a_digit", "x", "b_sign", "b_digit", "=", "0", "<sep>", "D", ";", "x"]]
+    st = segments_from_roles(roles, 12, "statement")[0].tolist()
+    assert st == [0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, -1]
+    num = segments_from_roles(roles, 11, "number")[0].tolist()
+    assert num[3] == num[4] and num[1] != num[3] and len(set(num)) == 10
+
+
+def test_head_table_labels_heads_of_a_cache(tiny_checkpoints):
+    """Glue: a real cache whose patterns are replaced by synthetic heads of known class."""
+    import random
+
+    import torch
+
+    from interp.attention.taxonomy import head_table
+    from interp.cache import cache_attention
+    from interp.models import load_model
+
+    bridge, task = load_model(tiny_checkpoints["decoder"])
+    ac = cache_attention(bridge, task, task.generate(4, seed=0))
+    P, mask = ac.patterns["self"], ac.mask("self")
+    T = P.shape[-1]
+    prev = torch.diag(torch.ones(T - 1), -1)
+    prev[0, 0] = 1
+    P[0, :, 0] = prev * mask                    # layer 0 head 0: previous token
+    eq = torch.zeros(P.shape[1], T, T)
+    for b, roles in enumerate(ac.key("self").roles):
+        e = roles.index("=")
+        eq[b, :, e] = 1
+        eq[b, :e, :] = 0
+        eq[b, :e, 0] = 1                         # before '=' exists: first token
+    P[1, :, 1] = eq * mask                       # layer 1 head 1: vertical stripe on '='
+    table = head_table(ac)
+    assert len(table) == 2 * 4 and set(table.kind) == {"self"}
+    row = table[(table.layer == 0) & (table["head"] == 0)].iloc[0]
+    assert "sharp_diagonal(1)" in row.labels
+    row = table[(table.layer == 1) & (table["head"] == 1)].iloc[0]
+    assert any(l.startswith("vertical(") for l in row.labels), row.labels
+    assert "=" in row.vertical_roles

@@ -162,5 +162,57 @@ def features_table(f: dict, kind: str, th: Thresholds = Thresholds()) -> pd.Data
     return pd.DataFrame(rows)
 
 
+
+
+BOUNDARIES = {";", "<sep>", "<bos>", "<eos>", "<start>", "[SEP]", "[CLS]", ".", "<s>", "</s>"}
+
+
+def segments_from_roles(roles: list[list[str]], width: int, mode: str = "statement"
+                        ) -> torch.Tensor:
+    """Segment ids [batch, width] (-1 past the end) for the block score.
+
+    mode "statement": a boundary token (`;`, `<sep>`, `<bos>`, `[SEP]`, `.` ...) ends a segment
+    (the equation, the D statement, each root statement, a sentence). mode "number": each run
+    of one number's sign and digits is a segment, every other token stands alone.
+    """
+    if mode not in ("statement", "number"):
+        from interp.errors import InterpError
+
+        raise InterpError(f"unknown segment mode {mode!r}; choose statement or number")
+    out = torch.full((len(roles), width), -1, dtype=torch.long)
+    for b, row in enumerate(roles):
+        sid, prev_field = 0, None
+        for p, r in enumerate(row[:width]):
+            if mode == "statement":
+                out[b, p] = sid
+                if r in BOUNDARIES:
+                    sid += 1
+            else:
+                field = r.rsplit("_", 1)[0] if r.endswith(("_digit", "_sign")) else None
+                if field is None or field != prev_field or r.endswith("_sign"):
+                    sid += 1
+                out[b, p] = sid
+                prev_field = field
+    return out
+
+
+def head_table(ac, kinds=None, th: Thresholds = Thresholds(), segments: str = "statement"
+               ) -> pd.DataFrame:
+    """The taxonomy of every head of an AttentionCache: one row per (kind, layer, head)."""
+    from interp.attention.kinds import KINDS
+
+    frames = []
+    for kind in kinds or ac.kinds:
+        q, k = ac.query(kind), ac.key(kind)
+        P, mask = ac.patterns[kind], ac.mask(kind)
+        same_side = KINDS[kind].query_side == KINDS[kind].key_side
+        q_seg = segments_from_roles(q.roles, P.shape[-2], segments) if same_side else None
+        k_seg = segments_from_roles(k.roles, P.shape[-1], segments) if same_side else None
+        f = head_features(P, mask, k.roles, q_seg, k_seg, causal=KINDS[kind].causal,
+                          diagonal=same_side, th=th)
+        frames.append(features_table(f, kind, th))
+    return pd.concat(frames, ignore_index=True)
+
+
 __all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
-           "features_table", "asdict"]
+           "features_table", "segments_from_roles", "head_table", "asdict"]
