@@ -20,6 +20,7 @@ import torch
 
 from interp.attention.kinds import KINDS, hook_name, kinds_of, model_family, n_layers
 from interp.errors import InterpError
+from interp.models.sequences import pad_rows
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import BOS, EOS, PAD, SEP, CharCodec
 
@@ -70,11 +71,6 @@ class AttentionCache:
         return tuple(self.patterns)
 
 
-def _pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
 def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=None
                 ) -> dict[str, Side]:
     """Token ids, strings and roles of each side for a list of Examples (or raw strings)."""
@@ -88,7 +84,7 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
             enc = [ids if ids[:1] == [tokenizer.bos_token_id] else [tokenizer.bos_token_id] + ids
                    for ids in enc]
         toks = [tokenizer.convert_ids_to_tokens(ids) for ids in enc]
-        side = Side(_pad(enc, tokenizer.pad_token_id or 0), torch.tensor([len(e) for e in enc]),
+        side = Side(pad_rows(enc, tokenizer.pad_token_id or 0), torch.tensor([len(e) for e in enc]),
                     toks, [list(t) for t in toks])
         return {"seq" if family == "decoder" else "src": side}
     if task is None:
@@ -110,13 +106,13 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
             tgt_tok.append([PAD, *ex.tgt])
             tgt_roles.append(["<start>", *r_tgt])
             tgt_ids.append([codec.pad, *codec.encode(ex.tgt)])
-    first = Side(_pad(src_ids, codec.pad), torch.tensor([len(i) for i in src_ids]), src_tok,
+    first = Side(pad_rows(src_ids, codec.pad), torch.tensor([len(i) for i in src_ids]), src_tok,
                  src_roles)
     if family == "decoder":
         return {"seq": first}
     if family == "encoder":
         return {"src": first}
-    return {"src": first, "tgt": Side(_pad(tgt_ids, codec.pad),
+    return {"src": first, "tgt": Side(pad_rows(tgt_ids, codec.pad),
                                       torch.tensor([len(i) for i in tgt_ids]), tgt_tok,
                                       tgt_roles)}
 

@@ -17,14 +17,16 @@ def as_pattern(mat, b=1):
     return mat[None, None, None].expand(1, b, 1, *mat.shape).clone()
 
 
-def test_previous_token_head_has_all_mass_at_offset_one():
+def test_previous_token_head_puts_its_attention_at_offset_one():
     n = 8
     mat = torch.diag(torch.ones(n - 1), -1)
     mat[0, 0] = 1
     P, M = as_pattern(mat), causal_mask(1, n)
     prof = S.offset_profile(P, M, range(0, n))
-    assert prof[0, 0, 1] == pytest.approx(1.0)
+    # shares of all attention: every query but the first sits at offset 1
+    assert prof[0, 0, 1] == pytest.approx((n - 1) / n)
     assert prof[0, 0, 0] == pytest.approx(1 / n)  # only the first query looks at itself
+    assert prof[0, 0].sum() == pytest.approx(1.0)
     ids = torch.arange(n)[None]
     assert S.detection_score(P, M, S.previous_token_pattern(ids))[0, 0] == pytest.approx((n - 1) / n)
 

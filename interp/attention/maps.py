@@ -9,17 +9,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _onehot(roles: list[list[str]], width: int, names: list[str] | None = None
-            ) -> tuple[list[str], torch.Tensor]:
-    names = names or sorted({r for row in roles for r in row})
-    index = {r: i for i, r in enumerate(names)}
-    out = torch.zeros(len(roles), width, len(names))
-    for b, row in enumerate(roles):
-        for p, r in enumerate(row[:width]):
-            if r in index:
-                out[b, p, index[r]] = 1
-    return names, out
+from interp.attention.scores import role_onehot as _onehot
 
 
 def role_map(P: torch.Tensor, mask: torch.Tensor, q_roles: list[list[str]],

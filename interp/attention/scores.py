@@ -121,16 +121,23 @@ def key_mass(P: torch.Tensor, mask: torch.Tensor, key_sel: torch.Tensor) -> torc
     return _mean_over_queries(m, query_valid(mask))
 
 
+def role_onehot(roles: list[list[str]], width: int, names: list[str] | None = None
+                ) -> tuple[list[str], torch.Tensor]:
+    """(role names, [batch, width, role]) with a 1 where a position has that role."""
+    names = names or sorted({r for row in roles for r in row})
+    index = {r: i for i, r in enumerate(names)}
+    out = torch.zeros(len(roles), width, len(names))
+    for b, row in enumerate(roles):
+        for p, r in enumerate(row[:width]):
+            if r in index:
+                out[b, p, index[r]] = 1
+    return names, out
+
+
 def role_mass(P: torch.Tensor, mask: torch.Tensor, key_roles: list[list[str]]
               ) -> tuple[list[str], torch.Tensor]:
     """Mean attention per query received by each key role: (roles, [layer, head, role])."""
-    roles = sorted({r for row in key_roles for r in row})
-    index = {r: i for i, r in enumerate(roles)}
-    B, K = P.shape[1], P.shape[-1]
-    onehot = torch.zeros(B, K, len(roles))
-    for b, row in enumerate(key_roles):
-        for k, r in enumerate(row[:K]):
-            onehot[b, k, index[r]] = 1
+    roles, onehot = role_onehot(key_roles, P.shape[-1])
     recv = torch.einsum("lbhqk,bkr->lbhqr", P, onehot)
     w = query_valid(mask).float()[None, :, None, :, None]
     return roles, (recv * w).sum((1, 3)) / w.sum((1, 3)).clamp_min(1)

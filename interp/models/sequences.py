@@ -30,7 +30,8 @@ class Batch:
     decoder_input_ids: torch.Tensor | None = None
 
 
-def _pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: Sequence[list[int]], value: int) -> torch.Tensor:
+    """Right-pad lists of ids into a [batch, width] tensor."""
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
@@ -64,8 +65,8 @@ def make_batch(arch: str, codec: CharCodec, pairs: Sequence[tuple[str, str]],
             rows.append(ids)
             # position i predicts token i+1: labels are aligned to inputs, HF shifts them
             labels.append([IGNORE] * len(p) + t)
-        ids = _pad(rows, codec.pad)
-        lab = _pad(labels, IGNORE)
+        ids = pad_rows(rows, codec.pad)
+        lab = pad_rows(labels, IGNORE)
         mask = (torch.arange(ids.shape[1])[None, :] <
                 torch.tensor([len(r) for r in rows])[:, None]).long()
         return Batch(ids, mask, lab)
@@ -74,10 +75,10 @@ def make_batch(arch: str, codec: CharCodec, pairs: Sequence[tuple[str, str]],
     for (s, _), e, t in zip(pairs, enc, tgt):
         check_length(len(e), n_ctx, f"the input {s!r}")
         check_length(len(t), n_ctx, f"the solution of {s!r}")
-    ids = _pad(enc, codec.pad)
+    ids = pad_rows(enc, codec.pad)
     mask = (ids != codec.pad).long()
-    lab = _pad(tgt, IGNORE)
-    dec = _pad([[codec.pad] + t[:-1] for t in tgt], codec.pad)
+    lab = pad_rows(tgt, IGNORE)
+    dec = pad_rows([[codec.pad] + t[:-1] for t in tgt], codec.pad)
     return Batch(ids, mask, lab, dec)
 
 
