@@ -1,0 +1,1 @@
+"""Pictures: plotly figures, circuitsvis views and the self-contained HTML report."""

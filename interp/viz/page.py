@@ -1,0 +1,95 @@
+"""A self-contained HTML page that opens offline.
+
+plotly.js and the circuitsvis bundle are embedded once per page, however many figures the page
+holds (circuitsvis's own `.local_src` embeds its 1.3 MB bundle in every figure, and `str()`
+points at a CDN these machines cannot reach). All text is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import uuid
+from pathlib import Path
+
+
+def _script_json(obj) -> str:
+    """JSON safe to place inside a <script> element (no closing tag, no comment opener)."""
+    return (json.dumps(obj).replace("</", "<\\/").replace("<!--", "<\\!--")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+class Page:
+    def __init__(self, title: str):
+        self.title = title
+        self.parts: list[str] = []
+        self.uses_plotly = False
+        self.uses_circuitsvis = False
+
+    def heading(self, text: str, level: int = 2) -> "Page":
+        self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        return self
+
+    def paragraph(self, text: str) -> "Page":
+        self.parts.append(f"<p>{html.escape(text)}</p>")
+        return self
+
+    def table(self, df, max_rows: int = 500) -> "Page":
+        """A pandas DataFrame as an HTML table (cells escaped)."""
+        self.parts.append(df.head(max_rows).to_html(index=False, escape=True, border=0,
+                                                    classes="table"))
+        return self
+
+    def plotly(self, fig) -> "Page":
+        """A plotly figure; plotly.js itself is added once, at the end of the page."""
+        self.uses_plotly = True
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+        return self
+
+    def circuitsvis(self, component: str, **props) -> "Page":
+        """A circuitsvis component (e.g. "AttentionHeads") rendered from the page's bundle."""
+        from circuitsvis.utils.convert_props import convert_props
+
+        self.uses_circuitsvis = True
+        div = "cv-" + uuid.uuid4().hex[:12]
+        converted = json.loads(convert_props(props))
+        self.parts.append(
+            f'<div id="{div}" style="margin: 15px 0;"></div>\n'
+            f'<script>window.addEventListener("load", function () {{ CircuitsVis.render('
+            f'"{div}", CircuitsVis.{component}, {_script_json(converted)}); }});</script>')
+        return self
+
+    def render(self) -> str:
+        head = [f"<title>{html.escape(self.title)}</title>", '<meta charset="utf-8">',
+                "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+                ".table{border-collapse:collapse;font-size:13px}.table td,.table th{"
+                "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style>"]
+        if self.uses_plotly:
+            from plotly.offline import get_plotlyjs
+
+            head.append(f"<script>{get_plotlyjs()}</script>")
+        if self.uses_circuitsvis:
+            head.append(f"<script>{circuitsvis_bundle()}</script>")
+        body = "\n".join([f"<h1>{html.escape(self.title)}</h1>", *self.parts])
+        return f"<!DOCTYPE html>\n<html><head>{''.join(head)}</head>\n<body>\n{body}\n</body></html>\n"
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temp file, then rename): a crash leaves no half-written page."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(self.render(), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+
+def circuitsvis_bundle() -> str:
+    """The circuitsvis browser bundle shipped in its wheel, safe to inline."""
+    import circuitsvis
+
+    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
+    return path.read_text(encoding="utf-8").replace("</script>", "<\\/script>")
