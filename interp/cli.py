@@ -3,6 +3,7 @@
     interp train ...      = python -m interp.train ...
     interp evaluate ...   = python -m interp.evaluate ...
     interp solve ...      = python -m interp.solve ...
+    interp classify-heads = python -m interp.classify_heads ...
     interp models         list the shipped models
 """
 
@@ -15,6 +16,7 @@ COMMANDS = {
     "train": "interp.train",
     "evaluate": "interp.evaluate",
     "solve": "interp.solve",
+    "classify-heads": "interp.classify_heads",
 }
 
 

@@ -1,0 +1,177 @@
+"""Classify every attention head of a model, with a table, CSV/JSON and an HTML report.
+
+    python -m interp.classify_heads [CKPT] [--n 256] [--out DIR] [--format table|csv|json]
+                                    [--kinds self|encoder,decoder_self,cross] [--seed S]
+
+CKPT defaults to the shipped `quadratic-small`. Writes heads.csv, heads.json and report.html
+to --out (default: classify-<model name>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from interp.attention.taxonomy import LABELS, Thresholds, base_label, head_table
+
+SHOW = ["kind", "layer", "head", "label", "main_score", "detail"]
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Add `main_score` (the score behind the first label) and `detail` (offset, token...)."""
+    main, detail = [], []
+    for _, r in table.iterrows():
+        first = base_label(r["labels"][0])
+        if first == "sharp_diagonal":
+            main.append(r["sharp_mass"])
+            detail.append(f"offset {int(r['sharp_offset'])}")
+        elif first == "blurred_diagonal":
+            main.append(r["band_mass"])
+            detail.append(f"band centre {int(r['band_centre'])} +-{int(r['band_halfwidth'])}")
+        elif first == "vertical":
+            main.append(r["vertical_share"])
+            detail.append("on " + ", ".join(r["vertical_roles"]) +
+                          f" (x{r['vertical_share'] / max(r['vertical_uniform'], 1e-9):.1f})")
+        elif first == "sparse_block":
+            main.append(r["block_share"])
+            detail.append(f"in segment (uniform {r['block_uniform']:.2f})")
+        else:
+            main.append(r["entropy"])
+            detail.append(f"entropy (uniform {r['entropy_uniform']:.2f})")
+    out = table.copy()
+    out["main_score"] = main
+    out["detail"] = detail
+    return out
+
+
+def label_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Heads of each class per (kind, layer): answers "diagonals early, blocks deeper"."""
+    rows = []
+    for _, r in table.iterrows():
+        for lab in r["labels"]:
+            rows.append({"kind": r["kind"], "layer": r["layer"], "class": base_label(lab)})
+    df = pd.DataFrame(rows)
+    counts = df.groupby(["kind", "layer", "class"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=[c for c in LABELS if c in counts.columns] +
+                          [c for c in counts.columns if c not in LABELS], fill_value=0)
+
+
+def build_report(title: str, table: pd.DataFrame, ac, n_examples: int = 3):
+    """The report page: taxonomy, class counts, summary map, role maps, example views."""
+    import torch
+
+    from interp.attention.kinds import KINDS
+    from interp.attention.maps import role_map, summary_map
+    from interp.viz.figures import head_grid, heatmap, label_counts_figure
+    from interp.viz.page import Page
+
+    page = Page(title)
+    page.paragraph("Attention maps show where heads look, not what the answer depends on; "
+                   "every score is given next to the score a uniform head would get.")
+    page.heading("Taxonomy")
+    page.table(table[SHOW].round(3))
+    counts = label_counts(table)
+    page.heading("Classes per layer")
+    page.table(counts.reset_index())
+    page.plotly(label_counts_figure(counts))
+    for kind in ac.kinds:
+        P, mask = ac.patterns[kind], ac.mask(kind)
+        keys = ac.key(kind)
+        if KINDS[kind].key_side in ("seq", "src"):
+            sel = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool)
+            for b, toks in enumerate(keys.tokens):
+                n = toks.index("<sep>") if "<sep>" in toks else len(toks)
+                sel[b, :n] = True
+            names, sm = summary_map(P, mask, keys.roles, key_select=sel)
+            page.heading(f"Summary map ({kind}): layers x input roles")
+            page.plotly(heatmap(sm, names, [f"L{l}" for l in range(sm.shape[0])],
+                                f"{kind}: attention received per input role, mean over heads"))
+        qn, kn, rm = role_map(P, mask, ac.query(kind).roles, keys.roles)
+        page.heading(f"Role-averaged maps ({kind}), mean over heads")
+        for l in range(rm.shape[0]):
+            page.plotly(heatmap(rm[l].mean(0), kn, qn, f"{kind} layer {l}: query role x key role"))
+        for b in range(min(n_examples, P.shape[1])):
+            qlen, klen = int(ac.query(kind).lengths[b]), int(keys.lengths[b])
+            toks = keys.tokens[b]
+            page.heading(f"Example {b} ({kind})", level=3)
+            pat = P[:, b, :, :qlen, :klen]
+            if KINDS[kind].query_side == KINDS[kind].key_side:
+                for l in range(pat.shape[0]):
+                    page.circuitsvis("AttentionHeads", attention=pat[l].tolist(), tokens=toks,
+                                     headLabels=[f"L{l}H{h}" for h in range(pat.shape[1])])
+            page.plotly(head_grid(pat, toks, kind, ac.query(kind).tokens[b]))
+    return page
+
+
+def _main(argv) -> int:
+    from interp.cache import cache_attention
+    from interp.cli_util import check_writable, write_json
+    from interp.errors import InterpError
+    from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
+
+    p = argparse.ArgumentParser(prog="python -m interp.classify_heads", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("--n", type=int, default=256, help="examples to average over (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default classify-<name>)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--kinds", help="comma-separated attention kinds (default: all)")
+    p.add_argument("--segments", choices=["statement", "number"], default="statement")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if a.n < 1:
+        raise InterpError(f"--n must be at least 1, got {a.n}")
+    out = Path(a.out or f"classify-{Path(str(a.checkpoint)).name}")
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"--out {out} is a file; give a folder")
+    check_writable(out.parent / "x") if out.parent != Path("") else None
+    ckpt = load_checkpoint(a.checkpoint)
+    bridge = to_bridge(ckpt)
+    kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
+    examples = ckpt.task.generate(a.n, seed=a.seed)
+    ac = cache_attention(bridge, ckpt.task, examples, kinds=kinds, batch_size=a.batch_size,
+                         progress=not a.quiet)
+    table = summarise(head_table(ac, segments=a.segments))
+    out.mkdir(parents=True, exist_ok=True)
+    flat = table.copy()
+    flat["labels"] = flat["labels"].map(";".join)
+    flat["vertical_roles"] = flat["vertical_roles"].map(";".join)
+    tmp = out / ".heads.csv.tmp"
+    flat.to_csv(tmp, index=False)
+    tmp.replace(out / "heads.csv")
+    write_json(out / "heads.json", json.loads(table.to_json(orient="records")))
+    if not a.no_report:
+        build_report(f"Heads of {a.checkpoint} ({a.n} examples)", table, ac).write(
+            out / "report.html")
+    if a.format == "table":
+        with pd.option_context("display.max_rows", 500, "display.width", 160,
+                               "display.max_colwidth", 60):
+            print(table[SHOW].round(3).to_string(index=False))
+        print()
+        print(label_counts(table).to_string())
+    elif a.format == "csv":
+        print(flat[SHOW].to_csv(index=False), end="")
+    else:
+        print(json.dumps(json.loads(table[SHOW + ["labels"]].to_json(orient="records")),
+                         indent=1))
+    if not a.quiet:
+        print(f"wrote {out / 'heads.csv'}, heads.json" +
+              ("" if a.no_report else ", report.html"), file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    from interp.cli_util import run_cli
+
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

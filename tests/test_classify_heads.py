@@ -1,0 +1,45 @@
+"""python -m interp.classify_heads: files, columns, every attention kind, clear errors."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from interp.classify_heads import _main, label_counts
+
+
+@pytest.mark.parametrize("arch,kinds", [("decoder", {"self"}),
+                                        ("t5", {"encoder", "decoder_self", "cross"})])
+def test_classify_heads_writes_table_csv_json_and_report(tiny_checkpoints, tmp_path, arch,
+                                                         kinds, capsys):
+    out = tmp_path / "o"
+    assert _main([str(tiny_checkpoints[arch]), "--n", "6", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "heads.csv")
+    assert set(table.kind) == kinds
+    assert len(table) == 2 * 4 * len(kinds)  # 2 layers x 4 heads per kind
+    assert {"layer", "head", "label", "main_score", "detail", "entropy",
+            "entropy_uniform", "vertical_share", "vertical_uniform"} <= set(table.columns)
+    rows = json.loads((out / "heads.json").read_text())
+    assert len(rows) == len(table)
+    html = (out / "report.html").read_text()
+    assert html.count("var CircuitsVis=") == 1
+    printed = capsys.readouterr().out
+    assert "label" in printed and "main_score" in printed
+    if arch == "t5":  # no diagonal for cross attention: queries and keys are other sequences
+        assert table[table.kind == "cross"]["sharp_mass"].isna().all()
+
+
+def test_label_counts_per_layer():
+    t = pd.DataFrame({"kind": ["self"] * 3, "layer": [0, 0, 1],
+                      "labels": [["sharp_diagonal(1)"], ["vertical(=)", "sharp_diagonal(0)"],
+                                 ["sparse_block"]]})
+    c = label_counts(t)
+    assert c.loc[("self", 0), "sharp_diagonal"] == 2 and c.loc[("self", 1), "sparse_block"] == 1
+
+
+def test_unknown_kind_is_one_clear_error(tiny_checkpoints, tmp_path):
+    from interp.errors import InterpError
+
+    with pytest.raises(InterpError, match="kinds are self"):
+        _main([str(tiny_checkpoints["decoder"]), "--n", "2", "--kinds", "cross",
+               "--out", str(tmp_path / "x"), "--quiet"])
