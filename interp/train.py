@@ -62,6 +62,8 @@ class TrainConfig:
     eval_n: int = 500
     save_every: int = 50
     threads: int | None = None
+    init_from: str | None = None      # start from a checkpoint's weights (a new schedule)
+    init_weights_sha256: str | None = None  # recorded so a warm start can be checked
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
@@ -212,6 +214,8 @@ class Trainer:
         self.task = get_task(cfg.task, cfg.preset)
         self.codec = CharCodec()
         self.model = build_model(cfg.model, seed=cfg.seed)
+        if cfg.init_from and cfg.init_weights_sha256 is None:
+            self._warm_start(cfg.init_from)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
         self.data = Data(cfg, self.task)
@@ -224,6 +228,25 @@ class Trainer:
         self.plateau = {"scale": 1.0, "best_loss": None, "bad": 0}
         self.wall = 0.0
         self.cpu = 0.0
+
+    def _warm_start(self, name_or_path: str) -> None:
+        """Copy the weights of a checkpoint with the same architecture and size."""
+        import hashlib
+
+        from interp.models import load_checkpoint
+
+        src = load_checkpoint(name_or_path)
+        if src.config.to_dict() != self.cfg.model.to_dict():
+            raise InterpError(f"--init-from {name_or_path}: its model {src.config.to_dict()} "
+                              f"differs from this run's {self.cfg.model.to_dict()}; give the "
+                              "same architecture and size flags")
+        if src.task.describe() != self.task.describe():
+            raise InterpError(f"--init-from {name_or_path} was trained on "
+                              f"{src.task.describe()}, not {self.task.describe()}")
+        self.model.load_state_dict(src.model.state_dict())
+        self.cfg.init_weights_sha256 = hashlib.sha256(
+            (src.path / "model.safetensors").read_bytes()).hexdigest()
+        self.cfg.init_from = str(name_or_path)
 
     # -- persistence ----------------------------------------------------------------------
     def state(self) -> dict:
@@ -455,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, default=d.eval_n)
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--threads", type=int)
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start from this checkpoint's weights (same size flags) with a fresh "
+                        "optimiser and schedule, e.g. to continue a finished run")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -483,7 +509,8 @@ def _main(argv) -> int:
                           scheduled_sampling=args.scheduled_sampling, data=args.data,
                           rows=args.rows, holdout=not args.no_holdout,
                           eval_every=args.eval_every, eval_n=args.eval_n,
-                          save_every=args.save_every, threads=args.threads, model=mcfg)
+                          save_every=args.save_every, threads=args.threads,
+                          init_from=args.init_from, model=mcfg)
         meta = train(cfg, args.out, quiet=args.quiet)
     tr = meta["training"]
     print(f"best exact match {meta['metrics']['exact_match']:.1%} at step {tr['step']} of "

@@ -163,3 +163,19 @@ def test_epochs_count_passes_over_the_fixed_training_set(tmp_path):
 def test_bad_training_options_are_errors(tmp_path, kw, msg):
     with pytest.raises(InterpError, match=msg):
         train(tiny_train_config(**kw), tmp_path / "x", quiet=True)
+
+
+def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
+    Trainer(tiny_train_config(steps=6, eval_every=6), tmp_path / "a", quiet=True).run()
+    src = load_checkpoint(tmp_path / "a")
+    t = Trainer(tiny_train_config(steps=6, init_from=str(tmp_path / "a")), tmp_path / "b",
+                quiet=True)
+    for (k, v), (_, w) in zip(src.model.state_dict().items(), t.model.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert t.cfg.init_weights_sha256
+    with pytest.raises(InterpError, match="differs from this run"):
+        Trainer(tiny_train_config(steps=6, init_from=str(tmp_path / "a"),
+                                  model=tiny_config("decoder", n_ctx=32)), tmp_path / "c")
+    with pytest.raises(InterpError, match="was trained on"):
+        Trainer(tiny_train_config(steps=6, init_from=str(tmp_path / "a"), task="quadratic",
+                                  preset="small"), tmp_path / "d")
