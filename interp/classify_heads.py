@@ -4,7 +4,9 @@
                                     [--kinds self|encoder,decoder_self,cross] [--seed S]
 
 CKPT defaults to the shipped `quadratic-small`. Writes heads.csv, heads.json and report.html
-to --out (default: classify-<model name>).
+to --out (default: classify-<model name>). CKPT may also be any HF checkpoint directory the
+TransformerBridge can boot (GPT-2, BERT ...): its heads are read on --prompts FILE (one text a
+line) or on a few built-in English sentences, and roles are the token strings.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ import pandas as pd
 from interp.attention.taxonomy import LABELS, Thresholds, base_label, head_table
 
 SHOW = ["kind", "layer", "head", "label", "main_score", "detail"]
+
+# Plain sentences for pretrained text models (written for this package).
+DEFAULT_SENTENCES = [
+    "The cat sat on the mat because it was warm.",
+    "She opened the window, and the cold air came in.",
+    "Numbers can be added, subtracted and multiplied by hand.",
+    "A small model learns the task after many steps of training.",
+    "The river ran past the old mill and into the town.",
+    "He wrote the answer on the board and the class checked it.",
+    "When the bell rang, the children left the room.",
+    "The report lists every head of every layer with its score.",
+]
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +74,8 @@ def label_counts(table: pd.DataFrame) -> pd.DataFrame:
                           [c for c in counts.columns if c not in LABELS], fill_value=0)
 
 
-def build_report(title: str, table: pd.DataFrame, ac, n_examples: int = 3):
+def build_report(title: str, table: pd.DataFrame, ac, n_examples: int = 3,
+                 role_maps: bool = True):
     """The report page: taxonomy, class counts, summary map, role maps, example views."""
     import torch
 
@@ -90,10 +105,12 @@ def build_report(title: str, table: pd.DataFrame, ac, n_examples: int = 3):
             page.heading(f"Summary map ({kind}): layers x input roles")
             page.plotly(heatmap(sm, names, [f"L{l}" for l in range(sm.shape[0])],
                                 f"{kind}: attention received per input role, mean over heads"))
-        qn, kn, rm = role_map(P, mask, ac.query(kind).roles, keys.roles)
-        page.heading(f"Role-averaged maps ({kind}), mean over heads")
-        for l in range(rm.shape[0]):
-            page.plotly(heatmap(rm[l].mean(0), kn, qn, f"{kind} layer {l}: query role x key role"))
+        if role_maps:
+            qn, kn, rm = role_map(P, mask, ac.query(kind).roles, keys.roles)
+            page.heading(f"Role-averaged maps ({kind}), mean over heads")
+            for l in range(rm.shape[0]):
+                page.plotly(heatmap(rm[l].mean(0), kn, qn,
+                                    f"{kind} layer {l}: query role x key role"))
         for b in range(min(n_examples, P.shape[1])):
             qlen, klen = int(ac.query(kind).lengths[b]), int(keys.lengths[b])
             toks = keys.tokens[b]
@@ -111,7 +128,7 @@ def _main(argv) -> int:
     from interp.cache import cache_attention
     from interp.cli_util import check_writable, write_json
     from interp.errors import InterpError
-    from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
+    from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
 
     p = argparse.ArgumentParser(prog="python -m interp.classify_heads", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +139,8 @@ def _main(argv) -> int:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--kinds", help="comma-separated attention kinds (default: all)")
     p.add_argument("--segments", choices=["statement", "number"], default="statement")
+    p.add_argument("--prompts", help="text file, one prompt a line (HF checkpoints without "
+                   "interp.json; default: built-in sentences)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true")
@@ -132,11 +151,26 @@ def _main(argv) -> int:
     if out.exists() and not out.is_dir():
         raise InterpError(f"--out {out} is a file; give a folder")
     check_writable(out.parent / "x") if out.parent != Path("") else None
-    ckpt = load_checkpoint(a.checkpoint)
-    bridge = to_bridge(ckpt)
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
-    examples = ckpt.task.generate(a.n, seed=a.seed)
-    ac = cache_attention(bridge, ckpt.task, examples, kinds=kinds, batch_size=a.batch_size,
+    ckpt_dir = Path(str(a.checkpoint))
+    if ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists():
+        bridge = load_hf_bridge(ckpt_dir)
+        if a.prompts:
+            try:
+                texts = [t for t in Path(a.prompts).read_text().splitlines() if t.strip()]
+            except OSError as e:
+                raise InterpError(f"cannot read --prompts {a.prompts}: {e.strerror}") from None
+        else:
+            texts = DEFAULT_SENTENCES
+        if not texts:
+            raise InterpError(f"--prompts {a.prompts} holds no text; give one prompt a line")
+        texts = texts[:a.n]
+        task, examples = None, texts
+    else:
+        ckpt = load_checkpoint(a.checkpoint)
+        bridge = to_bridge(ckpt)
+        task, examples = ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
+    ac = cache_attention(bridge, task, examples, kinds=kinds, batch_size=a.batch_size,
                          progress=not a.quiet)
     table = summarise(head_table(ac, segments=a.segments))
     out.mkdir(parents=True, exist_ok=True)
@@ -148,8 +182,8 @@ def _main(argv) -> int:
     tmp.replace(out / "heads.csv")
     write_json(out / "heads.json", json.loads(table.to_json(orient="records")))
     if not a.no_report:
-        build_report(f"Heads of {a.checkpoint} ({a.n} examples)", table, ac).write(
-            out / "report.html")
+        build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)", table, ac,
+                     role_maps=task is not None).write(out / "report.html")
     if a.format == "table":
         with pd.option_context("display.max_rows", 500, "display.width", 160,
                                "display.max_colwidth", 60):

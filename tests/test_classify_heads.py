@@ -43,3 +43,34 @@ def test_unknown_kind_is_one_clear_error(tiny_checkpoints, tmp_path):
     with pytest.raises(InterpError, match="kinds are self"):
         _main([str(tiny_checkpoints["decoder"]), "--n", "2", "--kinds", "cross",
                "--out", str(tmp_path / "x"), "--quiet"])
+
+
+def test_plain_hf_bert_directory_is_classified_on_text(tmp_path, capsys):
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
+    d = tmp_path / "bert"
+    d.mkdir()
+    (d / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64,
+                               max_position_embeddings=64)).save_pretrained(str(d))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a b c\nd e f g h\n\ni j\n")
+    out = tmp_path / "o"
+    assert _main([str(d), "--prompts", str(prompts), "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "heads.csv")
+    assert set(table.kind) == {"encoder"} and len(table) == 8
+    assert (table.entropy <= table.entropy_uniform + 1e-6).all()  # uniform is the maximum
+
+
+def test_hf_directory_with_only_pickled_weights_is_refused(tmp_path):
+    from interp.errors import InterpError
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(InterpError, match="never loads"):
+        _main([str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"])

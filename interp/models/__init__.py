@@ -81,6 +81,35 @@ def to_bridge(ckpt: Checkpoint):
     return bridge
 
 
+def load_hf_bridge(path: str | os.PathLike):
+    """A TransformerBridge for any HF checkpoint directory the bridge can boot (GPT-2, BERT,
+    T5 ...), without interp.json. Only safetensors weights are accepted."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
+
+    from interp.models.checkpoint import PICKLE_SUFFIXES
+
+    hf_logging.disable_progress_bar()
+    path = Path(path)
+    if not path.is_dir():
+        raise InterpError(f"no checkpoint directory {str(path)!r}")
+    if not (path / "config.json").is_file():
+        raise InterpError(f"{path} has no config.json; an HF checkpoint directory holds "
+                          "config.json, model.safetensors and the tokenizer files")
+    if not any(path.glob("*.safetensors")):
+        pickles = [f.name for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES]
+        raise InterpError(f"{path} has no .safetensors weights" +
+                          (f" (only pickled {', '.join(pickles)}, which interp never loads)"
+                           if pickles else "") + "; save the model with safetensors")
+    try:
+        bridge = TransformerBridge.boot_transformers(str(path))
+    except Exception as e:  # the bridge raises many types; the user needs one line
+        raise InterpError(f"TransformerBridge could not boot {path}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    bridge.eval()
+    return bridge
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL):
     """Return (bridge, task) for a shipped model name or a checkpoint directory.
 
@@ -93,5 +122,5 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL):
 
 
 __all__ = ["Checkpoint", "ModelConfig", "ARCHS", "DEFAULT_MODEL", "REQUIRED", "build_model",
-           "n_params", "load_checkpoint", "load_model", "to_bridge", "save_checkpoint",
+           "n_params", "load_checkpoint", "load_model", "load_hf_bridge", "to_bridge", "save_checkpoint",
            "replace_dir_atomic", "resolve", "shipped_models", "validate"]
