@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     from interp.models.checkpoint import SHIPPED_DIR, shipped_models
 
-    print("| model | arch | task / preset | params | size | trained (wall min, 1 thread) | "
+    print("| model | arch | task / preset | params | size | CPU minutes (1 thread) | "
           "steps x batch | exact match | char accuracy | per class exact |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in shipped_models():
@@ -29,7 +29,7 @@ def main() -> int:
         m = meta["model"]
         print(f"| `{name}` | {m['arch']} {m['n_layers']}L d{m['d_model']} | "
               f"{meta['task']['task']} / {meta['task']['preset']} | {meta['params']:,} | "
-              f"{size:.1f} MB | {tr['wall_minutes']:.0f} | {tr['total_steps']} x "
+              f"{size:.1f} MB | {tr['cpu_minutes']:.0f} | {tr['total_steps']} x "
               f"{tr['recipe']['batch_size']} | {ev['exact_match']:.1%} | "
               f"{ev['char_accuracy']:.1%} | {per} |")
     return 0

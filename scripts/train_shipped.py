@@ -28,14 +28,14 @@ RECIPES: dict[str, list[str]] = {
                         "--d-model", "128", "--heads", "4", "--steps", "3400",
                         "--eval-every", "250", "--eval-n", "500", "--seed", "0"],
     "quadratic-t5-small": ["quadratic", "--preset", "small", "--arch", "t5", "--layers", "3",
-                           "--d-model", "128", "--heads", "4", "--steps", "1688",
+                           "--d-model", "128", "--heads", "4", "--steps", "3000",
                            "--eval-every", "250", "--eval-n", "500", "--seed", "0"],
     "arithmetic": ["arithmetic", "--arch", "decoder", "--layers", "2", "--d-model", "64",
                    "--heads", "4", "--n-ctx", "16", "--lr", "2e-3", "--steps", "12000",
                    "--eval-every", "1000", "--eval-n", "1000", "--seed", "0"],
     "quadratic-seed": ["quadratic", "--preset", "seed", "--arch", "decoder", "--layers", "4",
                        "--d-model", "128", "--heads", "4", "--n-ctx", "160", "--data", "fixed",
-                       "--rows", "100000", "--minutes", "65", "--eval-every", "250",
+                       "--rows", "100000", "--steps", "1900", "--eval-every", "250",
                        "--eval-n", "500", "--seed", "0"],
 }
 
