@@ -147,6 +147,12 @@ class Data:
         return len(self.train) / self.cfg.batch_size if self.train else None
 
 
+def rank(metrics: dict) -> tuple[float, float]:
+    """Which evaluation is better: exact match first, character accuracy to break ties
+    (early in training every evaluation may score 0% exact)."""
+    return metrics["exact_match"], metrics.get("char_accuracy", 0.0)
+
+
 def lr_at(cfg: TrainConfig, step: int, total: int | None, plateau_scale: float) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     if cfg.schedule == "cosine" and total and step >= cfg.warmup:
@@ -388,8 +394,9 @@ class Trainer:
                         self.log(f"step {self.step}/{self.total}  loss {rec['train_loss']:.4f}  "
                                  f"eval exact {m['exact_match']:.1%}  char {m['char_accuracy']:.1%}"
                                  f"  {rec['per_class']}  {self.wall / 60:.1f} min")
-                    if self.best is None or m["exact_match"] > self.best["exact_match"]:
-                        self.best = {"step": self.step, "exact_match": m["exact_match"]}
+                    if self.best is None or rank(m) > rank(self.best):
+                        self.best = {"step": self.step, "exact_match": m["exact_match"],
+                                     "char_accuracy": m["char_accuracy"]}
                         save_checkpoint(self.model, self.out, self.meta(m, self.step))
                     self.save_resume()
                 elif self.step % cfg.save_every == 0:
@@ -413,6 +420,26 @@ class Trainer:
 
         write_json_atomic(meta_path, meta)
         return meta
+
+    def reselect(self) -> dict:
+        """Keep the better of the stored best checkpoint and the last weights, by `rank`.
+
+        For runs made before character accuracy broke ties: a run whose every evaluation
+        scored 0% exact kept its first evaluation."""
+        from interp.models.checkpoint import write_json_atomic
+
+        m = self.evaluate()
+        meta_path = self.out / "interp.json"
+        stored = json.loads(meta_path.read_text())
+        if rank(m) > rank(stored["metrics"]):
+            self.best = {"step": self.step, "exact_match": m["exact_match"],
+                         "char_accuracy": m["char_accuracy"]}
+            meta = self.meta(m, self.step)
+            meta["training"].update(finished=stored["training"].get("finished", False))
+            save_checkpoint(self.model, self.out, meta)
+            self.save_resume()
+            return meta
+        return stored
 
     def _plateau(self, loss: float) -> None:
         p = self.plateau
@@ -450,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=["decoder", "t5"], default=m.arch)
     p.add_argument("--out", help="output checkpoint directory")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument("--reselect", metavar="DIR", help="keep the better of DIR's best and last "
+                   "weights (exact match, then character accuracy)")
     p.add_argument("--steps", type=int)
     p.add_argument("--minutes", type=float)
     p.add_argument("--epochs", type=float, help="passes over the training set (--data fixed)")
@@ -488,7 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
-    if args.resume:
+    if args.reselect:
+        trainer = Trainer.resume(Path(args.reselect), quiet=args.quiet)
+        meta = trainer.reselect()
+        args.resume = args.reselect
+    elif args.resume:
         trainer = Trainer.resume(Path(args.resume), quiet=args.quiet)
         if args.threads:
             trainer.cfg.threads = args.threads

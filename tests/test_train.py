@@ -179,3 +179,29 @@ def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
     with pytest.raises(InterpError, match="was trained on"):
         Trainer(tiny_train_config(steps=6, init_from=str(tmp_path / "a"), task="quadratic",
                                   preset="small"), tmp_path / "d")
+
+
+def test_character_accuracy_breaks_ties_and_reselect_keeps_the_better_weights(tmp_path):
+    from interp.train import rank
+
+    assert rank({"exact_match": 0.0, "char_accuracy": 0.5}) > \
+        rank({"exact_match": 0.0, "char_accuracy": 0.4})
+    assert rank({"exact_match": 0.1, "char_accuracy": 0.1}) > \
+        rank({"exact_match": 0.0, "char_accuracy": 0.9})
+    import json
+
+    cfg = tiny_train_config(steps=60, eval_every=20, lr=3e-3)
+    Trainer(cfg, tmp_path / "a", quiet=True).run()
+    meta_path = tmp_path / "a" / "interp.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metrics"]["char_accuracy"] = -1.0  # pretend the stored best is worse than anything
+    meta["metrics"]["exact_match"] = -1.0
+    meta_path.write_text(json.dumps(meta))
+    t = Trainer.resume(tmp_path / "a", quiet=True)
+    new = t.reselect()
+    assert new["training"]["step"] == 60
+    from safetensors.torch import load_file
+
+    last = load_file(str(tmp_path / "a" / "resume" / "model.safetensors"))
+    kept = load_checkpoint(tmp_path / "a").model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in last.items())
