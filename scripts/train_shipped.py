@@ -66,7 +66,7 @@ def main() -> int:
             subprocess.run(cmd, check=True)
         report = work / f"{name}.eval.json"
         subprocess.run([sys.executable, "-m", "interp.evaluate", str(run_dir), "--n", "1000",
-                        "--json", str(report)], check=True)
+                        "--json", str(report), "--quiet"], check=True, cwd=work)
         dest = SHIPPED / name
         tmp = SHIPPED / f".{name}.new"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -76,6 +76,7 @@ def main() -> int:
                 shutil.copy2(run_dir / f, tmp / f)
         meta = json.loads((tmp / "interp.json").read_text())
         meta["evaluation"] = json.loads(report.read_text())
+        meta["evaluation"]["checkpoint"] = name  # not the build machine's path
         (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         old = SHIPPED / f".{name}.old"
         if dest.exists():
