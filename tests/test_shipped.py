@@ -42,3 +42,14 @@ def test_shipped_model_matches_the_figure_recorded_in_its_metadata(name):
 
 def test_arithmetic_reaches_its_bar():
     assert load_checkpoint("arithmetic").meta["evaluation"]["exact_match"] >= 0.99
+
+
+@pytest.mark.xfail(strict=True, reason="issue #2's bar is not reached yet: quadratic-small "
+                   "scores 61.8% on 1,000 held-out equations (81.1% on fresh equations drawn "
+                   "from all inputs, most of them seen in training); remove this mark when it "
+                   "passes")
+def test_quadratic_small_solves_at_least_80_percent_of_fresh_held_out_equations():
+    ckpt = load_checkpoint("quadratic-small")
+    examples = eval_examples(ckpt.task, 200, seed=2024)  # held-out inputs, never trained on
+    metrics, _ = evaluate(ckpt.model, ckpt.arch, ckpt.task, examples, ckpt.config.n_ctx)
+    assert metrics["exact_match"] >= 0.80, metrics
