@@ -31,3 +31,19 @@ def tiny_checkpoints(tmp_path_factory):
                                       "arch": arch, "metrics": {}})
         out[arch] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A randomly initialised tiny BERT saved as a plain HF directory (no interp.json)."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
+    (d / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64,
+                               max_position_embeddings=64)).save_pretrained(str(d))
+    return d

@@ -57,18 +57,10 @@ def test_unknown_kind_and_empty_input_are_errors(tiny_checkpoints):
         cache_attention(bridge, task, [])
 
 
-def test_bert_encoder_padding_never_counts_as_attention(tmp_path):
+def test_bert_encoder_padding_never_counts_as_attention(tiny_bert_dir):
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
-    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(str(tmp_path))
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=4, intermediate_size=64,
-                               max_position_embeddings=64)).save_pretrained(str(tmp_path))
-    bridge = TransformerBridge.boot_transformers(str(tmp_path))
+    bridge = TransformerBridge.boot_transformers(str(tiny_bert_dir))
     texts = ["a b c d e f", "g h"]
     ac = cache_attention(bridge, None, texts)
     assert ac.kinds == ("encoder",)

@@ -45,19 +45,8 @@ def test_unknown_kind_is_one_clear_error(tiny_checkpoints, tmp_path):
                "--out", str(tmp_path / "x"), "--quiet"])
 
 
-def test_plain_hf_bert_directory_is_classified_on_text(tmp_path, capsys):
-    import torch
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
-    d = tmp_path / "bert"
-    d.mkdir()
-    (d / "vocab.txt").write_text("\n".join(vocab))
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=4, intermediate_size=64,
-                               max_position_embeddings=64)).save_pretrained(str(d))
+def test_plain_hf_bert_directory_is_classified_on_text(tiny_bert_dir, tmp_path):
+    d = tiny_bert_dir
     prompts = tmp_path / "p.txt"
     prompts.write_text("a b c\nd e f g h\n\ni j\n")
     out = tmp_path / "o"
