@@ -126,7 +126,7 @@ def build_report(title: str, table: pd.DataFrame, ac, n_examples: int = 3,
 
 def _main(argv) -> int:
     from interp.cache import cache_attention
-    from interp.cli_util import check_writable, write_json
+    from interp.cli_util import write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
 
@@ -150,7 +150,8 @@ def _main(argv) -> int:
     out = Path(a.out or f"classify-{Path(str(a.checkpoint)).name}")
     if out.exists() and not out.is_dir():
         raise InterpError(f"--out {out} is a file; give a folder")
-    check_writable(out.parent / "x") if out.parent != Path("") else None
+    if not out.parent.is_dir():
+        raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     ckpt_dir = Path(str(a.checkpoint))
     if ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists():
