@@ -38,17 +38,18 @@ def offset_profile(P: torch.Tensor, mask: torch.Tensor, offsets) -> torch.Tensor
     d = 0 is the token itself, 1 the previous token, -1 the next one. Each entry is the
     attention at that offset summed over queries, divided by the number of valid queries, so
     the entries of a head sum to 1 over all offsets (rare long offsets cannot look large).
+    One scatter-add over the relative index does every offset at once.
     """
+    L, B, H, Q, K = P.shape
     nq = query_valid(mask).float().sum().clamp_min(1)
-    out = []
-    for d in offsets:
-        diag = torch.diagonal(P, offset=-d, dim1=-2, dim2=-1)          # [L, B, H, n]
-        m = torch.diagonal(mask, offset=-d, dim1=-2, dim2=-1).float()  # [B, n]
-        if m.numel() == 0:
-            out.append(torch.zeros(P.shape[0], P.shape[2]))
-            continue
-        out.append((diag * m[None, :, None]).sum((1, 3)) / nq)
-    return torch.stack(out, -1)
+    rel = (torch.arange(Q)[:, None] - torch.arange(K)[None, :] + (K - 1)).reshape(-1)
+    summed = (P * mask[None, :, None].to(P.dtype)).sum(1).reshape(L * H, Q * K)  # [L*H, Q*K]
+    by_rel = torch.zeros(L * H, Q + K - 1).index_add_(1, rel, summed)
+    offsets = torch.as_tensor(list(offsets))
+    inside = (offsets > -K) & (offsets < Q)
+    out = torch.zeros(L * H, len(offsets))
+    out[:, inside] = by_rel[:, offsets[inside] + K - 1]
+    return (out / nq).reshape(L, H, len(offsets))
 
 
 def offset_model(profile: torch.Tensor, mask: torch.Tensor, offsets) -> torch.Tensor:
