@@ -20,7 +20,7 @@ import torch
 
 from interp.attention.kinds import KINDS, hook_name, kinds_of, model_family, n_layers
 from interp.errors import InterpError
-from interp.models.sequences import pad_rows
+from interp.models.sequences import decoder_prompt, encoder_input, pad_rows
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import BOS, EOS, PAD, SEP, CharCodec
 
@@ -97,12 +97,11 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
         if family == "decoder":
             src_tok.append([BOS, *ex.src, SEP, *ex.tgt, EOS])
             src_roles.append([BOS, *r_src, SEP, *r_tgt, EOS])
-            src_ids.append([codec.bos, *codec.encode(ex.src), codec.sep, *codec.encode(ex.tgt),
-                            codec.eos])
+            src_ids.append(decoder_prompt(codec, ex.src) + codec.encode(ex.tgt) + [codec.eos])
         else:
             src_tok.append([*ex.src, EOS])
             src_roles.append([*r_src, EOS])
-            src_ids.append([*codec.encode(ex.src), codec.eos])
+            src_ids.append(encoder_input(codec, ex.src))
             tgt_tok.append([PAD, *ex.tgt])
             tgt_roles.append(["<start>", *r_tgt])
             tgt_ids.append([codec.pad, *codec.encode(ex.tgt)])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.attention.taxonomy import LABELS, Thresholds, base_label, head_table
+from interp.attention.taxonomy import LABELS, base_label, head_table
 
 SHOW = ["kind", "layer", "head", "label", "main_score", "detail"]
 

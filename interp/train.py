@@ -178,7 +178,6 @@ def scheduled_sampling(model, arch: str, batch: Batch, share: float, gen: torch.
             guess = torch.zeros_like(batch.input_ids)
             guess[:, 1:] = pred[:, :-1]
             flip = answer & (torch.rand(answer.shape, generator=gen) < share)
-            # the <eos> input never feeds a prediction; leave it
             ids = torch.where(flip, guess, batch.input_ids)
             return Batch(ids, batch.attention_mask, batch.labels)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -426,7 +425,6 @@ class Trainer:
 
         For runs made before character accuracy broke ties: a run whose every evaluation
         scored 0% exact kept its first evaluation."""
-        from interp.models.checkpoint import write_json_atomic
 
         m = self.evaluate()
         meta_path = self.out / "interp.json"

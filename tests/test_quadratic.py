@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from interp.errors import TaskError
 from interp.tasks import QuadraticTask, get_task, is_heldout, split_examples
-from interp.tasks.quadratic import PRESETS, format_output, parse_equation, read_input
+from interp.tasks.quadratic import PRESETS, parse_equation, read_input
 from interp.tasks.tokenizer import CHARS
 
 README_IN = "7x^2+3556x+451612=0"

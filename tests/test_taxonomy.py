@@ -49,7 +49,6 @@ def test_thresholds_matter():
 
 
 def test_segments_from_roles():
-    import torch
 
     from interp.attention.taxonomy import segments_from_roles
 
@@ -62,7 +61,6 @@ def test_segments_from_roles():
 
 def test_head_table_labels_heads_of_a_cache(tiny_checkpoints):
     """Glue: a real cache whose patterns are replaced by synthetic heads of known class."""
-    import random
 
     import torch
 

@@ -17,7 +17,7 @@ Everything here is pure: patterns in, DataFrames out.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -215,4 +215,4 @@ def head_table(ac, kinds=None, th: Thresholds = Thresholds(), segments: str = "s
 
 
 __all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
-           "features_table", "segments_from_roles", "head_table", "asdict"]
+           "features_table", "segments_from_roles", "head_table"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,6 @@ def sample_class(rng: random.Random, mix: dict[str, float]) -> str:
         if r < acc:
             return cls
     return next(reversed(mix))
-
-
-def char_positions(text: str, chars: Iterable[str]) -> list[int]:
-    wanted = set(chars)
-    return [i for i, ch in enumerate(text) if ch in wanted]
 
 
 __all__ = ["Example", "CheckResult", "Segment", "Task", "render", "split_examples",

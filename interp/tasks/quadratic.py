@@ -322,8 +322,9 @@ class QuadraticTask(Task):
                     verdict(f"x{i}_expr", False, f"no readable x{i} statement")
                     verdict(f"x{i}_value", False, f"no readable x{i} value")
                     continue
-                nb, pop, ps, pa, pv = (int(mx.group(1)), mx.group(2), int(mx.group(3)),
-                                       int(mx.group(4)), int(mx.group(5)))
+                # s (group 3) is judged by the "sqrt" step below
+                nb, pop, pa, pv = (int(mx.group(1)), mx.group(2), int(mx.group(4)),
+                                   int(mx.group(5)))
                 verdict(f"x{i}_expr", (nb, pop, pa) == (-b, op, a),
                         f"wrote ({nb}{pop}s)/(2*{pa}); expected ({-b}{op}s)/(2*{a})")
                 verdict(f"x{i}_value", pv == (x1 if i == 1 else x2),
