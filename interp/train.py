@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -344,6 +345,20 @@ class Trainer:
         wall0, cpu0 = self.wall, self.cpu
         calib_from = None
         running, count = 0.0, 0
+        # Ctrl-C / SIGTERM only sets a flag: the step in flight finishes (a signal in the
+        # middle of opt.step() would otherwise save half-updated weights), then the run saves
+        # and stops. A second signal stops at once; the last periodic save stays valid.
+        stop = {"asked": False}
+
+        def ask_stop(signum, frame):
+            if stop["asked"]:
+                raise KeyboardInterrupt
+            stop["asked"] = True
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, ask_stop)
         try:
             while self.total is None or self.step < self.total:
                 step = self.step
@@ -400,13 +415,19 @@ class Trainer:
                     self.save_resume()
                 elif self.step % cfg.save_every == 0:
                     self.save_resume()
-                if stop_at is not None and self.step >= stop_at:
-                    raise KeyboardInterrupt
+                if stop["asked"] or (stop_at is not None and self.step >= stop_at):
+                    self.save_resume()
+                    bar.close()
+                    raise InterpError(f"interrupted after step {self.step}; continue with "
+                                      f"python -m interp.train --resume {self.out}")
         except KeyboardInterrupt:
-            self.save_resume()
             bar.close()
-            raise InterpError(f"interrupted after step {self.step}; continue with "
-                              f"python -m interp.train --resume {self.out}") from None
+            raise InterpError(f"stopped at once; continue from the last save (every "
+                              f"{cfg.save_every} steps) with python -m interp.train --resume "
+                              f"{self.out}") from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         bar.close()
         # refresh the best checkpoint's timings (weights and metrics unchanged)
         meta_path = self.out / "interp.json"
@@ -457,10 +478,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, quiet: bool = False) -> dict
         raise InterpError(f"{out} already holds a training run; continue it with --resume "
                           f"{out} or choose a new --out")
     return Trainer(cfg, out, quiet).run()
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -514,7 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
     if args.reselect:
         trainer = Trainer.resume(Path(args.reselect), quiet=args.quiet)
         meta = trainer.reselect()
