@@ -9,12 +9,18 @@
 Sequences are teacher-forced with the exact solution, so maps cover input and output. Only
 the pattern hooks asked for are kept (TransformerLens `names_filter`). Padding is masked: a
 padded query row and every padded key column hold zeros, so padding never counts as attention.
+Examples are run in batches of similar length (less padding), results come back in order.
+
+For datasets too big to hold, `stream_attention` computes batches as they are read and
+`save_shards(stream, folder)` writes one safetensors shard per batch (`ShardedCache(folder)`
+reads them back); `interp.attention.stats.collect_stats` takes any of the three.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 
@@ -23,6 +29,8 @@ from interp.errors import InterpError
 from interp.models.sequences import decoder_prompt, encoder_input, pad_rows
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import BOS, EOS, PAD, SEP, CharCodec
+
+PAD_ID = CharCodec().pad
 
 
 @dataclass
@@ -43,14 +51,15 @@ class Side:
         return torch.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
 
 
-@dataclass
-class AttentionCache:
-    """Attention patterns over a dataset. patterns[kind]: [layer, batch, head, query, key]."""
+class _Source:
+    """What every source of patterns offers: sides, kinds, masks and batches of patterns.
+
+    batches() yields (index, {kind: [layer, b, head, q, k]}): index holds the examples' places
+    in the dataset; q and k are the longest real query/key lengths in that batch (the patterns
+    are zero on padding)."""
 
     family: str
-    patterns: dict[str, torch.Tensor]
     sides: dict[str, Side]
-    examples: list = field(default_factory=list)
 
     def query(self, kind: str) -> Side:
         return self.sides[KINDS[kind].query_side]
@@ -58,17 +67,110 @@ class AttentionCache:
     def key(self, kind: str) -> Side:
         return self.sides[KINDS[kind].key_side]
 
-    def mask(self, kind: str) -> torch.Tensor:
-        """[batch, query, key] True where both positions are real (and, if causal, k <= q)."""
-        m = self.query(kind).valid[:, :, None] & self.key(kind).valid[:, None, :]
+    def mask(self, kind: str, index: torch.Tensor | None = None, q: int | None = None,
+             k: int | None = None) -> torch.Tensor:
+        """[batch, query, key] True where both positions are real (and, if causal, k <= q);
+        for the examples in `index` (default all) cut to widths q, k."""
+        qs, ks = self.query(kind), self.key(kind)
+        qv, kv = qs.valid, ks.valid
+        if index is not None:
+            qv, kv = qv[index], kv[index]
+        qv, kv = qv[:, :q], kv[:, :k]
+        m = qv[:, :, None] & kv[:, None, :]
         if KINDS[kind].causal:
-            q, k = m.shape[1:]
-            m = m & torch.ones(q, k, dtype=torch.bool).tril()[None]
+            m = m & torch.ones(m.shape[1], m.shape[2], dtype=torch.bool).tril()[None]
         return m
+
+
+@dataclass
+class AttentionCache(_Source):
+    """Attention patterns over a dataset in memory. patterns[kind]: [layer, batch, head,
+    query, key], padded to the longest example."""
+
+    family: str
+    patterns: dict[str, torch.Tensor]
+    sides: dict[str, Side]
+    examples: list = field(default_factory=list)
 
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.patterns)
+
+    def batches(self, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, dict]]:
+        n = next(iter(self.patterns.values())).shape[1]
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(start + batch_size, n))
+            out = {}
+            for kind, P in self.patterns.items():
+                q = int(self.query(kind).lengths[index].max())
+                k = int(self.key(kind).lengths[index].max())
+                out[kind] = P[:, index, :, :q, :k]
+            yield index, out
+
+
+class AttentionStream(_Source):
+    """Patterns computed batch by batch as they are read, never all held: memory stays flat
+    however many examples there are. One pass only (batches() runs the model)."""
+
+    def __init__(self, bridge, family, sides, kinds, examples, batch_size, progress):
+        self.bridge, self.family, self.sides, self.kinds = bridge, family, sides, tuple(kinds)
+        self.examples, self.batch_size, self.progress = list(examples), batch_size, progress
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        yield from _forward(self.bridge, self.family, self.sides, self.kinds, self.batch_size,
+                            self.progress)
+
+
+class ShardedCache(_Source):
+    """Patterns saved as safetensors shards (one per batch) in a folder; read back a shard at
+    a time. Made by `save_shards`, reopened with `ShardedCache(folder)`."""
+
+    def __init__(self, folder: str | Path):
+        import json
+
+        self.folder = Path(folder)
+        meta_path = self.folder / "cache.json"
+        if not meta_path.is_file():
+            raise InterpError(f"{folder} is not an attention cache folder (no cache.json); "
+                              "make one with interp.cache.save_shards")
+        meta = json.loads(meta_path.read_text())
+        self.family, self.kinds, self.n_shards = meta["family"], tuple(meta["kinds"]), meta["shards"]
+        self.sides = {name: Side(pad_rows(s["ids"], PAD_ID), torch.tensor(s["lengths"]),
+                                 s["tokens"], s["roles"]) for name, s in meta["sides"].items()}
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        from safetensors.torch import load_file
+
+        for i in range(self.n_shards):
+            t = load_file(str(self.folder / f"shard-{i:05d}.safetensors"))
+            yield t.pop("index"), t
+
+
+def save_shards(source: _Source, folder: str | Path) -> ShardedCache:
+    """Write every batch of `source` (a stream, usually) to `folder` as one safetensors shard
+    each, plus cache.json with the tokens and roles. The folder appears whole or not at all."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from interp.models.checkpoint import replace_dir_atomic
+
+    def fill(tmp: Path) -> None:
+        n = 0
+        for index, pats in source.batches():
+            save_file({"index": index.contiguous(), **{k: v.contiguous() for k, v in pats.items()}},
+                      str(tmp / f"shard-{n:05d}.safetensors"))
+            n += 1
+        sides = {name: {"ids": [row[:int(length)] for row, length in zip(s.ids.tolist(),
+                                                                        s.lengths)],
+                        "lengths": s.lengths.tolist(), "tokens": s.tokens, "roles": s.roles}
+                 for name, s in source.sides.items()}
+        (tmp / "cache.json").write_text(json.dumps({"family": source.family,
+                                                    "kinds": list(source.kinds),
+                                                    "shards": n, "sides": sides}))
+
+    replace_dir_atomic(fill, Path(folder))
+    return ShardedCache(folder)
 
 
 def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=None
@@ -116,60 +218,122 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
                                       tgt_roles)}
 
 
-@torch.no_grad()
-def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequence[str] | None
-                    = None, batch_size: int = 64, progress: bool = False) -> AttentionCache:
-    """Attention patterns of every layer for the chosen kinds (default: all of the model's).
-
-    examples: task Examples (teacher-forced with their solution) or, for decoder/encoder
-    models, raw strings (roles are then the token strings).
-    Returns an AttentionCache with patterns[kind]: [layer, batch, head, query, key] float32.
-    """
-    import sys
-
-    from tqdm.auto import tqdm
-
+def _check(bridge, examples, kinds):
     if not examples:
         raise InterpError("no examples to cache; give at least one")
-    family = model_family(bridge)
     allowed = kinds_of(bridge)
     kinds = tuple(kinds or allowed)
     bad = [k for k in kinds if k not in allowed]
     if bad:
         raise InterpError(f"attention kinds {bad} do not exist in this model; its kinds are "
                           f"{', '.join(allowed)}")
-    sides = build_sides(family, task, examples, getattr(bridge, "tokenizer", None))
+    return kinds
+
+
+@torch.no_grad()
+def _forward(bridge, family, sides, kinds, batch_size, progress=False):
+    """Run the model over batches of similar length; yield (index, {kind: patterns})."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    main = sides["src" if family != "decoder" else "seq"]
+    order = torch.argsort(main.lengths, stable=True)   # similar lengths share a batch
     names = {(k, l): hook_name(bridge, k, l) for k in kinds for l in range(n_layers(bridge, k))}
     wanted = set(names.values())
     was_training = bridge.training
     bridge.eval()
-    n = len(examples)
-    chunks: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
-    widths = {s: side.ids.shape[1] for s, side in sides.items()}
     try:
-        for start in tqdm(range(0, n, batch_size), desc="cache", leave=False,
+        for start in tqdm(range(0, len(order), batch_size), desc="attention", leave=False,
                           disable=not progress or not sys.stderr.isatty()):
-            sl = slice(start, start + batch_size)
-            main = sides["src" if family != "decoder" else "seq"]
-            w = int(main.lengths[sl].max())
-            ids = main.ids[sl, :w]
-            mask = main.valid[sl, :w].long()
-            kw = {"attention_mask": mask}
+            index = order[start:start + batch_size]
+            w = int(main.lengths[index].max())
+            kw = {"attention_mask": main.valid[index, :w].long()}
             if family == "t5":
                 tgt = sides["tgt"]
-                kw["decoder_input"] = tgt.ids[sl, :int(tgt.lengths[sl].max())]
-            _, cache = bridge.run_with_cache(ids, names_filter=lambda name: name in wanted, **kw)
+                kw["decoder_input"] = tgt.ids[index, :int(tgt.lengths[index].max())]
+            _, cache = bridge.run_with_cache(main.ids[index, :w],
+                                             names_filter=lambda name: name in wanted, **kw)
+            out = {}
             for k in kinds:
-                layers = [cache[names[(k, l)]].float() for l in range(n_layers(bridge, k))]
-                chunks[k].append(torch.stack(layers))
+                P = torch.stack([cache[names[(k, l)]] for l in range(n_layers(bridge, k))])
+                q, kk = (int(sides[s].lengths[index].max())
+                         for s in (KINDS[k].query_side, KINDS[k].key_side))
+                P = P[..., :q, :kk].float()
+                qv = sides[KINDS[k].query_side].valid[index, :q]
+                kv = sides[KINDS[k].key_side].valid[index, :kk]
+                out[k] = P * (qv[:, :, None] & kv[:, None, :])[None, :, None].to(P.dtype)
             del cache
+            yield index, out
     finally:
         bridge.train(was_training)
-    out = AttentionCache(family, {}, sides, list(examples))
-    for k in kinds:
-        qw, kw_ = widths[KINDS[k].query_side], widths[KINDS[k].key_side]
-        parts = [torch.nn.functional.pad(c, (0, kw_ - c.shape[-1], 0, qw - c.shape[-2]))
-                 for c in chunks[k]]
-        pat = torch.cat(parts, dim=1)
-        out.patterns[k] = pat * out.mask(k)[None, :, None].to(pat.dtype)
+
+
+def stream_attention(bridge, task: Task | None, examples: Sequence,
+                     kinds: Sequence[str] | None = None, batch_size: int = 64,
+                     progress: bool = False) -> AttentionStream:
+    """Like `cache_attention`, but nothing is kept: batches are computed as they are read
+    (pass the result to `interp.attention.stats.collect_stats`, or to `save_shards`)."""
+    kinds = _check(bridge, examples, kinds)
+    family = model_family(bridge)
+    sides = build_sides(family, task, examples, getattr(bridge, "tokenizer", None))
+    return AttentionStream(bridge, family, sides, kinds, examples, batch_size, progress)
+
+
+def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequence[str] | None
+                    = None, batch_size: int = 64, progress: bool = False) -> AttentionCache:
+    """Attention patterns of every layer for the chosen kinds (default: all of the model's).
+
+    examples: task Examples (teacher-forced with their solution) or, for decoder/encoder
+    models, raw strings (roles are then the token strings).
+    Returns an AttentionCache with patterns[kind]: [layer, batch, head, query, key] float32,
+    in the order of `examples`.
+    """
+    stream = stream_attention(bridge, task, examples, kinds, batch_size, progress)
+    n = len(examples)
+    out = AttentionCache(stream.family, {}, stream.sides, list(examples))
+    for index, pats in stream.batches():
+        for k, P in pats.items():
+            if k not in out.patterns:
+                qw = out.query(k).ids.shape[1]
+                kw = out.key(k).ids.shape[1]
+                out.patterns[k] = torch.zeros(P.shape[0], n, P.shape[2], qw, kw)
+            out.patterns[k][:, index, :, :P.shape[-2], :P.shape[-1]] = P
     return out
+
+
+@torch.no_grad()
+def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
+                     ) -> tuple[torch.Tensor, float]:
+    """Induction score per head of a decoder-only model ([layer, head]) and the uniform
+    head's score, on `n` sequences of `half` random tokens repeated twice after BOS: the
+    attention a second-half token pays to the token after its first copy, on the scale of
+    TransformerLens's head detector ("mul", BOS kept)."""
+    from interp.attention.scores import detection_score, induction_pattern, uniform_like
+
+    if model_family(bridge) != "decoder":
+        raise InterpError("the induction score needs a decoder-only (causal) model")
+    tok = getattr(bridge, "tokenizer", None)
+    special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
+    vocab = int(bridge.cfg.d_vocab)
+    pool = torch.tensor([i for i in range(vocab) if i not in special] or list(range(vocab)))
+    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 2 * 40 + 1)
+    half = half or max(2, min(40, (n_ctx - 1) // 2))
+    g = torch.Generator().manual_seed(seed)
+    first = pool[torch.randint(len(pool), (n, half), generator=g)]
+    bos = tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
+    ids = torch.cat([torch.full((n, 1), bos), first, first], 1)
+    name = [hook_name(bridge, "self", l) for l in range(n_layers(bridge, "self"))]
+    was_training = bridge.training
+    bridge.eval()
+    try:
+        _, cache = bridge.run_with_cache(ids, names_filter=lambda x: x in name)
+    finally:
+        bridge.train(was_training)
+    P = torch.stack([cache[x].float() for x in name])
+    width = ids.shape[1]
+    mask = torch.ones(width, width, dtype=torch.bool).tril().expand(n, width, width)
+    detect = induction_pattern(ids) * mask
+    score = detection_score(P, mask, detect)
+    uniform = float(detection_score(uniform_like(mask), mask, detect)[0, 0])
+    return score, uniform

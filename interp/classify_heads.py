@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.attention.taxonomy import LABELS, base_label, head_table
+from interp.attention.stats import Thresholds
+from interp.attention.taxonomy import LABELS, base_label
 
 SHOW = ["kind", "layer", "head", "label", "main_score", "detail"]
 
@@ -74,53 +75,102 @@ def label_counts(table: pd.DataFrame) -> pd.DataFrame:
                           [c for c in counts.columns if c not in LABELS], fill_value=0)
 
 
-def build_report(title: str, table: pd.DataFrame, ac, n_examples: int = 3,
-                 role_maps: bool = True):
-    """The report page: taxonomy, class counts, summary map, role maps, example views."""
-    import torch
+def operations_table(stats: dict, top: int = 3) -> pd.DataFrame:
+    """Per (kind, layer): the key roles that receive the most attention (mean over heads and
+    queries), with the share a uniform head would give them."""
+    rows = []
+    for kind, st in stats.items():
+        rm, urm = st.role_masses()
+        per_layer = rm.mean(1)                                   # [layer, role]
+        for l in range(per_layer.shape[0]):
+            vals, idx = per_layer[l].topk(min(top, per_layer.shape[1]))
+            row = {"kind": kind, "layer": l}
+            for r, (v, i) in enumerate(zip(vals.tolist(), idx.tolist()), 1):
+                row[f"role {r}"] = st.key_names[i]
+                row[f"share {r}"] = round(v, 3)
+                row[f"uniform {r}"] = round(float(urm[i]), 3)
+            rows.append(row)
+    return pd.DataFrame(rows)
 
+
+def analyse(bridge, task, examples, kinds=None, batch_size: int = 64,
+            segments: str = "statement", save_cache: str | Path | None = None,
+            progress: bool = False):
+    """The whole classification in one pass over the data: (table, stats per kind).
+
+    Patterns are computed batch by batch and folded into running sums, so memory does not grow
+    with the number of examples. save_cache: also keep them as safetensors shards there.
+    Decoder-only models also get an induction score, from repeated random tokens."""
+    from interp.attention.stats import collect_stats
+    from interp.attention.taxonomy import stats_table
+    from interp.cache import induction_scores, save_shards, stream_attention
+
+    source = stream_attention(bridge, task, examples, kinds, batch_size, progress)
+    if save_cache:
+        source = save_shards(source, save_cache)
+    induction = ({"self": induction_scores(bridge)} if source.family == "decoder"
+                 and "self" in source.kinds else None)
+    stats = collect_stats(source, th=Thresholds(), segments=segments, induction=induction)
+    return summarise(stats_table(stats)), stats
+
+
+def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
+                 role_maps: bool = True):
+    """The report page: taxonomy, class counts, operations, summary map, role maps, and every
+    head of every layer for a few examples (circuitsvis and plotly), with attention rollout."""
     from interp.attention.kinds import KINDS
-    from interp.attention.maps import role_map, summary_map
-    from interp.viz.figures import head_grid, heatmap, label_counts_figure
+    from interp.attention.maps import rollout
+    from interp.viz.figures import (compact, head_grid, heatmap, label_counts_figure,
+                                    role_map_figure)
     from interp.viz.page import Page
 
+    ac = examples_cache
     page = Page(title)
     page.paragraph("Attention maps show where heads look, not what the answer depends on; "
-                   "every score is given next to the score a uniform head would get.")
+                   "every score is given next to the score a uniform head would get, and "
+                   "claims about what a position stores need an intervention (ablation or "
+                   "patching), not a map.")
     page.heading("Taxonomy")
     page.table(table[SHOW].round(3))
     counts = label_counts(table)
     page.heading("Classes per layer")
     page.table(counts.reset_index())
     page.plotly(label_counts_figure(counts))
-    for kind in ac.kinds:
-        P, mask = ac.patterns[kind], ac.mask(kind)
-        keys = ac.key(kind)
+    page.heading("Operations: the key roles that receive the most attention per layer")
+    page.table(operations_table(stats))
+    for kind, st in stats.items():
         if KINDS[kind].key_side in ("seq", "src"):
-            sel = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool)
-            for b, toks in enumerate(keys.tokens):
-                n = toks.index("<sep>") if "<sep>" in toks else len(toks)
-                sel[b, :n] = True
-            names, sm = summary_map(P, mask, keys.roles, key_select=sel)
+            sm = st.summary_map()
+            keep = [i for i in range(sm.shape[1]) if float(sm[:, i].sum()) > 0]
             page.heading(f"Summary map ({kind}): layers x input roles")
-            page.plotly(heatmap(sm, names, [f"L{l}" for l in range(sm.shape[0])],
+            page.plotly(heatmap(sm[:, keep], [st.key_names[i] for i in keep],
+                                [f"L{l}" for l in range(sm.shape[0])],
                                 f"{kind}: attention received per input role, mean over heads"))
-        if role_maps:
-            qn, kn, rm = role_map(P, mask, ac.query(kind).roles, keys.roles)
-            page.heading(f"Role-averaged maps ({kind}), mean over heads")
+        if role_maps and st.role_map is not None:
+            rm = st.query_role_map()
+            page.heading(f"Role-averaged maps ({kind}): query role x key role")
             for l in range(rm.shape[0]):
-                page.plotly(heatmap(rm[l].mean(0), kn, qn,
-                                    f"{kind} layer {l}: query role x key role"))
-        for b in range(min(n_examples, P.shape[1])):
-            qlen, klen = int(ac.query(kind).lengths[b]), int(keys.lengths[b])
+                page.plotly(role_map_figure(rm[l], st.query_names, st.key_names,
+                                            f"{kind} layer {l}: query role x key role"))
+    for kind in ac.kinds:
+        P, keys, queries = ac.patterns[kind], ac.key(kind), ac.query(kind)
+        same = KINDS[kind].query_side == KINDS[kind].key_side
+        roll = rollout(P, ac.mask(kind)) if same else None
+        for b in range(P.shape[1]):
+            qlen, klen = int(queries.lengths[b]), int(keys.lengths[b])
             toks = keys.tokens[b]
             page.heading(f"Example {b} ({kind})", level=3)
             pat = P[:, b, :, :qlen, :klen]
-            if KINDS[kind].query_side == KINDS[kind].key_side:
+            if same:
                 for l in range(pat.shape[0]):
-                    page.circuitsvis("AttentionHeads", attention=pat[l].tolist(), tokens=toks,
+                    page.circuitsvis("AttentionHeads", attention=compact(pat[l]), tokens=toks,
                                      headLabels=[f"L{l}H{h}" for h in range(pat.shape[1])])
-            page.plotly(head_grid(pat, toks, kind, ac.query(kind).tokens[b]))
+            page.plotly(head_grid(pat, toks, kind, queries.tokens[b]))
+            if roll is not None:
+                page.plotly(heatmap(roll[b, :qlen, :klen], [f"{i}:{t}" for i, t in
+                                                            enumerate(toks)],
+                                    [f"{i}:{t}" for i, t in enumerate(toks)],
+                                    f"{kind} attention rollout (Abnar & Zuidema), example {b}"))
     return page
 
 
@@ -142,6 +192,10 @@ def _main(argv) -> int:
     p.add_argument("--prompts", help="text file, one prompt a line (HF checkpoints without "
                    "interp.json; default: built-in sentences)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--examples", type=int, default=3, help="examples drawn head by head in "
+                   "the report (default 3)")
+    p.add_argument("--save-cache", metavar="DIR", help="also save the attention patterns "
+                   "there as safetensors shards (interp.cache.ShardedCache reads them)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -171,9 +225,16 @@ def _main(argv) -> int:
         ckpt = load_checkpoint(a.checkpoint)
         bridge = to_bridge(ckpt)
         task, examples = ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
-    ac = cache_attention(bridge, task, examples, kinds=kinds, batch_size=a.batch_size,
-                         progress=not a.quiet)
-    table = summarise(head_table(ac, segments=a.segments))
+    if a.save_cache:
+        sc = Path(a.save_cache)
+        if sc.exists() and (not sc.is_dir() or (any(sc.iterdir()) and
+                                                not (sc / "cache.json").exists())):
+            raise InterpError(f"--save-cache {sc} exists and is not an attention cache; give "
+                              "a new or empty folder (it will be replaced)")
+    if a.batch_size < 1:
+        raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
+    table, stats = analyse(bridge, task, examples, kinds, a.batch_size, a.segments,
+                           a.save_cache, progress=not a.quiet)
     out.mkdir(parents=True, exist_ok=True)
     flat = table.copy()
     flat["labels"] = flat["labels"].map(";".join)
@@ -183,8 +244,10 @@ def _main(argv) -> int:
     tmp.replace(out / "heads.csv")
     write_json(out / "heads.json", json.loads(table.to_json(orient="records")))
     if not a.no_report:
-        build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)", table, ac,
-                     role_maps=task is not None).write(out / "report.html")
+        shown = cache_attention(bridge, task, examples[:max(a.examples, 0)] or examples[:1],
+                                kinds=kinds)
+        build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)", table, stats,
+                     shown, role_maps=task is not None).write(out / "report.html")
     if a.format == "table":
         with pd.option_context("display.max_rows", 500, "display.width", 160,
                                "display.max_colwidth", 60):

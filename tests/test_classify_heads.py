@@ -63,3 +63,31 @@ def test_hf_directory_with_only_pickled_weights_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(InterpError, match="never loads"):
         _main([str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"])
+
+
+def test_save_cache_writes_shards_that_reproduce_the_table(tiny_checkpoints, tmp_path):
+    from interp.attention.taxonomy import head_table
+    from interp.cache import ShardedCache
+    from interp.errors import InterpError
+
+    out, cache = tmp_path / "o", tmp_path / "cache"
+    assert _main([str(tiny_checkpoints["decoder"]), "--n", "10", "--batch-size", "4",
+                  "--out", str(out), "--save-cache", str(cache), "--quiet"]) == 0
+    assert len(list(cache.glob("shard-*.safetensors"))) == 3
+    table = pd.read_csv(out / "heads.csv")
+    again = head_table(ShardedCache(cache))
+    assert list(again.label) == list(table.label)
+    assert (again.entropy - table.entropy).abs().max() < 1e-5
+    # decoder-only models also get the three TransformerLens detector scores
+    for col in ("previous_token", "duplicate_token", "induction", "induction_uniform"):
+        assert table[col].between(0, 1).all(), col
+    html = (out / "report.html").read_text()
+    assert "Operations" in html and "rollout" in html and "query role x key role" in html
+    # a folder of other files is never replaced
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InterpError, match="not an attention cache"):
+        _main([str(tiny_checkpoints["decoder"]), "--n", "2", "--out", str(out),
+               "--save-cache", str(other), "--quiet"])
+    assert (other / "notes.txt").read_text() == "keep me"

@@ -9,7 +9,7 @@ import torch
 def heatmap(z, x: list[str], y: list[str], title: str, zmin=0.0, zmax=None):
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Heatmap(z=z.tolist() if torch.is_tensor(z) else z, x=x, y=y,
+    fig = go.Figure(go.Heatmap(z=compact(z), x=x, y=y,
                                colorscale="Blues", zmin=zmin, zmax=zmax))
     fig.update_layout(title=title, height=max(300, 22 * len(y) + 120),
                       margin=dict(l=140, r=20, t=50, b=120), yaxis_autorange="reversed")
@@ -28,27 +28,53 @@ def label_counts_figure(counts: pd.DataFrame):
     return fig
 
 
+def compact(z, decimals: int = 3):
+    """Nested lists of rounded numbers (plotly/circuitsvis JSON stays small)."""
+    if torch.is_tensor(z):
+        return z.double().round(decimals=decimals).tolist()
+    return z
+
+
 def head_grid(P: torch.Tensor, tokens: list[str], kind: str, q_tokens: list[str] | None = None):
     """Every head of every layer for one example: P [layer, head, query, key]."""
+    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     L, H = P.shape[:2]
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{l} H{h}" for l in range(L)
                                                          for h in range(H)],
                         horizontal_spacing=0.02, vertical_spacing=0.04)
+    x = [f"{i}:{t}" for i, t in enumerate(tokens)]        # unique labels: position:token
+    y = [f"{i}:{t}" for i, t in enumerate(q_tokens or tokens)]
     for l in range(L):
         for h in range(H):
-            import plotly.graph_objects as go
-
-            fig.add_trace(go.Heatmap(z=P[l, h].tolist(), x=list(range(len(tokens))),
-                                     y=list(range(len(q_tokens or tokens))),
-                                     colorscale="Blues", zmin=0, zmax=1, showscale=False,
-                                     text=[[f"{(q_tokens or tokens)[q]} -> {tokens[k]}"
-                                            for k in range(len(tokens))]
-                                           for q in range(len(q_tokens or tokens))],
-                                     hoverinfo="text+z"), row=l + 1, col=h + 1)
+            fig.add_trace(go.Heatmap(z=compact(P[l, h]), x=x, y=y, colorscale="Blues", zmin=0,
+                                     zmax=1, showscale=False,
+                                     hovertemplate="%{y} -> %{x}: %{z}<extra></extra>"),
+                          row=l + 1, col=h + 1)
             fig.update_yaxes(autorange="reversed", showticklabels=False, row=l + 1, col=h + 1)
             fig.update_xaxes(showticklabels=False, row=l + 1, col=h + 1)
     fig.update_layout(title=f"{kind}: every head of every layer", height=230 * L + 80,
                       width=230 * H + 100)
+    return fig
+
+
+def role_map_figure(rm: torch.Tensor, q_names: list[str], k_names: list[str], title: str):
+    """One layer's query role x key role maps: the mean over heads, then each head.
+    rm: [head, query role, key role]."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    H = rm.shape[0]
+    panels = [("mean over heads", rm.mean(0))] + [(f"head {h}", rm[h]) for h in range(H)]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels],
+                        horizontal_spacing=0.015, shared_yaxes=True)
+    for i, (_, z) in enumerate(panels):
+        fig.add_trace(go.Heatmap(z=compact(z), x=k_names, y=q_names, colorscale="Blues",
+                                 zmin=0, zmax=1, showscale=i == 0,
+                                 hovertemplate="query %{y} -> key %{x}: %{z}<extra></extra>"),
+                      row=1, col=i + 1)
+        fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
+    fig.update_layout(title=title, height=max(360, 16 * len(q_names) + 160),
+                      width=max(900, 330 * len(panels)), margin=dict(l=140, b=120))
     return fig
