@@ -134,7 +134,9 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
     page.table(table[SHOW].round(3))
     counts = label_counts(table)
     page.heading("Classes per layer")
-    page.table(counts.reset_index())
+    flat = counts.reset_index()
+    flat.columns.name = None
+    page.table(flat)
     page.plotly(label_counts_figure(counts))
     page.heading("Operations: the key roles that receive the most attention per layer")
     page.table(operations_table(stats))

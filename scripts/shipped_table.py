@@ -27,9 +27,11 @@ def main() -> int:
         size = (d / "model.safetensors").stat().st_size / 2**20
         per = ", ".join(f"{c} {v['exact_match']:.1%}" for c, v in ev["per_class"].items())
         m = meta["model"]
+        cpu = tr.get("cpu_minutes_all_stages", tr["cpu_minutes"])
+        steps = " + ".join(str(st["steps"]) for st in tr.get("stages", [])) or tr["total_steps"]
         print(f"| `{name}` | {m['arch']} {m['n_layers']}L d{m['d_model']} | "
               f"{meta['task']['task']} / {meta['task']['preset']} | {meta['params']:,} | "
-              f"{size:.1f} MB | {tr['cpu_minutes']:.0f} | {tr['total_steps']} x "
+              f"{size:.1f} MB | {cpu:.0f} | {steps} x "
               f"{tr['recipe']['batch_size']} | {ev['exact_match']:.1%} | "
               f"{ev['char_accuracy']:.1%} | {per} |")
     return 0

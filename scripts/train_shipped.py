@@ -6,8 +6,10 @@
 
 Each model trains with `interp.train` into WORK/NAME (best checkpoint + resume state), is then
 evaluated on 1,000 fresh held-out examples, and its checkpoint files (not the resume state)
-are copied into interp/checkpoints/NAME. Same seed and steps give the same weights on the CPU
-with the same thread count.
+are copied into interp/checkpoints/NAME. A recipe of several stages trains WORK/NAME.stage1,
+... first, each stage starting from the previous one's best weights (`--init-from`), the last
+into WORK/NAME; interp.json then records the CPU minutes of all stages together. Same seed
+and steps give the same weights on the CPU with the same thread count.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "interp" / "checkpoints"
 
-# name -> arguments of `python -m interp.train` (the recipe that produced the shipped weights)
-RECIPES: dict[str, list[str]] = {
+# name -> arguments of `python -m interp.train` (the recipe that produced the shipped weights);
+# a list of such lists is a recipe in stages, "{prev}" standing for the previous stage's folder
+RECIPES: dict[str, list[str] | list[list[str]]] = {
     "quadratic-small": ["quadratic", "--preset", "small", "--arch", "decoder", "--layers", "4",
                         "--d-model", "128", "--heads", "4", "--steps", "3400",
                         "--eval-every", "250", "--eval-n", "500", "--seed", "0"],
@@ -33,11 +36,28 @@ RECIPES: dict[str, list[str]] = {
     "arithmetic": ["arithmetic", "--arch", "decoder", "--layers", "2", "--d-model", "64",
                    "--heads", "4", "--n-ctx", "16", "--lr", "2e-3", "--steps", "12000",
                    "--eval-every", "1000", "--eval-n", "1000", "--seed", "0"],
-    "quadratic-seed": ["quadratic", "--preset", "seed", "--arch", "decoder", "--layers", "4",
-                       "--d-model", "128", "--heads", "4", "--n-ctx", "160", "--data", "fixed",
-                       "--rows", "100000", "--steps", "1900", "--eval-every", "250",
-                       "--eval-n", "500", "--seed", "0"],
+    "quadratic-seed": [
+        ["quadratic", "--preset", "seed", "--arch", "decoder", "--layers", "4", "--d-model",
+         "128", "--heads", "4", "--n-ctx", "160", "--data", "fixed", "--rows", "100000",
+         "--steps", "1900", "--eval-every", "250", "--eval-n", "500", "--seed", "0"],
+        ["quadratic", "--preset", "seed", "--arch", "decoder", "--layers", "4", "--d-model",
+         "128", "--heads", "4", "--n-ctx", "160", "--data", "fixed", "--rows", "100000",
+         "--steps", "300", "--lr", "3e-4", "--warmup", "30", "--eval-every", "100",
+         "--eval-n", "500", "--seed", "0", "--init-from", "{prev}"],
+    ],
 }
+
+
+def stages(name: str, work: Path) -> list[tuple[Path, list[str]]]:
+    """(run folder, train arguments) of each stage of a recipe; the last folder is WORK/NAME."""
+    recipe = RECIPES[name]
+    parts = recipe if isinstance(recipe[0], list) else [recipe]
+    out, prev = [], None
+    for i, args in enumerate(parts, 1):
+        run_dir = work / name if i == len(parts) else work / f"{name}.stage{i}"
+        out.append((run_dir, [str(prev) if a == "{prev}" else a for a in args]))
+        prev = run_dir
+    return out
 
 KEEP = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
         "tokenizer_config.json", "interp.json")
@@ -56,11 +76,16 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     for name in args.only or RECIPES:
-        run_dir = work / name
-        if not args.install_only:
+        plan = stages(name, work)
+        run_dir = plan[-1][0]
+        for stage_dir, train_args in plan if not args.install_only else []:
+            state = json.loads((stage_dir / "interp.json").read_text()) \
+                if (stage_dir / "interp.json").exists() else {}
+            if args.resume and state.get("training", {}).get("finished"):
+                continue
             cmd = [sys.executable, "-m", "interp.train"]
-            cmd += (["--resume", str(run_dir)] if args.resume and (run_dir / "resume").exists()
-                    else RECIPES[name] + ["--out", str(run_dir)])
+            cmd += (["--resume", str(stage_dir)] if args.resume and (stage_dir / "resume").exists()
+                    else train_args + ["--out", str(stage_dir)])
             cmd += ["--threads", str(args.threads)]
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
@@ -77,6 +102,14 @@ def main() -> int:
         meta = json.loads((tmp / "interp.json").read_text())
         meta["evaluation"] = json.loads(report.read_text())
         meta["evaluation"]["checkpoint"] = name  # not the build machine's path
+        cpu = [json.loads((d / "interp.json").read_text())["training"]["cpu_minutes"]
+               for d, _ in plan]
+        meta["training"]["cpu_minutes_all_stages"] = round(sum(cpu), 2)
+        meta["training"]["stages"] = [{"steps": json.loads((d / "interp.json").read_text())
+                                       ["training"]["total_steps"], "cpu_minutes": c}
+                                      for (d, _), c in zip(plan, cpu)]
+        if len(plan) > 1:   # machine paths of earlier stages are not shipped
+            meta["training"]["recipe"]["init_from"] = f"{name}.stage{len(plan) - 1}"
         (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         old = SHIPPED / f".{name}.old"
         if dest.exists():

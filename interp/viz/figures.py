@@ -69,9 +69,10 @@ def role_map_figure(rm: torch.Tensor, q_names: list[str], k_names: list[str], ti
     panels = [("mean over heads", rm.mean(0))] + [(f"head {h}", rm[h]) for h in range(H)]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels],
                         horizontal_spacing=0.015, shared_yaxes=True)
+    top = max(float(rm.max()), 1e-6)   # one colour scale for all panels of the layer
     for i, (_, z) in enumerate(panels):
         fig.add_trace(go.Heatmap(z=compact(z), x=k_names, y=q_names, colorscale="Blues",
-                                 zmin=0, zmax=1, showscale=i == 0,
+                                 zmin=0, zmax=top, showscale=i == 0,
                                  hovertemplate="query %{y} -> key %{x}: %{z}<extra></extra>"),
                       row=1, col=i + 1)
         fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
