@@ -230,6 +230,34 @@ def _check(bridge, examples, kinds):
     return kinds
 
 
+class _Enough(Exception):
+    """Raised inside the last wanted hook: the rest of the forward pass is not needed."""
+
+
+def _patterns(bridge, ids, wanted: set[str], kw: dict) -> dict[str, torch.Tensor]:
+    """The wanted hook activations of one forward pass, which stops as soon as the last of
+    them is seen (the later MLPs, attention outputs and the unembedding are skipped)."""
+    store: dict[str, torch.Tensor] = {}
+
+    def keeper(name):
+        def keep(tensor, hook):
+            store[name] = tensor.detach()
+            if len(store) == len(wanted):
+                raise _Enough
+            return tensor
+        return keep
+
+    try:
+        with bridge.hooks(fwd_hooks=[(name, keeper(name)) for name in sorted(wanted)]):
+            bridge(ids, **kw)
+    except _Enough:
+        pass
+    missing = wanted - set(store)
+    if missing:
+        raise InterpError(f"the model never ran the hooks {sorted(missing)}")
+    return store
+
+
 @torch.no_grad()
 def _forward(bridge, family, sides, kinds, batch_size, progress=False):
     """Run the model over batches of similar length; yield (index, {kind: patterns})."""
@@ -252,8 +280,7 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
             if family == "t5":
                 tgt = sides["tgt"]
                 kw["decoder_input"] = tgt.ids[index, :int(tgt.lengths[index].max())]
-            _, cache = bridge.run_with_cache(main.ids[index, :w],
-                                             names_filter=lambda name: name in wanted, **kw)
+            cache = _patterns(bridge, main.ids[index, :w], wanted, kw)
             out = {}
             for k in kinds:
                 P = torch.stack([cache[names[(k, l)]] for l in range(n_layers(bridge, k))])
@@ -262,7 +289,7 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
                 P = P[..., :q, :kk].float()
                 qv = sides[KINDS[k].query_side].valid[index, :q]
                 kv = sides[KINDS[k].key_side].valid[index, :kk]
-                out[k] = P * (qv[:, :, None] & kv[:, None, :])[None, :, None].to(P.dtype)
+                out[k] = P.mul_((qv[:, :, None] & kv[:, None, :])[None, :, None].to(P.dtype))
             del cache
             yield index, out
     finally:
@@ -327,7 +354,7 @@ def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
     was_training = bridge.training
     bridge.eval()
     try:
-        _, cache = bridge.run_with_cache(ids, names_filter=lambda x: x in name)
+        cache = _patterns(bridge, ids, set(name), {})
     finally:
         bridge.train(was_training)
     P = torch.stack([cache[x].float() for x in name])

@@ -70,3 +70,19 @@ def test_bert_encoder_padding_never_counts_as_attention(tiny_bert_dir):
     assert torch.allclose(ac.patterns["encoder"][:, 1, :, :4, :4], short.patterns["encoder"][:, 0],
                           atol=1e-5)
     assert ac.patterns["encoder"][:, 1, :, :, 4:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_early_stopped_forward_leaves_no_hooks_behind(tiny_checkpoints, arch):
+    """The caching pass stops the forward after the last wanted pattern: the model must come
+    out of it unchanged, with no hook left attached."""
+    bridge, task = load_model(tiny_checkpoints[arch])
+    ex = task.generate(3, seed=1)
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    kw = {"decoder_input": torch.tensor([[0, 5, 6]])} if arch == "t5" else {}
+    with torch.no_grad():
+        before = bridge(ids, **kw)
+        cache_attention(bridge, task, ex, kinds=["encoder"] if arch == "t5" else None)
+        after = bridge(ids, **kw)
+    assert torch.equal(before, after)
+    assert all(len(hp.fwd_hooks) == 0 for hp in bridge.hook_dict.values())

@@ -139,7 +139,9 @@ class HeadStats:
         self.entropy, self.u_entropy = z(L, H), 0.0
         self.first, self.u_first = z(L, H), 0.0
         self.block, self.u_block, self.has_segments = z(L, H), 0.0, False
-        self.seg_counts: list[torch.Tensor] = []      # per valid query: [same, all] by offset
+        # distinct per-query rows [same segment, valid key] by offset, and how often each came
+        self.seg_rows = torch.zeros(0, 2 * (2 * th.max_offset + 1), dtype=torch.uint8)
+        self.seg_weights = torch.zeros(0, dtype=torch.float64)
         names = ("previous_token", "duplicate_token", "induction_on_data")
         self.det: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         self.u_det: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -211,8 +213,13 @@ class HeadStats:
                 by_off = torch.zeros(B, 2, Q, 2 * D + 1, dtype=torch.uint8)
                 qi = torch.arange(Q)[:, None].expand(Q, K).reshape(-1)[cells]
                 by_off[:, :, qi, slot] = both.to(torch.uint8)
-                self.seg_counts.append(by_off.permute(0, 2, 1, 3).reshape(B * Q, 2, -1)
-                                       [qvalid.reshape(-1)])
+                rows = by_off.permute(0, 2, 1, 3).reshape(B * Q, -1)[qvalid.reshape(-1)]
+                rows = torch.cat([self.seg_rows, rows])
+                weights = torch.cat([self.seg_weights, torch.ones(len(rows) - len(self.seg_rows),
+                                                                  dtype=torch.float64)])
+                self.seg_rows, inverse = torch.unique(rows, dim=0, return_inverse=True)
+                self.seg_weights = torch.zeros(len(self.seg_rows), dtype=torch.float64
+                                               ).index_add_(0, inverse, weights)
         if self.detectors:
             previous = torch.ones(Q, K, dtype=torch.bool).tril(-1).triu(-1)   # k == q - 1
             masks["previous_token"] = previous.expand(B, Q, K) & mask
@@ -267,14 +274,15 @@ class HeadStats:
         return (self.role_map / self.query_count.clamp_min(1)[None, None, :, None]).float()
 
     def _offset_model_block(self, offs: list[int], prof: torch.Tensor) -> torch.Tensor:
-        counts = torch.cat(self.seg_counts) if self.seg_counts else torch.zeros(0, 2, 1)
+        counts = self.seg_rows.reshape(len(self.seg_rows), 2, -1)
         sel = torch.tensor(offs, dtype=torch.long) + self.th.max_offset
-        same = counts[:, 0, sel].float()                        # [N, offsets]
+        same = counts[:, 0, sel].float()                        # [rows, offsets]
         every = counts[:, 1, sel].float()
         lut = prof.reshape(self.L * self.H, -1)                 # weight of each offset
-        num, den = lut @ same.T, lut @ every.T                  # [L*H, N]
-        share = (num / den.clamp_min(1e-12)).sum(-1) / max(self.n_queries, 1)
-        return share.reshape(self.L, self.H)
+        num, den = lut @ same.T, lut @ every.T                  # [L*H, rows]
+        share = ((num / den.clamp_min(1e-12)).double() @ self.seg_weights
+                 ) / max(self.n_queries, 1)
+        return share.float().reshape(self.L, self.H)
 
     def features(self) -> dict[str, torch.Tensor | list]:
         """Features of every head: name -> [layer, head] tensor (or nested lists of roles)."""
