@@ -29,10 +29,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
-    """Classify n prompts in this process and print its peak RSS in MiB (one JSON line)."""
-    import resource
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no {field} in /proc/self/status (the memory lines need Linux)")
 
+
+def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
+    """Classify n prompts in this process; print (one JSON line) its resident memory once the
+    model and prompts are loaded, and the peak during the classification (MiB)."""
     import torch
 
     from interp.attention.taxonomy import head_table
@@ -43,14 +49,14 @@ def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
     ckpt = load_checkpoint(checkpoint)
     bridge = to_bridge(ckpt)
     examples = ckpt.task.generate(n, seed=0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path("/proc/self/clear_refs").write_text("5")   # restart the peak (VmHWM) from here
+    base = _status_mib("VmRSS")
     with torch.no_grad():
         if mode == "stream":
             analyse(bridge, ckpt.task, examples, batch_size=batch_size)
         else:
             head_table(cache_attention(bridge, ckpt.task, examples, batch_size=batch_size))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before": base, "peak": peak}))
+    print(json.dumps({"before": base, "peak": _status_mib("VmHWM")}))
 
 
 def main() -> int:

@@ -116,8 +116,9 @@ class HeadStats:
 
     key_names / query_names: every role that may occur on the key / query side (query_names
     only for the query role x key role map). diagonal: queries and keys are the same sequence
-    (self attention); False for cross attention. detectors: also the previous-token and
-    duplicate-token scores of TransformerLens's head detector (per prompt, then averaged).
+    (self attention); False for cross attention. detectors: also the previous-token,
+    duplicate-token and induction scores of TransformerLens's head detector on the same
+    prompts (per prompt, then averaged; self attention only).
     """
 
     def __init__(self, n_layers: int, n_heads: int, key_names: list[str],
@@ -133,7 +134,7 @@ class HeadStats:
         self.q_width = self.k_width = 0
         self.offsets, self.u_offsets = z(L, H, 2 * D + 1), z(2 * D + 1)
         self.role_mass, self.u_role_mass = z(L, H, R), z(R)
-        self.summary, self.summary_keys = z(L, R), None
+        self.summary = z(L, R)
         self.role_map = z(L, H, len(query_names), R) if query_names else None
         self.query_count = z(len(query_names)) if query_names else None
         self.entropy, self.u_entropy = z(L, H), 0.0
