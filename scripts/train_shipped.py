@@ -27,9 +27,14 @@ SHIPPED = ROOT / "interp" / "checkpoints"
 # name -> arguments of `python -m interp.train` (the recipe that produced the shipped weights);
 # a list of such lists is a recipe in stages, "{prev}" standing for the previous stage's folder
 RECIPES: dict[str, list[str] | list[list[str]]] = {
-    "quadratic-small": ["quadratic", "--preset", "small", "--arch", "decoder", "--layers", "4",
-                        "--d-model", "128", "--heads", "4", "--steps", "3400",
-                        "--eval-every", "250", "--eval-n", "500", "--seed", "0"],
+    "quadratic-small": [
+        ["quadratic", "--preset", "small", "--arch", "decoder", "--layers", "4", "--d-model",
+         "128", "--heads", "4", "--steps", "3400", "--eval-every", "250", "--eval-n", "500",
+         "--seed", "0"],
+        ["quadratic", "--preset", "small", "--arch", "decoder", "--layers", "4", "--d-model",
+         "128", "--heads", "4", "--steps", "4500", "--eval-every", "250", "--eval-n", "500",
+         "--seed", "0", "--init-from", "{prev}"],
+    ],
     "quadratic-t5-small": ["quadratic", "--preset", "small", "--arch", "t5", "--layers", "3",
                            "--d-model", "128", "--heads", "4", "--steps", "3000",
                            "--eval-every", "250", "--eval-n", "500", "--seed", "0"],
