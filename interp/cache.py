@@ -134,7 +134,8 @@ class ShardedCache(_Source):
             raise InterpError(f"{folder} is not an attention cache folder (no cache.json); "
                               "make one with interp.cache.save_shards")
         meta = json.loads(meta_path.read_text())
-        self.family, self.kinds, self.n_shards = meta["family"], tuple(meta["kinds"]), meta["shards"]
+        self.family, self.kinds = meta["family"], tuple(meta["kinds"])
+        self.n_shards = meta["shards"]
         self.sides = {name: Side(pad_rows(s["ids"], PAD_ID), torch.tensor(s["lengths"]),
                                  s["tokens"], s["roles"]) for name, s in meta["sides"].items()}
 
