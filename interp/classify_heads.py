@@ -233,6 +233,8 @@ def _main(argv) -> int:
                                                 not (sc / "cache.json").exists())):
             raise InterpError(f"--save-cache {sc} exists and is not an attention cache; give "
                               "a new or empty folder (it will be replaced)")
+    if a.examples < 1:
+        raise InterpError(f"--examples must be at least 1, got {a.examples}")
     if a.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
     table, stats = analyse(bridge, task, examples, kinds, a.batch_size, a.segments,
@@ -246,7 +248,7 @@ def _main(argv) -> int:
     tmp.replace(out / "heads.csv")
     write_json(out / "heads.json", json.loads(table.to_json(orient="records")))
     if not a.no_report:
-        shown = cache_attention(bridge, task, examples[:max(a.examples, 0)] or examples[:1],
+        shown = cache_attention(bridge, task, examples[:a.examples],
                                 kinds=kinds)
         build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)", table, stats,
                      shown, role_maps=task is not None).write(out / "report.html")
