@@ -7,7 +7,7 @@
     ac.query("self").roles[0]                             # role of each query position
 
 Sequences are teacher-forced with the exact solution, so maps cover input and output. Only
-the pattern hooks asked for are kept (TransformerLens `names_filter`). Padding is masked: a
+the pattern hooks asked for are kept, and the forward pass stops after the last of them. Padding is masked: a
 padded query row and every padded key column hold zeros, so padding never counts as attention.
 Examples are run in batches of similar length (less padding), results come back in order.
 
@@ -259,6 +259,13 @@ def _patterns(bridge, ids, wanted: set[str], kw: dict) -> dict[str, torch.Tensor
     return store
 
 
+def length_batches(lengths: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Indices of examples in batches of similar length (sorted, stable): less padding."""
+    order = torch.argsort(lengths, stable=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
 @torch.no_grad()
 def _forward(bridge, family, sides, kinds, batch_size, progress=False):
     """Run the model over batches of similar length; yield (index, {kind: patterns})."""
@@ -267,15 +274,13 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
     from tqdm.auto import tqdm
 
     main = sides["src" if family != "decoder" else "seq"]
-    order = torch.argsort(main.lengths, stable=True)   # similar lengths share a batch
     names = {(k, l): hook_name(bridge, k, l) for k in kinds for l in range(n_layers(bridge, k))}
     wanted = set(names.values())
     was_training = bridge.training
     bridge.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="attention", leave=False,
-                          disable=not progress or not sys.stderr.isatty()):
-            index = order[start:start + batch_size]
+        for index in tqdm(list(length_batches(main.lengths, batch_size)), desc="attention",
+                          leave=False, disable=not progress or not sys.stderr.isatty()):
             w = int(main.lengths[index].max())
             kw = {"attention_mask": main.valid[index, :w].long()}
             if family == "t5":
@@ -330,17 +335,10 @@ def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequen
     return out
 
 
-@torch.no_grad()
-def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
-                     ) -> tuple[torch.Tensor, float]:
-    """Induction score per head of a decoder-only model ([layer, head]) and the uniform
-    head's score, on `n` sequences of `half` random tokens repeated twice after BOS: the
-    attention a second-half token pays to the token after its first copy, on the scale of
-    TransformerLens's head detector ("mul", BOS kept)."""
-    from interp.attention.scores import detection_score, induction_pattern, uniform_like
-
-    if model_family(bridge) != "decoder":
-        raise InterpError("the induction score needs a decoder-only (causal) model")
+def repeated_random_tokens(bridge, n: int = 32, half: int | None = None, seed: int = 0
+                           ) -> torch.Tensor:
+    """[n, 1 + 2 * half] token ids: BOS, then `half` random non-special tokens, repeated.
+    half defaults to min(40, (n_ctx - 1) // 2)."""
     tok = getattr(bridge, "tokenizer", None)
     special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
     vocab = int(bridge.cfg.d_vocab)
@@ -350,7 +348,21 @@ def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     first = pool[torch.randint(len(pool), (n, half), generator=g)]
     bos = tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
-    ids = torch.cat([torch.full((n, 1), bos), first, first], 1)
+    return torch.cat([torch.full((n, 1), bos), first, first], 1)
+
+
+@torch.no_grad()
+def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
+                     ) -> tuple[torch.Tensor, float]:
+    """Induction score per head of a decoder-only model ([layer, head]) and the uniform
+    head's score, on `repeated_random_tokens(bridge, n, half, seed)`: the attention a
+    second-half token pays to the token after its first copy, on the scale of
+    TransformerLens's head detector ("mul", BOS kept)."""
+    from interp.attention.scores import detection_score, induction_pattern, uniform_like
+
+    if model_family(bridge) != "decoder":
+        raise InterpError("the induction score needs a decoder-only (causal) model")
+    ids = repeated_random_tokens(bridge, n, half, seed)
     name = [hook_name(bridge, "self", l) for l in range(n_layers(bridge, "self"))]
     was_training = bridge.training
     bridge.eval()

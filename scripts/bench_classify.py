@@ -80,7 +80,7 @@ def main() -> int:
 
     from transformer_lens.head_detector import detect_head
 
-    from interp.cache import build_sides
+    from interp.cache import build_sides, length_batches, repeated_random_tokens
     from interp.classify_heads import analyse
     from interp.models import load_checkpoint, to_bridge
 
@@ -93,11 +93,9 @@ def main() -> int:
 
     # (a) bare forward over exactly the batches the classification runs (sorted by length)
     seq = build_sides("decoder", ckpt.task, examples)["seq"]
-    order = torch.argsort(seq.lengths, stable=True)
     t0 = time.perf_counter()
     with torch.no_grad():
-        for s in range(0, a.n, a.batch_size):
-            index = order[s:s + a.batch_size]
+        for index in length_batches(seq.lengths, a.batch_size):
             w = int(seq.lengths[index].max())
             bridge(seq.ids[index, :w], attention_mask=seq.valid[index, :w].long())
     t_bare = time.perf_counter() - t0
@@ -120,13 +118,8 @@ def main() -> int:
 
     # not timed: our induction score on repeated random tokens against detect_head on the
     # same sequences given as text
-    g = torch.Generator().manual_seed(0)   # induction_scores' default sequences
-    tok = bridge.tokenizer
-    pool = torch.tensor([i for i in range(bridge.cfg.d_vocab) if i not in
-                         set(tok.all_special_ids)])
-    half = max(2, min(40, (int(bridge.cfg.n_ctx) - 1) // 2))
-    first = pool[torch.randint(len(pool), (32, half), generator=g)]
-    rep = [tok.decode(torch.cat([r, r]).tolist()) for r in first]
+    rep = [bridge.tokenizer.decode(row[1:].tolist())   # induction_scores' default sequences
+           for row in repeated_random_tokens(bridge)]
     worst_rep = float((f["induction"] - detect_head(bridge, rep, "induction_head").float()
                        ).abs().max())
     print(f"model {a.checkpoint}, {a.n} prompts, batch {a.batch_size}, "

@@ -12,8 +12,8 @@ from interp.attention import scores as S
 from interp.attention.kinds import KINDS
 from interp.attention.stats import Thresholds, collect_stats, input_keys, segments_from_roles
 from interp.attention.taxonomy import head_table
-from interp.cache import (ShardedCache, cache_attention, induction_scores, save_shards,
-                          stream_attention)
+from interp.cache import (ShardedCache, cache_attention, induction_scores,
+                          repeated_random_tokens, save_shards, stream_attention)
 from interp.models import load_model
 
 
@@ -107,13 +107,11 @@ def test_induction_score_matches_transformer_lens_on_repeated_tokens(tiny_checkp
 
     bridge, _ = load_model(tiny_checkpoints["decoder"])
     score, uniform = induction_scores(bridge, n=6, half=9, seed=4)
-    # the same sequences, as text, through TransformerLens's own detector
-    g = torch.Generator().manual_seed(4)
-    tok = bridge.tokenizer
-    special = set(tok.all_special_ids)
-    pool = torch.tensor([i for i in range(bridge.cfg.d_vocab) if i not in special])
-    first = pool[torch.randint(len(pool), (6, 9), generator=g)]
-    texts = [tok.decode(torch.cat([row, row]).tolist()) for row in first]
+    # the same sequences, as text (to_tokens adds BOS), through TransformerLens's detector
+    ids = repeated_random_tokens(bridge, n=6, half=9, seed=4)
+    assert ids.shape == (6, 19) and torch.equal(ids[:, 1:10], ids[:, 10:])
+    assert not set(ids[:, 1:].flatten().tolist()) & set(bridge.tokenizer.all_special_ids)
+    texts = [bridge.tokenizer.decode(row[1:].tolist()) for row in ids]
     want = detect_head(bridge, texts, "induction_head")
     assert torch.allclose(score, want.float(), atol=1e-5)
     # the uniform head: the copy's successor is one key out of q + 1 for a second-half query

@@ -130,7 +130,6 @@ class HeadStats:
         L, H, R, D = n_layers, n_heads, len(key_names), th.max_offset
         z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
         self.n_queries = 0
-        self.n_prompts = 0
         self.q_width = self.k_width = 0
         self.offsets, self.u_offsets = z(L, H, 2 * D + 1), z(2 * D + 1)
         self.role_mass, self.u_role_mass = z(L, H, R), z(R)
@@ -167,7 +166,6 @@ class HeadStats:
         nk = mask.sum(-1).clamp_min(1).float()                    # valid keys per query
         U = mask.float() / nk[..., None]                          # uniform head [B, Q, K]
         self.n_queries += int(qvalid.sum())
-        self.n_prompts += B
         if qvalid.any():
             self.q_width = max(self.q_width, int(qvalid.any(0).nonzero().max()) + 1)
             self.k_width = max(self.k_width, int(mask.any(1).any(0).nonzero().max()) + 1)
@@ -193,7 +191,7 @@ class HeadStats:
             self.role_map += torch.einsum("lbhqs,bqr->lhrs", toward, qh).double()
             self.query_count += qh.sum((0, 1)).double()
         if self.diagonal:
-            cells, slot = _rel_index(Q, K, D)
+            cells, slot = _rel_index(Q, K, D)      # (query, key) cells by offset, |offset| <= D
             summed = P.sum(1).reshape(L * H, Q * K)[:, cells]
             self.offsets += torch.zeros(L * H, 2 * D + 1).index_add_(1, slot, summed
                                                                      ).reshape(L, H, -1).double()
@@ -209,7 +207,6 @@ class HeadStats:
             if self.diagonal:
                 # per valid query, which offsets are valid keys and which of those lie in
                 # its segment: the offset-only model of each head is scored from these
-                cells, slot = _rel_index(Q, K, D)
                 both = torch.stack([same, mask], 1).reshape(B, 2, Q * K)[:, :, cells]
                 by_off = torch.zeros(B, 2, Q, 2 * D + 1, dtype=torch.uint8)
                 qi = torch.arange(Q)[:, None].expand(Q, K).reshape(-1)[cells]
