@@ -4,6 +4,7 @@
     interp evaluate ...   = python -m interp.evaluate ...
     interp solve ...      = python -m interp.solve ...
     interp classify-heads = python -m interp.classify_heads ...
+    interp ablate ...     = ablate ... (python -m circuits.ablate)
     interp models         list the shipped models
 """
 
@@ -17,6 +18,7 @@ COMMANDS = {
     "evaluate": "interp.evaluate",
     "solve": "interp.solve",
     "classify-heads": "interp.classify_heads",
+    "ablate": "circuits.ablate",
 }
 
 

@@ -1,18 +1,13 @@
 """Metrics against hand-computed values, and the command lines' error behaviour."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from clihelp import one_line_error, run
 from interp.evaluate import char_accuracy, score_outputs
 from interp.tasks import QuadraticTask
 from interp.tasks.base import Example
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_char_accuracy_is_positionwise_over_the_label_length():
@@ -39,21 +34,6 @@ def test_score_outputs_counts_by_hand():
     assert m["per_step"]["final"] == pytest.approx(2 / 3)    # applies to two/one only
     assert m["per_step"]["D_value"] == pytest.approx(3 / 4)
     assert m["per_step"]["x2_value"] == 1.0 and m["per_step"]["nan"] == 1.0
-
-
-def run(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_cli_missing_checkpoint_is_one_line(tmp_path):

@@ -79,3 +79,46 @@ def role_map_figure(rm: torch.Tensor, q_names: list[str], k_names: list[str], ti
     fig.update_layout(title=title, height=max(360, 16 * len(q_names) + 160),
                       width=max(900, 330 * len(panels)), margin=dict(l=140, b=120))
     return fig
+
+
+def ablation_figure(summary: pd.DataFrame, control_damage: pd.DataFrame):
+    """Damage per metric: the target (red diamond) against each control set (grey dots).
+    Loss is on its own axis (left), accuracies in percentage points (right panel)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.15, 0.85],
+                        subplot_titles=("answer loss (up)", "accuracies (points lost)"))
+    for col, metrics in ((1, ["answer_loss"]),
+                         (2, [m for m in summary.metric if m != "answer_loss"])):
+        scale = 1.0 if col == 1 else 100.0
+        names = [m.replace("field:", "") for m in metrics]
+        if len(control_damage):
+            cd = control_damage[control_damage.metric.isin(metrics)]
+            fig.add_scatter(x=[m.replace("field:", "") for m in cd.metric],
+                            y=(cd.damage * scale).round(4).tolist(), mode="markers",
+                            marker=dict(color="rgba(120,120,120,0.5)", size=6),
+                            name="controls", showlegend=col == 1, row=1, col=col)
+        tgt = summary.set_index("metric").loc[metrics, "target_damage"] * scale
+        fig.add_scatter(x=names, y=tgt.round(4).tolist(), mode="markers",
+                        marker=dict(color="crimson", size=11, symbol="diamond"),
+                        name="target", showlegend=col == 1, row=1, col=col)
+    fig.update_layout(height=420, title="Damage of the ablation: target vs random controls")
+    return fig
+
+
+def sweep_figure(sweep: pd.DataFrame):
+    """Answer-loss damage when ablating from layer l on: target line, controls mean ± sd."""
+    import plotly.graph_objects as go
+
+    s = sweep[sweep.metric == "answer_loss"]
+    fig = go.Figure()
+    if "control_damage_mean" in s:
+        fig.add_scatter(x=s.from_layer.tolist(), y=s.control_damage_mean.round(4).tolist(),
+                        error_y=dict(array=s.control_damage_sd.round(4).tolist()),
+                        name="controls (mean ± sd)", line=dict(color="grey"))
+    fig.add_scatter(x=s.from_layer.tolist(), y=s.target_damage.round(4).tolist(),
+                    name="target", line=dict(color="crimson"))
+    fig.update_layout(height=380, title="Answer-loss damage, ablating from layer l on",
+                      xaxis_title="first ablated layer", yaxis_title="answer loss increase",
+                      xaxis=dict(dtick=1))
+    return fig
