@@ -40,4 +40,19 @@ def rank_p_value(target: float, controls) -> float:
     return float((1 + np.sum(c >= target)) / (1 + len(c)))
 
 
-__all__ = ["bootstrap_ci", "rank_p_value"]
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties; NaN pairs dropped)."""
+    import pandas as pd
+
+    x = np.asarray(a, dtype=float).ravel()
+    y = np.asarray(b, dtype=float).ravel()
+    keep = ~(np.isnan(x) | np.isnan(y))
+    rx = pd.Series(x[keep]).rank().to_numpy()
+    ry = pd.Series(y[keep]).rank().to_numpy()
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+__all__ = ["bootstrap_ci", "rank_p_value", "spearman"]
