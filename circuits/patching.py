@@ -144,8 +144,10 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str = "c", answer: str
     rng = random.Random(seed)
     codec = CharCodec()
     by_layout: dict[tuple, list] = {}
-    pool = task.generate(max_tries, seed=seed, heldout=heldout)
-    for ex in pool:
+    def pool():  # drawn in chunks until one layout has n pairs
+        for chunk in range(0, max_tries, 500):
+            yield from task.generate(500, seed=seed * 1_000_003 + chunk, heldout=heldout)
+    for ex in pool():
         bad = corrupt_equation(task, ex, field, rng)
         if bad is None:
             continue
@@ -157,6 +159,8 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str = "c", answer: str
             continue
         layout = (tuple(task.roles(ex.src, ex.tgt)[0]), tuple(roles_c[:k]))
         group = by_layout.setdefault(layout, [])
+        if any(e.src == ex.src for e, _, _ in group):
+            continue
         group.append((ex, bad, k))
         if len(group) >= n:
             break

@@ -1,0 +1,202 @@
+"""Activation and attribution patching against TransformerLens's own patching, a naive
+one-forward-per-patch reference, identity cases and a model that is linear in what is
+patched."""
+
+import contextlib
+import io
+
+import pytest
+import torch
+
+from circuits import patching as P
+from interp.errors import InterpError
+from interp.models import load_checkpoint, to_bridge
+from interp.tasks import QuadraticTask
+
+
+def sharpened(path, tmp_path_factory, arch):
+    """The tiny random model with its weights scaled up, so that patches have effects well
+    above float noise (a fresh initialisation's logit differences are ~1e-3)."""
+    from interp.models import save_checkpoint
+
+    ckpt = load_checkpoint(path)
+    with torch.no_grad():
+        for name, p in ckpt.model.named_parameters():
+            if "ln" not in name and "layer_norm" not in name:
+                p.mul_(4.0)
+    out = tmp_path_factory.mktemp(f"sharp-{arch}") / "model"
+    save_checkpoint(ckpt.model, out, ckpt.meta)
+    ckpt = load_checkpoint(out)
+    return ckpt, to_bridge(ckpt)
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_checkpoints, tmp_path_factory):
+    ckpt, bridge = sharpened(tiny_checkpoints["decoder"], tmp_path_factory, "decoder")
+    return ckpt, bridge, P.corrupt_pairs(bridge, ckpt.task, n=4, field="c", answer="D_value")
+
+
+@pytest.fixture(scope="module")
+def t5(tiny_checkpoints, tmp_path_factory):
+    ckpt, bridge = sharpened(tiny_checkpoints["t5"], tmp_path_factory, "t5")
+    return ckpt, bridge, P.corrupt_pairs(bridge, ckpt.task, n=3, field="b", answer="D_value")
+
+
+TL = {"resid_pre": "get_act_patch_resid_pre", "attn_out": "get_act_patch_attn_out",
+      "mlp_out": "get_act_patch_mlp_out", "head": "get_act_patch_attn_head_out_all_pos",
+      "head_pos": "get_act_patch_attn_head_out_by_pos",
+      "pattern": "get_act_patch_attn_head_pattern_all_pos"}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("what", list(TL))
+def test_exact_patching_equals_transformer_lens(decoder, what, fast):
+    import transformer_lens.patching as tlp
+
+    _, bridge, pairs = decoder
+    ours = P.patch(bridge, pairs, what, fast=fast)
+    _, clean_cache = bridge.run_with_cache(pairs.clean["seq"])
+    with contextlib.redirect_stderr(io.StringIO()):  # TL always draws a progress bar
+        ref = getattr(tlp, TL[what])(bridge, pairs.corrupt["seq"], clean_cache,
+                                     lambda logits: P.metric_values(logits, pairs).mean())
+    if what == "head_pos":
+        ref = ref.permute(0, 2, 1)              # TL: [layer, pos, head]; ours [layer, head, pos]
+    assert ours.values.shape == ref.shape
+    assert (ours.values - ref).abs().max() < 1e-5
+    assert (ours.values - ours.corrupt).abs().max() > 1e-3     # some patch does something
+
+
+def test_noising_equals_transformer_lens_with_inputs_swapped(decoder):
+    import transformer_lens.patching as tlp
+
+    _, bridge, pairs = decoder
+    ours = P.patch(bridge, pairs, "attn_out", direction="noise", metric="logprob")
+    _, corrupt_cache = bridge.run_with_cache(pairs.corrupt["seq"])
+    with contextlib.redirect_stderr(io.StringIO()):
+        ref = tlp.get_act_patch_attn_out(bridge, pairs.clean["seq"], corrupt_cache,
+                                         lambda lg: P.metric_values(lg, pairs, "logprob").mean())
+    assert (ours.values - ref).abs().max() < 1e-5
+
+
+def _same_pairs(pairs):
+    """Pairs whose corrupted input is the clean one."""
+    import dataclasses
+
+    return dataclasses.replace(pairs, corrupt={k: v.clone() for k, v in pairs.clean.items()},
+                               corrupt_token=pairs.clean_token.roll(1))
+
+
+@pytest.mark.parametrize("model,sites", [("decoder", P.DECODER_SITES),
+                                         ("t5", ("enc.resid_pre", "dec.head_pos",
+                                                 "cross.head", "dec.cross_attn_out"))])
+def test_patching_clean_into_clean_changes_nothing_exactly(request, model, sites):
+    _, bridge, pairs = request.getfixturevalue(model)
+    same = _same_pairs(pairs)
+    for what in sites:
+        res = P.patch(bridge, same, what)
+        assert torch.equal(res.per_example, torch.full_like(res.per_example, 0)
+                           + res.per_example.flatten(0, -2)[0]), what
+        assert res.values.flatten()[0] == pytest.approx(res.corrupt)
+
+
+def naive_t5(bridge, pairs, what, cell):
+    """One full forward with one hook for one cell: the reference for T5."""
+    s = P.site(bridge, what)
+    _, src = P._capture(bridge, "t5", pairs.clean, [s.hook.format(l=cell[0])])
+    hook = P._setter(s, [cell], src[s.hook.format(l=cell[0])], pairs.n)
+    logits = P._run(bridge, "t5", pairs.corrupt, [(s.hook.format(l=cell[0]), hook)])
+    return P.metric_values(logits, pairs)
+
+
+@pytest.mark.parametrize("what", ["enc.resid_pre", "enc.head_pos", "dec.mlp_out",
+                                  "cross.head_pos", "dec.head"])
+def test_t5_batched_patching_equals_one_forward_per_patch(t5, what):
+    _, bridge, pairs = t5
+    res = P.patch(bridge, pairs, what, max_rows=7)      # several chunks per layer
+    cells = [(0, 1), (1, 0)] if len(res.axes) == 2 else [(0, 1, 2), (1, 3, 0), (1, 2, 4)]
+    for cell in cells:
+        assert torch.allclose(res.per_example[cell], naive_t5(bridge, pairs, what, cell),
+                              atol=1e-5)
+    assert res.values.std() > 1e-4
+
+
+def test_t5_patterns_are_refused_with_the_reason(t5):
+    _, bridge, _ = t5
+    with pytest.raises(InterpError, match="cannot be patched"):
+        P.site(bridge, "cross.pattern")
+
+
+def linear_toy(tiny_checkpoints):
+    """A 1-layer GPT-2 whose logits are linear in its attention and MLP outputs: a linear
+    MLP activation, and layer norms made affine (an epsilon of 1e12 swamps the variance, the
+    weights are scaled back up by 1e6, so each norm is x - mean(x) times a constant)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    path = str(tiny_checkpoints["decoder"])
+    model = GPT2LMHeadModel.from_pretrained(path, n_layer=1, activation_function="linear",
+                                            layer_norm_epsilon=1e12, use_safetensors=True)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.mul_(1e6)
+        for name, p in model.named_parameters():
+            if "ln" not in name:
+                p.mul_(6.0)                          # effects well above float noise
+    model.eval()
+    bridge = TransformerBridge.boot_transformers(path, hf_model=model,
+                                                 tokenizer=AutoTokenizer.from_pretrained(path))
+    bridge.eval()
+    return bridge
+
+
+@pytest.mark.parametrize("what", ["attn_out", "mlp_out", "head", "head_pos"])
+def test_attribution_equals_exact_patching_on_a_linear_toy_model(tiny_checkpoints, what):
+    bridge = linear_toy(tiny_checkpoints)
+    pairs = P.corrupt_pairs(bridge, QuadraticTask("small"), n=3, field="c", answer="D_value")
+    exact = P.patch(bridge, pairs, what, fast=False)
+    est = P.attribute(bridge, pairs, what)
+    assert (exact.values - exact.corrupt).abs().max() > 1e-4
+    assert torch.allclose(est.per_example, exact.per_example, atol=1e-6, rtol=1e-4)
+
+
+def test_attribution_tracks_exact_patching_on_the_tiny_model(decoder):
+    from circuits.stats import spearman
+
+    _, bridge, pairs = decoder
+    exact = P.patch(bridge, pairs, "head_pos")
+    est = P.attribute(bridge, pairs, "head_pos")
+    assert est.values.shape == exact.values.shape
+    assert spearman(est.values.flatten(), exact.values.flatten()) > 0.5
+
+
+def test_corrupted_pairs_are_valid_equations_of_one_layout(decoder):
+    ckpt, bridge, _ = decoder
+    task = ckpt.task
+    pairs = P.corrupt_pairs(bridge, task, n=6, field="b", answer="x1", seed=3)
+    layout = None
+    for (clean, bad), cid, bid, ct, bt in zip(pairs.examples, pairs.clean["seq"],
+                                              pairs.corrupt["seq"], pairs.clean_token,
+                                              pairs.corrupt_token):
+        assert len(clean.src) == len(bad.src)
+        diff = [i for i, (x, y) in enumerate(zip(clean.src, bad.src)) if x != y]
+        assert len(diff) == 1 and task.roles(clean.src)[0][diff[0]] == "b_digit"
+        assert task.check(bad.src, bad.tgt).ok and bad.tgt == task.solve(bad.src)
+        roles = task.roles(clean.src)[0]
+        layout = layout or roles
+        assert roles == layout
+        assert ct != bt
+        k = len(cid) - len(clean.src) - 2         # answer index in the solution
+        assert task.roles(clean.src, clean.tgt)[1][k].startswith("x1")
+        assert bridge.tokenizer.convert_ids_to_tokens(int(ct)) == clean.tgt[k]
+    assert pairs.answer_pos == pairs.clean["seq"].shape[1] - 1
+
+
+def test_bad_sites_and_directions_are_clear_errors(decoder):
+    _, bridge, pairs = decoder
+    with pytest.raises(InterpError, match="unknown site"):
+        P.patch(bridge, pairs, "resid_post")
+    with pytest.raises(InterpError, match="direction"):
+        P.patch(bridge, pairs, "resid_pre", direction="sideways")
+    with pytest.raises(InterpError, match="metric"):
+        P.patch(bridge, pairs, "resid_pre", metric="accuracy")
