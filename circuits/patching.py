@@ -507,7 +507,7 @@ def metric_values_last(last: torch.Tensor, pairs: Pairs, metric: str, repeats: i
 
 @torch.no_grad()
 def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoise",
-          metric: str = "logit_diff", max_rows: int = 1024, fast: bool = True,
+          metric: str = "logit_diff", max_rows: int = 64, fast: bool = True,
           progress=None) -> PatchResult:
     """Exact activation patching of every cell of site `what` (see the module docstring).
 

@@ -5,6 +5,7 @@
     interp solve ...      = python -m interp.solve ...
     interp classify-heads = python -m interp.classify_heads ...
     interp ablate ...     = ablate ... (python -m circuits.ablate)
+    interp patch ...      = python -m circuits.patch ...
     interp models         list the shipped models
 """
 
@@ -19,6 +20,7 @@ COMMANDS = {
     "solve": "interp.solve",
     "classify-heads": "interp.classify_heads",
     "ablate": "circuits.ablate",
+    "patch": "circuits.patch",
 }
 
 

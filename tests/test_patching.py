@@ -200,3 +200,34 @@ def test_bad_sites_and_directions_are_clear_errors(decoder):
         P.patch(bridge, pairs, "resid_pre", direction="sideways")
     with pytest.raises(InterpError, match="metric"):
         P.patch(bridge, pairs, "resid_pre", metric="accuracy")
+
+
+def test_patch_cli_writes_csv_json_and_page(tiny_checkpoints, tmp_path):
+    import json
+    import re
+
+    from clihelp import run
+
+    out = tmp_path / "p"
+    proc = run("circuits.patch", str(tiny_checkpoints["decoder"]), "--n", "3", "--sites",
+               "resid_pre,head", "--out", str(out), "--json", str(tmp_path / "p.json"),
+               "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "resid_pre: largest shares" in proc.stdout and "Spearman" in proc.stdout
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert set(data["sites"]) == {"resid_pre", "head"}
+    assert len(data["sites"]["head"]["values"]) == 2           # layers
+    assert (out / "resid_pre.csv").is_file() and (out / "head.csv").is_file()
+    page = (out / "report.html").read_text()
+    assert page.count("Plotly.newPlot") == 4
+    assert not re.search(r"<script[^>]+src=\"https?://", page)
+
+
+def test_patch_cli_errors_are_one_line(tiny_checkpoints):
+    from clihelp import one_line_error, run
+
+    ck = str(tiny_checkpoints["decoder"])
+    one_line_error(run("circuits.patch", ck, "--sites", "resid_post"), "unknown site")
+    one_line_error(run("circuits.patch", ck, "--corrupt", "d"), "unknown field")
+    one_line_error(run("circuits.patch", ck, "--answer", "y9"), "no equation gives")
+    one_line_error(run("circuits.patch", ck, "--n", "0"), "--n")

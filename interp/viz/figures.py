@@ -122,3 +122,23 @@ def sweep_figure(sweep: pd.DataFrame):
                       xaxis_title="first ablated layer", yaxis_title="answer loss increase",
                       xaxis=dict(dtick=1))
     return fig
+
+
+def patch_heatmap(values: torch.Tensor, axes: tuple, labels: dict, title: str):
+    """A patching result as a heatmap (diverging, centred on 0): [layer, pos] and
+    [layer, head] directly, [layer, head, pos] as one row per head."""
+    import plotly.graph_objects as go
+
+    if len(axes) == 3:
+        z = values.reshape(-1, values.shape[-1])
+        y = [f"L{l} H{h}" for l in labels["layer"] for h in labels["head"]]
+    else:
+        z = values
+        y = [f"L{l}" for l in labels["layer"]]
+    x = labels[axes[-1]] if axes[-1] == "pos" else [f"H{h}" for h in labels["head"]]
+    x = [f"{i}: {t}" for i, t in enumerate(x)] if axes[-1] == "pos" else x
+    fig = go.Figure(go.Heatmap(z=compact(z), x=x, y=y, colorscale="RdBu", zmid=0,
+                               colorbar=dict(title="share")))
+    fig.update_layout(title=title, height=max(260, 20 * len(y) + 160),
+                      margin=dict(l=80, r=20, t=50, b=140), yaxis_autorange="reversed")
+    return fig

@@ -1,0 +1,152 @@
+"""Activation and attribution patching from the command line.
+
+    python -m circuits.patch [CKPT] [--sites resid_pre,attn_out,mlp_out,head,head_pos]
+        [--n 32] [--corrupt c] [--answer D_value] [--direction denoise|noise]
+        [--metric logit_diff|logprob] [--no-attribution] [--out DIR] [--json FILE]
+
+(also `interp patch ...`). Pairs: one digit of coefficient --corrupt changed (the corrupted
+equation is one the task accepts), cut before the first token of --answer where the two
+solutions differ. Prints, per site, the cells that restore (denoise) or remove (noise) the
+largest share of the clean-corrupt gap, and how well attribution patching ranks the cells
+(Spearman against the exact result). --out writes one CSV per site, patching.json and
+report.html (heatmaps); see `circuits.patching`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_SITES = {"decoder": "resid_pre,attn_out,mlp_out,head,head_pos",
+                 "t5": "enc.resid_pre,dec.resid_pre,enc.head_pos,cross.head_pos,dec.head_pos"}
+
+
+def describe(res, top: int = 8) -> list[str]:
+    df = res.frame()
+    df = df.reindex(df.normalised.abs().sort_values(ascending=False).index).head(top)
+    lines = []
+    for _, r in df.iterrows():
+        cell = " ".join(f"{a} {int(r[a])}" for a in res.axes)
+        role = f"  ({r.role})" if "role" in r else ""
+        lines.append(f"    {cell:<24}{r.normalised:+8.1%}   {res.metric} {r.value:+.3f}{role}")
+    return lines
+
+
+def main(argv=None) -> int:
+    from interp.cli_util import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv) -> int:
+    from circuits.patching import DIRECTIONS, METRICS, attribute, corrupt_pairs, patch
+    from circuits.stats import spearman
+    from interp.attention.kinds import model_family
+    from interp.cli_util import check_writable, write_json
+    from interp.errors import InterpError
+    from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
+
+    p = argparse.ArgumentParser(prog="python -m circuits.patch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("--sites", help="comma-separated sites (default: residual, attention and "
+                   "MLP outputs, heads, heads by position)")
+    p.add_argument("--n", type=int, default=32, help="pairs (default 32)")
+    p.add_argument("--corrupt", default="c", help="coefficient whose digit changes: a, b, c")
+    p.add_argument("--answer", default="D_value",
+                   help="solution field read at its first differing token (D_value, x1, ...)")
+    p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
+    p.add_argument("--metric", choices=METRICS, default="logit_diff")
+    p.add_argument("--no-attribution", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if a.n < 1:
+        raise InterpError(f"--n must be at least 1, got {a.n}")
+    if a.json:
+        check_writable(a.json)
+    out = Path(a.out) if a.out else None
+    if out is not None:
+        if not out.parent.is_dir():
+            raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and
+                                                  not (out / "patching.json").exists())):
+            raise InterpError(f"--out {out} holds other files; give a new folder or an "
+                              "earlier patch output (it is replaced whole)")
+    ckpt = load_checkpoint(a.checkpoint)
+    bridge = to_bridge(ckpt)
+    sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(model_family(bridge), "")
+                                 ).split(",") if s.strip()]
+    from circuits.patching import site as check_site
+
+    for s in sites:
+        check_site(bridge, s)
+    pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
+                          seed=a.seed)
+    say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
+    clean, bad = pairs.examples[0]
+    print(f"patching {a.checkpoint}: {pairs.n} pairs, e.g. {clean.src} -> {bad.src}; answer "
+          f"token {a.answer} ({clean.tgt[len(pairs.tokens[pairs.out_side]) - 1]!r} vs "
+          f"{bad.tgt[len(pairs.tokens[pairs.out_side]) - 1]!r}), {a.direction}, {a.metric}")
+    results, data = {}, {"checkpoint": str(a.checkpoint), "n": pairs.n, "corrupt": a.corrupt,
+                         "answer": a.answer, "direction": a.direction, "metric": a.metric,
+                         "sites": {}}
+    for s in sites:
+        res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
+        att = None if a.no_attribution or s.endswith("pattern") else \
+            attribute(bridge, pairs, s, a.direction, a.metric)
+        results[s] = (res, att)
+        rho = spearman(att.values.flatten(), res.values.flatten()) if att is not None else None
+        if s == sites[0]:
+            print(f"  clean {res.metric} {res.clean:+.3f}, corrupted {res.corrupt:+.3f}")
+        print(f"  {s}: largest shares of the gap" +
+              (f" (attribution vs exact: Spearman {rho:.3f})" if rho is not None else ""))
+        for line in describe(res):
+            print(line)
+        entry = {"axes": list(res.axes), "clean": res.clean, "corrupt": res.corrupt,
+                 "values": res.values.tolist(), "normalised": res.normalised().tolist(),
+                 "labels": res.labels}
+        if att is not None:
+            entry["attribution"] = att.values.tolist()
+            entry["attribution_spearman"] = rho
+        data["sites"][s] = entry
+    if a.json:
+        write_json(a.json, data)
+    if out is not None:
+        from interp.models.checkpoint import replace_dir_atomic
+        from interp.viz.figures import patch_heatmap
+        from interp.viz.page import Page
+
+        def fill(tmp: Path) -> None:
+            page = Page(f"Patching {a.checkpoint}: {pairs.n} pairs, corrupt {a.corrupt}, "
+                        f"answer {a.answer}, {a.direction}")
+            page.paragraph(f"Clean {a.metric} {next(iter(results.values()))[0].clean:+.3f}, "
+                           f"corrupted {next(iter(results.values()))[0].corrupt:+.3f}. Each "
+                           "cell: the share of the clean-corrupt gap that patching it "
+                           "restores (denoise) or removes (noise).")
+            for s, (res, att) in results.items():
+                df = res.frame()
+                if att is not None:
+                    df["attribution"] = att.frame().value
+                df.to_csv(tmp / f"{s}.csv", index=False)
+                page.heading(s)
+                page.plotly(patch_heatmap(res.normalised(), res.axes, res.labels,
+                                          f"{s}: exact patching"))
+                if att is not None:
+                    page.plotly(patch_heatmap(att.normalised(), att.axes, att.labels,
+                                              f"{s}: attribution patching (Spearman "
+                                              f"{data['sites'][s]['attribution_spearman']:.3f})"))
+            write_json(tmp / "patching.json", data)
+            page.write(tmp / "report.html")
+
+        replace_dir_atomic(fill, out)
+        if not a.quiet:
+            print(f"wrote {out}/<site>.csv, patching.json, report.html", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
