@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from circuits.ablation import MODES, SCOPES, ablate_tokens
-    from interp.cli_util import check_writable, write_json
+    from interp.cli_util import check_replaceable_dir, check_writable, write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
 
@@ -164,15 +164,7 @@ def _main(argv) -> int:
         raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
     if a.json:
         check_writable(a.json)
-    out = Path(a.out) if a.out else None
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise InterpError(f"--out {out} is a file; give a folder")
-        if not out.parent.is_dir():
-            raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
-        if out.is_dir() and any(out.iterdir()) and not (out / "ablation.json").exists():
-            raise InterpError(f"--out {out} is a folder that holds other files; give a new "
-                              "folder or an earlier ablate output (it is replaced whole)")
+    out = check_replaceable_dir(a.out, "ablation.json", "--out") if a.out else None
     ckpt = load_checkpoint(a.checkpoint)
     bridge = to_bridge(ckpt)
     task = ckpt.task

@@ -43,7 +43,7 @@ def _main(argv) -> int:
     from circuits.patching import DIRECTIONS, METRICS, attribute, corrupt_pairs, patch
     from circuits.stats import spearman
     from interp.attention.kinds import model_family
-    from interp.cli_util import check_writable, write_json
+    from interp.cli_util import check_replaceable_dir, check_writable, write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
 
@@ -68,14 +68,7 @@ def _main(argv) -> int:
         raise InterpError(f"--n must be at least 1, got {a.n}")
     if a.json:
         check_writable(a.json)
-    out = Path(a.out) if a.out else None
-    if out is not None:
-        if not out.parent.is_dir():
-            raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and
-                                                  not (out / "patching.json").exists())):
-            raise InterpError(f"--out {out} holds other files; give a new folder or an "
-                              "earlier patch output (it is replaced whole)")
+    out = check_replaceable_dir(a.out, "patching.json", "--out") if a.out else None
     ckpt = load_checkpoint(a.checkpoint)
     bridge = to_bridge(ckpt)
     sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(model_family(bridge), "")

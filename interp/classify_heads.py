@@ -178,7 +178,7 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
 
 def _main(argv) -> int:
     from interp.cache import cache_attention
-    from interp.cli_util import write_json
+    from interp.cli_util import check_replaceable_dir, write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
 
@@ -228,11 +228,7 @@ def _main(argv) -> int:
         bridge = to_bridge(ckpt)
         task, examples = ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
     if a.save_cache:
-        sc = Path(a.save_cache)
-        if sc.exists() and (not sc.is_dir() or (any(sc.iterdir()) and
-                                                not (sc / "cache.json").exists())):
-            raise InterpError(f"--save-cache {sc} exists and is not an attention cache; give "
-                              "a new or empty folder (it will be replaced)")
+        check_replaceable_dir(a.save_cache, "cache.json", "--save-cache")
     if a.examples < 1:
         raise InterpError(f"--examples must be at least 1, got {a.examples}")
     if a.batch_size < 1:

@@ -43,3 +43,18 @@ def write_json(path: str | os.PathLike, obj) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str) -> Path:
+    """Fail early unless `path` can be replaced whole by a command's output folder: it must
+    not be a file, its parent must exist, and if it holds files it must be an earlier output
+    of the same command (recognised by the file `marker`), so nothing else is lost."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InterpError(f"{option} {path} is a file; give a folder")
+    if not path.parent.is_dir():
+        raise InterpError(f"cannot create {option} {path}: folder {path.parent} does not exist")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise InterpError(f"{option} {path} is a folder that holds other files; give a new "
+                          f"folder or an earlier output of this command (it is replaced whole)")
+    return path

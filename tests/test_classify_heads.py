@@ -87,7 +87,7 @@ def test_save_cache_writes_shards_that_reproduce_the_table(tiny_checkpoints, tmp
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(InterpError, match="not an attention cache"):
+    with pytest.raises(InterpError, match="holds other files"):
         _main([str(tiny_checkpoints["decoder"]), "--n", "2", "--out", str(out),
                "--save-cache", str(other), "--quiet"])
     assert (other / "notes.txt").read_text() == "keep me"
