@@ -24,17 +24,19 @@ Sites (`what`), named after the TransformerLens hooks they patch:
                    head_pos (hook_z)              [layer, head, pos]
                    pattern (hook_pattern)         [layer, head]
     T5             the same with a stack: enc.resid_pre, enc.attn_out, enc.mlp_out, enc.head,
-                   enc.head_pos, dec.resid_pre, dec.attn_out, dec.cross_attn_out, dec.mlp_out,
-                   dec.head, dec.head_pos, cross.head, cross.head_pos (positions are encoder
-                   positions for enc.*, decoder positions otherwise)
+                   enc.head_pos, enc.pattern, dec.resid_pre, dec.attn_out,
+                   dec.cross_attn_out, dec.mlp_out, dec.head, dec.head_pos, dec.pattern,
+                   cross.head, cross.head_pos, cross.pattern (positions are encoder positions
+                   for enc.*, decoder positions otherwise)
 
 How it is fast: the patches of one layer run together as one batch (each copy of the dataset
 carries one patch), each patched run starts at the patched layer from the cached residual
 stream (`start_at_layer`) instead of recomputing the layers below, and a patch at a position
 after the answer position, which a causal model cannot see, is not run (its effect is exactly
 zero). T5 has no `start_at_layer`; its patches are batched the same way over full forwards.
-T5's attention patterns are not patchable through TransformerLens 4.3 (the bridge fires
-`hook_pattern` after HF has used the weights), so `pattern` is for decoder-only models.
+T5's patterns (`enc.pattern`, `dec.pattern`, `cross.pattern`) cannot be edited through
+TransformerLens 4.3's hook (the bridge fires `hook_pattern` after HF has used the weights), so
+a forward hook on HF's attention recomputes its output from the patched pattern instead.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ DIRECTIONS = ("denoise", "noise")
 DECODER_SITES = ("resid_pre", "attn_out", "mlp_out", "head", "head_pos", "pattern")
 T5_SITES = ("enc.resid_pre", "enc.attn_out", "enc.mlp_out", "enc.head", "enc.head_pos",
             "dec.resid_pre", "dec.attn_out", "dec.cross_attn_out", "dec.mlp_out", "dec.head",
-            "dec.head_pos", "cross.head", "cross.head_pos")
+            "dec.head_pos", "cross.head", "cross.head_pos", "enc.pattern", "dec.pattern",
+            "cross.pattern")
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,10 +247,8 @@ def site(bridge, what: str) -> Site:
     if fam != "t5":
         raise InterpError(f"patching needs a decoder-only or T5 model; this one is {fam!r}")
     if what not in T5_SITES:
-        hint = " (T5 attention patterns cannot be patched through TransformerLens 4.3)" \
-            if "pattern" in what else ""
         raise InterpError(f"unknown site {what!r} for a T5 model; choose one of "
-                          f"{', '.join(T5_SITES)}{hint}")
+                          f"{', '.join(T5_SITES)}")
     stack, part = what.split(".", 1)
     block = {"enc": "encoder_blocks", "dec": "decoder_blocks", "cross": "decoder_blocks"}[stack]
     attn = {"enc": "attn", "dec": "self_attn", "cross": "cross_attn"}[stack]
@@ -255,6 +256,9 @@ def site(bridge, what: str) -> Site:
     if part in ("head", "head_pos"):
         axes = ("layer", "head") if part == "head" else ("layer", "head", "pos")
         return Site(what, f"{block}.{{l}}.{attn}.hook_z", axes, side, "z")
+    if part == "pattern":  # read through the hook, written by `_t5_pattern_hook`
+        return Site(what, f"{block}.{{l}}.{attn}.hook_pattern", ("layer", "head"), side,
+                    "t5_pattern")
     return Site(what, f"{block}.{{l}}.hook_{part}", ("layer", "pos"), side, "pos")
 
 
@@ -266,13 +270,54 @@ def _n_layers(bridge, s: Site) -> int:
     return int(bridge.cfg.n_layers)
 
 
-def _run(bridge, family, ids: dict[str, torch.Tensor], hooks=(), resid=None, start=None):
-    with bridge.hooks(fwd_hooks=list(hooks)):
-        if resid is not None:
-            return bridge(resid, start_at_layer=start)
-        if family == "decoder":
-            return bridge(ids["seq"])
-        return bridge(ids["src"], decoder_input=ids["tgt"])
+def _run(bridge, family, ids: dict[str, torch.Tensor], hooks=(), resid=None, start=None,
+         module_hooks=()):
+    """Logits of one forward with TransformerLens hooks and (module, fn) torch forward
+    hooks attached; from `resid` at layer `start` when given."""
+    handles = [m.register_forward_hook(fn, with_kwargs=True) for m, fn in module_hooks]
+    try:
+        with bridge.hooks(fwd_hooks=list(hooks)):
+            if resid is not None:
+                return bridge(resid, start_at_layer=start)
+            if family == "decoder":
+                return bridge(ids["seq"])
+            return bridge(ids["src"], decoder_input=ids["tgt"])
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _t5_module(bridge, s: Site, layer: int):
+    stack = s.name.split(".")[0]
+    blocks = bridge.encoder_blocks if stack == "enc" else bridge.decoder_blocks
+    attn = {"enc": "attn", "dec": "self_attn", "cross": "cross_attn"}[stack]
+    return getattr(blocks[layer], attn).original_component
+
+
+def _t5_pattern_hook(cells, source: torch.Tensor, batch: int):
+    """A forward hook on HF's T5Attention that recomputes its output with the pattern of
+    head cell[1] taken from `source` [batch, head, q, k] in copy k of the batch.
+
+    TransformerLens 4.3 fires T5's hook_pattern after HF has used the weights, so the
+    pattern is replaced here instead: output = o(pattern @ values), values recomputed from
+    the same input."""
+    def hook(module, args, kwargs, output):
+        weights = output[2] if len(output) > 2 else None
+        if weights is None:
+            raise InterpError("this T5 attention does not return its weights (a non-eager "
+                              "attention implementation); pattern patching needs them")
+        hidden = args[0] if args else kwargs["hidden_states"]
+        kv = kwargs.get("key_value_states")
+        cur = hidden if kv is None else kv
+        b, t = cur.shape[:2]
+        v = module.v(cur).view(b, t, -1, module.key_value_proj_dim).transpose(1, 2)
+        w = weights.clone()
+        view = w.view(len(cells), batch, *w.shape[1:])
+        for k, cell in enumerate(cells):
+            view[k, :, cell[1]] = source[:, cell[1]]
+        z = (w @ v).transpose(1, 2).reshape(b, w.shape[2], -1)
+        return (module.o(z),) + tuple(output[1:2]) + (w,) + tuple(output[3:])
+    return hook
 
 
 def _capture(bridge, family, ids, names: Sequence[str]) -> tuple[torch.Tensor, dict]:
@@ -345,7 +390,7 @@ def _slice(s: Site, act: torch.Tensor, cell) -> torch.Tensor:
         return act[:, cell[1]]
     if s.layout == "z":
         return act[:, :, cell[1]] if len(cell) == 2 else act[:, cell[2], cell[1]]
-    return act[:, cell[1]]
+    return act[:, cell[1]]  # patterns [batch, head, q, k]
 
 
 def _setter(s: Site, cells, source: torch.Tensor, batch: int):
@@ -558,7 +603,12 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
             for k in range(0, len(cells), chunk):
                 part = cells[k:k + chunk]
                 hooks = [(names[l], _setter(s, part, src_acts[names[l]], B))]
-                if fam == "decoder":
+                if s.layout == "t5_pattern":
+                    mod = [(_t5_module(bridge, s, l), _t5_pattern_hook(part, src_acts[names[l]],
+                                                                       B))]
+                    ids = {k2: v.repeat(len(part), 1) for k2, v in recv.items()}
+                    logits = _run(bridge, fam, ids, module_hooks=mod)
+                elif fam == "decoder":
                     resid = recv_acts[starts[l]].repeat(len(part), 1, 1)
                     logits = _run(bridge, fam, None, hooks, resid=resid, start=l)
                 else:
@@ -594,7 +644,7 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
         raise InterpError(f"unknown direction {direction!r}; choose one of "
                           f"{', '.join(DIRECTIONS)}")
     s = site(bridge, what)
-    if s.layout == "pattern":
+    if "pattern" in s.layout:
         raise InterpError("attribution patching covers residual, output and head sites, not "
                           "attention patterns")
     fam = pairs.family
