@@ -277,6 +277,8 @@ def test_cli_errors_are_one_line(tiny_checkpoints, tmp_path):
     one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--layers", "0-7"),
                    "out of range", "0-1")
     one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--n", "0"), "--n")
+    # 'n' is in the vocabulary (of "nan") but never in an equation: nothing to ablate
+    one_line_error(run("circuits.ablate", ck, "--tokens", "n", "--n", "3"), "none of the tokens")
     (tmp_path / "keep.txt").write_text("mine")
     one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--out", str(tmp_path)),
                    "other files")
