@@ -46,6 +46,7 @@ def _main(argv) -> int:
     from interp.cli_util import check_replaceable_dir, check_writable, write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
+    from interp.tasks.tokenizer import CharCodec
 
     p = argparse.ArgumentParser(prog="python -m circuits.patch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,9 +54,10 @@ def _main(argv) -> int:
     p.add_argument("--sites", help="comma-separated sites (default: residual, attention and "
                    "MLP outputs, heads, heads by position)")
     p.add_argument("--n", type=int, default=32, help="pairs (default 32)")
-    p.add_argument("--corrupt", default="c", help="coefficient whose digit changes: a, b, c")
-    p.add_argument("--answer", default="D_value",
-                   help="solution field read at its first differing token (D_value, x1, ...)")
+    p.add_argument("--corrupt", help="number whose digit changes: quadratic a, b or c "
+                   "(default c), arithmetic a or b (default b)")
+    p.add_argument("--answer", help="solution field read at its first differing token: "
+                   "quadratic D_value (default), x1, x2, ...; arithmetic result")
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
     p.add_argument("--no-attribution", action="store_true")
@@ -77,13 +79,18 @@ def _main(argv) -> int:
 
     for s in sites:
         check_site(bridge, s)
+    from circuits.patching import DEFAULT_FIELDS
+
+    a.corrupt = a.corrupt or DEFAULT_FIELDS.get(ckpt.task.name, ("c",))[0]
+    a.answer = a.answer or DEFAULT_FIELDS.get(ckpt.task.name, ("", "D_value"))[1]
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
                           seed=a.seed)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     clean, bad = pairs.examples[0]
+    itos = CharCodec().itos
     print(f"patching {a.checkpoint}: {pairs.n} pairs, e.g. {clean.src} -> {bad.src}; answer "
-          f"token {a.answer} ({clean.tgt[len(pairs.tokens[pairs.out_side]) - 1]!r} vs "
-          f"{bad.tgt[len(pairs.tokens[pairs.out_side]) - 1]!r}), {a.direction}, {a.metric}")
+          f"token {a.answer} ({itos[int(pairs.clean_token[0])]!r} vs "
+          f"{itos[int(pairs.corrupt_token[0])]!r}), {a.direction}, {a.metric}")
     results, data = {}, {"checkpoint": str(a.checkpoint), "n": pairs.n, "corrupt": a.corrupt,
                          "answer": a.answer, "direction": a.direction, "metric": a.metric,
                          "sites": {}}

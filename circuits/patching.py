@@ -93,28 +93,39 @@ class Pairs:
         return "seq" if self.family == "decoder" else "tgt"
 
 
+#: per task: the field corrupted and the solution field read, by default
+DEFAULT_FIELDS = {"quadratic": ("c", "D_value"), "arithmetic": ("b", "result")}
+
+
+def _digit_changes(v: int, rng: random.Random) -> list[int]:
+    """Every number made from v by changing one digit (no leading zero, same sign), shuffled."""
+    digits = str(abs(v))
+    out = []
+    for i, d in itertools.product(range(len(digits)), "0123456789"):
+        if d == digits[i] or (i == 0 and d == "0" and len(digits) > 1):
+            continue
+        out.append(int(digits[:i] + d + digits[i + 1:]) * (-1 if v < 0 else 1))
+    rng.shuffle(out)
+    return out
+
+
 def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
                      ) -> Example | None:
-    """The example with one digit of coefficient `field` (a, b or c; any digit of an
-    arithmetic operand a or b) changed so that the input keeps its length and format and the
-    task still accepts it; None if no digit change works."""
+    """The example with one digit of `field` changed (quadratic: coefficient a, b or c;
+    arithmetic: operand a or b) so that the input keeps its length and format and the task
+    still accepts it (integer roots or none; operands in range, b <= a for subtraction);
+    None if no digit change works."""
+    from interp.tasks.arithmetic import ArithmeticTask
     from interp.tasks.quadratic import QuadraticTask, format_input, format_output, read_input
 
     if isinstance(task, QuadraticTask):
         coef = dict(zip("abc", read_input(ex.src)))
         if field not in coef:
             raise InterpError(f"unknown field {field!r} to corrupt; choose a, b or c")
-        v = coef[field]
-        digits = str(abs(v))
-        options = []
-        for i, d in itertools.product(range(len(digits)), "0123456789"):
-            if d == digits[i] or (i == 0 and d == "0"):
-                continue
-            w = int(digits[:i] + d + digits[i + 1:]) * (1 if v > 0 else -1)
-            options.append(w)
-        rng.shuffle(options)
-        for w in options:
+        for w in _digit_changes(coef[field], rng):
             new = dict(coef, **{field: w})
+            if new["a"] == 0:
+                continue
             try:
                 src = format_input(new["a"], new["b"], new["c"])[0]
                 tgt = format_output(new["a"], new["b"], new["c"])[0]
@@ -123,22 +134,40 @@ def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
             if len(src) == len(ex.src):
                 return Example(src, tgt, task.classify(src))
         return None
-    raise InterpError(f"corrupted pairs are defined for the quadratic task; this model's task "
-                      f"is {task.name!r}")
+    if isinstance(task, ArithmeticTask):
+        a, op, b = task._read(ex.src)
+        vals = {"a": a, "b": b}
+        if field not in vals:
+            raise InterpError(f"unknown field {field!r} to corrupt; choose a or b")
+        for w in _digit_changes(vals[field], rng):
+            new = dict(vals, **{field: w})
+            if not all(task.lo <= x <= task.hi for x in new.values()) or \
+                    (op == "-" and new["b"] > new["a"]):
+                continue
+            src = f"{new['a']}{op}{new['b']}="
+            if len(src) == len(ex.src):
+                return Example(src, task.solve(src), task.classify(src))
+        return None
+    raise InterpError(f"corrupted pairs are defined for the quadratic and arithmetic tasks; "
+                      f"this model's task is {task.name!r}")
 
 
-def corrupt_pairs(bridge, task: Task, n: int = 64, field: str = "c", answer: str = "D_value",
-                  seed: int = 0, heldout: bool | None = True, max_tries: int = 20_000) -> Pairs:
+def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
+                  answer: str | None = None, seed: int = 0, heldout: bool | None = True,
+                  max_tries: int = 20_000) -> Pairs:
     """`n` clean/corrupted pairs of one layout, cut before the first token of `answer` (a
-    solution field: D_value, x1, x2, ...) where the two solutions differ there.
+    solution field: D_value, x1, x2, ... or result) where the two solutions differ there.
+    field / answer default to `DEFAULT_FIELDS` of the task (quadratic: c and D_value;
+    arithmetic: b and result).
 
-    Equations are drawn from the task (held-out partition by default); the layout most
-    common among the first candidates is kept so positions line up."""
-    from interp.tasks.quadratic import QuadraticTask
-
-    if not isinstance(task, QuadraticTask):
-        raise InterpError(f"corrupted pairs are defined for the quadratic task; this model's "
-                          f"task is {task.name!r}")
+    Problems are drawn from the task (held-out partition by default) until one layout has
+    `n` pairs, so positions line up."""
+    if task.name not in DEFAULT_FIELDS:
+        raise InterpError(f"corrupted pairs are defined for the "
+                          f"{' and '.join(DEFAULT_FIELDS)} tasks; this model's task is "
+                          f"{task.name!r}")
+    field = field or DEFAULT_FIELDS[task.name][0]
+    answer = answer or DEFAULT_FIELDS[task.name][1]
     if n < 1:
         raise InterpError(f"the number of pairs must be at least 1, got {n}")
     family = model_family(bridge)
@@ -698,6 +727,7 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
                        metric, direction, {a: labels[a] for a in s.axes})
 
 
-__all__ = ["Pairs", "PatchResult", "Site", "METRICS", "DIRECTIONS", "DECODER_SITES",
+__all__ = ["Pairs", "PatchResult", "Site", "METRICS", "DIRECTIONS", "DEFAULT_FIELDS",
+           "DECODER_SITES",
            "T5_SITES", "corrupt_equation", "corrupt_pairs", "metric_values", "site", "patch",
            "attribute"]

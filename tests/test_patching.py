@@ -264,3 +264,17 @@ def test_t5_attribution_has_the_exact_layout_and_tracks_it(tiny_checkpoints, wha
     # first-order estimates are good for head outputs, worse for the whole residual stream
     floor = 0.6 if "resid" in what else 0.9
     assert spearman(est.values.flatten()[moved], exact.values.flatten()[moved]) > floor
+
+
+def test_arithmetic_pairs_change_one_operand_digit_and_stay_valid(decoder):
+    from interp.tasks import ArithmeticTask
+
+    _, bridge, _ = decoder
+    task = ArithmeticTask()
+    pairs = P.corrupt_pairs(bridge, task, n=8, seed=1)          # defaults: b, result
+    for (clean, bad), ct, bt in zip(pairs.examples, pairs.clean_token, pairs.corrupt_token):
+        a, op, b = task._read(clean.src)
+        a2, op2, b2 = task._read(bad.src)
+        assert (a2, op2) == (a, op) and b2 != b and len(str(b2)) == len(str(b))
+        assert task.lo <= b2 <= task.hi and (op == "+" or b2 <= a)
+        assert bad.tgt == task.solve(bad.src) and ct != bt
