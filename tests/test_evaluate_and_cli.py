@@ -82,3 +82,6 @@ def test_umbrella_command_dispatches_and_rejects_unknown():
     assert proc.returncode == 2 and "unknown command" in proc.stderr
     proc = run("interp.cli", "solve", "--help")
     assert proc.returncode == 0 and "PROBLEM" in proc.stdout
+    for cmd, needle in (("ablate", "--tokens"), ("patch", "--sites")):
+        proc = run("interp.cli", cmd, "--help")
+        assert proc.returncode == 0 and needle in proc.stdout, cmd
