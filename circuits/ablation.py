@@ -37,12 +37,14 @@ character accuracy and the task checker's verdict per step.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from circuits.stats import bootstrap_ci, rank_p_value
 from interp.attention.kinds import model_family
 from interp.cache import Side, build_sides, length_batches
 from interp.errors import InterpError
@@ -679,12 +681,14 @@ def compare(clean: dict, target: dict, controls: list[dict], seed: int = 0):
     target damage minus mean control damage with a 95% bootstrap interval and p-value."""
     import pandas as pd
 
-    from circuits.stats import bootstrap_ci, rank_p_value
+    with warnings.catch_warnings():  # a field no example of a control has: NaN, no warning
+        warnings.filterwarnings("ignore", message="Mean of empty slice",
+                                category=RuntimeWarning)
+        return pd.DataFrame(_compare_rows(clean, target, controls, seed))
 
-    import warnings
 
+def _compare_rows(clean, target, controls, seed) -> list[dict]:
     rows = []
-    warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
     for metric, c in clean.items():
         dt = _damage(metric, target[metric], c).numpy()
         dcs = np.stack([_damage(metric, ctl[metric], c).numpy() for ctl in controls]) \
@@ -704,7 +708,7 @@ def compare(clean: dict, target: dict, controls: list[dict], seed: int = 0):
                        difference=float(np.nanmean(diff)), ci_low=lo, ci_high=hi,
                        p_value=rank_p_value(row["target_damage"], ctl_means))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
 
 
 def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Sequence[str],
@@ -723,6 +727,9 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
         raise InterpError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if n_controls < 0:
         raise InterpError(f"the number of controls must be 0 or more, got {n_controls}")
+    if decode and scope == "all" and mode == "resample":
+        raise InterpError("free-running decoding with resample and scope 'all' is not defined "
+                          "(a generated token has no donor); add --no-decode")
     ids = token_ids(bridge, tokens)
     prep = prepare(bridge, task, examples)
     n_layers = _n_layers(bridge, prep.family)
