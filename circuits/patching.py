@@ -156,7 +156,8 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
                   answer: str | None = None, seed: int = 0, heldout: bool | None = True,
                   max_tries: int = 20_000) -> Pairs:
     """`n` clean/corrupted pairs of one layout, cut before the first token of `answer` (a
-    solution field: D_value, x1, x2, ... or result) where the two solutions differ there.
+    solution field: D_value, x1, x2, ... or result); only pairs whose two solutions differ
+    at that token are kept.
     field / answer default to `DEFAULT_FIELDS` of the task (quadratic: c and D_value;
     arithmetic: b and result).
 
@@ -176,6 +177,7 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
     rng = random.Random(seed)
     codec = CharCodec()
     by_layout: dict[tuple, list] = {}
+
     def pool():  # drawn in chunks until one layout has n pairs
         for chunk in range(0, max_tries, 500):
             yield from task.generate(500, seed=seed * 1_000_003 + chunk, heldout=heldout)
