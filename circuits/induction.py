@@ -93,5 +93,27 @@ def scores_from_patterns(P_ind: torch.Tensor, ids_ind: torch.Tensor, half: int,
     return out
 
 
+def random_composition_baseline(d_model: int, d_head: int, mode: str = "K", n: int = 200,
+                                seed: int = 0) -> tuple[float, float]:
+    """(mean, standard deviation) of the composition score (Elhage et al. 2021, as computed
+    by TransformerLens) between heads whose W_Q, W_K, W_V, W_O are random Gaussian matrices
+    of the given shapes: the score a pair of unrelated heads gets by chance."""
+    from transformer_lens import FactoredMatrix
+    from transformer_lens.utilities.matrix import composition_scores
+
+    if mode not in ("Q", "K", "V"):
+        raise InterpError(f"composition mode must be Q, K or V, got {mode!r}")
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(n, *shape, generator=g)
+    left = FactoredMatrix(rnd(d_model, d_head), rnd(d_head, d_model))      # W_V W_O
+    right = FactoredMatrix(rnd(d_model, d_head), rnd(d_head, d_model))     # W_Q W_K^T or W_V W_O
+    if mode == "K":
+        right = right.T
+    s = composition_scores(left, right, broadcast_dims=False)
+    return float(s.mean()), float(s.std())
+
+
 __all__ = ["induction_score", "prefix_matching_score", "repeated_tokens",
-           "scores_from_patterns"]
+           "scores_from_patterns", "random_composition_baseline"]

@@ -78,3 +78,27 @@ def test_width_mismatch_is_a_clear_error():
 
     with pytest.raises(InterpError, match="do not fit"):
         induction_score(causal_uniform(10), 8)
+
+
+def test_random_composition_baseline_is_seeded_and_shrinks_with_width():
+    from circuits.induction import random_composition_baseline
+
+    a = random_composition_baseline(64, 16, "K", n=100, seed=1)
+    assert a == random_composition_baseline(64, 16, "K", n=100, seed=1)
+    wide = random_composition_baseline(256, 16, "K", n=100, seed=1)
+    assert 0 < wide[0] < a[0] < 1 and a[1] > 0
+    for mode in "QV":
+        m, sd = random_composition_baseline(64, 16, mode, n=100)
+        assert 0 < m < 1 and sd > 0
+
+
+def test_composition_of_aligned_rank_one_heads_is_one_and_of_orthogonal_ones_zero():
+    from transformer_lens import FactoredMatrix
+    from transformer_lens.utilities.matrix import composition_scores
+
+    e = torch.eye(8)
+    left = FactoredMatrix(e[:, :1], e[1:2, :])          # writes along e1
+    reads = FactoredMatrix(e[:, 1:2], e[2:3, :])        # reads e1
+    ignores = FactoredMatrix(e[:, 3:4], e[2:3, :])      # reads e3
+    assert composition_scores(left, reads, broadcast_dims=False).item() == pytest.approx(1.0)
+    assert composition_scores(left, ignores, broadcast_dims=False).item() == 0.0
