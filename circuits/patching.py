@@ -460,10 +460,12 @@ class _GPT2Tail:
         self.blocks = []
         for blk in bridge.blocks:
             oc = _orig(blk)
-            attn, mlp = _orig(oc.attn), _orig(oc.mlp)
-            if not hasattr(attn, "c_attn") or getattr(attn, "reorder_and_upcast_attn", False) \
+            attn, mlp = _orig(getattr(oc, "attn", None)), _orig(getattr(oc, "mlp", None))
+            if not all(hasattr(m, a) for m, a in ((oc, "ln_1"), (oc, "ln_2"), (attn, "c_attn"),
+                                                  (attn, "c_proj"), (mlp, "c_fc"))) \
+                    or getattr(attn, "reorder_and_upcast_attn", False) \
                     or getattr(attn, "scale_attn_by_inverse_layer_idx", False):
-                raise NotImplementedError
+                raise NotImplementedError  # not an HF GPT-2 block: the batched path instead
             self.blocks.append((_orig(oc.ln_1), _orig(attn.c_attn), _orig(attn.c_proj),
                                 _orig(oc.ln_2), _orig(mlp.c_fc), mlp.act, _orig(mlp.c_proj),
                                 bool(attn.scale_attn_weights)))
@@ -537,9 +539,11 @@ def _fast_patch(bridge, pairs: Pairs, s: Site, recv: dict, src: dict, rc: dict, 
     by_lp: dict[tuple[int, int], list] = {}
     for cell in todo:
         by_lp.setdefault((cell[0], cell[-1]), []).append(cell)
+    shown = None
     for (l, p), cells in sorted(by_lp.items()):
-        if progress and p == 0:
+        if progress and l != shown:
             progress(f"{s.name} layer {l}")
+            shown = l
         if s.name == "resid_pre":
             r = rc[f"blocks.{l}.hook_resid_pre"][:, p:].clone()
             r[:, 0] = sc[f"blocks.{l}.hook_resid_pre"][:, p]

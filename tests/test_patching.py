@@ -278,3 +278,24 @@ def test_arithmetic_pairs_change_one_operand_digit_and_stay_valid(decoder):
         assert (a2, op2) == (a, op) and b2 != b and len(str(b2)) == len(str(b))
         assert task.lo <= b2 <= task.hi and (op == "+" or b2 <= a)
         assert bad.tgt == task.solve(bad.src) and ct != bt
+
+
+def test_a_model_that_is_not_gpt2_takes_the_batched_path_with_the_same_result(decoder):
+    """An attention-only TL-native model has no GPT-2 blocks: patching still works (and
+    equals transformer_lens.patching)."""
+    import transformer_lens.patching as tlp
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge.sources.native import boot
+
+    _, _, pairs = decoder
+    cfg = TransformerBridgeConfig(d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=64,
+                                  d_vocab=28, attn_only=True, normalization_type="LN", seed=0)
+    bridge = boot(cfg)
+    bridge.eval()
+    ours = P.patch(bridge, pairs, "head_pos")
+    _, clean_cache = bridge.run_with_cache(pairs.clean["seq"])
+    with contextlib.redirect_stderr(io.StringIO()):
+        ref = tlp.get_act_patch_attn_head_out_by_pos(
+            bridge, pairs.corrupt["seq"], clean_cache,
+            lambda logits: P.metric_values(logits, pairs).mean())
+    assert (ours.values - ref.permute(0, 2, 1)).abs().max() < 1e-5
