@@ -262,7 +262,8 @@ def test_t5_attribution_has_the_exact_layout_and_tracks_it(tiny_checkpoints, wha
     assert est.corrupt == pytest.approx(exact.corrupt, abs=1e-5)
     moved = (exact.values != exact.corrupt).flatten()
     # first-order estimates are good for head outputs, worse for the whole residual stream
-    floor = 0.6 if "resid" in what else 0.9
+    # (REFERENCE §5): there only a clearly positive rank correlation is asked for
+    floor = 0.3 if "resid" in what else 0.9
     assert spearman(est.values.flatten()[moved], exact.values.flatten()[moved]) > floor
 
 
