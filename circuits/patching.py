@@ -97,12 +97,13 @@ class Pairs:
 DEFAULT_FIELDS = {"quadratic": ("c", "D_value"), "arithmetic": ("b", "result")}
 
 
-def _digit_changes(v: int, rng: random.Random) -> list[int]:
-    """Every number made from v by changing one digit (no leading zero, same sign), shuffled."""
+def _digit_changes(v: int, rng: random.Random, allow_zero: bool = False) -> list[int]:
+    """Every number made from v by changing one digit (no leading zero, same sign; 0 itself
+    only if `allow_zero`), shuffled."""
     digits = str(abs(v))
     out = []
     for i, d in itertools.product(range(len(digits)), "0123456789"):
-        if d == digits[i] or (i == 0 and d == "0" and len(digits) > 1):
+        if d == digits[i] or (i == 0 and d == "0" and (len(digits) > 1 or not allow_zero)):
             continue
         out.append(int(digits[:i] + d + digits[i + 1:]) * (-1 if v < 0 else 1))
     rng.shuffle(out)
@@ -122,10 +123,9 @@ def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
         coef = dict(zip("abc", read_input(ex.src)))
         if field not in coef:
             raise InterpError(f"unknown field {field!r} to corrupt; choose a, b or c")
+        # no zero coefficient: the generator never writes one (it would be out of distribution)
         for w in _digit_changes(coef[field], rng):
             new = dict(coef, **{field: w})
-            if new["a"] == 0:
-                continue
             try:
                 src = format_input(new["a"], new["b"], new["c"])[0]
                 tgt = format_output(new["a"], new["b"], new["c"])[0]
@@ -139,7 +139,7 @@ def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
         vals = {"a": a, "b": b}
         if field not in vals:
             raise InterpError(f"unknown field {field!r} to corrupt; choose a or b")
-        for w in _digit_changes(vals[field], rng):
+        for w in _digit_changes(vals[field], rng, allow_zero=task.lo <= 0):
             new = dict(vals, **{field: w})
             if not all(task.lo <= x <= task.hi for x in new.values()) or \
                     (op == "-" and new["b"] > new["a"]):
