@@ -14,9 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-MAIN_METRICS = ("answer_loss", "exact_match", "token_accuracy")
-
-
 def _fmt(v, pct: bool) -> str:
     if v != v:  # NaN
         return "-"
@@ -35,7 +32,7 @@ def format_summary(res, title: str) -> str:
     for _, r in s.iterrows():
         pct = r.metric != "answer_loss"
         c = (lambda v: f"{v:.1%}") if pct else (lambda v: f"{v:.3f}")
-        line = (f"  {r.metric.replace('field:', 'step ') :<22}{c(r.clean):>8}{c(r.ablated):>9}"
+        line = (f"  {r.metric.replace('field:', 'field ') :<22}{c(r.clean):>8}{c(r.ablated):>9}"
                 f"{_fmt(r.target_damage, pct):>9}")
         if has_ctl:
             ctl = (f"{_fmt(r.control_damage_mean, pct)} [{_fmt(r.control_damage_min, pct)}, "
