@@ -40,7 +40,9 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from circuits.patching import DIRECTIONS, METRICS, attribute, corrupt_pairs, patch
+    from circuits.patching import (DEFAULT_FIELDS, DIRECTIONS, METRICS, attribute,
+                                   corrupt_pairs, patch)
+    from circuits.patching import site as check_site
     from circuits.stats import spearman
     from interp.attention.kinds import model_family
     from interp.cli_util import check_replaceable_dir, check_writable, write_json
@@ -75,12 +77,10 @@ def _main(argv) -> int:
     bridge = to_bridge(ckpt)
     sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(model_family(bridge), "")
                                  ).split(",") if s.strip()]
-    from circuits.patching import site as check_site
-
+    if not sites:
+        raise InterpError("--sites names no site; give e.g. --sites resid_pre,head_pos")
     for s in sites:
         check_site(bridge, s)
-    from circuits.patching import DEFAULT_FIELDS
-
     a.corrupt = a.corrupt or DEFAULT_FIELDS.get(ckpt.task.name, ("c",))[0]
     a.answer = a.answer or DEFAULT_FIELDS.get(ckpt.task.name, ("", "D_value"))[1]
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
