@@ -46,6 +46,7 @@ import torch
 
 from circuits.stats import bootstrap_ci, rank_p_value
 from interp.attention.kinds import model_family
+from interp.attention.kinds import n_layers as kind_layers
 from interp.cache import Side, build_sides, length_batches
 from interp.errors import InterpError
 from interp.models.sequences import IGNORE
@@ -241,10 +242,6 @@ def control_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: 
 
 # ---------------------------------------------------------------------------------------
 # running the model under an intervention
-def _n_layers(bridge, family) -> int:
-    return len(bridge.encoder_blocks) if family == "t5" else int(bridge.cfg.n_layers)
-
-
 def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
     """'0-3', '1,3', '2-' or a list -> sorted layer indices, checked against the model."""
     if spec is None or spec == "" or spec == "all":
@@ -732,7 +729,7 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
                           "(a generated token has no donor); add --no-decode")
     ids = token_ids(bridge, tokens)
     prep = prepare(bridge, task, examples)
-    n_layers = _n_layers(bridge, prep.family)
+    n_layers = kind_layers(bridge, "encoder" if prep.family == "t5" else "self")
     chosen = parse_layers(layers, n_layers)
     targets = target_masks(prep, ids, scope)
     n_targets = sum(int(m.sum()) for m in targets.values())

@@ -25,6 +25,7 @@ import torch
 
 from interp.attention.scores import (detection_score, duplicate_token_pattern,
                                      induction_pattern, previous_token_pattern, uniform_like)
+from interp.cache import repeated_tokens  # noqa: F401  (part of this module's API)
 from interp.errors import InterpError
 
 
@@ -55,18 +56,6 @@ def prefix_matching_score(P: torch.Tensor, ids: torch.Tensor, first_repeat_len: 
     detect = induction_pattern(ids)                         # [batch, q, k]
     mass = (P * detect[None, :, None]).sum(-1)              # [layer, batch, head, q]
     return mass[..., first_repeat_len + 1:].mean((1, -1))
-
-
-def repeated_tokens(vocab_size: int, n: int, length: int, repeats: int, bos: int,
-                    special: set[int] = frozenset(), seed: int = 0) -> torch.Tensor:
-    """[n, 1 + repeats * length]: BOS, then `length` random non-special tokens, `repeats`
-    times. The same seed gives the same tokens."""
-    pool = torch.tensor([i for i in range(vocab_size) if i not in special])
-    if len(pool) == 0:
-        raise InterpError("the vocabulary has no ordinary tokens to draw from")
-    g = torch.Generator().manual_seed(seed)
-    block = pool[torch.randint(len(pool), (n, length), generator=g)]
-    return torch.cat([torch.full((n, 1), bos), block.repeat(1, repeats)], 1)
 
 
 def scores_from_patterns(P_ind: torch.Tensor, ids_ind: torch.Tensor, half: int,

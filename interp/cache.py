@@ -335,6 +335,18 @@ def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequen
     return out
 
 
+def repeated_tokens(vocab_size: int, n: int, length: int, repeats: int, bos: int,
+                    special: set[int] = frozenset(), seed: int = 0) -> torch.Tensor:
+    """[n, 1 + repeats * length]: BOS, then `length` random non-special tokens, `repeats`
+    times. The same seed gives the same tokens."""
+    pool = torch.tensor([i for i in range(vocab_size) if i not in special])
+    if len(pool) == 0:
+        raise InterpError("the vocabulary has no ordinary tokens to draw from")
+    g = torch.Generator().manual_seed(seed)
+    block = pool[torch.randint(len(pool), (n, length), generator=g)]
+    return torch.cat([torch.full((n, 1), bos), block.repeat(1, repeats)], 1)
+
+
 def repeated_random_tokens(bridge, n: int = 32, half: int | None = None, seed: int = 0
                            ) -> torch.Tensor:
     """[n, 1 + 2 * half] token ids: BOS, then `half` random non-special tokens, repeated.
@@ -342,13 +354,12 @@ def repeated_random_tokens(bridge, n: int = 32, half: int | None = None, seed: i
     tok = getattr(bridge, "tokenizer", None)
     special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
     vocab = int(bridge.cfg.d_vocab)
-    pool = torch.tensor([i for i in range(vocab) if i not in special] or list(range(vocab)))
+    if special >= set(range(vocab)):   # nothing but special tokens: draw from all of them
+        special = set()
     n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 2 * 40 + 1)
     half = half or max(2, min(40, (n_ctx - 1) // 2))
-    g = torch.Generator().manual_seed(seed)
-    first = pool[torch.randint(len(pool), (n, half), generator=g)]
     bos = tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
-    return torch.cat([torch.full((n, 1), bos), first, first], 1)
+    return repeated_tokens(vocab, n, half, 2, bos, special, seed)
 
 
 @torch.no_grad()
