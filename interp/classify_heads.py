@@ -181,6 +181,7 @@ def _main(argv) -> int:
     from interp.cli_util import check_replaceable_dir, write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
+    from interp.models.checkpoint import resolve, validate
 
     p = argparse.ArgumentParser(prog="python -m interp.classify_heads", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,13 +211,24 @@ def _main(argv) -> int:
         raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     ckpt_dir = Path(str(a.checkpoint))
-    if ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists():
-        bridge = load_hf_bridge(ckpt_dir)
+    native = not (ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists()) and \
+        validate(resolve(a.checkpoint))["model"]["arch"] == "native"
+    if native or (ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists()):
+        if native:
+            from interp.models.native import load_native
+            from interp.tasks.text import validation_snippets
+
+            bridge = load_native(resolve(a.checkpoint))
+        else:
+            bridge = load_hf_bridge(ckpt_dir)
         if a.prompts:
             try:
                 texts = [t for t in Path(a.prompts).read_text().splitlines() if t.strip()]
             except OSError as e:
                 raise InterpError(f"cannot read --prompts {a.prompts}: {e.strerror}") from None
+        elif native:   # the model reads Python source: windows of the validation files
+            texts = validation_snippets(bridge.tokenizer, a.n, int(bridge.cfg.n_ctx) - 8,
+                                        seed=a.seed)
         else:
             texts = DEFAULT_SENTENCES
         if not texts:

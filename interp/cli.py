@@ -6,6 +6,8 @@
     interp classify-heads = python -m interp.classify_heads ...
     interp ablate ...     = ablate ... (python -m circuits.ablate)
     interp patch ...      = python -m circuits.patch ...
+    interp train-text ... = python -m interp.train_text ...
+    interp induction ...  = python -m circuits.induction ...
     interp models         list the shipped models
 """
 
@@ -21,6 +23,8 @@ COMMANDS = {
     "classify-heads": "interp.classify_heads",
     "ablate": "circuits.ablate",
     "patch": "circuits.patch",
+    "train-text": "interp.train_text",
+    "induction": "circuits.induction.__main__",
 }
 
 
@@ -31,6 +35,14 @@ def _models(argv) -> int:
 
     for name in shipped_models():
         meta = json.loads((SHIPPED_DIR / name / "interp.json").read_text())
+        if meta["model"]["arch"] == "native":
+            last = (meta.get("history") or [{}])[-1]
+            print(f"{name:<20} {'native':<8} text/{meta['model']['mixing']:<8} "
+                  f"{meta['model']['n_layers']} layer(s)  best induction score "
+                  f"{last.get('induction_max', float('nan')):.2f}  ICL "
+                  f"{last.get('icl', float('nan')):+.2f}  trained "
+                  f"{meta.get('cpu_minutes', {}).get('training', '?')} CPU-min")
+            continue
         # prefer the evaluation on 1,000 fresh held-out examples made at install time
         m = meta.get("evaluation") or meta.get("metrics", {})
         tr = meta.get("training", {})

@@ -3,6 +3,7 @@
     python scripts/train_shipped.py                 # all of them (hours of CPU)
     python scripts/train_shipped.py --only arithmetic
     python scripts/train_shipped.py --resume        # continue interrupted runs in --work
+    python scripts/train_shipped.py --only induction-attn2l induction-attn1l
 
 Each model trains with `interp.train` into WORK/NAME (best checkpoint + resume state), is then
 evaluated on 1,000 fresh held-out examples, and its checkpoint files (not the resume state)
@@ -10,6 +11,10 @@ are copied into interp/checkpoints/NAME. A recipe of several stages trains WORK/
 ... first, each stage starting from the previous one's best weights (`--init-from`), the last
 into WORK/NAME; interp.json then records the CPU minutes of all stages together. Same seed
 and steps give the same weights on the CPU with the same thread count.
+
+The induction models (TEXT_RECIPES) train with `interp.train_text` on the standard library's
+source; they have no task to evaluate, so their interp.json keeps the training curves and
+`python -m circuits.induction NAME` measures them. They are not resumable (minutes each).
 """
 
 from __future__ import annotations
@@ -53,6 +58,49 @@ RECIPES: dict[str, list[str] | list[list[str]]] = {
 }
 
 
+# name -> arguments of `python -m interp.train_text` (same sizes, data mix and steps for all
+# four, so the 1-layer control has the smeared and conv models' budget)
+TEXT_RECIPES: dict[str, list[str]] = {
+    f"induction-{m}": [m, "--steps", "3000", "--vocab", "512", "--mix", "0.5", "--lr", "1e-3",
+                       "--seed", "0"]
+    for m in ("attn2l", "smeared1l", "conv1l", "attn1l")
+}
+TEXT_KEEP = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+             "interp.json")
+
+
+def install(run_dir: Path, name: str, keep: tuple[str, ...]) -> Path:
+    """Copy a finished run's checkpoint files into interp/checkpoints/NAME (swap at the end);
+    returns the new folder's interp.json path for last edits before the swap."""
+    tmp = SHIPPED / f".{name}.new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in keep:
+        if (run_dir / f).exists():
+            shutil.copy2(run_dir / f, tmp / f)
+    return tmp
+
+
+def swap_in(tmp: Path, name: str) -> None:
+    dest = SHIPPED / name
+    old = SHIPPED / f".{name}.old"
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"installed {dest.relative_to(ROOT)}")
+
+
+def build_text(name: str, work: Path, threads: int, install_only: bool) -> None:
+    run_dir = work / name
+    if not install_only:
+        cmd = [sys.executable, "-m", "interp.train_text", *TEXT_RECIPES[name], "--out",
+               str(run_dir), "--threads", str(threads), "--quiet"]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    swap_in(install(run_dir, name, TEXT_KEEP), name)
+
+
 def stages(name: str, work: Path) -> list[tuple[Path, list[str]]]:
     """(run folder, train arguments) of each stage of a recipe; the last folder is WORK/NAME."""
     recipe = RECIPES[name]
@@ -71,7 +119,8 @@ KEEP = ("config.json", "generation_config.json", "model.safetensors", "tokenizer
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=sorted(RECIPES), help="models to rebuild")
+    p.add_argument("--only", nargs="+", choices=sorted(RECIPES) + sorted(TEXT_RECIPES),
+                   help="models to rebuild")
     p.add_argument("--work", default=str(ROOT / "runs"), help="folder for training runs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue runs found in --work")
@@ -80,7 +129,10 @@ def main() -> int:
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    for name in args.only or RECIPES:
+    for name in args.only or list(RECIPES) + list(TEXT_RECIPES):
+        if name in TEXT_RECIPES:
+            build_text(name, work, args.threads, args.install_only)
+            continue
         plan = stages(name, work)
         run_dir = plan[-1][0]
         for stage_dir, train_args in plan if not args.install_only else []:
@@ -97,13 +149,7 @@ def main() -> int:
         report = work / f"{name}.eval.json"
         subprocess.run([sys.executable, "-m", "interp.evaluate", str(run_dir), "--n", "1000",
                         "--json", str(report), "--quiet"], check=True, cwd=work)
-        dest = SHIPPED / name
-        tmp = SHIPPED / f".{name}.new"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for f in KEEP:
-            if (run_dir / f).exists():
-                shutil.copy2(run_dir / f, tmp / f)
+        tmp = install(run_dir, name, KEEP)
         meta = json.loads((tmp / "interp.json").read_text())
         meta["evaluation"] = json.loads(report.read_text())
         meta["evaluation"]["checkpoint"] = name  # not the build machine's path
@@ -116,12 +162,7 @@ def main() -> int:
         if len(plan) > 1:   # machine paths of earlier stages are not shipped
             meta["training"]["recipe"]["init_from"] = f"{name}.stage{len(plan) - 1}"
         (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        old = SHIPPED / f".{name}.old"
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-        print(f"installed {dest.relative_to(ROOT)}")
+        swap_in(tmp, name)
     return 0
 
 

@@ -5,6 +5,7 @@ import torch
 
 from circuits.induction import (induction_score, prefix_matching_score, repeated_tokens,
                                 scores_from_patterns)
+from interp.errors import InterpError
 
 
 def causal_uniform(width: int, batch: int = 2) -> torch.Tensor:
@@ -102,3 +103,153 @@ def test_composition_of_aligned_rank_one_heads_is_one_and_of_orthogonal_ones_zer
     ignores = FactoredMatrix(e[:, 3:4], e[2:3, :])      # reads e3
     assert composition_scores(left, reads, broadcast_dims=False).item() == pytest.approx(1.0)
     assert composition_scores(left, ignores, broadcast_dims=False).item() == 0.0
+
+
+# ------------------------------------------------------------ copying, ICL, composition
+
+def test_copying_is_one_for_an_identity_ov_circuit_and_minus_one_for_its_negative():
+    from circuits.induction import copying_from_weights
+
+    d, v = 16, 12
+    W_E = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))[0][:v]
+    W_U = W_E.T                                         # logits of token t = e_t . x
+    tokens = torch.arange(v)
+    ov = torch.stack([torch.eye(d), -torch.eye(d)])     # [2 heads, d, d]
+    got = copying_from_weights(W_E, ov, W_U, tokens)
+    assert got[0].item() == pytest.approx(1.0, abs=1e-5)
+    assert got[1].item() == pytest.approx(-1.0, abs=1e-5)
+    # a head that writes the same vector whatever it reads copies nothing: its centred logits
+    # are the same for every source token, so token t gets a share only if it is the winner
+    const = torch.zeros(d, d)
+    const[:, 0] = 1.0
+    assert copying_from_weights(W_E, const, W_U, tokens).item() < -0.5
+
+
+def test_icl_score_is_the_late_minus_early_loss_with_its_standard_error():
+    from circuits.induction import icl_positions, icl_score
+
+    losses = torch.tensor([[5.0, 4.0, 3.0, 2.0], [6.0, 4.0, 2.0, 1.0]])
+    # token p's loss is column p - 1: token 1 -> 5/6, token 4 -> 2/1
+    score, se = icl_score(losses, 1, 4)
+    assert score == pytest.approx(-4.0)
+    assert se == pytest.approx(torch.tensor([-3.0, -5.0]).std().item() / 2 ** 0.5)
+    assert icl_positions(512) == (50, 500)
+    early, late = icl_positions(128)
+    assert (early, late) == (12, 125)
+    with pytest.raises(InterpError, match="ICL positions"):
+        icl_score(losses, 3, 2)
+
+
+def test_token_losses_are_the_model_cross_entropy_per_position():
+    from circuits.induction import token_losses
+
+    b = tiny_native(layers=1)
+    x = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(1))
+    got = token_losses(b, x, batch_size=2)
+    logits = b(x)
+    want = torch.stack([torch.nn.functional.cross_entropy(logits[i, :-1], x[i, 1:],
+                                                          reduction="none") for i in range(3)])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def tiny_native(layers=2, seed=1):
+    from interp.models.native import NativeSpec, build_native
+
+    return build_native(NativeSpec(n_layers=layers, d_model=32, n_heads=4, n_ctx=64,
+                                   d_vocab=300), seed=seed)
+
+
+def test_composition_table_is_the_frobenius_formula_with_a_z_against_random_heads():
+    from circuits.induction import composition_table, random_composition_baseline
+
+    b = tiny_native()
+    table = composition_table(b, n_random=50)
+    W_Q, W_K, W_V, W_O = (w.detach() for w in (b.W_Q, b.W_K, b.W_V, b.W_O))
+
+    def score(L, R):
+        return (torch.linalg.norm(L @ R) / (torch.linalg.norm(L) * torch.linalg.norm(R))).item()
+    for h0, h1 in ((0, 0), (1, 3), (3, 2)):
+        L = W_V[0, h0] @ W_O[0, h0]
+        qk = W_Q[1, h1] @ W_K[1, h1].T
+        want = {"Q": score(L, qk), "K": score(L, qk.T),
+                "V": score(L, W_V[1, h1] @ W_O[1, h1])}
+        for mode, w in want.items():
+            row = table[(table["mode"] == mode) & (table.head_from == h0) &
+                        (table.head_to == h1)].iloc[0]
+            assert row.score == pytest.approx(w, rel=1e-4), (mode, h0, h1)
+            mean, sd = random_composition_baseline(32, 8, mode, 50, 0)
+            assert row.z == pytest.approx((w - mean) / sd, rel=1e-4)
+    assert len(table) == 3 * 4 * 4
+
+
+def test_zero_ablating_a_head_equals_removing_its_output_weights():
+    from circuits.induction import ablation_hooks
+
+    b = tiny_native(layers=1)
+    x = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(2))
+    got = b.run_with_hooks(x, fwd_hooks=ablation_hooks(b, [(0, 2)]))
+    W = b.native_params["layers.0.attn.o.weight"]
+    with torch.no_grad():
+        W[:, 16:24] = 0                                 # head 2's columns of W_O
+    assert torch.allclose(got, b(x), atol=1e-5)
+    with pytest.raises(InterpError, match="no head L0H4"):
+        ablation_hooks(b, [(0, 4)])
+
+
+def test_mean_ablation_writes_the_head_mean_over_the_given_tokens():
+    from circuits.induction import ablation_hooks
+
+    b = tiny_native(layers=1)
+    x = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(3))
+    _, cache = b.run_with_cache(x)
+    mean = cache["blocks.0.attn.hook_z"][:, :, 1].mean((0, 1))
+    seen = {}
+
+    def spy(z, hook):
+        seen["z"] = z.clone()
+    b.run_with_hooks(x, fwd_hooks=ablation_hooks(b, [(0, 1)], "mean", mean_over=x) +
+                     [("blocks.0.attn.hook_z", spy)])
+    assert torch.allclose(seen["z"][:, :, 1], mean.expand(2, 10, -1), atol=1e-6)
+    assert torch.equal(seen["z"][:, :, 0], cache["blocks.0.attn.hook_z"][:, :, 0])
+
+
+def test_scores_agree_with_transformer_lens_detect_head():
+    """detect_head on the same prompts: previous-token, duplicate-token and induction
+    ("mul", every option) equal our detection scores; the diagonal recipe with BOS kept is
+    TL's score with the diagonal as detection pattern, rescaled by half / width."""
+    from transformer_lens.head_detector import detect_head
+
+    from circuits.induction import model_patterns
+    from interp.attention.scores import (detection_score, duplicate_token_pattern,
+                                         induction_pattern, previous_token_pattern)
+    from interp.tasks import text as T
+
+    from interp.models.native import NativeSpec, build_native
+
+    files, _ = T.split_files(T.stdlib_files())
+    tok = T.hf_text_tokenizer(T.train_bpe(files[:30], 300))
+    b = build_native(NativeSpec(n_layers=2, d_model=32, n_heads=4, n_ctx=64, d_vocab=300),
+                     seed=3, tokenizer=tok)
+    line = "total = count(items) + offset\n"
+    prompt = line * 2
+    ids = b.to_tokens(prompt)
+    half = (ids.shape[1] - 1) // 2
+    assert torch.equal(ids[0, 1:half + 1], ids[0, half + 1:]), "the line must tokenize twice"
+    P = model_patterns(b, ids)
+    w = ids.shape[1]
+    mask = torch.ones(w, w, dtype=torch.bool).tril()[None]
+    for name, det in (("previous_token_head", previous_token_pattern(ids)),
+                      ("duplicate_token_head", duplicate_token_pattern(ids)),
+                      ("induction_head", induction_pattern(ids))):
+        for opts in ({}, {"exclude_bos": True}, {"exclude_bos": True, "exclude_current": True}):
+            tl = {("exclude_current_token" if k == "exclude_current" else k): v
+                  for k, v in opts.items()}
+            want = detect_head(b, prompt, name, **tl)
+            got = detection_score(P, mask, det * mask, **opts)
+            assert torch.allclose(got, want.float(), atol=1e-5), (name, opts)
+    diag = torch.zeros(w, w)
+    q = torch.arange(half + 1, w)
+    diag[q, q - half + 1] = 1
+    want = detect_head(b, prompt, diag)
+    got = induction_score(P, half, exclude_bos=False) * half / w
+    assert torch.allclose(got, want.float(), atol=1e-5)

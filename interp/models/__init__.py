@@ -48,6 +48,9 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoi
 
     path = resolve(name_or_path)
     meta = validate(path)
+    if meta["model"]["arch"] == "native":
+        raise InterpError(f"{path} is a language model without a task (arch 'native'); load "
+                          "it with interp.load_model or interp.models.native.load_native")
     cfg = ModelConfig.from_dict(meta["model"])
     cls = GPT2LMHeadModel if cfg.arch == "decoder" else T5ForConditionalGeneration
     try:
@@ -115,9 +118,15 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL):
 
     The bridge is a `transformer_lens.model_bridge.TransformerBridge` in eval mode; for T5 its
     hooks are `encoder_blocks.{l}.attn.*`, `decoder_blocks.{l}.self_attn.*` and
-    `decoder_blocks.{l}.cross_attn.*`.
+    `decoder_blocks.{l}.cross_attn.*`. Native language models (the induction models) have
+    no task: their task is None.
     """
-    ckpt = load_checkpoint(name_or_path)
+    path = resolve(name_or_path)
+    if validate(path)["model"]["arch"] == "native":
+        from interp.models.native import load_native
+
+        return load_native(path), None
+    ckpt = load_checkpoint(path)
     return to_bridge(ckpt), ckpt.task
 
 

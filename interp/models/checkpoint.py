@@ -74,10 +74,11 @@ def validate(directory: Path) -> dict:
                           "checkpoint")
     arch = meta.get("model", {}).get("arch")
     model_type = hf.get("model_type")
-    if (arch, model_type) not in {("decoder", "gpt2"), ("t5", "t5")}:
+    if (arch, model_type) not in {("decoder", "gpt2"), ("t5", "t5"),
+                                  ("native", "interp-native")}:
         raise InterpError(f"{directory}: unknown architecture (interp.json arch={arch!r}, "
                           f"config.json model_type={model_type!r}); interp loads 'decoder' "
-                          "(gpt2) and 't5' checkpoints")
+                          "(gpt2), 't5' and 'native' (interp-native) checkpoints")
     return meta
 
 

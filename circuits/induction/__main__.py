@@ -1,0 +1,308 @@
+"""python -m circuits.induction [CKPT]: induction heads of a decoder, measured and tested.
+
+    python -m circuits.induction induction-attn2l
+    python -m circuits.induction runs/my-lm --n 64 --out induction-my-lm
+
+Prints, and writes to --out (default induction-<name>) as heads.csv, composition.csv,
+induction.json and a self-contained report.html:
+- every head's induction, prefix-matching, previous-token, duplicate-token and copying scores
+  with their baselines (uniform attention; random W_V, W_O for copying);
+- for 2+ layers: the Q/K/V composition of every earlier/later head pair against random heads,
+  and the mechanism check (zero-ablate the best previous-token head of layer 0, re-measure the
+  best induction head; the least previous-token-like layer-0 head as control);
+- smeared keys / conv: the learned mixing weights;
+- text models: the in-context-learning score on validation windows of the corpus, and the
+  training curves (induction score and ICL score over steps) recorded by interp.train_text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+SHOW = ["layer", "head", "induction", "prefix_matching", "previous_token", "duplicate_token",
+        "copying"]
+
+
+def icl_on_corpus(bridge, meta: dict, n_windows: int = 256, seed: int = 0) -> dict | None:
+    """Per-position validation loss and the ICL score on the corpus a text model was trained
+    on (rebuilt from this machine's standard library; its fingerprint is compared)."""
+    from circuits.induction import icl_positions, icl_score, token_losses
+    from interp.tasks import text as T
+
+    if meta.get("task", {}).get("task") != "text":
+        return None
+    files = T.stdlib_files()
+    _, val = T.split_files(files)
+    ids = T.encode_files(bridge.tokenizer.backend_tokenizer, val)
+    n_ctx = int(bridge.cfg.n_ctx)
+    g = torch.Generator().manual_seed(seed)
+    windows = T.sample_windows(ids, n_windows, n_ctx - 1, g, bridge.tokenizer.bos_token_id)
+    losses = token_losses(bridge, windows)
+    early, late = icl_positions(n_ctx)
+    score, se = icl_score(losses, early, late)
+    here = T.corpus_fingerprint(files)
+    trained = meta["task"].get("corpus", {})
+    return {"early": early, "late": late, "icl": score, "icl_se": se, "windows": n_windows,
+            "val_tokens": len(ids), "per_position_loss": losses.mean(0).tolist(),
+            "same_corpus_as_training": here.get("sha256") == trained.get("sha256"),
+            "python_here": here.get("python"), "python_trained": trained.get("python")}
+
+
+def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 256) -> dict:
+    from circuits.induction import composition_table, head_scores, mechanism_check
+    from interp.models.native import is_native, mixing_weights
+
+    heads = head_scores(bridge, n=n, seed=seed)
+    out = {"heads": heads, "composition": None, "mechanism": None, "mixing": {},
+           "icl": icl_on_corpus(bridge, meta, icl_windows, seed),
+           "history": meta.get("history", [])}
+    if int(bridge.cfg.n_layers) >= 2:
+        out["composition"] = composition_table(bridge, seed=seed)
+        out["mechanism"] = mechanism_check(bridge, heads, n=n, seed=seed,
+                                           composition=out["composition"])
+    if is_native(bridge):
+        out["mixing"] = mixing_weights(bridge)
+    return out
+
+
+def summary_lines(name: str, res: dict, meta: dict) -> list[str]:
+    h = res["heads"]
+    lines = [f"{name}: {int(h.layer.max()) + 1} layers x {int(h['head'].max()) + 1} heads; "
+             f"scores on repeated random tokens (BOS excluded)", ""]
+    with pd.option_context("display.width", 160):
+        lines.append(h[SHOW].round(3).to_string(index=False))
+    r = h.iloc[0]
+    lines.append(f"baselines: uniform attention scores induction {r.induction_uniform:.3f}, "
+                 f"prefix matching {r.prefix_matching_uniform:.3f}, previous token "
+                 f"{r.previous_token_uniform:.3f}, duplicate token "
+                 f"{r.duplicate_token_uniform:.3f}; random heads copy "
+                 f"{r.copying_random:+.3f} ± {r.copying_random_sd:.3f}")
+    best = h.loc[h.induction.idxmax()]
+    lines.append(f"best induction head: L{int(best.layer)}H{int(best['head'])} "
+                 f"{best.induction:.3f}; layer-0 heads at most "
+                 f"{h[h.layer == 0].induction.max():.3f}")
+    comp = res["composition"]
+    if comp is not None:
+        k = comp[comp["mode"] == "K"]
+        lines.append("")
+        lines.append(f"K-composition z-scores against random heads (mean "
+                     f"{k.random_mean.iloc[0]:.3f}, sd {k.random_sd.iloc[0]:.3f}); rows = "
+                     "earlier head, columns = later head:")
+        piv = k.pivot_table(index=["layer_from", "head_from"], columns=["layer_to", "head_to"],
+                            values="z")
+        piv.index = [f"L{a}H{b}" for a, b in piv.index]
+        piv.columns = [f"L{a}H{b}" for a, b in piv.columns]
+        lines.append(piv.round(1).to_string())
+    m = res["mechanism"]
+    if m is not None:
+        lines.append("")
+        p, i, c = m["previous_token_head"], m["induction_head"], m["control_head"]
+        lines.append(f"mechanism: previous-token head L{p[0]}H{p[1]} "
+                     f"({m['previous_token_score']:.3f}) -> induction head L{i[0]}H{i[1]} "
+                     f"({m['induction_score']:.3f}); K-composition "
+                     f"{m.get('k_composition', float('nan')):.3f} "
+                     f"(z = {m.get('k_composition_z', float('nan')):.1f})")
+        lines.append(f"  zero-ablating L{p[0]}H{p[1]}: induction of L{i[0]}H{i[1]} "
+                     f"{m['induction_score']:.3f} -> {m['induction_after_ablation']:.3f} "
+                     f"(drop {m['drop']:.3f}, 95% CI [{m['drop_ci'][0]:.3f}, "
+                     f"{m['drop_ci'][1]:.3f}], {m['prompts']} prompts)")
+        lines.append(f"  control, zero-ablating L{c[0]}H{c[1]} (previous-token "
+                     f"{m['control_previous_token_score']:.3f}): "
+                     f"{m['induction_score']:.3f} -> {m['induction_after_control_ablation']:.3f}"
+                     f" (drop {m['control_drop']:.3f}, 95% CI [{m['control_drop_ci'][0]:.3f}, "
+                     f"{m['control_drop_ci'][1]:.3f}])")
+    mix = res["mixing"]
+    if "smear" in mix:
+        lines.append("")
+        for layer, row in enumerate(mix["smear"].tolist()):
+            lines.append(f"smeared keys, layer {layer}: weight on the current key sigmoid(alpha) "
+                         f"per head = {', '.join(f'{v:.3f}' for v in row)}")
+    if "conv" in mix:
+        k = mix["conv"]
+        lines.append("")
+        lines.append(f"causal conv kernel ({k.shape[1]} taps, oldest first), mean |weight| per "
+                     f"tap over {k.shape[0]} channels: "
+                     f"{', '.join(f'{v:.3f}' for v in k.abs().mean(0).tolist())}")
+    icl = res["icl"]
+    if icl is not None:
+        lines.append("")
+        lines.append(f"in-context learning: loss at token {icl['late']} minus token "
+                     f"{icl['early']} = {icl['icl']:+.3f} ± {icl['icl_se']:.3f} (s.e., "
+                     f"{icl['windows']} validation windows)" +
+                     ("" if icl["same_corpus_as_training"] else
+                      f"; NOTE this machine's standard library (Python {icl['python_here']}) "
+                      f"differs from the training corpus (Python {icl['python_trained']})"))
+    hist = res["history"]
+    if hist:
+        cpu = meta.get("cpu_minutes", {})
+        first = next((r["step"] for r in hist if r.get("induction_max", 0) >= 0.5), None)
+        lines.append(f"training: {hist[-1]['step']} steps, {cpu.get('training', '?')} CPU-min "
+                     f"({cpu.get('threads', '?')} thread) + {cpu.get('setup', '?')} setup; best "
+                     f"induction score first >= 0.5 at step "
+                     f"{'never' if first is None else first}")
+    return lines
+
+
+def build_page(name: str, res: dict, bridge, seed: int = 0):
+    import plotly.graph_objects as go
+
+    from circuits.induction import model_patterns, score_prompts
+    from interp.viz.figures import heatmap
+    from interp.viz.page import Page
+
+    h = res["heads"]
+    page = Page(f"Induction heads of {name}")
+    page.paragraph("Scores on repeated random tokens (BOS + n random tokens + the same n "
+                   "again; prefix matching on 25 tokens repeated 4 times where the context "
+                   "allows). Attention scores are not causal claims; the mechanism section "
+                   "ablates heads and re-measures.")
+    page.table(h.round(4))
+    names = [f"L{int(a)}H{int(b)}" for a, b in zip(h.layer, h["head"])]
+    fig = go.Figure()
+    for col in SHOW[2:]:
+        fig.add_bar(name=col, x=names, y=h[col].round(4).tolist())
+    fig.update_layout(barmode="group", title="Scores per head", height=380)
+    page.plotly(fig)
+    comp = res["composition"]
+    if comp is not None:
+        page.heading("Composition against random heads")
+        for mode in ("K", "Q", "V"):
+            c = comp[comp["mode"] == mode]
+            piv = c.pivot_table(index=["layer_from", "head_from"],
+                                columns=["layer_to", "head_to"], values="z")
+            page.plotly(heatmap(torch.tensor(piv.values), [f"L{a}H{b}" for a, b in piv.columns],
+                                [f"L{a}H{b}" for a, b in piv.index],
+                                f"{mode}-composition z-score (random mean "
+                                f"{c.random_mean.iloc[0]:.3f}, sd {c.random_sd.iloc[0]:.3f})",
+                                zmin=None))
+        page.table(comp.round(4))
+    if res["mechanism"] is not None:
+        page.heading("Mechanism: ablating the previous-token head")
+        page.table(pd.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v)
+                                  for k, v in res["mechanism"].items()}]).round(4))
+    mix = res["mixing"]
+    if "smear" in mix:
+        page.heading("Smeared keys: sigmoid(alpha), the weight on the current key")
+        s = mix["smear"]
+        page.plotly(heatmap(s, [f"H{i}" for i in range(s.shape[1])],
+                            [f"L{i}" for i in range(s.shape[0])],
+                            "sigmoid(alpha) per head (1 = plain key, 0 = previous key)",
+                            zmin=0, zmax=1))
+    if "conv" in mix:
+        page.heading("Causal convolution kernel (channels sorted by their previous-token tap)")
+        k = mix["conv"]
+        order = torch.argsort(k[:, -2])
+        page.plotly(heatmap(k[order].T, [str(i) for i in order.tolist()],
+                            [f"t-{k.shape[1] - 1 - i}" for i in range(k.shape[1])],
+                            "kernel weight per channel and tap", zmin=None))
+    icl = res["icl"]
+    if icl is not None:
+        page.heading("In-context learning on validation text")
+        fig = go.Figure(go.Scatter(y=[round(v, 4) for v in icl["per_position_loss"]],
+                                   mode="lines"))
+        fig.update_layout(title=f"Validation loss per position (ICL score {icl['icl']:+.3f})",
+                          xaxis_title="position", yaxis_title="loss", height=350)
+        page.plotly(fig)
+    hist = res["history"]
+    if hist:
+        page.heading("Training curves")
+        steps = [r["step"] for r in hist]
+        fig = go.Figure()
+        per = torch.tensor([r["induction"] for r in hist])           # [step, layer, head]
+        for layer in range(per.shape[1]):
+            for head in range(per.shape[2]):
+                fig.add_scatter(x=steps, y=per[:, layer, head].round(decimals=4).tolist(),
+                                name=f"L{layer}H{head}", mode="lines")
+        fig.update_layout(title="Induction score per head over training", xaxis_title="step",
+                          height=380)
+        page.plotly(fig)
+        fig = go.Figure()
+        fig.add_scatter(x=steps, y=[round(r["icl"], 4) for r in hist], name="ICL score")
+        fig.add_scatter(x=steps, y=[round(r["val_loss"], 4) for r in hist],
+                        name="validation loss", yaxis="y2")
+        fig.update_layout(title="In-context-learning score and validation loss over training",
+                          xaxis_title="step", yaxis=dict(title="ICL score"),
+                          yaxis2=dict(title="loss", overlaying="y", side="right"), height=380)
+        page.plotly(fig)
+    ids, half, _, _ = score_prompts(bridge, 1, seed=seed)
+    P = model_patterns(bridge, ids)[:, 0]                             # [layer, head, q, k]
+    toks = [f"{i}:{t}" for i, t in enumerate(ids[0].tolist())]
+    page.heading("Attention on one repeated random sequence")
+    for layer in range(P.shape[0]):
+        page.circuitsvis("AttentionHeads", tokens=toks, attention=P[layer].round(decimals=3),
+                         attentionHeadNames=[f"L{layer}H{i}" for i in range(P.shape[1])])
+    return page
+
+
+def to_json(res: dict) -> dict:
+    return {"heads": json.loads(res["heads"].to_json(orient="records")),
+            "composition": (None if res["composition"] is None else
+                            json.loads(res["composition"].to_json(orient="records"))),
+            "mechanism": res["mechanism"],
+            "mixing": {k: v.tolist() for k, v in res["mixing"].items()},
+            "icl": res["icl"], "history": res["history"]}
+
+
+def _main(argv) -> int:
+    from interp.cli_util import check_replaceable_dir, write_json
+    from interp.errors import InterpError
+    from interp.models import load_model
+    from interp.models.checkpoint import replace_dir_atomic, resolve
+
+    p = argparse.ArgumentParser(prog="python -m circuits.induction", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", default="induction-attn2l")
+    p.add_argument("--n", type=int, default=32, help="random prompts per score (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--icl-windows", type=int, default=256,
+                   help="validation windows for the ICL score (text models; default 256)")
+    p.add_argument("--out", help="output folder (default induction-<name>)")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if a.n < 2:
+        raise InterpError(f"--n must be at least 2 prompts, got {a.n}")
+    if a.icl_windows < 2:
+        raise InterpError(f"--icl-windows must be at least 2, got {a.icl_windows}")
+    name = Path(str(a.checkpoint)).name
+    out = check_replaceable_dir(a.out or f"induction-{name}", "induction.json", "--out")
+    path = resolve(a.checkpoint)
+    meta = json.loads((path / "interp.json").read_text())
+    bridge, _ = load_model(path)
+    torch.manual_seed(a.seed)
+    res = analyse(bridge, meta, n=a.n, seed=a.seed, icl_windows=a.icl_windows)
+    print("\n".join(summary_lines(name, res, meta)))
+    data = to_json(res)
+    data["checkpoint"] = str(a.checkpoint)
+
+    def fill(tmp: Path) -> None:
+        res["heads"].to_csv(tmp / "heads.csv", index=False)
+        if res["composition"] is not None:
+            res["composition"].to_csv(tmp / "composition.csv", index=False)
+        write_json(tmp / "induction.json", data)
+        if not a.no_report:
+            build_page(name, res, bridge, a.seed).write(tmp / "report.html")
+
+    replace_dir_atomic(fill, out)
+    if not a.quiet:
+        written = ["heads.csv"] + (["composition.csv"] if res["composition"] is not None
+                                   else []) + ["induction.json"] + \
+            ([] if a.no_report else ["report.html"])
+        print(f"wrote {out}/{', '.join(written)}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    from interp.cli_util import run_cli
+
+    return run_cli(_main, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Small language models on TransformerLens's native architecture (for induction-head work).
+
+    spec = NativeSpec(n_layers=2, mixing="none", d_vocab=2048)   # attention-only, 2 layers
+    bridge = build_native(spec, seed=0, tokenizer=tok)           # a TransformerBridge
+    save_native(bridge, "runs/attn2l", meta)                     # safetensors + JSON, atomic
+    bridge = load_native("runs/attn2l")
+
+`spec.mixing` chooses how a token's neighbour reaches the attention keys:
+- "none": plain attention (the 2-layer model and the 1-layer control).
+- "smeared": smeared keys (Olsson et al. 2022): k'_j = s_h k_j + (1 - s_h) k_{j-1} with
+  s_h = sigmoid(alpha_h), one trainable alpha per head and layer; the first key is unchanged.
+- "conv": a causal depthwise convolution over the token embeddings (one kernel of
+  `conv_width` taps per residual channel), as the first layer of seed 004's conv-attention
+  model. It starts as the identity (current tap 1, earlier taps 0).
+
+The models are TransformerLens's `NativeModel` with the key projection (smeared) or the token
+embedding (conv) wrapped, booted with `build_bridge_from_module`, so every hook, the cache and
+`W_K`/`W_E` work as for any bridge. The bridge rewires the module tree in place; the clean
+parameter names (`layers.0.attn.k.alpha`, ...) are kept on `bridge.native_params` and are the
+names in `model.safetensors`.
+
+A checkpoint directory holds `config.json` (`model_type` "interp-native" and the spec),
+`model.safetensors`, the BPE tokenizer (`tokenizer.json`, loadable by `AutoTokenizer`) and
+`interp.json` (corpus, recipe, training curves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from interp.errors import InterpError
+
+MIXINGS = ("none", "smeared", "conv")
+MODEL_TYPE = "interp-native"
+
+
+@dataclass
+class NativeSpec:
+    """Size and kind of a native language model. `d_mlp` 0 means attention only."""
+
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    n_ctx: int = 128
+    d_vocab: int = 2048
+    d_mlp: int = 0
+    mixing: str = "none"
+    conv_width: int = 3
+
+    def __post_init__(self):
+        if self.mixing not in MIXINGS:
+            raise InterpError(f"unknown key mixing {self.mixing!r}; choose one of "
+                              f"{', '.join(MIXINGS)}")
+        for name in ("n_layers", "d_model", "n_heads", "n_ctx", "d_vocab"):
+            if int(getattr(self, name)) < 1:
+                raise InterpError(f"{name} must be a positive integer, got "
+                                  f"{getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise InterpError(f"d_model {self.d_model} is not divisible by n_heads "
+                              f"{self.n_heads}; pick sizes with d_model % n_heads == 0")
+        if self.d_mlp < 0:
+            raise InterpError(f"d_mlp must be 0 (attention only) or positive, got {self.d_mlp}")
+        if self.mixing == "conv" and self.conv_width < 2:
+            raise InterpError(f"conv_width must be at least 2 to reach the previous token, "
+                              f"got {self.conv_width}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def attn_only(self) -> bool:
+        return self.d_mlp == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NativeSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def tl_config(self):
+        from transformer_lens.config import TransformerBridgeConfig
+
+        cfg = TransformerBridgeConfig(
+            d_model=self.d_model, d_head=self.d_head, n_heads=self.n_heads,
+            n_layers=self.n_layers, n_ctx=self.n_ctx, d_vocab=self.d_vocab,
+            attn_only=self.attn_only, d_mlp=self.d_mlp or 4 * self.d_model,
+            normalization_type="LN", act_fn="gelu_new", seed=0)
+        cfg.architecture = "TransformerLensNative"
+        return cfg
+
+
+class SmearedKey(nn.Module):
+    """Wraps a key projection: k'_j = s k_j + (1 - s) k_{j-1} per head, s = sigmoid(alpha).
+
+    `weight`/`bias` are the wrapped projection's, so the bridge's W_K is the unsmeared one."""
+
+    def __init__(self, lin: nn.Linear, n_heads: int):
+        super().__init__()
+        self.lin = lin
+        self.n_heads = n_heads
+        self.alpha = nn.Parameter(torch.zeros(n_heads))
+
+    @property
+    def weight(self):
+        return self.lin.weight
+
+    @property
+    def bias(self):
+        return self.lin.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.lin(x)
+        b, s, d = k.shape
+        k = k.view(b, s, self.n_heads, d // self.n_heads)
+        w = torch.sigmoid(self.alpha)[:, None]                   # [head, 1]
+        smeared = w * k[:, 1:] + (1 - w) * k[:, :-1]
+        return torch.cat([k[:, :1], smeared], 1).view(b, s, d)
+
+
+class ConvEmbed(nn.Module):
+    """Wraps the token embedding with a causal depthwise convolution over positions:
+    out_j = sum_t kernel[:, t] * embed(x_{j - (width - 1) + t}), zeros before the start."""
+
+    def __init__(self, embed: nn.Embedding, width: int):
+        super().__init__()
+        self.embed = embed
+        d = embed.weight.shape[1]
+        self.kernel = nn.Parameter(torch.zeros(d, width))
+        with torch.no_grad():
+            self.kernel[:, -1] = 1.0
+
+    @property
+    def weight(self):
+        return self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self.embed(ids).transpose(1, 2)                       # [batch, d, pos]
+        width = self.kernel.shape[1]
+        e = nn.functional.pad(e, (width - 1, 0))
+        out = nn.functional.conv1d(e, self.kernel[:, None, :], groups=self.kernel.shape[0])
+        return out.transpose(1, 2)
+
+
+def _module(spec: NativeSpec, seed: int) -> nn.Module:
+    from transformer_lens.model_bridge.sources.native import NativeModel, initialize_native_model
+
+    cfg = spec.tl_config()
+    torch.manual_seed(seed)
+    m = NativeModel(cfg)
+    initialize_native_model(m, cfg)
+    if spec.mixing == "smeared":
+        for block in m.layers:
+            block.attn.k = SmearedKey(block.attn.k, spec.n_heads)
+    elif spec.mixing == "conv":
+        m.tok_embed = ConvEmbed(m.tok_embed, spec.conv_width)
+    return m
+
+
+def _loadable(tokenizer):
+    """The bridge re-loads the tokenizer from its `name_or_path` (to add BOS), which an
+    in-memory tokenizer lacks: give it one by a round trip through a temporary folder."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    if tokenizer is None or tokenizer.init_kwargs.get("name_or_path"):
+        return tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return AutoTokenizer.from_pretrained(tmp, add_bos_token=True)
+
+
+def _bridge(m: nn.Module, spec: NativeSpec, tokenizer=None):
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    tokenizer = _loadable(tokenizer)
+    params = dict(m.named_parameters())      # clean names, before the bridge rewires the tree
+    bridge = build_bridge_from_module(m, architecture="TransformerLensNative",
+                                      tl_config=m.cfg, tokenizer=tokenizer)
+    bridge.native_spec = spec
+    bridge.native_params = params
+    bridge.eval()
+    return bridge
+
+
+def build_native(spec: NativeSpec, seed: int = 0, tokenizer=None):
+    """A freshly initialised model as a TransformerBridge (weights depend only on `seed`).
+
+    Train `bridge.native_params.values()`; the bridge adds parameters of its own (a zero
+    unembedding bias) that are not part of the model."""
+    return _bridge(_module(spec, seed), spec, tokenizer)
+
+
+def is_native(bridge) -> bool:
+    return hasattr(bridge, "native_params")
+
+
+def mixing_weights(bridge) -> dict[str, torch.Tensor]:
+    """The learned mixing: {"smear": [layer, head] sigmoid(alpha) (weight on the current
+    key)} or {"conv": [d_model, width] kernel (last column = current token)}; {} for none."""
+    spec = bridge.native_spec
+    p = bridge.native_params
+    if spec.mixing == "smeared":
+        return {"smear": torch.stack([torch.sigmoid(p[f"layers.{layer}.attn.k.alpha"].detach())
+                                      for layer in range(spec.n_layers)])}
+    if spec.mixing == "conv":
+        return {"conv": p["tok_embed.kernel"].detach().clone()}
+    return {}
+
+
+def save_native(bridge, directory: str | os.PathLike, meta: dict) -> Path:
+    """Write config.json, model.safetensors, the tokenizer and interp.json into a fresh
+    directory that then replaces `directory` in one rename (never half-written)."""
+    from safetensors.torch import save_file
+
+    from interp.models.checkpoint import replace_dir_atomic
+
+    if not is_native(bridge):
+        raise InterpError("save_native takes a bridge made by build_native or load_native")
+    if getattr(bridge, "tokenizer", None) is None:
+        raise InterpError("the model has no tokenizer; build it with tokenizer=...")
+    spec = bridge.native_spec
+    tensors = {k: v.detach().contiguous().clone() for k, v in bridge.native_params.items()}
+    meta = dict(meta)
+    meta["model"] = {"arch": "native", **spec.to_dict()}
+
+    def fill(tmp: Path):
+        save_file(tensors, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(
+            {"model_type": MODEL_TYPE, **spec.to_dict()}, indent=2, sort_keys=True) + "\n")
+        bridge.tokenizer.save_pretrained(str(tmp))
+        (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    replace_dir_atomic(fill, Path(directory))
+    return Path(directory)
+
+
+def load_native(directory: str | os.PathLike):
+    """The bridge of a saved native model (eval mode, tokenizer from the directory)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    path = Path(directory)
+    try:
+        spec = NativeSpec.from_dict(json.loads((path / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise InterpError(f"{path}/config.json is not a native model's config ({e}); "
+                          "rebuild the checkpoint") from None
+    m = _module(spec, seed=0)
+    tensors = load_file(str(path / "model.safetensors"))
+    want = dict(m.named_parameters())
+    if set(tensors) != set(want) or any(tensors[k].shape != want[k].shape for k in want):
+        bad = sorted(set(tensors) ^ set(want)) or \
+            [k for k in want if tensors[k].shape != want[k].shape]
+        raise InterpError(f"model.safetensors in {path} does not match config.json (e.g. "
+                          f"{', '.join(bad[:3])}); the weights and the config must come from "
+                          "the same model")
+    with torch.no_grad():
+        for k, p in want.items():
+            p.copy_(tensors[k])
+    tokenizer = AutoTokenizer.from_pretrained(str(path), add_bos_token=True)
+    return _bridge(m, spec, tokenizer)
+
+
+__all__ = ["MIXINGS", "NativeSpec", "SmearedKey", "ConvEmbed", "build_native", "is_native",
+           "mixing_weights", "save_native", "load_native"]
