@@ -253,3 +253,18 @@ def test_scores_agree_with_transformer_lens_detect_head():
     want = detect_head(b, prompt, diag)
     got = induction_score(P, half, exclude_bos=False) * half / w
     assert torch.allclose(got, want.float(), atol=1e-5)
+
+
+def test_eigen_positivity_is_one_for_copying_and_minus_one_for_anti_copying():
+    from circuits.induction import eigen_positivity
+
+    d, v = 16, 40
+    g = torch.Generator().manual_seed(0)
+    W_E = torch.randn(v, d, generator=g)
+    W_U = W_E.T.clone()
+    ov = torch.stack([torch.eye(d), -torch.eye(d), torch.diag(torch.tensor([1.0, -1.0] * 8))])
+    got = eigen_positivity(W_E, ov, W_U)
+    # W_E W_U^T-style circuits are positive semi-definite: eigenvalues >= 0
+    assert got[0].item() == pytest.approx(1.0, abs=1e-5)
+    assert got[1].item() == pytest.approx(-1.0, abs=1e-5)
+    assert -1 < got[2].item() < 1

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 SHOW = ["layer", "head", "induction", "prefix_matching", "previous_token", "duplicate_token",
-        "copying"]
+        "copying", "ov_eigen_positivity"]
 
 
 def icl_on_corpus(bridge, meta: dict, n_windows: int = 256, seed: int = 0) -> dict | None:
@@ -81,8 +81,10 @@ def summary_lines(name: str, res: dict, meta: dict) -> list[str]:
     lines.append(f"baselines: uniform attention scores induction {r.induction_uniform:.3f}, "
                  f"prefix matching {r.prefix_matching_uniform:.3f}, previous token "
                  f"{r.previous_token_uniform:.3f}, duplicate token "
-                 f"{r.duplicate_token_uniform:.3f}; random heads copy "
-                 f"{r.copying_random:+.3f} ± {r.copying_random_sd:.3f}")
+                 f"{r.duplicate_token_uniform:.3f}; random heads (W_V, W_O): copying "
+                 f"{r.copying_random:+.3f} ± {r.copying_random_sd:.3f}, OV eigenvalue "
+                 f"positivity {r.ov_eigen_positivity_random:+.3f} ± "
+                 f"{r.ov_eigen_positivity_random_sd:.3f}")
     best = h.loc[h.induction.idxmax()]
     lines.append(f"best induction head: L{int(best.layer)}H{int(best['head'])} "
                  f"{best.induction:.3f}; layer-0 heads at most "

@@ -18,6 +18,8 @@
 - copying (Olsson, as REFERENCE §3 puts it): for ordinary tokens t, the head's direct-path
   logits W_E[t] W_V W_O W_U minus their mean, through a ReLU; the share that falls on t itself,
   rescaled from [0, 1] to [-1, 1]. Layer norms are left out, as in Elhage et al.
+- ov_eigen_positivity (Elhage et al. 2021): sum / sum of absolute values of the eigenvalues
+  of W_E W_V W_O W_U; 1 when the head only copies.
 - icl (in-context learning): mean loss at a late position minus at an early one (Olsson: 500
   and 50; here scaled to the context length unless given). Negative = later tokens are
   predicted better.
@@ -25,7 +27,8 @@
   next to the mean and spread of the same score for random Gaussian heads of the same shapes.
 
 Every attention score comes with the same score of a head that attends uniformly
-(`*_uniform`); copying comes with heads whose W_V, W_O are random (`copying_random`).
+(`*_uniform`); the two OV scores come with heads whose W_V, W_O are random (`*_random`,
+`*_random_sd`).
 Pure functions take patterns `P: [layer, batch, head, query, key]`.
 """
 
@@ -192,11 +195,22 @@ def copying_from_weights(W_E: torch.Tensor, W_OV: torch.Tensor, W_U: torch.Tenso
     return (2 * share - 1).mean(-1)
 
 
+def eigen_positivity(W_E: torch.Tensor, W_OV: torch.Tensor, W_U: torch.Tensor
+                     ) -> torch.Tensor:
+    """Elhage et al.'s copying measure of the OV circuit W_E W_OV W_U: sum(eigenvalues) /
+    sum(|eigenvalues|), in [-1, 1] (1 = every eigenvalue positive: the head copies). Computed
+    on the d_model x d_model matrix W_OV W_U W_E, which has the same nonzero eigenvalues.
+    Shapes as in `copying_from_weights`; returns [...]."""
+    lam = torch.linalg.eigvals((W_OV @ W_U @ W_E).double())
+    return (lam.sum(-1).real / lam.abs().sum(-1).clamp_min(1e-30)).float()
+
+
 @torch.no_grad()
 def copying_scores(bridge, n_tokens: int = 512, n_random: int = 20, seed: int = 0
-                   ) -> tuple[torch.Tensor, float, float]:
-    """([layer, head] copying score, mean and sd of the score of random heads): random heads
-    have Gaussian W_V, W_O of the model's shapes and scale, and the model's W_E, W_U."""
+                   ) -> dict:
+    """{"copying": [layer, head], "ov_eigen_positivity": [layer, head], and for each the
+    mean and sd over random heads ("<name>_random", "<name>_random_sd")}: random heads have
+    Gaussian W_V, W_O of the model's shapes and scale, and the model's W_E, W_U."""
     _check_decoder(bridge)
     g = torch.Generator().manual_seed(seed)
     special = _special_ids(bridge)
@@ -204,18 +218,22 @@ def copying_scores(bridge, n_tokens: int = 512, n_random: int = 20, seed: int = 
     tokens = pool[torch.randperm(len(pool), generator=g)[:n_tokens]]
     W_E, W_U = bridge.W_E.detach().float(), bridge.W_U.detach().float()
     W_V, W_O = bridge.W_V.detach().float(), bridge.W_O.detach().float()
-    score = copying_from_weights(W_E, W_V @ W_O, W_U, tokens)
     rv = torch.randn(n_random, *W_V.shape[-2:], generator=g) * W_V.std()
     ro = torch.randn(n_random, *W_O.shape[-2:], generator=g) * W_O.std()
-    rand = copying_from_weights(W_E, rv @ ro, W_U, tokens)
-    return score, float(rand.mean()), float(rand.std())
+    out = {}
+    for name, fn in (("copying", lambda ov: copying_from_weights(W_E, ov, W_U, tokens)),
+                     ("ov_eigen_positivity", lambda ov: eigen_positivity(W_E, ov, W_U))):
+        out[name] = fn(W_V @ W_O)
+        rand = fn(rv @ ro)
+        out[f"{name}_random"], out[f"{name}_random_sd"] = float(rand.mean()), float(rand.std())
+    return out
 
 
 def head_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0,
                 exclude_bos: bool = True, fwd_hooks: Sequence = (),
                 copying: bool = True) -> pd.DataFrame:
     """One row per head: layer, head, induction, prefix_matching, previous_token,
-    duplicate_token, copying, and the baselines (`*_uniform`, `copying_random`).
+    duplicate_token, copying, ov_eigen_positivity, and the baselines (`*_uniform`, `copying_random`).
 
     Prompts: `score_prompts(bridge, n, half, seed=seed)`. `fwd_hooks` run during the
     attention scores (not copying, a weight score), for ablations."""
@@ -228,14 +246,15 @@ def head_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0,
             "head": [h for _ in range(L) for h in range(H)]}
     for k in ("induction", "prefix_matching", "previous_token", "duplicate_token"):
         rows[k] = s[k].flatten().tolist()
-    if copying:
-        c, c_mean, c_sd = copying_scores(bridge, seed=seed)
-        rows["copying"] = c.flatten().tolist()
+    cop = copying_scores(bridge, seed=seed) if copying else {}
+    for k in ("copying", "ov_eigen_positivity"):
+        if k in cop:
+            rows[k] = cop[k].flatten().tolist()
     for k in ("induction", "prefix_matching", "previous_token", "duplicate_token"):
         rows[f"{k}_uniform"] = [float(s[f"{k}_uniform"].flatten()[0])] * (L * H)
-    if copying:
-        rows["copying_random"] = [c_mean] * (L * H)
-        rows["copying_random_sd"] = [c_sd] * (L * H)
+    for k, v in cop.items():
+        if not torch.is_tensor(v):
+            rows[k] = [v] * (L * H)
     return pd.DataFrame(rows)
 
 
@@ -387,4 +406,4 @@ __all__ = ["induction_score", "prefix_matching_score", "repeated_tokens",
            "scores_from_patterns", "random_composition_baseline", "model_patterns",
            "score_prompts", "copying_from_weights", "copying_scores", "head_scores",
            "token_losses", "icl_positions", "icl_score", "composition_table",
-           "ablation_hooks", "per_prompt_induction", "mechanism_check"]
+           "ablation_hooks", "per_prompt_induction", "mechanism_check", "eigen_positivity"]
