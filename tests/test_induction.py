@@ -268,3 +268,33 @@ def test_eigen_positivity_is_one_for_copying_and_minus_one_for_anti_copying():
     assert got[0].item() == pytest.approx(1.0, abs=1e-5)
     assert got[1].item() == pytest.approx(-1.0, abs=1e-5)
     assert -1 < got[2].item() < 1
+
+
+@pytest.mark.parametrize("mixing", ["smeared", "conv"])
+def test_unmixing_check_measures_the_plain_model_and_restores_the_weights(mixing):
+    from circuits.induction import (head_scores, induction_score, model_patterns,
+                                    score_prompts, unmixing_check)
+    from interp.models.native import NativeSpec, build_native
+
+    b = build_native(NativeSpec(n_layers=1, d_model=32, n_heads=4, n_ctx=64, d_vocab=300,
+                                mixing=mixing), seed=4)
+    with torch.no_grad():
+        for k, p in b.native_params.items():
+            if k.endswith("alpha") or k.endswith("kernel"):
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)))
+    saved = {k: p.detach().clone() for k, p in b.native_params.items()}
+    heads = head_scores(b, n=8, copying=False)
+    got = unmixing_check(b, heads, n=8)
+    assert all(torch.equal(saved[k], p) for k, p in b.native_params.items())
+    h = got["head"][1]
+    with torch.no_grad():                                  # the same intervention by hand
+        if mixing == "smeared":
+            b.native_params["layers.0.attn.k.alpha"][h] = 50.0
+        else:
+            b.native_params["tok_embed.kernel"].copy_(torch.eye(3)[-1].expand(32, 3))
+    ids, half, _, _ = score_prompts(b, 8, seed=0)
+    want = induction_score(model_patterns(b, ids), half)[0, h].item()
+    assert got["induction_unmixed"] == pytest.approx(want, abs=1e-6)
+    assert got["induction_score"] == pytest.approx(heads.induction.max(), abs=1e-6)
+    with pytest.raises(InterpError, match="smeared keys or conv"):
+        unmixing_check(tiny_native(layers=1), heads)

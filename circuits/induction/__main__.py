@@ -55,7 +55,8 @@ def icl_on_corpus(bridge, meta: dict, n_windows: int = 256, seed: int = 0) -> di
 
 
 def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 256) -> dict:
-    from circuits.induction import composition_table, head_scores, mechanism_check
+    from circuits.induction import (composition_table, head_scores, mechanism_check,
+                                    unmixing_check)
     from interp.models.native import is_native, mixing_weights
 
     heads = head_scores(bridge, n=n, seed=seed)
@@ -66,14 +67,18 @@ def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 2
         out["composition"] = composition_table(bridge, seed=seed)
         out["mechanism"] = mechanism_check(bridge, heads, n=n, seed=seed,
                                            composition=out["composition"])
+    out["unmixing"] = None
     if is_native(bridge):
         out["mixing"] = mixing_weights(bridge)
+        if bridge.native_spec.mixing != "none":
+            out["unmixing"] = unmixing_check(bridge, heads, n=n, seed=seed)
     return out
 
 
 def summary_lines(name: str, res: dict, meta: dict) -> list[str]:
     h = res["heads"]
-    lines = [f"{name}: {int(h.layer.max()) + 1} layers x {int(h['head'].max()) + 1} heads; "
+    n_l = int(h.layer.max()) + 1
+    lines = [f"{name}: {n_l} layer{'s' if n_l > 1 else ''} x {int(h['head'].max()) + 1} heads; "
              f"scores on repeated random tokens (BOS excluded)", ""]
     with pd.option_context("display.width", 160):
         lines.append(h[SHOW].round(3).to_string(index=False))
@@ -131,6 +136,12 @@ def summary_lines(name: str, res: dict, meta: dict) -> list[str]:
         lines.append(f"causal conv kernel ({k.shape[1]} taps, oldest first), mean |weight| per "
                      f"tap over {k.shape[0]} channels: "
                      f"{', '.join(f'{v:.3f}' for v in k.abs().mean(0).tolist())}")
+    u = res.get("unmixing")
+    if u is not None:
+        lines.append(f"  intervention: {u['intervention']}: induction of L{u['head'][0]}"
+                     f"H{u['head'][1]} {u['induction_score']:.3f} -> "
+                     f"{u['induction_unmixed']:.3f} (drop {u['drop']:.3f}, 95% CI "
+                     f"[{u['drop_ci'][0]:.3f}, {u['drop_ci'][1]:.3f}], {u['prompts']} prompts)")
     icl = res["icl"]
     if icl is not None:
         lines.append("")
@@ -188,6 +199,10 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
         page.heading("Mechanism: ablating the previous-token head")
         page.table(pd.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v)
                                   for k, v in res["mechanism"].items()}]).round(4))
+    if res.get("unmixing") is not None:
+        page.heading("Mechanism: removing the key mixing")
+        page.table(pd.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v)
+                                  for k, v in res["unmixing"].items()}]).round(4))
     mix = res["mixing"]
     if "smear" in mix:
         page.heading("Smeared keys: sigmoid(alpha), the weight on the current key")
@@ -246,7 +261,7 @@ def to_json(res: dict) -> dict:
     return {"heads": json.loads(res["heads"].to_json(orient="records")),
             "composition": (None if res["composition"] is None else
                             json.loads(res["composition"].to_json(orient="records"))),
-            "mechanism": res["mechanism"],
+            "mechanism": res["mechanism"], "unmixing": res.get("unmixing"),
             "mixing": {k: v.tolist() for k, v in res["mixing"].items()},
             "icl": res["icl"], "history": res["history"]}
 
