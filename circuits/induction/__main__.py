@@ -29,7 +29,7 @@ SHOW = ["layer", "head", "induction", "prefix_matching", "previous_token", "dupl
         "copying", "ov_eigen_positivity"]
 
 
-def icl_on_corpus(bridge, meta: dict, n_windows: int = 256, seed: int = 0) -> dict | None:
+def icl_on_corpus(bridge, meta: dict, n_windows: int = 1024, seed: int = 0) -> dict | None:
     """Per-position validation loss and the ICL score on the corpus a text model was trained
     on (rebuilt from this machine's standard library; its fingerprint is compared)."""
     from circuits.induction import icl_positions, icl_score, token_losses
@@ -54,7 +54,7 @@ def icl_on_corpus(bridge, meta: dict, n_windows: int = 256, seed: int = 0) -> di
             "python_here": here.get("python"), "python_trained": trained.get("python")}
 
 
-def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 256) -> dict:
+def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 1024) -> dict:
     from circuits.induction import (composition_table, head_scores, mechanism_check,
                                     unmixing_check)
     from interp.models.native import is_native, mixing_weights
@@ -277,8 +277,8 @@ def _main(argv) -> int:
     p.add_argument("checkpoint", nargs="?", default="induction-attn2l")
     p.add_argument("--n", type=int, default=32, help="random prompts per score (default 32)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--icl-windows", type=int, default=256,
-                   help="validation windows for the ICL score (text models; default 256)")
+    p.add_argument("--icl-windows", type=int, default=1024,
+                   help="validation windows for the ICL score (text models; default 1024)")
     p.add_argument("--out", help="output folder (default induction-<name>)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true")
