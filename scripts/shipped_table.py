@@ -1,4 +1,5 @@
-"""Print the README's table of shipped models from their interp.json (measured figures only).
+"""Print the README's table of shipped task models from their interp.json (measured figures
+only; the induction language models have no task and are measured by circuits.induction).
 
     python scripts/shipped_table.py
 """
@@ -22,6 +23,8 @@ def main() -> int:
     for name in shipped_models():
         d = SHIPPED_DIR / name
         meta = json.loads((d / "interp.json").read_text())
+        if meta["model"]["arch"] == "native":   # the induction models: see their own table
+            continue
         ev = meta.get("evaluation", meta["metrics"])
         tr = meta["training"]
         size = (d / "model.safetensors").stat().st_size / 2**20

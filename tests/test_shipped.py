@@ -52,10 +52,6 @@ def test_arithmetic_reaches_its_bar():
     assert load_checkpoint("arithmetic").meta["evaluation"]["exact_match"] >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="issue #2's bar is not reached yet: quadratic-small "
-                   "scores 77.2% on 1,000 held-out equations (89.9% on fresh equations drawn "
-                   "from all inputs, most of them seen in training); remove this mark when it "
-                   "passes")
 def test_quadratic_small_solves_at_least_80_percent_of_fresh_held_out_equations():
     ckpt = load_checkpoint("quadratic-small")
     examples = eval_examples(ckpt.task, 200, seed=2024)  # held-out inputs, never trained on

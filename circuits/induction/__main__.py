@@ -155,11 +155,24 @@ def summary_lines(name: str, res: dict, meta: dict) -> list[str]:
     if hist:
         cpu = meta.get("cpu_minutes", {})
         first = next((r["step"] for r in hist if r.get("induction_max", 0) >= 0.5), None)
+        lines.append("")
         lines.append(f"training: {hist[-1]['step']} steps, {cpu.get('training', '?')} CPU-min "
                      f"({cpu.get('threads', '?')} thread) + {cpu.get('setup', '?')} setup; best "
                      f"induction score first >= 0.5 at step "
                      f"{'never' if first is None else first}")
+        every = max(1, (len(hist) - 1) // 10)
+        shown = hist[::every] + ([] if (len(hist) - 1) % every == 0 else hist[-1:])
+        lines.append(pd.DataFrame(
+            [{"step": r["step"], "cpu_s": r.get("cpu_seconds"),
+              "val_loss": round(r["val_loss"], 3), "icl": round(r["icl"], 3),
+              "best_induction": round(r["induction_max"], 3)} for r in shown]
+        ).to_string(index=False))
     return lines
+
+
+def _round(v):
+    return [_round(x) for x in v] if isinstance(v, list) else \
+        (round(v, 4) if isinstance(v, float) else v)
 
 
 def build_page(name: str, res: dict, bridge, seed: int = 0):
@@ -182,6 +195,35 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
         fig.add_bar(name=col, x=names, y=h[col].round(4).tolist())
     fig.update_layout(barmode="group", title="Scores per head", height=380)
     page.plotly(fig)
+    if res["mechanism"] is not None:
+        page.heading("Mechanism: ablating the previous-token head")
+        page.table(pd.DataFrame([{k: (json.dumps(_round(v)) if isinstance(v, list) else v)
+                                  for k, v in res["mechanism"].items()}]).round(4))
+    if res.get("unmixing") is not None:
+        page.heading("Mechanism: removing the key mixing")
+        page.table(pd.DataFrame([{k: (json.dumps(_round(v)) if isinstance(v, list) else v)
+                                  for k, v in res["unmixing"].items()}]).round(4))
+    hist = res["history"]
+    if hist:
+        page.heading("Training curves")
+        steps = [r["step"] for r in hist]
+        fig = go.Figure()
+        per = torch.tensor([r["induction"] for r in hist])           # [step, layer, head]
+        for layer in range(per.shape[1]):
+            for head in range(per.shape[2]):
+                fig.add_scatter(x=steps, y=per[:, layer, head].round(decimals=4).tolist(),
+                                name=f"L{layer}H{head}", mode="lines")
+        fig.update_layout(title="Induction score per head over training", xaxis_title="step",
+                          height=380)
+        page.plotly(fig)
+        fig = go.Figure()
+        fig.add_scatter(x=steps, y=[round(r["icl"], 4) for r in hist], name="ICL score")
+        fig.add_scatter(x=steps, y=[round(r["val_loss"], 4) for r in hist],
+                        name="validation loss", yaxis="y2")
+        fig.update_layout(title="In-context-learning score and validation loss over training",
+                          xaxis_title="step", yaxis=dict(title="ICL score"),
+                          yaxis2=dict(title="loss", overlaying="y", side="right"), height=380)
+        page.plotly(fig)
     comp = res["composition"]
     if comp is not None:
         page.heading("Composition against random heads")
@@ -189,20 +231,19 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
             c = comp[comp["mode"] == mode]
             piv = c.pivot_table(index=["layer_from", "head_from"],
                                 columns=["layer_to", "head_to"], values="z")
-            page.plotly(heatmap(torch.tensor(piv.values), [f"L{a}H{b}" for a, b in piv.columns],
-                                [f"L{a}H{b}" for a, b in piv.index],
-                                f"{mode}-composition z-score (random mean "
-                                f"{c.random_mean.iloc[0]:.3f}, sd {c.random_sd.iloc[0]:.3f})",
-                                zmin=None))
+            z = piv.values.round(2).tolist()
+            lim = max(3.0, float(abs(piv.values).max()))
+            fig = go.Figure(go.Heatmap(z=z, x=[f"L{a}H{b}" for a, b in piv.columns],
+                                       y=[f"L{a}H{b}" for a, b in piv.index],
+                                       colorscale="RdBu", reversescale=True, zmid=0,
+                                       zmin=-lim, zmax=lim))
+            fig.update_layout(title=f"{mode}-composition z-score against random heads "
+                              f"(mean {c.random_mean.iloc[0]:.3f}, sd "
+                              f"{c.random_sd.iloc[0]:.3f}); red = above chance",
+                              height=max(260, 30 * len(piv) + 120),
+                              yaxis_autorange="reversed")
+            page.plotly(fig)
         page.table(comp.round(4))
-    if res["mechanism"] is not None:
-        page.heading("Mechanism: ablating the previous-token head")
-        page.table(pd.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v)
-                                  for k, v in res["mechanism"].items()}]).round(4))
-    if res.get("unmixing") is not None:
-        page.heading("Mechanism: removing the key mixing")
-        page.table(pd.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v)
-                                  for k, v in res["unmixing"].items()}]).round(4))
     mix = res["mixing"]
     if "smear" in mix:
         page.heading("Smeared keys: sigmoid(alpha), the weight on the current key")
@@ -225,27 +266,6 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
                                    mode="lines"))
         fig.update_layout(title=f"Validation loss per position (ICL score {icl['icl']:+.3f})",
                           xaxis_title="position", yaxis_title="loss", height=350)
-        page.plotly(fig)
-    hist = res["history"]
-    if hist:
-        page.heading("Training curves")
-        steps = [r["step"] for r in hist]
-        fig = go.Figure()
-        per = torch.tensor([r["induction"] for r in hist])           # [step, layer, head]
-        for layer in range(per.shape[1]):
-            for head in range(per.shape[2]):
-                fig.add_scatter(x=steps, y=per[:, layer, head].round(decimals=4).tolist(),
-                                name=f"L{layer}H{head}", mode="lines")
-        fig.update_layout(title="Induction score per head over training", xaxis_title="step",
-                          height=380)
-        page.plotly(fig)
-        fig = go.Figure()
-        fig.add_scatter(x=steps, y=[round(r["icl"], 4) for r in hist], name="ICL score")
-        fig.add_scatter(x=steps, y=[round(r["val_loss"], 4) for r in hist],
-                        name="validation loss", yaxis="y2")
-        fig.update_layout(title="In-context-learning score and validation loss over training",
-                          xaxis_title="step", yaxis=dict(title="ICL score"),
-                          yaxis2=dict(title="loss", overlaying="y", side="right"), height=380)
         page.plotly(fig)
     ids, half, _, _ = score_prompts(bridge, 1, seed=seed)
     P = model_patterns(bridge, ids)[:, 0]                             # [layer, head, q, k]
