@@ -118,7 +118,8 @@ def summary_lines(name: str, res: dict, meta: dict) -> list[str]:
         lines.append(f"  zero-ablating L{p[0]}H{p[1]}: induction of L{i[0]}H{i[1]} "
                      f"{m['induction_score']:.3f} -> {m['induction_after_ablation']:.3f} "
                      f"(drop {m['drop']:.3f}, 95% CI [{m['drop_ci'][0]:.3f}, "
-                     f"{m['drop_ci'][1]:.3f}], {m['prompts']} prompts)")
+                     f"{m['drop_ci'][1]:.3f}], {m['prompts']} prompts); mean-ablating it: "
+                     f"{m['induction_after_mean_ablation']:.3f}")
         lines.append(f"  control, zero-ablating L{c[0]}H{c[1]} (previous-token "
                      f"{m['control_previous_token_score']:.3f}): "
                      f"{m['induction_score']:.3f} -> {m['induction_after_control_ablation']:.3f}"

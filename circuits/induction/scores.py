@@ -1,8 +1,11 @@
 """Induction-head scores on repeated random tokens (REFERENCE §3; Olsson et al. 2022).
 
-    bridge, _ = interp.load_model("some-decoder")
-    scores = head_scores(bridge)        # DataFrame: layer, head, induction, prefix_matching,
-                                        # previous_token, duplicate_token, and *_uniform
+    bridge, _ = interp.load_model("induction-attn2l")
+    heads = head_scores(bridge)          # DataFrame: layer, head, induction, prefix_matching,
+                                         # previous_token, duplicate_token, copying,
+                                         # ov_eigen_positivity, and the baselines
+    comp = composition_table(bridge)     # Q/K/V composition with z against random heads
+    mechanism_check(bridge, heads)       # ablate the previous-token head, re-measure
 
 - induction (the "diagonal recipe"): on BOS + n random tokens + the same n again, the mean
   over second-half queries of the attention on the token after the query's earlier copy
@@ -14,7 +17,6 @@
   query's token.
 - previous_token / duplicate_token: TransformerLens's head-detector scores ("mul") on the
   same prompts (`interp.attention.scores.detection_score`).
-
 - copying (Olsson, as REFERENCE §3 puts it): for ordinary tokens t, the head's direct-path
   logits W_E[t] W_V W_O W_U minus their mean, through a ReLU; the share that falls on t itself,
   rescaled from [0, 1] to [-1, 1]. Layer norms are left out, as in Elhage et al.
@@ -56,12 +58,18 @@ def _renorm_without_bos(P: torch.Tensor) -> torch.Tensor:
 def induction_score(P: torch.Tensor, half: int, exclude_bos: bool = True) -> torch.Tensor:
     """[layer, head]: mean attention from each second-half query q (positions half + 1 ..
     2 * half) to key q - half + 1, for BOS + `half` tokens + the same `half` tokens."""
+    return per_prompt_induction(P, half, exclude_bos).mean(1)
+
+
+def per_prompt_induction(P: torch.Tensor, half: int, exclude_bos: bool = True
+                         ) -> torch.Tensor:
+    """[layer, batch, head]: `induction_score` before the mean over prompts."""
     if P.shape[-1] != 2 * half + 1:
         raise InterpError(f"patterns of width {P.shape[-1]} do not fit BOS + 2 x {half} tokens")
     if exclude_bos:
         P = _renorm_without_bos(P)
     q = torch.arange(half + 1, 2 * half + 1)
-    return P[..., q, q - half + 1].mean((1, -1))
+    return P[..., q, q - half + 1].mean(-1)
 
 
 def prefix_matching_score(P: torch.Tensor, ids: torch.Tensor, first_repeat_len: int,
@@ -346,22 +354,14 @@ def ablation_hooks(bridge, heads: Sequence[tuple[int, int]], how: str = "zero",
     return hooks
 
 
-def per_prompt_induction(P: torch.Tensor, half: int, exclude_bos: bool = True
-                         ) -> torch.Tensor:
-    """[layer, batch, head]: `induction_score` before the mean over prompts."""
-    if exclude_bos:
-        P = _renorm_without_bos(P)
-    q = torch.arange(half + 1, 2 * half + 1)
-    return P[..., q, q - half + 1].mean(-1)
-
-
 def mechanism_check(bridge, heads: pd.DataFrame, n: int = 32, seed: int = 0,
                     composition: pd.DataFrame | None = None) -> dict:
     """The two-head induction mechanism, tested by intervention (models with >= 2 layers).
 
     Takes the layer-0 head with the highest previous-token score and the later head with the
     highest induction score (from `head_scores`), zero-ablates the previous-token head and
-    re-measures the induction head on the same prompts; as a control, the same for the
+    re-measures the induction head on the same prompts (also with the head's output replaced
+    by its mean over those prompts: mean ablation); as a control, the same for the
     layer-0 head with the lowest previous-token score. Returns the scores, the per-prompt
     drop with a 95% bootstrap interval, and the pair's K-composition against random heads."""
     from circuits.stats import bootstrap_ci
@@ -383,10 +383,12 @@ def mechanism_check(bridge, heads: pd.DataFrame, n: int = 32, seed: int = 0,
     base = ind_scores(())
     after = ind_scores(ablation_hooks(bridge, [(0, ph)]))
     after_ctrl = ind_scores(ablation_hooks(bridge, [(0, ch)]))
+    after_mean = ind_scores(ablation_hooks(bridge, [(0, ph)], "mean", mean_over=ids))
     drop, drop_ctrl = (base - after).numpy(), (base - after_ctrl).numpy()
     out = {"previous_token_head": [0, ph], "previous_token_score": float(prev.previous_token),
            "induction_head": [il, ih], "induction_score": float(base.mean()),
            "induction_after_ablation": float(after.mean()),
+           "induction_after_mean_ablation": float(after_mean.mean()),
            "drop": float(drop.mean()), "drop_ci": list(bootstrap_ci(drop, seed=seed)),
            "control_head": [0, ch], "control_previous_token_score": float(ctrl.previous_token),
            "induction_after_control_ablation": float(after_ctrl.mean()),
