@@ -14,8 +14,20 @@ from interp.tasks.tokenizer import VOCAB
 ARCHS = ("decoder", "t5")
 
 
+class PlainConfig:
+    """A dataclass of plain values that round-trips through JSON (unknown keys ignored)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(PlainConfig):
     """Size of a model. `n_ctx` is the longest token sequence the model takes: for the decoder
     the whole `<bos> src <sep> tgt <eos>`, for T5 each of the encoder and decoder inputs."""
 
@@ -37,14 +49,6 @@ class ModelConfig:
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "n_ctx"):
             if getattr(self, name) < 1:
                 raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def build_model(cfg: ModelConfig, seed: int = 0):

@@ -28,20 +28,21 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from interp.errors import InterpError
+from interp.models.config import PlainConfig
 
 MIXINGS = ("none", "smeared", "conv")
 MODEL_TYPE = "interp-native"
 
 
 @dataclass
-class NativeSpec:
+class NativeSpec(PlainConfig):
     """Size and kind of a native language model. `d_mlp` 0 means attention only."""
 
     n_layers: int = 2
@@ -77,14 +78,6 @@ class NativeSpec:
     @property
     def attn_only(self) -> bool:
         return self.d_mlp == 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NativeSpec":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     def tl_config(self):
         from transformer_lens.config import TransformerBridgeConfig
