@@ -157,8 +157,11 @@ class TextTrainer:
                "val_loss": float(losses.mean()), "icl": icl, "icl_se": icl_se,
                "icl_positions": [early, late], "induction": ind.tolist(),
                "induction_max": float(ind.max())}
-        for k, v in mixing_weights(self.bridge).items():
-            row[k] = v.tolist()
+        mix = mixing_weights(self.bridge)
+        if "smear" in mix:                       # [layer, head] sigmoid(alpha)
+            row["smear"] = mix["smear"].tolist()
+        if "conv" in mix:                        # the kernel is in the weights; the curve
+            row["conv_tap_abs_mean"] = mix["conv"].abs().mean(0).tolist()   # per tap
         return row
 
     def run(self) -> dict:
