@@ -143,7 +143,7 @@ class TextTrainer:
         return x
 
     @torch.no_grad()
-    def evaluate(self, step: int, train_loss: float, cpu_s: float) -> dict:
+    def evaluate(self, step: int, train_loss: float | None, cpu_s: float) -> dict:
         from circuits.induction import (icl_positions, icl_score, induction_score,
                                         model_patterns, score_prompts, token_losses)
         from interp.models.native import mixing_weights
@@ -169,7 +169,7 @@ class TextTrainer:
         t0 = time.process_time()
         total = cfg.steps
         V = int(self.bridge.cfg.d_vocab)
-        self.history.append(self.evaluate(0, float("nan"), 0.0))
+        self.history.append(self.evaluate(0, None, 0.0))     # no training loss yet
         loss_sum, n_loss = 0.0, 0
         bar = None
         if self.progress:

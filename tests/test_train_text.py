@@ -25,6 +25,8 @@ def test_training_records_scores_over_steps_and_saves_a_loadable_checkpoint(trai
 
     out, bridge, meta = trained
     assert [r["step"] for r in meta["history"]] == [0, 3, 6]
+    assert meta["history"][0]["train_loss"] is None     # strict JSON: no NaN anywhere
+    json.loads((out / "interp.json").read_text(), parse_constant=lambda c: 1 / 0)
     last = meta["history"][-1]
     assert len(last["induction"]) == 1 and len(last["induction"][0]) == 4
     assert len(last["smear"][0]) == 4 and last["icl_positions"] == [3, 30]
