@@ -119,3 +119,14 @@ def test_classify_heads_reads_a_text_model_on_validation_source(trained, tmp_pat
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "c" / "heads.csv")
     assert sorted(zip(table.layer, table["head"])) == [(0, h) for h in range(4)]
+
+
+def test_induction_cli_reads_a_task_decoder_and_refuses_t5(tiny_checkpoints, tmp_path):
+    proc = run("circuits.induction", str(tiny_checkpoints["decoder"]), "--n", "4",
+               "--out", str(tmp_path / "d"), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "d" / "induction.json").read_text())
+    assert len(data["heads"]) == 8 and data["mechanism"] is not None
+    assert data["icl"] is None and data["history"] == []
+    one_line_error(run("circuits.induction", str(tiny_checkpoints["t5"]), "--n", "4",
+                       "--out", str(tmp_path / "t")), "decoder-only")

@@ -5,12 +5,14 @@
 
 Prints, and writes to --out (default induction-<name>) as heads.csv, composition.csv,
 induction.json and a self-contained report.html:
-- every head's induction, prefix-matching, previous-token, duplicate-token and copying scores
-  with their baselines (uniform attention; random W_V, W_O for copying);
+- every head's induction, prefix-matching, previous-token, duplicate-token, copying and OV
+  eigenvalue-positivity scores with their baselines (uniform attention; random W_V, W_O);
 - for 2+ layers: the Q/K/V composition of every earlier/later head pair against random heads,
-  and the mechanism check (zero-ablate the best previous-token head of layer 0, re-measure the
-  best induction head; the least previous-token-like layer-0 head as control);
-- smeared keys / conv: the learned mixing weights;
+  and the mechanism check (zero- and mean-ablate the best previous-token head of layer 0,
+  re-measure the best induction head; the least previous-token-like layer-0 head as control);
+- smeared keys / conv: the learned mixing weights, and the induction score of the best head
+  with the mixing removed (an intervention);
+- any decoder works (the task models too); encoder-decoder models are refused;
 - text models: the in-context-learning score on validation windows of the corpus, and the
   training curves (induction score and ICL score over steps) recorded by interp.train_text.
 """
@@ -62,7 +64,9 @@ def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 1
     heads = head_scores(bridge, n=n, seed=seed)
     out = {"heads": heads, "composition": None, "mechanism": None, "mixing": {},
            "icl": icl_on_corpus(bridge, meta, icl_windows, seed),
-           "history": meta.get("history", [])}
+           # interp.train_text's curves (a task model's interp.json has other histories)
+           "history": meta.get("history", []) if meta.get("task", {}).get("task") == "text"
+           else []}
     if int(bridge.cfg.n_layers) >= 2:
         out["composition"] = composition_table(bridge, seed=seed)
         out["mechanism"] = mechanism_check(bridge, heads, n=n, seed=seed,

@@ -188,8 +188,8 @@ def _bridge(m: nn.Module, spec: NativeSpec, tokenizer=None):
 def build_native(spec: NativeSpec, seed: int = 0, tokenizer=None):
     """A freshly initialised model as a TransformerBridge (weights depend only on `seed`).
 
-    Train `bridge.native_params.values()`; the bridge adds parameters of its own (a zero
-    unembedding bias) that are not part of the model."""
+    Train `bridge.native_params.values()`: the model's parameters under their own names
+    (the ones saved), whatever the bridge's module tree calls them."""
     return _bridge(_module(spec, seed), spec, tokenizer)
 
 
