@@ -39,7 +39,7 @@ def _models(argv) -> int:
             last = (meta.get("history") or [{}])[-1]
             print(f"{name:<20} {'native':<8} text/{meta['model']['mixing']:<8} "
                   f"{meta['model']['n_layers']} layer(s)  best induction score "
-                  f"{last.get('induction_max', float('nan')):.2f}  ICL "
+                  f"{last.get('induction_max', float('nan')):.2f}  ICL (64 windows) "
                   f"{last.get('icl', float('nan')):+.2f}  trained "
                   f"{meta.get('cpu_minutes', {}).get('training', '?')} CPU-min")
             continue
@@ -49,7 +49,8 @@ def _models(argv) -> int:
         print(f"{name:<20} {meta['model']['arch']:<8} {meta['task']['task']}/"
               f"{meta['task']['preset']:<8} params {meta.get('params', 0):>9,}  "
               f"exact {m.get('exact_match', float('nan')):6.1%} (n={m.get('n', '?')})  "
-              f"trained {tr.get('wall_minutes', '?')} min")
+              f"trained {tr.get('cpu_minutes_all_stages', tr.get('cpu_minutes', '?'))} "
+              "CPU-min")
     return 0
 
 
