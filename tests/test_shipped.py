@@ -52,6 +52,11 @@ def test_arithmetic_reaches_its_bar():
     assert load_checkpoint("arithmetic").meta["evaluation"]["exact_match"] >= 0.99
 
 
+def test_quadratic_small_reaches_its_bar_on_the_recorded_1000_held_out_equations():
+    # the recorded figure is tied to the weights by the metadata test above
+    assert load_checkpoint("quadratic-small").meta["evaluation"]["exact_match"] >= 0.85
+
+
 def test_quadratic_small_solves_at_least_80_percent_of_fresh_held_out_equations():
     ckpt = load_checkpoint("quadratic-small")
     examples = eval_examples(ckpt.task, 200, seed=2024)  # held-out inputs, never trained on
