@@ -235,7 +235,7 @@ class _Enough(Exception):
     """Raised inside the last wanted hook: the rest of the forward pass is not needed."""
 
 
-def _patterns(bridge, ids, wanted: set[str], kw: dict) -> dict[str, torch.Tensor]:
+def hook_values(bridge, ids, wanted: set[str], kw: dict) -> dict[str, torch.Tensor]:
     """The wanted hook activations of one forward pass, which stops as soon as the last of
     them is seen (the later MLPs, attention outputs and the unembedding are skipped)."""
     store: dict[str, torch.Tensor] = {}
@@ -286,7 +286,7 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
             if family == "t5":
                 tgt = sides["tgt"]
                 kw["decoder_input"] = tgt.ids[index, :int(tgt.lengths[index].max())]
-            cache = _patterns(bridge, main.ids[index, :w], wanted, kw)
+            cache = hook_values(bridge, main.ids[index, :w], wanted, kw)
             out = {}
             for k in kinds:
                 P = torch.stack([cache[names[(k, l)]] for l in range(n_layers(bridge, k))])
@@ -351,15 +351,22 @@ def repeated_random_tokens(bridge, n: int = 32, half: int | None = None, seed: i
                            ) -> torch.Tensor:
     """[n, 1 + 2 * half] token ids: BOS, then `half` random non-special tokens, repeated.
     half defaults to min(40, (n_ctx - 1) // 2)."""
+    vocab, special, bos = token_pool(bridge)
+    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 2 * 40 + 1)
+    half = half or max(2, min(40, (n_ctx - 1) // 2))
+    return repeated_tokens(vocab, n, half, 2, bos, special, seed)
+
+
+def token_pool(bridge) -> tuple[int, set[int], int]:
+    """(vocabulary size, special token ids to avoid, BOS id) of a bridge's tokenizer: what
+    random prompts are drawn from. BOS is 0 without a tokenizer."""
     tok = getattr(bridge, "tokenizer", None)
     special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
     vocab = int(bridge.cfg.d_vocab)
     if special >= set(range(vocab)):   # nothing but special tokens: draw from all of them
         special = set()
-    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 2 * 40 + 1)
-    half = half or max(2, min(40, (n_ctx - 1) // 2))
     bos = tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
-    return repeated_tokens(vocab, n, half, 2, bos, special, seed)
+    return vocab, special, bos
 
 
 @torch.no_grad()
@@ -378,7 +385,7 @@ def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
     was_training = bridge.training
     bridge.eval()
     try:
-        cache = _patterns(bridge, ids, set(name), {})
+        cache = hook_values(bridge, ids, set(name), {})
     finally:
         bridge.train(was_training)
     P = torch.stack([cache[x].float() for x in name])

@@ -39,16 +39,14 @@ def icl_on_corpus(bridge, meta: dict, n_windows: int = 1024, seed: int = 0) -> d
 
     if meta.get("task", {}).get("task") != "text":
         return None
-    files = T.stdlib_files()
-    _, val = T.split_files(files)
-    ids = T.encode_files(bridge.tokenizer.backend_tokenizer, val)
+    ids = T.validation_ids(bridge.tokenizer)
     n_ctx = int(bridge.cfg.n_ctx)
     g = torch.Generator().manual_seed(seed)
     windows = T.sample_windows(ids, n_windows, n_ctx - 1, g, bridge.tokenizer.bos_token_id)
     losses = token_losses(bridge, windows)
     early, late = icl_positions(n_ctx)
     score, se = icl_score(losses, early, late)
-    here = T.corpus_fingerprint(files)
+    here = T.corpus_fingerprint(T.stdlib_files())
     trained = meta["task"].get("corpus", {})
     return {"early": early, "late": late, "icl": score, "icl_se": se, "windows": n_windows,
             "val_tokens": len(ids), "per_position_loss": losses.mean(0).tolist(),

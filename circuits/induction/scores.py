@@ -45,6 +45,7 @@ import torch
 from interp.attention.kinds import hook_name, model_family, n_layers
 from interp.attention.scores import (detection_score, duplicate_token_pattern,
                                      induction_pattern, previous_token_pattern, uniform_like)
+from interp.cache import hook_values, repeated_random_tokens, token_pool
 from interp.cache import repeated_tokens  # noqa: F401  (part of this module's API)
 from interp.errors import InterpError
 
@@ -135,17 +136,6 @@ def random_composition_baseline(d_model: int, d_head: int, mode: str = "K", n: i
 
 # ---------------------------------------------------------------- scores of a model's heads
 
-def _special_ids(bridge) -> set[int]:
-    tok = getattr(bridge, "tokenizer", None)
-    special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
-    return special if special < set(range(int(bridge.cfg.d_vocab))) else set()
-
-
-def _bos(bridge) -> int:
-    tok = getattr(bridge, "tokenizer", None)
-    return tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
-
-
 def _check_decoder(bridge):
     if model_family(bridge) != "decoder":
         raise InterpError("induction scores need a decoder-only (causal) model; "
@@ -155,21 +145,18 @@ def _check_decoder(bridge):
 @torch.no_grad()
 def model_patterns(bridge, ids: torch.Tensor, fwd_hooks: Sequence = ()) -> torch.Tensor:
     """[layer, batch, head, query, key] attention patterns of a decoder on `ids`, optionally
-    under `fwd_hooks` (TransformerLens (name, fn) pairs, e.g. an ablation)."""
+    under `fwd_hooks` (TransformerLens (name, fn) pairs, e.g. an ablation). The forward pass
+    stops at the last pattern (`interp.cache.hook_values`)."""
     _check_decoder(bridge)
     names = [hook_name(bridge, "self", layer) for layer in range(n_layers(bridge, "self"))]
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(t, hook):
-        store[hook.name] = t.detach().float()
-
     was = bridge.training
     bridge.eval()
     try:
-        bridge.run_with_hooks(ids, fwd_hooks=list(fwd_hooks) + [(n, keep) for n in names])
+        with bridge.hooks(fwd_hooks=list(fwd_hooks)):
+            store = hook_values(bridge, ids, set(names), {})
     finally:
         bridge.train(was)
-    return torch.stack([store[n] for n in names])
+    return torch.stack([store[n].float() for n in names])
 
 
 def score_prompts(bridge, n: int = 32, half: int | None = None, length: int = 25,
@@ -185,8 +172,8 @@ def score_prompts(bridge, n: int = 32, half: int | None = None, length: int = 25
     while repeats > 2 and 1 + repeats * length > n_ctx:
         repeats -= 1
     length = min(length, (n_ctx - 1) // repeats)
-    vocab, special, bos = int(bridge.cfg.d_vocab), _special_ids(bridge), _bos(bridge)
-    ids = repeated_tokens(vocab, n, half, 2, bos, special, seed)
+    vocab, special, bos = token_pool(bridge)
+    ids = repeated_random_tokens(bridge, n, half, seed)
     pre = repeated_tokens(vocab, n, length, repeats, bos, special, seed + 1)
     return ids, half, pre, length
 
@@ -221,7 +208,7 @@ def copying_scores(bridge, n_tokens: int = 512, n_random: int = 20, seed: int = 
     Gaussian W_V, W_O of the model's shapes and scale, and the model's W_E, W_U."""
     _check_decoder(bridge)
     g = torch.Generator().manual_seed(seed)
-    special = _special_ids(bridge)
+    _, special, _ = token_pool(bridge)
     pool = torch.tensor([i for i in range(int(bridge.cfg.d_vocab)) if i not in special])
     tokens = pool[torch.randperm(len(pool), generator=g)[:n_tokens]]
     W_E, W_U = bridge.W_E.detach().float(), bridge.W_U.detach().float()

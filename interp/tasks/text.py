@@ -127,16 +127,22 @@ def sample_windows(ids: torch.Tensor, n: int, length: int, generator: torch.Gene
     return torch.cat([torch.full((n, 1), bos, dtype=torch.long), windows], 1)
 
 
+def validation_ids(tokenizer) -> torch.Tensor:
+    """[n_tokens]: this machine's validation files encoded with a model's `transformers`
+    tokenizer (`encode_files` order, <eos> after each file)."""
+    _, val = split_files(stdlib_files())
+    return encode_files(tokenizer.backend_tokenizer, val)
+
+
 def validation_snippets(tokenizer, n: int, length: int, seed: int = 0) -> list[str]:
     """`n` pieces of validation source text, each the decoded text of `length` consecutive
     tokens from a random offset (prompts for models trained on this corpus). `tokenizer` is
     the model's `transformers` tokenizer."""
-    _, val = split_files(stdlib_files())
-    ids = encode_files(tokenizer.backend_tokenizer, val)
+    ids = validation_ids(tokenizer)
     g = torch.Generator().manual_seed(seed)
     windows = sample_windows(ids, n, length, g, bos=0)[:, 1:]
     return [tokenizer.decode(w.tolist(), skip_special_tokens=True) for w in windows]
 
 
-__all__ = ["validation_snippets", "stdlib_root", "stdlib_files", "split_files", "corpus_fingerprint", "train_bpe",
+__all__ = ["validation_ids", "validation_snippets", "stdlib_root", "stdlib_files", "split_files", "corpus_fingerprint", "train_bpe",
            "hf_text_tokenizer", "encode_files", "sample_windows", "read_text", "SPECIALS"]
