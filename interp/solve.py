@@ -1,6 +1,7 @@
 """Solve one typed problem with a model and check every step.
 
     python -m interp.solve [CKPT] "7x^2+3556x+451612=0"
+    python -m interp.solve quadratic-t5-small "-4x^2+3x-11=0"   # a leading minus is fine
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ def solve_one(ckpt, text: str) -> dict:
             "steps": verdict.steps, "first_error": verdict.error}
 
 
+def _problems_are_positional(argv: list[str]) -> list[str]:
+    """argparse reads "-4x^2+3x-11=0" as an unknown option; an argument that starts with a
+    minus followed by a digit or `x` is a problem, so it goes after "--" (order kept)."""
+    if "--" in argv:
+        return argv
+    is_problem = [len(x) > 1 and x[0] == "-" and (x[1].isdigit() or x[1] == "x") for x in argv]
+    if not any(is_problem):
+        return argv
+    opts = [x for x, p in zip(argv, is_problem) if x.startswith("-") and not p]
+    rest = [x for x, p in zip(argv, is_problem) if not x.startswith("-") or p]
+    return opts + ["--"] + rest
+
+
 def _main(argv) -> int:
     from interp.models import DEFAULT_MODEL, load_checkpoint
 
@@ -31,7 +45,7 @@ def _main(argv) -> int:
     p.add_argument("args", nargs="+", metavar="[CKPT] PROBLEM",
                    help="optional checkpoint directory or shipped model name, then the problem")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    a = p.parse_args(argv)
+    a = p.parse_args(_problems_are_positional(list(sys.argv[1:] if argv is None else argv)))
     if len(a.args) > 2:
         p.error("give at most a checkpoint and one problem (quote the problem)")
     ckpt_name, text = (a.args if len(a.args) == 2 else (DEFAULT_MODEL, a.args[0]))

@@ -54,6 +54,19 @@ def test_cli_bad_equation_names_the_position(tiny_checkpoints):
                    "position 7", "found 'y'")
 
 
+def test_cli_solve_reads_a_problem_with_a_leading_minus(tiny_checkpoints):
+    # argparse would take "-4x^2+3x-11=0" for an option; the problem must be read as given
+    task = QuadraticTask("small")
+    for args in (["--json", "-4x^2+3x-11=0"], ["-4x^2+3x-11=0", "--json"]):
+        proc = run("interp.solve", str(tiny_checkpoints["decoder"]), *args)
+        assert proc.returncode == 0, proc.stderr
+        r = json.loads(proc.stdout)
+        assert r["input"] == task.parse("-4x^2+3x-11=0")
+        assert r["exact"] == task.solve(r["input"])
+    one_line_error(run("interp.solve", str(tiny_checkpoints["decoder"]), "-4x^2+3y-11=0"),
+                   "found 'y'")
+
+
 def test_cli_train_refuses_bad_options_without_writing(tmp_path):
     one_line_error(run("interp.train", "quadratic", "--out", str(tmp_path / "o")),
                    "--steps N, --minutes M or --epochs E")
