@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     from interp.models.checkpoint import SHIPPED_DIR, shipped_models
 
-    print("| model | arch | task / preset | params | size | CPU minutes (1 thread) | "
+    print("| model | arch | task / preset | params | size | CPU minutes | "
           "steps x batch | exact match | char accuracy | per class exact |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in shipped_models():
