@@ -122,6 +122,7 @@ def _main(argv: list[str] | None) -> int:
                           batch_size=args.batch_size, progress=not args.quiet)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["task"] = task.describe()
+    metrics["sample"] = {"seed": args.seed, "heldout": not args.all_inputs}
     print(format_report(metrics, f"{args.checkpoint} on {task.name}/{task.preset}, "
                                  f"{args.n} fresh {'held-out ' if not args.all_inputs else ''}"
                                  f"examples (seed {args.seed})"))

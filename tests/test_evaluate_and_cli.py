@@ -83,6 +83,7 @@ def test_cli_evaluate_writes_the_json_keys(tiny_checkpoints, tmp_path):
     m = json.loads(out.read_text())
     assert {"n", "exact_match", "char_accuracy", "per_class", "per_step"} <= set(m)
     assert m["n"] == 6 and sum(v["n"] for v in m["per_class"].values()) == 6
+    assert m["sample"] == {"seed": 12345, "heldout": True}
 
 
 def test_cli_evaluate_into_a_missing_folder_is_an_error(tiny_checkpoints, tmp_path):
