@@ -214,10 +214,9 @@ def main() -> int:
         meta["training"]["stages"] = [{"steps": json.loads((d / "interp.json").read_text())
                                        ["training"]["total_steps"], "cpu_minutes": c}
                                       for (d, _), c in zip(plan, cpu)]
-        if len(plan) > 1:   # machine paths of earlier stages are not shipped
-            last = len(plan) if name in AVERAGE else len(plan) - 1
-            meta["training"]["recipe"]["init_from"] = f"{name}.stage{last - 1}" \
-                if name in AVERAGE else f"{name}.stage{last}"
+        if len(plan) > 1:   # machine paths of earlier stages are not shipped; the recorded
+            # recipe is the last stage's, which started from the stage before it
+            meta["training"]["recipe"]["init_from"] = f"{name}.stage{len(plan) - 1}"
         if name in AVERAGE:   # the metrics at save time were the last stage's weights'
             meta["metrics"] = {k: meta["evaluation"][k] for k in
                                ("exact_match", "char_accuracy", "per_class", "per_step", "n")

@@ -45,8 +45,7 @@ import torch
 from interp.attention.kinds import hook_name, model_family, n_layers
 from interp.attention.scores import (detection_score, duplicate_token_pattern,
                                      induction_pattern, previous_token_pattern, uniform_like)
-from interp.cache import hook_values, repeated_random_tokens, token_pool
-from interp.cache import repeated_tokens  # noqa: F401  (part of this module's API)
+from interp.cache import hook_values, repeated_random_tokens, repeated_tokens, token_pool
 from interp.errors import InterpError
 
 
