@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from interp.errors import TaskError
-from interp.tasks.arithmetic import ArithmeticTask
+from interp.tasks.arithmetic import PRESETS as ARITHMETIC_PRESETS, ArithmeticTask
 from interp.tasks.base import CheckResult, Example, Task, is_heldout, split_examples
 from interp.tasks.quadratic import PRESETS as QUADRATIC_PRESETS, QuadraticTask, Ranges
 from interp.tasks.tokenizer import CharCodec, build_tokenizer, hf_tokenizer, save_tokenizer
@@ -19,8 +19,19 @@ def get_task(name: str, preset: str | None = None, **options) -> Task:
     if name == "quadratic":
         return QuadraticTask(preset or "small", **options)
     if name == "arithmetic":
-        return ArithmeticTask(**options, preset=preset or "default")
+        preset = preset or "default"
+        if preset not in ARITHMETIC_PRESETS:
+            from interp.errors import shorten
+
+            raise TaskError(f"unknown arithmetic preset {shorten(preset)!r}; choose one of "
+                            f"{', '.join(ARITHMETIC_PRESETS)} (or pass lo, hi, ops)")
+        return ArithmeticTask(**{**ARITHMETIC_PRESETS[preset], **options}, preset=preset)
     raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+
+
+def presets(name: str) -> tuple[str, ...]:
+    """The preset names of a task."""
+    return tuple(QUADRATIC_PRESETS if name == "quadratic" else ARITHMETIC_PRESETS)
 
 
 def task_from_description(desc: dict) -> Task:
@@ -37,6 +48,6 @@ def task_from_description(desc: dict) -> Task:
 
 
 __all__ = ["Task", "Example", "CheckResult", "QuadraticTask", "ArithmeticTask", "Ranges",
-           "QUADRATIC_PRESETS", "get_task", "task_from_description", "split_examples",
+           "QUADRATIC_PRESETS", "ARITHMETIC_PRESETS", "get_task", "presets", "task_from_description", "split_examples",
            "is_heldout", "CharCodec", "build_tokenizer", "hf_tokenizer", "save_tokenizer",
            "TASKS"]

@@ -13,6 +13,8 @@ from interp.errors import TaskError
 from interp.tasks.base import CheckResult, Example, Segment, Task, render, sample_class
 
 OPS = {"add": "+", "sub": "-"}
+PRESETS = {"default": {"lo": 1, "hi": 99, "ops": ("add", "sub")}}
+MAX_DIGITS = 18  # longest operand parse() reads; the shipped model has 2-digit operands
 _SRC_RE = re.compile(r"^(0|[1-9][0-9]*)([+-])(0|[1-9][0-9]*)=$")
 _OUT_RE = re.compile(r"^(0|-?[1-9][0-9]*)$")
 _TYPED_RE = re.compile(r"^\s*([0-9]+)\s*([+-])\s*([0-9]+)\s*=?\s*$")
@@ -53,11 +55,36 @@ class ArithmeticTask(Task):
         return int(m.group(1)), m.group(2), int(m.group(3))
 
     def parse(self, text: str) -> str:
+        from interp.errors import shorten
+
         m = _TYPED_RE.match(text)
         if not m:
-            raise TaskError(f"could not read {text!r}: expected 'a+b' or 'a-b' with "
+            raise TaskError(f"could not read {shorten(text)!r}: expected 'a+b' or 'a-b' with "
                             "non-negative integers, e.g. '23+45'")
+        for g in (m.group(1), m.group(3)):
+            if len(g.lstrip("0")) > MAX_DIGITS:
+                raise TaskError(f"an operand of {len(g):,} digits in {shorten(text)!r}; "
+                                f"operands have at most {MAX_DIGITS} digits (this task's "
+                                f"models were trained on {self.lo}..{self.hi})")
         return f"{int(m.group(1))}{m.group(2)}{int(m.group(3))}="
+
+    def ranges_text(self) -> str:
+        return f"operands {self.lo}..{self.hi}, {'/'.join(self.ops)}"
+
+    def coverage(self, src: str) -> str | None:
+        """None when the generator of this task can produce `src`; else why it cannot."""
+        a, op, b = self._read(src)
+        cls = "add" if op == "+" else "sub"
+        if cls not in self.ops:
+            return f"operation {cls} is not trained"
+        out = [f"operand {v} outside {self.lo}..{self.hi}" for v in (a, b)
+               if not self.lo <= v <= self.hi]
+        return "; ".join(out) or None
+
+    def covers_task(self, other: "Task") -> bool:
+        """Whether every input `other` generates is one this task's generator produces."""
+        return (other.name == self.name and self.lo <= other.lo and other.hi <= self.hi
+                and set(other.ops) <= set(self.ops))
 
     def solve(self, src: str) -> str:
         a, op, b = self._read(src)

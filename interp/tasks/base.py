@@ -157,6 +157,19 @@ class Task:
     def describe(self) -> dict:
         return {"task": self.name, "preset": self.preset}
 
+    def ranges_text(self) -> str:
+        """The generator's ranges in words (shown in warnings and `interp models`)."""
+        return ""
+
+    def coverage(self, src: str) -> str | None:
+        """None when the generator can produce input `src`; else what lies outside its
+        ranges (a model trained on this task has never seen such an input)."""
+        return None
+
+    def covers_task(self, other: "Task") -> bool:
+        """Whether every input `other` generates lies within this task's ranges."""
+        return other.describe() == self.describe()
+
 
 def class_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
     """Split n into exact per-class counts (largest remainder), e.g. 50/30/20."""

@@ -47,6 +47,7 @@ PRESETS = {
 }
 
 DEFAULT_MIX = {"two": 0.5, "one": 0.3, "none": 0.2}
+MAX_DIGITS = 18  # longest coefficient read; the widest preset (seed) has up to 7 digits
 
 
 def _num(v: int, field: str) -> Segment:
@@ -114,10 +115,13 @@ _FINAL_RE = re.compile(rf"^x={_NUM}$")
 
 def read_input(src: str) -> tuple[int, int, int]:
     """Coefficients of an equation in the canonical input format."""
-    m = _INPUT_RE.match(src)
+    m = _INPUT_RE.match(src) if len(src) <= 3 * MAX_DIGITS + 12 else None
     if not m:
-        raise TaskError(f"{src!r} is not in the canonical input format, e.g. '7x^2+3556x+451612=0'"
-                        " (use parse_equation for typed input)")
+        from interp.errors import shorten
+
+        raise TaskError(f"{shorten(src)!r} is not in the canonical input format (coefficients "
+                        f"of at most {MAX_DIGITS} digits), e.g. '7x^2+3556x+451612=0' (use "
+                        "parse_equation for typed input)")
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
@@ -137,10 +141,12 @@ def parse_equation(text: str) -> tuple[int, int, int]:
             j += 1
         return j
 
+    from interp.errors import shorten
+
     def fail(j: int, expected: str) -> TaskError:
         got = repr(s[j]) if j < n else "the end"
-        return TaskError(f"could not read the equation {text!r} at position {j}: found {got}, "
-                         f"expected {expected} (e.g. '7x^2+3556x+451612=0')")
+        return TaskError(f"could not read the equation {shorten(text)!r} at position {j}: "
+                         f"found {got}, expected {expected} (e.g. '7x^2+3556x+451612=0')")
 
     i = skip(i)
     first = True
@@ -156,6 +162,11 @@ def parse_equation(text: str) -> tuple[int, int, int]:
         while j < n and s[j].isdigit():
             j += 1
         digits = s[i:j]
+        if len(digits.lstrip("0")) > MAX_DIGITS:
+            raise TaskError(f"could not read the equation {shorten(text)!r}: the coefficient "
+                            f"at position {i} has {len(digits):,} digits; coefficients have at "
+                            f"most {MAX_DIGITS} digits (the shipped models were trained on at "
+                            "most 7)")
         i = skip(j)
         degree = 0
         if i < n and s[i] == "x":
@@ -173,7 +184,8 @@ def parse_equation(text: str) -> tuple[int, int, int]:
         elif not digits:
             raise fail(i, "a digit or 'x'")
         if degree in coef:
-            raise TaskError(f"could not read the equation {text!r} at position {start}: the "
+            raise TaskError(f"could not read the equation {shorten(text)!r} at position "
+                            f"{start}: the "
                             f"x^{degree} term appears twice; write each power once")
         coef[degree] = sign * (int(digits) if digits else 1)
         first = False
@@ -185,14 +197,15 @@ def parse_equation(text: str) -> tuple[int, int, int]:
     j = i
     while j < n and s[j].isdigit():
         j += 1
-    if j == i or int(s[i:j]) != 0:
+    if j == i or s[i:j].strip("0"):
         raise fail(i, "0 on the right-hand side")
     j = skip(j)
     if j != n:
         raise fail(j, "the end of the equation")
     a, b, c = coef.get(2, 0), coef.get(1, 0), coef.get(0, 0)
     if a == 0:
-        raise TaskError(f"{text!r} has no x^2 term (a = 0); a quadratic equation needs a != 0")
+        raise TaskError(f"{shorten(text)!r} has no x^2 term (a = 0); a quadratic equation "
+                        "needs a != 0")
     return a, b, c
 
 
@@ -207,7 +220,9 @@ class QuadraticTask(Task):
                  mix: dict[str, float] | None = None):
         if ranges is None:
             if preset not in PRESETS:
-                raise TaskError(f"unknown quadratic preset {preset!r}; choose one of "
+                from interp.errors import shorten
+
+                raise TaskError(f"unknown quadratic preset {shorten(str(preset))!r}; choose one of "
                                 f"{', '.join(PRESETS)} or pass custom ranges")
             ranges = PRESETS[preset]
         else:
@@ -231,6 +246,39 @@ class QuadraticTask(Task):
         r = self.ranges
         return {"task": self.name, "preset": self.preset, "root_max": r.root_max,
                 "k_max": r.k_max, "coef_max": r.coef_max, "mix": self.mix}
+
+    def ranges_text(self) -> str:
+        r = self.ranges
+        return (f"roots in [-{r.root_max}, {r.root_max}], a = k in 1..{r.k_max}, no-root "
+                f"coefficients in [-{r.coef_max}, {r.coef_max}]")
+
+    def coverage(self, src: str) -> str | None:
+        """None when this task's generator can produce `src` (the model was trained on such
+        equations); else what lies outside its ranges."""
+        a, b, c = read_input(src)
+        r = self.ranges
+        d = discriminant(a, b, c)
+        if d < 0:
+            out = [f"{n} = {v} outside [-{r.coef_max}, {r.coef_max}]" for n, v in
+                   (("a", a), ("b", b), ("c", c)) if abs(v) > r.coef_max]
+            out += [f"{n} = 0 (never generated)" for n, v in (("b", b), ("c", c)) if v == 0]
+            return "; ".join(out) or None
+        s, x1, x2 = roots(a, b, c)
+        out = [] if 1 <= a <= r.k_max else [f"a = {a} outside 1..{r.k_max}"]
+        out += [f"root {x} outside [-{r.root_max}, {r.root_max}]" for x in sorted({x1, x2})
+                if abs(x) > r.root_max]
+        if 0 in (x1, x2):
+            out.append("a root 0 (never generated)")
+        if x1 != x2 and x1 == -x2:
+            out.append("opposite roots, b = 0 (never generated)")
+        return "; ".join(out) or None
+
+    def covers_task(self, other: "QuadraticTask") -> bool:
+        """Whether every equation `other` generates is one this task's generator produces."""
+        if other.name != self.name:
+            return False
+        a, b = self.ranges, other.ranges
+        return b.root_max <= a.root_max and b.k_max <= a.k_max and b.coef_max <= a.coef_max
 
     # -- generation -----------------------------------------------------------------------
     def sample_coefficients(self, rng: random.Random, cls: str) -> tuple[int, int, int]:
