@@ -42,6 +42,24 @@ def t5(tiny_checkpoints, tmp_path_factory):
     return ckpt, bridge, P.corrupt_pairs(bridge, ckpt.task, n=3, field="b", answer="D_value")
 
 
+def logit_diffs(logits, pairs):
+    """The oracle metric, written out here rather than taken from the package: logit of the
+    clean answer token minus that of the corrupted one at the last position, per pair."""
+    last = logits[:, -1].float()
+    rows = torch.arange(last.shape[0])
+    return last[rows, pairs.clean_token] - last[rows, pairs.corrupt_token]
+
+
+def logit_diff(logits, pairs):
+    return logit_diffs(logits, pairs).mean()
+
+
+def logprob(logits, pairs):
+    last = logits[:, -1].float()
+    logp = last - torch.logsumexp(last, -1, keepdim=True)
+    return logp[torch.arange(last.shape[0]), pairs.clean_token].mean()
+
+
 TL = {"resid_pre": "get_act_patch_resid_pre", "attn_out": "get_act_patch_attn_out",
       "mlp_out": "get_act_patch_mlp_out", "head": "get_act_patch_attn_head_out_all_pos",
       "head_pos": "get_act_patch_attn_head_out_by_pos",
@@ -55,15 +73,19 @@ def test_exact_patching_equals_transformer_lens(decoder, what, fast):
 
     _, bridge, pairs = decoder
     ours = P.patch(bridge, pairs, what, fast=fast)
-    _, clean_cache = bridge.run_with_cache(pairs.clean["seq"])
+    clean_logits, clean_cache = bridge.run_with_cache(pairs.clean["seq"])
     with contextlib.redirect_stderr(io.StringIO()):  # TL always draws a progress bar
         ref = getattr(tlp, TL[what])(bridge, pairs.corrupt["seq"], clean_cache,
-                                     lambda logits: P.metric_values(logits, pairs).mean())
+                                     lambda logits: logit_diff(logits, pairs))
     if what == "head_pos":
         ref = ref.permute(0, 2, 1)              # TL: [layer, pos, head]; ours [layer, head, pos]
     assert ours.values.shape == ref.shape
     assert (ours.values - ref).abs().max() < 1e-5
     assert (ours.values - ours.corrupt).abs().max() > 1e-3     # some patch does something
+    # the unpatched runs, scored by the oracle
+    assert ours.clean == pytest.approx(float(logit_diff(clean_logits, pairs)), abs=1e-5)
+    assert ours.corrupt == pytest.approx(float(logit_diff(bridge(pairs.corrupt["seq"]), pairs)),
+                                         abs=1e-5)
 
 
 def test_noising_equals_transformer_lens_with_inputs_swapped(decoder):
@@ -71,11 +93,14 @@ def test_noising_equals_transformer_lens_with_inputs_swapped(decoder):
 
     _, bridge, pairs = decoder
     ours = P.patch(bridge, pairs, "attn_out", direction="noise", metric="logprob")
-    _, corrupt_cache = bridge.run_with_cache(pairs.corrupt["seq"])
+    corrupt_logits, corrupt_cache = bridge.run_with_cache(pairs.corrupt["seq"])
     with contextlib.redirect_stderr(io.StringIO()):
         ref = tlp.get_act_patch_attn_out(bridge, pairs.clean["seq"], corrupt_cache,
-                                         lambda lg: P.metric_values(lg, pairs, "logprob").mean())
+                                         lambda lg: logprob(lg, pairs))
     assert (ours.values - ref).abs().max() < 1e-5
+    assert ours.corrupt == pytest.approx(float(logprob(corrupt_logits, pairs)), abs=1e-5)
+    assert ours.clean == pytest.approx(float(logprob(bridge(pairs.clean["seq"]), pairs)),
+                                       abs=1e-5)
 
 
 def _same_pairs(pairs):
@@ -105,7 +130,7 @@ def naive_t5(bridge, pairs, what, cell):
     _, src = P._capture(bridge, "t5", pairs.clean, [s.hook.format(l=cell[0])])
     hook = P._setter(s, [cell], src[s.hook.format(l=cell[0])], pairs.n)
     logits = P._run(bridge, "t5", pairs.corrupt, [(s.hook.format(l=cell[0]), hook)])
-    return P.metric_values(logits, pairs)
+    return logit_diffs(logits, pairs)
 
 
 @pytest.mark.parametrize("what", ["enc.resid_pre", "enc.head_pos", "dec.mlp_out",
@@ -135,7 +160,7 @@ def test_t5_pattern_hook_reproduces_the_output_and_patches_one_head(t5, what):
     _, src = P._capture(bridge, "t5", pairs.clean, [name])
     for h in range(res.values.shape[1]):
         mod = [(P._t5_module(bridge, s, 1), P._t5_pattern_hook([(1, h)], src[name], pairs.n))]
-        one = P.metric_values(P._run(bridge, "t5", pairs.corrupt, module_hooks=mod), pairs)
+        one = logit_diffs(P._run(bridge, "t5", pairs.corrupt, module_hooks=mod), pairs)
         assert torch.allclose(res.per_example[1, h], one, atol=1e-5)
     assert (res.values - res.corrupt).abs().max() > 1e-3
 
@@ -297,6 +322,5 @@ def test_a_model_that_is_not_gpt2_takes_the_batched_path_with_the_same_result(de
     _, clean_cache = bridge.run_with_cache(pairs.clean["seq"])
     with contextlib.redirect_stderr(io.StringIO()):
         ref = tlp.get_act_patch_attn_head_out_by_pos(
-            bridge, pairs.corrupt["seq"], clean_cache,
-            lambda logits: P.metric_values(logits, pairs).mean())
+            bridge, pairs.corrupt["seq"], clean_cache, lambda logits: logit_diff(logits, pairs))
     assert (ours.values - ref.permute(0, 2, 1)).abs().max() < 1e-5
