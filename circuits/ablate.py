@@ -114,6 +114,12 @@ def build_page(res, title: str):
     return page
 
 
+MAX_N = 10_000       # examples of one run (each control and sweep layer reruns them all)
+MAX_CONTROLS = 1_000  # random control position sets
+OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
+             "report.html")
+
+
 def main(argv=None) -> int:
     from interp.cli_util import run_cli
 
@@ -121,13 +127,17 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from circuits.ablation import MODES, SCOPES, ablate_tokens
-    from interp.cli_util import check_replaceable_dir, check_writable, write_json
-    from interp.errors import InterpError
-    from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
+    import contextlib
 
-    p = argparse.ArgumentParser(prog="ablate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from circuits.ablation import MODES, SCOPES
+    from interp.cli_util import check_replaceable_dir, check_writable
+    from interp.errors import InterpError, shorten
+    from interp.models import DEFAULT_MODEL
+
+    from interp.cli_util import Parser, at_most, output_lock
+
+    p = Parser(prog="ablate", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL,
                    help=f"checkpoint directory or shipped model (default {DEFAULT_MODEL})")
     p.add_argument("--tokens", required=True,
@@ -136,9 +146,10 @@ def _main(argv) -> int:
     p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
     p.add_argument("--scope", choices=SCOPES, default="input",
                    help="input: the equation's tokens; all: also in the solution")
-    p.add_argument("--n", type=int, default=500, help="examples (default 500)")
-    p.add_argument("--controls", type=int, default=20,
-                   help="random control position sets (default 20; 0 for none)")
+    p.add_argument("--n", type=int, default=500, help=f"examples (default 500, at most "
+                   f"{MAX_N:,})")
+    p.add_argument("--controls", type=int, default=20, help="random control position sets "
+                   f"(default 20; 0 for none; at most {MAX_CONTROLS})")
     p.add_argument("--seed", type=int, default=0, help="seed of controls and donors")
     p.add_argument("--data-seed", type=int, default=12345, help="seed of the examples")
     p.add_argument("--all-inputs", action="store_true",
@@ -153,15 +164,31 @@ def _main(argv) -> int:
     tokens = [t.strip() for t in a.tokens.split(",")]
     if "" in tokens:
         # a literal comma cannot be named; an empty name is almost always a typo
-        raise InterpError(f"--tokens {a.tokens!r} has an empty name; separate tokens with "
-                          "single commas, e.g. 'x,^,='")
+        raise InterpError(f"--tokens {shorten(a.tokens)!r} has an empty name; separate "
+                          "tokens with single commas, e.g. 'x,^,='")
     if a.n < 1:
         raise InterpError(f"--n must be at least 1, got {a.n}")
+    at_most("--n", a.n, MAX_N, f"one ablation run takes ({MAX_N:,} examples; every control "
+            "and layer of the sweep runs them all again)")
+    if a.controls < 0:
+        raise InterpError(f"--controls must be 0 or more, got {a.controls}")
+    at_most("--controls", a.controls, MAX_CONTROLS, f"one run draws ({MAX_CONTROLS} control "
+            "sets; 20 already give p-values down to 1/21)")
     if a.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
     if a.json:
         check_writable(a.json)
-    out = check_replaceable_dir(a.out, "ablation.json", "--out") if a.out else None
+    out = check_replaceable_dir(a.out, "ablation.json", "--out", own=OWN_FILES) \
+        if a.out else None
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        return _run(a, tokens, out)
+
+
+def _run(a, tokens, out) -> int:
+    from circuits.ablation import ablate_tokens
+    from interp.cli_util import write_json
+    from interp.models import load_checkpoint, to_bridge
+
     ckpt = load_checkpoint(a.checkpoint)
     bridge = to_bridge(ckpt)
     task = ckpt.task

@@ -40,18 +40,17 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from circuits.patching import (DEFAULT_FIELDS, DIRECTIONS, METRICS, attribute,
-                                   corrupt_pairs, patch)
-    from circuits.patching import site as check_site
-    from circuits.stats import spearman
-    from interp.attention.kinds import model_family
-    from interp.cli_util import check_replaceable_dir, check_writable, write_json
-    from interp.errors import InterpError
-    from interp.models import DEFAULT_MODEL, load_checkpoint, to_bridge
-    from interp.tasks.tokenizer import CharCodec
+    import contextlib
 
-    p = argparse.ArgumentParser(prog="python -m circuits.patch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from circuits.patching import DIRECTIONS, METRICS
+    from interp.cli_util import check_replaceable_dir, check_writable
+    from interp.errors import InterpError
+    from interp.models import DEFAULT_MODEL, load_checkpoint
+
+    from interp.cli_util import Parser, output_lock
+
+    p = Parser(prog="python -m circuits.patch", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--sites", help="comma-separated sites (default: residual, attention and "
                    "MLP outputs, heads, heads by position)")
@@ -72,8 +71,39 @@ def _main(argv) -> int:
         raise InterpError(f"--n must be at least 1, got {a.n}")
     if a.json:
         check_writable(a.json)
-    out = check_replaceable_dir(a.out, "patching.json", "--out") if a.out else None
+    out = check_replaceable_dir(a.out, "patching.json", "--out", own=lambda n: n.endswith(
+        ".csv") or n in ("patching.json", "report.html")) if a.out else None
     ckpt = load_checkpoint(a.checkpoint)
+    _check_fields(ckpt.task, a.corrupt, a.answer)
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        return _run(a, ckpt, out)
+
+
+def _check_fields(task, corrupt: str | None, answer: str | None) -> None:
+    """Refuse an unknown --corrupt or --answer, listing the task's fields."""
+    from interp.errors import InterpError, shorten
+
+    src_fields, out_fields = set(), set()
+    for ex in task.generate(3 * len(task.classes), seed=0):
+        for roles, into in zip(task.roles(ex.src, ex.tgt), (src_fields, out_fields)):
+            into.update(r.rsplit("_", 1)[0] for r in roles if r.endswith(("_digit", "_sign")))
+    for option, value, fields in (("--corrupt", corrupt, src_fields),
+                                  ("--answer", answer, out_fields)):
+        if value is not None and value not in fields:
+            raise InterpError(f"{option} {shorten(value)!r} is not a field of the {task.name} "
+                              f"task; choose one of {', '.join(sorted(fields))}")
+
+
+def _run(a, ckpt, out) -> int:
+    from circuits.patching import DEFAULT_FIELDS, attribute, corrupt_pairs, patch
+    from circuits.patching import site as check_site
+    from circuits.stats import spearman
+    from interp.attention.kinds import model_family
+    from interp.cli_util import write_json
+    from interp.errors import InterpError
+    from interp.models import to_bridge
+    from interp.tasks.tokenizer import CharCodec
+
     bridge = to_bridge(ckpt)
     sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(model_family(bridge), "")
                                  ).split(",") if s.strip()]

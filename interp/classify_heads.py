@@ -176,17 +176,45 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
     return page
 
 
+MAX_N = 20_000       # examples one run averages over (time; memory stays bounded)
+MAX_EXAMPLES = 16    # examples drawn head by head in the report (page size)
+OWN_FILES = ("heads.csv", "heads.json", "report.html")
+
+
+def _check_prompt_lengths(bridge, texts: list[str], source: str) -> None:
+    """Refuse a prompt longer than the model's context, naming its line."""
+    from interp.errors import InterpError, shorten
+
+    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 0)
+    tok = getattr(bridge, "tokenizer", None)
+    if not n_ctx or tok is None:
+        return
+    for i, t in enumerate(texts, 1):
+        # as interp.cache.build_sides tokenizes them: the tokenizer's specials, plus BOS
+        n_tok = len(tok(t[:50 * n_ctx], add_special_tokens=True).input_ids) + 1
+        if n_tok > n_ctx:
+            raise InterpError(f"--prompts {source}: prompt {i} ({shorten(t)!r}) is "
+                              f"{n_tok:,} tokens, longer than the model's context of {n_ctx}; "
+                              "shorten or split it")
+
+
 def _main(argv) -> int:
+    import contextlib
+
     from interp.cache import cache_attention
     from interp.cli_util import check_replaceable_dir, write_json
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
     from interp.models.checkpoint import resolve, validate
 
-    p = argparse.ArgumentParser(prog="python -m interp.classify_heads", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from interp.cli_util import Parser, at_most, output_lock
+    from interp.models.checkpoint import replace_dir_atomic
+
+    p = Parser(prog="python -m interp.classify_heads", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL)
-    p.add_argument("--n", type=int, default=256, help="examples to average over (default 256)")
+    p.add_argument("--n", type=int, default=256, help="examples to average over (default 256, "
+                   f"at most {MAX_N:,})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default classify-<name>)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -196,7 +224,7 @@ def _main(argv) -> int:
                    "interp.json; default: built-in sentences)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--examples", type=int, default=3, help="examples drawn head by head in "
-                   "the report (default 3)")
+                   f"the report (default 3, at most {MAX_EXAMPLES})")
     p.add_argument("--save-cache", metavar="DIR", help="also save the attention patterns "
                    "there as safetensors shards (interp.cache.ShardedCache reads them)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -204,11 +232,18 @@ def _main(argv) -> int:
     a = p.parse_args(argv)
     if a.n < 1:
         raise InterpError(f"--n must be at least 1, got {a.n}")
-    out = Path(a.out or f"classify-{Path(str(a.checkpoint)).name}")
-    if out.exists() and not out.is_dir():
-        raise InterpError(f"--out {out} is a file; give a folder")
-    if not out.parent.is_dir():
-        raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
+    at_most("--n", a.n, MAX_N, f"one run averages over ({MAX_N:,} examples, about a quarter "
+            "of an hour on a CPU)")
+    if a.examples < 1:
+        raise InterpError(f"--examples must be at least 1, got {a.examples}")
+    at_most("--examples", a.examples, MAX_EXAMPLES, "a report draws head by head "
+            f"({MAX_EXAMPLES} examples)")
+    if a.batch_size < 1:
+        raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
+    out = check_replaceable_dir(a.out or f"classify-{Path(str(a.checkpoint)).name}",
+                                "heads.json", "--out", own=OWN_FILES)
+    if a.save_cache:
+        check_replaceable_dir(a.save_cache, "cache.json", "--save-cache")
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     ckpt_dir = Path(str(a.checkpoint))
     native = not (ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists()) and \
@@ -234,32 +269,35 @@ def _main(argv) -> int:
         if not texts:
             raise InterpError(f"--prompts {a.prompts} holds no text; give one prompt a line")
         texts = texts[:a.n]
+        if a.prompts:
+            _check_prompt_lengths(bridge, texts, a.prompts)
         task, examples = None, texts
     else:
+        if a.prompts:
+            raise InterpError(f"--prompts is for text models and HF checkpoints; "
+                              f"{a.checkpoint} is a task model whose examples its task "
+                              "generates (choose them with --n and --seed)")
         ckpt = load_checkpoint(a.checkpoint)
         bridge = to_bridge(ckpt)
         task, examples = ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
-    if a.save_cache:
-        check_replaceable_dir(a.save_cache, "cache.json", "--save-cache")
-    if a.examples < 1:
-        raise InterpError(f"--examples must be at least 1, got {a.examples}")
-    if a.batch_size < 1:
-        raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
-    table, stats = analyse(bridge, task, examples, kinds, a.batch_size, a.segments,
-                           a.save_cache, progress=not a.quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    flat = table.copy()
-    flat["labels"] = flat["labels"].map(";".join)
-    flat["vertical_roles"] = flat["vertical_roles"].map(";".join)
-    tmp = out / ".heads.csv.tmp"
-    flat.to_csv(tmp, index=False)
-    tmp.replace(out / "heads.csv")
-    write_json(out / "heads.json", json.loads(table.to_json(orient="records")))
-    if not a.no_report:
-        shown = cache_attention(bridge, task, examples[:a.examples],
-                                kinds=kinds)
-        build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)", table, stats,
-                     shown, role_maps=task is not None).write(out / "report.html")
+    with output_lock(out), (output_lock(a.save_cache, "--save-cache") if a.save_cache
+                            else contextlib.nullcontext()):
+        table, stats = analyse(bridge, task, examples, kinds, a.batch_size, a.segments,
+                               a.save_cache, progress=not a.quiet)
+        flat = table.copy()
+        flat["labels"] = flat["labels"].map(";".join)
+        flat["vertical_roles"] = flat["vertical_roles"].map(";".join)
+        shown = None if a.no_report else cache_attention(bridge, task, examples[:a.examples],
+                                                         kinds=kinds)
+
+        def fill(tmp: Path) -> None:
+            flat.to_csv(tmp / "heads.csv", index=False)
+            write_json(tmp / "heads.json", json.loads(table.to_json(orient="records")))
+            if shown is not None:
+                build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)", table,
+                             stats, shown, role_maps=task is not None).write(tmp / "report.html")
+
+        replace_dir_atomic(fill, out)
     if a.format == "table":
         with pd.option_context("display.max_rows", 500, "display.width", 160,
                                "display.max_colwidth", 60):

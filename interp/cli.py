@@ -32,7 +32,12 @@ def _models(argv) -> int:
     import json
 
     from interp.models.checkpoint import SHIPPED_DIR, shipped_models
+    from interp.tasks import task_from_description
 
+    if argv:
+        print(f"error: interp models takes no arguments, got {' '.join(argv)[:60]!r}; run "
+              "`interp models`", file=sys.stderr)
+        return 2
     for name in shipped_models():
         meta = json.loads((SHIPPED_DIR / name / "interp.json").read_text())
         if meta["model"]["arch"] == "native":
@@ -50,21 +55,27 @@ def _models(argv) -> int:
               f"{meta['task']['preset']:<8} params {meta.get('params', 0):>9,}  "
               f"exact {m.get('exact_match', float('nan')):6.1%} (n={m.get('n', '?')})  "
               f"trained {tr.get('cpu_minutes_all_stages', tr.get('cpu_minutes', '?'))} "
-              "CPU-min")
+              f"CPU-min  ranges: {task_from_description(meta['task']).ranges_text()}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(list(COMMANDS) + ["models"]))
-        return 0 if argv else 2
+        return 0
+    if not argv:
+        print(f"error: give a command: {', '.join(list(COMMANDS) + ['models'])} (see interp "
+              "--help)", file=sys.stderr)
+        return 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "models":
         return _models(rest)
     if cmd not in COMMANDS:
-        print(f"error: unknown command {cmd!r}; choose one of "
+        from interp.errors import shorten
+
+        print(f"error: unknown command {shorten(cmd)!r}; choose one of "
               f"{', '.join(list(COMMANDS) + ['models'])}", file=sys.stderr)
         return 2
     return importlib.import_module(COMMANDS[cmd]).main(rest)

@@ -40,4 +40,5 @@ def shorten_words(message: str, longest: int = 120) -> str:
     """Shorten every unbroken run of more than `longest` characters in a message."""
     import re
 
-    return re.sub(r"\S{%d,}" % (longest + 1), lambda m: shorten(m.group(0)), message)
+    return re.sub(r"[^\s'\"(),;]{%d,}" % (longest + 1), lambda m: shorten(m.group(0)),
+                  message)

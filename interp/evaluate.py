@@ -12,6 +12,8 @@ from typing import Sequence
 
 from interp.tasks.base import Example, Task
 
+MAX_EVAL_N = 100_000  # examples one `python -m interp.evaluate` decodes (memory and time)
+
 
 def char_accuracy(pred: str, label: str) -> tuple[int, int]:
     """(matching positions, label length): position i counts when pred[i] == label[i]."""
@@ -92,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from interp.cli_util import check_writable, write_json
     from interp.models import DEFAULT_MODEL, load_checkpoint
+    from interp.cli_util import Parser, at_most
     from interp.tasks import get_task
 
-    p = argparse.ArgumentParser(prog="python -m interp.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m interp.evaluate", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL,
                    help=f"checkpoint directory or shipped model name (default {DEFAULT_MODEL})")
-    p.add_argument("--n", type=int, default=1000, help="number of test equations (default 1000)")
+    p.add_argument("--n", type=int, default=1000, help="number of test equations (default "
+                   f"1000, at most {MAX_EVAL_N:,})")
     p.add_argument("--preset", help="task preset to test on (default: the model's own)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the test sample")
     p.add_argument("--all-inputs", action="store_true",
@@ -111,12 +115,24 @@ def _main(argv: list[str] | None) -> int:
 
     if args.n < 1:
         raise InterpError(f"--n must be at least 1, got {args.n}")
+    at_most("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} examples, "
+            "about half an hour on a CPU)")
+    if args.batch_size < 1:
+        raise InterpError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.json:
         check_writable(args.json)
     ckpt = load_checkpoint(args.checkpoint)
     task = ckpt.task
     if args.preset:
         task = get_task(task.name, args.preset)
+        if not ckpt.task.covers_task(task):
+            from interp.errors import warn
+            from interp.models.checkpoint import range_note, shipped_tasks
+
+            covering = [n for n, t in shipped_tasks().items() if t.covers_task(task)]
+            warn(f"preset {task.preset} ({task.ranges_text()}) lies " +
+                 range_note(str(args.checkpoint), ckpt.task, "its inputs reach beyond them",
+                            covering))
     examples = eval_examples(task, args.n, args.seed, holdout=not args.all_inputs)
     metrics, _ = evaluate(ckpt.model, ckpt.arch, task, examples, ckpt.config.n_ctx,
                           batch_size=args.batch_size, progress=not args.quiet)

@@ -24,6 +24,22 @@ def solve_one(ckpt, text: str) -> dict:
             "steps": verdict.steps, "first_error": verdict.error}
 
 
+def warn_if_outside(model: str, task, src: str) -> str | None:
+    """A warning (stderr, one line from the command line) when `src` lies outside the
+    ranges the model was trained on, naming the shipped models whose ranges cover it."""
+    from interp.errors import warn
+    from interp.models.checkpoint import range_note, shipped_tasks
+
+    why = task.coverage(src)
+    if why is None:
+        return None
+    covering = [n for n, t in shipped_tasks().items()
+                if t.name == task.name and t.coverage(src) is None]
+    note = f"{src} lies " + range_note(str(model), task, why, covering)
+    warn(note)
+    return note
+
+
 def _problems_are_positional(argv: list[str]) -> list[str]:
     """argparse reads "-4x^2+3x-11=0" as an unknown option; an argument that starts with a
     minus followed by a digit or `x` is a problem, so it goes after "--" (order kept)."""
@@ -40,7 +56,9 @@ def _problems_are_positional(argv: list[str]) -> list[str]:
 def _main(argv) -> int:
     from interp.models import DEFAULT_MODEL, load_checkpoint
 
-    p = argparse.ArgumentParser(prog="python -m interp.solve", description=__doc__,
+    from interp.cli_util import Parser
+
+    p = Parser(prog="python -m interp.solve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("args", nargs="+", metavar="[CKPT] PROBLEM",
                    help="optional checkpoint directory or shipped model name, then the problem")
@@ -51,6 +69,7 @@ def _main(argv) -> int:
     ckpt_name, text = (a.args if len(a.args) == 2 else (DEFAULT_MODEL, a.args[0]))
     ckpt = load_checkpoint(ckpt_name)
     r = solve_one(ckpt, text)
+    warn_if_outside(ckpt_name, ckpt.task, r["input"])
     if a.json:
         print(json.dumps(r, indent=2))
         return 0

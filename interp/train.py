@@ -34,6 +34,9 @@ from interp.tasks import CharCodec, Task, get_task, is_heldout, split_examples
 from interp.tasks.base import Example, sample_class
 
 RESUME = "resume"
+MAX_BATCH = 8_192        # examples per optimiser step
+MAX_EVAL_N = 100_000     # held-out examples decoded at each evaluation
+MAX_ROWS = 2_000_000     # --data fixed: examples generated and held in memory
 
 
 @dataclass
@@ -97,6 +100,30 @@ class TrainConfig:
         if self.batch_size < 1 or self.eval_n < 1 or self.eval_every < 1 or self.save_every < 1:
             raise InterpError("--batch-size, --eval-n, --eval-every and --save-every must be "
                               "positive")
+        checks = [("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number, "
+                   "e.g. 1e-3"),
+                  ("--weight-decay", self.weight_decay, 0 <= self.weight_decay < math.inf,
+                   "0 or more"),
+                  ("--warmup", self.warmup, self.warmup >= 0, "0 or more steps"),
+                  ("--clip", self.clip, 0 <= self.clip < math.inf, "0 (off) or more"),
+                  ("--plateau-factor", self.plateau_factor, 0 < self.plateau_factor < 1,
+                   "in (0, 1)"),
+                  ("--plateau-patience", self.plateau_patience, self.plateau_patience >= 1,
+                   "at least 1"),
+                  ("--rows", self.rows, self.rows >= 2, "at least 2"),
+                  ("test fraction", self.test_fraction, 0 < self.test_fraction < 1, "in (0, 1)"),
+                  ("--threads", self.threads, self.threads is None or self.threads >= 1,
+                   "at least 1"),
+                  ("--dropout", self.model.dropout, 0 <= self.model.dropout < 1, "in [0, 1)")]
+        for option, value, ok, right in checks:
+            if not ok:
+                raise InterpError(f"{option} must be {right}, got {value}")
+        for option, value, limit in (("--batch-size", self.batch_size, MAX_BATCH),
+                                     ("--eval-n", self.eval_n, MAX_EVAL_N),
+                                     ("--rows", self.rows, MAX_ROWS)):
+            if value > limit:
+                raise InterpError(f"{option} {value} is more than a run holds in memory; ask "
+                                  f"for fewer ({option} {limit})")
 
 
 class Data:
@@ -290,19 +317,60 @@ class Trainer:
         if not (rdir / "state.json").is_file():
             raise InterpError(f"{out} holds no resumable run (no {RESUME}/state.json); start "
                               "a run with --out DIR first")
-        st = json.loads((rdir / "state.json").read_text())
-        self = cls(TrainConfig.from_dict(st["config"]), Path(out), quiet, log)
-        weights = load_file(str(rdir / "model.safetensors"))
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+
+        def damaged(what: str, e: BaseException | None = None) -> InterpError:
+            lines = [] if e is None else str(e).strip().splitlines() or [""]
+            line = next((x.strip() for x in lines if "size mismatch" in x), lines[0]
+                        if lines else "")
+            detail = "" if e is None else f" ({type(e).__name__}: {line[:200]})"
+            return InterpError(f"cannot resume {out}: {what}{detail}; the resume state in "
+                               f"{rdir} is damaged. Its best checkpoint is separate: continue "
+                               f"from it with --init-from {out} --out NEW_DIR (a fresh "
+                               "schedule), or start again")
+
+        try:
+            st = json.loads((rdir / "state.json").read_text())
+            cfg = TrainConfig.from_dict(st["config"])
+            step, total, best = int(st["step"]), st["total"], st["best"]
+            history, plateau = list(st["history"]), dict(st["plateau"])
+            wall, cpu = float(st["wall_seconds"]), float(st["cpu_seconds"])
+        except InterpError as e:
+            raise damaged(f"state.json records an invalid recipe: {e}") from None
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError,
+                AttributeError) as e:
+            raise damaged("state.json is unreadable", e) from None
+        self = cls(cfg, Path(out), quiet, log)
+        try:
+            weights = load_file(str(rdir / "model.safetensors"))
+        except Exception as e:  # safetensors raises its own types for truncated files
+            raise damaged("model.safetensors is missing or truncated", e) from None
+        try:
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        except RuntimeError as e:   # size mismatch: the recipe's model differs
+            raise damaged("model.safetensors does not match the model recorded in "
+                          "state.json", e) from None
         if unexpected or any("lm_head" not in k for k in missing):
-            raise InterpError(f"{rdir}/model.safetensors does not match the recorded model "
-                              "config; the resume state is damaged")
+            raise damaged("model.safetensors does not match the model recorded in state.json")
         self.model.tie_weights()
-        load_optimizer(self.opt, load_file(str(rdir / "optimizer.safetensors")),
-                       json.loads((rdir / "optimizer.json").read_text()))
-        self.step, self.total, self.best = st["step"], st["total"], st["best"]
-        self.history, self.plateau = st["history"], st["plateau"]
-        self.wall, self.cpu = st["wall_seconds"], st["cpu_seconds"]
+        try:
+            tensors = load_file(str(rdir / "optimizer.safetensors"))
+            groups = json.loads((rdir / "optimizer.json").read_text())
+        except Exception as e:
+            raise damaged("the optimiser state (optimizer.safetensors, optimizer.json) is "
+                          "missing or truncated", e) from None
+        params = list(self.model.parameters())
+        try:
+            for key, t in tensors.items():
+                pid, name = key.split(".", 1)
+                if name.startswith("exp_avg") and t.shape != params[int(pid)].shape:
+                    raise ValueError(f"{key} has shape {tuple(t.shape)}, the parameter "
+                                     f"{tuple(params[int(pid)].shape)}")
+            load_optimizer(self.opt, tensors, groups)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise damaged("the optimiser state does not match the model", e) from None
+        self.step, self.total, self.best = step, total, best
+        self.history, self.plateau = history, plateau
+        self.wall, self.cpu = wall, cpu
         return self
 
     def meta(self, metrics: dict, step: int) -> dict:
@@ -474,15 +542,31 @@ class Trainer:
 def train(cfg: TrainConfig, out: str | os.PathLike, quiet: bool = False) -> dict:
     """Train from scratch into `out`; returns the best checkpoint's interp.json content."""
     out = Path(out)
-    if (out / RESUME).exists() or (out / "interp.json").exists():
-        raise InterpError(f"{out} already holds a training run; continue it with --resume "
-                          f"{out} or choose a new --out")
+    check_new_out(out)
     return Trainer(cfg, out, quiet).run()
 
 
+def check_new_out(out: Path) -> None:
+    """Refuse an --out that is a file, lies in a missing folder, or already holds files (a
+    training run or someone else's): a run writes into its folder step by step."""
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"--out {out} is a file; give a new folder for the checkpoint")
+    if (out / RESUME).exists() or (out / "interp.json").exists():
+        raise InterpError(f"{out} already holds a training run; continue it with --resume "
+                          f"{out} or choose a new --out")
+    if out.is_dir() and any(out.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise InterpError(f"--out {out} is a folder that holds other files ({shown}); give a "
+                          "new or empty folder")
+    if not out.parent.is_dir():
+        raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m interp.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from interp.cli_util import Parser
+
+    p = Parser(prog="python -m interp.train", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
     m = ModelConfig()
     p.add_argument("task_pos", nargs="?", metavar="TASK", choices=["quadratic", "arithmetic"],
@@ -530,7 +614,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv) -> int:
+    from interp.cli_util import probe_writable, check_replaceable_dir, clean_stale_temps, \
+        output_lock
+
     args = build_parser().parse_args(argv)
+    if sum(bool(x) for x in (args.resume, args.reselect, args.out)) > 1:
+        raise InterpError("give one of --out DIR (a new run), --resume DIR or --reselect DIR")
+    target = Path(args.reselect or args.resume or args.out or ".")
+    if args.reselect or args.resume:
+        if not target.is_dir():
+            raise InterpError(f"no run folder {target}; give the --out folder of an earlier run")
+        probe_writable(target, f"--resume {target}")
+        clean_stale_temps(target, RESUME)          # debris of a save killed half-way
+    elif args.out:
+        check_new_out(target)
+        check_replaceable_dir(target, "interp.json", "--out")   # writable; stale temp files
+    if args.threads is not None and args.threads < 1:
+        raise InterpError(f"--threads must be at least 1, got {args.threads}")
+    with output_lock(target, "--resume" if args.resume or args.reselect else "--out"):
+        return _train(args)
+
+
+def _train(args) -> int:
     if args.reselect:
         trainer = Trainer.resume(Path(args.reselect), quiet=args.quiet)
         meta = trainer.reselect()

@@ -69,8 +69,19 @@ class TextTrainConfig:
                                   f"{getattr(self, name)}")
         if self.n_ctx < 16:
             raise InterpError(f"--n-ctx must be at least 16 tokens, got {self.n_ctx}")
-        if self.lr <= 0:
-            raise InterpError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise InterpError(f"--lr must be a positive number, e.g. 1e-3, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf or self.warmup < 0:
+            raise InterpError(f"--weight-decay and --warmup must be 0 or more, got "
+                              f"{self.weight_decay} and {self.warmup}")
+        if self.vocab < 16:
+            raise InterpError(f"--vocab must be at least 16 tokens, got {self.vocab}")
+        for name, limit in (("batch_size", 4096), ("n_ctx", 4096), ("d_model", 4096),
+                            ("vocab", 65_536), ("eval_windows", 16_384)):
+            if getattr(self, name) > limit:
+                raise InterpError(f"--{name.replace('_', '-')} {getattr(self, name)} is more "
+                                  f"than this command trains on a CPU; ask for fewer "
+                                  f"(--{name.replace('_', '-')} {limit})")
 
 
 def synthetic_rows(vocab: int, special: set[int], n: int, width: int, bos: int,
@@ -230,8 +241,10 @@ def train_text(cfg: TextTrainConfig, out: str | Path | None = None,
 
 def build_parser() -> argparse.ArgumentParser:
     d = TextTrainConfig()
-    p = argparse.ArgumentParser(prog="python -m interp.train_text", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from interp.cli_util import Parser
+
+    p = Parser(prog="python -m interp.train_text", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=list(PRESETS))
     p.add_argument("--out", required=True, help="checkpoint folder to write (replaced "
                    "atomically at the end)")
@@ -244,14 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _own_file(name: str) -> bool:
+    """The files of a native checkpoint (an earlier output of this command)."""
+    return name in ("config.json", "model.safetensors", "interp.json") or \
+        name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens"))
+
+
 def _main(argv) -> int:
-    from interp.cli_util import check_replaceable_dir
+    from interp.cli_util import check_replaceable_dir, output_lock
 
     a = build_parser().parse_args(argv)
     cfg = TextTrainConfig(**{k: v for k, v in vars(a).items() if k not in ("out", "quiet")})
     cfg.check()
-    check_replaceable_dir(a.out, "interp.json", "--out")
-    _, meta = train_text(cfg, a.out, progress=not a.quiet and sys.stderr.isatty())
+    check_replaceable_dir(a.out, "interp.json", "--out", own=_own_file)
+    with output_lock(a.out):
+        _, meta = train_text(cfg, a.out, progress=not a.quiet and sys.stderr.isatty())
     m = meta["metrics"]
     print(f"{cfg.model}: {cfg.steps} steps in {meta['cpu_minutes']['training']:.1f} CPU-min "
           f"({cfg.threads} thread); validation loss {m['val_loss']:.3f}; ICL {m['icl']:+.3f}; "

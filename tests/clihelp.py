@@ -21,3 +21,22 @@ def one_line_error(proc, *needles):
     assert lines[0].startswith("error: ")
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def one_line(rc, stderr, *needles, kind="error"):
+    """The promise to a user, for a command run in or out of process: exit status 2 and
+    exactly one line on stderr, `error: ...`, naming every needle; no traceback. With
+    kind="warning": exit status 0 and exactly one `warning: ...` line among stderr's lines."""
+    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+    assert "Traceback" not in stderr, stderr
+    if kind == "error":
+        assert rc == 2, (rc, stderr)
+        assert len(lines) == 1, stderr
+    else:
+        assert rc == 0, (rc, stderr)
+        lines = [l for l in lines if l.startswith("warning: ")]
+        assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"{kind}: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]

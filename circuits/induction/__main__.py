@@ -289,19 +289,26 @@ def to_json(res: dict) -> dict:
             "icl": res["icl"], "history": res["history"]}
 
 
+PATTERN_BUDGET = 1 << 30   # bytes of one [layer, prompt, head, q, k] pattern tensor (float32)
+MAX_ICL_WINDOWS = 16_384
+OWN_FILES = ("heads.csv", "composition.csv", "induction.json", "report.html")
+
+
 def _main(argv) -> int:
-    from interp.cli_util import check_replaceable_dir, write_json
+    from interp.cli_util import Parser, at_most, check_replaceable_dir, output_lock, write_json
     from interp.errors import InterpError
     from interp.models import load_model
-    from interp.models.checkpoint import replace_dir_atomic, resolve
+    from interp.models.checkpoint import replace_dir_atomic, resolve, validate
 
-    p = argparse.ArgumentParser(prog="python -m circuits.induction", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m circuits.induction", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default="induction-attn2l")
-    p.add_argument("--n", type=int, default=32, help="random prompts per score (default 32)")
+    p.add_argument("--n", type=int, default=32, help="random prompts per score (default 32; "
+                   f"at most what {PATTERN_BUDGET >> 30} GiB of attention patterns hold)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--icl-windows", type=int, default=1024,
-                   help="validation windows for the ICL score (text models; default 1024)")
+                   help="validation windows for the ICL score (text models; default 1024, at "
+                   f"most {MAX_ICL_WINDOWS:,})")
     p.add_argument("--out", help="output folder (default induction-<name>)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true")
@@ -310,11 +317,27 @@ def _main(argv) -> int:
         raise InterpError(f"--n must be at least 2 prompts, got {a.n}")
     if a.icl_windows < 2:
         raise InterpError(f"--icl-windows must be at least 2, got {a.icl_windows}")
+    at_most("--icl-windows", a.icl_windows, MAX_ICL_WINDOWS, "one run scores "
+            f"({MAX_ICL_WINDOWS:,} windows)")
     name = Path(str(a.checkpoint)).name
-    out = check_replaceable_dir(a.out or f"induction-{name}", "induction.json", "--out")
+    out = check_replaceable_dir(a.out or f"induction-{name}", "induction.json", "--out",
+                                own=OWN_FILES)
     path = resolve(a.checkpoint)
-    meta = json.loads((path / "interp.json").read_text())
+    meta = validate(path)
+    spec = meta.get("model", {})
+    try:
+        per_prompt = (int(spec.get("n_layers", 1)) * int(spec.get("n_heads", 1)) *
+                      int(spec.get("n_ctx", 1)) ** 2 * 4)
+    except (TypeError, ValueError):
+        per_prompt = 1
+    at_most("--n", a.n, max(2, PATTERN_BUDGET // max(per_prompt, 1)), "the prompts whose "
+            f"attention patterns fit in {PATTERN_BUDGET >> 30} GiB for this model")
     bridge, _ = load_model(path)
+    with output_lock(out):
+        return _run(a, name, out, meta, bridge, write_json, replace_dir_atomic)
+
+
+def _run(a, name, out, meta, bridge, write_json, replace_dir_atomic) -> int:
     torch.manual_seed(a.seed)
     res = analyse(bridge, meta, n=a.n, seed=a.seed, icl_windows=a.icl_windows)
     print("\n".join(summary_lines(name, res, meta)))

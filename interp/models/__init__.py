@@ -51,7 +51,14 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoi
     if meta["model"]["arch"] == "native":
         raise InterpError(f"{path} is a language model without a task (arch 'native'); load "
                           "it with interp.load_model or interp.models.native.load_native")
-    cfg = ModelConfig.from_dict(meta["model"])
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+        task = task_from_description(meta.get("task", {}))
+    except InterpError:
+        raise
+    except (TypeError, ValueError, KeyError) as e:
+        raise InterpError(f"{path}/interp.json has an unreadable model or task description "
+                          f"({type(e).__name__}: {e}); re-save the checkpoint") from None
     cls = GPT2LMHeadModel if cfg.arch == "decoder" else T5ForConditionalGeneration
     try:
         model, info = cls.from_pretrained(str(path), use_safetensors=True,
@@ -69,7 +76,7 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoi
                           f"{', '.join(bad[:3])}); the weights and the config must come from "
                           "the same model")
     model.eval()
-    return Checkpoint(model, task_from_description(meta.get("task", {})), cfg, meta, path)
+    return Checkpoint(model, task, cfg, meta, path)
 
 
 def to_bridge(ckpt: Checkpoint):

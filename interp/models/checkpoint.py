@@ -27,6 +27,30 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "interp.json").is_file())
 
 
+def shipped_tasks() -> dict:
+    """{shipped model name: its task} for the task models (not the text models)."""
+    from interp.tasks import task_from_description
+
+    out = {}
+    for name in shipped_models():
+        try:
+            meta = json.loads((SHIPPED_DIR / name / "interp.json").read_text())
+            if meta.get("task", {}).get("task") in ("quadratic", "arithmetic"):
+                out[name] = task_from_description(meta["task"])
+        except (OSError, ValueError, KeyError, InterpError):
+            continue
+    return out
+
+
+def range_note(model: str, task, why: str, covering: list[str]) -> str:
+    """The warning for input outside a model's training ranges: which ranges, and which
+    shipped model covers the input."""
+    better = (f"; {' and '.join(covering)} {'covers' if len(covering) == 1 else 'cover'} it"
+              if covering else "; no shipped model covers it")
+    return (f"outside the training ranges of {model} (preset {task.preset}: "
+            f"{task.ranges_text()}): {why}; expect wrong answers{better}")
+
+
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """A checkpoint directory from a shipped model's name or a path."""
     p = Path(name_or_path)
@@ -44,12 +68,23 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def validate(directory: Path) -> dict:
-    """Check a checkpoint directory and return its interp.json; raise InterpError if unusable."""
+    """Check a checkpoint directory and return its interp.json; raise InterpError if unusable.
+
+    Checked: the four files exist; interp.json and config.json are JSON objects; every tensor
+    of model.safetensors can be read; the architecture is known and named alike in
+    interp.json (`model.arch`, and the top-level `arch` where present) and config.json; the
+    tokenizer loads (and for task models has the package's character vocabulary). Pickled
+    weights beside model.safetensors are never loaded: a warning says so."""
     pickles = [f.name for f in directory.iterdir() if f.suffix in PICKLE_SUFFIXES]
     missing = [f for f in REQUIRED if not (directory / f).is_file()]
     if "model.safetensors" in missing and pickles:
         raise InterpError(f"{directory} holds pickled weights ({', '.join(pickles)}), which "
                           "interp never loads; convert them to model.safetensors")
+    if pickles and not missing:
+        from interp.errors import warn
+
+        warn(f"{directory} holds pickled {', '.join(pickles)} beside model.safetensors; "
+             "using model.safetensors, the pickle is ignored (never loaded)")
     if missing:
         raise InterpError(f"checkpoint {directory} lacks {', '.join(missing)}; a checkpoint "
                           f"directory holds {', '.join(REQUIRED)}")
@@ -59,6 +94,10 @@ def validate(directory: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InterpError(f"{directory}: interp.json or config.json is not valid JSON ({e}); "
                           "re-save the checkpoint") from None
+    if not isinstance(meta, dict) or not isinstance(hf, dict) or \
+            not isinstance(meta.get("model", {}), dict):
+        raise InterpError(f"{directory}: interp.json and config.json must each hold a JSON "
+                          "object (interp.json with a 'model' object); re-save the checkpoint")
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -79,7 +118,35 @@ def validate(directory: Path) -> dict:
         raise InterpError(f"{directory}: unknown architecture (interp.json arch={arch!r}, "
                           f"config.json model_type={model_type!r}); interp loads 'decoder' "
                           "(gpt2), 't5' and 'native' (interp-native) checkpoints")
+    if "arch" in meta and meta["arch"] != arch:
+        raise InterpError(f"{directory}: interp.json names two architectures (arch="
+                          f"{meta['arch']!r}, model.arch={arch!r}); interp loads 'decoder', "
+                          "'t5' and 'native' checkpoints, named alike in both places")
+    check_tokenizer(directory, task_model=arch != "native")
     return meta
+
+
+def check_tokenizer(directory: Path, task_model: bool = True) -> None:
+    """Raise InterpError unless directory/tokenizer.json loads; a task model's tokenizer
+    must hold the package's character vocabulary (the ids the model was trained on)."""
+    from tokenizers import Tokenizer
+
+    path = directory / "tokenizer.json"
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises plain Exception subclasses
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InterpError(f"{path} is not a readable tokenizer ({first[:120]}); rebuild the "
+                          "checkpoint or restore its tokenizer.json") from None
+    if task_model:
+        from interp.tasks.tokenizer import VOCAB
+
+        vocab = tok.get_vocab()
+        wrong = [t for t, i in VOCAB.items() if vocab.get(t) != i]
+        if wrong:
+            raise InterpError(f"{path} does not hold the character vocabulary of the task "
+                              f"models (e.g. {', '.join(map(repr, wrong[:3]))} missing or "
+                              "renumbered); restore it with interp.tasks.save_tokenizer")
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -92,11 +159,14 @@ def replace_dir_atomic(fill, target: Path) -> None:
     """Build a directory with `fill(tmpdir)` next to `target`, then swap it into place.
 
     A crash leaves either the old directory or the new one, never a half-written one; stray
-    temporary directories start with a dot and are ignored by the loader.
+    temporary directories (`.NAME.tmp-PID-*`, `.NAME.old-PID`) start with a dot, are ignored
+    by the loader and removed by the next command line that writes `target`
+    (`interp.cli_util.clean_stale_temps`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
+                                dir=target.parent))
     try:
         fill(tmp)
         if target.exists():
@@ -126,7 +196,8 @@ def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     hf_logging.disable_progress_bar()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-",
+                                dir=directory.parent))
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(tmp)

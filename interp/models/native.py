@@ -249,7 +249,12 @@ def load_native(directory: str | os.PathLike):
         raise InterpError(f"{path}/config.json is not a native model's config ({e}); "
                           "rebuild the checkpoint") from None
     m = _module(spec, seed=0)
-    tensors = load_file(str(path / "model.safetensors"))
+    try:
+        tensors = load_file(str(path / "model.safetensors"))
+    except Exception as e:  # safetensors raises its own error types
+        raise InterpError(f"{path / 'model.safetensors'} is missing, corrupt or truncated "
+                          f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                          "rebuild the checkpoint") from None
     want = dict(m.named_parameters())
     if set(tensors) != set(want) or any(tensors[k].shape != want[k].shape for k in want):
         bad = sorted(set(tensors) ^ set(want)) or \
@@ -260,7 +265,12 @@ def load_native(directory: str | os.PathLike):
     with torch.no_grad():
         for k, p in want.items():
             p.copy_(tensors[k])
-    tokenizer = AutoTokenizer.from_pretrained(str(path), add_bos_token=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), add_bos_token=True)
+    except Exception as e:  # transformers raises many types for a damaged tokenizer
+        raise InterpError(f"the tokenizer in {path} cannot be loaded "
+                          f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                          "restore its tokenizer.json") from None
     return _bridge(m, spec, tokenizer)
 
 

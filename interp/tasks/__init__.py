@@ -24,7 +24,7 @@ def get_task(name: str, preset: str | None = None, **options) -> Task:
             from interp.errors import shorten
 
             raise TaskError(f"unknown arithmetic preset {shorten(preset)!r}; choose one of "
-                            f"{', '.join(ARITHMETIC_PRESETS)} (or pass lo, hi, ops)")
+                            f"{', '.join(ARITHMETIC_PRESETS)}")
         return ArithmeticTask(**{**ARITHMETIC_PRESETS[preset], **options}, preset=preset)
     raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
 

@@ -1,0 +1,414 @@
+"""Every bad input gets one line, exit status 2, and nothing is lost (issue 11, section 2).
+
+Each row of CASES is one bad input to one command. The command runs in this process through
+its `main(argv)` (the same function `python -m` calls) in a scratch folder holding copies of
+the models it reads; the test asserts exit status 2, exactly one `error: ` line on stderr that
+names the problem, no traceback, and that every file of the scratch folder (the copied models
+included) is byte-identical afterwards, with no file added: no output, no half-written file,
+no lock left behind. WARNINGS are inputs that work but deserve a word: exit status 0 and one
+`warning: ` line. A few rows also run as real subprocesses (`python -m ...`), the way a user
+meets them.
+
+Placeholders in argv: {dec}, {t5}: tiny random task models; {text}: a copy of the shipped
+1-layer text model; {run}: a small finished training run (with its resume state); {long}: a
+10,000-character string.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clihelp import one_line, run
+from interp.models.checkpoint import SHIPPED_DIR
+
+LONG = "z" * 10_000
+DEAD_PID = None
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (for stale locks and temporary files)."""
+    global DEAD_PID
+    if DEAD_PID is None:
+        p = subprocess.Popen([sys.executable, "-c", "pass"])
+        p.wait()
+        DEAD_PID = p.pid
+    return DEAD_PID
+
+
+# -- damage done to copies before a command runs ------------------------------------------
+def write(rel, text):
+    def setup(tmp):
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+    return setup
+
+
+def foreign(rel):
+    """A folder holding someone else's files, under the names the commands write."""
+    def setup(tmp):
+        d = tmp / rel
+        d.mkdir()
+        for name in ("heads.csv", "report.html", "config.json", "summary.csv"):
+            (d / name).write_text(f"someone else's {name}\n")
+    return setup
+
+
+def edit_json(rel, fn):
+    def setup(tmp):
+        p = tmp / rel
+        d = json.loads(p.read_text())
+        fn(d)
+        p.write_text(json.dumps(d))
+    return setup
+
+
+def truncate(rel, size=100):
+    def setup(tmp):
+        with open(tmp / rel, "r+b") as f:
+            f.truncate(size)
+    return setup
+
+
+def remove(rel):
+    return lambda tmp: (tmp / rel).unlink()
+
+
+LIVE = []
+
+
+def live_pid() -> int:
+    """The pid of a live process other than this one (a run still writing)."""
+    if not LIVE:
+        LIVE.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]))
+    return LIVE[0].pid
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_live_process():
+    yield
+    for p in LIVE:
+        p.kill()
+        p.wait()
+
+
+def live_lock(rel):
+    """A lock held by a live process, as a second command would find it."""
+    def setup(tmp):
+        (tmp / rel).write_text(str(live_pid()))
+    return setup
+
+
+def d_model_changed(d):
+    d["config"]["model"]["d_model"] *= 2
+
+
+PROC = "/proc/x"
+
+# (id, module, argv, words the error line must hold, setup)
+CASES = [
+    # -- tracebacks before ------------------------------------------------------------------
+    ("solve-10000-digit-coefficient", "interp.solve",
+     ["{dec}", "1" * 10_000 + "x^2+1x+1=0"], ["10,000 digits", "at most 18", "(10,010 characters)"],
+     None),
+    ("solve-10000-char-garbage", "interp.solve", ["{dec}", LONG],
+     ["could not read", "(10,000 characters)"], None),
+    ("classify-prompt-longer-than-context", "interp.classify_heads",
+     ["{text}", "--prompts", "p.txt", "--out", "o"], ["prompt 2", "context of 128",
+                                                     "(24,000 characters)"],
+     write("p.txt", "short line\n" + "a = 1 + " * 3000 + "\n")),
+    # unwritable destinations are refused before the model is even looked up
+    ("classify-out-unwritable", "interp.classify_heads", ["no-such-model", "--out", PROC],
+     [PROC, "not writable"], None),
+    ("ablate-out-unwritable", "circuits.ablate", ["no-such-model", "--tokens", "x", "--out",
+                                                  PROC], [PROC, "not writable"], None),
+    ("ablate-json-unwritable", "circuits.ablate", ["no-such-model", "--tokens", "x", "--json",
+                                                   PROC], [PROC, "not writable"], None),
+    ("patch-out-unwritable", "circuits.patch", ["no-such-model", "--out", PROC],
+     [PROC, "not writable"], None),
+    ("patch-json-unwritable", "circuits.patch", ["no-such-model", "--json", PROC],
+     [PROC, "not writable"], None),
+    ("induction-out-unwritable", "circuits.induction.__main__", ["no-such-model", "--out",
+                                                                 PROC], [PROC, "not writable"],
+     None),
+    ("evaluate-json-unwritable", "interp.evaluate", ["no-such-model", "--json", PROC],
+     [PROC, "not writable"], None),
+    ("train-out-unwritable", "interp.train", ["arithmetic", "--steps", "1", "--out", PROC],
+     [PROC, "not writable"], None),
+    ("train-out-is-a-file", "interp.train", ["arithmetic", "--steps", "1", "--out", "f.txt"],
+     ["f.txt is a file"], write("f.txt", "mine\n")),
+    ("train-negative-lr", "interp.train", ["arithmetic", "--steps", "1", "--lr", "-1",
+                                           "--out", "r"], ["--lr must be a positive", "-1"],
+     None),
+    ("train-nan-lr", "interp.train", ["arithmetic", "--steps", "1", "--lr", "nan",
+                                      "--out", "r"], ["--lr must be a positive"], None),
+    ("train-dropout-above-1", "interp.train", ["arithmetic", "--steps", "1", "--dropout", "2",
+                                               "--out", "r"], ["--dropout must be in [0, 1)"],
+     None),
+    ("resume-garbage-state", "interp.train", ["--resume", "{run}"],
+     ["state.json is unreadable", "--init-from"], write("run/resume/state.json", "garbage{")),
+    ("resume-state-without-step", "interp.train", ["--resume", "{run}"],
+     ["state.json is unreadable", "'step'"], edit_json("run/resume/state.json",
+                                                        lambda d: d.pop("step"))),
+    ("resume-truncated-optimizer", "interp.train", ["--resume", "{run}"],
+     ["optimiser state", "truncated"], truncate("run/resume/optimizer.safetensors")),
+    ("resume-truncated-model", "interp.train", ["--resume", "{run}"],
+     ["model.safetensors is missing or truncated"], truncate("run/resume/model.safetensors")),
+    ("resume-missing-optimizer", "interp.train", ["--resume", "{run}"],
+     ["optimiser state", "missing"], remove("run/resume/optimizer.safetensors")),
+    ("resume-d_model-changed", "interp.train", ["--resume", "{run}"],
+     ["does not match the model recorded", "size mismatch"],
+     edit_json("run/resume/state.json", d_model_changed)),
+    ("resume-not-a-run", "interp.train", ["--resume", "nowhere"], ["no run folder nowhere"],
+     None),
+    ("induction-corrupt-tokenizer", "circuits.induction.__main__", ["{text}", "--out", "o"],
+     ["tokenizer.json is not a readable tokenizer"], write("text/tokenizer.json", '{"garb')),
+    # -- other people's files -------------------------------------------------------------
+    ("classify-out-foreign", "interp.classify_heads", ["{dec}", "--out", "theirs"],
+     ["holds other files", "heads.csv"], foreign("theirs")),
+    ("classify-out-foreign-beside-ours", "interp.classify_heads", ["{dec}", "--out", "theirs"],
+     ["holds other files", "config.json"],
+     lambda tmp: (foreign("theirs")(tmp), (tmp / "theirs" / "heads.json").write_text("[]"))),
+    ("classify-save-cache-foreign", "interp.classify_heads", ["{dec}", "--save-cache",
+                                                              "theirs"],
+     ["--save-cache theirs", "holds other files"], foreign("theirs")),
+    ("train-out-foreign", "interp.train", ["arithmetic", "--steps", "1", "--out", "theirs"],
+     ["holds other files", "config.json"], foreign("theirs")),
+    ("train-text-out-foreign", "interp.train_text", ["attn1l", "--out", "theirs"],
+     ["holds other files", "heads.csv"], foreign("theirs")),
+    ("ablate-out-foreign", "circuits.ablate", ["{dec}", "--tokens", "x", "--out", "theirs"],
+     ["holds other files"], foreign("theirs")),
+    ("patch-out-foreign", "circuits.patch", ["{dec}", "--out", "theirs"],
+     ["holds other files"], foreign("theirs")),
+    ("induction-out-foreign", "circuits.induction.__main__", ["{text}", "--out", "theirs"],
+     ["holds other files"], foreign("theirs")),
+    # a second command on an --out another live run is writing refuses at once
+    ("classify-out-locked", "interp.classify_heads", ["{dec}", "--out", "o", "--n", "2"],
+     ["being written by another run", "pid"], live_lock(".o.lock")),
+    ("ablate-out-locked", "circuits.ablate", ["{dec}", "--tokens", "x", "--out", "o"],
+     ["being written by another run"], live_lock(".o.lock")),
+    ("train-out-locked", "interp.train", ["arithmetic", "--steps", "1", "--out", "o"],
+     ["being written by another run"], live_lock(".o.lock")),
+    ("resume-locked", "interp.train", ["--resume", "{run}"],
+     ["being written by another run"], live_lock(".run.lock")),
+    # -- unbounded --------------------------------------------------------------------------
+    # 1 layer x 4 heads x 128 x 128 float32 = 256 KiB of patterns a prompt: 4096 in 1 GiB
+    ("induction-n-10M", "circuits.induction.__main__", ["{text}", "--n", "10000000"],
+     ["--n 10000000", "1 GiB", "ask for fewer (--n 4096)"], None),
+    ("induction-icl-windows-10M", "circuits.induction.__main__",
+     ["{text}", "--icl-windows", "10000000"], ["ask for fewer (--icl-windows 16384)"], None),
+    ("classify-n-10M", "interp.classify_heads", ["{dec}", "--n", "10000000"],
+     ["ask for fewer (--n 20000)"], None),
+    ("classify-examples-1000", "interp.classify_heads", ["{dec}", "--examples", "1000"],
+     ["ask for fewer (--examples 16)"], None),
+    ("evaluate-n-10M", "interp.evaluate", ["{dec}", "--n", "10000000"],
+     ["ask for fewer (--n 100000)"], None),
+    ("ablate-n-10M", "circuits.ablate", ["{dec}", "--tokens", "x", "--n", "10000000"],
+     ["ask for fewer (--n 10000)"], None),
+    ("ablate-controls-10M", "circuits.ablate", ["{dec}", "--tokens", "x", "--controls",
+                                                "10000000"], ["ask for fewer (--controls 1000)"],
+     None),
+    ("train-eval-n-10M", "interp.train", ["arithmetic", "--steps", "1", "--eval-n", "10000000",
+                                          "--out", "r"], ["ask for fewer (--eval-n 100000)"],
+     None),
+    ("train-rows-10M", "interp.train", ["arithmetic", "--epochs", "1", "--data", "fixed",
+                                        "--rows", "10000000", "--out", "r"],
+     ["ask for fewer (--rows 2000000)"], None),
+    ("train-text-batch-10M", "interp.train_text", ["attn1l", "--out", "r", "--batch-size",
+                                                   "10000000"],
+     ["ask for fewer (--batch-size 4096)"], None),
+    # -- accepted silently before -----------------------------------------------------------
+    ("evaluate-preset-nonsense", "interp.evaluate", ["arithmetic", "--preset", "nonsense"],
+     ["unknown arithmetic preset 'nonsense'", "default"], None),
+    ("evaluate-quadratic-preset-nonsense", "interp.evaluate", ["{dec}", "--preset", LONG],
+     ["unknown quadratic preset", "seed, small, medium", "(10,000 characters)"], None),
+    ("evaluate-garbage-tokenizer", "interp.evaluate", ["{dec}", "--n", "2"],
+     ["tokenizer.json is not a readable tokenizer"], write("dec/tokenizer.json", "garbage")),
+    ("evaluate-foreign-vocabulary", "interp.evaluate", ["{dec}", "--n", "2"],
+     ["character vocabulary"],
+     edit_json("dec/tokenizer.json", lambda d: d["model"]["vocab"].update({"x": 3, "<sep>": 99}))),
+    ("evaluate-arch-lstm", "interp.evaluate", ["{dec}", "--n", "2"],
+     ["arch='lstm'", "'decoder'"], edit_json("dec/interp.json", lambda d: d.update(arch="lstm"))),
+    ("evaluate-model-arch-lstm", "interp.evaluate", ["{dec}", "--n", "2"],
+     ["unknown architecture", "'lstm'"],
+     edit_json("dec/interp.json", lambda d: d["model"].update(arch="lstm"))),
+    ("classify-prompts-to-a-task-model", "interp.classify_heads", ["{dec}", "--prompts",
+                                                                   "p.txt"],
+     ["--prompts is for text models", "task model"], write("p.txt", "hello\n")),
+    # -- messages ---------------------------------------------------------------------------
+    ("ablate-mode-choice", "circuits.ablate", ["--tokens", "x", "--mode", "bogus"],
+     ["invalid choice: 'bogus'", "knockout", "--help"], None),
+    ("ablate-tokens-empty-name", "circuits.ablate", ["--tokens", "x,," + LONG],
+     ["empty name", "(10,003 characters)"], None),
+    ("classify-format-choice", "interp.classify_heads", ["--format", "xml"],
+     ["invalid choice: 'xml'", "table"], None),
+    ("patch-direction-choice", "circuits.patch", ["--direction", "sideways"],
+     ["invalid choice: 'sideways'", "denoise"], None),
+    ("patch-answer-nonsense", "circuits.patch", ["{dec}", "--answer", "nonsense"],
+     ["--answer 'nonsense'", "D_value", "x1", "x2_final"], None),
+    ("patch-corrupt-long", "circuits.patch", ["{dec}", "--corrupt", LONG],
+     ["(10,000 characters)", "a, b, c"], None),
+    ("evaluate-n-not-a-number", "interp.evaluate", ["--n", "abc"],
+     ["invalid int value: 'abc'"], None),
+    ("evaluate-n-long", "interp.evaluate", ["--n", LONG], ["(10,000 characters)"], None),
+    ("solve-unknown-option", "interp.solve", ["--bogus", "1x^2+1x+1=0"],
+     ["unrecognized arguments: --bogus"], None),
+    ("solve-three-arguments", "interp.solve", ["a", "b", "c"], ["at most a checkpoint"],
+     None),
+    ("train-task-choice", "interp.train", ["bogus"], ["invalid choice: 'bogus'",
+                                                      "quadratic"], None),
+    ("train-two-targets", "interp.train", ["--resume", "a", "--out", "b"],
+     ["give one of --out"], None),
+    ("train-text-model-choice", "interp.train_text", ["attn9l", "--out", "r"],
+     ["invalid choice: 'attn9l'", "attn2l"], None),
+    ("induction-n-not-a-number", "circuits.induction.__main__", ["--n", "two"],
+     ["invalid int value: 'two'"], None),
+    ("umbrella-no-command", "interp.cli", [], ["give a command", "models"], None),
+    ("umbrella-unknown-command", "interp.cli", [LONG], ["(10,000 characters)", "solve"], None),
+    ("umbrella-models-with-argument", "interp.cli", ["models", "--all"],
+     ["takes no arguments"], None),
+    ("umbrella-subcommand-choice", "interp.cli", ["ablate", "--tokens", "x", "--scope", "b"],
+     ["invalid choice: 'b'"], None),
+]
+
+# inputs that work but are probably not what was meant: (id, module, argv, words, setup)
+WARNINGS = [
+    ("solve-outside-the-training-ranges", "interp.solve",
+     ["quadratic-small", "7x^2+3556x+451612=0"],
+     ["quadratic-small", "preset small", "roots in [-20, 20]", "root -254 outside",
+      "a = 7 outside 1..5", "quadratic-seed covers it"], None),
+    ("solve-opposite-roots-never-generated", "interp.solve", ["quadratic-small", "x^2-4=0"],
+     ["opposite roots", "no shipped model covers it"], None),
+    ("evaluate-preset-beyond-the-model", "interp.evaluate",
+     ["{dec}", "--preset", "medium", "--n", "1", "--quiet"],
+     ["preset medium", "roots in [-100, 100]", "preset small", "quadratic-seed covers it"],
+     None),
+    ("classify-pickle-beside-safetensors", "interp.classify_heads",
+     ["{dec}", "--n", "1", "--no-report", "--quiet", "--format", "csv", "--out", "o"],
+     ["pytorch_model.bin", "using model.safetensors", "pickle is ignored"],
+     write("dec/pytorch_model.bin", "not really a pickle")),
+]
+
+# run as real subprocesses too: the exit status and stderr a user sees
+IN_SUBPROCESS = {"solve-10000-digit-coefficient", "umbrella-subcommand-choice",
+                 "classify-n-10M", "train-negative-lr"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A two-step arithmetic run with its resume state (built once)."""
+    from interp.models.config import ModelConfig
+    from interp.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    cfg = TrainConfig(task="arithmetic", preset="default", steps=2, eval_every=2, eval_n=4,
+                      batch_size=4, warmup=1, save_every=1,
+                      model=ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, n_ctx=16))
+    train(cfg, out, quiet=True)
+    return out
+
+
+@pytest.fixture
+def scratch(tmp_path, tiny_checkpoints, finished_run, monkeypatch):
+    """A folder holding copies of every model a case reads; the commands run in it."""
+    shutil.copytree(tiny_checkpoints["decoder"], tmp_path / "dec")
+    shutil.copytree(tiny_checkpoints["t5"], tmp_path / "t5")
+    shutil.copytree(SHIPPED_DIR / "induction-attn1l", tmp_path / "text")
+    shutil.copytree(finished_run, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fill(argv: list[str]) -> list[str]:
+    names = {"{dec}": "dec", "{t5}": "t5", "{text}": "text", "{run}": "run", "{long}": LONG}
+    return [names.get(a, a) for a in argv]
+
+
+def call(module: str, argv: list[str], capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = importlib.import_module(module).main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case_id, module, argv, words, setup", CASES,
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_changes(case_id, module, argv, words, setup,
+                                                          scratch, capsys):
+    if PROC in argv and not Path("/proc").is_dir():
+        pytest.skip("no /proc on this system")
+    if setup:
+        setup(scratch)
+    before = snapshot(scratch)
+    rc, err = call(module, fill(argv), capsys)
+    line = one_line(rc, err, *words)
+    assert len(line) < 600, f"an echoed input was not shortened: {len(line)} characters"
+    assert snapshot(scratch) == before, "files were added, changed or removed"
+    if case_id in IN_SUBPROCESS:
+        proc = run(module, *fill(argv), cwd=scratch)
+        assert one_line(proc.returncode, proc.stderr, *words) == line
+        assert snapshot(scratch) == before
+
+
+@pytest.mark.parametrize("case_id, module, argv, words, setup", WARNINGS,
+                         ids=[c[0] for c in WARNINGS])
+def test_doubtful_input_gets_one_warning_line_and_runs(case_id, module, argv, words, setup,
+                                                       scratch, capsys):
+    if setup:
+        setup(scratch)
+    before = snapshot(scratch)
+    rc, err = call(module, fill(argv), capsys)
+    one_line(rc, err, *words, kind="warning")
+    after = snapshot(scratch)
+    assert {k: after.get(k) for k in before} == before, "a file that existed was changed"
+
+
+def test_interp_models_shows_each_models_training_ranges(capsys):
+    from interp.tasks import ARITHMETIC_PRESETS, QUADRATIC_PRESETS
+
+    rc, out = importlib.import_module("interp.cli").main(["models"]), capsys.readouterr().out
+    assert rc == 0
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    for name in ("quadratic-small", "quadratic-t5-small", "quadratic-seed"):
+        meta = json.loads((SHIPPED_DIR / name / "interp.json").read_text())
+        r = QUADRATIC_PRESETS[meta["task"]["preset"]]
+        assert f"roots in [-{r.root_max}, {r.root_max}], a = k in 1..{r.k_max}" in rows[name]
+        assert f"coefficients in [-{r.coef_max}, {r.coef_max}]" in rows[name]
+    a = ARITHMETIC_PRESETS["default"]
+    assert f"operands {a['lo']}..{a['hi']}" in rows["arithmetic"]
+
+
+def test_a_killed_runs_leftovers_are_cleaned_and_the_next_run_replaces_its_output(
+        scratch, capsys):
+    """SIGKILL while writing leaves `.report.html.tmp-PID` in the output folder, a half-built
+    `.o.tmp-PID-xxxx` folder beside it and a lock: the next run removes those of dead
+    processes only, and writes its output whole; another program's dot-files stay."""
+    dead, live = dead_pid(), os.getpid()
+    out = scratch / "o"
+    out.mkdir()
+    (out / "heads.json").write_text("[]")                   # an earlier output of the command
+    (out / f".report.html.tmp-{dead}").write_bytes(b"")
+    (scratch / f".o.tmp-{dead}-abc123").mkdir()
+    (scratch / f".o.tmp-{dead}-abc123" / "heads.csv").write_text("half")
+    (scratch / ".o.lock").write_text(str(dead))
+    (scratch / f".o.tmp-{live}-keep").mkdir()                 # a live writer's: kept
+    (scratch / ".o.notes").write_text("not ours")               # not our name: kept
+    rc, err = call("interp.classify_heads", ["dec", "--out", "o", "--n", "2", "--examples",
+                                             "1", "--quiet", "--format", "csv"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["heads.csv", "heads.json", "report.html"]
+    assert sorted(p.name for p in scratch.iterdir() if p.name.startswith(".o")) == \
+        [".o.notes", f".o.tmp-{live}-keep"]
+    rows = json.loads((out / "heads.json").read_text())
+    assert len(rows) == 2 * 4                                  # tiny model: 2 layers x 4 heads
