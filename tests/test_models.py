@@ -74,6 +74,33 @@ def test_greedy_decode_matches_a_step_by_step_argmax(tiny_checkpoints):
         assert out == codec.decode(ref)
 
 
+def test_greedy_decode_on_a_bridged_model_equals_plain_hf_argmax(tiny_checkpoints):
+    """Booting a TransformerBridge rewires the HF model in place; decoding with that model
+    must still give what a separately loaded, untouched HF model gives step by step (with
+    transformers >= 5.24 and TransformerLens 4.3, HF's cached generation through the bridge's
+    attention ignored the cache and drifted after a few dozen tokens)."""
+    from interp.models import to_bridge
+    from interp.models.generate import wrapped_by_bridge
+
+    plain = load_checkpoint(tiny_checkpoints["decoder"])
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    to_bridge(ckpt)
+    assert wrapped_by_bridge(ckpt.model) and not wrapped_by_bridge(plain.model)
+    codec = CharCodec()
+    srcs = [e.src for e in plain.task.generate(6, seed=2)]
+    outs = greedy_decode(ckpt.model, "decoder", srcs, 128, max_new_tokens=90)
+    for src, out in zip(srcs, outs):
+        ids = [codec.bos] + codec.encode(src) + [codec.sep]
+        start = len(ids)
+        with torch.no_grad():
+            while len(ids) < start + 90:
+                nxt = int(plain.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+                if nxt == codec.eos:
+                    break
+                ids.append(nxt)
+        assert out == codec.decode(ids[start:])
+
+
 def test_t5_greedy_decode_is_batch_independent(tiny_checkpoints):
     ckpt = load_checkpoint(tiny_checkpoints["t5"])
     srcs = ["1x^2-2x+1=0", "7x^2+3556x+451612=0", "2x^2+1x+1=0"]

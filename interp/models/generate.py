@@ -11,6 +11,13 @@ from interp.models.sequences import check_length, decoder_prompt, encoder_input
 from interp.tasks.tokenizer import CharCodec
 
 
+def wrapped_by_bridge(model: torch.nn.Module) -> bool:
+    """True once a TransformerBridge has been booted on `model`: TransformerLens replaces the
+    HF submodules in place with its own components (`interp.load_model` and `to_bridge` do
+    this to the checkpoint's model)."""
+    return any(type(m).__module__.startswith("transformer_lens.") for m in model.modules())
+
+
 @torch.no_grad()
 def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                   codec: CharCodec | None = None, batch_size: int = 256,
@@ -19,6 +26,12 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
 
     Decoder prompts are grouped by length so no padding enters the attention; T5 inputs are
     right-padded with an attention mask. progress: a tqdm bar over examples (on a terminal).
+
+    HF's key/value cache is used only on a plain HF model. Inside a model that a
+    TransformerBridge has wrapped, the cache passes through TransformerLens's attention
+    components, which read it under the keyword HF used to pass (`past_key_values`); since
+    transformers 5.24 GPT-2 passes it as `cache`, so each cached step would attend to itself
+    alone. There every step runs the whole sequence again (same outputs, slower).
     """
     import sys
 
@@ -27,6 +40,7 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
     codec = codec or CharCodec()
     bar = tqdm(total=len(srcs), desc="decode", disable=not progress or not sys.stderr.isatty(),
                leave=False)
+    use_cache = not wrapped_by_bridge(model)
     was_training = model.training
     model.eval()
     out: list[str | None] = [None] * len(srcs)
@@ -45,7 +59,8 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                     ids = torch.tensor([prompts[i] for i in chunk])
                     gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                          max_new_tokens=budget, do_sample=False,
-                                         eos_token_id=codec.eos, pad_token_id=codec.pad)
+                                         eos_token_id=codec.eos, pad_token_id=codec.pad,
+                                         use_cache=use_cache)
                     for i, row in zip(chunk, gen[:, length:]):
                         out[i] = codec.decode(row.tolist())
                     bar.update(len(chunk))
@@ -62,7 +77,7 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                 gen = model.generate(input_ids=ids, attention_mask=(ids != codec.pad).long(),
                                      max_new_tokens=budget, do_sample=False,
                                      eos_token_id=codec.eos, pad_token_id=codec.pad,
-                                     decoder_start_token_id=codec.pad)
+                                     decoder_start_token_id=codec.pad, use_cache=use_cache)
                 for i, row in zip(chunk, gen[:, 1:]):
                     out[i] = codec.decode(row.tolist())
                 bar.update(len(chunk))
