@@ -114,6 +114,15 @@ def analyse(bridge, task, examples, kinds=None, batch_size: int = 64,
     return summarise(stats_table(stats)), stats
 
 
+SIDE_NAMES = {"seq": "sequence", "src": "encoder input", "tgt": "decoder input"}
+
+
+def shown_tokens(side, b: int) -> list[str]:
+    """The tokens of example b as the report shows them: a position whose role is `<start>`
+    (T5's decoder start, fed as the <pad> id) reads `<start>`, as in the role maps."""
+    return ["<start>" if r == "<start>" else t for t, r in zip(side.tokens[b], side.roles[b])]
+
+
 def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
                  role_maps: bool = True):
     """The report page: taxonomy, class counts, operations, summary map, role maps, and every
@@ -158,16 +167,22 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
         P, keys, queries = ac.patterns[kind], ac.key(kind), ac.query(kind)
         same = KINDS[kind].query_side == KINDS[kind].key_side
         roll = rollout(P, ac.mask(kind)) if same else None
+        q_title = SIDE_NAMES.get(KINDS[kind].query_side, KINDS[kind].query_side)
+        k_title = SIDE_NAMES.get(KINDS[kind].key_side, KINDS[kind].key_side)
         for b in range(P.shape[1]):
             qlen, klen = int(queries.lengths[b]), int(keys.lengths[b])
-            toks = keys.tokens[b]
+            toks, q_toks = shown_tokens(keys, b), shown_tokens(queries, b)
             page.heading(f"Example {b} ({kind})", level=3)
             pat = P[:, b, :, :qlen, :klen]
+            H = pat.shape[1]
             if same:
                 for l in range(pat.shape[0]):
                     page.circuitsvis("AttentionHeads", attention=compact(pat[l]), tokens=toks,
-                                     headLabels=[f"L{l}H{h}" for h in range(pat.shape[1])])
-            page.plotly(head_grid(pat, toks, kind, queries.tokens[b]))
+                                     attentionHeadNames=[f"{kind} L{l} H{h}" for h in range(H)],
+                                     label=f"{kind} attention, layer {l}, heads 0-{H - 1} "
+                                           f"(example {b})")
+            page.plotly(head_grid(pat, toks, kind, q_toks, key_title=f"key ({k_title})",
+                                  query_title=f"query ({q_title})"))
             if roll is not None:
                 page.plotly(heatmap(roll[b, :qlen, :klen], [f"{i}:{t}" for i, t in
                                                             enumerate(toks)],

@@ -272,12 +272,31 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
         page.plotly(fig)
     ids, half, _, _ = score_prompts(bridge, 1, seed=seed)
     P = model_patterns(bridge, ids)[:, 0]                             # [layer, head, q, k]
-    toks = [f"{i}:{t}" for i, t in enumerate(ids[0].tolist())]
+    toks = token_texts(bridge, ids[0].tolist())
     page.heading("Attention on one repeated random sequence")
+    page.paragraph(f"BOS, then {half} random tokens, then the same {half} again: an "
+                   "induction head attends from each token of the second half to the token "
+                   "after its first copy. Tokens: " +
+                   " ".join(f"{i}:{t}" for i, t in enumerate(toks)))
     for layer in range(P.shape[0]):
         page.circuitsvis("AttentionHeads", tokens=toks, attention=P[layer].round(decimals=3),
-                         attentionHeadNames=[f"L{layer}H{i}" for i in range(P.shape[1])])
+                         attentionHeadNames=[f"L{layer}H{i}" for i in range(P.shape[1])],
+                         label=f"layer {layer}, heads 0-{P.shape[1] - 1}")
     return page
+
+
+def token_texts(bridge, ids: list[int]) -> list[str]:
+    """Each token as the text it stands for: the tokenizer's decoding, with newlines and tabs
+    shown as \\n and \\t (`#174`, the id, where there is no tokenizer). circuitsvis adds
+    the position itself."""
+    tok = getattr(bridge, "tokenizer", None)
+    if tok is None:
+        return [f"#{t}" for t in ids]
+    out = []
+    for t in ids:
+        text = tok.decode([t]) or tok.convert_ids_to_tokens(t) or f"#{t}"
+        out.append(text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
+    return out
 
 
 def to_json(res: dict) -> dict:

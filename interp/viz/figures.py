@@ -1,18 +1,48 @@
-"""plotly figures of attention analyses (pure: data in, figure out)."""
+"""plotly figures of attention analyses (pure: data in, figure out).
+
+Every string a figure draws (tick labels, hover text, titles, legend names) goes through
+`esc`: plotly reads a small HTML subset in all of them (`<b>`, `<i>`, `<br>`, `<sup>`,
+`<a href>` ...) and decodes entities, so a token `<b>bold</b>` would be drawn in bold and
+`<br>` would empty its label. Escaped, every token is drawn as the text it is.
+"""
 
 from __future__ import annotations
+
+from typing import Iterable
 
 import pandas as pd
 import torch
 
+ARROW = "\u2192"   # hover "query -> key"; a literal ">" is markup to plotly
+
+
+def esc(text) -> str:
+    """Text for plotly to draw literally: &, < and > as entities (plotly decodes them once)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def esc_all(texts: Iterable) -> list[str]:
+    """`esc` of every item (labels stay distinct: escaping is one-to-one)."""
+    return [esc(t) for t in texts]
+
+
+def token_labels(tokens: Iterable) -> list[str]:
+    """Distinct axis labels for a token sequence, `position:token`, escaped."""
+    return [esc(f"{i}:{t}") for i, t in enumerate(tokens)]
+
 
 def heatmap(z, x: list[str], y: list[str], title: str, zmin=0.0, zmax=None):
+    """One heatmap; x and y are raw text (escaped here) and always categories, so labels that
+    look like numbers keep their order."""
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Heatmap(z=compact(z), x=x, y=y,
-                               colorscale="Blues", zmin=zmin, zmax=zmax))
-    fig.update_layout(title=title, height=max(300, 22 * len(y) + 120),
-                      margin=dict(l=140, r=20, t=50, b=120), yaxis_autorange="reversed")
+    fig = go.Figure(go.Heatmap(z=compact(z), x=esc_all(x), y=esc_all(y),
+                               colorscale="Blues", zmin=zmin, zmax=zmax,
+                               colorbar=dict(nticks=6, thickness=15),
+                               hovertemplate=f"%{{y}} {ARROW} %{{x}}: %{{z}}<extra></extra>"))
+    fig.update_layout(title=esc(title), height=max(300, 22 * len(y) + 120),
+                      margin=dict(l=140, r=20, t=50, b=120), yaxis_autorange="reversed",
+                      xaxis_type="category", yaxis_type="category")
     return fig
 
 
@@ -21,10 +51,11 @@ def label_counts_figure(counts: pd.DataFrame):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    x = [f"{k} L{l}" for k, l in counts.index]
+    x = esc_all(f"{k} L{l}" for k, l in counts.index)
     for col in counts.columns:
-        fig.add_bar(name=col, x=x, y=counts[col].tolist())
-    fig.update_layout(barmode="stack", title="Heads of each class per layer", height=380)
+        fig.add_bar(name=esc(col), x=x, y=counts[col].tolist())
+    fig.update_layout(barmode="stack", title="Heads of each class per layer", height=380,
+                      xaxis_type="category")
     return fig
 
 
@@ -35,49 +66,72 @@ def compact(z, decimals: int = 3):
     return z
 
 
-def head_grid(P: torch.Tensor, tokens: list[str], kind: str, q_tokens: list[str] | None = None):
-    """Every head of every layer for one example: P [layer, head, query, key]."""
+def head_grid(P: torch.Tensor, tokens: list[str], kind: str, q_tokens: list[str] | None = None,
+              key_title: str = "key", query_title: str = "query"):
+    """Every head of every layer for one example: P [layer, head, query, key]. Key tokens
+    label the bottom row, query tokens the left column (position:token, escaped); the figure
+    takes the page's width."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     L, H = P.shape[:2]
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{l} H{h}" for l in range(L)
                                                          for h in range(H)],
-                        horizontal_spacing=0.02, vertical_spacing=0.04)
-    x = [f"{i}:{t}" for i, t in enumerate(tokens)]        # unique labels: position:token
-    y = [f"{i}:{t}" for i, t in enumerate(q_tokens or tokens)]
+                        horizontal_spacing=0.02, vertical_spacing=0.06 if L > 1 else 0.0,
+                        shared_xaxes=True, shared_yaxes=True)
+    x = token_labels(tokens)                        # unique labels: position:token
+    y = token_labels(q_tokens or tokens)
     for l in range(L):
         for h in range(H):
             fig.add_trace(go.Heatmap(z=compact(P[l, h]), x=x, y=y, colorscale="Blues", zmin=0,
                                      zmax=1, showscale=False,
-                                     hovertemplate="%{y} -> %{x}: %{z}<extra></extra>"),
+                                     hovertemplate=f"L{l} H{h}<br>%{{y}} {ARROW} %{{x}}: "
+                                                   "%{z}<extra></extra>"),
                           row=l + 1, col=h + 1)
-            fig.update_yaxes(autorange="reversed", showticklabels=False, row=l + 1, col=h + 1)
-            fig.update_xaxes(showticklabels=False, row=l + 1, col=h + 1)
-    fig.update_layout(title=f"{kind}: every head of every layer", height=230 * L + 80,
-                      width=230 * H + 100)
+    fig.update_xaxes(type="category", tickfont_size=9, tickangle=-90)
+    fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
+    fig.update_xaxes(title_text=esc(key_title), row=L, col=1)
+    fig.update_yaxes(title_text=esc(query_title), row=1, col=1)
+    fig.update_layout(title=esc(f"{kind}: every head of every layer"),
+                      height=230 * L + 180, margin=dict(l=130, r=20, t=70, b=130))
     return fig
 
 
-def role_map_figure(rm: torch.Tensor, q_names: list[str], k_names: list[str], title: str):
-    """One layer's query role x key role maps: the mean over heads, then each head.
+def role_map_figure(rm: torch.Tensor, q_names: list[str], k_names: list[str], title: str,
+                    max_cols: int = 3):
+    """One layer's query role x key role maps: the mean over heads, then each head, in rows
+    of at most `max_cols` panels, so the figure fits the page width.
     rm: [head, query role, key role]."""
+    import math
+
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     H = rm.shape[0]
     panels = [("mean over heads", rm.mean(0))] + [(f"head {h}", rm[h]) for h in range(H)]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels],
-                        horizontal_spacing=0.015, shared_yaxes=True)
+    cols = min(max_cols, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    panel_h = max(220, 13 * len(q_names))
+    gap = 150                                       # room for the rotated key-role labels
+    height = rows * panel_h + (rows - 1) * gap + 60 + 150
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for t, _ in panels],
+                        horizontal_spacing=0.02,
+                        vertical_spacing=gap / height if rows > 1 else 0.0,
+                        shared_yaxes=True)
     top = max(float(rm.max()), 1e-6)   # one colour scale for all panels of the layer
-    for i, (_, z) in enumerate(panels):
-        fig.add_trace(go.Heatmap(z=compact(z), x=k_names, y=q_names, colorscale="Blues",
+    x, y = esc_all(k_names), esc_all(q_names)
+    for i, (name, z) in enumerate(panels):
+        r, c = divmod(i, cols)
+        fig.add_trace(go.Heatmap(z=compact(z), x=x, y=y, colorscale="Blues",
                                  zmin=0, zmax=top, showscale=i == 0,
-                                 hovertemplate="query %{y} -> key %{x}: %{z}<extra></extra>"),
-                      row=1, col=i + 1)
-        fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
-    fig.update_layout(title=title, height=max(360, 16 * len(q_names) + 160),
-                      width=max(900, 330 * len(panels)), margin=dict(l=140, b=120))
+                                 colorbar=dict(nticks=6, thickness=15, yanchor="top", y=1,
+                                               len=min(1.0, panel_h / (height - 210))),
+                                 hovertemplate=f"{name}<br>query %{{y}} {ARROW} key %{{x}}: "
+                                               "%{z}<extra></extra>"),
+                      row=r + 1, col=c + 1)
+    fig.update_xaxes(type="category", tickfont_size=9, tickangle=-90)
+    fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
+    fig.update_layout(title=esc(title), height=height, margin=dict(l=140, r=20, t=60, b=150))
     return fig
 
 
@@ -91,10 +145,10 @@ def ablation_figure(summary: pd.DataFrame, control_damage: pd.DataFrame):
     for col, metrics in ((1, ["answer_loss"]),
                          (2, [m for m in summary.metric if m != "answer_loss"])):
         scale = 1.0 if col == 1 else 100.0
-        names = [m.replace("field:", "") for m in metrics]
+        names = esc_all(m.replace("field:", "") for m in metrics)
         if len(control_damage):
             cd = control_damage[control_damage.metric.isin(metrics)]
-            fig.add_scatter(x=[m.replace("field:", "") for m in cd.metric],
+            fig.add_scatter(x=esc_all(m.replace("field:", "") for m in cd.metric),
                             y=(cd.damage * scale).round(4).tolist(), mode="markers",
                             marker=dict(color="rgba(120,120,120,0.5)", size=6),
                             name="controls", showlegend=col == 1, row=1, col=col)
@@ -102,6 +156,7 @@ def ablation_figure(summary: pd.DataFrame, control_damage: pd.DataFrame):
         fig.add_scatter(x=names, y=tgt.round(4).tolist(), mode="markers",
                         marker=dict(color="crimson", size=11, symbol="diamond"),
                         name="target", showlegend=col == 1, row=1, col=col)
+    fig.update_xaxes(type="category")
     fig.update_layout(height=420, title="Damage of the ablation: target vs random controls")
     return fig
 
@@ -126,7 +181,8 @@ def sweep_figure(sweep: pd.DataFrame):
 
 def patch_heatmap(values: torch.Tensor, axes: tuple, labels: dict, title: str):
     """A patching result as a heatmap (diverging, centred on 0): [layer, pos] and
-    [layer, head] directly, [layer, head, pos] as one row per head."""
+    [layer, head] directly, [layer, head, pos] as one row per head. The colour bar reads
+    the share of the gap in percent, with a few ticks however short the figure."""
     import plotly.graph_objects as go
 
     if len(axes) == 3:
@@ -135,10 +191,17 @@ def patch_heatmap(values: torch.Tensor, axes: tuple, labels: dict, title: str):
     else:
         z = values
         y = [f"L{l}" for l in labels["layer"]]
-    x = labels[axes[-1]] if axes[-1] == "pos" else [f"H{h}" for h in labels["head"]]
-    x = [f"{i}: {t}" for i, t in enumerate(x)] if axes[-1] == "pos" else x
-    fig = go.Figure(go.Heatmap(z=compact(z), x=x, y=y, colorscale="RdBu", zmid=0,
-                               colorbar=dict(title="share")))
-    fig.update_layout(title=title, height=max(260, 20 * len(y) + 160),
-                      margin=dict(l=80, r=20, t=50, b=140), yaxis_autorange="reversed")
+    if axes[-1] == "pos":
+        x = token_labels(labels["pos"])
+    else:
+        x = [f"H{h}" for h in labels["head"]]
+    height = max(340, 20 * len(y) + 180)
+    fig = go.Figure(go.Heatmap(
+        z=compact(z), x=x, y=y, colorscale="RdBu", zmid=0,
+        colorbar=dict(title=dict(text="share", side="top"), tickformat=".0%",
+                      nticks=max(4, min(8, (height - 190) // 35)), thickness=15),
+        hovertemplate=f"%{{y}}, %{{x}}: %{{z:.1%}}<extra></extra>"))
+    fig.update_layout(title=esc(title), height=height,
+                      margin=dict(l=80, r=20, t=50, b=140), yaxis_autorange="reversed",
+                      xaxis_type="category", yaxis_type="category")
     return fig

@@ -36,26 +36,39 @@ class Page:
         return self
 
     def table(self, df, max_rows: int = 500) -> "Page":
-        """A pandas DataFrame as an HTML table (cells escaped)."""
-        self.parts.append(df.head(max_rows).to_html(index=False, escape=True, border=0,
-                                                    classes="table"))
+        """A pandas DataFrame as an HTML table (cells and column names escaped), in a box
+        that scrolls sideways when the table is wider than the page."""
+        table = df.head(max_rows).to_html(index=False, escape=True, border=0, classes="table")
+        self.parts.append(f'<div class="scroll">{table}</div>')
         return self
 
     def plotly(self, fig) -> "Page":
-        """A plotly figure; plotly.js itself is added once, at the end of the page."""
+        """A plotly figure that takes the page's width (a fixed width is dropped; the figure
+        follows the window when it is resized); plotly.js is added once per page.
+        Strings in the figure must already be escaped for plotly (interp.viz.figures.esc)."""
+        import plotly.io as pio
+
         self.uses_plotly = True
-        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+        spec = fig.to_dict()                    # a copy: the caller's figure is not changed
+        spec.setdefault("layout", {}).pop("width", None)
+        spec["layout"]["autosize"] = True
+        self.parts.append(pio.to_html(spec, full_html=False, include_plotlyjs=False,
+                                      default_width="100%", config={"responsive": True},
+                                      validate=False))
         return self
 
-    def circuitsvis(self, component: str, **props) -> "Page":
-        """A circuitsvis component (e.g. "AttentionHeads") rendered from the page's bundle."""
+    def circuitsvis(self, component: str, label: str | None = None, **props) -> "Page":
+        """A circuitsvis component (e.g. "AttentionHeads") rendered from the page's bundle,
+        under a caption `label` (escaped). circuitsvis draws text as text (React)."""
         from circuitsvis.utils.convert_props import convert_props
 
         self.uses_circuitsvis = True
         div = "cv-" + uuid.uuid4().hex[:12]
         converted = json.loads(convert_props(props))
+        if label:
+            self.parts.append(f'<p class="cv-label">{html.escape(label)}</p>')
         self.parts.append(
-            f'<div id="{div}" style="margin: 15px 0;"></div>\n'
+            f'<div id="{div}" class="cv" style="margin: 15px 0;"></div>\n'
             f'<script>window.addEventListener("load", function () {{ CircuitsVis.render('
             f'"{div}", CircuitsVis.{component}, {_script_json(converted)}); }});</script>')
         return self
@@ -64,7 +77,10 @@ class Page:
         head = [f"<title>{html.escape(self.title)}</title>", '<meta charset="utf-8">',
                 "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
                 ".table{border-collapse:collapse;font-size:13px}.table td,.table th{"
-                "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style>"]
+                "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;"
+                "white-space:nowrap}.scroll{max-width:100%;overflow-x:auto}"
+                ".plotly-graph-div{max-width:100%}.cv-label{margin:18px 0 0;"
+                "font-size:15px}</style>"]
         if self.uses_plotly:
             from plotly.offline import get_plotlyjs
 

@@ -1,0 +1,257 @@
+"""The reports in a real browser: headless Chromium, the network blocked.
+
+One report of each kind (classify_heads for a decoder and a T5, ablate, patch, induction) is
+built once from tiny models and opened in Chromium (Debian's `chromium`, driven over the
+DevTools pipe by interp.viz.browser). Every page must ask for nothing beyond file: and data:,
+log no console error or exception, draw every figure, and fit a 1,400 px window. Reports made
+from models whose tokens are HTML must show those tokens as text and inject no element.
+"""
+
+import json
+import re
+import time
+
+import pytest
+import torch
+
+from interp.viz.browser import Chromium, find_chromium
+
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None, reason="chromium not found: install Debian's chromium package "
+    "(apt-get install chromium) or set CHROMIUM=/path/to/chromium to run the browser test")
+
+WIDTH = 1400
+HTML_TOKENS = ["<script>alert(1)</script>", "<b>bold</b>", '"><img src=x onerror=alert(1)>',
+               "<br>", "&amp;", "<i>x</i>"]
+
+# What a page holds once drawn, read in the page itself.
+COLLECT = """(() => {
+  const all = (s, root = document) => [...root.querySelectorAll(s)];
+  const texts = (s, root = document) => all(s, root).map(e => e.textContent);
+  const plots = all('.plotly-graph-div'), cvs = all('div.cv');
+  return {
+    plots: plots.map(d => ({
+      traces: (d.data || []).length,
+      drawn: all('.heatmaplayer image, .barlayer .trace, .scatterlayer .trace', d).length,
+      right: d.getBoundingClientRect().right,
+      title: (d.querySelector('.gtitle') || {}).textContent,
+      x: texts('.xaxislayer-above text', d), y: texts('.yaxislayer-above text', d),
+      axes: all('.infolayer g', d).filter(g => /^g-[xy][0-9]*title$/.test(g.getAttribute('class')))
+            .map(g => g.textContent).filter(t => t)})),
+    cvs: cvs.map(d => ({children: d.childElementCount, text: d.textContent,
+                        right: d.getBoundingClientRect().right})),
+    cv_calls: texts('script').filter(t => t.includes('CircuitsVis.render("cv-')),
+    scroll_width: document.documentElement.scrollWidth, inner_width: window.innerWidth,
+    elements: Object.fromEntries(['img', 'b', 'i', 'script', 'iframe', 'object', 'embed']
+                                 .map(t => [t, document.getElementsByTagName(t).length])),
+    scripts_with_src: all('script').filter(s => s.src).length,
+    bold_ticks: all('.xaxislayer-above tspan, .yaxislayer-above tspan').length,
+    ticks: texts('.xaxislayer-above text, .yaxislayer-above text'),
+    cells: texts('td, th'),
+    paragraphs: texts('p, h1, h2, h3'),
+    alerts: window.__alerts,
+  };
+})()"""
+# Installed before any script of the page runs: an injected alert(1) would be counted.
+TRAP = "window.__alerts = 0; window.alert = () => { window.__alerts += 1; };"
+DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
+         "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
+         "'.main-svg'))")
+
+
+def html_tokenizer():
+    """A word-level tokenizer whose words are HTML, split on '|': [tokenizer, vocab size]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<pad>", "<bos>", "<eos>", *HTML_TOKENS] + [f"w{i}" for i in range(24)]
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("|", behavior="removed")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>"), len(vocab)
+
+
+@pytest.fixture(scope="session")
+def reports(tiny_checkpoints, tmp_path_factory):
+    """{name: report.html} for every kind of report, built once (in this process)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from circuits import ablate, patch
+    from circuits.induction import __main__ as induction
+    from interp import classify_heads
+    from interp.models.native import NativeSpec, build_native, save_native
+
+    root = tmp_path_factory.mktemp("reports")
+    tok, vocab = html_tokenizer()
+    gpt2 = root / "gpt2-html"                  # an HF GPT-2 whose tokens are HTML
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                               bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                    ).save_pretrained(str(gpt2))
+    tok.save_pretrained(str(gpt2))
+    native = root / "native-html"              # a native text model, HTML tokens as well
+    save_native(build_native(NativeSpec(n_layers=2, d_model=32, n_heads=4, n_ctx=32,
+                                        d_vocab=vocab, mixing="smeared"), seed=1, tokenizer=tok),
+                native, {"task": {"task": "test"}})
+    prompts = root / "prompts.txt"
+    prompts.write_text("|".join(HTML_TOKENS + ["w1", "w2"]) + "\n" +
+                       "|".join(["w3", *HTML_TOKENS[::-1]]) + "\n")
+    dec, t5 = (str(tiny_checkpoints[a]) for a in ("decoder", "t5"))
+    runs = {
+        "classify-decoder": (classify_heads.main, [dec, "--n", "4", "--examples", "1"]),
+        "classify-t5": (classify_heads.main, [t5, "--n", "4", "--examples", "1"]),
+        "classify-html": (classify_heads.main, [str(gpt2), "--prompts", str(prompts),
+                                                "--examples", "2"]),
+        "ablate": (ablate.main, [dec, "--tokens", "x,^,=", "--n", "4", "--controls", "2",
+                                 "--no-decode"]),
+        "patch": (patch.main, [dec, "--n", "2", "--sites", "resid_pre,head"]),
+        "induction-html": (induction.main, [str(native), "--n", "2"]),
+    }
+    out = {}
+    for name, (main, argv) in runs.items():
+        assert main([*argv, "--out", str(root / name), "--quiet"]) == 0, name
+        out[name] = root / name / "report.html"
+    return out
+
+
+def cv_props(page) -> list[dict]:
+    """The props each circuitsvis view was drawn with, read from the page's own scripts
+    (circuitsvis draws the tokens on a canvas, so they are not in the DOM's text)."""
+    out = []
+    for call in page["cv_calls"]:
+        m = re.search(r'CircuitsVis\.render\("cv-\w+", CircuitsVis\.AttentionHeads, (.*)\); \}\);',
+                      call, re.S)
+        out.append(json.loads(m.group(1)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with Chromium(width=WIDTH, height=900) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def pages(reports, browser):
+    """{name: (tab, what the drawn page holds)} for every report."""
+    out = {}
+    for name, path in reports.items():
+        tab = browser.open("about:blank")
+        tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": TRAP})
+        tab.navigate(path.as_uri())
+        assert tab.wait_for(DRAWN, timeout=30), f"{name}: figures not drawn in 30 s"
+        time.sleep(0.3)                                 # late console errors, if any
+        out[name] = tab, tab.evaluate(COLLECT)
+    return out
+
+
+def test_the_blocking_and_the_error_capture_work_on_a_page_that_breaks_both(browser, tmp_path):
+    """The checks below can fail: a page that reaches for the network and throws is seen."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><body><img src="http://example.invalid/x.png">'
+                   '<script>console.error("planted"); fetch("https://cdn.example.invalid/a.js")'
+                   '.catch(() => 0); undefined_function();</script></body></html>')
+    tab = browser.open(bad.as_uri())
+    time.sleep(0.5)
+    assert any("example.invalid/x.png" in u for u in tab.blocked), tab.requests
+    assert any("cdn.example.invalid" in u for u in tab.blocked), tab.requests
+    assert any("planted" in e for e in tab.console_errors), tab.console_errors
+    assert any("undefined_function" in e for e in tab.console_errors), tab.console_errors
+
+
+@pytest.mark.parametrize("name", ["classify-decoder", "classify-t5", "classify-html", "ablate",
+                                  "patch", "induction-html"])
+def test_a_report_opens_offline_draws_every_figure_and_fits_the_window(pages, name):
+    tab, page = pages[name]
+    assert tab.requests and all(u.startswith(("file:", "data:")) for u in tab.requests), \
+        tab.requests
+    assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)
+    assert page["alerts"] == 0
+    assert page["plots"], "no plotly figure"
+    for i, p in enumerate(page["plots"]):               # every trace of every figure drawn
+        assert p["traces"] > 0 and p["drawn"] == p["traces"], (i, p)
+    if name.startswith("classify") or name.startswith("induction"):
+        assert page["cvs"], "no circuitsvis view"
+    assert all(c["children"] > 0 and c["text"] for c in page["cvs"]), page["cvs"]
+    # nothing wider than the window: no sideways scrolling of the page, no figure past it
+    assert page["scroll_width"] <= page["inner_width"] == WIDTH
+    assert all(p["right"] <= WIDTH for p in page["plots"] + page["cvs"])
+    # scripts: the two bundles inline, then one per figure, none from elsewhere
+    n_bundles = 1 + bool(page["cvs"])
+    assert page["elements"]["script"] == n_bundles + len(page["plots"]) + len(page["cvs"])
+    assert page["scripts_with_src"] == 0
+
+
+def test_the_t5_report_labels_every_view_and_starts_the_decoder_with_start(pages):
+    _, page = pages["classify-t5"]
+    views = [(k, l) for k in ("encoder", "decoder_self") for l in (0, 1)]
+    captions = [p for p in page["paragraphs"] if " attention, layer " in p]
+    # encoder and decoder self-attention, 2 layers each, one example: four labelled views
+    assert captions == [f"{k} attention, layer {l}, heads 0-3 (example 0)" for k, l in views]
+    texts = [c["text"] for c in page["cvs"]]
+    assert len(texts) == 4
+    for text, (k, l) in zip(texts, views):               # head names carry kind and layer
+        assert all(f"{k} L{l} H{h}" in text for h in range(4)), text[:200]
+    from interp.tasks import get_task
+
+    encoder, _, decoder, _ = (p["tokens"] for p in cv_props(page))
+    src = "".join(encoder[:-1])                  # the oracle: the task's own solution of it
+    assert encoder[-1] == "<eos>"
+    assert decoder == ["<start>", *get_task("quadratic", "small").solve(src)]
+    assert [p["tokens"] for p in cv_props(page)] == [encoder, encoder, decoder, decoder]
+    plots = {p["title"].split(":")[0]: p for p in page["plots"] if "every head" in p["title"]}
+    assert set(plots) == {"encoder", "decoder_self", "cross"}
+    cross = plots["cross"]
+    assert cross["axes"] == ["key (encoder input)", "query (decoder input)"]
+    # keys: the encoder's tokens, queries: the decoder's (plotly may skip some ticks)
+    assert cross["x"] and set(cross["x"]) <= {f"{i}:{t}" for i, t in enumerate(encoder)}
+    assert "0:<start>" in cross["y"]
+    assert set(cross["y"]) <= {f"{i}:{t}" for i, t in enumerate(decoder)}
+    assert "0:<start>" in plots["decoder_self"]["x"]
+    rollouts = [p for p in page["plots"] if "rollout" in p["title"]]
+    assert len(rollouts) == 2 and "0:<start>" in rollouts[1]["x"] + rollouts[1]["y"]
+    assert not any("<pad>" in t for p in page["plots"] for t in p["x"] + p["y"])
+
+
+def test_html_tokens_are_shown_as_text_and_inject_nothing(pages):
+    tab, page = pages["classify-html"]
+    assert page["alerts"] == 0
+    assert {k: page["elements"][k] for k in ("img", "b", "i", "iframe", "object", "embed")} \
+        == dict.fromkeys(("img", "b", "i", "iframe", "object", "embed"), 0)
+    assert page["bold_ticks"] == 0           # plotly drew no <b>, <i> or <br> markup
+    ticks = [t for p in page["plots"] for t in p["x"] + p["y"]]
+    # the summary map's key-role labels are exactly the tokens (roles are token strings)
+    summary = next(p for p in page["plots"] if p["title"].startswith("self: attention received"))
+    assert set(HTML_TOKENS) <= set(summary["x"])
+    # the grids and the rollout label positions with position:token
+    assert {f"{i + 1}:{t}" for i, t in enumerate(HTML_TOKENS)} <= set(ticks)
+    assert any("<script>alert(1)</script>" in c for c in page["cells"])
+    for props in cv_props(page):                        # circuitsvis gets the text itself
+        assert props["tokens"][0] == "<bos>"
+        assert set(HTML_TOKENS) <= set(props["tokens"])
+    assert not any("&lt;" in t or "&gt;" in t for t in ticks)   # no entity left undecoded
+    # hover text: the label under the pointer, drawn as text
+    hover = tab.evaluate("""(async () => {
+      const d = [...document.querySelectorAll('.plotly-graph-div')].find(
+          g => g.data[0].type === 'heatmap' && g.data[0].x.length > 6);
+      const col = d.data[0].x.indexOf('&lt;b&gt;bold&lt;/b&gt;');
+      Plotly.Fx.hover(d, {xval: col, yval: 0}, 'xy');
+      await new Promise(r => setTimeout(r, 100));
+      return [...d.querySelectorAll('.hoverlayer text')].map(e => e.textContent);
+    })()""")
+    assert len(hover) == 1 and hover[0].startswith("L0 \u2192 <b>bold</b>: "), hover
+
+
+def test_the_induction_report_shows_token_text_not_ids(pages, reports):
+    from circuits.induction import score_prompts
+    from interp.models import load_model
+
+    tab, page = pages["induction-html"]
+    assert page["alerts"] == 0 and page["elements"]["img"] == page["elements"]["b"] == 0
+    bridge, _ = load_model(reports["induction-html"].parent.parent / "native-html")
+    ids, _, _, _ = score_prompts(bridge, 1, seed=0)
+    words = bridge.tokenizer.convert_ids_to_tokens(ids[0].tolist())   # word-level: the text
+    assert words[0] == "<bos>" and set(words) & set(HTML_TOKENS)
+    listing = " ".join(f"{i}:{w}" for i, w in enumerate(words))
+    assert any(p.endswith("Tokens: " + listing) for p in page["paragraphs"])
+    assert [p["tokens"] for p in cv_props(page)] == [words, words]       # 2 layers
