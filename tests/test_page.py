@@ -1,5 +1,6 @@
 """The HTML page: bundles embedded once, text escaped, nothing fetched from the network."""
 
+import html
 import re
 
 import pandas as pd
@@ -30,3 +31,127 @@ def test_token_text_and_table_cells_are_escaped():
     out = page.render()
     assert "</script><img" not in out
     assert "&lt;i&gt;x&lt;/i&gt;" in out and "&lt;b&gt;title&lt;/b&gt;" in out
+
+
+# -- token text in figures: plotly reads <b>, <i>, <br>, <a> ... and entities in every string
+
+HTML = ["<script>alert(1)</script>", "<b>bold</b>", '"><img src=x onerror=alert(1)>', "<br>",
+        "&amp;", "<i>x</i>"]
+
+
+def _strings(obj, path=""):
+    """Every string in a figure's JSON, with where it sits."""
+    if isinstance(obj, str):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{path}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v, path)
+
+
+def _assert_no_markup(fig):
+    """No string of the figure holds markup, except the <br> and <extra> our hover templates
+    use on purpose; returns the decoded strings (what plotly draws)."""
+    drawn = []
+    for path, s in _strings(fig.to_dict()):
+        if path.startswith(".layout.template"):
+            continue
+        if path.endswith("hovertemplate"):
+            s = s.replace("<br>", "").replace("<extra></extra>", "")
+        assert "<" not in s and ">" not in s, (path, s)
+        drawn.append(html.unescape(s))
+    return drawn
+
+
+def test_esc_shows_markup_and_entities_as_the_text_they_are():
+    from interp.viz.figures import esc
+
+    for s in HTML + ["plain", "a < b > c", "&lt;", "x&y"]:
+        e = esc(s)
+        assert "<" not in e and ">" not in e
+        assert html.unescape(e) == s        # plotly decodes entities once: the text itself
+    assert esc("&amp;") == "&amp;amp;" and esc("<br>") == "&lt;br&gt;"
+
+
+def test_every_figure_escapes_token_text_in_labels_hover_and_titles():
+    import torch
+
+    from interp.viz import figures as F
+
+    toks = HTML + ["w"]
+    n = len(toks)
+    P = torch.rand(2, 3, n, n)
+    grid = F.head_grid(P, toks, "<b>kind</b>", toks[::-1], key_title="key <i>",
+                       query_title="query <i>")
+    assert grid.data[0].x == tuple(F.esc(f"{i}:{t}") for i, t in enumerate(toks))
+    assert grid.data[0].y == tuple(F.esc(f"{i}:{t}") for i, t in enumerate(toks[::-1]))
+    role = F.role_map_figure(torch.rand(3, n, n), toks, toks, "layer <b>0</b>")
+    assert role.data[0].x == tuple(F.esc(t) for t in toks)
+    hm = F.heatmap(torch.rand(2, n), toks, ["L0", "<br>"], "<sup>t</sup>")
+    counts = pd.DataFrame({"<b>cls</b>": [1, 2]},
+                          index=pd.MultiIndex.from_tuples([("<i>k</i>", 0), ("<i>k</i>", 1)]))
+    bars = F.label_counts_figure(counts)
+    summary = pd.DataFrame({"metric": ["answer_loss", "field:<b>D</b>"],
+                            "target_damage": [0.5, 0.1]})
+    controls = pd.DataFrame({"metric": ["field:<b>D</b>"], "damage": [0.05]})
+    abl = F.ablation_figure(summary, controls)
+    patch = F.patch_heatmap(torch.rand(2, n), ("layer", "pos"),
+                            {"layer": [0, 1], "pos": toks}, "patch <b>x</b>")
+    for fig in (grid, role, hm, patch):
+        drawn = "\n".join(_assert_no_markup(fig))
+        assert all(t in drawn for t in HTML)    # and still draws the text itself
+    assert "<b>D</b>" in "\n".join(_assert_no_markup(abl))
+    assert "<b>cls</b>" in "\n".join(_assert_no_markup(bars))
+    # labels that look like numbers stay categories in their own order
+    conv = F.heatmap(torch.rand(2, 3), ["10", "2", "7"], ["t-1", "t-0"], "kernel")
+    assert conv.layout.xaxis.type == "category" and conv.data[0].x == ("10", "2", "7")
+
+
+def test_a_figure_takes_the_page_width_and_keeps_its_own_settings():
+    fig = go.Figure(go.Heatmap(z=[[1, 2]]))
+    fig.update_layout(width=1650, height=400)
+    page = Page("t").plotly(fig)
+    out = page.render()
+    assert '"width":1650' not in out.replace(" ", "") and '"height":400' in out.replace(" ", "")
+    assert '"responsive":true' in out.replace(" ", "")
+    assert fig.layout.width == 1650         # the caller's figure is not changed
+
+
+def test_tables_scroll_sideways_in_their_own_box_and_captions_are_escaped():
+    page = Page("t").table(pd.DataFrame({c: [1] for c in "abcdefghijklmnopqrstuvwxyz"}))
+    page.circuitsvis("AttentionHeads", attention=[[[1.0]]], tokens=["a"], label="<b>L0</b>")
+    out = page.render()
+    assert re.search(r'<div class="scroll"><table[^>]*class="dataframe table"', out)
+    assert ".scroll{max-width:100%;overflow-x:auto}" in out
+    assert '<p class="cv-label">&lt;b&gt;L0&lt;/b&gt;</p>' in out
+
+
+def test_the_t5_decoder_start_reads_start_and_the_rest_is_the_solution():
+    from interp.cache import build_sides
+    from interp.classify_heads import shown_tokens
+    from interp.tasks import get_task
+
+    task = get_task("quadratic", "small")
+    examples = task.generate(3, seed=0)
+    sides = build_sides("t5", task, examples)
+    for b, ex in enumerate(examples):
+        assert shown_tokens(sides["tgt"], b) == ["<start>", *ex.tgt]
+        assert shown_tokens(sides["src"], b) == [*ex.src, "<eos>"]
+    dec = build_sides("decoder", task, examples)["seq"]
+    assert shown_tokens(dec, 0) == dec.tokens[0]
+
+
+def test_the_induction_report_names_tokens_by_their_text():
+    from circuits.induction.__main__ import token_texts
+
+    class Tok:
+        def decode(self, ids):
+            return {3: "def", 4: "\n    ", 5: "<b>"}[ids[0]]
+
+    class WithTok:
+        tokenizer = Tok()
+
+    assert token_texts(WithTok(), [3, 4, 5]) == ["def", "\\n    ", "<b>"]
+    assert token_texts(object(), [174]) == ["#174"]
