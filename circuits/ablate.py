@@ -116,6 +116,7 @@ def build_page(res, title: str):
 
 MAX_N = 10_000       # examples of one run (each control and sweep layer reruns them all)
 MAX_CONTROLS = 1_000  # random control position sets
+MAX_BATCH = 4_096     # examples run at once
 OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
              "report.html")
 
@@ -176,6 +177,8 @@ def _main(argv) -> int:
             "sets; 20 already give p-values down to 1/21)")
     if a.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
+    at_most("--batch-size", a.batch_size, MAX_BATCH, "one batch holds "
+            f"({MAX_BATCH:,} examples)")
     if a.json:
         check_writable(a.json)
     out = check_replaceable_dir(a.out, "ablation.json", "--out", own=OWN_FILES) \

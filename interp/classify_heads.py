@@ -193,6 +193,7 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
 
 MAX_N = 20_000       # examples one run averages over (time; memory stays bounded)
 MAX_EXAMPLES = 16    # examples drawn head by head in the report (page size)
+MAX_BATCH = 1_024    # examples whose attention patterns are held at once
 OWN_FILES = ("heads.csv", "heads.json", "report.html")
 
 
@@ -247,14 +248,15 @@ def _main(argv) -> int:
     a = p.parse_args(argv)
     if a.n < 1:
         raise InterpError(f"--n must be at least 1, got {a.n}")
-    at_most("--n", a.n, MAX_N, f"one run averages over ({MAX_N:,} examples, about a quarter "
-            "of an hour on a CPU)")
+    at_most("--n", a.n, MAX_N, f"one run averages over ({MAX_N:,} examples)")
     if a.examples < 1:
         raise InterpError(f"--examples must be at least 1, got {a.examples}")
     at_most("--examples", a.examples, MAX_EXAMPLES, "a report draws head by head "
             f"({MAX_EXAMPLES} examples)")
     if a.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1, got {a.batch_size}")
+    at_most("--batch-size", a.batch_size, MAX_BATCH, "one batch of attention patterns holds "
+            f"({MAX_BATCH} examples)")
     out = check_replaceable_dir(a.out or f"classify-{Path(str(a.checkpoint)).name}",
                                 "heads.json", "--out", own=OWN_FILES)
     if a.save_cache:

@@ -13,6 +13,7 @@ from typing import Sequence
 from interp.tasks.base import Example, Task
 
 MAX_EVAL_N = 100_000  # examples one `python -m interp.evaluate` decodes (memory and time)
+MAX_BATCH = 4_096     # sequences decoded at once
 
 
 def char_accuracy(pred: str, label: str) -> tuple[int, int]:
@@ -115,10 +116,11 @@ def _main(argv: list[str] | None) -> int:
 
     if args.n < 1:
         raise InterpError(f"--n must be at least 1, got {args.n}")
-    at_most("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} examples, "
-            "about half an hour on a CPU)")
+    at_most("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} examples)")
     if args.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1, got {args.batch_size}")
+    at_most("--batch-size", args.batch_size, MAX_BATCH, "one decoding batch holds "
+            f"({MAX_BATCH:,} sequences)")
     if args.json:
         check_writable(args.json)
     ckpt = load_checkpoint(args.checkpoint)

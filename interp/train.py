@@ -626,6 +626,7 @@ def _main(argv) -> int:
             raise InterpError(f"no run folder {target}; give the --out folder of an earlier run")
         probe_writable(target, f"--resume {target}")
         clean_stale_temps(target, RESUME)          # debris of a save killed half-way
+        clean_stale_temps(target.parent, target.name)
     elif args.out:
         check_new_out(target)
         check_replaceable_dir(target, "interp.json", "--out")   # writable; stale temp files
