@@ -27,10 +27,16 @@ def test_bundles_are_embedded_once_however_many_figures(tmp_path):
 def test_token_text_and_table_cells_are_escaped():
     page = Page("<b>title</b>")
     page.circuitsvis("AttentionHeads", attention=[[[1.0]]], tokens=["</script><img src=x>"])
-    page.table(pd.DataFrame({"token": ["<i>x</i>"]}))
+    page.table(pd.DataFrame({"<u>col</u>": ["<i>x</i>"]}))
+    page.heading("<img src=x>").paragraph("a <br> b & c")
     out = page.render()
     assert "</script><img" not in out
     assert "&lt;i&gt;x&lt;/i&gt;" in out and "&lt;b&gt;title&lt;/b&gt;" in out
+    assert "<th>&lt;u&gt;col&lt;/u&gt;</th>" in out
+    assert "<h2>&lt;img src=x&gt;</h2>" in out and "<p>a &lt;br&gt; b &amp; c</p>" in out
+    body = re.sub(r"<script>.*?</script>", "", out[out.index("<body>"):], flags=re.S)
+    assert body.count("<div") == 2 and "<script" not in body
+    assert not re.search(r"<(img|u|i|b|br)[ >]", body)
 
 
 # -- token text in figures: plotly reads <b>, <i>, <br>, <a> ... and entities in every string
