@@ -129,3 +129,18 @@ def planted(sharp=0.0, band=0.0, band_u=0.0, vert=0.0, vert_u=0.25, block=None,
 ])
 def test_labels_from_planted_features(kw, labels):
     assert planted(**kw) == labels
+
+
+def test_segment_share_by_loops_with_positions_in_no_segment():
+    """-1 means "in no segment": such a query keeps nothing in its own segment."""
+    torch.manual_seed(2)
+    n = 7
+    P = torch.rand(1, 1, 1, n, n).tril()
+    P = P / P.sum(-1, keepdim=True)
+    M = causal(n)
+    seg = torch.tensor([[0, 0, -1, 1, 1, -1, 1]])
+    got = float(S.segment_share(P, M, seg, seg)[0, 0])
+    s = seg[0].tolist()
+    want = sum(sum(float(P[0, 0, 0, q, k]) for k in range(q + 1) if s[k] == s[q] and s[q] >= 0)
+               for q in range(n)) / n
+    assert got == pytest.approx(want, abs=1e-6)
