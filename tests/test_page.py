@@ -156,8 +156,39 @@ def test_the_induction_report_names_tokens_by_their_text():
         def decode(self, ids):
             return {3: "def", 4: "\n    ", 5: "<b>"}[ids[0]]
 
+        def convert_ids_to_tokens(self, i):
+            return f"raw{i}"
+
     class WithTok:
         tokenizer = Tok()
 
     assert token_texts(WithTok(), [3, 4, 5]) == ["def", "\\n    ", "<b>"]
     assert token_texts(object(), [174]) == ["#174"]
+
+
+def test_byte_level_tokens_show_their_text_or_their_bytes():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from circuits.induction.__main__ import token_texts
+
+    tok = Tokenizer(models.BPE())                    # bytes only: no merges
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["x"], trainers.BpeTrainer(
+        vocab_size=259, special_tokens=["<pad>", "<bos>", "<eos>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    text = "a\u00e9 \u2014\n\t<b>"
+
+    class Bridge:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok)
+
+    ids = tok.encode(text).ids
+    want = []                                        # the oracle: Python's own UTF-8 bytes
+    for ch in text:
+        raw = ch.encode()
+        if len(raw) > 1:
+            want += [f"\\x{b:02x}" for b in raw]
+        else:
+            want.append({" ": "\u2423", "\n": "\\n", "\t": "\\t"}.get(ch, ch))
+    assert token_texts(Bridge(), ids) == want

@@ -285,16 +285,38 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
     return page
 
 
+def _byte_level_chars() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (one printable character per byte), inverted."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
+            *range(ord("\xae"), ord("\xff") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in keep:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
 def token_texts(bridge, ids: list[int]) -> list[str]:
     """Each token as the text it stands for: the tokenizer's decoding, with newlines and tabs
-    shown as \\n and \\t (`#174`, the id, where there is no tokenizer). circuitsvis adds
-    the position itself."""
+    shown as \\n and \\t and a token of spaces as ␣. A byte-level token that is only part of
+    a UTF-8 character shows its bytes (\\xe2); `#174`, the id, where there is no tokenizer.
+    circuitsvis adds the position itself."""
     tok = getattr(bridge, "tokenizer", None)
     if tok is None:
         return [f"#{t}" for t in ids]
+    chars = _byte_level_chars()
     out = []
     for t in ids:
-        text = tok.decode([t]) or tok.convert_ids_to_tokens(t) or f"#{t}"
+        text = tok.decode([t])
+        raw = tok.convert_ids_to_tokens(t) or ""
+        if "\ufffd" in text and raw and all(c in chars for c in raw):
+            text = bytes(chars[c] for c in raw).decode("utf-8", errors="backslashreplace")
+        text = text or raw or f"#{t}"
+        if not text.strip(" "):
+            text = text.replace(" ", "\u2423")
         out.append(text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
     return out
 
