@@ -419,3 +419,5 @@ def test_a_killed_runs_leftovers_are_cleaned_and_the_next_run_replaces_its_outpu
         [".o.notes", f".o.tmp-{live}-keep"]
     rows = json.loads((out / "heads.json").read_text())
     assert len(rows) == 2 * 4                                  # tiny model: 2 layers x 4 heads
+    (scratch / "made-by-mkdir").mkdir()
+    assert out.stat().st_mode == (scratch / "made-by-mkdir").stat().st_mode  # not private

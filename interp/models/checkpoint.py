@@ -167,6 +167,9 @@ def replace_dir_atomic(fill, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
                                 dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)      # a folder like mkdir's, not mkdtemp's private 0700
     try:
         fill(tmp)
         if target.exists():
