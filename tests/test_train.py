@@ -86,10 +86,11 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, arch,
         assert digest(tmp_path / "a" / f) == digest(tmp_path / "b" / f), f
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig):
-    """Ctrl-C (SIGINT: saves, says how to resume, exits non-zero) or SIGKILL (no chance to
-    save: resume from the last periodic save) at an arbitrary moment, then --resume."""
+    """Ctrl-C or SIGTERM (saves, says how to resume, exits with status 2) or SIGKILL (no
+    chance to save: resume from the last periodic save) at an arbitrary moment, then
+    --resume."""
     args = ["--layers", "1", "--d-model", "16", "--heads", "2", "--batch-size", "4",
             "--eval-every", "40", "--eval-n", "8", "--save-every", "3", "--threads", "1",
             "--steps", "120", "--quiet"]
@@ -110,6 +111,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig):
     else:
         assert proc.returncode == 2
         assert "--resume" in err and "interrupted after step" in err
+        lines = [l for l in err.strip().splitlines() if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
     import json
     stopped_at = json.loads(state.read_text())["step"]
     assert stopped_at < 120
@@ -117,6 +120,54 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig):
                     "--quiet"], check=True, env=env, capture_output=True)
     assert digest(tmp_path / "a/resume/model.safetensors") == \
         digest(tmp_path / "b/resume/model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "a"
+    Trainer(tiny_train_config(), out, quiet=True).run()
+    return out
+
+
+@pytest.mark.parametrize("signals,stopped_at,says", [
+    ((signal.SIGINT,), 14, "interrupted after step 14"),
+    ((signal.SIGTERM,), 14, "interrupted after step 14"),
+    ((signal.SIGINT, signal.SIGINT), 10, "stopped at once"),
+    ((signal.SIGTERM, signal.SIGINT), 10, "stopped at once"),
+])
+def test_signals_in_the_middle_of_a_step(tmp_path, monkeypatch, uninterrupted_run, signals,
+                                         stopped_at, says):
+    """The README: Ctrl-C or SIGTERM lets the step in flight finish, saves and stops; a
+    second Ctrl-C stops at once and the resume starts from the last periodic save. The
+    signals arrive inside the 14th step (its loss computation), delivered to this process;
+    either way --resume then reaches the uninterrupted run's weights bit for bit, and the
+    signal handlers are given back."""
+    import interp.train as train_mod
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    trainer = Trainer(tiny_train_config(), tmp_path / "b", quiet=True)
+    real = train_mod.answer_loss
+    fired = []
+
+    def loss_with_signals(model, arch, batch, *a, **kw):
+        if trainer.step == 13 and model.training and not fired:
+            fired.append(True)
+            for sig in signals:
+                signal.raise_signal(sig)
+        return real(model, arch, batch, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "answer_loss", loss_with_signals)
+    with pytest.raises(InterpError, match=says) as err:
+        trainer.run()
+    assert "--resume" in str(err.value) and fired
+    assert {s: signal.getsignal(s) for s in before} == before
+    import json
+
+    assert json.loads((tmp_path / "b/resume/state.json").read_text())["step"] == stopped_at
+    monkeypatch.setattr(train_mod, "answer_loss", real)
+    Trainer.resume(tmp_path / "b", quiet=True).run()
+    for f in ("resume/model.safetensors", "resume/optimizer.safetensors", "model.safetensors"):
+        assert digest(uninterrupted_run / f) == digest(tmp_path / "b" / f), f
 
 
 def test_training_learns_and_keeps_the_best_checkpoint(tmp_path):
