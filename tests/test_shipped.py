@@ -48,8 +48,7 @@ def test_shipped_model_matches_the_figure_recorded_in_its_metadata(name):
     assert abs(metrics["exact_match"] - p) <= 4 * se, (metrics["exact_match"], p)
 
 
-# issue #2's bars, on the recorded 1,000 held-out examples (seed 12345); the recorded figure is
-# tied to the weights by the metadata test above
+# issue #2's bars: exact match on held-out inputs (never trained on)
 BARS = {"arithmetic": 0.99, "quadratic-small": 0.85, "quadratic-t5-small": 0.75}
 
 
@@ -60,11 +59,122 @@ def test_shipped_model_reaches_its_bar_on_the_recorded_1000_held_out_examples(na
     assert evaluation["exact_match"] >= BARS[name], evaluation["exact_match"]
 
 
-def test_quadratic_small_solves_at_least_80_percent_of_fresh_held_out_equations():
-    ckpt = load_checkpoint("quadratic-small")
-    examples = eval_examples(ckpt.task, 200, seed=2024)  # held-out inputs, never trained on
-    metrics, _ = evaluate(ckpt.model, ckpt.arch, ckpt.task, examples, ckpt.config.n_ctx)
-    assert metrics["exact_match"] >= 0.80, metrics
+# -- the bars measured on the weights, on every held-out input --------------------------------
+# A sample of fresh held-out equations only bounds the rate: at quadratic-small's 86% a
+# one-sided 95% Clopper-Pearson bound clears 85% only from about 3,000 draws, more than the
+# 2,848 distinct held-out equations of the small preset. So the tests below evaluate the
+# whole held-out partition once (a census: 2,848 equations per quadratic model, 1,474
+# arithmetic problems) and weight it as the generator draws it. That is the expected exact
+# match of any fresh held-out sample, with no sampling error and no seed to choose.
+# The population is enumerated here from the README's definition of the generator, and the
+# solutions written from the README's format, not by the task's own code.
+
+
+def quadratic_solution(a: int, b: int, c: int) -> str:
+    """The canonical solution, written from the README's description of the format."""
+    d = b * b - 4 * a * c
+    head = f"D=({b}^2-4*{a}*{c})={d};"
+    if d < 0:
+        return head + "x=nan;"
+    s = math.isqrt(d)
+    assert s * s == d and (-b - s) % (2 * a) == 0 and (-b + s) % (2 * a) == 0
+    x1, x2 = (-b - s) // (2 * a), (-b + s) // (2 * a)
+    return (head + f"x=({-b}-{s})/(2*{a})={x1};x=({-b}+{s})/(2*{a})={x2};"
+            f"x={x1};x={x2};")
+
+
+def quadratic_population(root_max: int, k_max: int, coef_max: int) -> dict[str, set]:
+    """Every distinct (a, b, c) per class: two roots r1 != r2, both nonzero, r1 != -r2,
+    a = k, b = -k(r1+r2), c = k r1 r2; one root r: a = k, b = -2kr, c = kr^2; no roots:
+    a, b, c nonzero in [-coef_max, coef_max] with b^2 - 4ac < 0."""
+    roots = [r for r in range(-root_max, root_max + 1) if r]
+    two = {(k, -k * (r1 + r2), k * r1 * r2) for k in range(1, k_max + 1) for r1 in roots
+           for r2 in roots if r1 != r2 and r1 != -r2}
+    one = {(k, -2 * k * r, k * r * r) for k in range(1, k_max + 1) for r in roots}
+    coefs = [v for v in range(-coef_max, coef_max + 1) if v]
+    none = {(a, b, c) for a in coefs for b in coefs for c in coefs if b * b < 4 * a * c}
+    return {"two": two, "one": one, "none": none}
+
+
+def quadratic_src(a: int, b: int, c: int) -> str:
+    return f"{a}x^2{b:+d}x{c:+d}=0"
+
+
+def heldout_census(task) -> dict[str, list[tuple[str, str, float]]]:
+    """Per class, every held-out input as (src, exact solution, weight), the weight being
+    proportional to the probability that the generator draws it within its class.
+
+    Quadratic: uniform within a class (a two-root equation comes from exactly two ordered
+    root pairs at its k, a one-root equation from one root, a no-root one from rejection
+    sampling of a uniform cube). Arithmetic: operands uniform in [lo, hi]; subtraction swaps
+    them when b > a, so a - b with a > b is drawn twice as often as a - a."""
+    from interp.tasks import is_heldout
+
+    out = {}
+    if task.name == "quadratic":
+        r = task.ranges
+        for cls, coefs in quadratic_population(r.root_max, r.k_max, r.coef_max).items():
+            out[cls] = [(quadratic_src(*t), quadratic_solution(*t), 1.0) for t in sorted(coefs)
+                        if is_heldout(quadratic_src(*t))]
+    else:
+        ops = {"add": ("+", lambda a, b: a + b), "sub": ("-", lambda a, b: a - b)}
+        span = range(task.lo, task.hi + 1)
+        for cls in task.classes:
+            sym, f = ops[cls]
+            rows = [(f"{a}{sym}{b}=", str(f(a, b)), 1.0 if cls == "add" or a == b else 2.0)
+                    for a in span for b in span if cls == "add" or b <= a]
+            out[cls] = [row for row in rows if is_heldout(row[0])]
+    return out
+
+
+def census_exact_match(name: str) -> tuple[float, dict[str, float], int]:
+    """(exact match weighted by the task's class mix, per-class rates, equations decoded)."""
+    from interp.models.generate import greedy_decode
+
+    ckpt = load_checkpoint(name)
+    census = heldout_census(ckpt.task)
+    mix = ckpt.task.default_mix
+    srcs = [src for rows in census.values() for src, _, _ in rows]
+    outputs = iter(greedy_decode(ckpt.model, ckpt.arch, srcs, ckpt.config.n_ctx))
+    per_class = {}
+    for cls, rows in census.items():
+        right = sum(w for (_, tgt, w) in rows if next(outputs) == tgt)
+        per_class[cls] = right / sum(w for _, _, w in rows)
+    total = sum(mix.values())
+    return sum(mix[c] / total * v for c, v in per_class.items()), per_class, len(srcs)
+
+
+def test_the_census_is_the_task_population_with_the_task_solutions():
+    """The enumeration above agrees with the task: the README's distinct counts, every
+    held-out input of a sample lies in it, and the task writes the same solutions."""
+    from interp.tasks import get_task
+
+    task = get_task("quadratic", "small")
+    r = task.ranges
+    pop = quadratic_population(r.root_max, r.k_max, r.coef_max)
+    assert {c: len(v) for c, v in pop.items()} == {"two": 3800, "one": 200, "none": 24536}
+    census = heldout_census(task)
+    by_src = {src: tgt for rows in census.values() for src, tgt, _ in rows}
+    for ex in task.generate(300, seed=31337, heldout=True):
+        assert by_src[ex.src] == ex.tgt, ex
+    sample = [row for rows in census.values() for row in rows[::25]]
+    assert all(task.solve(src) == tgt for src, tgt, _ in sample)
+    arith = get_task("arithmetic")
+    acensus = heldout_census(arith)
+    by_src = {src: tgt for rows in acensus.values() for src, tgt, _ in rows}
+    for ex in arith.generate(300, seed=31337, heldout=True):
+        assert by_src[ex.src] == ex.tgt, ex
+
+
+@pytest.mark.parametrize("name", sorted(BARS))
+def test_shipped_model_reaches_its_bar_on_every_held_out_input(name):
+    """The weights, decoded greedily on the whole held-out partition, reach issue #2's bar
+    (exact match, weighted as the generator draws inputs: a population value, not a
+    sample estimate)."""
+    rate, per_class, n = census_exact_match(name)
+    print(f"{name}: {rate:.2%} exact on all {n} held-out inputs, per class "
+          + ", ".join(f"{c} {v:.2%}" for c, v in per_class.items()))
+    assert rate >= BARS[name], (name, rate, per_class, n)
 
 
 # ------------------------------------------------------------------ induction models (#5)
