@@ -178,7 +178,7 @@ def test_byte_level_tokens_show_their_text_or_their_bytes():
     tok.train_from_iterator(["x"], trainers.BpeTrainer(
         vocab_size=259, special_tokens=["<pad>", "<bos>", "<eos>"], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    text = "a\u00e9 \u2014\n\t<b>"
+    text = "a\u00e9 \u2014\n\t<b>\x0c\x7f"
 
     class Bridge:
         tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok)
@@ -190,5 +190,6 @@ def test_byte_level_tokens_show_their_text_or_their_bytes():
         if len(raw) > 1:
             want += [f"\\x{b:02x}" for b in raw]
         else:
-            want.append({" ": "\u2423", "\n": "\\n", "\t": "\\t"}.get(ch, ch))
+            want.append({" ": "\u2423", "\n": "\\n", "\t": "\\t", "\x0c": "\\x0c",
+                         "\x7f": "\\x7f"}.get(ch, ch))
     assert token_texts(Bridge(), ids) == want

@@ -300,10 +300,10 @@ def _byte_level_chars() -> dict[str, int]:
 
 
 def token_texts(bridge, ids: list[int]) -> list[str]:
-    """Each token as the text it stands for: the tokenizer's decoding, with newlines and tabs
-    shown as \\n and \\t and a token of spaces as ␣. A byte-level token that is only part of
-    a UTF-8 character shows its bytes (\\xe2); `#174`, the id, where there is no tokenizer.
-    circuitsvis adds the position itself."""
+    """Each token as the text it stands for: the tokenizer's decoding, with newlines, tabs and
+    other unprintable characters as escapes (\\n, \\t, \\x0c) and a token of spaces as ␣.
+    A byte-level token that is only part of a UTF-8 character shows its bytes (\\xe2);
+    `#174`, the id, where there is no tokenizer. circuitsvis adds the position itself."""
     tok = getattr(bridge, "tokenizer", None)
     if tok is None:
         return [f"#{t}" for t in ids]
@@ -317,7 +317,8 @@ def token_texts(bridge, ids: list[int]) -> list[str]:
         text = text or raw or f"#{t}"
         if not text.strip(" "):
             text = text.replace(" ", "\u2423")
-        out.append(text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
+        out.append("".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                           for c in text))          # \\n, \\t, \\x0c ... as escapes
     return out
 
 
