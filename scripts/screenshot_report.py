@@ -1,57 +1,73 @@
-"""Render report.html with headless Chromium (Debian's `chromium` package) to a PNG.
+"""Render a report.html with headless Chromium (Debian's `chromium` package) to a PNG.
 
     python scripts/screenshot_report.py REPORT.html OUT.png [--width 1400] [--height 2200]
+                                        [--top 0] [--full]
 
-Used for the README's picture of `python -m interp.classify_heads`. Chromium runs offline:
-the report embeds plotly.js and circuitsvis, so nothing is fetched.
+Used for the README's pictures (`docs/report.png`, `docs/induction.png`). Chromium runs with
+the network blocked (interp.viz.browser): the report embeds plotly.js and circuitsvis, so
+nothing is fetched, and the shot is taken once every figure and circuitsvis view is drawn.
+--height pixels from --top down are kept (--full: the whole page). It also says what the page
+asked for beyond file: and data: and which console errors it logged; either makes exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
+DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
+         "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
+         "'.main-svg'))")
 
-def main() -> int:
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from interp.viz.browser import BrowserError, Chromium, find_chromium
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("report")
     p.add_argument("out")
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=2200)
-    a = p.parse_args()
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
+    p.add_argument("--top", type=int, default=0, help="first pixel row kept (default 0)")
+    p.add_argument("--full", action="store_true", help="the whole page, however long")
+    a = p.parse_args(argv)
+    if find_chromium() is None:
         print("error: chromium not found; install Debian's chromium package "
-              "(apt-get install chromium)", file=sys.stderr)
+              "(apt-get install chromium) or set CHROMIUM=/path/to/chromium", file=sys.stderr)
         return 2
     report = Path(a.report).resolve()
     if not report.is_file():
-        print(f"error: {a.report} is not a file; give a report.html from classify_heads",
-              file=sys.stderr)
+        print(f"error: {a.report} is not a file; give a report.html written by one of the "
+              "commands", file=sys.stderr)
         return 2
     out = Path(a.out).resolve()
-    with tempfile.TemporaryDirectory() as profile:
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--disable-background-networking", "--disable-dev-shm-usage", "--no-first-run",
-               "--mute-audio",
-               f"--user-data-dir={profile}", f"--window-size={a.width},{a.height}",
-               f"--screenshot={tmp}", report.as_uri()]
-        # (--virtual-time-budget hangs on this page: the shot is taken at the load event,
-        # after the inline scripts have drawn every figure)
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            print("error: chromium did not finish in 300 s", file=sys.stderr)
-            return 2
-        tmp.replace(out)
+    if not out.parent.is_dir():
+        print(f"error: cannot write {a.out}: folder {out.parent} does not exist",
+              file=sys.stderr)
+        return 2
+    if a.width < 200 or a.height < 100 or a.top < 0:
+        print("error: --width must be at least 200, --height at least 100 and --top at least 0",
+              file=sys.stderr)
+        return 2
+    try:
+        with Chromium(width=a.width, height=min(a.height, 2000), timeout=300) as browser:
+            tab = browser.open(report.as_uri(), timeout=300)
+            drawn = tab.wait_for(DRAWN, timeout=60)
+            time.sleep(0.5)
+            tab.screenshot(out, height=None if a.full else a.height, y=a.top)
+    except BrowserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
-    return 0
+    bad = [f"asked for {u}" for u in tab.blocked] + tab.console_errors + \
+        ([] if drawn else ["not every figure was drawn within 60 s"])
+    for line in bad:
+        print(f"warning: {line}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
