@@ -36,6 +36,8 @@ COLLECT = """(() => {
       right: d.getBoundingClientRect().right,
       title: (d.querySelector('.gtitle') || {}).textContent,
       x: texts('.xaxislayer-above text', d), y: texts('.yaxislayer-above text', d),
+      colorbars: all('.colorbar', d).map(c => all('text', c).map(t => {
+          const r = t.getBoundingClientRect(); return [r.top, r.bottom]; })),
       axes: all('.infolayer g', d).filter(g => /^g-[xy][0-9]*title$/.test(g.getAttribute('class')))
             .map(g => g.textContent).filter(t => t)})),
     cvs: cvs.map(d => ({children: d.childElementCount, text: d.textContent,
@@ -170,6 +172,10 @@ def test_a_report_opens_offline_draws_every_figure_and_fits_the_window(pages, na
     assert page["plots"], "no plotly figure"
     for i, p in enumerate(page["plots"]):               # every trace of every figure drawn
         assert p["traces"] > 0 and p["drawn"] == p["traces"], (i, p)
+        for bar in p["colorbars"]:                      # colour-bar labels never overlap
+            spans = sorted(bar)
+            assert len(spans) >= 3 and all(b[0] >= a[1] - 0.5 for a, b in zip(spans, spans[1:])), \
+                (p["title"], spans)
     if name.startswith("classify") or name.startswith("induction"):
         assert page["cvs"], "no circuitsvis view"
     assert all(c["children"] > 0 and c["text"] for c in page["cvs"]), page["cvs"]
