@@ -154,7 +154,11 @@ def test_the_blocking_and_the_error_capture_work_on_a_page_that_breaks_both(brow
                    '<script>console.error("planted"); fetch("https://cdn.example.invalid/a.js")'
                    '.catch(() => 0); undefined_function();</script></body></html>')
     tab = browser.open(bad.as_uri())
-    time.sleep(0.5)
+    end = time.monotonic() + 10                         # events arrive on their own thread
+    while len(tab.blocked) < 2 or len(tab.console_errors) < 2:
+        if time.monotonic() > end:
+            break
+        time.sleep(0.05)
     assert any("example.invalid/x.png" in u for u in tab.blocked), tab.requests
     assert any("cdn.example.invalid" in u for u in tab.blocked), tab.requests
     assert any("planted" in e for e in tab.console_errors), tab.console_errors

@@ -60,7 +60,8 @@ class Chromium:
             raise BrowserError("chromium not found; install Debian's chromium package "
                                "(apt-get install chromium) or set CHROMIUM=/path/to/chromium")
         self.width, self.height, self.timeout = width, height, timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-profile-",
+                                                    ignore_cleanup_errors=True)
         to_child_r, self._to_child = os.pipe()          # all four close on exec
         self._from_child, from_child_w = os.pipe()
         # copies above 3 and 4, so that placing them on 3 and 4 cannot overwrite each other
