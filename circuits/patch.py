@@ -90,7 +90,7 @@ def _check_fields(task, corrupt: str | None, answer: str | None) -> None:
     for option, value, fields in (("--corrupt", corrupt, src_fields),
                                   ("--answer", answer, out_fields)):
         if value is not None and value not in fields:
-            raise InterpError(f"{option} {shorten(value)!r} is not a field of the {task.name} "
+            raise InterpError(f"{option} {shorten(value)!r}: unknown field of the {task.name} "
                               f"task; choose one of {', '.join(sorted(fields))}")
 
 
