@@ -62,10 +62,12 @@ TESTS = {
                            "tests/test_evaluate_and_cli.py::test_score_outputs_counts_by_hand"],
     "interp/attention/scores.py": ["tests/test_oracles_attention.py", "tests/test_scores.py",
                                    "tests/test_stats.py", "tests/test_maps.py"],
-    "interp/attention/taxonomy.py": ["tests/test_oracles_attention.py", "tests/test_taxonomy.py",
-                                     "tests/test_stats.py"],
-    "interp/attention/stats.py": ["tests/test_oracles_attention.py", "tests/test_taxonomy.py",
-                                  "tests/test_stats.py", "tests/test_maps.py"],
+    # classify() is pure: the synthetic-head tests exercise it; HeadStats is compared with the
+    # plain definitions by test_stats' streaming test
+    "interp/attention/taxonomy.py": ["tests/test_oracles_attention.py", "tests/test_taxonomy.py"],
+    "interp/attention/stats.py": [
+        "tests/test_oracles_attention.py", "tests/test_taxonomy.py",
+        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions"],
     "circuits/induction/scores.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
     # the command-line tests (subprocesses) are left out: they add minutes per mutant and
     # exercise these modules through the same functions; the decoding test is being fixed
@@ -163,9 +165,7 @@ MUTANTS = [
     M("A04", "interp/tasks/arithmetic.py", "check: output regex allows leading zeros",
       '_OUT_RE = re.compile(r"^(0|-?[1-9][0-9]*)$")', '_OUT_RE = re.compile(r"^(-?[0-9]+)$")'),
     M("A05", "interp/tasks/arithmetic.py", "check: a wrong result gives no error message",
-      "elif out != want:", "elif False:",
-      equivalent="steps['result'] is False, so CheckResult.ok is False anyway; only the "
-                 "message is lost (see test_oracles_core: the message is now asserted)"),
+      "elif out != want:", "elif False:"),
     M("A06", "interp/tasks/arithmetic.py", "check: result right if the digits match in any order",
       'steps["result"] = out == want', 'steps["result"] = sorted(out) == sorted(want)'),
     M("A07", "interp/tasks/arithmetic.py", "check: output regex without the end anchor",
@@ -464,12 +464,17 @@ def check_copy_is_imported(copy: Path, python: str) -> None:
                          f"{out.stderr[-500:]!r}); a mutant would be tested against the checkout")
 
 
+#: --tests: one list of test files for every mutant instead of TESTS (a quick re-check: a
+#: mutant these kill is killed by its module's list too, which runs them first)
+OVERRIDE: list[str] = []
+
+
 def test_args(module: str, copy: Path) -> list[str]:
     """The module's test files that exist in the copy (node ids: their file must exist), and
     options such as --deselect."""
-    files = [t for t in TESTS[module] if not t.startswith("-")
-             and (copy / t.split("::")[0]).exists()]
-    return files + [t for t in TESTS[module] if t.startswith("-")]
+    wanted = OVERRIDE or TESTS[module]
+    files = [t for t in wanted if not t.startswith("-") and (copy / t.split("::")[0]).exists()]
+    return files + [t for t in wanted if t.startswith("-")]
 
 
 def pytest_cmd(python: str, module: str, copy: Path) -> list[str]:
@@ -539,6 +544,23 @@ def score_line(k: int, s: int, e: int) -> str:
         if n else f"no counted mutants ({e} equivalent)"
 
 
+def markdown(before: list[dict], after: list[dict]) -> str:
+    """A before/after table per module (after: results of a later run, e.g. of the
+    survivors; a mutant missing from it keeps its earlier result)."""
+    later = {r["id"]: r for r in after}
+    merged = [later.get(r["id"], r) for r in before]
+    b, a = scores(before), scores(merged)
+    lines = ["| module | mutants | equivalent | killed before | killed after |",
+             "| --- | --- | --- | --- | --- |"]
+    for key in [k for k in b if k != "all"] + ["all"]:
+        kb, sb, eb = b[key]
+        ka, sa, ea = a.get(key, (0, 0, 0))
+        name = "**all**" if key == "all" else f"`{key}`"
+        lines.append(f"| {name} | {kb + sb + eb} | {ea} | {kb}/{kb + sb} ({kb / max(1, kb + sb):.0%}) "
+                     f"| {ka}/{ka + sa} ({ka / max(1, ka + sa):.0%}) |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     global ROOT
     p = argparse.ArgumentParser(description=__doc__,
@@ -554,8 +576,20 @@ def main(argv=None) -> int:
     p.add_argument("--root", type=Path, default=ROOT,
                    help="the checkout to mutate (default: the one holding this script), e.g. "
                         "a snapshot taken before tests were added")
+    p.add_argument("--markdown", nargs="+", metavar="JSONS",
+                   help="print a before/after table from --json result files: BEFORE "
+                        "[AFTER], each a comma-separated list of files")
+    p.add_argument("--tests", help="comma-separated test files/ids run for every chosen mutant "
+                                   "instead of its module's list")
     args = p.parse_args(argv)
     ROOT = args.root.resolve()
+    OVERRIDE[:] = args.tests.split(",") if args.tests else []
+    if args.markdown:
+        load = lambda spec: [r for f in spec.split(",") if f  # noqa: E731
+                             for r in json.loads(Path(f).read_text())["results"]]
+        print(markdown(load(args.markdown[0]),
+                       load(args.markdown[1]) if len(args.markdown) > 1 else []))
+        return 0
     chosen = select(MUTANTS, args.module, args.only)
     ids = [m.id for m in MUTANTS]
     assert len(ids) == len(set(ids)), "duplicate mutant ids"
