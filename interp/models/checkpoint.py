@@ -167,10 +167,11 @@ def replace_dir_atomic(fill, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
                                 dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)      # a folder like mkdir's, not mkdtemp's private 0700
     try:
+        probe = tmp / ".mode"                 # a folder like mkdir's (the umask), not
+        probe.mkdir()                         # mkdtemp's private 0700
+        os.chmod(tmp, probe.stat().st_mode & 0o777)
+        probe.rmdir()
         fill(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
