@@ -1,15 +1,35 @@
 """The shipped models: present, loadable through the bridge, and as good as they claim."""
 
+import contextlib
 import json
 import math
 
 import pytest
+import torch
 
 from interp.evaluate import eval_examples, evaluate
 from interp.models import load_checkpoint, load_model, shipped_models
 from interp.models.checkpoint import SHIPPED_DIR
 
 SHIPPED = shipped_models()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Greedy decoding on one thread: on a busy 2-core machine two threads decode about four
+    times slower (measured: 712 equations in 6.2 s on one thread, 28.3 s on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def _arch(name):
@@ -34,13 +54,17 @@ def test_shipped_model_loads_as_a_bridge_and_records_its_training(name):
     assert (SHIPPED_DIR / name / "model.safetensors").stat().st_size < 16 * 2**20
 
 
-@pytest.mark.parametrize("name", TASK_MODELS)
+@pytest.mark.parametrize("name", [n for n in TASK_MODELS if n not in
+                                  ("arithmetic", "quadratic-small", "quadratic-t5-small")])
 def test_shipped_model_matches_the_figure_recorded_in_its_metadata(name):
     """200 fresh held-out examples (another seed than the recorded 1,000): the exact match
-    must agree with the recorded one within sampling noise (4 standard errors)."""
+    must agree with the recorded one within sampling noise (4 standard errors). The models
+    with a bar are checked against every held-out input below."""
     ckpt = load_checkpoint(name)
     examples = eval_examples(ckpt.task, 200, seed=2024)
-    metrics, outputs = evaluate(ckpt.model, ckpt.arch, ckpt.task, examples, ckpt.config.n_ctx)
+    with one_thread():
+        metrics, outputs = evaluate(ckpt.model, ckpt.arch, ckpt.task, examples,
+                                    ckpt.config.n_ctx)
     # the oracle: exact string equality with the generator's own solution
     assert sum(o == e.tgt for o, e in zip(outputs, examples)) == round(metrics["exact_match"] * 200)
     p = ckpt.meta["evaluation"]["exact_match"]
@@ -135,7 +159,8 @@ def census_exact_match(name: str) -> tuple[float, dict[str, float], int]:
     census = heldout_census(ckpt.task)
     mix = ckpt.task.default_mix
     srcs = [src for rows in census.values() for src, _, _ in rows]
-    outputs = iter(greedy_decode(ckpt.model, ckpt.arch, srcs, ckpt.config.n_ctx))
+    with one_thread():
+        outputs = iter(greedy_decode(ckpt.model, ckpt.arch, srcs, ckpt.config.n_ctx))
     per_class = {}
     for cls, rows in census.items():
         right = sum(w for (_, tgt, w) in rows if next(outputs) == tgt)
@@ -175,6 +200,11 @@ def test_shipped_model_reaches_its_bar_on_every_held_out_input(name):
     print(f"{name}: {rate:.2%} exact on all {n} held-out inputs, per class "
           + ", ".join(f"{c} {v:.2%}" for c, v in per_class.items()))
     assert rate >= BARS[name], (name, rate, per_class, n)
+    # the figure recorded in interp.json (1,000 draws from the same population, seed 12345)
+    # agrees with the population value within 4 standard errors
+    recorded = load_checkpoint(name).meta["evaluation"]
+    se = math.sqrt(max(rate * (1 - rate), 0.01) / recorded["n"])
+    assert abs(recorded["exact_match"] - rate) <= 4 * se, (recorded["exact_match"], rate)
 
 
 # ------------------------------------------------------------------ induction models (#5)
