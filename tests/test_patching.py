@@ -268,7 +268,7 @@ def test_patch_cli_errors_are_one_line(tiny_checkpoints):
     ck = str(tiny_checkpoints["decoder"])
     one_line_error(run("circuits.patch", ck, "--sites", "resid_post"), "unknown site")
     one_line_error(run("circuits.patch", ck, "--corrupt", "d"), "unknown field")
-    one_line_error(run("circuits.patch", ck, "--answer", "y9"), "no equation gives")
+    one_line_error(run("circuits.patch", ck, "--answer", "y9"), "unknown field")
     one_line_error(run("circuits.patch", ck, "--n", "0"), "--n")
 
 
