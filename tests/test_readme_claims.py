@@ -18,6 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on the shared 2-core machine two threads spin against other
+    processes (a 24-step tiny run measured 0.5 s on one thread, up to 17 s on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 # -- the held-out counts of the small preset ---------------------------------------------------
 def heldout_counts() -> dict[str, int]:
     """Every input of the small preset (enumerated from the README's generator definition),

@@ -1,5 +1,6 @@
 """Training: answer-only loss, schedules, resume equals an uninterrupted run."""
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -31,6 +32,25 @@ def tiny_train_config(arch="decoder", **kw):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread: on the shared 2-core machine two threads spin against other
+    processes (a 24-step tiny run measured 0.5 s on one thread, up to 17 s on two). Runs
+    compared bit for bit must use the same thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.mark.parametrize("arch", ["decoder", "t5"])
@@ -86,18 +106,29 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, arch,
         assert digest(tmp_path / "a" / f) == digest(tmp_path / "b" / f), f
 
 
+CLI_ARGS = ["--layers", "1", "--d-model", "16", "--heads", "2", "--batch-size", "4",
+            "--eval-every", "40", "--eval-n", "8", "--save-every", "3", "--threads", "1",
+            "--steps", "120", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory):
+    """One uninterrupted command-line run, the reference of every interrupted one."""
+    out = tmp_path_factory.mktemp("cli") / "a"
+    subprocess.run([sys.executable, "-m", "interp.train", "arithmetic", *CLI_ARGS, "--out",
+                    str(out)], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                   capture_output=True)
+    return out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig):
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig, cli_reference):
     """Ctrl-C or SIGTERM (saves, says how to resume, exits with status 2) or SIGKILL (no
     chance to save: resume from the last periodic save) at an arbitrary moment, then
     --resume."""
-    args = ["--layers", "1", "--d-model", "16", "--heads", "2", "--batch-size", "4",
-            "--eval-every", "40", "--eval-n", "8", "--save-every", "3", "--threads", "1",
-            "--steps", "120", "--quiet"]
+    args = CLI_ARGS
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = [sys.executable, "-m", "interp.train", "arithmetic"]
-    subprocess.run(run + args + ["--out", str(tmp_path / "a")], check=True, env=env,
-                   capture_output=True)
     proc = subprocess.Popen(run + args + ["--out", str(tmp_path / "b")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "b" / "resume" / "state.json"
@@ -118,14 +149,15 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sig):
     assert stopped_at < 120
     subprocess.run([sys.executable, "-m", "interp.train", "--resume", str(tmp_path / "b"),
                     "--quiet"], check=True, env=env, capture_output=True)
-    assert digest(tmp_path / "a/resume/model.safetensors") == \
+    assert digest(cli_reference / "resume/model.safetensors") == \
         digest(tmp_path / "b/resume/model.safetensors")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "a"
-    Trainer(tiny_train_config(), out, quiet=True).run()
+    with one_thread():   # module fixtures start before the autouse one
+        Trainer(tiny_train_config(), out, quiet=True).run()
     return out
 
 
