@@ -65,16 +65,14 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-@pytest.mark.xfail(strict=True, reason="README says ~2,450 held-out no-root equations; "
-                   "enumeration gives 2,387 (the lead corrects README.md, then removes this mark)")
 def test_readme_states_the_enumerated_heldout_counts():
     counts = heldout_counts()
-    m = re.search(r"leaves ([\d,]+) two-root, ([\d,]+) one-root and\s+~?([\d,]+) no-root",
-                  README)
+    m = re.search(r"leaves\s+([\d,]+)\s+two-root,\s+([\d,]+)\s+one-root\s+and\s+(~?[\d,]+)"
+                  r"\s+no-root", README)
     assert m, "the held-out sentence of the Tasks section"
-    assert {"two": _number(m[1]), "one": _number(m[2]), "none": _number(m[3])} == counts
     assert "~" not in m[0]  # an enumeration is exact
-    m = re.search(r"held-out no-root equations \((?:about )?([\d,]+) of the", README)
+    assert {"two": _number(m[1]), "one": _number(m[2]), "none": _number(m[3])} == counts
+    m = re.search(r"held-out no-root equations\s+\((?:about\s+)?([\d,]+) of the", README)
     assert m and _number(m[1]) == counts["none"] and "about" not in m[0]
 
 
