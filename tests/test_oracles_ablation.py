@@ -119,3 +119,33 @@ def test_compare_table_by_hand():
     assert em.target_damage == pytest.approx(1 / 3)
     assert em.control_damage_mean == pytest.approx(1 / 9)
     assert em.p_value == pytest.approx((1 + 1) / 4)       # one control ties it
+
+
+def test_fields_are_judged_separately_on_planted_logits(decoder, monkeypatch):
+    """Logits whose argmax is the label everywhere except at example 0's D value: only that
+    field of that example is wrong."""
+    ckpt, bridge, ex = decoder
+    prep = A.prepare(bridge, ckpt.task, ex)
+    vocab = len(CharCodec().vocab)
+
+    def planted(bridge, family, ids, valid, hooks=((), ())):
+        n, w = ids["seq"].shape
+        index = [next(i for i in range(prep.n)
+                      if torch.equal(prep.sides["seq"].ids[i, :w], ids["seq"][r]))
+                 for r in range(n)]
+        lab = prep.labels[index, :w].clamp_min(0)
+        out = torch.nn.functional.one_hot(lab, vocab).float()
+        d = prep.field_names.index("D_value")
+        for r, i in enumerate(index):
+            if i == 0:
+                wrong = prep.fields[0, :w] == d
+                out[r, wrong] = out[r, wrong].roll(1, -1)
+        return out
+    monkeypatch.setattr(A, "_logits", planted)
+    run = A.run_condition(bridge, prep, batch_size=len(ex))
+    d = prep.field_names.index("D_value")
+    assert run.fields[0, d] == 0 and not bool(run.exact[0]) and bool(run.exact[1:].all())
+    others = [j for j in range(len(prep.field_names)) if j != d]
+    assert all(float(run.fields[0, j]) in (1.0,) or np.isnan(float(run.fields[0, j]))
+               for j in others)
+    assert bool((run.fields[1:].nan_to_num(1.0) == 1).all())
