@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -7,6 +8,26 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)  # two threads spin against each other on a shared 2-core machine
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread, given back afterwards: on a shared 2-core machine two threads spin
+    against other processes (a 24-step tiny run measured 0.5 s on one thread, up to 17 s on
+    two; 712 greedy decodes 6.2 s against 28.3 s), and runs compared bit for bit must use the
+    same thread count. Code under test may change the count (`train --threads`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def tiny_config(arch: str, n_ctx: int = 128):

@@ -18,18 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on the shared 2-core machine two threads spin against other
-    processes (a 24-step tiny run measured 0.5 s on one thread, up to 17 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 # -- the held-out counts of the small preset ---------------------------------------------------
 def heldout_counts() -> dict[str, int]:
     """Every input of the small preset (enumerated from the README's generator definition),
@@ -181,7 +169,7 @@ def test_scheduled_sampling_replaces_that_share_of_answer_inputs_only(arch):
     """With a model that always predicts one marker token, the inputs that become the marker
     are answer inputs only (never the prompt or padding), and their share is the requested
     one (within 4 binomial standard deviations)."""
-    from interp.models.sequences import IGNORE, make_batch
+    from interp.models.sequences import make_batch
     from interp.tasks import CharCodec, get_task
     from interp.train import scheduled_sampling
 

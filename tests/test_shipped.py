@@ -1,35 +1,17 @@
 """The shipped models: present, loadable through the bridge, and as good as they claim."""
 
-import contextlib
 import json
 import math
 
 import pytest
 import torch
 
+from conftest import one_thread
 from interp.evaluate import eval_examples, evaluate
 from interp.models import load_checkpoint, load_model, shipped_models
 from interp.models.checkpoint import SHIPPED_DIR
 
 SHIPPED = shipped_models()
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Greedy decoding on one thread: on a busy 2-core machine two threads decode about four
-    times slower (measured: 712 equations in 6.2 s on one thread, 28.3 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def _arch(name):
@@ -218,8 +200,6 @@ def test_the_induction_models_are_shipped():
 
 @pytest.mark.parametrize("name", TEXT_MODELS)
 def test_text_model_loads_and_its_recorded_curve_ends_at_its_weights(name):
-    import torch
-
     from circuits.induction import induction_score, model_patterns, score_prompts
 
     bridge, task = load_model(name)

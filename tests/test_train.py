@@ -1,6 +1,5 @@
 """Training: answer-only loss, schedules, resume equals an uninterrupted run."""
 
-import contextlib
 import hashlib
 import os
 import signal
@@ -18,7 +17,7 @@ from interp.models.sequences import IGNORE, answer_loss, make_batch
 from interp.tasks import CharCodec
 from interp.train import TrainConfig, Trainer, lr_at, train
 
-from conftest import tiny_config
+from conftest import one_thread, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,25 +31,6 @@ def tiny_train_config(arch="decoder", **kw):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@contextlib.contextmanager
-def one_thread():
-    """One torch thread: on the shared 2-core machine two threads spin against other
-    processes (a 24-step tiny run measured 0.5 s on one thread, up to 17 s on two). Runs
-    compared bit for bit must use the same thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize("arch", ["decoder", "t5"])

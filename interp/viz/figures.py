@@ -200,7 +200,7 @@ def patch_heatmap(values: torch.Tensor, axes: tuple, labels: dict, title: str):
         z=compact(z), x=x, y=y, colorscale="RdBu", zmid=0,
         colorbar=dict(title=dict(text="share", side="top"), tickformat=".0%",
                       nticks=max(6, min(10, (height - 190) // 25)), thickness=15),
-        hovertemplate=f"%{{y}}, %{{x}}: %{{z:.1%}}<extra></extra>"))
+        hovertemplate="%{y}, %{x}: %{z:.1%}<extra></extra>"))
     fig.update_layout(title=esc(title), height=height,
                       margin=dict(l=80, r=20, t=50, b=140), yaxis_autorange="reversed",
                       xaxis_type="category", yaxis_type="category")
