@@ -45,7 +45,7 @@ def t5(tiny_checkpoints, tmp_path_factory):
 def logit_diffs(logits, pairs):
     """The oracle metric, written out here rather than taken from the package: logit of the
     clean answer token minus that of the corrupted one at the last position, per pair."""
-    last = logits[:, -1].float()
+    last = logits[:, -1].detach().float()
     rows = torch.arange(last.shape[0])
     return last[rows, pairs.clean_token] - last[rows, pairs.corrupt_token]
 
@@ -55,7 +55,7 @@ def logit_diff(logits, pairs):
 
 
 def logprob(logits, pairs):
-    last = logits[:, -1].float()
+    last = logits[:, -1].detach().float()
     logp = last - torch.logsumexp(last, -1, keepdim=True)
     return logp[torch.arange(last.shape[0]), pairs.clean_token].mean()
 
