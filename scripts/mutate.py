@@ -70,10 +70,9 @@ TESTS = {
         "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions"],
     "circuits/induction/scores.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
     # the command-line tests (subprocesses) are left out: they add minutes per mutant and
-    # exercise these modules through the same functions; the decoding test is being fixed
+    # exercise these modules through the same functions
     "circuits/ablation.py": [
         "tests/test_oracles_ablation.py", "tests/test_ablation.py",
-        "--deselect=tests/test_ablation.py::test_decoding_from_the_first_error_equals_naive_greedy_decoding",
         "--deselect=tests/test_ablation.py::test_cli_writes_tables_json_and_a_self_contained_page",
         "--deselect=tests/test_ablation.py::test_cli_errors_are_one_line"],
     # patching: the decoder tests against TransformerLens and the exact linear toy; the T5
