@@ -174,6 +174,16 @@ def save_shards(source: _Source, folder: str | Path) -> ShardedCache:
     return ShardedCache(folder)
 
 
+def prompt_ids(family: str, tokenizer, text: str) -> list[int]:
+    """The token ids of a raw text prompt: the tokenizer's own specials, and a decoder's BOS
+    in front unless the tokenizer already put it there."""
+    ids = tokenizer(text, add_special_tokens=True).input_ids
+    bos = tokenizer.bos_token_id
+    if family == "decoder" and bos is not None and ids[:1] != [bos]:
+        ids = [bos] + ids
+    return ids
+
+
 def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=None
                 ) -> dict[str, Side]:
     """Token ids, strings and roles of each side for a list of Examples (or raw strings)."""
@@ -182,10 +192,7 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
         if family == "t5" or tokenizer is None:
             raise InterpError("raw text prompts need a decoder or encoder model with a "
                               "tokenizer; give task examples for T5 models")
-        enc = [tokenizer(t, add_special_tokens=True).input_ids for t in examples]
-        if family == "decoder" and tokenizer.bos_token_id is not None:
-            enc = [ids if ids[:1] == [tokenizer.bos_token_id] else [tokenizer.bos_token_id] + ids
-                   for ids in enc]
+        enc = [prompt_ids(family, tokenizer, t) for t in examples]
         toks = [tokenizer.convert_ids_to_tokens(ids) for ids in enc]
         side = Side(pad_rows(enc, tokenizer.pad_token_id or 0), torch.tensor([len(e) for e in enc]),
                     toks, [list(t) for t in toks])

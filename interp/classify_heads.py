@@ -201,16 +201,25 @@ def _check_prompt_lengths(bridge, texts: list[str], source: str) -> None:
     """Refuse a prompt longer than the model's context, naming its line."""
     from interp.errors import InterpError, shorten
 
+    from interp.attention.kinds import model_family
+    from interp.cache import prompt_ids
+
     n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 0)
     tok = getattr(bridge, "tokenizer", None)
     if not n_ctx or tok is None:
         return
+    family = model_family(bridge)
     for i, t in enumerate(texts, 1):
-        # as interp.cache.build_sides tokenizes them: the tokenizer's specials, plus BOS
-        n_tok = len(tok(t[:50 * n_ctx], add_special_tokens=True).input_ids) + 1
+        # tokenized as interp.cache.build_sides does; a very long line first in part: if
+        # its head is already too long, so is the whole line
+        cut = len(t) > 50 * n_ctx
+        n_tok = len(prompt_ids(family, tok, t[:50 * n_ctx]))
+        if cut and n_tok <= n_ctx:
+            cut, n_tok = False, len(prompt_ids(family, tok, t))
         if n_tok > n_ctx:
+            size = f"over {n_tok:,}" if cut else f"{n_tok:,}"
             raise InterpError(f"--prompts {source}: prompt {i} ({shorten(t)!r}) is "
-                              f"{n_tok:,} tokens, longer than the model's context of {n_ctx}; "
+                              f"{size} tokens, longer than the model's context of {n_ctx}; "
                               "shorten or split it")
 
 
