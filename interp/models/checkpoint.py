@@ -45,7 +45,15 @@ def shipped_tasks() -> dict:
 def range_note(model: str, task, why: str, covering: list[str]) -> str:
     """The warning for input outside a model's training ranges: which ranges, and which
     shipped model covers the input."""
-    better = (f"; {' and '.join(covering)} {'covers' if len(covering) == 1 else 'cover'} it"
+    def named(n: str) -> str:  # with its recorded held-out exact match, good or bad
+        try:
+            m = json.loads((SHIPPED_DIR / n / "interp.json").read_text())["evaluation"]
+            return f"{n} ({m['exact_match']:.1%} exact on held-out inputs)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return n
+
+    better = (f"; {' and '.join(map(named, covering))} "
+              f"{'covers' if len(covering) == 1 else 'cover'} it"
               if covering else "; no shipped model covers it")
     return (f"outside the training ranges of {model} (preset {task.preset}: "
             f"{task.ranges_text()}): {why}; expect wrong answers{better}")

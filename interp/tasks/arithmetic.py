@@ -79,6 +79,8 @@ class ArithmeticTask(Task):
             return f"operation {cls} is not trained"
         out = [f"operand {v} outside {self.lo}..{self.hi}" for v in (a, b)
                if not self.lo <= v <= self.hi]
+        if cls == "sub" and b > a:
+            out.append(f"{a}-{b} has a negative result (subtractions are generated with b <= a)")
         return "; ".join(out) or None
 
     def covers_task(self, other: "Task") -> bool:
