@@ -1,7 +1,7 @@
 """A mutation pass over the core: plant one small bug at a time, run the tests that exercise
 that module, and report which bugs the suite notices.
 
-    python scripts/mutate.py                      # every mutant (about 80 min on 2 busy cores)
+    python scripts/mutate.py                      # every mutant (12 min on 2 quiet cores, ~80 on busy ones)
     python scripts/mutate.py --module stats       # the mutants of one module (substring match)
     python scripts/mutate.py --only Q01,S05       # chosen mutants
     python scripts/mutate.py --list               # the mutants, nothing run
