@@ -39,6 +39,19 @@ def main(argv=None) -> int:
     return run_cli(_main, argv)
 
 
+def _own_files() -> tuple[str, ...]:
+    """The files an earlier --out holds: patching.json, report.html and one CSV per site it
+    knows (`<site>.csv`); any other CSV there is someone else's."""
+    from circuits.patching import DECODER_SITES, T5_SITES
+
+    return ("patching.json", "report.html") + tuple(f"{s}.csv" for s in
+                                                    dict.fromkeys(DECODER_SITES + T5_SITES))
+
+
+def OWN_FILES(name: str) -> bool:
+    return name in _own_files()
+
+
 def _main(argv) -> int:
     import contextlib
 
@@ -71,8 +84,8 @@ def _main(argv) -> int:
         raise InterpError(f"--n must be at least 1, got {a.n}")
     if a.json:
         check_writable(a.json)
-    out = check_replaceable_dir(a.out, "patching.json", "--out", own=lambda n: n.endswith(
-        ".csv") or n in ("patching.json", "report.html")) if a.out else None
+    out = check_replaceable_dir(a.out, "patching.json", "--out", own=OWN_FILES) \
+        if a.out else None
     ckpt = load_checkpoint(a.checkpoint)
     _check_fields(ckpt.task, a.corrupt, a.answer)
     with output_lock(out) if out is not None else contextlib.nullcontext():

@@ -197,6 +197,14 @@ MAX_BATCH = 1_024    # examples whose attention patterns are held at once
 OWN_FILES = ("heads.csv", "heads.json", "report.html")
 
 
+def CACHE_FILES(name: str) -> bool:
+    """The files of a --save-cache folder (`interp.cache.save_shards`): cache.json and the
+    shards shard-00000.safetensors, shard-00001.safetensors, ..."""
+    import re
+
+    return name == "cache.json" or re.fullmatch(r"shard-\d{5,}\.safetensors", name) is not None
+
+
 def _check_prompt_lengths(bridge, texts: list[str], source: str) -> None:
     """Refuse a prompt longer than the model's context, naming its line."""
     from interp.errors import InterpError, shorten
@@ -232,7 +240,7 @@ def _main(argv) -> int:
     from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
     from interp.models.checkpoint import resolve, validate
 
-    from interp.cli_util import Parser, at_most, output_lock
+    from interp.cli_util import Parser, at_most, output_lock, same_or_inside
     from interp.models.checkpoint import replace_dir_atomic
 
     p = Parser(prog="python -m interp.classify_heads", description=__doc__,
@@ -269,7 +277,10 @@ def _main(argv) -> int:
     out = check_replaceable_dir(a.out or f"classify-{Path(str(a.checkpoint)).name}",
                                 "heads.json", "--out", own=OWN_FILES)
     if a.save_cache:
-        check_replaceable_dir(a.save_cache, "cache.json", "--save-cache")
+        if same_or_inside(a.save_cache, out) or same_or_inside(out, a.save_cache):
+            raise InterpError(f"--save-cache {a.save_cache} and --out {out} overlap (each "
+                              "folder is replaced whole); give two separate folders")
+        check_replaceable_dir(a.save_cache, "cache.json", "--save-cache", own=CACHE_FILES)
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     ckpt_dir = Path(str(a.checkpoint))
     native = not (ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists()) and \

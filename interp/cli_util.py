@@ -13,9 +13,9 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -35,9 +35,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def one_line(message: str) -> str:
-    """A message as one line; each long unbroken run of characters (an echoed input) is
-    shortened, and a very long message keeps its head and tail."""
-    text = shorten_words(" ".join(str(message).split()))
+    """A message as one line. An unbroken run of over 1,000 characters (an echoed input the
+    raising site did not `shorten`) is shortened, and a very long message keeps its head and
+    tail; paths of ordinary length are shown whole."""
+    text = shorten_words(" ".join(str(message).split()), longest=1000)
     if len(text) > 1200:
         text = f"{text[:700]} … {text[-450:]}"
     return text
@@ -90,9 +91,56 @@ def at_most(option: str, value: int, limit: int, why: str) -> int:
 
 
 # -- temporary files ----------------------------------------------------------------------
-# Our temporary names: `.NAME.tmp-PID` (files), `.NAME.tmp-PID-XXXX` (folders),
-# `.NAME.old-PID` (a replaced folder), `.NAME.lock` (a folder's writer, holding its pid).
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")
+# Our temporary names, distinctive so that no user's file matches them:
+#   `.NAME.interp-tmp-PID-XXXXXXXX`  a file or folder being written for NAME,
+#   `.NAME.interp-old-PID-XXXXXXXX`  a replaced output folder, between two renames,
+#   `.NAME.lock`                     the lock of NAME's writer (see `output_lock`).
+# A temporary folder holds the sentinel file PARTIAL while it is ours to delete; a folder
+# without it is never removed, whatever its name.
+PARTIAL = ".interp-partial"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.interp-(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+# Files an operating system or an editor drops into a folder that a user merely browsed:
+# they do not make an earlier output someone else's folder. A replaced output folder drops
+# them (the new folder is built from scratch).
+OS_METADATA = frozenset({".DS_Store", "Thumbs.db", "ehthumbs.db", "desktop.ini",
+                         "Desktop.ini", ".ipynb_checkpoints", ".directory", ".localized",
+                         ".fseventsd", ".Spotlight-V100", ".Trashes", ".TemporaryItems",
+                         ".vscode", ".idea"})
+
+
+def is_os_metadata(name: str) -> bool:
+    """A name an OS or editor creates by itself (`.DS_Store`, `._x`, `.ipynb_checkpoints`)."""
+    return name in OS_METADATA or name.startswith("._")
+
+
+def temp_path(target: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A fresh temporary name beside `target` (kind "tmp" or "old"), ours by its form."""
+    target = Path(os.path.abspath(target))
+    return target.with_name(f".{target.name}.interp-{kind}-{os.getpid()}-"
+                            f"{secrets.token_hex(4)}")
+
+
+def make_temp_dir(target: str | os.PathLike) -> Path:
+    """Create a temporary folder beside `target` holding the sentinel PARTIAL (the folder
+    is the umask's mode, like mkdir's). Remove PARTIAL before the folder becomes output."""
+    tmp = temp_path(target)
+    tmp.mkdir()
+    (tmp / PARTIAL).touch()
+    return tmp
+
+
+def _own_temp(p: Path):
+    """(kind, pid) when `p` is provably one of our temporaries: a regular file of our name
+    form, or a folder of our name form holding PARTIAL; None otherwise."""
+    m = _TEMP_RE.match(p.name)
+    if not m or p.is_symlink():
+        return None
+    if p.is_file() and m["kind"] == "tmp":
+        return m
+    if p.is_dir() and (m["kind"] == "old" or (p / PARTIAL).is_file()):
+        return m
+    return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -108,9 +156,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[str]:
-    """Remove our own temporary files and folders in `folder` whose writing process is gone
-    (a run killed while writing); with `name`, only those of that target name. Returns the
-    names removed. Files of other programs and of live runs are never touched."""
+    """Remove our own temporaries in `folder` whose writing process is gone (a run killed
+    while writing); with `name`, only those of that target name. Returns the names removed.
+
+    Only provably own entries are touched: files of our distinctive name form, folders of
+    that form holding the sentinel PARTIAL. A replaced output (`.NAME.interp-old-*`) without
+    PARTIAL was left between the two renames of `replace_dir_atomic`: it is renamed back to
+    NAME when NAME is missing, and otherwise left alone. Call it while holding the lock."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
@@ -120,12 +172,18 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
     except OSError:
         return removed
     for p in entries:
-        m = _TEMP_RE.match(p.name)
+        m = _own_temp(p)
         if not m or (name is not None and m["name"] != name) or pid_alive(int(m["pid"])):
             continue
         try:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
+            if p.is_dir():
+                if (p / PARTIAL).is_file():
+                    shutil.rmtree(p)
+                elif m["kind"] == "old" and not os.path.lexists(folder / m["name"]):
+                    os.rename(p, folder / m["name"])        # restore an interrupted swap
+                    continue
+                else:
+                    continue
             else:
                 p.unlink()
             removed.append(p.name)
@@ -136,7 +194,7 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
 
 def probe_writable(folder: Path, what: str) -> None:
     """Create and remove a file in `folder`: the only sure test that it can be written."""
-    probe = folder / f".interp-probe.tmp-{os.getpid()}"
+    probe = temp_path(Path(folder) / "probe")
     try:
         probe.touch()
     except OSError as e:
@@ -148,25 +206,26 @@ def probe_writable(folder: Path, what: str) -> None:
 
 def check_writable(path: str | os.PathLike) -> Path:
     """Fail early (before any slow work) when an output file cannot be written: its folder
-    must exist and accept a file, and the path must not be a folder. Stale temporary files
-    of this name left by a killed run are removed."""
+    must exist and accept a file, and the path must not be a folder. Our own stale temporary
+    files of this name left by a killed run are removed."""
     path = Path(path)
-    if not path.parent.is_dir():
+    parent = Path(os.path.abspath(path)).parent
+    if not parent.is_dir():
         raise InterpError(f"cannot write {path}: folder {path.parent} does not exist; create "
                           "it or choose another path")
     if path.is_dir():
         raise InterpError(f"cannot write {path}: it is a directory; give a file name")
     if path.exists() and not path.is_file():
         raise InterpError(f"cannot write {path}: it is not a regular file; give a file name")
-    probe_writable(path.parent, str(path))
-    clean_stale_temps(path.parent, path.name)
+    probe_writable(parent, str(path))
+    clean_stale_temps(parent, Path(os.path.abspath(path)).name)
     return path
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write JSON atomically: a temp file beside the target, then a rename."""
     path = check_writable(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
         os.replace(tmp, path)
@@ -175,28 +234,35 @@ def write_json(path: str | os.PathLike, obj) -> None:
             tmp.unlink()
 
 
+def ignorable(folder: Path, name: str) -> bool:
+    """An entry of `folder` that says nothing about whose folder it is: OS or editor
+    metadata, or one of our own temporaries (removed or restored under the lock)."""
+    return is_os_metadata(name) or _own_temp(folder / name) is not None
+
+
 def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
                           own=None) -> Path:
     """Fail early unless `path` can be replaced whole by a command's output folder: it must
     not be a file, its parent must exist and be writable, and if it holds files it must be an
     earlier output of the same command (recognised by the file `marker`, and with `own` (a
     tuple of names or a test of a name), by holding nothing but the command's own files), so
-    nothing else is lost. Stale
-    temporary files of earlier killed runs are removed first."""
+    nothing else is lost. OS/editor metadata (`.DS_Store`, `.ipynb_checkpoints`, ...) and our
+    own temporaries are ignored; the replaced folder drops the metadata. Nothing is deleted
+    here: `output_lock` removes stale temporaries once it holds the lock."""
     path = Path(path)
+    full = Path(os.path.abspath(path))
     if path.exists() and not path.is_dir():
         raise InterpError(f"{option} {path} is a file; give a folder")
-    if not path.parent.is_dir():
-        raise InterpError(f"cannot create {option} {path}: folder {path.parent} does not exist")
-    probe_writable(path.parent, f"{option} {path}")
-    clean_stale_temps(path.parent, path.name)
-    if path.is_dir():
-        clean_stale_temps(path)
-        names = sorted(p.name for p in path.iterdir())
+    if not full.parent.is_dir():
+        raise InterpError(f"cannot create {option} {path}: folder {path.parent} does not "
+                          "exist")
+    probe_writable(full.parent, f"{option} {path}")
+    if full.is_dir():
+        names = sorted(n for n in os.listdir(full) if not ignorable(full, n))
         is_own = own if callable(own) else (lambda n: own is None or n in own)
         foreign = [n for n in names if not is_own(n)]
-        if names and (not (path / marker).exists() or foreign):
-            listed = foreign if (path / marker).exists() else names
+        if names and (not (full / marker).exists() or foreign):
+            listed = foreign if (full / marker).exists() else names
             shown = ", ".join(listed[:3]) + (" ..." if len(listed) > 3 else "")
             raise InterpError(f"{option} {path} is a folder that holds other files ({shown}); "
                               "give a new folder or an earlier output of this command (it is "
@@ -204,41 +270,53 @@ def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
     return path
 
 
+def same_or_inside(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether path `a` is `b` or lies inside it (symbolic links resolved)."""
+    a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return a == b or b in a.parents
+
+
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike, option: str = "--out"):
-    """Hold `.NAME.lock` beside the output `path` while a command computes and writes it: a
-    second command on the same path refuses at once instead of mixing the two outputs. A lock
-    left by a killed run (its pid is gone) is taken over."""
-    path = Path(path)
-    lock = path.with_name(f".{path.name}.lock")
-    for _ in range(2):
+def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = True):
+    """Hold an exclusive lock on `.NAME.lock` beside the output `path` while a command
+    computes and writes it: a second command on the same path (in this process or another)
+    refuses at once instead of mixing the two outputs. The kernel frees the lock when its
+    holder dies, so a killed run never blocks the next one. Once the lock is held, our own
+    stale temporaries of `path` (beside it, and with `clean` inside it) are removed."""
+    import fcntl
+
+    full = Path(os.path.abspath(path))
+    lock = full.with_name(f".{full.name}.lock")
+    while True:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                text = lock.read_text().strip()
-                pid = int(text or 0)
-                fresh = not text and time.time() - lock.stat().st_mtime < 10
-            except (OSError, ValueError):
-                pid, fresh = 0, False
-            if fresh or (pid and pid_alive(pid) and pid != os.getpid()):
-                raise InterpError(f"{option} {path} is being written by another run (pid "
-                                  f"{pid or '?'}); wait for it to finish or choose another folder"
-                                  ) from None
-            with contextlib.suppress(OSError):
-                lock.unlink()
-            continue
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as e:
             raise InterpError(f"cannot write {option} {path}: {e.strerror or e}; choose "
                               "another path") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    else:
-        raise InterpError(f"{option} {path}: could not take the lock {lock}; remove it if no "
-                          "run is writing there")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = "?"
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(os.read(fd, 32).decode().strip() or 0) or "?"
+            os.close(fd)
+            raise InterpError(f"{option} {path} is being written by another run (pid {pid}); "
+                              "wait for it to finish or choose another folder") from None
+        try:                       # the file we locked must still be the one at `lock`
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        clean_stale_temps(full.parent, full.name)
+        if clean:
+            clean_stale_temps(full)
         yield path
     finally:
         with contextlib.suppress(OSError):
-            lock.unlink()
+            lock.unlink()              # while still holding it: the next run makes a new one
+        os.close(fd)

@@ -548,17 +548,23 @@ def train(cfg: TrainConfig, out: str | os.PathLike, quiet: bool = False) -> dict
 
 def check_new_out(out: Path) -> None:
     """Refuse an --out that is a file, lies in a missing folder, or already holds files (a
-    training run or someone else's): a run writes into its folder step by step."""
+    training run or someone else's): a run writes into its folder step by step. OS/editor
+    metadata (`.DS_Store`, ...) and our own temporaries (debris of a killed run, removed
+    once the lock is held) do not count; the metadata stays where it is."""
+    from interp.cli_util import ignorable
+
+    full = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise InterpError(f"--out {out} is a file; give a new folder for the checkpoint")
     if (out / RESUME).exists() or (out / "interp.json").exists():
         raise InterpError(f"{out} already holds a training run; continue it with --resume "
                           f"{out} or choose a new --out")
-    if out.is_dir() and any(out.iterdir()):
-        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
-        raise InterpError(f"--out {out} is a folder that holds other files ({shown}); give a "
-                          "new or empty folder")
-    if not out.parent.is_dir():
+    names = sorted(n for n in os.listdir(full) if not ignorable(full, n)) \
+        if full.is_dir() else []
+    if names:
+        raise InterpError(f"--out {out} is a folder that holds other files "
+                          f"({', '.join(names[:3])}); give a new or empty folder")
+    if not full.parent.is_dir():
         raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
 
 
@@ -614,24 +620,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv) -> int:
-    from interp.cli_util import probe_writable, check_replaceable_dir, clean_stale_temps, \
-        output_lock
+    from interp.cli_util import check_replaceable_dir, output_lock, probe_writable
 
     args = build_parser().parse_args(argv)
     if sum(bool(x) for x in (args.resume, args.reselect, args.out)) > 1:
         raise InterpError("give one of --out DIR (a new run), --resume DIR or --reselect DIR")
-    target = Path(args.reselect or args.resume or args.out or ".")
+    if not (args.resume or args.reselect or args.out):
+        raise InterpError("give --out DIR for the checkpoint (or --resume DIR)")
+    target = Path(args.reselect or args.resume or args.out)
     if args.reselect or args.resume:
         if not target.is_dir():
             raise InterpError(f"no run folder {target}; give the --out folder of an earlier run")
         probe_writable(target, f"--resume {target}")
-        clean_stale_temps(target, RESUME)          # debris of a save killed half-way
-        clean_stale_temps(target.parent, target.name)
-    elif args.out:
+    else:
         check_new_out(target)
-        check_replaceable_dir(target, "interp.json", "--out")   # writable; stale temp files
+        check_replaceable_dir(target, "interp.json", "--out")   # its parent is writable
     if args.threads is not None and args.threads < 1:
         raise InterpError(f"--threads must be at least 1, got {args.threads}")
+    # the lock removes our own debris of a killed run: beside the folder and inside it
+    # (`.resume.interp-tmp-*`, `.interp.json.interp-tmp-*`)
     with output_lock(target, "--resume" if args.resume or args.reselect else "--out"):
         return _train(args)
 

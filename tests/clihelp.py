@@ -40,3 +40,29 @@ def one_line(rc, stderr, *needles, kind="error"):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+HOLD = """
+import sys
+from interp.cli_util import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def hold_lock(path, cwd=None):
+    """Another process (a real second run) holding the output lock of `path` through
+    `interp.cli_util.output_lock`, the helper every command uses; it returns once the lock is
+    held. Release it with `release(proc)`."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def release(proc):
+    """End a `hold_lock` process the way a finished run ends: it leaves the lock."""
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0

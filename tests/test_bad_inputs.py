@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from clihelp import one_line, run
+from clihelp import hold_lock, one_line, release, run
 from interp.models.checkpoint import SHIPPED_DIR
 
 LONG = "z" * 10_000
@@ -99,11 +99,40 @@ def _stop_live_process():
         p.wait()
 
 
-def live_lock(rel):
-    """A lock held by a live process, as a second command would find it."""
+def held(rel):
+    """The output lock of `rel`, held by another live process (a second run writing it)."""
     def setup(tmp):
-        (tmp / rel).write_text(str(live_pid()))
+        LIVE.append(hold_lock(tmp / rel))
     return setup
+
+
+def dot_debris(rel):
+    """Someone else's folder holding dot-files whose names look like temporary files of
+    some program, beside and inside it: none is ours, none may be removed."""
+    def setup(tmp):
+        d = tmp / rel
+        d.mkdir()
+        (d / "thesis.tex").write_text("mine\n")
+        (d / ".thesis.tex.tmp-31337").write_text("my editor's\n")
+        (d / ".cache.old-4242").mkdir()
+        (d / ".cache.old-4242" / "data").write_text("my backup\n")
+        (tmp / f".{rel}.tmp-{dead_pid()}").write_text("beside\n")
+        (tmp / ".results.old-2023").mkdir()
+        (tmp / ".results.old-2023" / "data").write_text("my 2023 backup\n")
+    return setup
+
+
+def earlier(rel, *names, extra=()):
+    """An earlier output folder holding `names` (its own files) and `extra` (someone's)."""
+    def setup(tmp):
+        d = tmp / rel
+        d.mkdir(parents=True)
+        for n in (*names, *extra):
+            (d / n).write_text(f"{n}\n")
+    return setup
+
+
+LONG_DIR = "/".join(["a-rather-long-folder-name-for-the-path"] * 4)   # 155 characters
 
 
 def d_model_changed(d):
@@ -189,15 +218,62 @@ CASES = [
      ["holds other files"], foreign("theirs")),
     ("induction-out-foreign", "circuits.induction.__main__", ["{text}", "--out", "theirs"],
      ["holds other files"], foreign("theirs")),
+    # dot-files of other programs, in and beside a refused folder, are not removed
+    ("classify-out-foreign-with-dot-debris", "interp.classify_heads", ["{dec}", "--out", "u"],
+     ["holds other files", "thesis.tex"], dot_debris("u")),
+    ("train-out-foreign-with-dot-debris", "interp.train", ["arithmetic", "--steps", "1",
+                                                           "--out", "u"],
+     ["holds other files", "thesis.tex"], dot_debris("u")),
+    # an earlier output holds a file the command never writes under that name
+    ("patch-out-earlier-output-with-a-users-csv", "circuits.patch", ["{dec}", "--out", "o"],
+     ["holds other files", "notes.csv"],
+     earlier("o", "patching.json", "resid_pre.csv", "report.html", extra=["notes.csv"])),
+    ("classify-save-cache-earlier-cache-with-a-users-file", "interp.classify_heads",
+     ["{dec}", "--save-cache", "c"], ["--save-cache c", "holds other files", "mine.txt"],
+     earlier("c", "cache.json", "shard-00000.safetensors", extra=["mine.txt"])),
+    # --out . (the current folder, here holding the models) and a missing --out
+    ("classify-out-dot", "interp.classify_heads", ["{dec}", "--out", "."],
+     ["--out . is a folder that holds other files"], None),
+    ("ablate-out-dot", "circuits.ablate", ["{dec}", "--tokens", "x", "--out", "."],
+     ["--out . is a folder that holds other files"], None),
+    ("patch-out-dot", "circuits.patch", ["{dec}", "--out", "."],
+     ["--out . is a folder that holds other files"], None),
+    ("induction-out-dot", "circuits.induction.__main__", ["{text}", "--out", "."],
+     ["--out . is a folder that holds other files"], None),
+    ("train-out-dot", "interp.train", ["arithmetic", "--steps", "1", "--out", "."],
+     ["--out . is a folder that holds other files"], None),
+    ("train-text-out-dot", "interp.train_text", ["attn1l", "--out", "."],
+     ["--out . is a folder that holds other files"], None),
+    ("train-without-out", "interp.train", ["quadratic", "--steps", "1"],
+     ["give --out DIR"], None),
+    # a long path in a message is shown whole
+    ("classify-out-in-a-missing-long-folder", "interp.classify_heads",
+     ["{dec}", "--out", f"{LONG_DIR}/o"], [f"folder {LONG_DIR} does not exist"], None),
+    ("ablate-json-in-a-missing-long-folder", "circuits.ablate",
+     ["{dec}", "--tokens", "x", "--json", f"{LONG_DIR}/a.json"],
+     [f"folder {LONG_DIR} does not exist"], None),
+    # --save-cache and --out would replace one another
+    ("classify-save-cache-is-out", "interp.classify_heads", ["{dec}", "--out", "o",
+                                                             "--save-cache", "o"],
+     ["--save-cache o and --out o overlap"], None),
+    ("classify-save-cache-inside-out", "interp.classify_heads", ["{dec}", "--out", "o",
+                                                                 "--save-cache", "o/c"],
+     ["--save-cache o/c and --out o overlap"], None),
+    ("classify-out-inside-save-cache", "interp.classify_heads", ["{dec}", "--out", "c/o",
+                                                                 "--save-cache", "c"],
+     ["overlap"], lambda tmp: (tmp / "c").mkdir()),
     # a second command on an --out another live run is writing refuses at once
     ("classify-out-locked", "interp.classify_heads", ["{dec}", "--out", "o", "--n", "2"],
-     ["being written by another run", "pid"], live_lock(".o.lock")),
+     ["being written by another run", "pid"], held("o")),
+    ("classify-save-cache-locked", "interp.classify_heads", ["{dec}", "--out", "o", "--n", "2",
+                                                             "--save-cache", "c"],
+     ["--save-cache c is being written by another run"], held("c")),
     ("ablate-out-locked", "circuits.ablate", ["{dec}", "--tokens", "x", "--out", "o"],
-     ["being written by another run"], live_lock(".o.lock")),
+     ["being written by another run"], held("o")),
     ("train-out-locked", "interp.train", ["arithmetic", "--steps", "1", "--out", "o"],
-     ["being written by another run"], live_lock(".o.lock")),
+     ["being written by another run"], held("o")),
     ("resume-locked", "interp.train", ["--resume", "{run}"],
-     ["being written by another run"], live_lock(".run.lock")),
+     ["being written by another run"], held("run")),
     # -- unbounded --------------------------------------------------------------------------
     # 1 layer x 4 heads x 128 x 128 float32 = 256 KiB of patterns a prompt: 4096 in 1 GiB
     ("induction-n-10M", "circuits.induction.__main__", ["{text}", "--n", "10000000"],
@@ -431,28 +507,170 @@ def test_interp_models_shows_each_models_training_ranges(capsys):
     assert f"operands {a['lo']}..{a['hi']}" in rows["arithmetic"]
 
 
+CLASSIFY = ["dec", "--n", "2", "--examples", "1", "--quiet", "--format", "csv"]
+
+
 def test_a_killed_runs_leftovers_are_cleaned_and_the_next_run_replaces_its_output(
         scratch, capsys):
-    """SIGKILL while writing leaves `.report.html.tmp-PID` in the output folder, a half-built
-    `.o.tmp-PID-xxxx` folder beside it and a lock: the next run removes those of dead
-    processes only, and writes its output whole; another program's dot-files stay."""
+    """SIGKILL while writing leaves `.report.html.interp-tmp-PID-X` in the output folder, a
+    half-built `.o.interp-tmp-PID-X` folder (holding the sentinel `.interp-partial`) beside it
+    and a lock file: the next run removes those of dead processes only, and writes its output
+    whole. Dot-files that are not provably ours stay: other names, a live writer's, a folder
+    of our name form without the sentinel."""
+    from interp.cli_util import PARTIAL
+
     dead, live = dead_pid(), os.getpid()
     out = scratch / "o"
     out.mkdir()
     (out / "heads.json").write_text("[]")                   # an earlier output of the command
-    (out / f".report.html.tmp-{dead}").write_bytes(b"")
-    (scratch / f".o.tmp-{dead}-abc123").mkdir()
-    (scratch / f".o.tmp-{dead}-abc123" / "heads.csv").write_text("half")
+    (out / f".report.html.interp-tmp-{dead}-0123abcd").write_bytes(b"")
+    half = scratch / f".o.interp-tmp-{dead}-abcdef12"
+    half.mkdir()
+    (half / PARTIAL).touch()
+    (half / "heads.csv").write_text("half")
     (scratch / ".o.lock").write_text(str(dead))
-    (scratch / f".o.tmp-{live}-keep").mkdir()                 # a live writer's: kept
-    (scratch / ".o.notes").write_text("not ours")               # not our name: kept
-    rc, err = call("interp.classify_heads", ["dec", "--out", "o", "--n", "2", "--examples",
-                                             "1", "--quiet", "--format", "csv"], capsys)
+    kept = {f".o.interp-tmp-{live}-00000000": True,         # a live writer's
+            f".o.interp-tmp-{dead}-11111111": False,        # no sentinel: not provably ours
+            f".o.tmp-{dead}": True, ".o.old-2023": False,   # other programs' names
+            ".o.notes": None}
+    for name, sentinel in kept.items():
+        if sentinel is None:
+            (scratch / name).write_text("not ours")
+            continue
+        (scratch / name).mkdir()
+        (scratch / name / "data").write_text("keep")
+        if sentinel:
+            (scratch / name / PARTIAL).touch()
+    rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["heads.csv", "heads.json", "report.html"]
     assert sorted(p.name for p in scratch.iterdir() if p.name.startswith(".o")) == \
-        [".o.notes", f".o.tmp-{live}-keep"]
+        sorted(kept)
+    assert all((scratch / n / "data").read_text() == "keep" for n, v in kept.items()
+               if v is not None)
     rows = json.loads((out / "heads.json").read_text())
     assert len(rows) == 2 * 4                                  # tiny model: 2 layers x 4 heads
     (scratch / "made-by-mkdir").mkdir()
     assert out.stat().st_mode == (scratch / "made-by-mkdir").stat().st_mode  # not private
+
+
+def test_a_second_real_run_on_a_locked_out_refuses_and_succeeds_once_it_is_released(
+        scratch, capsys):
+    """Two real processes: another one holds the lock of `o` (as a run writing it does), the
+    command on `o` here refuses with exit status 2 and changes nothing; once the holder
+    ends, the same command writes `o`."""
+    holder = hold_lock(scratch / "o")
+    try:
+        before = snapshot(scratch)
+        rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
+        one_line(rc, err, "--out o is being written by another run", f"pid {holder.pid}")
+        assert snapshot(scratch) == before
+    finally:
+        release(holder)
+    rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in (scratch / "o").iterdir()) == \
+        ["heads.csv", "heads.json", "report.html"]
+    assert not (scratch / ".o.lock").exists()
+
+
+def test_the_lock_is_exclusive_within_one_process_and_a_dead_holders_lock_is_free(tmp_path):
+    """The same path locked twice (e.g. --out X --save-cache X) refuses the second time; a
+    lock file left by a killed holder (no process holds it) does not block."""
+    from interp.cli_util import output_lock
+    from interp.errors import InterpError
+
+    with output_lock(tmp_path / "x"):
+        with pytest.raises(InterpError, match="being written by another run"):
+            with output_lock(tmp_path / "x"):
+                pass
+    (tmp_path / ".y.lock").write_text(str(os.getpid()))  # our own pid, but nobody holds it
+    with output_lock(tmp_path / "y"):
+        assert (tmp_path / ".y.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".y.lock").exists()
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_failing_swap_puts_the_previous_output_back(tmp_path, monkeypatch):
+    """replace_dir_atomic renames the old output aside, then the new one into place; when the
+    second rename fails, the old output is back at its name byte for byte, nothing else
+    is left beside it, and the error goes on to the caller."""
+    from interp.models.checkpoint import replace_dir_atomic
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_bytes(b"previous \x00\xff output")
+    (target / "sub").mkdir()
+    (target / "sub" / "b.bin").write_bytes(bytes(range(256)))
+    before = tree(tmp_path)
+    real_rename, calls = os.rename, []
+
+    def flaky(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", flaky)
+    with pytest.raises(OSError, match="No space"):
+        replace_dir_atomic(lambda tmp: (tmp / "a.txt").write_text("new"), target)
+    assert calls[0][0] == "out" and calls[1][1] == "out"      # the failure was the swap-in
+    assert tree(tmp_path) == before
+
+
+def test_a_swap_killed_between_its_renames_is_restored_by_the_next_run(tmp_path):
+    """A run killed after renaming the old output aside (`.out.interp-old-PID-X`, no sentinel)
+    and before renaming the new one in: the next command writing `out` renames the old one
+    back, and only then replaces it."""
+    from interp.cli_util import output_lock
+
+    old = tmp_path / f".out.interp-old-{dead_pid()}-a1b2c3d4"
+    old.mkdir()
+    (old / "heads.json").write_text("[1]")
+    with output_lock(tmp_path / "out"):
+        assert (tmp_path / "out" / "heads.json").read_text() == "[1]"
+        assert not old.exists()
+
+
+def test_os_metadata_in_an_earlier_output_does_not_make_it_foreign(scratch, capsys):
+    """A user opened the earlier output (Finder, Jupyter): `.DS_Store`, `._report.html` and
+    `.ipynb_checkpoints/` appeared. The rerun replaces the folder (the metadata is dropped
+    with it), while a folder holding only such metadata and a user's file is still refused."""
+    assert call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)[0] == 0
+    for name in (".DS_Store", "._report.html"):
+        (scratch / "o" / name).write_bytes(b"\x00\x05\x16\x07")
+    (scratch / "o" / ".ipynb_checkpoints").mkdir()
+    (scratch / "o" / ".ipynb_checkpoints" / "x-checkpoint.ipynb").write_text("{}")
+    rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in (scratch / "o").iterdir()) == \
+        ["heads.csv", "heads.json", "report.html"]
+    (scratch / "o" / ".DS_Store").write_bytes(b"\x00")
+    (scratch / "o" / "mine.txt").write_text("mine")
+    rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
+    one_line(rc, err, "holds other files (mine.txt)")
+
+
+def test_train_out_holding_its_own_debris_and_os_metadata_is_accepted(scratch, capsys):
+    """A new training run's --out holding the debris of a killed run of ours (a half-written
+    `.resume.interp-tmp-PID-X/` with its sentinel) and a `.DS_Store`: the run starts, removes
+    the debris and trains; the metadata stays."""
+    from interp.cli_util import PARTIAL
+
+    out = scratch / "r"
+    debris = out / f".resume.interp-tmp-{dead_pid()}-abcdef12"
+    debris.mkdir(parents=True)
+    (debris / PARTIAL).touch()
+    (debris / "model.safetensors").write_bytes(b"half")
+    (out / ".DS_Store").write_bytes(b"\x00")
+    rc, err = call("interp.train", ["arithmetic", "--steps", "1", "--eval-n", "2",
+                                    "--eval-every", "1", "--batch-size", "2", "--layers", "1",
+                                    "--d-model", "16", "--heads", "2", "--n-ctx", "16",
+                                    "--quiet", "--out", "r"], capsys)
+    assert rc == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert not debris.exists() and ".DS_Store" in names and "interp.json" in names

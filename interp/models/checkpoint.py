@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from interp.errors import InterpError
@@ -158,39 +157,58 @@ def check_tokenizer(directory: Path, task_model: bool = True) -> None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from interp.cli_util import temp_path
+
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def replace_dir_atomic(fill, target: Path) -> None:
     """Build a directory with `fill(tmpdir)` next to `target`, then swap it into place.
 
-    A crash leaves either the old directory or the new one, never a half-written one; stray
-    temporary directories (`.NAME.tmp-PID-*`, `.NAME.old-PID`) start with a dot, are ignored
-    by the loader and removed by the next command line that writes `target`
-    (`interp.cli_util.clean_stale_temps`).
+    A crash leaves either the old directory or the new one, never a half-written one, and a
+    failure of the swap itself puts the old directory back. Stray temporary folders start
+    with a dot and have a form no user's file has: `.NAME.interp-tmp-PID-XXXXXXXX` (holding
+    the sentinel `.interp-partial` while it is being filled) and `.NAME.interp-old-PID-...`
+    (the previous output between the two renames). The loader ignores them; the next command
+    line that writes `target` removes the first and puts the second back when `target` is
+    missing (`interp.cli_util.clean_stale_temps`). The new folder replaces the old one whole:
+    nothing of the old folder (OS metadata such as `.DS_Store` included) is carried over.
     """
-    target = Path(target)
+    from interp.cli_util import PARTIAL, make_temp_dir, temp_path
+
+    target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
-                                dir=target.parent))
+    tmp = make_temp_dir(target)
+    old = temp_path(target, "old")
+    moved = False
     try:
-        probe = tmp / ".mode"                 # a folder like mkdir's (the umask), not
-        probe.mkdir()                         # mkdtemp's private 0700
-        os.chmod(tmp, probe.stat().st_mode & 0o777)
-        probe.rmdir()
         fill(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        (tmp / PARTIAL).unlink(missing_ok=True)
+        if os.path.lexists(target):
             os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+            moved = True
+        os.rename(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if moved and os.path.lexists(old) and not os.path.lexists(target):
+            try:
+                os.rename(old, target)            # the previous output, back in its place
+            except OSError:
+                pass                              # left as .NAME.interp-old-*: restored later
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if moved:
+        try:
+            (old / PARTIAL).touch()               # provably ours to delete from now on
+        except OSError:
+            return
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
@@ -208,13 +226,15 @@ def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     hf_logging.disable_progress_bar()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-",
-                                dir=directory.parent))
+    from interp.cli_util import PARTIAL, make_temp_dir
+
+    tmp = make_temp_dir(directory)
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(tmp)
         (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        names = sorted((f.name for f in tmp.iterdir()), key=lambda n: n == "interp.json")
+        names = sorted((f.name for f in tmp.iterdir() if f.name != PARTIAL),
+                       key=lambda n: n == "interp.json")
         for name in names:
             os.replace(tmp / name, directory / name)
     finally:
