@@ -17,14 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
-         "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
-         "'.main-svg'))")
-
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from interp.viz.browser import BrowserError, Chromium, find_chromium
+    from interp.viz.browser import DRAWN, BrowserError, Chromium, find_chromium
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

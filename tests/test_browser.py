@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from interp.viz.browser import Chromium, find_chromium
+from interp.viz.browser import DRAWN, Chromium, find_chromium
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None, reason="chromium not found: install Debian's chromium package "
@@ -56,10 +56,6 @@ COLLECT = """(() => {
 })()"""
 # Installed before any script of the page runs: an injected alert(1) would be counted.
 TRAP = "window.__alerts = 0; window.alert = () => { window.__alerts += 1; };"
-DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
-         "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
-         "'.main-svg'))")
-
 
 def html_tokenizer():
     """A word-level tokenizer whose words are HTML, split on '|': [tokenizer, vocab size]."""

@@ -285,20 +285,6 @@ def build_page(name: str, res: dict, bridge, seed: int = 0):
     return page
 
 
-def _byte_level_chars() -> dict[str, int]:
-    """GPT-2's byte-level alphabet (one printable character per byte), inverted."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
-            *range(ord("\xae"), ord("\xff") + 1)]
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in keep:
-            chars[chr(byte)] = byte
-        else:
-            chars[chr(256 + extra)] = byte
-            extra += 1
-    return chars
-
-
 def token_texts(bridge, ids: list[int]) -> list[str]:
     """Each token as the text it stands for: the tokenizer's decoding, with newlines, tabs and
     other unprintable characters as escapes (\\n, \\t, \\x0c) and a token of spaces as ␣.
@@ -307,7 +293,9 @@ def token_texts(bridge, ids: list[int]) -> list[str]:
     tok = getattr(bridge, "tokenizer", None)
     if tok is None:
         return [f"#{t}" for t in ids]
-    chars = _byte_level_chars()
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = {c: b for b, c in bytes_to_unicode().items()}  # byte-level BPE alphabet, inverted
     out = []
     for t in ids:
         text = tok.decode([t])

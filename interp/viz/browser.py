@@ -42,6 +42,12 @@ class BrowserError(RuntimeError):
     """Chromium is missing, did not start, or did not answer in time."""
 
 
+# true once every circuitsvis view and every plotly figure on an interp page has been drawn
+DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
+         "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
+         "'.main-svg'))")
+
+
 def find_chromium() -> str | None:
     """The Chromium binary: $CHROMIUM, else `chromium` or `chromium-browser` on the PATH."""
     env = os.environ.get("CHROMIUM")
