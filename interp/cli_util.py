@@ -241,14 +241,17 @@ def ignorable(folder: Path, name: str) -> bool:
 
 
 def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
-                          own=None) -> Path:
+                          own=None, replaced: bool = True) -> Path:
     """Fail early unless `path` can be replaced whole by a command's output folder: it must
     not be a file, its parent must exist and be writable, and if it holds files it must be an
     earlier output of the same command (recognised by the file `marker`, and with `own` (a
     tuple of names or a test of a name), by holding nothing but the command's own files), so
     nothing else is lost. OS/editor metadata (`.DS_Store`, `.ipynb_checkpoints`, ...) and our
-    own temporaries are ignored; the replaced folder drops the metadata. Nothing is deleted
-    here: `output_lock` removes stale temporaries once it holds the lock."""
+    own temporaries are ignored; the replaced folder drops the metadata. The folder must not
+    hold the current folder (`--out .`): swapping it would leave the user's shell in a
+    deleted folder (`replaced=False` for a command that writes into the folder instead).
+    Nothing is deleted here: `output_lock` removes stale temporaries once it holds the
+    lock."""
     path = Path(path)
     full = Path(os.path.abspath(path))
     if path.exists() and not path.is_dir():
@@ -267,6 +270,10 @@ def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
             raise InterpError(f"{option} {path} is a folder that holds other files ({shown}); "
                               "give a new folder or an earlier output of this command (it is "
                               "replaced whole)")
+    if replaced and same_or_inside(os.getcwd(), full):
+        raise InterpError(f"{option} {path} is the current folder or holds it, and the output "
+                          f"replaces it whole; give a folder inside it (e.g. {option} "
+                          "results)")
     return path
 
 

@@ -634,7 +634,8 @@ def _main(argv) -> int:
         probe_writable(target, f"--resume {target}")
     else:
         check_new_out(target)
-        check_replaceable_dir(target, "interp.json", "--out")   # its parent is writable
+        check_replaceable_dir(target, "interp.json", "--out",   # its parent is writable
+                              replaced=False)
     if args.threads is not None and args.threads < 1:
         raise InterpError(f"--threads must be at least 1, got {args.threads}")
     # the lock removes our own debris of a killed run: beside the folder and inside it

@@ -674,3 +674,16 @@ def test_train_out_holding_its_own_debris_and_os_metadata_is_accepted(scratch, c
     assert rc == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert not debris.exists() and ".DS_Store" in names and "interp.json" in names
+
+
+def test_out_dot_in_an_empty_folder_is_refused_not_swapped_away(tmp_path, monkeypatch,
+                                                                 capsys):
+    """`--out .` in an empty folder (or an earlier output) would rename the shell's current
+    folder away: refused in one line, the folder stays the same inode."""
+    empty = tmp_path / "e"
+    empty.mkdir()
+    inode = empty.stat().st_ino
+    monkeypatch.chdir(empty)
+    rc, err = call("interp.classify_heads", ["no-such-model", "--out", "."], capsys)
+    one_line(rc, err, "--out . is the current folder")
+    assert empty.stat().st_ino == inode and list(empty.iterdir()) == []
