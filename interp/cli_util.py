@@ -222,16 +222,26 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically: a temp file beside the target, then a rename."""
-    path = check_writable(path)
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes atomically: a temp file of ours beside the target, then a
+    rename, so a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
     tmp = temp_path(path)
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically, after checking the destination."""
+    write_atomic(check_writable(path), json.dumps(obj, indent=2) + "\n")
 
 
 def ignorable(folder: Path, name: str) -> bool:

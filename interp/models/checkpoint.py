@@ -157,15 +157,9 @@ def check_tokenizer(directory: Path, task_model: bool = True) -> None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    from interp.cli_util import temp_path
+    from interp.cli_util import write_atomic
 
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def replace_dir_atomic(fill, target: Path) -> None:

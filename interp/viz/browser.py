@@ -289,12 +289,6 @@ class Tab:
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": y, "width": max(size["width"], self.browser.width),
                      "height": max(h, 1), "scale": 1}}, timeout=120)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_bytes(base64.b64decode(shot["data"]))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        from interp.cli_util import write_atomic
+
+        return write_atomic(path, base64.b64decode(shot["data"]))

@@ -92,15 +92,9 @@ class Page:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file, then rename): a crash leaves no half-written page."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_text(self.render(), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        from interp.cli_util import write_atomic
+
+        return write_atomic(path, self.render())
 
 
 def circuitsvis_bundle() -> str:
