@@ -131,7 +131,7 @@ def _main(argv) -> int:
     import contextlib
 
     from circuits.ablation import MODES, SCOPES
-    from interp.cli_util import check_replaceable_dir, check_writable
+    from interp.cli_util import check_file_outside, check_replaceable_dir, check_writable
     from interp.errors import InterpError, shorten
     from interp.models import DEFAULT_MODEL
 
@@ -180,6 +180,7 @@ def _main(argv) -> int:
     at_most("--batch-size", a.batch_size, MAX_BATCH, "one batch holds "
             f"({MAX_BATCH:,} examples)")
     if a.json:
+        check_file_outside(a.json, a.out)
         check_writable(a.json)
     out = check_replaceable_dir(a.out, "ablation.json", "--out", own=OWN_FILES) \
         if a.out else None

@@ -56,7 +56,7 @@ def _main(argv) -> int:
     import contextlib
 
     from circuits.patching import DIRECTIONS, METRICS
-    from interp.cli_util import check_replaceable_dir, check_writable
+    from interp.cli_util import check_file_outside, check_replaceable_dir, check_writable
     from interp.errors import InterpError
     from interp.models import DEFAULT_MODEL, load_checkpoint
 
@@ -83,6 +83,7 @@ def _main(argv) -> int:
     if a.n < 1:
         raise InterpError(f"--n must be at least 1, got {a.n}")
     if a.json:
+        check_file_outside(a.json, a.out)
         check_writable(a.json)
     out = check_replaceable_dir(a.out, "patching.json", "--out", own=OWN_FILES) \
         if a.out else None

@@ -67,8 +67,8 @@ def run_cli(fn, argv) -> int:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
-        where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error: cannot use{one_line(where)}: {e.strerror or e}; check the path and its "
+        where = f" {one_line(str(e.filename))}" if getattr(e, "filename", None) else ""
+        print(f"error: cannot use{where}: {e.strerror or e}; check the path and its "
               "permissions", file=sys.stderr)
         return 2
     except MemoryError:
@@ -94,7 +94,7 @@ def at_most(option: str, value: int, limit: int, why: str) -> int:
 # Our temporary names, distinctive so that no user's file matches them:
 #   `.NAME.interp-tmp-PID-XXXXXXXX`  a file or folder being written for NAME,
 #   `.NAME.interp-old-PID-XXXXXXXX`  a replaced output folder, between two renames,
-#   `.NAME.lock`                     the lock of NAME's writer (see `output_lock`).
+#   `.NAME.interp-lock`              the lock of NAME's writer (see `output_lock`).
 # A temporary folder holds the sentinel file PARTIAL while it is ours to delete; a folder
 # without it is never removed, whatever its name.
 PARTIAL = ".interp-partial"
@@ -103,14 +103,14 @@ _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.interp-(?P<kind>tmp|old)-(?P<pid>\d+)-[
 # Files an operating system or an editor drops into a folder that a user merely browsed:
 # they do not make an earlier output someone else's folder. A replaced output folder drops
 # them (the new folder is built from scratch).
+# Folders a user may have put work in (.ipynb_checkpoints, .vscode, .idea) are not here:
+# they count as someone else's files.
 OS_METADATA = frozenset({".DS_Store", "Thumbs.db", "ehthumbs.db", "desktop.ini",
-                         "Desktop.ini", ".ipynb_checkpoints", ".directory", ".localized",
-                         ".fseventsd", ".Spotlight-V100", ".Trashes", ".TemporaryItems",
-                         ".vscode", ".idea"})
+                         "Desktop.ini", ".directory", ".localized"})
 
 
 def is_os_metadata(name: str) -> bool:
-    """A name an OS or editor creates by itself (`.DS_Store`, `._x`, `.ipynb_checkpoints`)."""
+    """A file an OS creates by itself when a folder is browsed (`.DS_Store`, `._x`)."""
     return name in OS_METADATA or name.startswith("._")
 
 
@@ -247,7 +247,10 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def ignorable(folder: Path, name: str) -> bool:
     """An entry of `folder` that says nothing about whose folder it is: OS or editor
     metadata, or one of our own temporaries (removed or restored under the lock)."""
-    return is_os_metadata(name) or _own_temp(folder / name) is not None
+    p = folder / name
+    if is_os_metadata(name):
+        return p.is_file() and not p.is_symlink()
+    return _own_temp(p) is not None
 
 
 def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
@@ -264,6 +267,9 @@ def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
     lock."""
     path = Path(path)
     full = Path(os.path.abspath(path))
+    if full.is_symlink():
+        raise InterpError(f"{option} {path} is a symbolic link; give the folder itself "
+                          f"({os.path.realpath(full)}) or a new folder")
     if path.exists() and not path.is_dir():
         raise InterpError(f"{option} {path} is a file; give a folder")
     if not full.parent.is_dir():
@@ -271,6 +277,7 @@ def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
                           "exist")
     probe_writable(full.parent, f"{option} {path}")
     if full.is_dir():
+        probe_writable(full, f"{option} {path}")
         names = sorted(n for n in os.listdir(full) if not ignorable(full, n))
         is_own = own if callable(own) else (lambda n: own is None or n in own)
         foreign = [n for n in names if not is_own(n)]
@@ -287,6 +294,15 @@ def check_replaceable_dir(path: str | os.PathLike, marker: str, option: str,
     return path
 
 
+def check_file_outside(path: str | os.PathLike | None, out: str | os.PathLike | None,
+                       option: str = "--json") -> None:
+    """Refuse an output file inside an output folder that is replaced whole (it would be
+    written, then swapped away)."""
+    if path and out and same_or_inside(Path(os.path.abspath(path)).parent, out):
+        raise InterpError(f"{option} {path} lies inside --out {out}, which is replaced whole; "
+                          f"give a path outside it")
+
+
 def same_or_inside(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether path `a` is `b` or lies inside it (symbolic links resolved)."""
     a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))
@@ -295,7 +311,7 @@ def same_or_inside(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = True):
-    """Hold an exclusive lock on `.NAME.lock` beside the output `path` while a command
+    """Hold an exclusive lock on `.NAME.interp-lock` beside the output `path` while a command
     computes and writes it: a second command on the same path (in this process or another)
     refuses at once instead of mixing the two outputs. The kernel frees the lock when its
     holder dies, so a killed run never blocks the next one. Once the lock is held, our own
@@ -303,7 +319,7 @@ def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = Tr
     import fcntl
 
     full = Path(os.path.abspath(path))
-    lock = full.with_name(f".{full.name}.lock")
+    lock = full.with_name(f".{full.name}.interp-lock")
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)

@@ -551,7 +551,7 @@ def check_new_out(out: Path) -> None:
     training run or someone else's): a run writes into its folder step by step. OS/editor
     metadata (`.DS_Store`, ...) and our own temporaries (debris of a killed run, removed
     once the lock is held) do not count; the metadata stays where it is."""
-    from interp.cli_util import ignorable
+    from interp.cli_util import ignorable, probe_writable
 
     full = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
@@ -566,6 +566,7 @@ def check_new_out(out: Path) -> None:
                           f"({', '.join(names[:3])}); give a new or empty folder")
     if not full.parent.is_dir():
         raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
+    probe_writable(full if full.is_dir() else full.parent, f"--out {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -238,6 +238,11 @@ CASES = [
      ["--out . is a folder that holds other files"], None),
     ("patch-out-dot", "circuits.patch", ["{dec}", "--out", "."],
      ["--out . is a folder that holds other files"], None),
+    ("ablate-json-inside-out", "circuits.ablate",
+     ["{dec}", "--tokens", "x", "--out", "a", "--json", "a/extra.json"],
+     ["--json a/extra.json lies inside --out a"], None),
+    ("patch-json-inside-out", "circuits.patch", ["{dec}", "--out", "p", "--json", "p/m.json"],
+     ["--json p/m.json lies inside --out p"], None),
     ("induction-out-dot", "circuits.induction.__main__", ["{text}", "--out", "."],
      ["--out . is a folder that holds other files"], None),
     ("train-out-dot", "interp.train", ["arithmetic", "--steps", "1", "--out", "."],
@@ -528,7 +533,7 @@ def test_a_killed_runs_leftovers_are_cleaned_and_the_next_run_replaces_its_outpu
     half.mkdir()
     (half / PARTIAL).touch()
     (half / "heads.csv").write_text("half")
-    (scratch / ".o.lock").write_text(str(dead))
+    (scratch / ".o.interp-lock").write_text(str(dead))
     kept = {f".o.interp-tmp-{live}-00000000": True,         # a live writer's
             f".o.interp-tmp-{dead}-11111111": False,        # no sentinel: not provably ours
             f".o.tmp-{dead}": True, ".o.old-2023": False,   # other programs' names
@@ -571,7 +576,7 @@ def test_a_second_real_run_on_a_locked_out_refuses_and_succeeds_once_it_is_relea
     assert rc == 0, err
     assert sorted(p.name for p in (scratch / "o").iterdir()) == \
         ["heads.csv", "heads.json", "report.html"]
-    assert not (scratch / ".o.lock").exists()
+    assert not (scratch / ".o.interp-lock").exists()
 
 
 def test_the_lock_is_exclusive_within_one_process_and_a_dead_holders_lock_is_free(tmp_path):
@@ -584,10 +589,10 @@ def test_the_lock_is_exclusive_within_one_process_and_a_dead_holders_lock_is_fre
         with pytest.raises(InterpError, match="being written by another run"):
             with output_lock(tmp_path / "x"):
                 pass
-    (tmp_path / ".y.lock").write_text(str(os.getpid()))  # our own pid, but nobody holds it
+    (tmp_path / ".y.interp-lock").write_text(str(os.getpid()))  # our own pid, but nobody holds it
     with output_lock(tmp_path / "y"):
-        assert (tmp_path / ".y.lock").read_text() == str(os.getpid())
-    assert not (tmp_path / ".y.lock").exists()
+        assert (tmp_path / ".y.interp-lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".y.interp-lock").exists()
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -637,22 +642,46 @@ def test_a_swap_killed_between_its_renames_is_restored_by_the_next_run(tmp_path)
 
 
 def test_os_metadata_in_an_earlier_output_does_not_make_it_foreign(scratch, capsys):
-    """A user opened the earlier output (Finder, Jupyter): `.DS_Store`, `._report.html` and
-    `.ipynb_checkpoints/` appeared. The rerun replaces the folder (the metadata is dropped
-    with it), while a folder holding only such metadata and a user's file is still refused."""
+    """A user browsed the earlier output (Finder): `.DS_Store` and `._report.html` appeared.
+    The rerun replaces the folder (the OS files are dropped with it). A folder a user may have
+    put work in (`.ipynb_checkpoints/`) makes it someone else's: refused, kept byte for byte."""
     assert call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)[0] == 0
     for name in (".DS_Store", "._report.html"):
         (scratch / "o" / name).write_bytes(b"\x00\x05\x16\x07")
-    (scratch / "o" / ".ipynb_checkpoints").mkdir()
-    (scratch / "o" / ".ipynb_checkpoints" / "x-checkpoint.ipynb").write_text("{}")
     rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
     assert rc == 0, err
     assert sorted(p.name for p in (scratch / "o").iterdir()) == \
         ["heads.csv", "heads.json", "report.html"]
+    (scratch / "o" / ".ipynb_checkpoints").mkdir()
+    (scratch / "o" / ".ipynb_checkpoints" / "x-checkpoint.ipynb").write_text("{}")
+    before = snapshot(scratch)
+    rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
+    one_line(rc, err, "holds other files (.ipynb_checkpoints)")
+    assert snapshot(scratch) == before
+    (scratch / "o" / ".ipynb_checkpoints" / "x-checkpoint.ipynb").unlink()
+    (scratch / "o" / ".ipynb_checkpoints").rmdir()
     (scratch / "o" / ".DS_Store").write_bytes(b"\x00")
     (scratch / "o" / "mine.txt").write_text("mine")
     rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
     one_line(rc, err, "holds other files (mine.txt)")
+
+
+def test_a_symlinked_or_read_only_out_is_refused_before_any_work(scratch, capsys):
+    """--out through a symbolic link would swap the link for a folder and bypass the lock of
+    the real path; a read-only earlier output would be replaced by a writable one."""
+    assert call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)[0] == 0
+    (scratch / "link").symlink_to(scratch / "o")
+    before = snapshot(scratch)
+    rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "link"], capsys)
+    one_line(rc, err, "is a symbolic link")
+    assert snapshot(scratch) == before and (scratch / "link").is_symlink()
+    if os.geteuid() != 0:  # root writes anywhere; the probe is what is checked
+        (scratch / "o").chmod(0o555)
+        try:
+            rc, err = call("interp.classify_heads", CLASSIFY + ["--out", "o"], capsys)
+            one_line(rc, err, "not writable")
+        finally:
+            (scratch / "o").chmod(0o755)
 
 
 def test_train_out_holding_its_own_debris_and_os_metadata_is_accepted(scratch, capsys):
