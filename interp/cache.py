@@ -1,3 +1,5 @@
+# Over 400 lines: it still holds prompt generators and small analyses beside the cache;
+# issue #12 moves them to their own homes.
 """Run a model over a dataset once and keep its attention patterns, with tokens and roles.
 
     bridge, task = interp.load_model("quadratic-small")

@@ -1,3 +1,5 @@
+# Over 400 lines: the trainer and its command line (with the checks of --out and of a
+# damaged resume state) live together until issue #12 splits training/ and cli/.
 """Train a model on a task, with an answer-only loss, periodic evaluation and exact resume.
 
     python -m interp.train quadratic --preset small --arch decoder --minutes 20 --out DIR

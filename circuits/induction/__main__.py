@@ -1,3 +1,5 @@
+# Over 400 lines: the command line and its report page live together until issue #12
+# moves reports to viz/.
 """python -m circuits.induction [CKPT]: induction heads of a decoder, measured and tested.
 
     python -m circuits.induction induction-attn2l
