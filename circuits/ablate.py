@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+
 def _fmt(v, pct: bool) -> str:
     if v != v:  # NaN
         return "-"
@@ -122,7 +123,7 @@ OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "abl
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, argv)
 
@@ -131,11 +132,15 @@ def _main(argv) -> int:
     import contextlib
 
     from circuits.ablation import MODES, SCOPES
-    from interp.cli_util import check_file_outside, check_replaceable_dir, check_writable
+    from interp.cli.common import Parser, at_most
     from interp.errors import InterpError, shorten
+    from interp.io import (
+        check_file_outside,
+        check_replaceable_dir,
+        check_writable,
+        output_lock,
+    )
     from interp.models import DEFAULT_MODEL
-
-    from interp.cli_util import Parser, at_most, output_lock
 
     p = Parser(prog="ablate", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,11 +195,11 @@ def _main(argv) -> int:
 
 def _run(a, tokens, out) -> int:
     from circuits.ablation import ablate_tokens
-    from interp.cli_util import write_json
-    from interp.models import load_checkpoint, to_bridge
+    from interp.io import write_json
+    from interp.models import load_checkpoint
 
     ckpt = load_checkpoint(a.checkpoint)
-    bridge = to_bridge(ckpt)
+    bridge = ckpt.bridge()
     task = ckpt.task
     examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
@@ -215,7 +220,7 @@ def _run(a, tokens, out) -> int:
     if a.json:
         write_json(a.json, data)
     if out is not None:
-        from interp.models.checkpoint import replace_dir_atomic
+        from interp.io import replace_dir_atomic
 
         def fill(tmp: Path) -> None:
             res.summary.to_csv(tmp / "summary.csv", index=False)

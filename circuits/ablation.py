@@ -45,13 +45,11 @@ import numpy as np
 import torch
 
 from circuits.stats import bootstrap_ci, rank_p_value
-from interp.attention.kinds import model_family
-from interp.attention.kinds import n_layers as kind_layers
-from interp.cache import Side, build_sides, length_batches
 from interp.errors import InterpError
-from interp.models.sequences import IGNORE
+from interp.hooks import arch_of, n_layers as kind_layers
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import CharCodec
+from interp.tokens import IGNORE, Side, build_sides, length_batches
 
 MODES = ("knockout", "mean", "zero", "resample")
 SCOPES = ("input", "all")
@@ -108,7 +106,7 @@ def field_of(role: str) -> str | None:
 
 
 def prepare(bridge, task: Task, examples: Sequence[Example]) -> Prepared:
-    family = model_family(bridge)
+    family = arch_of(bridge)
     if family not in ("decoder", "t5"):
         raise InterpError("token ablation needs a model that writes the answer (decoder-only "
                           f"or T5); this one is {family!r}")
@@ -783,7 +781,7 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
                                    **r.to_dict()})
     decoded = None
     if decode:
-        from interp.evaluate import score_outputs
+        from interp.metrics import score_outputs
 
         say("free-running decoding (clean, target)")
         outs_clean = decode_condition(bridge, prep, clean, mode, [], None, None, {}, ids, scope,

@@ -34,7 +34,7 @@ def describe(res, top: int = 8) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, argv)
 
@@ -56,11 +56,15 @@ def _main(argv) -> int:
     import contextlib
 
     from circuits.patching import DIRECTIONS, METRICS
-    from interp.cli_util import check_file_outside, check_replaceable_dir, check_writable
+    from interp.cli.common import Parser
     from interp.errors import InterpError
+    from interp.io import (
+        check_file_outside,
+        check_replaceable_dir,
+        check_writable,
+        output_lock,
+    )
     from interp.models import DEFAULT_MODEL, load_checkpoint
-
-    from interp.cli_util import Parser, output_lock
 
     p = Parser(prog="python -m circuits.patch", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,17 +113,21 @@ def _check_fields(task, corrupt: str | None, answer: str | None) -> None:
 
 
 def _run(a, ckpt, out) -> int:
-    from circuits.patching import DEFAULT_FIELDS, attribute, corrupt_pairs, patch
-    from circuits.patching import site as check_site
+    from circuits.patching import (
+        DEFAULT_FIELDS,
+        attribute,
+        corrupt_pairs,
+        patch,
+        site as check_site,
+    )
     from circuits.stats import spearman
-    from interp.attention.kinds import model_family
-    from interp.cli_util import write_json
     from interp.errors import InterpError
-    from interp.models import to_bridge
+    from interp.hooks import arch_of
+    from interp.io import write_json
     from interp.tasks.tokenizer import CharCodec
 
-    bridge = to_bridge(ckpt)
-    sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(model_family(bridge), "")
+    bridge = ckpt.bridge()
+    sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(arch_of(bridge), "")
                                  ).split(",") if s.strip()]
     if not sites:
         raise InterpError("--sites names no site; give e.g. --sites resid_pre,head_pos")
@@ -160,7 +168,7 @@ def _run(a, ckpt, out) -> int:
     if a.json:
         write_json(a.json, data)
     if out is not None:
-        from interp.models.checkpoint import replace_dir_atomic
+        from interp.io import replace_dir_atomic
         from interp.viz.figures import patch_heatmap
         from interp.viz.page import Page
 

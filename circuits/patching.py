@@ -48,11 +48,11 @@ from typing import Sequence
 
 import torch
 
-from interp.attention.kinds import model_family
 from interp.errors import InterpError
-from interp.models.sequences import decoder_prompt, encoder_input
+from interp.hooks import arch_of
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import CharCodec
+from interp.tokens import decoder_prompt, encoder_input
 
 METRICS = ("logit_diff", "logprob")
 DIRECTIONS = ("denoise", "noise")
@@ -117,7 +117,12 @@ def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
     still accepts it (integer roots or none; operands in range, b <= a for subtraction);
     None if no digit change works."""
     from interp.tasks.arithmetic import ArithmeticTask
-    from interp.tasks.quadratic import QuadraticTask, format_input, format_output, read_input
+    from interp.tasks.quadratic import (
+        QuadraticTask,
+        format_input,
+        format_output,
+        read_input,
+    )
 
     if isinstance(task, QuadraticTask):
         coef = dict(zip("abc", read_input(ex.src)))
@@ -171,7 +176,7 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
     answer = answer or DEFAULT_FIELDS[task.name][1]
     if n < 1:
         raise InterpError(f"the number of pairs must be at least 1, got {n}")
-    family = model_family(bridge)
+    family = arch_of(bridge)
     if family not in ("decoder", "t5"):
         raise InterpError(f"patching needs a decoder-only or T5 model; this one is {family!r}")
     rng = random.Random(seed)
@@ -262,7 +267,7 @@ class Site:
 
 
 def site(bridge, what: str) -> Site:
-    fam = model_family(bridge)
+    fam = arch_of(bridge)
     if fam == "decoder":
         table = {"resid_pre": ("blocks.{l}.hook_resid_pre", ("layer", "pos"), "pos"),
                  "attn_out": ("blocks.{l}.hook_attn_out", ("layer", "pos"), "pos"),

@@ -1,5 +1,3 @@
-# Over 400 lines: it still holds prompt generators and small analyses beside the cache;
-# issue #12 moves them to their own homes.
 """Run a model over a dataset once and keep its attention patterns, with tokens and roles.
 
     bridge, task = interp.load_model("quadratic-small")
@@ -26,31 +24,22 @@ from typing import Iterator, Sequence
 
 import torch
 
-from interp.attention.kinds import KINDS, hook_name, kinds_of, model_family, n_layers
 from interp.errors import InterpError
-from interp.models.sequences import decoder_prompt, encoder_input, pad_rows
-from interp.tasks.base import Example, Task
-from interp.tasks.tokenizer import BOS, EOS, PAD, SEP, CharCodec
+from interp.hooks import (
+    KINDS,
+    arch_of,
+    capture,
+    eval_mode,
+    hook_name,
+    kinds_of,
+    n_layers,
+)
+from interp.tasks.base import Task
+from interp.tasks.tokenizer import CharCodec
+from interp.tokens import Side, build_sides, length_batches, pad_rows
 
 PAD_ID = CharCodec().pad
 
-
-@dataclass
-class Side:
-    """One side of the attention (the decoder-only sequence, or T5's input or output).
-
-    ids: [batch, pos] right-padded; lengths: [batch]; tokens and roles: per example, unpadded.
-    """
-
-    ids: torch.Tensor
-    lengths: torch.Tensor
-    tokens: list[list[str]]
-    roles: list[list[str]]
-
-    @property
-    def valid(self) -> torch.Tensor:
-        """[batch, pos] True where a real token stands."""
-        return torch.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
 
 
 class _Source:
@@ -156,7 +145,7 @@ def save_shards(source: _Source, folder: str | Path) -> ShardedCache:
 
     from safetensors.torch import save_file
 
-    from interp.models.checkpoint import replace_dir_atomic
+    from interp.io import replace_dir_atomic
 
     def fill(tmp: Path) -> None:
         n = 0
@@ -176,58 +165,6 @@ def save_shards(source: _Source, folder: str | Path) -> ShardedCache:
     return ShardedCache(folder)
 
 
-def prompt_ids(family: str, tokenizer, text: str) -> list[int]:
-    """The token ids of a raw text prompt: the tokenizer's own specials, and a decoder's BOS
-    in front unless the tokenizer already put it there."""
-    ids = tokenizer(text, add_special_tokens=True).input_ids
-    bos = tokenizer.bos_token_id
-    if family == "decoder" and bos is not None and ids[:1] != [bos]:
-        ids = [bos] + ids
-    return ids
-
-
-def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=None
-                ) -> dict[str, Side]:
-    """Token ids, strings and roles of each side for a list of Examples (or raw strings)."""
-    codec = CharCodec()
-    if examples and isinstance(examples[0], str):
-        if family == "t5" or tokenizer is None:
-            raise InterpError("raw text prompts need a decoder or encoder model with a "
-                              "tokenizer; give task examples for T5 models")
-        enc = [prompt_ids(family, tokenizer, t) for t in examples]
-        toks = [tokenizer.convert_ids_to_tokens(ids) for ids in enc]
-        side = Side(pad_rows(enc, tokenizer.pad_token_id or 0), torch.tensor([len(e) for e in enc]),
-                    toks, [list(t) for t in toks])
-        return {"seq" if family == "decoder" else "src": side}
-    if task is None:
-        raise InterpError("task examples need their task to name token roles")
-    src_ids, src_tok, src_roles, tgt_ids, tgt_tok, tgt_roles = [], [], [], [], [], []
-    for ex in examples:
-        if not isinstance(ex, Example):
-            raise InterpError(f"expected task Examples or strings, got {type(ex).__name__}")
-        r_src, r_tgt = task.roles(ex.src, ex.tgt)
-        if family == "decoder":
-            src_tok.append([BOS, *ex.src, SEP, *ex.tgt, EOS])
-            src_roles.append([BOS, *r_src, SEP, *r_tgt, EOS])
-            src_ids.append(decoder_prompt(codec, ex.src) + codec.encode(ex.tgt) + [codec.eos])
-        else:
-            src_tok.append([*ex.src, EOS])
-            src_roles.append([*r_src, EOS])
-            src_ids.append(encoder_input(codec, ex.src))
-            tgt_tok.append([PAD, *ex.tgt])
-            tgt_roles.append(["<start>", *r_tgt])
-            tgt_ids.append([codec.pad, *codec.encode(ex.tgt)])
-    first = Side(pad_rows(src_ids, codec.pad), torch.tensor([len(i) for i in src_ids]), src_tok,
-                 src_roles)
-    if family == "decoder":
-        return {"seq": first}
-    if family == "encoder":
-        return {"src": first}
-    return {"src": first, "tgt": Side(pad_rows(tgt_ids, codec.pad),
-                                      torch.tensor([len(i) for i in tgt_ids]), tgt_tok,
-                                      tgt_roles)}
-
-
 def _check(bridge, examples, kinds):
     if not examples:
         raise InterpError("no examples to cache; give at least one")
@@ -240,42 +177,6 @@ def _check(bridge, examples, kinds):
     return kinds
 
 
-class _Enough(Exception):
-    """Raised inside the last wanted hook: the rest of the forward pass is not needed."""
-
-
-def hook_values(bridge, ids, wanted: set[str], kw: dict) -> dict[str, torch.Tensor]:
-    """The wanted hook activations of one forward pass, which stops as soon as the last of
-    them is seen (the later MLPs, attention outputs and the unembedding are skipped)."""
-    store: dict[str, torch.Tensor] = {}
-
-    def keeper(name):
-        def keep(tensor, hook):
-            store[name] = tensor.detach()
-            if len(store) == len(wanted):
-                raise _Enough
-            return tensor
-        return keep
-
-    try:
-        with bridge.hooks(fwd_hooks=[(name, keeper(name)) for name in sorted(wanted)]):
-            bridge(ids, **kw)
-    except _Enough:
-        pass
-    missing = wanted - set(store)
-    if missing:
-        raise InterpError(f"the model never ran the hooks {sorted(missing)}")
-    return store
-
-
-def length_batches(lengths: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Indices of examples in batches of similar length (sorted, stable): less padding."""
-    order = torch.argsort(lengths, stable=True)
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
-
-
-@torch.no_grad()
 def _forward(bridge, family, sides, kinds, batch_size, progress=False):
     """Run the model over batches of similar length; yield (index, {kind: patterns})."""
     import sys
@@ -284,10 +185,7 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
 
     main = sides["src" if family != "decoder" else "seq"]
     names = {(k, l): hook_name(bridge, k, l) for k in kinds for l in range(n_layers(bridge, k))}
-    wanted = set(names.values())
-    was_training = bridge.training
-    bridge.eval()
-    try:
+    with eval_mode(bridge):
         for index in tqdm(list(length_batches(main.lengths, batch_size)), desc="attention",
                           leave=False, disable=not progress or not sys.stderr.isatty()):
             w = int(main.lengths[index].max())
@@ -295,7 +193,7 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
             if family == "t5":
                 tgt = sides["tgt"]
                 kw["decoder_input"] = tgt.ids[index, :int(tgt.lengths[index].max())]
-            cache = hook_values(bridge, main.ids[index, :w], wanted, kw)
+            cache = capture(bridge, main.ids[index, :w], names=names.values(), **kw)
             out = {}
             for k in kinds:
                 P = torch.stack([cache[names[(k, l)]] for l in range(n_layers(bridge, k))])
@@ -307,8 +205,6 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
                 out[k] = P.mul_((qv[:, :, None] & kv[:, None, :])[None, :, None].to(P.dtype))
             del cache
             yield index, out
-    finally:
-        bridge.train(was_training)
 
 
 def stream_attention(bridge, task: Task | None, examples: Sequence,
@@ -317,7 +213,7 @@ def stream_attention(bridge, task: Task | None, examples: Sequence,
     """Like `cache_attention`, but nothing is kept: batches are computed as they are read
     (pass the result to `interp.attention.stats.collect_stats`, or to `save_shards`)."""
     kinds = _check(bridge, examples, kinds)
-    family = model_family(bridge)
+    family = arch_of(bridge)
     sides = build_sides(family, task, examples, getattr(bridge, "tokenizer", None))
     return AttentionStream(bridge, family, sides, kinds, examples, batch_size, progress)
 
@@ -342,65 +238,3 @@ def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequen
                 out.patterns[k] = torch.zeros(P.shape[0], n, P.shape[2], qw, kw)
             out.patterns[k][:, index, :, :P.shape[-2], :P.shape[-1]] = P
     return out
-
-
-def repeated_tokens(vocab_size: int, n: int, length: int, repeats: int, bos: int,
-                    special: set[int] = frozenset(), seed: int = 0) -> torch.Tensor:
-    """[n, 1 + repeats * length]: BOS, then `length` random non-special tokens, `repeats`
-    times. The same seed gives the same tokens."""
-    pool = torch.tensor([i for i in range(vocab_size) if i not in special])
-    if len(pool) == 0:
-        raise InterpError("the vocabulary has no ordinary tokens to draw from")
-    g = torch.Generator().manual_seed(seed)
-    block = pool[torch.randint(len(pool), (n, length), generator=g)]
-    return torch.cat([torch.full((n, 1), bos), block.repeat(1, repeats)], 1)
-
-
-def repeated_random_tokens(bridge, n: int = 32, half: int | None = None, seed: int = 0
-                           ) -> torch.Tensor:
-    """[n, 1 + 2 * half] token ids: BOS, then `half` random non-special tokens, repeated.
-    half defaults to min(40, (n_ctx - 1) // 2)."""
-    vocab, special, bos = token_pool(bridge)
-    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 2 * 40 + 1)
-    half = half or max(2, min(40, (n_ctx - 1) // 2))
-    return repeated_tokens(vocab, n, half, 2, bos, special, seed)
-
-
-def token_pool(bridge) -> tuple[int, set[int], int]:
-    """(vocabulary size, special token ids to avoid, BOS id) of a bridge's tokenizer: what
-    random prompts are drawn from. BOS is 0 without a tokenizer."""
-    tok = getattr(bridge, "tokenizer", None)
-    special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
-    vocab = int(bridge.cfg.d_vocab)
-    if special >= set(range(vocab)):   # nothing but special tokens: draw from all of them
-        special = set()
-    bos = tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
-    return vocab, special, bos
-
-
-@torch.no_grad()
-def induction_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0
-                     ) -> tuple[torch.Tensor, float]:
-    """Induction score per head of a decoder-only model ([layer, head]) and the uniform
-    head's score, on `repeated_random_tokens(bridge, n, half, seed)`: the attention a
-    second-half token pays to the token after its first copy, on the scale of
-    TransformerLens's head detector ("mul", BOS kept)."""
-    from interp.attention.scores import detection_score, induction_pattern, uniform_like
-
-    if model_family(bridge) != "decoder":
-        raise InterpError("the induction score needs a decoder-only (causal) model")
-    ids = repeated_random_tokens(bridge, n, half, seed)
-    name = [hook_name(bridge, "self", l) for l in range(n_layers(bridge, "self"))]
-    was_training = bridge.training
-    bridge.eval()
-    try:
-        cache = hook_values(bridge, ids, set(name), {})
-    finally:
-        bridge.train(was_training)
-    P = torch.stack([cache[x].float() for x in name])
-    width = ids.shape[1]
-    mask = torch.ones(width, width, dtype=torch.bool).tril().expand(n, width, width)
-    detect = induction_pattern(ids) * mask
-    score = detection_score(P, mask, detect)
-    uniform = float(detection_score(uniform_like(mask), mask, detect)[0, 0])
-    return score, uniform

@@ -101,9 +101,10 @@ def analyse(bridge, task, examples, kinds=None, batch_size: int = 64,
     Patterns are computed batch by batch and folded into running sums, so memory does not grow
     with the number of examples. save_cache: also keep them as safetensors shards there.
     Decoder-only models also get an induction score, from repeated random tokens."""
+    from interp.attention.detect import induction_scores
     from interp.attention.stats import collect_stats
     from interp.attention.taxonomy import stats_table
-    from interp.cache import induction_scores, save_shards, stream_attention
+    from interp.cache import save_shards, stream_attention
 
     source = stream_attention(bridge, task, examples, kinds, batch_size, progress)
     if save_cache:
@@ -127,10 +128,15 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
                  role_maps: bool = True):
     """The report page: taxonomy, class counts, operations, summary map, role maps, and every
     head of every layer for a few examples (circuitsvis and plotly), with attention rollout."""
-    from interp.attention.kinds import KINDS
     from interp.attention.maps import rollout
-    from interp.viz.figures import (compact, head_grid, heatmap, label_counts_figure,
-                                    role_map_figure)
+    from interp.hooks import KINDS
+    from interp.viz.figures import (
+        compact,
+        head_grid,
+        heatmap,
+        label_counts_figure,
+        role_map_figure,
+    )
     from interp.viz.page import Page
 
     ac = examples_cache
@@ -208,15 +214,14 @@ def CACHE_FILES(name: str) -> bool:
 def _check_prompt_lengths(bridge, texts: list[str], source: str) -> None:
     """Refuse a prompt longer than the model's context, naming its line."""
     from interp.errors import InterpError, shorten
-
-    from interp.attention.kinds import model_family
-    from interp.cache import prompt_ids
+    from interp.hooks import arch_of
+    from interp.tokens import prompt_ids
 
     n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 0)
     tok = getattr(bridge, "tokenizer", None)
     if not n_ctx or tok is None:
         return
-    family = model_family(bridge)
+    family = arch_of(bridge)
     for i, t in enumerate(texts, 1):
         # tokenized as interp.cache.build_sides does; a very long line first in part: if
         # its head is already too long, so is the whole line
@@ -235,13 +240,16 @@ def _main(argv) -> int:
     import contextlib
 
     from interp.cache import cache_attention
-    from interp.cli_util import check_replaceable_dir, write_json
+    from interp.cli.common import Parser, at_most
     from interp.errors import InterpError
-    from interp.models import DEFAULT_MODEL, load_checkpoint, load_hf_bridge, to_bridge
-    from interp.models.checkpoint import resolve, validate
-
-    from interp.cli_util import Parser, at_most, output_lock, same_or_inside
-    from interp.models.checkpoint import replace_dir_atomic
+    from interp.io import (
+        check_replaceable_dir,
+        output_lock,
+        replace_dir_atomic,
+        same_or_inside,
+        write_json,
+    )
+    from interp.models import DEFAULT_MODEL, load_checkpoint
 
     p = Parser(prog="python -m interp.classify_heads", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,17 +290,12 @@ def _main(argv) -> int:
                               "folder is replaced whole); give two separate folders")
         check_replaceable_dir(a.save_cache, "cache.json", "--save-cache", own=CACHE_FILES)
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
-    ckpt_dir = Path(str(a.checkpoint))
-    native = not (ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists()) and \
-        validate(resolve(a.checkpoint))["model"]["arch"] == "native"
-    if native or (ckpt_dir.is_dir() and not (ckpt_dir / "interp.json").exists()):
-        if native:
-            from interp.models.native import load_native
-            from interp.tasks.text import validation_snippets
+    ckpt = load_checkpoint(a.checkpoint)
+    native = ckpt.arch == "native"
+    if ckpt.arch in ("native", "hf"):
+        from interp.tasks.text import validation_snippets
 
-            bridge = load_native(resolve(a.checkpoint))
-        else:
-            bridge = load_hf_bridge(ckpt_dir)
+        bridge = ckpt.bridge()
         if a.prompts:
             try:
                 texts = [t for t in Path(a.prompts).read_text().splitlines() if t.strip()]
@@ -314,8 +317,7 @@ def _main(argv) -> int:
             raise InterpError(f"--prompts is for text models and HF checkpoints; "
                               f"{a.checkpoint} is a task model whose examples its task "
                               "generates (choose them with --n and --seed)")
-        ckpt = load_checkpoint(a.checkpoint)
-        bridge = to_bridge(ckpt)
+        bridge = ckpt.bridge()
         task, examples = ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
     with output_lock(out), (output_lock(a.save_cache, "--save-cache") if a.save_cache
                             else contextlib.nullcontext()):
@@ -353,7 +355,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, argv)
 

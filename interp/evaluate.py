@@ -7,70 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
-from typing import Sequence
-
-from interp.tasks.base import Example, Task
+from interp.metrics import eval_examples, evaluate
 
 MAX_EVAL_N = 100_000  # examples one `python -m interp.evaluate` decodes (memory and time)
 MAX_BATCH = 4_096     # sequences decoded at once
-
-
-def char_accuracy(pred: str, label: str) -> tuple[int, int]:
-    """(matching positions, label length): position i counts when pred[i] == label[i]."""
-    return sum(1 for i, ch in enumerate(label) if i < len(pred) and pred[i] == ch), len(label)
-
-
-def score_outputs(task: Task, examples: Sequence[Example], outputs: Sequence[str]) -> dict:
-    """Metrics of outputs against exact solutions. Pure: no model involved.
-
-    exact_match: share of outputs equal to the whole solution; char_accuracy: matching
-    characters over all label characters (the seed's per-position match over the label
-    length, pooled over examples); both per class; per_step: share of examples whose checker
-    verdict for that step is right, over the examples where the step applies.
-    """
-    tot = defaultdict(lambda: [0, 0, 0, 0])  # cls -> [n, exact, chars_ok, chars]
-    steps = defaultdict(lambda: [0, 0])
-    for ex, out in zip(examples, outputs, strict=True):
-        ok_chars, n_chars = char_accuracy(out, ex.tgt)
-        verdict = task.check(ex.src, out)
-        exact = out == ex.tgt
-        if exact != verdict.ok:  # the checker and the string comparison must agree
-            raise AssertionError(f"checker disagrees with exact match on {ex.src!r} -> {out!r}")
-        for key in (ex.cls, "all"):
-            t = tot[key]
-            t[0] += 1
-            t[1] += exact
-            t[2] += ok_chars
-            t[3] += n_chars
-        for step, v in verdict.steps.items():
-            if v is not None:
-                steps[step][0] += 1
-                steps[step][1] += v
-    n, exact, ok_chars, n_chars = tot["all"]
-    return {
-        "n": n,
-        "exact_match": exact / n if n else 0.0,
-        "char_accuracy": ok_chars / n_chars if n_chars else 0.0,
-        "per_class": {c: {"n": v[0], "exact_match": v[1] / v[0], "char_accuracy": v[2] / v[3]}
-                      for c, v in sorted(tot.items()) if c != "all"},
-        "per_step": {s: v[1] / v[0] for s, v in steps.items() if s != "format"},
-    }
-
-
-def evaluate(model, arch: str, task: Task, examples: Sequence[Example], n_ctx: int,
-             batch_size: int = 256, progress: bool = False) -> tuple[dict, list[str]]:
-    """Greedy-decode every example and score it; returns (metrics, outputs)."""
-    from interp.models.generate import greedy_decode
-
-    outputs = greedy_decode(model, arch, [e.src for e in examples], n_ctx,
-                            batch_size=batch_size, progress=progress)
-    return score_outputs(task, examples, outputs), outputs
-
-
-def eval_examples(task: Task, n: int, seed: int, holdout: bool = True) -> list[Example]:
-    """`n` fresh test examples; with holdout only inputs never used in training."""
-    return task.generate(n, seed=seed, heldout=True if holdout else None)
 
 
 def format_report(metrics: dict, title: str) -> str:
@@ -87,15 +27,15 @@ def format_report(metrics: dict, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
-    from interp.cli_util import check_writable, write_json
+    from interp.cli.common import Parser, at_most
+    from interp.io import check_writable, write_json
     from interp.models import DEFAULT_MODEL, load_checkpoint
-    from interp.cli_util import Parser, at_most
     from interp.tasks import get_task
 
     p = Parser(prog="python -m interp.evaluate", description=__doc__,

@@ -54,9 +54,8 @@ def _problems_are_positional(argv: list[str]) -> list[str]:
 
 
 def _main(argv) -> int:
+    from interp.cli.common import Parser
     from interp.models import DEFAULT_MODEL, load_checkpoint
-
-    from interp.cli_util import Parser
 
     p = Parser(prog="python -m interp.solve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,7 +85,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, argv)
 

@@ -29,11 +29,13 @@ from pathlib import Path
 import torch
 
 from interp.errors import InterpError
-from interp.models.checkpoint import replace_dir_atomic, save_checkpoint
+from interp.metrics import answer_loss
+from interp.io import replace_dir_atomic
+from interp.models.checkpoint import save_checkpoint
 from interp.models.config import ModelConfig, build_model, n_params
-from interp.models.sequences import IGNORE, Batch, make_batch, answer_loss
 from interp.tasks import CharCodec, Task, get_task, is_heldout, split_examples
 from interp.tasks.base import Example, sample_class
+from interp.tokens import IGNORE, Batch, make_batch
 
 RESUME = "resume"
 MAX_BATCH = 8_192        # examples per optimiser step
@@ -388,7 +390,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def evaluate(self) -> dict:
-        from interp.evaluate import evaluate
+        from interp.metrics import evaluate
 
         metrics, _ = evaluate(self.model, self.cfg.model.arch, self.task, self.data.eval_set,
                               self.cfg.model.n_ctx)
@@ -506,9 +508,9 @@ class Trainer:
                                 cpu_minutes=round(self.cpu / 60, 2), total_steps=self.total,
                                 finished=True)
         meta["history"] = self.history
-        from interp.models.checkpoint import write_json_atomic
+        from interp.io import write_json
 
-        write_json_atomic(meta_path, meta)
+        write_json(meta_path, meta, sort_keys=True, check=False)
         return meta
 
     def reselect(self) -> dict:
@@ -553,7 +555,7 @@ def check_new_out(out: Path) -> None:
     training run or someone else's): a run writes into its folder step by step. OS/editor
     metadata (`.DS_Store`, ...) and our own temporaries (debris of a killed run, removed
     once the lock is held) do not count; the metadata stays where it is."""
-    from interp.cli_util import ignorable, probe_writable
+    from interp.io import ignorable, probe_writable
 
     full = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
@@ -572,7 +574,7 @@ def check_new_out(out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from interp.cli_util import Parser
+    from interp.cli.common import Parser
 
     p = Parser(prog="python -m interp.train", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -623,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv) -> int:
-    from interp.cli_util import check_replaceable_dir, output_lock, probe_writable
+    from interp.io import check_replaceable_dir, output_lock, probe_writable
 
     args = build_parser().parse_args(argv)
     if sum(bool(x) for x in (args.resume, args.reselect, args.out)) > 1:
@@ -684,7 +686,7 @@ def _train(args) -> int:
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, argv)
 

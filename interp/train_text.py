@@ -155,8 +155,14 @@ class TextTrainer:
 
     @torch.no_grad()
     def evaluate(self, step: int, train_loss: float | None, cpu_s: float) -> dict:
-        from circuits.induction import (icl_positions, icl_score, induction_score,
-                                        model_patterns, score_prompts, token_losses)
+        from circuits.induction import (
+            icl_positions,
+            icl_score,
+            induction_score,
+            model_patterns,
+            score_prompts,
+            token_losses,
+        )
         from interp.models.native import mixing_weights
 
         ids, half, _, _ = score_prompts(self.bridge, n=16, seed=0)
@@ -241,7 +247,7 @@ def train_text(cfg: TextTrainConfig, out: str | Path | None = None,
 
 def build_parser() -> argparse.ArgumentParser:
     d = TextTrainConfig()
-    from interp.cli_util import Parser
+    from interp.cli.common import Parser
 
     p = Parser(prog="python -m interp.train_text", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,7 +270,7 @@ def _own_file(name: str) -> bool:
 
 
 def _main(argv) -> int:
-    from interp.cli_util import check_replaceable_dir, output_lock
+    from interp.io import check_replaceable_dir, output_lock
 
     a = build_parser().parse_args(argv)
     cfg = TextTrainConfig(**{k: v for k, v in vars(a).items() if k not in ("out", "quiet")})
@@ -280,7 +286,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, sys.argv[1:] if argv is None else argv)
 

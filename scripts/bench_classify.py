@@ -44,10 +44,10 @@ def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
     from interp.attention.taxonomy import head_table
     from interp.cache import cache_attention
     from interp.classify_heads import analyse
-    from interp.models import load_checkpoint, to_bridge
+    from interp.models import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    bridge = to_bridge(ckpt)
+    bridge = ckpt.bridge()
     examples = ckpt.task.generate(n, seed=0)
     Path("/proc/self/clear_refs").write_text("5")   # restart the peak (VmHWM) from here
     base = _status_mib("VmRSS")
@@ -80,14 +80,14 @@ def main() -> int:
 
     from transformer_lens.head_detector import detect_head
 
-    from interp.cache import build_sides, length_batches, repeated_random_tokens
     from interp.classify_heads import analyse
-    from interp.models import load_checkpoint, to_bridge
+    from interp.models import load_checkpoint
+    from interp.tokens import build_sides, length_batches, repeated_random_tokens
 
     ckpt = load_checkpoint(a.checkpoint)
     if ckpt.arch != "decoder":
         raise SystemExit("detect_head needs a decoder-only model; give a decoder checkpoint")
-    bridge = to_bridge(ckpt)
+    bridge = ckpt.bridge()
     examples = ckpt.task.generate(a.n, seed=0)
     analyse(bridge, ckpt.task, examples[:4])  # warm-up (first calls are slower)
 

@@ -36,11 +36,11 @@ def main(argv=None) -> int:
 
     from circuits.patching import attribute, corrupt_pairs, metric_values, patch
     from circuits.stats import spearman
-    from interp.models import load_checkpoint, to_bridge
+    from interp.models import load_checkpoint
 
     torch.set_num_threads(a.threads)
     ckpt = load_checkpoint(a.checkpoint)
-    bridge = to_bridge(ckpt)
+    bridge = ckpt.bridge()
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer)
     L, H = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
     T = pairs.clean["seq"].shape[1]

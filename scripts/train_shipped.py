@@ -144,7 +144,7 @@ def average_stages(name: str, plan: list[tuple[Path, list[str]]], work: Path) ->
     the element-wise mean of the chosen stages' weights (atomic: built beside, then swapped)."""
     from safetensors.torch import load_file, save_file
 
-    from interp.models.checkpoint import replace_dir_atomic
+    from interp.io import replace_dir_atomic
 
     dirs = [plan[k - 1][0] for k in AVERAGE[name]]
     weights = [load_file(str(d / "model.safetensors")) for d in dirs]

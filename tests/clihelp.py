@@ -44,7 +44,7 @@ def one_line(rc, stderr, *needles, kind="error"):
 
 HOLD = """
 import sys
-from interp.cli_util import output_lock
+from interp.io import output_lock
 with output_lock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()
@@ -53,7 +53,7 @@ with output_lock(sys.argv[1]):
 
 def hold_lock(path, cwd=None):
     """Another process (a real second run) holding the output lock of `path` through
-    `interp.cli_util.output_lock`, the helper every command uses; it returns once the lock is
+    `interp.io.output_lock`, the helper every command uses; it returns once the lock is
     held. Release it with `release(proc)`."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE,

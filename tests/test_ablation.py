@@ -10,7 +10,7 @@ import torch
 from circuits import ablation as A
 from circuits.stats import bootstrap_ci, rank_p_value
 from clihelp import one_line_error, run
-from interp.models import load_checkpoint, to_bridge
+from interp.models import load_checkpoint
 from interp.tasks.quadratic import format_input, format_output
 from interp.tasks.base import Example
 
@@ -18,7 +18,7 @@ from interp.tasks.base import Example
 @pytest.fixture(scope="module", params=["decoder", "t5"])
 def model(request, tiny_checkpoints):
     ckpt = load_checkpoint(tiny_checkpoints[request.param])
-    return ckpt, to_bridge(ckpt)
+    return ckpt, ckpt.bridge()
 
 
 def examples(task, n=12, seed=0):
@@ -95,7 +95,7 @@ def test_mean_ablation_of_identical_examples_changes_nothing(model):
 def test_resample_at_layer_0_equals_running_the_donors_token(tiny_checkpoints):
     """Replacing the embedding of b's digit by the donor's (same position) == typing it."""
     ckpt = load_checkpoint(tiny_checkpoints["decoder"])
-    bridge, task = to_bridge(ckpt), ckpt.task
+    bridge, task = ckpt.bridge(), ckpt.task
     ex = [Example(format_input(*c)[0], format_output(*c)[0], "two")
           for c in ((1, -5, 6), (1, -3, 2))]           # same length, b digit 5 vs 3
     prep = A.prepare(bridge, task, ex)

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from clihelp import hold_lock, one_line, release, run
+
 from interp.models.checkpoint import SHIPPED_DIR
 
 LONG = "z" * 10_000
@@ -522,7 +522,7 @@ def test_a_killed_runs_leftovers_are_cleaned_and_the_next_run_replaces_its_outpu
     and a lock file: the next run removes those of dead processes only, and writes its output
     whole. Dot-files that are not provably ours stay: other names, a live writer's, a folder
     of our name form without the sentinel."""
-    from interp.cli_util import PARTIAL
+    from interp.io import PARTIAL
 
     dead, live = dead_pid(), os.getpid()
     out = scratch / "o"
@@ -582,8 +582,8 @@ def test_a_second_real_run_on_a_locked_out_refuses_and_succeeds_once_it_is_relea
 def test_the_lock_is_exclusive_within_one_process_and_a_dead_holders_lock_is_free(tmp_path):
     """The same path locked twice (e.g. --out X --save-cache X) refuses the second time; a
     lock file left by a killed holder (no process holds it) does not block."""
-    from interp.cli_util import output_lock
     from interp.errors import InterpError
+    from interp.io import output_lock
 
     with output_lock(tmp_path / "x"):
         with pytest.raises(InterpError, match="being written by another run"):
@@ -604,7 +604,7 @@ def test_a_failing_swap_puts_the_previous_output_back(tmp_path, monkeypatch):
     """replace_dir_atomic renames the old output aside, then the new one into place; when the
     second rename fails, the old output is back at its name byte for byte, nothing else
     is left beside it, and the error goes on to the caller."""
-    from interp.models.checkpoint import replace_dir_atomic
+    from interp.io import replace_dir_atomic
 
     target = tmp_path / "out"
     target.mkdir()
@@ -631,7 +631,7 @@ def test_a_swap_killed_between_its_renames_is_restored_by_the_next_run(tmp_path)
     """A run killed after renaming the old output aside (`.out.interp-old-PID-X`, no sentinel)
     and before renaming the new one in: the next command writing `out` renames the old one
     back, and only then replaces it."""
-    from interp.cli_util import output_lock
+    from interp.io import output_lock
 
     old = tmp_path / f".out.interp-old-{dead_pid()}-a1b2c3d4"
     old.mkdir()
@@ -688,7 +688,7 @@ def test_train_out_holding_its_own_debris_and_os_metadata_is_accepted(scratch, c
     """A new training run's --out holding the debris of a killed run of ours (a half-written
     `.resume.interp-tmp-PID-X/` with its sentinel) and a `.DS_Store`: the run starts, removes
     the debris and trains; the metadata stays."""
-    from interp.cli_util import PARTIAL
+    from interp.io import PARTIAL
 
     out = scratch / "r"
     debris = out / f".resume.interp-tmp-{dead_pid()}-abcdef12"

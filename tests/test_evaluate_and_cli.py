@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clihelp import one_line_error, run
-from interp.evaluate import char_accuracy, score_outputs
+from interp.metrics import char_accuracy, score_outputs
 from interp.tasks import QuadraticTask
 from interp.tasks.base import Example
 

@@ -5,14 +5,13 @@ import shutil
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from interp.errors import InterpError
 from interp.models import build_model, load_checkpoint, load_model, save_checkpoint
 from interp.models.generate import greedy_decode
-from interp.models.sequences import make_batch
 from interp.tasks import CharCodec, get_task
-
-from conftest import tiny_config
+from interp.tokens import make_batch
 
 PAIRS = [("7x^2+3556x+451612=0", "D=(3556^2"), ("1x^2-2x+1=0", "D=(-2^2-4*1*1)=0;")]
 
@@ -79,12 +78,11 @@ def test_greedy_decode_on_a_bridged_model_equals_plain_hf_argmax(tiny_checkpoint
     must still give what a separately loaded, untouched HF model gives step by step (with
     transformers >= 5.24 and TransformerLens 4.3, HF's cached generation through the bridge's
     attention ignored the cache and drifted after a few dozen tokens)."""
-    from interp.models import to_bridge
     from interp.models.generate import wrapped_by_bridge
 
     plain = load_checkpoint(tiny_checkpoints["decoder"])
     ckpt = load_checkpoint(tiny_checkpoints["decoder"])
-    to_bridge(ckpt)
+    ckpt.bridge()
     assert wrapped_by_bridge(ckpt.model) and not wrapped_by_bridge(plain.model)
     codec = CharCodec()
     srcs = [e.src for e in plain.task.generate(6, seed=2)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from circuits import ablation as A
-from interp.models import load_checkpoint, to_bridge
+from interp.models import load_checkpoint
 from interp.tasks.base import Example
 from interp.tasks.quadratic import format_input, format_output
 from interp.tasks.tokenizer import CharCodec
@@ -21,7 +21,7 @@ COEFS = [(1, -5, 6), (2, -2, -12), (1, 1, 1), (3, 3, -6)]
 def decoder(tiny_checkpoints):
     ckpt = load_checkpoint(tiny_checkpoints["decoder"])
     ex = [Example(format_input(*c)[0], format_output(*c)[0], "?") for c in COEFS]
-    return ckpt, to_bridge(ckpt), ex
+    return ckpt, ckpt.bridge(), ex
 
 
 def test_targets_are_the_token_positions_found_in_the_strings(decoder):

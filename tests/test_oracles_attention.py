@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from interp.attention import scores as S
 from interp.attention.stats import Thresholds, segments_from_roles
 from interp.attention.taxonomy import classify, head_features
+from interp.attention import scores as S
 
 N = 12
 ROLES = [["<bos>", "=", "=", "x", "=", "x", "x", "c", "d", "e", "f", "g"]]

@@ -4,7 +4,7 @@ formatter, and the verdict expected for each step is stated."""
 
 import pytest
 
-from interp.evaluate import char_accuracy, score_outputs
+from interp.metrics import char_accuracy, score_outputs
 from interp.tasks import ArithmeticTask, QuadraticTask
 from interp.tasks.base import Example
 

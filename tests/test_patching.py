@@ -10,7 +10,7 @@ import torch
 
 from circuits import patching as P
 from interp.errors import InterpError
-from interp.models import load_checkpoint, to_bridge
+from interp.models import load_checkpoint
 from interp.tasks import QuadraticTask
 
 
@@ -27,7 +27,7 @@ def sharpened(path, tmp_path_factory, arch):
     out = tmp_path_factory.mktemp(f"sharp-{arch}") / "model"
     save_checkpoint(ckpt.model, out, ckpt.meta)
     ckpt = load_checkpoint(out)
-    return ckpt, to_bridge(ckpt)
+    return ckpt, ckpt.bridge()
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +279,7 @@ def test_t5_attribution_has_the_exact_layout_and_tracks_it(tiny_checkpoints, wha
     from circuits.stats import spearman
 
     ckpt = load_checkpoint(tiny_checkpoints["t5"])
-    bridge = to_bridge(ckpt)
+    bridge = ckpt.bridge()
     pairs = P.corrupt_pairs(bridge, ckpt.task, n=3, field="b", answer="D_value")
     exact = P.patch(bridge, pairs, what)
     est = P.attribute(bridge, pairs, what)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from clihelp import run
 from conftest import tiny_config
 from test_shipped import quadratic_population, quadratic_src
@@ -169,8 +168,8 @@ def test_scheduled_sampling_replaces_that_share_of_answer_inputs_only(arch):
     """With a model that always predicts one marker token, the inputs that become the marker
     are answer inputs only (never the prompt or padding), and their share is the requested
     one (within 4 binomial standard deviations)."""
-    from interp.models.sequences import make_batch
     from interp.tasks import CharCodec, get_task
+    from interp.tokens import make_batch
     from interp.train import scheduled_sampling
 
     codec = CharCodec()

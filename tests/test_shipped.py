@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import one_thread
-from interp.evaluate import eval_examples, evaluate
+from interp.metrics import eval_examples, evaluate
 from interp.models import load_checkpoint, load_model, shipped_models
 from interp.models.checkpoint import SHIPPED_DIR
 

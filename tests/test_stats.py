@@ -7,14 +7,19 @@ patterns in batches of different widths (sorted by length, unpadded to the datas
 import pytest
 import torch
 
-from interp.attention import maps as Mp
-from interp.attention import scores as S
-from interp.attention.kinds import KINDS
-from interp.attention.stats import Thresholds, collect_stats, input_keys, segments_from_roles
+from interp.attention.detect import induction_scores
+from interp.attention.stats import (
+    Thresholds,
+    collect_stats,
+    input_keys,
+    segments_from_roles,
+)
 from interp.attention.taxonomy import head_table
-from interp.cache import (ShardedCache, cache_attention, induction_scores,
-                          repeated_random_tokens, save_shards, stream_attention)
+from interp.cache import ShardedCache, cache_attention, save_shards, stream_attention
+from interp.attention import maps as Mp, scores as S
+from interp.hooks import KINDS
 from interp.models import load_model
+from interp.tokens import repeated_random_tokens
 
 
 def oracle(ac, kind, th=Thresholds()):

@@ -3,7 +3,13 @@
 from collections import Counter
 
 from interp.attention.synthetic import CLASSES, make_dataset, make_head
-from interp.attention.taxonomy import LABELS, Thresholds, base_label, classify, head_features
+from interp.attention.taxonomy import (
+    LABELS,
+    Thresholds,
+    base_label,
+    classify,
+    head_features,
+)
 
 
 def predict(h, th=Thresholds()):

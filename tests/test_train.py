@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_thread, tiny_config
 
 from interp.errors import InterpError
+from interp.metrics import answer_loss
 from interp.models import build_model, load_checkpoint
-from interp.models.sequences import IGNORE, answer_loss, make_batch
 from interp.tasks import CharCodec
+from interp.tokens import IGNORE, make_batch
 from interp.train import TrainConfig, Trainer, lr_at, train
-
-from conftest import one_thread, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

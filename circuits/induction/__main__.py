@@ -57,8 +57,12 @@ def icl_on_corpus(bridge, meta: dict, n_windows: int = 1024, seed: int = 0) -> d
 
 
 def analyse(bridge, meta: dict, n: int = 32, seed: int = 0, icl_windows: int = 1024) -> dict:
-    from circuits.induction import (composition_table, head_scores, mechanism_check,
-                                    unmixing_check)
+    from circuits.induction import (
+        composition_table,
+        head_scores,
+        mechanism_check,
+        unmixing_check,
+    )
     from interp.models.native import is_native, mixing_weights
 
     heads = head_scores(bridge, n=n, seed=seed)
@@ -327,10 +331,16 @@ OWN_FILES = ("heads.csv", "composition.csv", "induction.json", "report.html")
 
 
 def _main(argv) -> int:
-    from interp.cli_util import Parser, at_most, check_replaceable_dir, output_lock, write_json
+    from interp.cli.common import Parser, at_most
     from interp.errors import InterpError
+    from interp.io import (
+        check_replaceable_dir,
+        output_lock,
+        replace_dir_atomic,
+        write_json,
+    )
     from interp.models import load_model
-    from interp.models.checkpoint import replace_dir_atomic, resolve, validate
+    from interp.models.checkpoint import resolve, validate
 
     p = Parser(prog="python -m circuits.induction", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -394,7 +404,7 @@ def _run(a, name, out, meta, bridge, write_json, replace_dir_atomic) -> int:
 
 
 def main(argv=None) -> int:
-    from interp.cli_util import run_cli
+    from interp.cli.common import run_cli
 
     return run_cli(_main, sys.argv[1:] if argv is None else argv)
 

@@ -42,11 +42,16 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from interp.attention.kinds import hook_name, model_family, n_layers
-from interp.attention.scores import (detection_score, duplicate_token_pattern,
-                                     induction_pattern, previous_token_pattern, uniform_like)
-from interp.cache import hook_values, repeated_random_tokens, repeated_tokens, token_pool
+from interp.attention.scores import (
+    detection_score,
+    duplicate_token_pattern,
+    induction_pattern,
+    previous_token_pattern,
+    uniform_like,
+)
 from interp.errors import InterpError
+from interp.hooks import arch_of, capture, hook_name, n_layers
+from interp.tokens import repeated_random_tokens, repeated_tokens, token_pool
 
 
 def _renorm_without_bos(P: torch.Tensor) -> torch.Tensor:
@@ -136,25 +141,18 @@ def random_composition_baseline(d_model: int, d_head: int, mode: str = "K", n: i
 # ---------------------------------------------------------------- scores of a model's heads
 
 def _check_decoder(bridge):
-    if model_family(bridge) != "decoder":
+    if arch_of(bridge) != "decoder":
         raise InterpError("induction scores need a decoder-only (causal) model; "
-                          f"this one is {model_family(bridge)!r}")
+                          f"this one is {arch_of(bridge)!r}")
 
 
-@torch.no_grad()
 def model_patterns(bridge, ids: torch.Tensor, fwd_hooks: Sequence = ()) -> torch.Tensor:
     """[layer, batch, head, query, key] attention patterns of a decoder on `ids`, optionally
     under `fwd_hooks` (TransformerLens (name, fn) pairs, e.g. an ablation). The forward pass
-    stops at the last pattern (`interp.cache.hook_values`)."""
+    stops at the last pattern (`interp.hooks.capture`)."""
     _check_decoder(bridge)
     names = [hook_name(bridge, "self", layer) for layer in range(n_layers(bridge, "self"))]
-    was = bridge.training
-    bridge.eval()
-    try:
-        with bridge.hooks(fwd_hooks=list(fwd_hooks)):
-            store = hook_values(bridge, ids, set(names), {})
-    finally:
-        bridge.train(was)
+    store = capture(bridge, ids, names=names, hooks=fwd_hooks)
     return torch.stack([store[n].float() for n in names])
 
 

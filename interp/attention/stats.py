@@ -341,7 +341,7 @@ def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
 
     induction: {kind: (scores [layer, head], uniform score)} measured elsewhere (see
     `interp.cache.induction_scores`)."""
-    from interp.attention.kinds import KINDS
+    from interp.hooks import KINDS
 
     kinds = tuple(kinds or source.kinds)
     prep = {}

@@ -2,7 +2,13 @@
 
     bridge, task = interp.load_model("quadratic-small")       # a shipped model
     bridge, task = interp.load_model("runs/my-model")         # a checkpoint directory
+    bridge, _ = interp.load_model("path/to/hf-gpt2", dtype="bfloat16")   # any HF directory
     logits, cache = bridge.run_with_cache(tokens)              # TransformerLens hook names
+
+One loader: `load_checkpoint` reads any checkpoint (a task model, a native language model, or
+a plain HF directory the bridge can boot) onto a device and dtype, once; `load_model` is it
+plus the bridge. Commands that decode at speed use `Checkpoint.model`, the plain HF model,
+before the bridge wraps it.
 """
 
 from __future__ import annotations
@@ -12,8 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.models.checkpoint import (REQUIRED, replace_dir_atomic, resolve, save_checkpoint,
-                                      shipped_models, validate)
+from interp.io import replace_dir_atomic
+from interp.models.checkpoint import (
+    REQUIRED,
+    resolve,
+    save_checkpoint,
+    shipped_models,
+    validate,
+)
 from interp.models.config import ARCHS, ModelConfig, build_model, n_params
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,35 +34,134 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 DEFAULT_MODEL = "quadratic-small"
 
 
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def resolve_device(device: str | None = "cpu"):
+    """A torch.device from 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (CUDA when present)."""
+    import torch
+
+    name = "cpu" if device is None else str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InterpError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto"
+                          ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InterpError(f"device {name!r} asked for, but this machine has no CUDA GPU; use "
+                          "--device cpu (or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InterpError(f"device {name!r} does not exist; this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InterpError("device 'mps' asked for, but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InterpError(f"unsupported device {name!r}; use cpu, cuda, cuda:N, mps or auto")
+    return dev
+
+
+def resolve_dtype(dtype=None):
+    """A torch dtype from None (float32), 'float32', 'bfloat16', 'float16' or a torch.dtype."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise InterpError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+        return dtype
+    name = DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise InterpError(f"unknown dtype {str(dtype)!r}; use float32, bfloat16 or float16")
+    return getattr(torch, name)
+
+
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the plain HF model (eval mode), its task, config and metadata."""
+    """A loaded checkpoint, on its device and dtype.
+
+    model : the plain HF model in eval mode (task and HF checkpoints; None for native ones)
+    task : the checkpoint's task (None for language models and HF checkpoints)
+    config : its ModelConfig (task models), else None
+    meta : interp.json ({} for an HF checkpoint without one)
+    arch : 'decoder' or 't5' (task models), 'native', or 'hf' (any HF directory)
+    """
 
     model: object
     task: object
-    config: ModelConfig
+    config: ModelConfig | None
     meta: dict
     path: Path
+    arch: str = "decoder"
+    device: object = None
+    dtype: object = None
+    _bridge: object = None
 
-    @property
-    def arch(self) -> str:
-        return self.config.arch
+    def bridge(self):
+        """The TransformerBridge over this checkpoint (made once, eval mode). For task models
+        it wraps `model` in place: decode with `model` before asking for the bridge."""
+        if self._bridge is None:
+            self._bridge = _make_bridge(self)
+        return self._bridge
 
 
-def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoint:
-    """Load a checkpoint's HF model (safetensors only, eval mode) and rebuild its task."""
+def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = "cpu",
+                    dtype=None) -> Checkpoint:
+    """Read any checkpoint once: a shipped name or a directory (task model, native language
+    model, or a plain HF directory with safetensors weights). Safetensors only; eval mode.
+
+    Parameters
+    ----------
+    name_or_path : a shipped model's name (`interp models`) or a checkpoint directory
+    device : 'cpu' (default), 'cuda', 'cuda:N', 'mps' or 'auto'
+    dtype : None or 'float32' (default), 'bfloat16', 'float16'
+    """
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    path = resolve(name_or_path)
+    if not (path / "interp.json").is_file() and (path / "config.json").is_file():
+        return Checkpoint(None, None, None, {}, path, "hf", dev, dt)
+    meta = validate(path)
+    if meta["model"]["arch"] == "native":
+        return Checkpoint(None, None, None, meta, path, "native", dev, dt)
+    model, task, cfg = _load_task_model(path, meta)
+    model.to(device=dev, dtype=dt)
+    return Checkpoint(model, task, cfg, meta, path, cfg.arch, dev, dt)
+
+
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = "cpu",
+               dtype=None):
+    """Return (bridge, task) for a shipped model name or a checkpoint directory.
+
+    Parameters
+    ----------
+    name_or_path : a shipped model's name (`interp models`) or a checkpoint directory; a plain
+        HF directory (GPT-2, BERT, T5 ... with safetensors weights) loads too
+    device : 'cpu' (default), 'cuda', 'cuda:N', 'mps' or 'auto' (CUDA when present)
+    dtype : None or 'float32' (default), 'bfloat16' or 'float16'
+
+    Returns
+    -------
+    bridge : `transformer_lens.model_bridge.TransformerBridge` in eval mode. For T5 its hooks
+        are `encoder_blocks.{l}.attn.*`, `decoder_blocks.{l}.self_attn.*` and
+        `decoder_blocks.{l}.cross_attn.*` (`interp.hooks.hook_name` spells them).
+    task : the checkpoint's `interp.tasks.Task`; None for language models (the induction
+        models) and HF directories.
+    """
+    ckpt = load_checkpoint(name_or_path, device, dtype)
+    return ckpt.bridge(), ckpt.task
+
+
+def _load_task_model(path: Path, meta: dict):
+    """The plain HF model (eval mode), task and config of a task checkpoint."""
     from transformers import GPT2LMHeadModel, T5ForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
     from interp.tasks import task_from_description
 
     hf_logging.disable_progress_bar()
-
-    path = resolve(name_or_path)
-    meta = validate(path)
-    if meta["model"]["arch"] == "native":
-        raise InterpError(f"{path} is a language model without a task (arch 'native'); load "
-                          "it with interp.load_model or interp.models.native.load_native")
     try:
         cfg = ModelConfig.from_dict(meta["model"])
         task = task_from_description(meta.get("task", {}))
@@ -76,67 +187,52 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Checkpoi
                           f"{', '.join(bad[:3])}); the weights and the config must come from "
                           "the same model")
     model.eval()
-    return Checkpoint(model, task, cfg, meta, path)
+    return model, task, cfg
 
 
-def to_bridge(ckpt: Checkpoint):
-    """Wrap a loaded checkpoint in a TransformerBridge (eval mode, tokenizer from the dir)."""
+def _make_bridge(ckpt: Checkpoint):
+    """The bridge of a checkpoint, on its device and dtype, in eval mode."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
-    bridge = TransformerBridge.boot_transformers(str(ckpt.path), hf_model=ckpt.model,
-                                                 tokenizer=tokenizer)
+    hf_logging.disable_progress_bar()
+    if ckpt.arch == "native":
+        from interp.models.native import load_native
+
+        bridge = load_native(ckpt.path)
+        bridge.to(device=ckpt.device, dtype=ckpt.dtype)
+    elif ckpt.arch == "hf":
+        bridge = _boot_hf(ckpt.path, ckpt.device, ckpt.dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
+        bridge = TransformerBridge.boot_transformers(str(ckpt.path), hf_model=ckpt.model,
+                                                     tokenizer=tokenizer, device=ckpt.device,
+                                                     dtype=ckpt.dtype)
     bridge.eval()
     return bridge
 
 
-def load_hf_bridge(path: str | os.PathLike):
-    """A TransformerBridge for any HF checkpoint directory the bridge can boot (GPT-2, BERT,
-    T5 ...), without interp.json. Only safetensors weights are accepted."""
+def _boot_hf(path: Path, device, dtype):
+    """Boot any HF checkpoint directory the bridge knows (GPT-2, BERT, T5 ...), without
+    interp.json. Only safetensors weights are accepted."""
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers.utils import logging as hf_logging
 
     from interp.models.checkpoint import PICKLE_SUFFIXES
 
-    hf_logging.disable_progress_bar()
-    path = Path(path)
-    if not path.is_dir():
-        raise InterpError(f"no checkpoint directory {str(path)!r}")
-    if not (path / "config.json").is_file():
-        raise InterpError(f"{path} has no config.json; an HF checkpoint directory holds "
-                          "config.json, model.safetensors and the tokenizer files")
     if not any(path.glob("*.safetensors")):
         pickles = [f.name for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES]
         raise InterpError(f"{path} has no .safetensors weights" +
                           (f" (only pickled {', '.join(pickles)}, which interp never loads)"
                            if pickles else "") + "; save the model with safetensors")
     try:
-        bridge = TransformerBridge.boot_transformers(str(path))
+        return TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
     except Exception as e:  # the bridge raises many types; the user needs one line
         raise InterpError(f"TransformerBridge could not boot {path}: "
                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    bridge.eval()
-    return bridge
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL):
-    """Return (bridge, task) for a shipped model name or a checkpoint directory.
-
-    The bridge is a `transformer_lens.model_bridge.TransformerBridge` in eval mode; for T5 its
-    hooks are `encoder_blocks.{l}.attn.*`, `decoder_blocks.{l}.self_attn.*` and
-    `decoder_blocks.{l}.cross_attn.*`. Native language models (the induction models) have
-    no task: their task is None.
-    """
-    path = resolve(name_or_path)
-    if validate(path)["model"]["arch"] == "native":
-        from interp.models.native import load_native
-
-        return load_native(path), None
-    ckpt = load_checkpoint(path)
-    return to_bridge(ckpt), ckpt.task
-
-
-__all__ = ["Checkpoint", "ModelConfig", "ARCHS", "DEFAULT_MODEL", "REQUIRED", "build_model",
-           "n_params", "load_checkpoint", "load_model", "load_hf_bridge", "to_bridge", "save_checkpoint",
-           "replace_dir_atomic", "resolve", "shipped_models", "validate"]
+__all__ = ["Checkpoint", "ModelConfig", "ARCHS", "DEFAULT_MODEL", "DTYPES", "REQUIRED",
+           "build_model", "n_params", "load_checkpoint", "load_model", "save_checkpoint",
+           "replace_dir_atomic", "resolve", "resolve_device", "resolve_dtype", "shipped_models",
+           "validate"]

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from interp.errors import InterpError
+from interp.io import PARTIAL, make_temp_dir
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "interp.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -156,55 +157,6 @@ def check_tokenizer(directory: Path, task_model: bool = True) -> None:
                               "renumbered); restore it with interp.tasks.save_tokenizer")
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    from interp.cli_util import write_atomic
-
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def replace_dir_atomic(fill, target: Path) -> None:
-    """Build a directory with `fill(tmpdir)` next to `target`, then swap it into place.
-
-    A crash leaves either the old directory or the new one, never a half-written one, and a
-    failure of the swap itself puts the old directory back. Stray temporary folders start
-    with a dot and have a form no user's file has: `.NAME.interp-tmp-PID-XXXXXXXX` (holding
-    the sentinel `.interp-partial` while it is being filled) and `.NAME.interp-old-PID-...`
-    (the previous output between the two renames). The loader ignores them; the next command
-    line that writes `target` removes the first and puts the second back when `target` is
-    missing (`interp.cli_util.clean_stale_temps`). The new folder replaces the old one whole:
-    nothing of the old folder (OS metadata such as `.DS_Store` included) is carried over.
-    """
-    from interp.cli_util import PARTIAL, make_temp_dir, temp_path
-
-    target = Path(os.path.abspath(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    old = temp_path(target, "old")
-    moved = False
-    try:
-        fill(tmp)
-        (tmp / PARTIAL).unlink(missing_ok=True)
-        if os.path.lexists(target):
-            os.rename(target, old)
-            moved = True
-        os.rename(tmp, target)
-    except BaseException:
-        if moved and os.path.lexists(old) and not os.path.lexists(target):
-            try:
-                os.rename(old, target)            # the previous output, back in its place
-            except OSError:
-                pass                              # left as .NAME.interp-old-*: restored later
-        if os.path.lexists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if moved:
-        try:
-            (old / PARTIAL).touch()               # provably ours to delete from now on
-        except OSError:
-            return
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     """Save an HF model, the tokenizer and interp.json into `directory`.
 
@@ -220,8 +172,6 @@ def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     hf_logging.disable_progress_bar()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    from interp.cli_util import PARTIAL, make_temp_dir
-
     tmp = make_temp_dir(directory)
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)

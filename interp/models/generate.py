@@ -7,13 +7,13 @@ from typing import Sequence
 
 import torch
 
-from interp.models.sequences import check_length, decoder_prompt, encoder_input
 from interp.tasks.tokenizer import CharCodec
+from interp.tokens import check_length, decoder_prompt, encoder_input
 
 
 def wrapped_by_bridge(model: torch.nn.Module) -> bool:
     """True once a TransformerBridge has been booted on `model`: TransformerLens replaces the
-    HF submodules in place with its own components (`interp.load_model` and `to_bridge` do
+    HF submodules in place with its own components (`interp.load_model` and `Checkpoint.bridge` do
     this to the checkpoint's model)."""
     return any(type(m).__module__.startswith("transformer_lens.") for m in model.modules())
 

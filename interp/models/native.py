@@ -144,7 +144,10 @@ class ConvEmbed(nn.Module):
 
 
 def _module(spec: NativeSpec, seed: int) -> nn.Module:
-    from transformer_lens.model_bridge.sources.native import NativeModel, initialize_native_model
+    from transformer_lens.model_bridge.sources.native import (
+        NativeModel,
+        initialize_native_model,
+    )
 
     cfg = spec.tl_config()
     torch.manual_seed(seed)
@@ -173,7 +176,9 @@ def _loadable(tokenizer):
 
 
 def _bridge(m: nn.Module, spec: NativeSpec, tokenizer=None):
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformer_lens.model_bridge.sources._bridge_builder import (
+        build_bridge_from_module,
+    )
 
     tokenizer = _loadable(tokenizer)
     params = dict(m.named_parameters())      # clean names, before the bridge rewires the tree
@@ -215,7 +220,7 @@ def save_native(bridge, directory: str | os.PathLike, meta: dict) -> Path:
     directory that then replaces `directory` in one rename (never half-written)."""
     from safetensors.torch import save_file
 
-    from interp.models.checkpoint import replace_dir_atomic
+    from interp.io import replace_dir_atomic
 
     if not is_native(bridge):
         raise InterpError("save_native takes a bridge made by build_native or load_native")

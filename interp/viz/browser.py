@@ -289,6 +289,6 @@ class Tab:
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": y, "width": max(size["width"], self.browser.width),
                      "height": max(h, 1), "scale": 1}}, timeout=120)
-        from interp.cli_util import write_atomic
+        from interp.io import write_atomic
 
         return write_atomic(path, base64.b64decode(shot["data"]))

@@ -92,7 +92,7 @@ class Page:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file, then rename): a crash leaves no half-written page."""
-        from interp.cli_util import write_atomic
+        from interp.io import write_atomic
 
         return write_atomic(path, self.render())
 

@@ -1,94 +1,25 @@
-"""Shared plumbing of the command-line entry points: one-line errors, argument parsing,
-checked and atomic output files, a lock per output folder, stale temporary files.
+"""Safe output: atomic writes, checked destinations, a lock per output, stale temporaries.
 
-Every command runs through `run_cli`: a mistake in the input (an `InterpError`, an argparse
-error, an unwritable path, a request too large for memory) becomes one line on stderr starting
-`error: `, exit status 2 and no traceback; a long echoed input is shortened.
+    write_atomic(path, text_or_bytes)       # temp file beside it, then one rename
+    write_json(path, obj)                   # the same, after checking the destination
+    replace_dir_atomic(fill, folder)        # build a folder beside it, then swap it in
+    with output_lock(folder): ...           # one writer per output at a time
+
+A crash leaves the old output or the new one, never half of one; nothing that is not
+provably ours is ever deleted.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import sys
-import warnings
 from pathlib import Path
 
-from interp.errors import InterpError, InterpWarning, shorten_words
-
-
-class UsageError(InterpError):
-    """A command-line argument argparse could not read."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `error: argument --mode: invalid choice: ... (see
-    PROG --help)` instead of the usage block. `--help` is unchanged."""
-
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def one_line(message: str) -> str:
-    """A message as one line. An unbroken run of over 1,000 characters (an echoed input the
-    raising site did not `shorten`) is shortened, and a very long message keeps its head and
-    tail; paths of ordinary length are shown whole."""
-    text = shorten_words(" ".join(str(message).split()), longest=1000)
-    if len(text) > 1200:
-        text = f"{text[:700]} … {text[-450:]}"
-    return text
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if issubclass(category, InterpWarning):
-        print(f"warning: {one_line(str(message))}", file=sys.stderr, flush=True)
-    else:
-        _default_show(message, category, filename, lineno, file, line)
-
-
-_default_show = warnings.showwarning
-
-
-def run_cli(fn, argv) -> int:
-    """Run fn(argv); an InterpError becomes one line on stderr and exit status 2.
-
-    Also one line: an OSError (a path the system refuses) and a MemoryError. An
-    `InterpWarning` raised on the way is printed as one `warning: ` line."""
-    old_show = warnings.showwarning
-    warnings.showwarning = _show_warning
-    try:
-        return fn(argv) or 0
-    except InterpError as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        where = f" {one_line(str(e.filename))}" if getattr(e, "filename", None) else ""
-        print(f"error: cannot use{where}: {e.strerror or e}; check the path and its "
-              "permissions", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("error: out of memory; ask for less (a smaller --n or --batch-size)",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        warnings.showwarning = old_show
-
-
-def at_most(option: str, value: int, limit: int, why: str) -> int:
-    """Refuse a count above `limit` with a message that says what is possible."""
-    if value > limit:
-        raise InterpError(f"{option} {value} is more than {why}; ask for fewer "
-                          f"({option} {limit})")
-    return value
-
+from interp.errors import InterpError
 
 # -- temporary files ----------------------------------------------------------------------
 # Our temporary names, distinctive so that no user's file matches them:
@@ -239,9 +170,11 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically, after checking the destination."""
-    write_atomic(check_writable(path), json.dumps(obj, indent=2) + "\n")
+def write_json(path: str | os.PathLike, obj, sort_keys: bool = False, check: bool = True
+               ) -> None:
+    """Write JSON (indented) atomically; with `check`, after checking the destination."""
+    path = check_writable(path) if check else Path(path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def ignorable(folder: Path, name: str) -> bool:
@@ -353,3 +286,44 @@ def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = Tr
         with contextlib.suppress(OSError):
             lock.unlink()              # while still holding it: the next run makes a new one
         os.close(fd)
+
+
+def replace_dir_atomic(fill, target: Path) -> None:
+    """Build a directory with `fill(tmpdir)` next to `target`, then swap it into place.
+
+    A crash leaves either the old directory or the new one, never a half-written one, and a
+    failure of the swap itself puts the old directory back. Stray temporary folders start
+    with a dot and have a form no user's file has: `.NAME.interp-tmp-PID-XXXXXXXX` (holding
+    the sentinel `.interp-partial` while it is being filled) and `.NAME.interp-old-PID-...`
+    (the previous output between the two renames). The loader ignores them; the next command
+    line that writes `target` removes the first and puts the second back when `target` is
+    missing (``clean_stale_temps``). The new folder replaces the old one whole:
+    nothing of the old folder (OS metadata such as `.DS_Store` included) is carried over.
+    """
+    target = Path(os.path.abspath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(target)
+    old = temp_path(target, "old")
+    moved = False
+    try:
+        fill(tmp)
+        (tmp / PARTIAL).unlink(missing_ok=True)
+        if os.path.lexists(target):
+            os.rename(target, old)
+            moved = True
+        os.rename(tmp, target)
+    except BaseException:
+        if moved and os.path.lexists(old) and not os.path.lexists(target):
+            try:
+                os.rename(old, target)            # the previous output, back in its place
+            except OSError:
+                pass                              # left as .NAME.interp-old-*: restored later
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if moved:
+        try:
+            (old / PARTIAL).touch()               # provably ours to delete from now on
+        except OSError:
+            return
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Training: task models with exact resume (`task`), language models on text (`text`)."""
