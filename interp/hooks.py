@@ -113,6 +113,32 @@ def module_at(bridge, name: str) -> torch.nn.Module:
     return bridge.get_submodule(name)
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def dtype_of(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of a model's first floating parameter (float32 without one)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def to_device(x, device: torch.device):
+    """`x` on `device`: tensors moved, lists/tuples/dicts of them walked, all else as is."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x
+
+
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module):
     """Put `model` in eval mode for the block and restore its training flag afterwards."""
@@ -146,9 +172,12 @@ def run(model, *args, hooks: Iterable[Hook] = (), pre_hooks: Sequence[tuple] = (
     grad : keep the autograd graph (attribution patching); default no_grad
     kwargs : passed to the model (`attention_mask`, `decoder_input`, `start_at_layer` ...)
 
-    Returns the model's output. The model's training flag and its hooks are restored
+    Tensors among `args` and `kwargs` are moved to the model's device first. Returns the
+    model's output (on that device). The model's training flag and its hooks are restored
     whatever happens.
     """
+    dev = device_of(model)
+    args, kwargs = to_device(args, dev), to_device(kwargs, dev)
     handles = []
     with eval_mode(model), torch.set_grad_enabled(grad):
         try:
