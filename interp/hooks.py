@@ -186,7 +186,12 @@ def run(model, *args, hooks: Iterable[Hook] = (), pre_hooks: Sequence[tuple] = (
             hooks = list(hooks)
             if not hooks:
                 return model(*args, **kwargs)
-            with model.hooks(fwd_hooks=hooks):
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(model.hooks(fwd_hooks=hooks))
+                except KeyError as e:   # the bridge names a hook it does not have
+                    raise InterpError(f"{e.args[0] if e.args else e}; hook names come from "
+                                      "interp.hooks.hook_name") from None
                 return model(*args, **kwargs)
         finally:
             for h in handles:
