@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from circuits import patching as P
+from circuits.patching import sites as S
 
 
 def fake_pairs(clean, corrupt, answer_pos=2):
@@ -32,7 +33,7 @@ def test_metrics_by_hand_with_repeats():
 
 
 def site(name, layout):
-    return P.Site(name, "x.{l}", ("layer", "head", "pos") if name.endswith("pos") else
+    return P.Site(name, "self", "x", ("layer", "head", "pos") if name.endswith("pos") else
                   ("layer", "pos") if layout == "pos" else ("layer", "head"), "seq", layout)
 
 
@@ -47,7 +48,7 @@ def test_setters_write_exactly_their_cell_in_their_copy():
         src = torch.randn(*shape, generator=g)
         act = torch.randn(len(cells) * B, *shape[1:], generator=g)
         before = act.clone()  # the oracle starts from the activation as it was
-        out = P._setter(s, cells, src, B)(act, None)
+        out = S.setter(s, cells, src, B)(act, None)
         for k, cell in enumerate(cells):
             want = before[k * B:(k + 1) * B].clone()
             if s.name == "resid_pre":

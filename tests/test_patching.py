@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from circuits import patching as P
+from circuits.patching import sites as S
 from interp.errors import InterpError
 from interp.models import load_checkpoint
 from interp.tasks import QuadraticTask
@@ -127,9 +128,10 @@ def test_patching_clean_into_clean_changes_nothing_exactly(request, model, sites
 def naive_t5(bridge, pairs, what, cell):
     """One full forward with one hook for one cell: the reference for T5."""
     s = P.site(bridge, what)
-    _, src = P._capture(bridge, "t5", pairs.clean, [s.hook.format(l=cell[0])])
-    hook = P._setter(s, [cell], src[s.hook.format(l=cell[0])], pairs.n)
-    logits = P._run(bridge, "t5", pairs.corrupt, [(s.hook.format(l=cell[0]), hook)])
+    name = s.names(bridge)[cell[0]]
+    _, src = S.forward_keep(bridge, pairs.clean, [name])
+    hook = S.setter(s, [cell], src[name], pairs.n)
+    logits = S.forward(bridge, pairs.corrupt, [(name, hook)])
     return logit_diffs(logits, pairs)
 
 
@@ -151,16 +153,16 @@ def test_t5_pattern_hook_reproduces_the_output_and_patches_one_head(t5, what):
     faithful); batched pattern patches equal one forward per patch; they do something."""
     _, bridge, pairs = t5
     s = P.site(bridge, what)
-    name = s.hook.format(l=1)
-    logits, own = P._capture(bridge, "t5", pairs.corrupt, [name])
-    mod = [(P._t5_module(bridge, s, 1), P._t5_pattern_hook([(1, 2)], own[name], pairs.n))]
-    again = P._run(bridge, "t5", pairs.corrupt, module_hooks=mod)
+    name = s.names(bridge)[1]
+    logits, own = S.forward_keep(bridge, pairs.corrupt, [name])
+    mod = [(S.t5_attention(bridge, s, 1), S.t5_pattern_hook([(1, 2)], own[name], pairs.n))]
+    again = S.forward(bridge, pairs.corrupt, module_hooks=mod)
     assert torch.allclose(again, logits, atol=1e-5)
     res = P.patch(bridge, pairs, what, max_rows=5)
-    _, src = P._capture(bridge, "t5", pairs.clean, [name])
+    _, src = S.forward_keep(bridge, pairs.clean, [name])
     for h in range(res.values.shape[1]):
-        mod = [(P._t5_module(bridge, s, 1), P._t5_pattern_hook([(1, h)], src[name], pairs.n))]
-        one = logit_diffs(P._run(bridge, "t5", pairs.corrupt, module_hooks=mod), pairs)
+        mod = [(S.t5_attention(bridge, s, 1), S.t5_pattern_hook([(1, h)], src[name], pairs.n))]
+        one = logit_diffs(S.forward(bridge, pairs.corrupt, module_hooks=mod), pairs)
         assert torch.allclose(res.per_example[1, h], one, atol=1e-5)
     assert (res.values - res.corrupt).abs().max() > 1e-3
 

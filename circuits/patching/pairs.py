@@ -1,0 +1,248 @@
+"""Pairs of clean and corrupted inputs, and the metric read from the answer position.
+
+A pair is a clean input and a corrupted one that differs in one digit of one coefficient
+(symmetric token replacement: same length, same format, and the corrupted equation is one the
+task's checker accepts). Every pair is cut just before the answer token, the first token of
+the chosen solution field that differs between the two solutions, and all pairs share one
+layout (the same role at every position), so positions line up across pairs.
+
+Metrics (REFERENCE §5): `logit_diff` = logit of the clean answer token minus logit of the
+corrupted one at the answer position; `logprob` = log-probability of the clean answer token.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.errors import InterpError
+from interp.hooks import arch_of
+from interp.tasks.base import Example, Task
+from interp.tasks.tokenizer import CharCodec
+from interp.tokens import decoder_prompt, encoder_input
+
+METRICS = ("logit_diff", "logprob")
+
+
+@dataclass
+class Pairs:
+    """Clean and corrupted inputs cut before the answer token.
+
+    Attributes
+    ----------
+    arch : str
+        "decoder" or "t5" (`interp.hooks.arch_of` of the model the pairs were made for).
+    clean, corrupt : dict of str to Tensor
+        side -> ids [batch, pos] ("seq" for decoder-only; "src" and "tgt" for T5, tgt being
+        the decoder input).
+    answer_pos : int
+        The position of the output side whose logits predict the answer.
+    clean_token, corrupt_token : Tensor
+        The answer token of each input, [batch].
+    tokens, roles : dict of str to list of str
+        side -> labels of each position (the roles are shared by every pair; the tokens are
+        the first pair's).
+    examples : list of (Example, Example)
+        The clean and corrupted problems.
+    """
+
+    arch: str
+    clean: dict[str, torch.Tensor]
+    corrupt: dict[str, torch.Tensor]
+    answer_pos: int
+    clean_token: torch.Tensor
+    corrupt_token: torch.Tensor
+    tokens: dict[str, list[str]]
+    roles: dict[str, list[str]]
+    examples: list[tuple[Example, Example]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.clean_token.shape[0])
+
+    @property
+    def out_side(self) -> str:
+        return "seq" if self.arch == "decoder" else "tgt"
+
+
+#: per task: the field corrupted and the solution field read, by default
+DEFAULT_FIELDS = {"quadratic": ("c", "D_value"), "arithmetic": ("b", "result")}
+
+
+def _digit_changes(v: int, rng: random.Random, allow_zero: bool = False) -> list[int]:
+    """Every number made from v by changing one digit (no leading zero, same sign; 0 itself
+    only if `allow_zero`), shuffled."""
+    digits = str(abs(v))
+    out = []
+    for i, d in itertools.product(range(len(digits)), "0123456789"):
+        if d == digits[i] or (i == 0 and d == "0" and (len(digits) > 1 or not allow_zero)):
+            continue
+        out.append(int(digits[:i] + d + digits[i + 1:]) * (-1 if v < 0 else 1))
+    rng.shuffle(out)
+    return out
+
+
+def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
+                     ) -> Example | None:
+    """The example with one digit of `field` changed (quadratic: coefficient a, b or c;
+    arithmetic: operand a or b) so that the input keeps its length and format and the task
+    still accepts it (integer roots or none; operands in range, b <= a for subtraction);
+    None if no digit change works."""
+    from interp.tasks.arithmetic import ArithmeticTask
+    from interp.tasks.quadratic import (
+        QuadraticTask,
+        format_input,
+        format_output,
+        read_input,
+    )
+
+    if isinstance(task, QuadraticTask):
+        coef = dict(zip("abc", read_input(ex.src)))
+        if field not in coef:
+            raise InterpError(f"unknown field {field!r} to corrupt; choose a, b or c")
+        # no zero coefficient: the generator never writes one (it would be out of distribution)
+        for w in _digit_changes(coef[field], rng):
+            new = dict(coef, **{field: w})
+            try:
+                src = format_input(new["a"], new["b"], new["c"])[0]
+                tgt = format_output(new["a"], new["b"], new["c"])[0]
+            except InterpError:  # roots that are not integers, a < 0 with real roots
+                continue
+            if len(src) == len(ex.src):
+                return Example(src, tgt, task.classify(src))
+        return None
+    if isinstance(task, ArithmeticTask):
+        a, op, b = task._read(ex.src)
+        vals = {"a": a, "b": b}
+        if field not in vals:
+            raise InterpError(f"unknown field {field!r} to corrupt; choose a or b")
+        for w in _digit_changes(vals[field], rng, allow_zero=task.lo <= 0):
+            new = dict(vals, **{field: w})
+            if not all(task.lo <= x <= task.hi for x in new.values()) or \
+                    (op == "-" and new["b"] > new["a"]):
+                continue
+            src = f"{new['a']}{op}{new['b']}="
+            if len(src) == len(ex.src):
+                return Example(src, task.solve(src), task.classify(src))
+        return None
+    raise InterpError(f"corrupted pairs are defined for the quadratic and arithmetic tasks; "
+                      f"this model's task is {task.name!r}")
+
+
+def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
+                  answer: str | None = None, seed: int = 0, heldout: bool | None = True,
+                  max_tries: int = 20_000) -> Pairs:
+    """`n` clean/corrupted pairs of one layout, cut before the first token of `answer` (a
+    solution field: D_value, x1, x2, ... or result); only pairs whose two solutions differ
+    at that token are kept.
+    field / answer default to `DEFAULT_FIELDS` of the task (quadratic: c and D_value;
+    arithmetic: b and result).
+
+    Problems are drawn from the task (held-out partition by default) until one layout has
+    `n` pairs, so positions line up."""
+    if task.name not in DEFAULT_FIELDS:
+        raise InterpError(f"corrupted pairs are defined for the "
+                          f"{' and '.join(DEFAULT_FIELDS)} tasks; this model's task is "
+                          f"{task.name!r}")
+    field = field or DEFAULT_FIELDS[task.name][0]
+    answer = answer or DEFAULT_FIELDS[task.name][1]
+    if n < 1:
+        raise InterpError(f"the number of pairs must be at least 1, got {n}")
+    arch = arch_of(bridge)
+    if arch not in ("decoder", "t5"):
+        raise InterpError(f"patching needs a decoder-only or T5 model; this one is {arch!r}")
+    rng = random.Random(seed)
+    codec = CharCodec()
+    by_layout: dict[tuple, list] = {}
+
+    def pool():  # drawn in chunks until one layout has n pairs
+        for chunk in range(0, max_tries, 500):
+            yield from task.generate(500, seed=seed * 1_000_003 + chunk, heldout=heldout)
+    for ex in pool():
+        bad = corrupt_equation(task, ex, field, rng)
+        if bad is None:
+            continue
+        roles_c = task.roles(ex.src, ex.tgt)[1]
+        roles_b = task.roles(bad.src, bad.tgt)[1]
+        k = next((i for i, r in enumerate(roles_c) if r.startswith(answer + "_") or r == answer),
+                 None)
+        if k is None or roles_b[:k + 1] != roles_c[:k + 1] or ex.tgt[k] == bad.tgt[k]:
+            continue
+        layout = (tuple(task.roles(ex.src, ex.tgt)[0]), tuple(roles_c[:k]))
+        group = by_layout.setdefault(layout, [])
+        if any(e.src == ex.src for e, _, _ in group):
+            continue
+        group.append((ex, bad, k))
+        if len(group) >= n:
+            break
+    if not by_layout:
+        raise InterpError(f"no equation gives a usable pair for field {field!r} and answer "
+                          f"{answer!r} (the answer field must exist and differ); try another "
+                          "--corrupt or --answer")
+    layout, chosen = max(by_layout.items(), key=lambda kv: len(kv[1]))
+    chosen = chosen[:n]
+    if len(chosen) < n:
+        raise InterpError(f"only {len(chosen)} pairs of one layout found for field {field!r} "
+                          f"and answer {answer!r}; ask for fewer (--n {len(chosen)})")
+
+    def seqs(ex, k):
+        if arch == "decoder":
+            return {"seq": decoder_prompt(codec, ex.src) + codec.encode(ex.tgt[:k])}
+        return {"src": encoder_input(codec, ex.src), "tgt": [codec.pad] + codec.encode(ex.tgt[:k])}
+
+    clean = {s: torch.tensor([seqs(e, k)[s] for e, _, k in chosen]) for s in seqs(*chosen[0][::2])}
+    bad = {s: torch.tensor([seqs(b, k)[s] for _, b, k in chosen]) for s in clean}
+    ex0, _, k0 = chosen[0]
+    in_roles, out_roles = layout
+    if arch == "decoder":
+        roles = {"seq": ["<bos>", *in_roles, "<sep>", *out_roles]}
+        tokens = {"seq": ["<bos>", *ex0.src, "<sep>", *ex0.tgt[:k0]]}
+    else:
+        roles = {"src": [*in_roles, "<eos>"], "tgt": ["<start>", *out_roles]}
+        tokens = {"src": [*ex0.src, "<eos>"], "tgt": ["<start>", *ex0.tgt[:k0]]}
+    out = "seq" if arch == "decoder" else "tgt"
+    return Pairs(arch, clean, bad, clean[out].shape[1] - 1,
+                 torch.tensor([codec.vocab[e.tgt[k]] for e, _, k in chosen]),
+                 torch.tensor([codec.vocab[b.tgt[k]] for _, b, k in chosen]),
+                 tokens, roles, [(e, b) for e, b, _ in chosen])
+
+
+def metric_values(logits: torch.Tensor, pairs: Pairs, metric: str = "logit_diff",
+                  repeats: int = 1, pos: int | None = None) -> torch.Tensor:
+    """The metric of each example, read at the answer position (or at `pos`).
+
+    Parameters
+    ----------
+    logits : Tensor
+        [repeats * batch, pos, vocab], copy k of the pairs in rows k * batch ..., on any
+        device and dtype.
+    pairs : Pairs
+    metric : {"logit_diff", "logprob"}
+    repeats : int
+        How many copies of the pairs the rows hold.
+    pos : int, optional
+        The position read instead of `pairs.answer_pos`.
+
+    Returns
+    -------
+    Tensor
+        [repeats * batch], float32 on the CPU (differentiable: attribution patching
+        back-propagates through it).
+    """
+    if metric not in METRICS:
+        raise InterpError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    last = logits[:, pairs.answer_pos if pos is None else pos].to("cpu", torch.float32)
+    good = pairs.clean_token.repeat(repeats)
+    rows = torch.arange(last.shape[0])
+    if metric == "logit_diff":
+        return last[rows, good] - last[rows, pairs.corrupt_token.repeat(repeats)]
+    return torch.log_softmax(last, -1)[rows, good]
+
+
+def metric_values_last(last: torch.Tensor, pairs: Pairs, metric: str, repeats: int = 1
+                       ) -> torch.Tensor:
+    """`metric_values` from the answer position's logits alone ([repeats * batch, vocab])."""
+    return metric_values(last[:, None], pairs, metric, repeats, pos=0)
