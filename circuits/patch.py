@@ -3,6 +3,7 @@
     python -m circuits.patch [CKPT] [--sites resid_pre,attn_out,mlp_out,head,head_pos]
         [--n 32] [--corrupt c] [--answer D_value] [--direction denoise|noise]
         [--metric logit_diff|logprob] [--no-attribution] [--out DIR] [--json FILE]
+        [--device cpu] [--dtype float32]
 
 (also `interp patch ...`). Pairs: one digit of coefficient --corrupt changed (the corrupted
 equation is one the task accepts), cut before the first token of --answer where the two
@@ -20,17 +21,6 @@ from pathlib import Path
 
 DEFAULT_SITES = {"decoder": "resid_pre,attn_out,mlp_out,head,head_pos",
                  "t5": "enc.resid_pre,dec.resid_pre,enc.head_pos,cross.head_pos,dec.head_pos"}
-
-
-def describe(res, top: int = 8) -> list[str]:
-    df = res.frame()
-    df = df.reindex(df.normalised.abs().sort_values(ascending=False).index).head(top)
-    lines = []
-    for _, r in df.iterrows():
-        cell = " ".join(f"{a} {int(r[a])}" for a in res.axes)
-        role = f"  ({r.role})" if "role" in r else ""
-        lines.append(f"    {cell:<24}{r.normalised:+8.1%}   {res.metric} {r.value:+.3f}{role}")
-    return lines
 
 
 def main(argv=None) -> int:
@@ -56,22 +46,22 @@ def _main(argv) -> int:
     import contextlib
 
     from circuits.patching import DIRECTIONS, METRICS
-    from interp.cli.common import Parser
-    from interp.errors import InterpError
+    from interp.cli.common import Parser, add_options, check_device, load, positive
     from interp.io import (
         check_file_outside,
         check_replaceable_dir,
         check_writable,
         output_lock,
     )
-    from interp.models import DEFAULT_MODEL, load_checkpoint
 
     p = Parser(prog="python -m circuits.patch", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL)
+    add_options(p, checkpoint="checkpoint name or folder (default {default})",
+                n=(32, "pairs (default 32)"), seed=(0, "seed of the pairs (default 0)"),
+                out="write one CSV per site, patching.json and report.html here",
+                json="write the results as one JSON file")
     p.add_argument("--sites", help="comma-separated sites (default: residual, attention and "
                    "MLP outputs, heads, heads by position)")
-    p.add_argument("--n", type=int, default=32, help="pairs (default 32)")
     p.add_argument("--corrupt", help="number whose digit changes: quadratic a, b or c "
                    "(default c), arithmetic a or b (default b)")
     p.add_argument("--answer", help="solution field read at its first differing token: "
@@ -79,19 +69,15 @@ def _main(argv) -> int:
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
     p.add_argument("--no-attribution", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="DIR")
-    p.add_argument("--json", metavar="FILE")
-    p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
-    if a.n < 1:
-        raise InterpError(f"--n must be at least 1, got {a.n}")
+    positive("--n", a.n)
+    check_device(a)
     if a.json:
         check_file_outside(a.json, a.out)
         check_writable(a.json)
     out = check_replaceable_dir(a.out, "patching.json", "--out", own=OWN_FILES) \
         if a.out else None
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt = load(a)
     _check_fields(ckpt.task, a.corrupt, a.answer)
     with output_lock(out) if out is not None else contextlib.nullcontext():
         return _run(a, ckpt, out)
@@ -123,8 +109,8 @@ def _run(a, ckpt, out) -> int:
     from circuits.stats import spearman
     from interp.errors import InterpError
     from interp.hooks import arch_of
-    from interp.io import write_json
-    from interp.tasks.tokenizer import CharCodec
+    from interp.io import replace_dir_atomic, write_json
+    from interp.viz.reports import patch as report
 
     bridge = ckpt.bridge()
     sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(arch_of(bridge), "")
@@ -138,61 +124,25 @@ def _run(a, ckpt, out) -> int:
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
                           seed=a.seed)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
-    clean, bad = pairs.examples[0]
-    itos = CharCodec().itos
-    print(f"patching {a.checkpoint}: {pairs.n} pairs, e.g. {clean.src} -> {bad.src}; answer "
-          f"token {a.answer} ({itos[int(pairs.clean_token[0])]!r} vs "
-          f"{itos[int(pairs.corrupt_token[0])]!r}), {a.direction}, {a.metric}")
-    results, data = {}, {"checkpoint": str(a.checkpoint), "n": pairs.n, "corrupt": a.corrupt,
-                         "answer": a.answer, "direction": a.direction, "metric": a.metric,
-                         "sites": {}}
+    print(report.header(a.checkpoint, pairs, a.answer, a.direction, a.metric))
+    results = {}
+    data = report.summary(a.checkpoint, pairs, a.corrupt, a.answer, a.direction, a.metric)
     for s in sites:
         res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
         att = None if a.no_attribution or s.endswith("pattern") else \
             attribute(bridge, pairs, s, a.direction, a.metric)
-        results[s] = (res, att)
         rho = spearman(att.values.flatten(), res.values.flatten()) if att is not None else None
-        if s == sites[0]:
-            print(f"  clean {res.metric} {res.clean:+.3f}, corrupted {res.corrupt:+.3f}")
-        print(f"  {s}: largest shares of the gap" +
-              (f" (attribution vs exact: Spearman {rho:.3f})" if rho is not None else ""))
-        for line in describe(res):
-            print(line)
-        entry = {"axes": list(res.axes), "clean": res.clean, "corrupt": res.corrupt,
-                 "values": res.values.tolist(), "normalised": res.normalised().tolist(),
-                 "labels": res.labels}
-        if att is not None:
-            entry["attribution"] = att.values.tolist()
-            entry["attribution_spearman"] = rho
-        data["sites"][s] = entry
+        results[s] = (res, att)
+        print("\n".join(report.site_lines(res, rho, first=s == sites[0])))
+        data["sites"][s] = report.site_entry(res, att, rho)
     if a.json:
         write_json(a.json, data)
     if out is not None:
-        from interp.io import replace_dir_atomic
-        from interp.viz.figures import patch_heatmap
-        from interp.viz.page import Page
-
         def fill(tmp: Path) -> None:
-            page = Page(f"Patching {a.checkpoint}: {pairs.n} pairs, corrupt {a.corrupt}, "
-                        f"answer {a.answer}, {a.direction}")
-            page.paragraph(f"Clean {a.metric} {next(iter(results.values()))[0].clean:+.3f}, "
-                           f"corrupted {next(iter(results.values()))[0].corrupt:+.3f}. Each "
-                           "cell: the share of the clean-corrupt gap that patching it "
-                           "restores (denoise) or removes (noise).")
             for s, (res, att) in results.items():
-                df = res.frame()
-                if att is not None:
-                    df["attribution"] = att.frame().value
-                df.to_csv(tmp / f"{s}.csv", index=False)
-                page.heading(s)
-                page.plotly(patch_heatmap(res.normalised(), res.axes, res.labels,
-                                          f"{s}: exact patching"))
-                if att is not None:
-                    page.plotly(patch_heatmap(att.normalised(), att.axes, att.labels,
-                                              f"{s}: attribution patching (Spearman "
-                                              f"{data['sites'][s]['attribution_spearman']:.3f})"))
+                report.site_frame(res, att).to_csv(tmp / f"{s}.csv", index=False)
             write_json(tmp / "patching.json", data)
-            page.write(tmp / "report.html")
+            report.page(data, results).write(tmp / "report.html")
 
         replace_dir_atomic(fill, out)
         if not a.quiet:
