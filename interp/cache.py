@@ -14,6 +14,9 @@ Examples are run in batches of similar length (less padding), results come back 
 For datasets too big to hold, `stream_attention` computes batches as they are read and
 `save_shards(stream, folder)` writes one safetensors shard per batch (`ShardedCache(folder)`
 reads them back); `interp.attention.stats.collect_stats` takes any of the three.
+`keep_first(source, n)` passes a source on and keeps its first n examples in memory (a
+report's examples, drawn from the one pass). The model may sit on any device and dtype:
+patterns come back on the CPU as float32.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ def _forward(bridge, family, sides, kinds, batch_size, progress=False):
                 P = torch.stack([cache[names[(k, l)]] for l in range(n_layers(bridge, k))])
                 q, kk = (int(sides[s].lengths[index].max())
                          for s in (KINDS[k].query_side, KINDS[k].key_side))
-                P = P[..., :q, :kk].float()
+                P = P[..., :q, :kk].to("cpu", torch.float32)   # any device and dtype in
                 qv = sides[KINDS[k].query_side].valid[index, :q]
                 kv = sides[KINDS[k].key_side].valid[index, :kk]
                 out[k] = P.mul_((qv[:, :, None] & kv[:, None, :])[None, :, None].to(P.dtype))
@@ -227,14 +230,50 @@ def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequen
     Returns an AttentionCache with patterns[kind]: [layer, batch, head, query, key] float32,
     in the order of `examples`.
     """
-    stream = stream_attention(bridge, task, examples, kinds, batch_size, progress)
-    n = len(examples)
-    out = AttentionCache(stream.family, {}, stream.sides, list(examples))
-    for index, pats in stream.batches():
-        for k, P in pats.items():
-            if k not in out.patterns:
-                qw = out.query(k).ids.shape[1]
-                kw = out.key(k).ids.shape[1]
-                out.patterns[k] = torch.zeros(P.shape[0], n, P.shape[2], qw, kw)
-            out.patterns[k][:, index, :, :P.shape[-2], :P.shape[-1]] = P
+    stream = keep_first(stream_attention(bridge, task, examples, kinds, batch_size, progress),
+                        len(examples))
+    for _ in stream.batches():
+        pass
+    return stream.kept
+
+
+def _first(sides: dict[str, Side], n: int) -> dict[str, Side]:
+    """The first n examples of each side, padded to the longest of them."""
+    out = {}
+    for name, s in sides.items():
+        w = int(s.lengths[:n].max()) if n else 0
+        out[name] = Side(s.ids[:n, :w], s.lengths[:n], s.tokens[:n], s.roles[:n])
     return out
+
+
+class KeepFirst(_Source):
+    """Passes the batches of `source` on unchanged and keeps the patterns of its first `n`
+    examples (in dataset order) as they go by: `kept`, an AttentionCache, is complete once
+    `batches()` has been read to the end. One pass over a stream both feeds the statistics
+    and gives a report its examples."""
+
+    def __init__(self, source: _Source, n: int):
+        self.source, self.family, self.sides = source, source.family, source.sides
+        self.kinds = tuple(source.kinds)
+        n = min(n, len(next(iter(source.sides.values())).lengths))
+        self.kept = AttentionCache(source.family, {}, _first(source.sides, n),
+                                   list(getattr(source, "examples", []))[:n])
+        self.n = n
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        for index, pats in self.source.batches():
+            sel = index < self.n
+            if sel.any():
+                for k, P in pats.items():
+                    qw, kw = self.kept.query(k).ids.shape[1], self.kept.key(k).ids.shape[1]
+                    if k not in self.kept.patterns:
+                        self.kept.patterns[k] = torch.zeros(P.shape[0], self.n, P.shape[2],
+                                                            qw, kw)
+                    P = P[:, sel, :, :qw, :kw]
+                    self.kept.patterns[k][:, index[sel], :, :P.shape[-2], :P.shape[-1]] = P
+            yield index, pats
+
+
+def keep_first(source: _Source, n: int) -> KeepFirst:
+    """`source` passed through, keeping the patterns of its first `n` examples (`.kept`)."""
+    return KeepFirst(source, n)

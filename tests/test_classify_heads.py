@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from interp.classify_heads import _main, label_counts
+from interp.attention.taxonomy import label_counts
+from interp.classify_heads import _main
 
 
 @pytest.mark.parametrize("arch,kinds", [("decoder", {"self"}),
@@ -79,7 +80,8 @@ def test_save_cache_writes_shards_that_reproduce_the_table(tiny_checkpoints, tmp
     assert list(again.label) == list(table.label)
     assert (again.entropy - table.entropy).abs().max() < 1e-5
     # decoder-only models also get the three TransformerLens detector scores
-    for col in ("previous_token", "duplicate_token", "induction", "induction_uniform"):
+    for col in ("previous_token", "duplicate_token", "induction_detector",
+                "induction_detector_uniform"):
         assert table[col].between(0, 1).all(), col
     html = (out / "report.html").read_text()
     assert "Operations" in html and "rollout" in html and "query role x key role" in html

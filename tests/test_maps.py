@@ -1,9 +1,63 @@
-"""Role-averaged maps, summary map and rollout against closed-form cases."""
+"""Role-averaged maps and the summary map (kept by HeadStats) against numpy loops and
+closed-form cases; rollout against closed-form cases."""
 
+import numpy as np
 import pytest
 import torch
 
-from interp.attention.maps import role_map, rollout, summary_map
+from interp.attention.maps import role_maps, rollout
+from interp.attention.stats import HeadStats, role_index
+
+
+def role_map_loops(P, mask, q_roles, k_roles):
+    """Query role x key role, one cell at a time: the attention a query of role r sends to
+    keys of role s, averaged over the valid queries of role r. (query roles, key roles,
+    [layer, head, r, s])."""
+    P, mask = np.asarray(P, dtype=np.float64), np.asarray(mask)
+    qn = sorted({r for row in q_roles for r in row})
+    kn = sorted({r for row in k_roles for r in row})
+    L, B, H = P.shape[:3]
+    out = np.zeros((L, H, len(qn), len(kn)))
+    count = np.zeros(len(qn))
+    for b in range(B):
+        for q, r in enumerate(q_roles[b]):
+            if not mask[b, q].any():
+                continue
+            count[qn.index(r)] += 1
+            for k, s in enumerate(k_roles[b]):
+                if mask[b, q, k]:
+                    out[:, :, qn.index(r), kn.index(s)] += P[:, b, :, q, k]
+    return qn, kn, out / np.maximum(count, 1)[None, None, :, None]
+
+
+def summary_map_loops(P, mask, k_roles, key_select=None):
+    """Layers x key roles, one cell at a time: attention each (selected) key role receives
+    per valid query, mean over heads. (roles found at selected keys, [layer, role])."""
+    P, mask = np.asarray(P, dtype=np.float64), np.asarray(mask)
+    L, B, H = P.shape[:3]
+    chosen = lambda b, k: key_select is None or bool(key_select[b, k])  # noqa: E731
+    names = sorted({s for b, row in enumerate(k_roles) for k, s in enumerate(row)
+                    if chosen(b, k)})
+    out, n_queries = np.zeros((L, len(names))), 0
+    for b in range(B):
+        for q in range(mask.shape[1]):
+            if not mask[b, q].any():
+                continue
+            n_queries += 1
+            for k, s in enumerate(k_roles[b]):
+                if mask[b, q, k] and chosen(b, k):
+                    out[:, names.index(s)] += P[:, b, :, q, k].sum(-1)
+    return names, out / max(n_queries * H, 1)
+
+
+def stats_of(P, mask, q_roles, k_roles, key_select=None):
+    """HeadStats fed the patterns as one batch."""
+    qn = sorted({r for row in q_roles for r in row})
+    kn = sorted({r for row in k_roles for r in row})
+    st = HeadStats(P.shape[0], P.shape[2], kn, qn)
+    st.update(P, mask, role_index(k_roles, kn, P.shape[-1]),
+              role_index(q_roles, qn, P.shape[-2]), key_select=key_select)
+    return st
 
 
 def causal(b, n):
@@ -24,12 +78,15 @@ def test_role_map_averages_across_examples_of_different_lengths():
                 P[0, b, 0, q, eq] = 1
             else:
                 P[0, b, 0, q, 0] = 1  # before '=' exists: first token
-    qn, kn, m = role_map(P, mask, roles, roles)
-    get = lambda r, s: m[0, 0, qn.index(r), kn.index(s)].item()
+    st = stats_of(P, mask, roles, roles)
+    qn, kn, m = st.query_names, st.key_names, st.query_role_map()
+    get = lambda r, s: m[0, 0, qn.index(r), kn.index(s)].item()  # noqa: E731
     assert get("b", "=") == pytest.approx(1.0)
     assert get("=", "=") == pytest.approx(1.0)
     assert get("a", "a") == pytest.approx(1.0)
     assert torch.allclose(m[0, 0].sum(-1), torch.ones(len(qn)))
+    want = role_map_loops(P, mask, roles, roles)
+    assert (qn, kn) == want[:2] and np.allclose(m.numpy(), want[2], atol=1e-6)
 
 
 def test_summary_map_counts_received_attention_per_layer():
@@ -40,13 +97,48 @@ def test_summary_map_counts_received_attention_per_layer():
     P[0, 0, :, :, 0] = 1          # layer 0: all heads on 'x'
     P[1, 0, 0, :, 0] = 1          # layer 1: head 0 on 'x', head 1 on itself
     P[1, 0, 1] = torch.eye(n)
-    names, sm = summary_map(P, mask, roles)
+    st = stats_of(P, mask, roles, roles)
+    names, sm = st.key_names, st.summary_map()
     assert sm[0, names.index("x")] == pytest.approx(1.0)
     assert sm[1, names.index("x")] == pytest.approx(0.5 + 0.5 / n)
     assert torch.allclose(sm.sum(-1), torch.ones(2))
     sel = torch.tensor([[True, True, False, False]])
-    names2, sm2 = summary_map(P, mask, roles, key_select=sel)
-    assert names2 == ["^", "x"] and sm2[0, 1] == pytest.approx(1.0)
+    sm2 = stats_of(P, mask, roles, roles, key_select=sel).summary_map()
+    names2, want2 = summary_map_loops(P, mask, roles, key_select=sel)
+    assert names2 == ["^", "x"] and sm2[0, names.index("x")] == pytest.approx(1.0)
+    assert float(sm2[:, [names.index("="), names.index("0")]].abs().sum()) == 0.0
+    assert np.allclose(sm2[:, [names.index(r) for r in names2]].numpy(), want2, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal_mask", [True, False])
+def test_streamed_maps_equal_the_loops_on_random_patterns_in_batches(causal_mask):
+    g = torch.Generator().manual_seed(3)
+    B, n, L, H = 5, 7, 2, 3
+    lengths = torch.tensor([7, 4, 6, 3, 5])
+    pool = ["x", "=", "^", "0", "<bos>"]
+    roles = [[pool[int(i)] for i in torch.randint(len(pool), (int(m),), generator=g)]
+             for m in lengths]
+    valid = torch.arange(n)[None] < lengths[:, None]
+    mask = valid[:, :, None] & valid[:, None, :]
+    if causal_mask:
+        mask &= torch.ones(n, n, dtype=torch.bool).tril()
+    P = torch.rand(L, B, H, n, n, generator=g) * mask[None, :, None]
+    P = P / P.sum(-1, keepdim=True).clamp_min(1e-12)
+    sel = torch.rand(B, n, generator=g) > 0.3
+    qn = sorted({r for row in roles for r in row})
+    st = HeadStats(L, H, qn, qn)
+    for part in (slice(0, 2), slice(2, 5)):      # two batches, cut to their own widths
+        w = int(lengths[part].max())
+        st.update(P[:, part, :, :w, :w], mask[part, :w, :w],
+                  role_index(roles[part], qn, w), role_index(roles[part], qn, w),
+                  key_select=sel[part, :w])
+    _, _, want = role_map_loops(P, mask, roles, roles)
+    assert np.allclose(st.query_role_map().numpy(), want, atol=1e-5)
+    names, summ = summary_map_loops(P, mask, roles, key_select=sel)
+    assert np.allclose(st.summary_map()[:, [qn.index(r) for r in names]].numpy(), summ,
+                       atol=1e-5)
+    maps = role_maps({"self": st})["self"]
+    assert maps["key_roles"] == qn and torch.equal(maps["summary"], st.summary_map())
 
 
 def test_rollout_of_identity_attention_is_identity_and_of_uniform_is_closed_form():

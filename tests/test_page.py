@@ -135,7 +135,7 @@ def test_tables_scroll_sideways_in_their_own_box_and_captions_are_escaped():
 
 
 def test_the_t5_decoder_start_reads_start_and_the_rest_is_the_solution():
-    from interp.classify_heads import shown_tokens
+    from interp.viz.views import shown_tokens
     from interp.tasks import get_task
     from interp.tokens import build_sides
 

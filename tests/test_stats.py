@@ -1,4 +1,5 @@
-"""Streamed per-head statistics equal the plain definitions in interp.attention.scores/maps.
+"""Streamed per-head statistics equal the plain definitions in interp.attention.scores and
+the role maps computed one cell at a time (tests/test_maps.py).
 
 The oracle is the one-shot computation over the whole padded cache; HeadStats sees the same
 patterns in batches of different widths (sorted by length, unpadded to the dataset's width).
@@ -16,10 +17,11 @@ from interp.attention.stats import (
 )
 from interp.attention.taxonomy import head_table
 from interp.cache import ShardedCache, cache_attention, save_shards, stream_attention
-from interp.attention import maps as Mp, scores as S
+from interp.attention import scores as S
 from interp.hooks import KINDS
 from interp.models import load_model
 from interp.tokens import repeated_random_tokens
+from test_maps import role_map_loops, summary_map_loops
 
 
 def oracle(ac, kind, th=Thresholds()):
@@ -34,8 +36,10 @@ def oracle(ac, kind, th=Thresholds()):
     first = torch.zeros(M.shape[0], M.shape[-1], dtype=torch.bool)
     first[:, 0] = True
     out["first_token"] = S.key_mass(P, M, first)
-    out["role_map"] = Mp.role_map(P, M, q.roles, k.roles)
-    out["summary"] = Mp.summary_map(P, M, k.roles, key_select=input_keys(k.tokens, P.shape[-1]))
+    qn, kn, rmap = role_map_loops(P, M, q.roles, k.roles)
+    out["role_map"] = qn, kn, torch.tensor(rmap, dtype=torch.float32)
+    names, summ = summary_map_loops(P, M, k.roles, input_keys(k.tokens, P.shape[-1]))
+    out["summary"] = names, torch.tensor(summ, dtype=torch.float32)
     if same:
         lo = 0 if KINDS[kind].causal else -min(P.shape[-1] - 1, th.max_offset)
         offs = list(range(lo, min(P.shape[-2], th.max_offset + 1)))

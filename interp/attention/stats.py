@@ -319,9 +319,9 @@ class HeadStats:
                 if parts:
                     f[name] = torch.cat(parts, 1).mean(1).float()
                     f[f"{name}_uniform"] = full(torch.cat(self.u_det[name]).mean())
-        if self.induction is not None:
-            f["induction"] = self.induction.float()
-            f["induction_uniform"] = full(self.u_induction)
+        if self.induction is not None:   # TransformerLens's detector score, repeated tokens
+            f["induction_detector"] = self.induction.float()
+            f["induction_detector_uniform"] = full(self.u_induction)
         return f
 
 
@@ -340,7 +340,8 @@ def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
     memory), an AttentionStream (computed as read) or a ShardedCache (read from disk).
 
     induction: {kind: (scores [layer, head], uniform score)} measured elsewhere (see
-    `interp.cache.induction_scores`)."""
+    `interp.attention.detect.induction_scores`); they become the columns
+    `induction_detector` and `induction_detector_uniform`."""
     from interp.hooks import KINDS
 
     kinds = tuple(kinds or source.kinds)

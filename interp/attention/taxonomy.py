@@ -12,10 +12,13 @@ Seed 001 saw four phenomena by eye; each becomes a score with a threshold here:
 - `heterogeneous`: none of the above.
 
 Several labels may hold at once (Kovaleva's vertical+diagonal). Thresholds are parameters.
-Everything here is pure: patterns in, DataFrames out.
+Everything here is pure: patterns in, DataFrames out. `classify_heads(bridge, task,
+examples)` is the whole command's analysis in one streamed pass (`HeadTaxonomy`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -92,8 +95,6 @@ def features_table(f: dict, kind: str, th: Thresholds = Thresholds()) -> pd.Data
     return pd.DataFrame(rows)
 
 
-
-
 def stats_table(stats: dict, th: Thresholds = Thresholds()) -> pd.DataFrame:
     """The taxonomy from `collect_stats` output: one row per (kind, layer, head)."""
     return pd.concat([features_table(st.features(), kind, th) for kind, st in stats.items()],
@@ -102,9 +103,145 @@ def stats_table(stats: dict, th: Thresholds = Thresholds()) -> pd.DataFrame:
 
 def head_table(source, kinds=None, th: Thresholds = Thresholds(), segments: str = "statement"
                ) -> pd.DataFrame:
-    """The taxonomy of every head of an AttentionCache (or stream, or sharded cache)."""
-    return stats_table(collect_stats(source, kinds, th, segments, role_maps=False), th)
+    """The taxonomy of every head of an AttentionCache (or stream, or sharded cache).
+
+    Returns
+    -------
+    DataFrame, one row per (kind, layer, head): `label`, `labels`, `main_score`, `detail`
+    and every feature with its uniform-head baseline (see `summarise`).
+    """
+    return summarise(stats_table(collect_stats(source, kinds, th, segments, role_maps=False),
+                                 th))
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Add `main_score` (the score behind the first label) and `detail` (offset, token...)."""
+    main, detail = [], []
+    for _, r in table.iterrows():
+        first = base_label(r["labels"][0])
+        if first == "sharp_diagonal":
+            main.append(r["sharp_mass"])
+            detail.append(f"offset {int(r['sharp_offset'])}")
+        elif first == "blurred_diagonal":
+            main.append(r["band_mass"])
+            detail.append(f"band centre {int(r['band_centre'])} +-{int(r['band_halfwidth'])}")
+        elif first == "vertical":
+            main.append(r["vertical_share"])
+            detail.append("on " + ", ".join(r["vertical_roles"]) +
+                          f" (x{r['vertical_share'] / max(r['vertical_uniform'], 1e-9):.1f})")
+        elif first == "sparse_block":
+            main.append(r["block_share"])
+            detail.append(f"in segment (uniform {r['block_uniform']:.2f})")
+        else:
+            main.append(r["entropy"])
+            detail.append(f"entropy (uniform {r['entropy_uniform']:.2f})")
+    out = table.copy()
+    out["main_score"] = main
+    out["detail"] = detail
+    return out
+
+
+def label_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Heads of each class per (kind, layer): answers "diagonals early, blocks deeper"."""
+    rows = []
+    for _, r in table.iterrows():
+        for lab in r["labels"]:
+            rows.append({"kind": r["kind"], "layer": r["layer"], "class": base_label(lab)})
+    df = pd.DataFrame(rows)
+    counts = df.groupby(["kind", "layer", "class"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=[c for c in LABELS if c in counts.columns] +
+                          [c for c in counts.columns if c not in LABELS], fill_value=0)
+
+
+def operations_table(stats: dict[str, HeadStats], top: int = 3) -> pd.DataFrame:
+    """Per (kind, layer): the key roles that receive the most attention (mean over heads and
+    queries), with the share a uniform head would give them."""
+    rows = []
+    for kind, st in stats.items():
+        rm, urm = st.role_masses()
+        per_layer = rm.mean(1)                                   # [layer, role]
+        for l in range(per_layer.shape[0]):
+            vals, idx = per_layer[l].topk(min(top, per_layer.shape[1]))
+            row = {"kind": kind, "layer": l}
+            for r, (v, i) in enumerate(zip(vals.tolist(), idx.tolist()), 1):
+                row[f"role {r}"] = st.key_names[i]
+                row[f"share {r}"] = round(v, 3)
+                row[f"uniform {r}"] = round(float(urm[i]), 3)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class HeadTaxonomy:
+    """What `classify_heads` measured.
+
+    table : one row per (kind, layer, head) (labels, main score, every feature + baseline)
+    stats : {kind: HeadStats}, the running sums (role masses, maps, offset profiles)
+    examples : the patterns of the first `keep` examples (an `interp.cache.AttentionCache`,
+        `patterns[kind]: [layer, batch, head, query, key]`), or None
+    """
+
+    table: pd.DataFrame
+    stats: dict[str, HeadStats]
+    examples: object = None
+
+    def frame(self) -> pd.DataFrame:
+        """The head table (a DataFrame)."""
+        return self.table
+
+    def counts(self) -> pd.DataFrame:
+        """Heads of each class per (kind, layer)."""
+        return label_counts(self.table)
+
+    def operations(self) -> pd.DataFrame:
+        """The key roles that receive the most attention per (kind, layer)."""
+        return operations_table(self.stats)
+
+    def figure(self):
+        """Stacked bars of the classes per layer (plotly), as in the report."""
+        from interp.viz.figures import label_counts_figure
+
+        return label_counts_figure(self.counts())
+
+
+def classify_heads(bridge, task, examples, kinds=None, batch_size: int = 64,
+                   segments: str = "statement", save_cache=None, keep: int = 0,
+                   progress: bool = False) -> HeadTaxonomy:
+    """Classify every head of a model in one pass over the data.
+
+    Patterns are computed batch by batch and folded into running sums, so memory does not
+    grow with the number of examples. Decoder-only models also get TransformerLens's
+    head-detector induction score on repeated random tokens (`induction_detector`).
+
+    Parameters
+    ----------
+    bridge : TransformerBridge (any device and dtype)
+    task : the task of `examples`, or None for raw text prompts
+    examples : task Examples (teacher-forced) or strings
+    kinds : attention kinds to read (default all of the model's)
+    batch_size : examples whose patterns are held at once
+    segments : "statement" or "number", the segments of the block score
+    save_cache : a folder: also keep the patterns there as safetensors shards
+    keep : also keep the patterns of the first `keep` examples (`.examples`)
+    progress : a progress bar on stderr
+
+    Returns
+    -------
+    HeadTaxonomy (`.frame()` the head table, `.figure()` the classes per layer)
+    """
+    from interp.attention.detect import induction_scores
+    from interp.cache import keep_first, save_shards, stream_attention
+
+    stream = stream_attention(bridge, task, examples, kinds, batch_size, progress)
+    source = kept = keep_first(stream, keep) if keep else stream
+    if save_cache:
+        source = save_shards(source, save_cache)
+    induction = ({"self": induction_scores(bridge)} if stream.family == "decoder"
+                 and "self" in stream.kinds else None)
+    stats = collect_stats(source, th=Thresholds(), segments=segments, induction=induction)
+    return HeadTaxonomy(summarise(stats_table(stats)), stats, kept.kept if keep else None)
 
 
 __all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
-           "features_table", "segments_from_roles", "head_table", "stats_table"]
+           "features_table", "segments_from_roles", "head_table", "stats_table", "summarise",
+           "label_counts", "operations_table", "HeadTaxonomy", "classify_heads"]

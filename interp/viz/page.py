@@ -60,17 +60,10 @@ class Page:
     def circuitsvis(self, component: str, label: str | None = None, **props) -> "Page":
         """A circuitsvis component (e.g. "AttentionHeads") rendered from the page's bundle,
         under a caption `label` (escaped). circuitsvis draws text as text (React)."""
-        from circuitsvis.utils.convert_props import convert_props
-
         self.uses_circuitsvis = True
-        div = "cv-" + uuid.uuid4().hex[:12]
-        converted = json.loads(convert_props(props))
         if label:
             self.parts.append(f'<p class="cv-label">{html.escape(label)}</p>')
-        self.parts.append(
-            f'<div id="{div}" class="cv" style="margin: 15px 0;"></div>\n'
-            f'<script>window.addEventListener("load", function () {{ CircuitsVis.render('
-            f'"{div}", CircuitsVis.{component}, {_script_json(converted)}); }});</script>')
+        self.parts.append(circuitsvis_html(component, props, on_load=True))
         return self
 
     def render(self) -> str:
@@ -95,6 +88,21 @@ class Page:
         from interp.io import write_atomic
 
         return write_atomic(path, self.render())
+
+
+def circuitsvis_html(component: str, props: dict, on_load: bool = True) -> str:
+    """A div and the script that renders circuitsvis `component` into it from the bundle
+    already on the page (`CircuitsVis`); props are JSON inside the script, escaped.
+    on_load: render once the page has loaded (a page whose bundle sits in its head);
+    otherwise at once (a notebook cell, whose bundle comes just before)."""
+    from circuitsvis.utils.convert_props import convert_props
+
+    div = "cv-" + uuid.uuid4().hex[:12]
+    call = (f'CircuitsVis.render("{div}", CircuitsVis.{component}, '
+            f'{_script_json(json.loads(convert_props(props)))});')
+    if on_load:
+        call = f'window.addEventListener("load", function () {{ {call} }});'
+    return f'<div id="{div}" class="cv" style="margin: 15px 0;"></div>\n<script>{call}</script>'
 
 
 def circuitsvis_bundle() -> str:

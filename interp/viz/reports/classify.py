@@ -1,0 +1,122 @@
+"""The report of `classify_heads`: the terminal text, the CSV/JSON tables and the HTML page
+(taxonomy, class counts, operations, summary and role maps, and every head of every layer for
+a few examples, with attention rollout)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from interp.attention.taxonomy import label_counts, operations_table
+
+SHOW = ["kind", "layer", "head", "label", "main_score", "detail"]
+SIDE_NAMES = {"seq": "sequence", "src": "encoder input", "tgt": "decoder input"}
+
+
+def flat_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as heads.csv holds it: lists of labels and roles joined with `;`."""
+    flat = table.copy()
+    flat["labels"] = flat["labels"].map(";".join)
+    flat["vertical_roles"] = flat["vertical_roles"].map(";".join)
+    return flat
+
+
+def records(table: pd.DataFrame) -> list[dict]:
+    """The table as heads.json holds it: one record per head."""
+    return json.loads(table.to_json(orient="records"))
+
+
+def text(table: pd.DataFrame, fmt: str = "table") -> str:
+    """What the command prints: the shown columns as a table (and the class counts), as CSV
+    or as JSON."""
+    if fmt == "table":
+        with pd.option_context("display.max_rows", 500, "display.width", 160,
+                               "display.max_colwidth", 60):
+            return (f"{table[SHOW].round(3).to_string(index=False)}\n\n"
+                    f"{label_counts(table).to_string()}\n")
+    if fmt == "csv":
+        return flat_table(table)[SHOW].to_csv(index=False)
+    return json.dumps(json.loads(table[SHOW + ["labels"]].to_json(orient="records")),
+                      indent=1) + "\n"
+
+
+def _maps(page, stats: dict, role_maps: bool) -> None:
+    """Per kind: the layers x input roles summary map and the query role x key role maps."""
+    from interp.hooks import KINDS
+    from interp.viz.figures import heatmap, role_map_figure
+
+    for kind, st in stats.items():
+        if KINDS[kind].key_side in ("seq", "src"):
+            sm = st.summary_map()
+            keep = [i for i in range(sm.shape[1]) if float(sm[:, i].sum()) > 0]
+            page.heading(f"Summary map ({kind}): layers x input roles")
+            page.plotly(heatmap(sm[:, keep], [st.key_names[i] for i in keep],
+                                [f"L{l}" for l in range(sm.shape[0])],
+                                f"{kind}: attention received per input role, mean over heads"))
+        if role_maps and st.role_map is not None:
+            rm = st.query_role_map()
+            page.heading(f"Role-averaged maps ({kind}): query role x key role")
+            for l in range(rm.shape[0]):
+                page.plotly(role_map_figure(rm[l], st.query_names, st.key_names,
+                                            f"{kind} layer {l}: query role x key role"))
+
+
+def _examples(page, ac) -> None:
+    """Every head of every layer for each example of the cache `ac`: circuitsvis (self
+    attention), a plotly grid, and attention rollout."""
+    from interp.attention.maps import rollout
+    from interp.hooks import KINDS
+    from interp.viz.figures import head_grid, heatmap
+    from interp.viz.views import heads_props, shown_tokens
+
+    for kind in ac.kinds:
+        P, keys, queries = ac.patterns[kind], ac.key(kind), ac.query(kind)
+        same = KINDS[kind].query_side == KINDS[kind].key_side
+        roll = rollout(P, ac.mask(kind)) if same else None
+        q_title = SIDE_NAMES.get(KINDS[kind].query_side, KINDS[kind].query_side)
+        k_title = SIDE_NAMES.get(KINDS[kind].key_side, KINDS[kind].key_side)
+        for b in range(P.shape[1]):
+            qlen, klen = int(queries.lengths[b]), int(keys.lengths[b])
+            toks, q_toks = shown_tokens(keys, b), shown_tokens(queries, b)
+            page.heading(f"Example {b} ({kind})", level=3)
+            pat = P[:, b, :, :qlen, :klen]
+            H = pat.shape[1]
+            if same:
+                for l in range(pat.shape[0]):
+                    page.circuitsvis("AttentionHeads", **heads_props(pat[l], toks, kind, l),
+                                     label=f"{kind} attention, layer {l}, heads 0-{H - 1} "
+                                           f"(example {b})")
+            page.plotly(head_grid(pat, toks, kind, q_toks, key_title=f"key ({k_title})",
+                                  query_title=f"query ({q_title})"))
+            if roll is not None:
+                labels = [f"{i}:{t}" for i, t in enumerate(toks)]
+                page.plotly(heatmap(roll[b, :qlen, :klen], labels, labels,
+                                    f"{kind} attention rollout (Abnar & Zuidema), example {b}"))
+
+
+def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
+                 role_maps: bool = True):
+    """The report page (`interp.viz.page.Page`) of a head taxonomy: table, stats per kind
+    (`HeadStats`) and the cached patterns of the examples drawn head by head."""
+    from interp.viz.figures import label_counts_figure
+    from interp.viz.page import Page
+
+    page = Page(title)
+    page.paragraph("Attention maps show where heads look, not what the answer depends on; "
+                   "every score is given next to the score a uniform head would get, and "
+                   "claims about what a position stores need an intervention (ablation or "
+                   "patching), not a map.")
+    page.heading("Taxonomy")
+    page.table(table[SHOW].round(3))
+    counts = label_counts(table)
+    page.heading("Classes per layer")
+    flat = counts.reset_index()
+    flat.columns.name = None
+    page.table(flat)
+    page.plotly(label_counts_figure(counts))
+    page.heading("Operations: the key roles that receive the most attention per layer")
+    page.table(operations_table(stats))
+    _maps(page, stats, role_maps)
+    _examples(page, examples_cache)
+    return page
