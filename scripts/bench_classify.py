@@ -41,9 +41,8 @@ def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
     model and prompts are loaded, and the peak during the classification (MiB)."""
     import torch
 
-    from interp.attention.taxonomy import head_table
+    from interp.attention.taxonomy import classify_heads, head_table
     from interp.cache import cache_attention
-    from interp.classify_heads import analyse
     from interp.models import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -53,7 +52,7 @@ def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
     base = _status_mib("VmRSS")
     with torch.no_grad():
         if mode == "stream":
-            analyse(bridge, ckpt.task, examples, batch_size=batch_size)
+            classify_heads(bridge, ckpt.task, examples, batch_size=batch_size)
         else:
             head_table(cache_attention(bridge, ckpt.task, examples, batch_size=batch_size))
     print(json.dumps({"before": base, "peak": _status_mib("VmHWM")}))
@@ -80,7 +79,8 @@ def main() -> int:
 
     from transformer_lens.head_detector import detect_head
 
-    from interp.classify_heads import analyse
+    from interp.attention.taxonomy import classify_heads
+    from interp.hooks import run
     from interp.models import load_checkpoint
     from interp.tokens import build_sides, length_batches, repeated_random_tokens
 
@@ -89,20 +89,20 @@ def main() -> int:
         raise SystemExit("detect_head needs a decoder-only model; give a decoder checkpoint")
     bridge = ckpt.bridge()
     examples = ckpt.task.generate(a.n, seed=0)
-    analyse(bridge, ckpt.task, examples[:4])  # warm-up (first calls are slower)
+    classify_heads(bridge, ckpt.task, examples[:4])  # warm-up (first calls are slower)
 
     # (a) bare forward over exactly the batches the classification runs (sorted by length)
     seq = build_sides("decoder", ckpt.task, examples)["seq"]
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for index in length_batches(seq.lengths, a.batch_size):
-            w = int(seq.lengths[index].max())
-            bridge(seq.ids[index, :w], attention_mask=seq.valid[index, :w].long())
+    for index in length_batches(seq.lengths, a.batch_size):
+        w = int(seq.lengths[index].max())
+        run(bridge, seq.ids[index, :w], attention_mask=seq.valid[index, :w].long())
     t_bare = time.perf_counter() - t0
 
     # ours: every score, the uniform baselines, maps' sums and the taxonomy, streamed
     t0 = time.perf_counter()
-    table, stats = analyse(bridge, ckpt.task, examples, batch_size=a.batch_size)
+    result = classify_heads(bridge, ckpt.task, examples, batch_size=a.batch_size)
+    table, stats = result.table, result.stats
     t_ours = time.perf_counter() - t0
 
     # (b) TransformerLens detect_head, one prompt at a time, on the same token sequences
@@ -120,7 +120,7 @@ def main() -> int:
     # same sequences given as text
     rep = [bridge.tokenizer.decode(row[1:].tolist())   # induction_scores' default sequences
            for row in repeated_random_tokens(bridge)]
-    worst_rep = float((f["induction"] - detect_head(bridge, rep, "induction_head").float()
+    worst_rep = float((f["induction_detector"] - detect_head(bridge, rep, "induction_head").float()
                        ).abs().max())
     print(f"model {a.checkpoint}, {a.n} prompts, batch {a.batch_size}, "
           f"{torch.get_num_threads()} threads, {len(table)} heads")

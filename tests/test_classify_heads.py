@@ -93,3 +93,41 @@ def test_save_cache_writes_shards_that_reproduce_the_table(tiny_checkpoints, tmp
         _main([str(tiny_checkpoints["decoder"]), "--n", "2", "--out", str(out),
                "--save-cache", str(other), "--quiet"])
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_classify_heads_runs_in_bfloat16_on_the_cpu_and_writes_float_tables(tiny_checkpoints,
+                                                                            tmp_path, arch):
+    out = tmp_path / "o"
+    assert _main([str(tiny_checkpoints[arch]), "--n", "5", "--out", str(out), "--quiet",
+                  "--device", "cpu", "--dtype", "bfloat16", "--examples", "2"]) == 0
+    table = pd.read_csv(out / "heads.csv")
+    assert table["entropy"].notna().all()
+    assert (table.entropy <= table.entropy_uniform + 1e-3).all()   # uniform is the maximum
+    assert "Example 1" in (out / "report.html").read_text()
+    if arch == "decoder":
+        assert table["induction_detector"].between(0, 1).all()
+
+
+def test_the_analysis_keeps_its_first_examples_as_a_cache_would(tiny_checkpoints):
+    """The report's examples come from the one streamed pass: the kept patterns equal
+    those of a separate cache of the same examples, and the table is the notebook's."""
+    import torch
+
+    from interp.attention import classify_heads, head_table
+    from interp.cache import cache_attention
+    from interp.models import load_model
+
+    bridge, task = load_model(tiny_checkpoints["t5"])
+    examples = task.generate(9, seed=1)
+    result = classify_heads(bridge, task, examples, batch_size=4, keep=3)
+    want = cache_attention(bridge, task, examples[:3])
+    assert result.examples.kinds == want.kinds
+    for kind in want.kinds:
+        assert result.examples.patterns[kind].shape == want.patterns[kind].shape
+        assert torch.allclose(result.examples.patterns[kind], want.patterns[kind], atol=1e-5)
+        assert result.examples.query(kind).tokens == want.query(kind).tokens
+    assert result.frame() is result.table and len(result.figure().data) >= 1
+    again = head_table(cache_attention(bridge, task, examples))
+    assert list(again.label) == list(result.table.label)
+    assert list(again.detail) == list(result.table.detail)
