@@ -7,7 +7,7 @@ import torch
 
 from clihelp import one_line_error, run
 from interp.errors import InterpError
-from interp.train_text import TextTrainConfig, lr_factor, synthetic_rows, train_text
+from interp.training.text import TextTrainConfig, lr_factor, synthetic_rows, train_text
 
 TINY = dict(steps=6, batch_size=4, n_ctx=32, d_model=32, n_heads=4, vocab=300, warmup=2,
             eval_every=3, eval_windows=4, files=40)
