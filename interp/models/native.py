@@ -204,14 +204,16 @@ def is_native(bridge) -> bool:
 
 def mixing_weights(bridge) -> dict[str, torch.Tensor]:
     """The learned mixing: {"smear": [layer, head] sigmoid(alpha) (weight on the current
-    key)} or {"conv": [d_model, width] kernel (last column = current token)}; {} for none."""
+    key)} or {"conv": [d_model, width] kernel (last column = current token)}; {} for none.
+    CPU float32 whatever the model's device and dtype."""
     spec = bridge.native_spec
     p = bridge.native_params
     if spec.mixing == "smeared":
-        return {"smear": torch.stack([torch.sigmoid(p[f"layers.{layer}.attn.k.alpha"].detach())
-                                      for layer in range(spec.n_layers)])}
+        return {"smear": torch.stack([
+            torch.sigmoid(p[f"layers.{layer}.attn.k.alpha"].detach().float().cpu())
+            for layer in range(spec.n_layers)])}
     if spec.mixing == "conv":
-        return {"conv": p["tok_embed.kernel"].detach().clone()}
+        return {"conv": p["tok_embed.kernel"].detach().float().cpu().clone()}
     return {}
 
 
@@ -227,7 +229,8 @@ def save_native(bridge, directory: str | os.PathLike, meta: dict) -> Path:
     if getattr(bridge, "tokenizer", None) is None:
         raise InterpError("the model has no tokenizer; build it with tokenizer=...")
     spec = bridge.native_spec
-    tensors = {k: v.detach().contiguous().clone() for k, v in bridge.native_params.items()}
+    tensors = {k: v.detach().cpu().contiguous().clone()
+               for k, v in bridge.native_params.items()}
     meta = dict(meta)
     meta["model"] = {"arch": "native", **spec.to_dict()}
 
