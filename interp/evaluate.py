@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from interp.metrics import eval_examples, evaluate
 
 MAX_EVAL_N = 100_000  # examples one `python -m interp.evaluate` decodes (memory and time)
 MAX_BATCH = 4_096     # sequences decoded at once
@@ -26,55 +25,36 @@ def format_report(metrics: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from interp.cli.common import run_cli
-
-    return run_cli(_main, argv)
-
-
-def _main(argv: list[str] | None) -> int:
-    from interp.cli.common import Parser, at_most
-    from interp.io import check_writable, write_json
-    from interp.models import DEFAULT_MODEL, load_checkpoint
-    from interp.tasks import get_task
+def build_parser() -> argparse.ArgumentParser:
+    from interp.cli.common import Parser, add_options
 
     p = Parser(prog="python -m interp.evaluate", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL,
-                   help=f"checkpoint directory or shipped model name (default {DEFAULT_MODEL})")
-    p.add_argument("--n", type=int, default=1000, help="number of test equations (default "
-                   f"1000, at most {MAX_EVAL_N:,})")
+    add_options(p, checkpoint="checkpoint directory or shipped model name (default {default})",
+                n=(1000, f"number of test equations (default 1000, at most {MAX_EVAL_N:,})"),
+                seed=(12345, "seed of the test sample"),
+                json="also write the metrics as JSON", quiet=True, device=True)
     p.add_argument("--preset", help="task preset to test on (default: the model's own)")
-    p.add_argument("--seed", type=int, default=12345, help="seed of the test sample")
     p.add_argument("--all-inputs", action="store_true",
                    help="sample from every input, not only the held-out partition never trained on")
-    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    from interp.errors import InterpError
+    return p
 
-    if args.n < 1:
-        raise InterpError(f"--n must be at least 1, got {args.n}")
-    at_most("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} examples)")
-    if args.batch_size < 1:
-        raise InterpError(f"--batch-size must be at least 1, got {args.batch_size}")
-    at_most("--batch-size", args.batch_size, MAX_BATCH, "one decoding batch holds "
-            f"({MAX_BATCH:,} sequences)")
+
+def _main(argv: list[str] | None) -> int:
+    from interp.cli.common import check_device, load, positive
+    from interp.io import check_writable, write_json
+    from interp.metrics import eval_examples, evaluate
+
+    args = build_parser().parse_args(argv)
+    positive("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} examples)")
+    positive("--batch-size", args.batch_size, MAX_BATCH, "one decoding batch holds "
+             f"({MAX_BATCH:,} sequences)")
+    check_device(args)
     if args.json:
         check_writable(args.json)
-    ckpt = load_checkpoint(args.checkpoint)
-    task = ckpt.task
-    if args.preset:
-        task = get_task(task.name, args.preset)
-        if not ckpt.task.covers_task(task):
-            from interp.errors import warn
-            from interp.models.checkpoint import range_note, shipped_tasks
-
-            covering = [n for n, t in shipped_tasks().items() if t.covers_task(task)]
-            warn(f"preset {task.preset} ({task.ranges_text()}) lies " +
-                 range_note(str(args.checkpoint), ckpt.task, "its inputs reach beyond them",
-                            covering))
+    ckpt = load(args)
+    task = preset_task(ckpt, args.checkpoint, args.preset) if args.preset else ckpt.task
     examples = eval_examples(task, args.n, args.seed, holdout=not args.all_inputs)
     metrics, _ = evaluate(ckpt.model, ckpt.arch, task, examples, ckpt.config.n_ctx,
                           batch_size=args.batch_size, progress=not args.quiet)
@@ -87,6 +67,27 @@ def _main(argv: list[str] | None) -> int:
     if args.json:
         write_json(args.json, metrics)
     return 0
+
+
+def preset_task(ckpt, name: str, preset: str):
+    """The checkpoint's task on another preset; a warning when its inputs reach beyond the
+    ranges the model was trained on."""
+    from interp.errors import warn
+    from interp.models.checkpoint import range_note, shipped_tasks
+    from interp.tasks import get_task
+
+    task = get_task(ckpt.task.name, preset)
+    if not ckpt.task.covers_task(task):
+        covering = [n for n, t in shipped_tasks().items() if t.covers_task(task)]
+        warn(f"preset {task.preset} ({task.ranges_text()}) lies " +
+             range_note(str(name), ckpt.task, "its inputs reach beyond them", covering))
+    return task
+
+
+def main(argv: list[str] | None = None) -> int:
+    from interp.cli.common import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """Metrics of a task model (pure: no printing, no files): exact match, character accuracy,
-per class and per checker step of greedy outputs, and the teacher-forced answer loss.
+per class and per checker step of greedy outputs, the teacher-forced answer loss, and one
+typed problem solved and checked step by step.
 
     metrics, outputs = evaluate(ckpt.model, ckpt.arch, task, examples, n_ctx)
     loss = answer_loss(model, arch, make_batch(arch, codec, pairs, n_ctx))
+    result = solve_one(ckpt, "7x^2+3556x+451612=0")
+
+Decoding is `interp.models.generate.greedy_decode`, on the model's device and dtype; the
+figures returned are Python floats.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import fields
 from typing import Sequence
 
 import torch
@@ -68,8 +74,22 @@ def evaluate(model, arch: str, task: Task, examples: Sequence[Example], n_ctx: i
     return score_outputs(task, examples, outputs), outputs
 
 
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    """`batch` with every tensor on `device` (the model's)."""
+    from interp.hooks import to_device
+
+    return Batch(*(to_device(getattr(batch, f.name), device) for f in fields(batch)))
+
+
 def answer_loss(model, arch: str, batch: Batch, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy on answer tokens only. reduction='none' gives [batch] mean per example."""
+    """Cross-entropy on answer tokens only, computed in float32 on the model's device.
+
+    batch : `interp.tokens.Batch` (moved to the model's device here); labels: [batch, pos]
+    reduction : 'mean' gives a scalar over all answer tokens, 'none' [batch] (per example)
+    """
+    from interp.hooks import device_of
+
+    batch = on_device(batch, device_of(model))
     if arch == "decoder":
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         logits, labels = logits[:, :-1], batch.labels[:, 1:]
@@ -89,3 +109,18 @@ def answer_loss(model, arch: str, batch: Batch, reduction: str = "mean") -> torc
 def eval_examples(task: Task, n: int, seed: int, holdout: bool = True) -> list[Example]:
     """`n` fresh test examples; with holdout only inputs never used in training."""
     return task.generate(n, seed=seed, heldout=True if holdout else None)
+
+
+def solve_one(ckpt, text: str) -> dict:
+    """The model's greedy output for a typed problem, the exact solution and the per-step
+    verdict: {input, model, exact, correct, steps, first_error}. `ckpt`: a task
+    `interp.models.Checkpoint`; `text` is parsed by its task (InterpError when malformed)."""
+    from interp.models.generate import greedy_decode
+
+    task = ckpt.task
+    src = task.parse(text)
+    exact = task.solve(src)
+    out = greedy_decode(ckpt.model, ckpt.arch, [src], ckpt.config.n_ctx)[0]
+    verdict = task.check(src, out)
+    return {"input": src, "model": out, "exact": exact, "correct": verdict.ok,
+            "steps": verdict.steps, "first_error": verdict.error}

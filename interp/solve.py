@@ -11,19 +11,6 @@ import json
 import sys
 
 
-def solve_one(ckpt, text: str) -> dict:
-    """The model's output for a typed problem, the exact solution and the per-step verdict."""
-    from interp.models.generate import greedy_decode
-
-    task = ckpt.task
-    src = task.parse(text)
-    exact = task.solve(src)
-    out = greedy_decode(ckpt.model, ckpt.arch, [src], ckpt.config.n_ctx)[0]
-    verdict = task.check(src, out)
-    return {"input": src, "model": out, "exact": exact, "correct": verdict.ok,
-            "steps": verdict.steps, "first_error": verdict.error}
-
-
 def warn_if_outside(model: str, task, src: str) -> str | None:
     """A warning (stderr, one line from the command line) when `src` lies outside the
     ranges the model was trained on, naming the shipped models whose ranges cover it."""
@@ -40,33 +27,42 @@ def warn_if_outside(model: str, task, src: str) -> str | None:
     return note
 
 
+VALUED = ("--device", "--dtype")   # options followed by their value
+
+
 def _problems_are_positional(argv: list[str]) -> list[str]:
     """argparse reads "-4x^2+3x-11=0" as an unknown option; an argument that starts with a
-    minus followed by a digit or `x` is a problem, so it goes after "--" (order kept)."""
+    minus followed by a digit or `x` is a problem, so it goes after "--" (order kept). The
+    value after --device or --dtype stays with its option."""
     if "--" in argv:
         return argv
     is_problem = [len(x) > 1 and x[0] == "-" and (x[1].isdigit() or x[1] == "x") for x in argv]
     if not any(is_problem):
         return argv
-    opts = [x for x, p in zip(argv, is_problem) if x.startswith("-") and not p]
-    rest = [x for x, p in zip(argv, is_problem) if not x.startswith("-") or p]
-    return opts + ["--"] + rest
+    is_value = [i > 0 and argv[i - 1] in VALUED for i in range(len(argv))]
+    is_opt = [(x.startswith("-") and not p) or v for x, p, v in zip(argv, is_problem, is_value)]
+    return [x for x, o in zip(argv, is_opt) if o] + ["--"] + \
+        [x for x, o in zip(argv, is_opt) if not o]
 
 
 def _main(argv) -> int:
-    from interp.cli.common import Parser
-    from interp.models import DEFAULT_MODEL, load_checkpoint
+    from interp.cli.common import Parser, add_options, check_device, load
+    from interp.metrics import solve_one
+    from interp.models import DEFAULT_MODEL
 
     p = Parser(prog="python -m interp.solve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("args", nargs="+", metavar="[CKPT] PROBLEM",
                    help="optional checkpoint directory or shipped model name, then the problem")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_options(p, quiet=False, device=True)
     a = p.parse_args(_problems_are_positional(list(sys.argv[1:] if argv is None else argv)))
     if len(a.args) > 2:
         p.error("give at most a checkpoint and one problem (quote the problem)")
     ckpt_name, text = (a.args if len(a.args) == 2 else (DEFAULT_MODEL, a.args[0]))
-    ckpt = load_checkpoint(ckpt_name)
+    check_device(a)
+    a.checkpoint = ckpt_name
+    ckpt = load(a)
     r = solve_one(ckpt, text)
     warn_if_outside(ckpt_name, ckpt.task, r["input"])
     if a.json:

@@ -1,4 +1,5 @@
-"""Batched greedy decoding with the plain HF model (same weights as the bridge)."""
+"""The greedy decoder: batched greedy decoding with the plain HF model (same weights as the
+bridge), on the model's device and dtype. Evaluation, `solve` and training all decode here."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
 
     Decoder prompts are grouped by length so no padding enters the attention; T5 inputs are
     right-padded with an attention mask. progress: a tqdm bar over examples (on a terminal).
+    The token ids go to the model's device; its dtype (float32, bfloat16 ...) is kept. The
+    model runs in eval mode and gets its training flag back.
 
     HF's key/value cache is used only on a plain HF model. Inside a model that a
     TransformerBridge has wrapped, the cache passes through TransformerLens's attention
@@ -37,14 +40,15 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
 
     from tqdm.auto import tqdm
 
+    from interp.hooks import device_of, eval_mode
+
     codec = codec or CharCodec()
     bar = tqdm(total=len(srcs), desc="decode", disable=not progress or not sys.stderr.isatty(),
                leave=False)
     use_cache = not wrapped_by_bridge(model)
-    was_training = model.training
-    model.eval()
+    device = device_of(model)
     out: list[str | None] = [None] * len(srcs)
-    try:
+    with eval_mode(model), bar:
         if arch == "decoder":
             groups: dict[int, list[int]] = defaultdict(list)
             prompts = [decoder_prompt(codec, s) for s in srcs]
@@ -56,7 +60,7 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                     min(max_new_tokens, n_ctx - length)
                 for k in range(0, len(idx), batch_size):
                     chunk = idx[k:k + batch_size]
-                    ids = torch.tensor([prompts[i] for i in chunk])
+                    ids = torch.tensor([prompts[i] for i in chunk], device=device)
                     gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                          max_new_tokens=budget, do_sample=False,
                                          eos_token_id=codec.eos, pad_token_id=codec.pad,
@@ -73,7 +77,8 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
             for k in range(0, len(order), batch_size):
                 chunk = order[k:k + batch_size]
                 width = max(len(enc[i]) for i in chunk)
-                ids = torch.tensor([enc[i] + [codec.pad] * (width - len(enc[i])) for i in chunk])
+                ids = torch.tensor([enc[i] + [codec.pad] * (width - len(enc[i])) for i in chunk],
+                                   device=device)
                 gen = model.generate(input_ids=ids, attention_mask=(ids != codec.pad).long(),
                                      max_new_tokens=budget, do_sample=False,
                                      eos_token_id=codec.eos, pad_token_id=codec.pad,
@@ -81,7 +86,4 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
                 for i, row in zip(chunk, gen[:, 1:]):
                     out[i] = codec.decode(row.tolist())
                 bar.update(len(chunk))
-    finally:
-        bar.close()
-        model.train(was_training)
     return out  # type: ignore[return-value]
