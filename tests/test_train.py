@@ -17,7 +17,7 @@ from interp.metrics import answer_loss
 from interp.models import build_model, load_checkpoint
 from interp.tasks import CharCodec
 from interp.tokens import IGNORE, make_batch
-from interp.train import TrainConfig, Trainer, lr_at, train
+from interp.training.task import TrainConfig, Trainer, lr_at, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ def test_signals_in_the_middle_of_a_step(tmp_path, monkeypatch, uninterrupted_ru
     signals arrive inside the 14th step (its loss computation), delivered to this process;
     either way --resume then reaches the uninterrupted run's weights bit for bit, and the
     signal handlers are given back."""
-    import interp.train as train_mod
+    import interp.training.task as train_mod
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     trainer = Trainer(tiny_train_config(), tmp_path / "b", quiet=True)
@@ -245,7 +245,7 @@ def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
 
 
 def test_character_accuracy_breaks_ties_and_reselect_keeps_the_better_weights(tmp_path):
-    from interp.train import rank
+    from interp.training.task import rank
 
     assert rank({"exact_match": 0.0, "char_accuracy": 0.5}) > \
         rank({"exact_match": 0.0, "char_accuracy": 0.4})

@@ -4,6 +4,7 @@
     DIR/model.safetensors    weights
     DIR/tokenizer.json       the character tokenizer (+ tokenizer_config.json)
     DIR/interp.json          task, preset, architecture, training recipe, seed, metrics
+    DIR/resume/              a training run's last weights, optimiser state and step
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.io import PARTIAL, make_temp_dir
+from interp.io import PARTIAL, make_temp_dir, replace_dir_atomic
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "interp.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -184,3 +185,116 @@ def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+# -- a training run's resume state (no pickle) ---------------------------------------------
+#   DIR/resume/model.safetensors      the last weights (tied weights stored once)
+#   DIR/resume/optimizer.safetensors  the optimiser's tensors, keyed "{param index}.{name}"
+#   DIR/resume/optimizer.json         its param_groups
+#   DIR/resume/state.json             the recipe, step, history ... (`Trainer.state()`)
+RESUME = "resume"
+
+
+def optimizer_tensors(opt) -> tuple[dict, dict]:
+    """An optimiser's state as (tensors keyed "{param index}.{name}", {"param_groups": ...})."""
+    import torch
+
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"{pid}.{k}"] = t.contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer(opt, tensors: dict, groups: dict) -> None:
+    """Give `opt` the state `optimizer_tensors` returned."""
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = t
+    opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def save_resume_state(out: Path, model, opt, state: dict) -> None:
+    """Write `out/resume/` whole (replaced atomically): weights, optimiser and `state`."""
+    from safetensors.torch import save_file
+
+    tensors, groups = optimizer_tensors(opt)
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+    def fill(tmp: Path) -> None:
+        # tied weights (GPT-2 wte/lm_head) are stored once, under their first name
+        seen, unique = {}, {}
+        for k, v in weights.items():
+            key = (v.data_ptr(), v.shape)
+            if key not in seen:
+                seen[key] = k
+                unique[k] = v
+        save_file(unique, str(tmp / "model.safetensors"))
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(groups))
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+
+    replace_dir_atomic(fill, Path(out) / RESUME)
+
+
+def resume_damaged(out: Path, what: str, e: BaseException | None = None) -> InterpError:
+    """The one-line error for a damaged resume state: what is wrong and how to go on."""
+    lines = [] if e is None else str(e).strip().splitlines() or [""]
+    line = next((x.strip() for x in lines if "size mismatch" in x), lines[0] if lines else "")
+    detail = "" if e is None else f" ({type(e).__name__}: {line[:200]})"
+    return InterpError(f"cannot resume {out}: {what}{detail}; the resume state in "
+                       f"{Path(out) / RESUME} is damaged. Its best checkpoint is separate: "
+                       f"continue from it with --init-from {out} --out NEW_DIR (a fresh "
+                       "schedule), or start again")
+
+
+def read_resume_state(out: Path) -> dict:
+    """`out/resume/state.json`; InterpError when there is none or it is unreadable."""
+    rdir = Path(out) / RESUME
+    if not (rdir / "state.json").is_file():
+        raise InterpError(f"{out} holds no resumable run (no {RESUME}/state.json); start "
+                          "a run with --out DIR first")
+    try:
+        return json.loads((rdir / "state.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise resume_damaged(out, "state.json is unreadable", e) from None
+
+
+def load_resume_weights(out: Path, model, opt) -> None:
+    """Load `out/resume/`'s weights into `model` and its optimiser state into `opt`, checking
+    that both match them (InterpError naming the damaged file otherwise)."""
+    from safetensors.torch import load_file
+
+    rdir = Path(out) / RESUME
+    try:
+        weights = load_file(str(rdir / "model.safetensors"))
+    except Exception as e:  # safetensors raises its own types for truncated files
+        raise resume_damaged(out, "model.safetensors is missing or truncated", e) from None
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:   # size mismatch: the recipe's model differs
+        raise resume_damaged(out, "model.safetensors does not match the model recorded in "
+                             "state.json", e) from None
+    if unexpected or any("lm_head" not in k for k in missing):
+        raise resume_damaged(out, "model.safetensors does not match the model recorded in "
+                             "state.json")
+    model.tie_weights()
+    try:
+        tensors = load_file(str(rdir / "optimizer.safetensors"))
+        groups = json.loads((rdir / "optimizer.json").read_text())
+    except Exception as e:
+        raise resume_damaged(out, "the optimiser state (optimizer.safetensors, optimizer.json) "
+                             "is missing or truncated", e) from None
+    params = list(model.parameters())
+    try:
+        for key, t in tensors.items():
+            pid, name = key.split(".", 1)
+            if name.startswith("exp_avg") and t.shape != params[int(pid)].shape:
+                raise ValueError(f"{key} has shape {tuple(t.shape)}, the parameter "
+                                 f"{tuple(params[int(pid)].shape)}")
+        load_optimizer(opt, tensors, groups)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise resume_damaged(out, "the optimiser state does not match the model", e) from None

@@ -1,0 +1,536 @@
+"""Task training with an answer-only loss, periodic evaluation and exact resume. Over 400
+lines: the recipe, its batches and the one training loop with its resume read as one unit.
+
+    cfg = TrainConfig(task="arithmetic", steps=3000, model=ModelConfig(n_layers=2))
+    meta = train(cfg, "runs/arith")                  # the best checkpoint's interp.json
+    Trainer.resume("runs/arith").run()               # continue an interrupted run
+
+`out` becomes a checkpoint directory holding the best model by exact match on held-out
+examples; `out/resume/` holds the last weights, the optimiser state and the recipe
+(`interp.models.checkpoint.save_resume_state`). Every batch is a function of (seed, step), so
+a resumed run reaches the same weights, bit for bit on the CPU, as one that was never
+interrupted. `device`/`dtype` choose where the steps run; with `dtype="bfloat16"` the forward
+and backward passes run under autocast while the weights and the optimiser state stay float32.
+The command line is `interp/train.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from interp.errors import InterpError
+from interp.hooks import eval_mode
+from interp.metrics import answer_loss, on_device
+from interp.models import resolve_device, resolve_dtype
+from interp.models.checkpoint import (
+    RESUME,
+    load_resume_weights,
+    read_resume_state,
+    resume_damaged,
+    save_checkpoint,
+    save_resume_state,
+)
+from interp.models.config import ModelConfig, build_model, n_params
+from interp.tasks import CharCodec, Task, get_task, is_heldout, split_examples
+from interp.tasks.base import Example, sample_class
+from interp.tokens import IGNORE, Batch, make_batch
+
+MAX_BATCH = 8_192        # examples per optimiser step
+MAX_EVAL_N = 100_000     # held-out examples decoded at each evaluation
+MAX_ROWS = 2_000_000     # --data fixed: examples generated and held in memory
+
+
+@dataclass
+class TrainConfig:
+    """The whole recipe of a run; stored in the checkpoint's interp.json."""
+
+    task: str = "quadratic"
+    preset: str = "small"
+    seed: int = 0
+    steps: int | None = None          # total optimiser steps; or
+    minutes: float | None = None      # a time budget, turned into steps after a timing run; or
+    epochs: float | None = None       # passes over the fixed training set (--data fixed)
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 200
+    schedule: str = "cosine"          # cosine | plateau | constant
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    clip: float = 1.0
+    scheduled_sampling: float = 0.0   # final share of answer inputs replaced by predictions
+    data: str = "fresh"               # fresh: new samples every step; fixed: the seed protocol
+    rows: int = 100_000               # fixed: dataset size before the 80/20 split
+    test_fraction: float = 0.2
+    holdout: bool = True              # never train on the held-out input partition
+    eval_every: int = 250
+    eval_n: int = 500
+    save_every: int = 50
+    threads: int | None = None
+    init_from: str | None = None      # start from a checkpoint's weights (a new schedule)
+    init_weights_sha256: str | None = None  # recorded so a warm start can be checked
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known and k != "model"}
+        return cls(**kw, model=ModelConfig.from_dict(d.get("model", {})))
+
+    def validate(self) -> None:
+        if sum(v is not None for v in (self.steps, self.minutes, self.epochs)) != 1:
+            raise InterpError("give exactly one of --steps N, --minutes M or --epochs E")
+        if self.epochs is not None and (self.data != "fixed" or self.epochs <= 0):
+            raise InterpError("--epochs needs --data fixed and a positive number of epochs")
+        if self.steps is not None and self.steps < 1:
+            raise InterpError(f"--steps must be at least 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise InterpError(f"--minutes must be positive, got {self.minutes}")
+        if self.schedule not in ("cosine", "plateau", "constant"):
+            raise InterpError(f"unknown schedule {self.schedule!r}; choose cosine, plateau or "
+                              "constant")
+        if self.data not in ("fresh", "fixed"):
+            raise InterpError(f"unknown data mode {self.data!r}; choose fresh or fixed")
+        if not 0 <= self.scheduled_sampling < 1:
+            raise InterpError("--scheduled-sampling must be in [0, 1)")
+        if self.batch_size < 1 or self.eval_n < 1 or self.eval_every < 1 or self.save_every < 1:
+            raise InterpError("--batch-size, --eval-n, --eval-every and --save-every must be "
+                              "positive")
+        checks = [("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number, "
+                   "e.g. 1e-3"),
+                  ("--weight-decay", self.weight_decay, 0 <= self.weight_decay < math.inf,
+                   "0 or more"),
+                  ("--warmup", self.warmup, self.warmup >= 0, "0 or more steps"),
+                  ("--clip", self.clip, 0 <= self.clip < math.inf, "0 (off) or more"),
+                  ("--plateau-factor", self.plateau_factor, 0 < self.plateau_factor < 1,
+                   "in (0, 1)"),
+                  ("--plateau-patience", self.plateau_patience, self.plateau_patience >= 1,
+                   "at least 1"),
+                  ("--rows", self.rows, self.rows >= 2, "at least 2"),
+                  ("test fraction", self.test_fraction, 0 < self.test_fraction < 1, "in (0, 1)"),
+                  ("--threads", self.threads, self.threads is None or self.threads >= 1,
+                   "at least 1"),
+                  ("--dropout", self.model.dropout, 0 <= self.model.dropout < 1, "in [0, 1)")]
+        for option, value, ok, right in checks:
+            if not ok:
+                raise InterpError(f"{option} must be {right}, got {value}")
+        for option, value, limit in (("--batch-size", self.batch_size, MAX_BATCH),
+                                     ("--eval-n", self.eval_n, MAX_EVAL_N),
+                                     ("--rows", self.rows, MAX_ROWS)):
+            if value > limit:
+                raise InterpError(f"{option} {value} is more than a run holds in memory; ask "
+                                  f"for fewer ({option} {limit})")
+
+
+class Data:
+    """Batches as a pure function of the step, and the held-out evaluation set."""
+
+    def __init__(self, cfg: TrainConfig, task: Task):
+        self.cfg, self.task = cfg, task
+        if cfg.data == "fixed":
+            rows = task.generate(cfg.rows, cfg.seed, heldout=False if cfg.holdout else None)
+            self.train, self.test = split_examples(rows, cfg.test_fraction)
+            if not self.train or not self.test:
+                raise InterpError(f"--rows {cfg.rows} leaves an empty train or test split; "
+                                  "use more rows")
+            self.eval_set = self.test[:cfg.eval_n]
+        else:
+            self.train = self.test = None
+            self.eval_set = task.generate(cfg.eval_n, seed=cfg.seed + 1_000_003,
+                                          heldout=True if cfg.holdout else None)
+
+    def examples(self, step: int) -> list[Example]:
+        cfg = self.cfg
+        if cfg.data == "fixed":
+            n = len(self.train)
+            start = step * cfg.batch_size
+            out = []
+            for pos in range(start, start + cfg.batch_size):
+                epoch, i = divmod(pos, n)
+                out.append(self.train[self._order(epoch)[i]])
+            return out
+        rng = random.Random(f"{cfg.seed}:{step}")
+        mix = self.task.default_mix
+        out = []
+        while len(out) < cfg.batch_size:
+            ex = self.task.sample(rng, sample_class(rng, mix))
+            if cfg.holdout and is_heldout(ex.src):
+                continue
+            out.append(ex)
+        return out
+
+    def _order(self, epoch: int) -> list[int]:
+        if getattr(self, "_cached_epoch", None) != epoch:
+            order = list(range(len(self.train)))
+            random.Random(f"{self.cfg.seed}:epoch:{epoch}").shuffle(order)
+            self._cached_epoch, self._cached_order = epoch, order
+        return self._cached_order
+
+    @property
+    def epoch_steps(self) -> float | None:
+        return len(self.train) / self.cfg.batch_size if self.train else None
+
+
+def rank(metrics: dict) -> tuple[float, float]:
+    """Which evaluation is better: exact match first, character accuracy to break ties
+    (early in training every evaluation may score 0% exact)."""
+    return metrics["exact_match"], metrics.get("char_accuracy", 0.0)
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int | None, plateau_scale: float) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.schedule == "cosine" and total and step >= cfg.warmup:
+        frac = (step - cfg.warmup) / max(1, total - cfg.warmup)
+        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+    if cfg.schedule == "plateau":
+        return cfg.lr * warm * plateau_scale
+    return cfg.lr * warm
+
+
+def scheduled_sampling(model, arch: str, batch: Batch, share: float, gen: torch.Generator
+                       ) -> Batch:
+    """Replace a `share` of answer-token inputs by the model's own greedy predictions.
+
+    One teacher-forced forward pass and the argmax of its logits (not a decoding: the greedy
+    decoder is `interp.models.generate.greedy_decode`). `batch` is on the model's device;
+    `gen` is a CPU generator, so the tokens replaced do not depend on the device.
+    """
+    if share <= 0:
+        return batch
+    with torch.no_grad():
+        if arch == "decoder":
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            pred = logits.argmax(-1)  # pred[:, i] is the guess for token i+1
+            # inputs that are answer tokens: positions whose label is not ignored
+            answer = batch.labels != IGNORE
+            answer[:, 0] = False
+            guess = torch.zeros_like(batch.input_ids)
+            guess[:, 1:] = pred[:, :-1]
+            flip = answer & (torch.rand(answer.shape, generator=gen) < share).to(answer.device)
+            ids = torch.where(flip, guess, batch.input_ids)
+            return Batch(ids, batch.attention_mask, batch.labels)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       decoder_input_ids=batch.decoder_input_ids).logits
+        pred = logits.argmax(-1)
+        guess = batch.decoder_input_ids.clone()
+        guess[:, 1:] = pred[:, :-1]
+        valid = torch.zeros_like(guess, dtype=torch.bool)
+        valid[:, 1:] = batch.labels[:, :-1] != IGNORE
+        flip = valid & (torch.rand(valid.shape, generator=gen) < share).to(valid.device)
+        dec = torch.where(flip, guess, batch.decoder_input_ids)
+        return Batch(batch.input_ids, batch.attention_mask, batch.labels, dec)
+
+
+class Trainer:
+    """One run: the model, its optimiser, the data and the loop, saving into `out`.
+
+    device : where the steps run ('cpu', 'cuda', ... as `interp.models.resolve_device`)
+    dtype : None/'float32', or 'bfloat16': forward and backward under autocast, the weights,
+        gradients and AdamW state stay float32 (the checkpoint too); evaluation is float32
+    """
+
+    def __init__(self, cfg: TrainConfig, out: Path, quiet: bool = False, log=None,
+                 device="cpu", dtype=None):
+        cfg.validate()
+        self.device, self.dtype = resolve_device(device), resolve_dtype(dtype)
+        if self.dtype == torch.float16:
+            raise InterpError("train --dtype float16 is not supported: float16 gradients "
+                              "underflow without loss scaling; use bfloat16 or float32")
+        self.cfg, self.out, self.quiet = cfg, Path(out), quiet
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.task = get_task(cfg.task, cfg.preset)
+        self.codec = CharCodec()
+        self.model = build_model(cfg.model, seed=cfg.seed)
+        if cfg.init_from and cfg.init_weights_sha256 is None:
+            self._warm_start(cfg.init_from)
+        self.model.to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        self.data = Data(cfg, self.task)
+        self.step = 0
+        self.total: int | None = cfg.steps
+        if cfg.epochs is not None:
+            self.total = max(1, math.ceil(cfg.epochs * len(self.data.train) / cfg.batch_size))
+        self.best: dict | None = None
+        self.history: list[dict] = []
+        self.plateau = {"scale": 1.0, "best_loss": None, "bad": 0}
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def _warm_start(self, name_or_path: str) -> None:
+        """Copy the weights of a checkpoint with the same architecture and size."""
+        import hashlib
+
+        from interp.models import load_checkpoint
+
+        src = load_checkpoint(name_or_path)
+        if src.config.to_dict() != self.cfg.model.to_dict():
+            raise InterpError(f"--init-from {name_or_path}: its model {src.config.to_dict()} "
+                              f"differs from this run's {self.cfg.model.to_dict()}; give the "
+                              "same architecture and size flags")
+        if src.task.describe() != self.task.describe():
+            raise InterpError(f"--init-from {name_or_path} was trained on "
+                              f"{src.task.describe()}, not {self.task.describe()}")
+        self.model.load_state_dict(src.model.state_dict())
+        self.cfg.init_weights_sha256 = hashlib.sha256(
+            (src.path / "model.safetensors").read_bytes()).hexdigest()
+        self.cfg.init_from = str(name_or_path)
+
+    def autocast(self):
+        """bfloat16 compute for the training steps (a no-op in float32)."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _dtype_note(self) -> dict:
+        """{"dtype": name} for a reduced-precision run; float32 runs record nothing."""
+        return {} if self.dtype == torch.float32 else \
+            {"dtype": str(self.dtype).removeprefix("torch.")}
+
+    # -- persistence ----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"config": self.cfg.to_dict(), "step": self.step, "total": self.total,
+                "best": self.best, "history": self.history, "plateau": self.plateau,
+                "wall_seconds": self.wall, "cpu_seconds": self.cpu, **self._dtype_note()}
+
+    def save_resume(self) -> None:
+        save_resume_state(self.out, self.model, self.opt, self.state())
+
+    @classmethod
+    def resume(cls, out: Path, quiet: bool = False, log=None, device="cpu",
+               dtype=None) -> "Trainer":
+        """The run in `out` as its last save left it (weights, optimiser, step, history)."""
+        st = read_resume_state(out)
+        try:
+            cfg = TrainConfig.from_dict(st["config"])
+            step, total, best = int(st["step"]), st["total"], st["best"]
+            history, plateau = list(st["history"]), dict(st["plateau"])
+            wall, cpu = float(st["wall_seconds"]), float(st["cpu_seconds"])
+            recorded = st.get("dtype", "float32")
+        except InterpError as e:
+            raise resume_damaged(out, f"state.json records an invalid recipe: {e}") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise resume_damaged(out, "state.json is unreadable", e) from None
+        if resolve_dtype(dtype) != resolve_dtype(recorded):
+            raise InterpError(f"{out} trains in {recorded}; resume it with --dtype {recorded}")
+        self = cls(cfg, Path(out), quiet, log, device, dtype)
+        load_resume_weights(out, self.model, self.opt)
+        self.step, self.total, self.best = step, total, best
+        self.history, self.plateau = history, plateau
+        self.wall, self.cpu = wall, cpu
+        return self
+
+    def meta(self, metrics: dict, step: int) -> dict:
+        return {"task": self.task.describe(), "model": self.cfg.model.to_dict(),
+                "arch": self.cfg.model.arch, "params": n_params(self.model), "seed": self.cfg.seed,
+                "training": {"recipe": self.cfg.to_dict(), "step": step, "total_steps": self.total,
+                             "wall_minutes": round(self.wall / 60, 2),
+                             "cpu_minutes": round(self.cpu / 60, 2),
+                             "threads": torch.get_num_threads(),
+                             "examples_seen": step * self.cfg.batch_size,
+                             **self._dtype_note()},
+                "metrics": metrics, "history": self.history,
+                "interp_version": __import__("interp").__version__}
+
+    # -- the loop -------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        from interp.metrics import evaluate
+
+        arch, n_ctx = self.cfg.model.arch, self.cfg.model.n_ctx
+        metrics, _ = evaluate(self.model, arch, self.task, self.data.eval_set, n_ctx)
+        with torch.no_grad(), eval_mode(self.model):
+            b = make_batch(arch, self.codec, [(e.src, e.tgt) for e in self.data.eval_set], n_ctx)
+            metrics["loss"] = float(answer_loss(self.model, arch, b))
+        return metrics
+
+    def run(self, stop_at: int | None = None) -> dict:
+        """Train to the end. stop_at: behave as if interrupted (Ctrl-C) after that step."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        arch, n_ctx = cfg.model.arch, cfg.model.n_ctx
+        bar = tqdm(total=self.total, initial=self.step, disable=self.quiet or not sys.stderr.isatty(),
+                   desc=f"train {cfg.task}/{cfg.preset} {arch}", dynamic_ncols=True)
+        t0, c0 = time.time(), time.process_time()
+        wall0, cpu0 = self.wall, self.cpu
+        calib_from = None
+        running, count = 0.0, 0
+        # Ctrl-C / SIGTERM only sets a flag: the step in flight finishes (a signal in the
+        # middle of opt.step() would otherwise save half-updated weights), then the run saves
+        # and stops. A second signal stops at once; the last periodic save stays valid.
+        stop = {"asked": False}
+
+        def ask_stop(signum, frame):
+            if stop["asked"]:
+                raise KeyboardInterrupt
+            stop["asked"] = True
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, ask_stop)
+        try:
+            while self.total is None or self.step < self.total:
+                step = self.step
+                if self.total is None and step >= 3 and calib_from is None:
+                    calib_from = (step, time.time())
+                if calib_from and self.total is None and step - calib_from[0] >= 10:
+                    per_step = (time.time() - calib_from[1]) / (step - calib_from[0])
+                    budget = cfg.minutes * 60 - self.wall
+                    self.total = max(step + 1, step + int(0.85 * budget / per_step))
+                    bar.total = self.total
+                    bar.refresh()
+                torch.manual_seed(cfg.seed * 1_000_003 + step)
+                lr = lr_at(cfg, step, self.total, self.plateau["scale"])
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                batch = on_device(make_batch(arch, self.codec, [(e.src, e.tgt) for e in
+                                                                self.data.examples(step)], n_ctx),
+                                  self.device)
+                with self.autocast():
+                    if cfg.scheduled_sampling and self.total:
+                        share = cfg.scheduled_sampling * min(1.0, step / self.total)
+                        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+                        batch = scheduled_sampling(self.model, arch, batch, share, gen)
+                    loss = answer_loss(self.model, arch, batch)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                self.opt.step()
+                self.step = step + 1
+                running += loss.item()
+                count += 1
+                bar.update(1)
+                self.wall = wall0 + time.time() - t0
+                self.cpu = cpu0 + time.process_time() - c0
+                last = self.total is not None and self.step >= self.total
+                if self.step % cfg.eval_every == 0 or last:
+                    m = self.evaluate()
+                    rec = {"step": self.step, "train_loss": running / max(count, 1), "lr": lr,
+                           "eval_loss": m["loss"], "exact_match": m["exact_match"],
+                           "char_accuracy": m["char_accuracy"],
+                           "per_class": {c: v["exact_match"] for c, v in m["per_class"].items()},
+                           "wall_minutes": round(self.wall / 60, 2)}
+                    running, count = 0.0, 0
+                    self.history.append(rec)
+                    self._plateau(m["loss"])
+                    bar.set_postfix(loss=f"{rec['train_loss']:.3f}", exact=f"{m['exact_match']:.1%}")
+                    if not self.quiet and bar.disable:
+                        self.log(f"step {self.step}/{self.total}  loss {rec['train_loss']:.4f}  "
+                                 f"eval exact {m['exact_match']:.1%}  char {m['char_accuracy']:.1%}"
+                                 f"  {rec['per_class']}  {self.wall / 60:.1f} min")
+                    if self.best is None or rank(m) > rank(self.best):
+                        self.best = {"step": self.step, "exact_match": m["exact_match"],
+                                     "char_accuracy": m["char_accuracy"]}
+                        save_checkpoint(self.model, self.out, self.meta(m, self.step))
+                    self.save_resume()
+                elif self.step % cfg.save_every == 0:
+                    self.save_resume()
+                if stop["asked"] or (stop_at is not None and self.step >= stop_at):
+                    self.save_resume()
+                    bar.close()
+                    raise InterpError(f"interrupted after step {self.step}; continue with "
+                                      f"python -m interp.train --resume {self.out}")
+        except KeyboardInterrupt:
+            bar.close()
+            raise InterpError(f"stopped at once; continue from the last save (every "
+                              f"{cfg.save_every} steps) with python -m interp.train --resume "
+                              f"{self.out}") from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        bar.close()
+        # refresh the best checkpoint's timings (weights and metrics unchanged)
+        meta_path = self.out / "interp.json"
+        meta = json.loads(meta_path.read_text())
+        meta["training"].update(wall_minutes=round(self.wall / 60, 2),
+                                cpu_minutes=round(self.cpu / 60, 2), total_steps=self.total,
+                                finished=True)
+        meta["history"] = self.history
+        from interp.io import write_json
+
+        write_json(meta_path, meta, sort_keys=True, check=False)
+        return meta
+
+    def reselect(self) -> dict:
+        """Keep the better of the stored best checkpoint and the last weights, by `rank`.
+
+        For runs made before character accuracy broke ties: a run whose every evaluation
+        scored 0% exact kept its first evaluation."""
+
+        m = self.evaluate()
+        meta_path = self.out / "interp.json"
+        stored = json.loads(meta_path.read_text())
+        if rank(m) > rank(stored["metrics"]):
+            self.best = {"step": self.step, "exact_match": m["exact_match"],
+                         "char_accuracy": m["char_accuracy"]}
+            meta = self.meta(m, self.step)
+            meta["training"].update(finished=stored["training"].get("finished", False))
+            save_checkpoint(self.model, self.out, meta)
+            self.save_resume()
+            return meta
+        return stored
+
+    def _plateau(self, loss: float) -> None:
+        p = self.plateau
+        if p["best_loss"] is None or loss < p["best_loss"] - 1e-4:
+            p["best_loss"], p["bad"] = loss, 0
+        else:
+            p["bad"] += 1
+            if p["bad"] >= self.cfg.plateau_patience:
+                p["scale"] *= self.cfg.plateau_factor
+                p["bad"] = 0
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, quiet: bool = False, device="cpu",
+          dtype=None) -> dict:
+    """Train from scratch into `out`; returns the best checkpoint's interp.json content."""
+    out = Path(out)
+    check_new_out(out)
+    return Trainer(cfg, out, quiet, device=device, dtype=dtype).run()
+
+
+def check_new_out(out: Path) -> None:
+    """Refuse an --out that is a file, lies in a missing folder, or already holds files (a
+    training run or someone else's): a run writes into its folder step by step. OS/editor
+    metadata (`.DS_Store`, ...) and our own temporaries (debris of a killed run, removed
+    once the lock is held) do not count; the metadata stays where it is."""
+    from interp.io import ignorable, probe_writable
+
+    full = Path(os.path.abspath(out))
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"--out {out} is a file; give a new folder for the checkpoint")
+    if (out / RESUME).exists() or (out / "interp.json").exists():
+        raise InterpError(f"{out} already holds a training run; continue it with --resume "
+                          f"{out} or choose a new --out")
+    names = sorted(n for n in os.listdir(full) if not ignorable(full, n)) \
+        if full.is_dir() else []
+    if names:
+        raise InterpError(f"--out {out} is a folder that holds other files "
+                          f"({', '.join(names[:3])}); give a new or empty folder")
+    if not full.parent.is_dir():
+        raise InterpError(f"cannot create --out {out}: folder {out.parent} does not exist")
+    probe_writable(full if full.is_dir() else full.parent, f"--out {out}")
+
+
