@@ -29,11 +29,6 @@ def get_task(name: str, preset: str | None = None, **options) -> Task:
     raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
-def presets(name: str) -> tuple[str, ...]:
-    """The preset names of a task."""
-    return tuple(QUADRATIC_PRESETS if name == "quadratic" else ARITHMETIC_PRESETS)
-
-
 def task_from_description(desc: dict) -> Task:
     """Rebuild a task from `Task.describe()` (as stored in a checkpoint's interp.json)."""
     name = desc.get("task")
@@ -48,6 +43,6 @@ def task_from_description(desc: dict) -> Task:
 
 
 __all__ = ["Task", "Example", "CheckResult", "QuadraticTask", "ArithmeticTask", "Ranges",
-           "QUADRATIC_PRESETS", "ARITHMETIC_PRESETS", "get_task", "presets", "task_from_description", "split_examples",
+           "QUADRATIC_PRESETS", "ARITHMETIC_PRESETS", "get_task", "task_from_description", "split_examples",
            "is_heldout", "CharCodec", "build_tokenizer", "hf_tokenizer", "save_tokenizer",
            "TASKS"]
