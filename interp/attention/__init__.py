@@ -6,40 +6,21 @@ In a notebook::
     result = classify_heads(bridge, task, examples, keep=3)   # one streamed pass
     result.frame()                                           # the head table (DataFrame)
     head_table(interp.cache_attention(bridge, task, examples))   # the same from a cache
-
-Names are loaded on first use.
 """
 
-# public name -> module that defines it
-_API = {
-    "classify_heads": "interp.attention.taxonomy",
-    "HeadTaxonomy": "interp.attention.taxonomy",
-    "head_table": "interp.attention.taxonomy",
-    "label_counts": "interp.attention.taxonomy",
-    "operations_table": "interp.attention.taxonomy",
-    "summarise": "interp.attention.taxonomy",
-    "LABELS": "interp.attention.taxonomy",
-    "Thresholds": "interp.attention.stats",
-    "HeadStats": "interp.attention.stats",
-    "collect_stats": "interp.attention.stats",
-    "induction_scores": "interp.attention.detect",
-    "rollout": "interp.attention.maps",
-    "role_maps": "interp.attention.maps",
-}
+from interp.attention.detect import induction_scores
+from interp.attention.maps import role_maps, rollout
+from interp.attention.stats import HeadStats, Thresholds, collect_stats
+from interp.attention.taxonomy import (
+    LABELS,
+    HeadTaxonomy,
+    classify_heads,
+    head_table,
+    label_counts,
+    operations_table,
+    summarise,
+)
 
-
-def __getattr__(name):
-    if name in _API:
-        import importlib
-
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'interp.attention' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_API])
-
-
-__all__ = list(_API)
+__all__ = ["classify_heads", "HeadTaxonomy", "head_table", "label_counts", "operations_table",
+           "summarise", "LABELS", "Thresholds", "HeadStats", "collect_stats",
+           "induction_scores", "rollout", "role_maps"]
