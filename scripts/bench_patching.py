@@ -2,7 +2,8 @@
 TransformerLens 4.3's `get_act_patch_attn_head_out_by_pos`, on the same model, pairs and
 metric, in one run; and how well attribution patching ranks the same cells.
 
-    python scripts/bench_patching.py [CKPT] [--n 32] [--threads 1]
+    python scripts/bench_patching.py [CKPT] [--n 32] [--threads 1] [--device cpu]
+        [--dtype float32]
 
 Prints both times, their ratio, the largest difference between the two results, and the
 Spearman correlation of attribution patching with the exact result: over every cell, and
@@ -22,6 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv=None) -> int:
+    from interp.cli.common import add_options
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default="quadratic-small")
@@ -29,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--corrupt", default="c")
     p.add_argument("--answer", default="D_value")
     p.add_argument("--threads", type=int, default=1)
+    add_options(p, quiet=False)                            # --device, --dtype
     a = p.parse_args(argv)
 
     import torch
@@ -39,13 +43,14 @@ def main(argv=None) -> int:
     from interp.models import load_checkpoint
 
     torch.set_num_threads(a.threads)
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt = load_checkpoint(a.checkpoint, a.device, a.dtype)
     bridge = ckpt.bridge()
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer)
     L, H = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
     T = pairs.clean["seq"].shape[1]
     print(f"{a.checkpoint}: {pairs.n} pairs of {T} tokens, {L} layers x {H} heads x {T} "
-          f"positions = {L * H * T} cells, {a.threads} thread(s)")
+          f"positions = {L * H * T} cells, {a.threads} thread(s)" +
+          ("" if (a.device, a.dtype) == ("cpu", "float32") else f", {a.device} {a.dtype}"))
 
     t0 = time.perf_counter()
     ours = patch(bridge, pairs, "head_pos")
@@ -56,13 +61,13 @@ def main(argv=None) -> int:
     t_batched = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _, clean_cache = bridge.run_with_cache(pairs.clean["seq"])
+    _, clean_cache = bridge.run_with_cache(pairs.clean["seq"].to(ckpt.device))
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
         ref = tlp.get_act_patch_attn_head_out_by_pos(
-            bridge, pairs.corrupt["seq"], clean_cache,
+            bridge, pairs.corrupt["seq"].to(ckpt.device), clean_cache,
             lambda logits: metric_values(logits, pairs).mean())
     t_tl = time.perf_counter() - t0
-    ref = ref.permute(0, 2, 1)
+    ref = ref.permute(0, 2, 1).to("cpu", torch.float32)
 
     t0 = time.perf_counter()
     att = attribute(bridge, pairs, "head_pos")

@@ -1,14 +1,6 @@
-"""Pairs of clean and corrupted inputs, and the metric read from the answer position.
-
-A pair is a clean input and a corrupted one that differs in one digit of one coefficient
-(symmetric token replacement: same length, same format, and the corrupted equation is one the
-task's checker accepts). Every pair is cut just before the answer token, the first token of
-the chosen solution field that differs between the two solutions, and all pairs share one
-layout (the same role at every position), so positions line up across pairs.
-
-Metrics (REFERENCE §5): `logit_diff` = logit of the clean answer token minus logit of the
-corrupted one at the answer position; `logprob` = log-probability of the clean answer token.
-"""
+"""Pairs of clean and corrupted inputs (`corrupt_pairs`), and the metric read at the answer
+position (`metric_values`); the package docstring says what a pair is and what each metric
+measures."""
 
 from __future__ import annotations
 
