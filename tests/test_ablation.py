@@ -10,9 +10,11 @@ import torch
 from circuits import ablation as A
 from circuits.stats import bootstrap_ci, rank_p_value
 from clihelp import one_line_error, run
+from interp.errors import InterpError
 from interp.models import load_checkpoint
 from interp.tasks.quadratic import format_input, format_output
 from interp.tasks.base import Example
+from interp.tasks.tokenizer import CharCodec
 
 
 @pytest.fixture(scope="module", params=["decoder", "t5"])
@@ -41,9 +43,9 @@ def test_knockout_at_every_layer_equals_masking_the_keys_in_hf(model, scope):
     ids, valid, m = whole_batch(prep, targets)
     layers = list(range(ckpt.config.n_layers))
     with torch.no_grad():
-        got = A._logits(bridge, prep.family, ids, valid,
+        got = A.forward(bridge, prep.family, ids, valid,
                         A.build_hooks(bridge, prep.family, "knockout", layers, m, None, valid))
-        clean = A._logits(bridge, prep.family, ids, valid)
+        clean = A.forward(bridge, prep.family, ids, valid)
         if prep.family == "decoder":
             ref = ckpt.model(input_ids=ids["seq"],
                              attention_mask=(valid["seq"] & ~m["seq"]).long()).logits
@@ -105,12 +107,12 @@ def test_resample_at_layer_0_equals_running_the_donors_token(tiny_checkpoints):
     assert int(targets["seq"].sum()) == 1              # only in the first equation's input
     ids, valid, m = whole_batch(prep, targets)
     with torch.no_grad():
-        got = A._logits(bridge, "decoder", ids, valid,
+        got = A.forward(bridge, "decoder", ids, valid,
                         A.build_hooks(bridge, "decoder", "resample", [0], m,
                                       {"seq": values["seq"]}, valid))
         typed = ids["seq"].clone()
         typed[m["seq"]] = A.token_ids(bridge, ["3"])[0]
-        ref = A._logits(bridge, "decoder", {"seq": typed}, valid)
+        ref = A.forward(bridge, "decoder", {"seq": typed}, valid)
     assert torch.allclose(got, ref, atol=1e-5)
 
 
@@ -125,8 +127,8 @@ def test_knocking_out_every_key_is_an_error_not_nan(model):
     prep = A.prepare(bridge, ckpt.task, examples(ckpt.task, 4))
     ids, valid, _ = whole_batch(prep, {})
     everything = {k: v.clone() for k, v in valid.items()}
-    with pytest.raises(A.InterpError, match="every key"):
-        A._logits(bridge, prep.family, ids, valid,
+    with pytest.raises(InterpError, match="every key"):
+        A.forward(bridge, prep.family, ids, valid,
                   A.build_hooks(bridge, prep.family, "knockout", [0], everything, None, valid))
 
 
@@ -149,7 +151,7 @@ def test_controls_match_the_target_count_per_region_and_never_hit_a_target(model
 
 def naive_greedy(bridge, prep, tokens, i, layers):
     """Decode example i from its prompt, one full forward per token, knockout on the input."""
-    codec = A.CharCodec()
+    codec = CharCodec()
     ex = prep.examples[i]
     want = torch.tensor(A.token_ids(bridge, tokens))
     if prep.family == "decoder":
@@ -170,7 +172,7 @@ def naive_greedy(bridge, prep, tokens, i, layers):
             masks = {"src": torch.isin(src, want), "tgt": torch.zeros_like(cur, dtype=torch.bool)}
         valid = {k: torch.ones_like(v, dtype=torch.bool) for k, v in ids.items()}
         with torch.no_grad():
-            logits = A._logits(bridge, prep.family, ids, valid,
+            logits = A.forward(bridge, prep.family, ids, valid,
                                A.build_hooks(bridge, prep.family, "knockout", layers, masks,
                                              None, valid))
         seq.append(int(logits[0, -1].argmax()))
@@ -223,11 +225,11 @@ def test_ablate_tokens_reports_target_controls_and_sweep(model):
 
 def test_bad_tokens_and_layers_are_clear_errors(model):
     ckpt, bridge = model
-    with pytest.raises(A.InterpError, match="vocabulary is: .*x"):
+    with pytest.raises(InterpError, match="vocabulary is: .*x"):
         A.ablate_tokens(bridge, ckpt.task, examples(ckpt.task, 2), ["y"])
-    with pytest.raises(A.InterpError, match="layers 0-1"):
+    with pytest.raises(InterpError, match="layers 0-1"):
         A.ablate_tokens(bridge, ckpt.task, examples(ckpt.task, 2), ["x"], layers="0-5")
-    with pytest.raises(A.InterpError, match="no examples"):
+    with pytest.raises(InterpError, match="no examples"):
         A.ablate_tokens(bridge, ckpt.task, [], ["x"])
 
 
@@ -237,7 +239,7 @@ def test_parse_layers():
     assert A.parse_layers("2-", 4) == [2, 3]
     assert A.parse_layers(None, 3) == [0, 1, 2]
     for bad in ("4", "a", "-1", "2-9"):
-        with pytest.raises(A.InterpError):
+        with pytest.raises(InterpError):
             A.parse_layers(bad, 4)
 
 

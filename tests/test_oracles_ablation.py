@@ -141,7 +141,7 @@ def test_fields_are_judged_separately_on_planted_logits(decoder, monkeypatch):
                 wrong = prep.fields[0, :w] == d
                 out[r, wrong] = out[r, wrong].roll(1, -1)
         return out
-    monkeypatch.setattr(A, "_logits", planted)
+    monkeypatch.setattr(A.interventions, "forward", planted)
     run = A.run_condition(bridge, prep, batch_size=len(ex))
     d = prep.field_names.index("D_value")
     assert run.fields[0, d] == 0 and not bool(run.exact[0]) and bool(run.exact[1:].all())

@@ -1,0 +1,291 @@
+"""Running the model under an intervention: the knockout and replacement hooks, one forward
+pass through `interp.hooks.run`, the teacher-forced run of a whole condition, and the clean
+residual stream with the values `mean` and `resample` write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from interp.errors import InterpError
+from interp.hooks import capture, hook_name, module_at, run
+from interp.tokens import IGNORE, length_batches
+
+from .positions import Prepared
+
+MODES = ("knockout", "mean", "zero", "resample")
+#: the attention kind whose block holds a side's residual stream
+SIDE_KIND = {"seq": "self", "src": "encoder", "tgt": "decoder_self"}
+
+
+def _knock(mask: torch.Tensor):
+    """A pattern hook: zero the key columns in mask `[batch, key]` and renormalise each row
+    of `pattern: [batch, head, query, key]`."""
+    def hook(pattern, hook):
+        keep = (~mask[:, : pattern.shape[-1]]).to(pattern.device, pattern.dtype)
+        before = pattern.sum(-1, keepdim=True)
+        out = pattern * keep[:, None, None, :]
+        total = out.sum(-1, keepdim=True)
+        dead = (total <= 0) & (before > 0)
+        if bool(dead.any()):
+            b, h, q, _ = torch.nonzero(dead)[0].tolist()
+            raise InterpError(f"knockout removes every key that position {q} may attend to "
+                              f"(example {b} of the batch, head {h}, {hook.name}); leave at "
+                              "least one readable position, e.g. ablate fewer tokens")
+        return out / torch.where(total > 0, total, torch.ones_like(total))
+    return hook
+
+
+def _replace(mask: torch.Tensor, values: torch.Tensor | None):
+    """A residual hook: positions in mask `[batch, pos]` of `resid: [batch, pos, d]` take
+    `values: [batch, pos, d]` (zero when None), in the residual's device and dtype."""
+    def hook(resid, hook):
+        m = mask[:, : resid.shape[1]].to(resid.device)
+        if not bool(m.any()):
+            return resid
+        resid = resid.clone()
+        if values is None:
+            resid[m] = 0
+        else:
+            resid[m] = values[:, : resid.shape[1]].to(resid.device)[m].to(resid.dtype)
+        return resid
+    return hook
+
+
+def _t5_knock(mask: torch.Tensor):
+    """A forward pre-hook for HF's T5Attention: keys in mask `[batch, key]` get -inf added to
+    their scores at this layer only (the attention mask is passed to each layer afresh).
+
+    TransformerLens 4.3 fires T5's hook_pattern after the HF module has used the weights, so
+    an edited pattern would be discarded; masking the scores gives the same renormalised
+    weights: softmax over the remaining keys."""
+    def hook(module, args, kwargs):
+        m = kwargs.get("mask")
+        hidden = args[0] if args else kwargs["hidden_states"]
+        keys = mask[:, None, None, :].to(hidden.device)
+        if m is None:
+            m = torch.zeros(keys.shape, dtype=hidden.dtype, device=hidden.device)
+        if m.dtype == torch.bool:  # True = may attend
+            m = m & ~keys[..., : m.shape[-1]]
+        else:
+            m = m.masked_fill(keys[..., : m.shape[-1]], float("-inf"))
+        kwargs["mask"] = m
+        return args, kwargs
+    return hook
+
+
+def _check_alive(mask: torch.Tensor, valid: torch.Tensor, what: str) -> None:
+    """Every query must keep at least one key it may read (no all-masked softmax row)."""
+    left = (valid[:, : mask.shape[1]] & ~mask).sum(1)
+    if bool((left == 0).any()):
+        b = int(torch.nonzero(left == 0)[0])
+        raise InterpError(f"knockout removes every key of example {b} of the batch in {what}; "
+                          "leave at least one readable position, e.g. ablate fewer tokens")
+
+
+def _attention(bridge, kind: str, layer: int) -> torch.nn.Module:
+    """The HF attention module that TransformerLens wraps for `kind` at `layer`."""
+    name = hook_name(bridge, kind, layer, "hook_pattern").rsplit(".", 1)[0]
+    return module_at(bridge, name).original_component
+
+
+def build_hooks(bridge, family: str, mode: str, layers: Sequence[int],
+                masks: dict[str, torch.Tensor], values: dict[str, torch.Tensor] | None = None,
+                valid: dict[str, torch.Tensor] | None = None) -> tuple[list, list]:
+    """The interventions of one batch: TransformerLens (hook name, fn) pairs and, for T5
+    knockout, (torch module, forward pre-hook) pairs, for `interp.hooks.run`.
+
+    Parameters
+    ----------
+    masks : side -> `[batch, W]` positions to ablate
+    values : side -> `[layer, batch, W, d_model]` the replacement residuals for `mean` and
+        `resample`, indexed by position in `layers`
+    valid : side -> `[batch, W]` real tokens (to catch a knockout that leaves a query nothing)
+    """
+    if mode not in MODES:
+        raise InterpError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    tl, pre_hooks = [], []
+    if mode == "knockout" and family == "t5" and valid is not None and bool(masks["src"].any()):
+        _check_alive(masks["src"], valid["src"], "the input")
+    for j, l in enumerate(layers):
+        if mode == "knockout":
+            if family == "decoder":
+                tl.append((hook_name(bridge, "self", l, "hook_pattern"), _knock(masks["seq"])))
+                continue
+            if bool(masks["src"].any()):
+                hook = _t5_knock(masks["src"])
+                pre_hooks.append((_attention(bridge, "encoder", l), hook))
+                pre_hooks.append((_attention(bridge, "cross", l), hook))
+            if bool(masks["tgt"].any()):
+                pre_hooks.append((_attention(bridge, "decoder_self", l), _t5_knock(masks["tgt"])))
+            continue
+        for side, m in masks.items():
+            if not bool(m.any()):
+                continue
+            v = None if mode == "zero" else values[side][j]
+            tl.append((hook_name(bridge, SIDE_KIND[side], l, "hook_resid_pre"), _replace(m, v)))
+    return tl, pre_hooks
+
+
+def forward(bridge, family: str, ids: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+            hooks=((), ())) -> torch.Tensor:
+    """Logits on the output side, `[batch, pos, vocab]` float32 on the CPU, of one forward
+    pass with `hooks` (as `build_hooks` returns them) attached; `ids`, `valid`: side ->
+    `[batch, W]`."""
+    tl, pre_hooks = hooks
+    if family == "decoder":
+        out = run(bridge, ids["seq"], hooks=tl, pre_hooks=pre_hooks,
+                  attention_mask=valid["seq"].long())
+    else:
+        out = run(bridge, ids["src"], hooks=tl, pre_hooks=pre_hooks,
+                  attention_mask=valid["src"].long(), decoder_input=ids["tgt"])
+    return out.float().cpu()
+
+
+def batches(prep: Prepared, batch_size: int, masks=None, values=None):
+    """Batches of examples of similar length: (index `[batch]`, widths side -> W, ids,
+    valid, masks, values), each cut to its batch and width."""
+    for index in length_batches(prep.sides[prep.main_side].lengths, batch_size):
+        widths = {k: int(s.lengths[index].max()) for k, s in prep.sides.items()}
+        ids = {k: s.ids[index, :widths[k]] for k, s in prep.sides.items()}
+        valid = {k: s.valid[index, :widths[k]] for k, s in prep.sides.items()}
+        m = {k: v[index, :widths[k]] for k, v in (masks or {}).items()}
+        vals = None if values is None else {k: v[:, index, :widths[k]]
+                                            for k, v in values.items()}
+        yield index, widths, ids, valid, m, vals
+
+
+@dataclass
+class Run:
+    """Per-example teacher-forced results of one condition (`[N]` each).
+
+    fields: `[N, n_fields]` 1.0 if every answer token of that field is right, NaN where the
+    example has no such field. first_wrong: index of the first wrong answer position (-1 if
+    none) and first_pred its argmax token."""
+
+    loss: torch.Tensor
+    exact: torch.Tensor
+    token_acc: torch.Tensor
+    fields: torch.Tensor
+    first_wrong: torch.Tensor
+    first_pred: torch.Tensor
+
+    def metrics(self, field_names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """metric name -> `[N]` float values (`field:<name>` per solution field)."""
+        out = {"answer_loss": self.loss, "exact_match": self.exact.float(),
+               "token_accuracy": self.token_acc}
+        for j, f in enumerate(field_names):
+            out[f"field:{f}"] = self.fields[:, j]
+        return out
+
+
+def run_condition(bridge, prep: Prepared, mode: str = "knockout", layers: Sequence[int] = (),
+                  masks: dict[str, torch.Tensor] | None = None,
+                  values: dict[str, torch.Tensor] | None = None, batch_size: int = 128) -> Run:
+    """Teacher-forced run of every example with the positions in `masks` (side -> `[N, W]`)
+    ablated at `layers` (no masks or no layers: the clean run)."""
+    n, nf = prep.n, len(prep.field_names)
+    loss, tacc = torch.zeros(n), torch.zeros(n)
+    exact = torch.zeros(n, dtype=torch.bool)
+    fields = torch.full((n, nf), float("nan"))
+    first = torch.full((n,), -1, dtype=torch.long)
+    pred_at = torch.full((n,), -1, dtype=torch.long)
+    masks = masks or {k: torch.zeros_like(v) for k, v in prep.input_region.items()}
+    for index, widths, ids, valid, m, vals in batches(prep, batch_size, masks, values):
+        hooks = build_hooks(bridge, prep.family, mode, layers, m, vals, valid) \
+            if layers else ((), ())
+        logits = forward(bridge, prep.family, ids, valid, hooks)
+        w = widths[prep.out_side]
+        lab = prep.labels[index, :w]
+        fld = prep.fields[index, :w]
+        keep = lab != IGNORE
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), lab.clamp_min(0),
+                                               reduction="none")
+        pred = logits.argmax(-1)
+        right = (pred == lab) & keep
+        wrong = keep & ~right
+        loss[index] = (ce * keep).sum(1) / keep.sum(1)
+        tacc[index] = right.sum(1).float() / keep.sum(1)
+        exact[index] = ~wrong.any(1)
+        has_wrong = wrong.any(1)
+        fw = torch.where(has_wrong, wrong.float().argmax(1), torch.full_like(index, -1))
+        first[index] = fw
+        pred_at[index] = torch.where(has_wrong, pred.gather(1, fw.clamp_min(0)[:, None])[:, 0],
+                                     torch.full_like(index, -1))
+        for j in range(nf):
+            fm = fld == j
+            val = (~(fm & wrong).any(1)).float()
+            fields[index, j] = torch.where(fm.any(1), val, torch.full_like(val, float("nan")))
+    return Run(loss, exact, tacc, fields, first, pred_at)
+
+
+def clean_residuals(bridge, prep: Prepared, layers: Sequence[int], batch_size: int = 128
+                    ) -> dict[str, torch.Tensor]:
+    """side -> `[len(layers), N, W, d_model]` float32 on the CPU: the clean residual stream
+    entering each layer (`hook_resid_pre`; the pass stops after the last one)."""
+    out: dict[str, torch.Tensor] = {}
+    names = {(s, j): hook_name(bridge, SIDE_KIND[s], l, "hook_resid_pre")
+             for s in prep.sides for j, l in enumerate(layers)}
+    for index, _, ids, valid, _, _ in batches(prep, batch_size):
+        kw = {"attention_mask": valid[prep.main_side].long()}
+        if prep.family == "t5":
+            kw["decoder_input"] = ids["tgt"]
+        store = capture(bridge, ids[prep.main_side], names=names.values(), **kw)
+        for s, side in prep.sides.items():
+            for j in range(len(layers)):
+                r = store[names[(s, j)]].float().cpu()
+                if s not in out:
+                    out[s] = torch.zeros(len(layers), prep.n, side.ids.shape[1], r.shape[-1])
+                out[s][j, index, : r.shape[1]] = r
+    return out
+
+
+def replacement_values(prep: Prepared, resid: dict[str, torch.Tensor], mode: str,
+                       seed: int = 0) -> tuple[dict[str, torch.Tensor] | None, dict]:
+    """side -> `[layer, N, W, d]` what `mean` or `resample` writes at each position, and
+    side -> {key: `[layer, d]`} the per-key means (also used for generated tokens)."""
+    if mode not in ("mean", "resample"):
+        return None, {}
+    means: dict[str, dict[str, torch.Tensor]] = {}
+    for s, R in resid.items():
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        for i in range(prep.n):
+            for p, key in enumerate(prep.keys[s][i]):
+                if key is None:
+                    continue
+                sums[key] = sums.get(key, 0) + R[:, i, p]
+                counts[key] = counts.get(key, 0) + 1
+        means[s] = {k: v / counts[k] for k, v in sums.items()}
+    donors = derangement(prep.n, seed) if mode == "resample" else None
+    values = {}
+    for s, R in resid.items():
+        V = torch.zeros_like(R)
+        for i in range(prep.n):
+            if donors is None:
+                for p, key in enumerate(prep.keys[s][i]):
+                    if key is not None:
+                        V[:, i, p] = means[s][key]
+                continue
+            d = int(donors[i])
+            where = {key: p for p, key in enumerate(prep.keys[s][d]) if key is not None}
+            for p, key in enumerate(prep.keys[s][i]):
+                if key is None:
+                    continue
+                # the donor lacks this occurrence (e.g. a shorter number): the dataset mean
+                V[:, i, p] = R[:, d, where[key]] if key in where else means[s][key]
+        values[s] = V
+    return values, means
+
+
+def derangement(n: int, seed: int = 0) -> np.ndarray:
+    """A random permutation with no fixed point (n >= 2): donor[i] != i."""
+    if n < 2:
+        raise InterpError("resampling needs at least two examples (one donates to the other)")
+    order = np.random.default_rng(seed).permutation(n)
+    donor = np.empty(n, dtype=int)
+    donor[order] = np.roll(order, -1)
+    return donor

@@ -1,0 +1,230 @@
+"""Which positions an ablation touches: the dataset prepared once (ids, regions, matching
+keys, answer labels), the target positions of the named tokens, random control positions, and
+the layers to ablate at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from interp.errors import InterpError
+from interp.hooks import arch_of
+from interp.tasks.base import Example, Task
+from interp.tasks.tokenizer import CharCodec
+from interp.tokens import IGNORE, Side, build_sides, check_length
+
+SCOPES = ("input", "all")
+
+
+@dataclass
+class Prepared:
+    """Examples as padded tensors with their regions and answer labels.
+
+    Attributes
+    ----------
+    family : str
+        The model's arch, "decoder" or "t5".
+    sides : dict[str, Side]
+        "seq" (decoder-only) or "src" and "tgt" (T5), as `interp.tokens.build_sides` makes
+        them; `ids: [N, W]`.
+    input_region, solution_region : dict[str, Tensor]
+        side -> `[N, W]` bool, where the equation's and the solution's tokens stand.
+    keys : dict[str, list[list[str | None]]]
+        side -> per example, per position, the key that `mean` and `resample` match on
+        ("in:<role>#<k>" or "out:<token>#<k>", None elsewhere).
+    labels : Tensor
+        `[N, Wout]` the answer token each logit position must predict (IGNORE elsewhere), on
+        the side that carries the logits ("seq" or "tgt").
+    fields : Tensor
+        `[N, Wout]` index into `field_names` of the solution field of that answer token, -1
+        for literals and <eos>.
+    """
+
+    family: str
+    examples: list[Example]
+    sides: dict[str, Side]
+    input_region: dict[str, torch.Tensor]
+    solution_region: dict[str, torch.Tensor]
+    keys: dict[str, list[list[str | None]]]
+    labels: torch.Tensor
+    fields: torch.Tensor
+    field_names: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.examples)
+
+    @property
+    def out_side(self) -> str:
+        return "seq" if self.family == "decoder" else "tgt"
+
+    @property
+    def main_side(self) -> str:
+        return "seq" if self.family == "decoder" else "src"
+
+
+def field_of(role: str) -> str | None:
+    """The solution field a role belongs to (`D_value_digit` -> `D_value`), None for literals."""
+    for suffix in ("_digit", "_sign"):
+        if role.endswith(suffix):
+            return role[: -len(suffix)]
+    return "nan" if role == "nan" else None
+
+
+def prepare(bridge, task: Task, examples: Sequence[Example]) -> Prepared:
+    """Tokenize `examples` once (`interp.tokens.build_sides`) and mark their regions, keys,
+    answer labels and solution fields for a decoder-only or T5 `bridge`."""
+    family = arch_of(bridge)
+    if family not in ("decoder", "t5"):
+        raise InterpError("token ablation needs a model that writes the answer (decoder-only "
+                          f"or T5); this one is {family!r}")
+    if not examples:
+        raise InterpError("no examples to ablate; give at least one (e.g. --n 500)")
+    sides = build_sides(family, task, examples)
+    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 0)
+    inp = {name: torch.zeros_like(s.ids, dtype=torch.bool) for name, s in sides.items()}
+    sol = {name: torch.zeros_like(s.ids, dtype=torch.bool) for name, s in sides.items()}
+    keys = {name: [[None] * s.ids.shape[1] for _ in examples] for name, s in sides.items()}
+    width = sides["seq" if family == "decoder" else "tgt"].ids.shape[1]
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    field_idx = torch.full((len(examples), width), -1, dtype=torch.long)
+    names: list[str] = []
+    for i, ex in enumerate(examples):
+        ns, nt = len(ex.src), len(ex.tgt)
+        if family == "decoder":
+            s = sides["seq"]
+            if n_ctx:
+                check_length(int(s.lengths[i]), n_ctx, f"the sequence for {ex.src!r}")
+            _mark(inp["seq"], sol["seq"], keys["seq"][i], s, i, range(1, 1 + ns),
+                  range(ns + 2, ns + 2 + nt))
+            for t in range(ns + 1, ns + 2 + nt):  # logits at t predict the token at t + 1
+                labels[i, t] = s.ids[i, t + 1]
+                _set_field(field_idx, names, i, t, s.roles[i][t + 1])
+        else:
+            src, tgt = sides["src"], sides["tgt"]
+            _mark(inp["src"], sol["src"], keys["src"][i], src, i, range(ns), range(0))
+            _mark(inp["tgt"], sol["tgt"], keys["tgt"][i], tgt, i, range(0), range(1, 1 + nt))
+            answer = tgt.ids[i, 1:1 + nt].tolist() + [CharCodec().eos]
+            for t, tok in enumerate(answer):
+                labels[i, t] = tok
+                _set_field(field_idx, names, i, t, tgt.roles[i][t + 1] if t < nt else "")
+    return Prepared(family, list(examples), sides, inp, sol, keys, labels, field_idx, names)
+
+
+def _mark(inp, sol, keys, side: Side, i, in_pos, sol_pos) -> None:
+    seen: dict[str, int] = {}
+    for region, positions, prefix, names in ((inp, in_pos, "in:", side.roles[i]),
+                                             (sol, sol_pos, "out:", side.tokens[i])):
+        for p in positions:
+            region[i, p] = True
+            keys[p] = occurrence_key(prefix + names[p], seen)
+
+
+def occurrence_key(base: str, seen: dict[str, int]) -> str:
+    """`base#k` for the k-th occurrence of `base` (counted in `seen`): the second `x` of an
+    equation is matched with second `x`s only."""
+    k = seen.get(base, 0)
+    seen[base] = k + 1
+    return f"{base}#{k}"
+
+
+def _set_field(field_idx, names, i, t, role) -> None:
+    f = field_of(role)
+    if f is None:
+        return
+    if f not in names:
+        names.append(f)
+    field_idx[i, t] = names.index(f)
+
+
+def token_ids(bridge, tokens: Sequence[str]) -> list[int]:
+    """Ids of tokens named as a user types them; an unknown token lists the vocabulary."""
+    vocab = _vocab(bridge)
+    if not tokens:
+        raise InterpError("no tokens to ablate; name at least one, e.g. --tokens 'x,^,='")
+    bad = [t for t in tokens if t not in vocab]
+    if bad:
+        shown = " ".join(sorted((t for t in vocab if not t.startswith("<")),
+                                key=lambda t: vocab[t]))
+        raise InterpError(f"unknown token{'s' if len(bad) > 1 else ''} "
+                          f"{', '.join(repr(t) for t in bad)}; the vocabulary is: {shown} "
+                          "(separate tokens with commas, e.g. 'x,^,=')")
+    return sorted({vocab[t] for t in tokens})
+
+
+def _vocab(bridge) -> dict[str, int]:
+    tok = getattr(bridge, "tokenizer", None)
+    return dict(tok.get_vocab()) if tok is not None else dict(CharCodec().vocab)
+
+
+def target_masks(prep: Prepared, ids: Sequence[int], scope: str = "input"
+                 ) -> dict[str, torch.Tensor]:
+    """side -> `[N, W]` True at the positions holding one of `ids` in the chosen scope."""
+    if scope not in SCOPES:
+        raise InterpError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    want = torch.tensor(list(ids))
+    out = {}
+    for name, s in prep.sides.items():
+        region = prep.input_region[name] | (prep.solution_region[name] if scope == "all" else
+                                            torch.zeros_like(prep.input_region[name]))
+        out[name] = torch.isin(s.ids, want) & region
+    return out
+
+
+def control_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: int,
+                  seed: int = 0, scope: str = "input") -> list[dict[str, torch.Tensor]]:
+    """`n_controls` position sets (side -> `[N, W]` bool): per example and region as many
+    positions as the targets have there, drawn uniformly among that region's other positions
+    (never a target)."""
+    regions = [prep.input_region] + ([prep.solution_region] if scope == "all" else [])
+    out = []
+    for j in range(n_controls):
+        rng = np.random.default_rng([seed, j])
+        masks = {}
+        for name, tmask in targets.items():
+            m = torch.zeros_like(tmask)
+            for region in regions:
+                r = region[name]
+                for i in range(prep.n):
+                    k = int((tmask[i] & r[i]).sum())
+                    if k == 0:
+                        continue
+                    pool = torch.nonzero(r[i] & ~tmask[i]).flatten().numpy()
+                    if len(pool) < k:
+                        raise InterpError(
+                            f"example {prep.examples[i].src!r} has {k} target positions but "
+                            f"only {len(pool)} other positions to draw controls from; ablate "
+                            "fewer tokens or use --controls 0")
+                    m[i, torch.from_numpy(rng.choice(pool, size=k, replace=False))] = True
+            masks[name] = m
+        out.append(masks)
+    return out
+
+
+def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
+    """'0-3', '1,3', '2-' or a list -> sorted layer indices, checked against the model."""
+    if spec is None or spec == "" or spec == "all":
+        return list(range(n_layers))
+    if isinstance(spec, str):
+        layers: set[int] = set()
+        try:
+            for part in spec.split(","):
+                part = part.strip()
+                if "-" in part:
+                    lo, hi = part.split("-", 1)
+                    layers.update(range(int(lo), (int(hi) if hi else n_layers - 1) + 1))
+                else:
+                    layers.add(int(part))
+        except ValueError:
+            raise InterpError(f"cannot read layers {spec!r}; write e.g. '0-3', '1,3' or '2-'"
+                              ) from None
+    else:
+        layers = {int(x) for x in spec}
+    bad = sorted(l for l in layers if not 0 <= l < n_layers)
+    if bad or not layers:
+        raise InterpError(f"layers {bad or spec!r} out of range; this model has layers "
+                          f"0-{n_layers - 1}")
+    return sorted(layers)
