@@ -1,1 +1,47 @@
-"""Interventions: token ablation, activation and attribution patching, induction (issues #4, #5)."""
+"""Interventions: token ablation, activation and attribution patching, induction heads.
+
+The notebook API (every name is loaded on first use)::
+
+    import circuits
+    res = circuits.ablate_tokens(bridge, task, examples, ["x", "^", "="], n_controls=20)
+    res.frame(); res.figure()                                   # summary table, plotly figure
+    pairs = circuits.corrupt_pairs(bridge, task, n=32)
+    sweep = circuits.activation_patch(bridge, pairs, "resid_pre")   # PatchResult
+    grads = circuits.attribute(bridge, pairs, "head_pos")           # attribution patching
+    ind = circuits.induction_heads(bridge)                      # InductionResult (decoders)
+
+`activation_patch` is `circuits.patching.patch` (the name `circuits.patch` is the command).
+"""
+
+# public name -> (module, attribute)
+_API = {
+    "ablate_tokens": ("circuits.ablation", "ablate_tokens"),
+    "AblationResult": ("circuits.ablation", "AblationResult"),
+    "corrupt_pairs": ("circuits.patching", "corrupt_pairs"),
+    "activation_patch": ("circuits.patching", "patch"),
+    "attribute": ("circuits.patching", "attribute"),
+    "PatchResult": ("circuits.patching", "PatchResult"),
+    "induction_heads": ("circuits.induction", "analyse"),
+    "InductionResult": ("circuits.induction", "InductionResult"),
+    "induction_head_scores": ("circuits.induction", "head_scores"),
+    "bootstrap_ci": ("circuits.stats", "bootstrap_ci"),
+    "rank_p_value": ("circuits.stats", "rank_p_value"),
+}
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'circuits' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])
+
+
+__all__ = list(_API)

@@ -11,7 +11,6 @@ summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and report.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -57,9 +56,9 @@ def parser():
 
 
 def _main(argv) -> int:
-    from interp.cli.common import at_most, check_device, positive
+    from interp.cli.common import at_most, check_device, check_outputs, positive
     from interp.errors import InterpError, shorten
-    from interp.io import check_file_outside, check_replaceable_dir, check_writable, output_lock
+    from interp.io import output_lock
 
     a = parser().parse_args(argv)
     tokens = [t.strip() for t in a.tokens.split(",")]
@@ -76,12 +75,8 @@ def _main(argv) -> int:
     positive("--batch-size", a.batch_size, MAX_BATCH, f"one batch holds ({MAX_BATCH:,} "
              "examples)")
     check_device(a)
-    if a.json:
-        check_file_outside(a.json, a.out)
-        check_writable(a.json)
-    out = check_replaceable_dir(a.out, "ablation.json", "--out", own=OWN_FILES) \
-        if a.out else None
-    with output_lock(out) if out is not None else contextlib.nullcontext():
+    out = check_outputs(a, "ablation.json", OWN_FILES)
+    with output_lock(out):
         return _run(a, tokens, out)
 
 

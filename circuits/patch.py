@@ -43,14 +43,10 @@ def OWN_FILES(name: str) -> bool:
 
 
 def _main(argv) -> int:
-    import contextlib
 
     from circuits.patching import DIRECTIONS, METRICS
-    from interp.cli.common import Parser, add_options, check_device, load, positive
+    from interp.cli.common import Parser, add_options, check_device, check_outputs, load, positive
     from interp.io import (
-        check_file_outside,
-        check_replaceable_dir,
-        check_writable,
         output_lock,
     )
 
@@ -72,14 +68,10 @@ def _main(argv) -> int:
     a = p.parse_args(argv)
     positive("--n", a.n)
     check_device(a)
-    if a.json:
-        check_file_outside(a.json, a.out)
-        check_writable(a.json)
-    out = check_replaceable_dir(a.out, "patching.json", "--out", own=OWN_FILES) \
-        if a.out else None
+    out = check_outputs(a, "patching.json", OWN_FILES)
     ckpt = load(a)
     _check_fields(ckpt.task, a.corrupt, a.answer)
-    with output_lock(out) if out is not None else contextlib.nullcontext():
+    with output_lock(out):
         return _run(a, ckpt, out)
 
 

@@ -7,6 +7,8 @@ The notebook API, one import away (every name is loaded on first use)::
     examples = task.generate(64, seed=0)
     cache = interp.cache_attention(bridge, task, examples)      # patterns of every kind
     table = interp.head_table(cache)                            # one row per head (DataFrame)
+    view = interp.attention_view(cache, example=0, layer=2)     # circuitsvis, inline, no CDN
+    tax = interp.head_taxonomy(bridge, task, examples, keep=3)  # .frame(), .figure(), .counts()
 
 `circuits` adds the interventions (ablation, patching, attribution, induction).
 """
@@ -26,10 +28,19 @@ _API = {
     "ShardedCache": "interp.cache",
     "save_shards": "interp.cache",
     "head_table": "interp.attention.taxonomy",
+    "head_taxonomy": "interp.attention.taxonomy",
+    "HeadTaxonomy": "interp.attention.taxonomy",
+    "label_counts": "interp.attention.taxonomy",
+    "role_maps": "interp.attention.maps",
+    "rollout": "interp.attention.maps",
+    "attention_view": "interp.viz.views",
     "Thresholds": "interp.attention.stats",
     "induction_scores": "interp.attention.detect",
     "evaluate": "interp.metrics",
     "answer_loss": "interp.metrics",
+    "solve_one": "interp.metrics",
+    "TrainConfig": "interp.training.task",
+    "train": "interp.training.task",
     "hook_name": "interp.hooks",
     "run": "interp.hooks",
     "capture": "interp.hooks",

@@ -145,9 +145,8 @@ def _inputs(a, ckpt):
 
 
 def _main(argv) -> int:
-    import contextlib
 
-    from interp.attention.taxonomy import classify_heads
+    from interp.attention.taxonomy import head_taxonomy
     from interp.cli.common import load
     from interp.io import output_lock, replace_dir_atomic, write_json
     from interp.viz.reports import classify as report
@@ -156,9 +155,8 @@ def _main(argv) -> int:
     out = _folders(a)
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     bridge, task, examples = _inputs(a, load(a))
-    with output_lock(out), (output_lock(a.save_cache, "--save-cache") if a.save_cache
-                            else contextlib.nullcontext()):
-        result = classify_heads(bridge, task, examples, kinds, a.batch_size, a.segments,
+    with output_lock(out), output_lock(a.save_cache, "--save-cache"):
+        result = head_taxonomy(bridge, task, examples, kinds, a.batch_size, a.segments,
                                 a.save_cache, keep=0 if a.no_report else a.examples,
                                 progress=not a.quiet)
         table = result.table

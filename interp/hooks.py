@@ -72,7 +72,7 @@ def n_layers(bridge, kind: str) -> int:
 # hooks that live on the block (the residual stream, the sublayers' outputs); all others
 # (hook_pattern, hook_z, hook_q, hook_k, hook_v, hook_result ...) live on the attention module
 BLOCK_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
-               "hook_mlp_out")
+               "hook_mlp_out", "hook_cross_attn_out")
 
 
 def block_name(bridge, kind: str, layer: int) -> str:

@@ -248,8 +248,13 @@ def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = Tr
     computes and writes it: a second command on the same path (in this process or another)
     refuses at once instead of mixing the two outputs. The kernel frees the lock when its
     holder dies, so a killed run never blocks the next one. Once the lock is held, our own
-    stale temporaries of `path` (beside it, and with `clean` inside it) are removed."""
+    stale temporaries of `path` (beside it, and with `clean` inside it) are removed. With
+    `path` None (no output asked for) nothing is locked."""
     import fcntl
+
+    if path is None:
+        yield None
+        return
 
     full = Path(os.path.abspath(path))
     lock = full.with_name(f".{full.name}.interp-lock")

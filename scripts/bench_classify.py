@@ -41,7 +41,7 @@ def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
     model and prompts are loaded, and the peak during the classification (MiB)."""
     import torch
 
-    from interp.attention.taxonomy import classify_heads, head_table
+    from interp.attention.taxonomy import head_taxonomy, head_table
     from interp.cache import cache_attention
     from interp.models import load_checkpoint
 
@@ -52,7 +52,7 @@ def memory_child(checkpoint: str, n: int, batch_size: int, mode: str) -> None:
     base = _status_mib("VmRSS")
     with torch.no_grad():
         if mode == "stream":
-            classify_heads(bridge, ckpt.task, examples, batch_size=batch_size)
+            head_taxonomy(bridge, ckpt.task, examples, batch_size=batch_size)
         else:
             head_table(cache_attention(bridge, ckpt.task, examples, batch_size=batch_size))
     print(json.dumps({"before": base, "peak": _status_mib("VmHWM")}))
@@ -79,7 +79,7 @@ def main() -> int:
 
     from transformer_lens.head_detector import detect_head
 
-    from interp.attention.taxonomy import classify_heads
+    from interp.attention.taxonomy import head_taxonomy
     from interp.hooks import run
     from interp.models import load_checkpoint
     from interp.tokens import build_sides, length_batches, repeated_random_tokens
@@ -89,7 +89,7 @@ def main() -> int:
         raise SystemExit("detect_head needs a decoder-only model; give a decoder checkpoint")
     bridge = ckpt.bridge()
     examples = ckpt.task.generate(a.n, seed=0)
-    classify_heads(bridge, ckpt.task, examples[:4])  # warm-up (first calls are slower)
+    head_taxonomy(bridge, ckpt.task, examples[:4])  # warm-up (first calls are slower)
 
     # (a) bare forward over exactly the batches the classification runs (sorted by length)
     seq = build_sides("decoder", ckpt.task, examples)["seq"]
@@ -101,7 +101,7 @@ def main() -> int:
 
     # ours: every score, the uniform baselines, maps' sums and the taxonomy, streamed
     t0 = time.perf_counter()
-    result = classify_heads(bridge, ckpt.task, examples, batch_size=a.batch_size)
+    result = head_taxonomy(bridge, ckpt.task, examples, batch_size=a.batch_size)
     table, stats = result.table, result.stats
     t_ours = time.perf_counter() - t0
 

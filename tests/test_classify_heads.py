@@ -114,13 +114,13 @@ def test_the_analysis_keeps_its_first_examples_as_a_cache_would(tiny_checkpoints
     those of a separate cache of the same examples, and the table is the notebook's."""
     import torch
 
-    from interp.attention import classify_heads, head_table
+    from interp.attention import head_taxonomy, head_table
     from interp.cache import cache_attention
     from interp.models import load_model
 
     bridge, task = load_model(tiny_checkpoints["t5"])
     examples = task.generate(9, seed=1)
-    result = classify_heads(bridge, task, examples, batch_size=4, keep=3)
+    result = head_taxonomy(bridge, task, examples, batch_size=4, keep=3)
     want = cache_attention(bridge, task, examples[:3])
     assert result.examples.kinds == want.kinds
     for kind in want.kinds:

@@ -150,7 +150,7 @@ def test_the_t5_decoder_start_reads_start_and_the_rest_is_the_solution():
 
 
 def test_the_induction_report_names_tokens_by_their_text():
-    from circuits.induction.__main__ import token_texts
+    from interp.viz.reports.induction import token_texts
 
     class Tok:
         def decode(self, ids):
@@ -170,7 +170,7 @@ def test_byte_level_tokens_show_their_text_or_their_bytes():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from circuits.induction.__main__ import token_texts
+    from interp.viz.reports.induction import token_texts
 
     tok = Tokenizer(models.BPE())                    # bytes only: no merges
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

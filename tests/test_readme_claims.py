@@ -129,8 +129,8 @@ def test_normalised_patching_is_the_share_of_the_gap_from_plain_hf_forwards():
 def test_scheduled_sampling_share_ramps_linearly_to_the_set_share(tmp_path, monkeypatch):
     """The share of answer inputs replaced at step t (0-based) of T is S * t / T: 0 at the
     first step, rising in equal steps towards S (README: "ramps up to it")."""
-    import interp.train as train_mod
-    from interp.train import TrainConfig, Trainer
+    import interp.training.task as train_mod
+    from interp.training.task import TrainConfig, Trainer
 
     seen = []
     real = train_mod.scheduled_sampling
@@ -170,7 +170,7 @@ def test_scheduled_sampling_replaces_that_share_of_answer_inputs_only(arch):
     one (within 4 binomial standard deviations)."""
     from interp.tasks import CharCodec, get_task
     from interp.tokens import make_batch
-    from interp.train import scheduled_sampling
+    from interp.training.task import scheduled_sampling
 
     codec = CharCodec()
     task = get_task("quadratic", "small")

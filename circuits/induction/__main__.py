@@ -24,7 +24,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from interp.viz.reports.induction import token_texts  # noqa: F401  (tests/test_page.py)
 
 PATTERN_BUDGET = 1 << 30   # bytes of one [layer, prompt, head, q, k] pattern tensor (float32)
 MAX_ICL_WINDOWS = 16_384

@@ -22,10 +22,8 @@ import torch
 
 from interp.errors import InterpError
 from interp.hooks import (
-    BLOCK_HOOKS,
     KINDS,
     arch_of,
-    block_name,
     hook_name,
     module_at,
     n_layers,
@@ -78,16 +76,8 @@ class Site:
 
     def names(self, bridge) -> list[str]:
         """The hook name at every layer, in order."""
-        return [_hook_name(bridge, self.kind, l, self.hook)
+        return [hook_name(bridge, self.kind, l, self.hook)
                 for l in range(n_layers(bridge, self.kind))]
-
-
-def _hook_name(bridge, kind: str, layer: int, hook: str) -> str:
-    """`hook_name`, with T5's `hook_cross_attn_out` read as the block hook it is (while
-    `interp.hooks.BLOCK_HOOKS` does not list it)."""
-    if hook == "hook_cross_attn_out" and hook not in BLOCK_HOOKS:
-        return f"{block_name(bridge, kind, layer)}.{hook}"
-    return hook_name(bridge, kind, layer, hook)
 
 
 def site(bridge, what: str) -> Site:

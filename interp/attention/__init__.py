@@ -2,8 +2,8 @@
 
 In a notebook::
 
-    from interp.attention import classify_heads, head_table
-    result = classify_heads(bridge, task, examples, keep=3)   # one streamed pass
+    from interp.attention import head_taxonomy, head_table
+    result = head_taxonomy(bridge, task, examples, keep=3)   # one streamed pass
     result.frame()                                           # the head table (DataFrame)
     head_table(interp.cache_attention(bridge, task, examples))   # the same from a cache
 """
@@ -14,13 +14,13 @@ from interp.attention.stats import HeadStats, Thresholds, collect_stats
 from interp.attention.taxonomy import (
     LABELS,
     HeadTaxonomy,
-    classify_heads,
+    head_taxonomy,
     head_table,
     label_counts,
     operations_table,
     summarise,
 )
 
-__all__ = ["classify_heads", "HeadTaxonomy", "head_table", "label_counts", "operations_table",
+__all__ = ["head_taxonomy", "HeadTaxonomy", "head_table", "label_counts", "operations_table",
            "summarise", "LABELS", "Thresholds", "HeadStats", "collect_stats",
            "induction_scores", "rollout", "role_maps"]

@@ -12,7 +12,7 @@ Seed 001 saw four phenomena by eye; each becomes a score with a threshold here:
 - `heterogeneous`: none of the above.
 
 Several labels may hold at once (Kovaleva's vertical+diagonal). Thresholds are parameters.
-Everything here is pure: patterns in, DataFrames out. `classify_heads(bridge, task,
+Everything here is pure: patterns in, DataFrames out. `head_taxonomy(bridge, task,
 examples)` is the whole command's analysis in one streamed pass (`HeadTaxonomy`).
 """
 
@@ -173,7 +173,7 @@ def operations_table(stats: dict[str, HeadStats], top: int = 3) -> pd.DataFrame:
 
 @dataclass
 class HeadTaxonomy:
-    """What `classify_heads` measured.
+    """What `head_taxonomy` measured.
 
     table : one row per (kind, layer, head) (labels, main score, every feature + baseline)
     stats : {kind: HeadStats}, the running sums (role masses, maps, offset profiles)
@@ -204,7 +204,7 @@ class HeadTaxonomy:
         return label_counts_figure(self.counts())
 
 
-def classify_heads(bridge, task, examples, kinds=None, batch_size: int = 64,
+def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
                    segments: str = "statement", save_cache=None, keep: int = 0,
                    progress: bool = False) -> HeadTaxonomy:
     """Classify every head of a model in one pass over the data.
@@ -244,4 +244,4 @@ def classify_heads(bridge, task, examples, kinds=None, batch_size: int = 64,
 
 __all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
            "features_table", "segments_from_roles", "head_table", "stats_table", "summarise",
-           "label_counts", "operations_table", "HeadTaxonomy", "classify_heads"]
+           "label_counts", "operations_table", "HeadTaxonomy", "head_taxonomy"]

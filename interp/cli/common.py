@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from interp.errors import InterpError, InterpWarning, shorten_words
 
@@ -146,3 +147,16 @@ def load(args):
 
     return load_checkpoint(args.checkpoint, getattr(args, "device", "cpu"),
                            getattr(args, "dtype", None))
+
+
+def check_outputs(args, marker: str, own) -> Path | None:
+    """Check a command's --json file and --out folder before any work (see `interp.io`):
+    the file must be writable and outside the folder, the folder new, empty or an earlier
+    output of this command (recognised by `marker` and holding only `own` files). Returns
+    the --out path, or None when no folder was asked for."""
+    from interp.io import check_file_outside, check_replaceable_dir, check_writable
+
+    if getattr(args, "json", None):
+        check_file_outside(args.json, args.out)
+        check_writable(args.json)
+    return check_replaceable_dir(args.out, marker, "--out", own=own) if args.out else None

@@ -201,7 +201,7 @@ def _make_bridge(ckpt: Checkpoint):
         from interp.models.native import load_native
 
         bridge = load_native(ckpt.path)
-        bridge.to(device=ckpt.device, dtype=ckpt.dtype)
+        bridge.to(device=ckpt.device, dtype=ckpt.dtype, print_details=False)
     elif ckpt.arch == "hf":
         bridge = _boot_hf(ckpt.path, ckpt.device, ckpt.dtype)
     else:

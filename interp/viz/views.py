@@ -53,7 +53,7 @@ def attention_view(cache, example: int = 0, kind: str | None = None, layer: int 
     Parameters
     ----------
     cache : an `interp.cache.AttentionCache` (`patterns[kind]: [layer, batch, head, query,
-        key]`), e.g. `interp.cache_attention(...)` or `classify_heads(..., keep=k).examples`
+        key]`), e.g. `interp.cache_attention(...)` or `head_taxonomy(..., keep=k).examples`
     example : the example's place in the cache
     kind : a self-attention kind of the cache (`self`, `encoder`, `decoder_self`); default
         the first
