@@ -4,7 +4,8 @@
     python scripts/compare_outputs.py compare A B    # every CSV/JSON and stdout, A against B
 
 Used to show that a refactor changes no figure: record before, record after, compare. Values
-are compared exactly; fields that measure time are skipped. Exit status 1 when anything
+are compared exactly; fields that measure time are skipped; columns renamed on purpose
+(`RENAMED`) are matched under their new names. Exit status 1 when anything
 differs (each difference is printed), 0 when all agree.
 """
 
@@ -37,6 +38,9 @@ COMMANDS = {
     "evaluate-qs": ["interp.evaluate", "quadratic-small", "--n", "200"],
     "evaluate-t5": ["interp.evaluate", "quadratic-t5-small", "--n", "60"],
 }
+# intended renames, applied to the recording made before them: {folder prefix: {old: new}}
+RENAMED = {"classify-": {"induction": "induction_detector",          # issue #12: two scores
+                         "induction_uniform": "induction_detector_uniform"}}  # had one name
 # run-to-run variation: wall and CPU clocks
 SKIP = ("seconds", "time", "wall", "cpu_s", "elapsed")
 OUTS = {"interp.evaluate": "--json"}
@@ -80,11 +84,19 @@ def _diff(a, b, where: str, out: list[str]) -> None:
         out.append(f"{where}: {a!r} != {b!r}")
 
 
-def _load(p: Path):
+def _renamed(x, names: dict):
+    if isinstance(x, dict):
+        return {names.get(k, k): _renamed(v, names) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_renamed(v, names) for v in x]
+    return x
+
+
+def _load(p: Path, names: dict | None = None):
     if p.suffix == ".json":
-        return json.loads(p.read_text())
+        return _renamed(json.loads(p.read_text()), names or {})
     if p.suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(p.read_text())))
+        return _renamed(list(csv.DictReader(io.StringIO(p.read_text()))), names or {})
     # stdout: drop lines that report time
     return [ln for ln in p.read_text().splitlines() if not _skip(ln.replace(" s ", " seconds "))
             and " s)" not in ln and "min" not in ln]
@@ -102,7 +114,9 @@ def compare(a: Path, b: Path) -> int:
             problems.append(f"{rel}: only in {'after' if not (a / rel).exists() else 'before'}")
             continue
         n += 1
-        _diff(_load(a / rel), _load(b / rel), str(rel), problems)
+        names = {k: v for prefix, m in RENAMED.items() if str(rel).startswith(prefix)
+                 for k, v in m.items()}
+        _diff(_load(a / rel, names), _load(b / rel), str(rel), problems)
     for p in problems:
         print(p)
     print(f"{n} files compared, {len(problems)} differences")
