@@ -39,7 +39,7 @@ _API = {
     "evaluate": "interp.metrics",
     "answer_loss": "interp.metrics",
     "solve_one": "interp.metrics",
-    "TrainConfig": "interp.training.task",
+    "TrainConfig": "interp.training.recipe",
     "train": "interp.training.task",
     "hook_name": "interp.hooks",
     "run": "interp.hooks",

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from interp.errors import InterpError
 from interp.models.config import ModelConfig
-from interp.training.task import TrainConfig, Trainer, check_new_out, train
+from interp.training.recipe import TrainConfig
+from interp.training.task import Trainer, check_new_out, train
 
 def build_parser() -> argparse.ArgumentParser:
     from interp.cli.common import Parser, add_options

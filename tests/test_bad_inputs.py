@@ -428,7 +428,8 @@ IN_SUBPROCESS = {"solve-10000-digit-coefficient", "umbrella-subcommand-choice",
 def finished_run(tmp_path_factory):
     """A two-step arithmetic run with its resume state (built once)."""
     from interp.models.config import ModelConfig
-    from interp.training.task import TrainConfig, train
+    from interp.training.recipe import TrainConfig
+    from interp.training.task import train
 
     out = tmp_path_factory.mktemp("run") / "run"
     cfg = TrainConfig(task="arithmetic", preset="default", steps=2, eval_every=2, eval_n=4,

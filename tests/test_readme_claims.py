@@ -130,7 +130,8 @@ def test_scheduled_sampling_share_ramps_linearly_to_the_set_share(tmp_path, monk
     """The share of answer inputs replaced at step t (0-based) of T is S * t / T: 0 at the
     first step, rising in equal steps towards S (README: "ramps up to it")."""
     import interp.training.task as train_mod
-    from interp.training.task import TrainConfig, Trainer
+    from interp.training.recipe import TrainConfig
+    from interp.training.task import Trainer
 
     seen = []
     real = train_mod.scheduled_sampling

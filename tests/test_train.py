@@ -17,7 +17,8 @@ from interp.metrics import answer_loss
 from interp.models import build_model, load_checkpoint
 from interp.tasks import CharCodec
 from interp.tokens import IGNORE, make_batch
-from interp.training.task import TrainConfig, Trainer, lr_at, train
+from interp.training.recipe import TrainConfig, lr_at
+from interp.training.task import Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,7 +246,7 @@ def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
 
 
 def test_character_accuracy_breaks_ties_and_reselect_keeps_the_better_weights(tmp_path):
-    from interp.training.task import rank
+    from interp.training.recipe import rank
 
     assert rank({"exact_match": 0.0, "char_accuracy": 0.5}) > \
         rank({"exact_match": 0.0, "char_accuracy": 0.4})

@@ -14,7 +14,8 @@ from interp.models import load_checkpoint
 from interp.models.generate import greedy_decode
 from interp.tasks import CharCodec
 from interp.tokens import make_batch
-from interp.training.task import TrainConfig, Trainer, train
+from interp.training.recipe import TrainConfig
+from interp.training.task import Trainer, train
 
 PROBLEMS = ["1x^2-3x+2=0", "-4x^2+3x-11=0"]
 
