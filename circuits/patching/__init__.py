@@ -36,14 +36,8 @@ only what a patch can change) and `experiments` (`patch`, `attribute`, `PatchRes
 """
 
 from circuits.patching.experiments import DIRECTIONS, PatchResult, attribute, patch
-from circuits.patching.pairs import (
-           DEFAULT_FIELDS,
-           METRICS,
-           Pairs,
-           corrupt_equation,
-           corrupt_pairs,
-           metric_values,
-)
+from circuits.patching.pairs import (DEFAULT_FIELDS, METRICS, Pairs, corrupt_equation,
+                                     corrupt_pairs, metric_values)
 from circuits.patching.sites import DECODER_SITES, T5_SITES, Site, site
 
 __all__ = ["Pairs", "PatchResult", "Site", "METRICS", "DIRECTIONS", "DEFAULT_FIELDS",
