@@ -401,6 +401,25 @@ CASES = [
      ["invalid choice: 'b'"], None),
 ]
 
+# --device and --dtype: every command refuses a device this machine lacks, or a dtype it does
+# not know, in one line before any work (issue #12)
+DEVICE_COMMANDS = [
+    ("classify", "interp.classify_heads", ["{dec}", "--out", "o"]),
+    ("ablate", "circuits.ablate", ["{dec}", "--tokens", "x", "--out", "o"]),
+    ("patch", "circuits.patch", ["{dec}", "--out", "o"]),
+    ("induction", "circuits.induction.__main__", ["{text}", "--out", "o"]),
+    ("evaluate", "interp.evaluate", ["{dec}", "--json", "o.json"]),
+    ("solve", "interp.solve", ["{dec}", "1x^2+2x+1=0"]),
+    ("train", "interp.train", ["arithmetic", "--steps", "1", "--out", "o"]),
+    ("train-text", "interp.train_text", ["attn1l", "--steps", "1", "--out", "o"]),
+]
+CASES += [row for name, module, argv in DEVICE_COMMANDS for row in (
+    (f"{name}-device-absent", module, argv + ["--device", "cuda:99"], ["'cuda:99'"], None),
+    (f"{name}-device-unknown", module, argv + ["--device", "gpu"],
+     ["unknown device 'gpu'", "cpu, cuda, cuda:N, mps or auto"], None),
+    (f"{name}-dtype-unknown", module, argv + ["--dtype", "int8"],
+     ["--dtype", "invalid choice: 'int8'"], None))]
+
 # inputs that work but are probably not what was meant: (id, module, argv, words, setup)
 WARNINGS = [
     ("solve-outside-the-training-ranges", "interp.solve",
