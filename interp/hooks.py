@@ -141,13 +141,18 @@ def to_device(x, device: torch.device):
 
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module):
-    """Put `model` in eval mode for the block and restore its training flag afterwards."""
+    """Put `model` in eval mode for the block and restore its training flag afterwards.
+
+    A model whose root is already in eval mode is left as it is (`Module.eval` walks every
+    submodule: hundreds in a bridge, on every forward of an analysis)."""
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train(was_training)
 
 
 class _Enough(Exception):

@@ -101,7 +101,7 @@ M = Mutant
 MUTANTS = [
     # ---------------------------------------------------------------- interp/hooks.py
     M("H01", "interp/hooks.py", "eval_mode: the training flag is not restored",
-      "        model.train(was_training)\n", "        model.eval()\n"),
+      "            model.train(was_training)\n", "            model.eval()\n"),
     M("H02", "interp/hooks.py", "capture: the pass never stops early",
       "            if stop and len(store) == len(wanted):", "            if False:"),
     M("H03", "interp/hooks.py", "run: pre-hooks stay attached after the call",
