@@ -100,15 +100,15 @@ TESTS = {
 M = Mutant
 MUTANTS = [
     # ---------------------------------------------------------------- interp/hooks.py
-    M("H01", "interp/hooks.py", "eval_mode: the training flag is not restored",
+    M("K01", "interp/hooks.py", "eval_mode: the training flag is not restored",
       "            model.train(was_training)\n", "            model.eval()\n"),
-    M("H02", "interp/hooks.py", "capture: the pass never stops early",
+    M("K02", "interp/hooks.py", "capture: the pass never stops early",
       "            if stop and len(store) == len(wanted):", "            if False:"),
-    M("H03", "interp/hooks.py", "run: pre-hooks stay attached after the call",
+    M("K03", "interp/hooks.py", "run: pre-hooks stay attached after the call",
       "            for h in handles:\n                h.remove()", "            pass"),
-    M("H04", "interp/hooks.py", "hook_name: cross attention read from the self-attention module",
+    M("K04", "interp/hooks.py", "hook_name: cross attention read from the self-attention module",
       '{"cross": "cross_attn", "decoder_self": "self_attn"}', '{"cross": "self_attn", "decoder_self": "self_attn"}'),
-    M("H05", "interp/hooks.py", "run: gradients kept by default",
+    M("K05", "interp/hooks.py", "run: gradients kept by default",
       "torch.set_grad_enabled(grad)", "torch.set_grad_enabled(True)"),
     # ---------------------------------------------------------------- circuits/stats.py
     M("S01", "circuits/stats.py", "bootstrap: lower quantile at 1 - level",
