@@ -401,6 +401,18 @@ CASES = [
      ["invalid choice: 'b'"], None),
 ]
 
+# a language model given to a command that needs a task model (its task is asked first)
+NO_TASK = ["without a task", "language model", "interp models"]
+CASES += [
+    ("ablate-language-model", "circuits.ablate", ["{text}", "--tokens", "x", "--out", "o"],
+     NO_TASK, None),
+    ("patch-language-model", "circuits.patch", ["{text}", "--out", "o"], NO_TASK, None),
+    ("evaluate-language-model", "interp.evaluate", ["{text}", "--json", "o.json"], NO_TASK, None),
+    ("solve-language-model", "interp.solve", ["{text}", "1x^2+2x+1=0"], NO_TASK, None),
+    ("train-init-from-language-model", "interp.train",
+     ["arithmetic", "--steps", "1", "--init-from", "{text}", "--out", "o"], NO_TASK, None),
+]
+
 # --device and --dtype: every command refuses a device this machine lacks, or a dtype it does
 # not know, in one line before any work (issue #12)
 DEVICE_COMMANDS = [

@@ -101,7 +101,9 @@ def test_load_model_gives_a_native_bridge_without_a_task(tmp_path, text_tokenize
     tokens = bridge.to_tokens("def f(x):\n    return x")
     assert tokens[0, 0].item() == text_tokenizer.bos_token_id
     ckpt = load_checkpoint(tmp_path / "m")     # the one loader reads every kind of checkpoint
-    assert (ckpt.arch, ckpt.task, ckpt.model) == ("native", None, None)
+    assert (ckpt.arch, ckpt.task_or_none, ckpt.model) == ("native", None, None)
+    with pytest.raises(InterpError, match="language model .* without a task"):
+        ckpt.task                      # what task commands ask first: one line, no traceback
     assert torch.equal(ckpt.bridge().to_tokens("x = 1"), bridge.to_tokens("x = 1"))
 
 

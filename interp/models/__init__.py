@@ -83,15 +83,17 @@ def resolve_dtype(dtype=None):
 class Checkpoint:
     """A loaded checkpoint, on its device and dtype.
 
-    model : the plain HF model in eval mode (task and HF checkpoints; None for native ones)
-    task : the checkpoint's task (None for language models and HF checkpoints)
+    model : the plain HF model in eval mode (task models; None for the others, whose model
+        is read by `bridge()`)
+    task : the checkpoint's task; asking a language model or an HF checkpoint for it raises
+        InterpError (they have none: `task_or_none` is None)
     config : its ModelConfig (task models), else None
     meta : interp.json ({} for an HF checkpoint without one)
     arch : 'decoder' or 't5' (task models), 'native', or 'hf' (any HF directory)
     """
 
     model: object
-    task: object
+    task_or_none: object
     config: ModelConfig | None
     meta: dict
     path: Path
@@ -99,6 +101,16 @@ class Checkpoint:
     device: object = None
     dtype: object = None
     _bridge: object = None
+
+    @property
+    def task(self):
+        if self.task_or_none is None:
+            what = ("a language model (arch 'native')" if self.arch == "native" else
+                    "an HF checkpoint without interp.json")
+            raise InterpError(f"{self.path} is {what}, without a task; this needs a task model "
+                              "(`interp models` lists them); analyse it with interp.load_model, "
+                              "classify_heads or circuits.induction")
+        return self.task_or_none
 
     def bridge(self):
         """The TransformerBridge over this checkpoint (made once, eval mode). For task models
@@ -121,8 +133,9 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     path = resolve(name_or_path)
-    if not (path / "interp.json").is_file() and (path / "config.json").is_file():
-        return Checkpoint(None, None, None, {}, path, "hf", dev, dt)
+    if not (path / "interp.json").is_file():
+        if (path / "config.json").is_file():
+            return Checkpoint(None, None, None, {}, path, "hf", dev, dt)
     meta = validate(path)
     if meta["model"]["arch"] == "native":
         return Checkpoint(None, None, None, meta, path, "native", dev, dt)
@@ -151,7 +164,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
         models) and HF directories.
     """
     ckpt = load_checkpoint(name_or_path, device, dtype)
-    return ckpt.bridge(), ckpt.task
+    return ckpt.bridge(), ckpt.task_or_none
 
 
 def _load_task_model(path: Path, meta: dict):

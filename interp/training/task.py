@@ -122,6 +122,7 @@ class Trainer:
         from interp.models import load_checkpoint
 
         src = load_checkpoint(name_or_path)
+        src.task                     # a language model or HF directory has none: one line
         if src.config.to_dict() != self.cfg.model.to_dict():
             raise InterpError(f"--init-from {name_or_path}: its model {src.config.to_dict()} "
                               f"differs from this run's {self.cfg.model.to_dict()}; give the "
