@@ -17,34 +17,33 @@ from interp.errors import InterpError, TaskError
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> (module, attribute). `evaluate_model` and `train_model` are not called
+# `evaluate` and `train`: those are the command modules `python -m interp.evaluate / .train`,
+# which would replace the attribute once imported.
 _API = {
-    "load_model": "interp.models",
-    "load_checkpoint": "interp.models",
-    "Checkpoint": "interp.models",
-    "get_task": "interp.tasks",
-    "cache_attention": "interp.cache",
-    "stream_attention": "interp.cache",
-    "ShardedCache": "interp.cache",
-    "save_shards": "interp.cache",
-    "head_table": "interp.attention.taxonomy",
-    "head_taxonomy": "interp.attention.taxonomy",
-    "HeadTaxonomy": "interp.attention.taxonomy",
-    "label_counts": "interp.attention.taxonomy",
-    "role_maps": "interp.attention.maps",
-    "rollout": "interp.attention.maps",
-    "attention_view": "interp.viz.views",
-    "Thresholds": "interp.attention.stats",
-    "induction_scores": "interp.attention.detect",
-    "evaluate": "interp.metrics",
-    "answer_loss": "interp.metrics",
-    "solve_one": "interp.metrics",
-    "TrainConfig": "interp.training.recipe",
-    "train": "interp.training.task",
-    "hook_name": "interp.hooks",
-    "run": "interp.hooks",
-    "capture": "interp.hooks",
-    "KINDS": "interp.hooks",
+    "load_model": ("interp.models", "load_model"),
+    "load_checkpoint": ("interp.models", "load_checkpoint"),
+    "Checkpoint": ("interp.models", "Checkpoint"),
+    "get_task": ("interp.tasks", "get_task"),
+    "cache_attention": ("interp.cache", "cache_attention"),
+    "stream_attention": ("interp.cache", "stream_attention"),
+    "ShardedCache": ("interp.cache", "ShardedCache"),
+    "save_shards": ("interp.cache", "save_shards"),
+    "head_table": ("interp.attention.taxonomy", "head_table"),
+    "head_taxonomy": ("interp.attention.taxonomy", "head_taxonomy"),
+    "HeadTaxonomy": ("interp.attention.taxonomy", "HeadTaxonomy"),
+    "label_counts": ("interp.attention.taxonomy", "label_counts"),
+    "Thresholds": ("interp.attention.stats", "Thresholds"),
+    "attention_view": ("interp.viz.views", "attention_view"),
+    "evaluate_model": ("interp.metrics", "evaluate"),
+    "answer_loss": ("interp.metrics", "answer_loss"),
+    "solve_one": ("interp.metrics", "solve_one"),
+    "TrainConfig": ("interp.training.recipe", "TrainConfig"),
+    "train_model": ("interp.training.task", "train"),
+    "hook_name": ("interp.hooks", "hook_name"),
+    "run": ("interp.hooks", "run"),
+    "capture": ("interp.hooks", "capture"),
+    "KINDS": ("interp.hooks", "KINDS"),
 }
 
 
@@ -52,7 +51,8 @@ def __getattr__(name):
     if name in _API:
         import importlib
 
-        value = getattr(importlib.import_module(_API[name]), name)
+        module, attr = _API[name]
+        value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'interp' has no attribute {name!r}")

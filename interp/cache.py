@@ -52,7 +52,7 @@ class _Source:
     in the dataset; q and k are the longest real query/key lengths in that batch (the patterns
     are zero on padding)."""
 
-    family: str
+    arch: str
     sides: dict[str, Side]
 
     def query(self, kind: str) -> Side:
@@ -81,7 +81,7 @@ class AttentionCache(_Source):
     """Attention patterns over a dataset in memory. patterns[kind]: [layer, batch, head,
     query, key], padded to the longest example."""
 
-    family: str
+    arch: str
     patterns: dict[str, torch.Tensor]
     sides: dict[str, Side]
     examples: list = field(default_factory=list)
@@ -106,12 +106,12 @@ class AttentionStream(_Source):
     """Patterns computed batch by batch as they are read, never all held: memory stays flat
     however many examples there are. One pass only (batches() runs the model)."""
 
-    def __init__(self, bridge, family, sides, kinds, examples, batch_size, progress):
-        self.bridge, self.family, self.sides, self.kinds = bridge, family, sides, tuple(kinds)
+    def __init__(self, bridge, arch, sides, kinds, examples, batch_size, progress):
+        self.bridge, self.arch, self.sides, self.kinds = bridge, arch, sides, tuple(kinds)
         self.examples, self.batch_size, self.progress = list(examples), batch_size, progress
 
     def batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
-        yield from _forward(self.bridge, self.family, self.sides, self.kinds, self.batch_size,
+        yield from _forward(self.bridge, self.arch, self.sides, self.kinds, self.batch_size,
                             self.progress)
 
 
@@ -128,7 +128,8 @@ class ShardedCache(_Source):
             raise InterpError(f"{folder} is not an attention cache folder (no cache.json); "
                               "make one with interp.cache.save_shards")
         meta = json.loads(meta_path.read_text())
-        self.family, self.kinds = meta["family"], tuple(meta["kinds"])
+        # "family" in shards saved before issue #12
+        self.arch, self.kinds = meta.get("arch", meta.get("family")), tuple(meta["kinds"])
         self.n_shards = meta["shards"]
         self.sides = {name: Side(pad_rows(s["ids"], PAD_ID), torch.tensor(s["lengths"]),
                                  s["tokens"], s["roles"]) for name, s in meta["sides"].items()}
@@ -160,7 +161,7 @@ def save_shards(source: _Source, folder: str | Path) -> ShardedCache:
                                                                         s.lengths)],
                         "lengths": s.lengths.tolist(), "tokens": s.tokens, "roles": s.roles}
                  for name, s in source.sides.items()}
-        (tmp / "cache.json").write_text(json.dumps({"family": source.family,
+        (tmp / "cache.json").write_text(json.dumps({"arch": source.arch,
                                                     "kinds": list(source.kinds),
                                                     "shards": n, "sides": sides}))
 
@@ -180,20 +181,20 @@ def _check(bridge, examples, kinds):
     return kinds
 
 
-def _forward(bridge, family, sides, kinds, batch_size, progress=False):
+def _forward(bridge, arch, sides, kinds, batch_size, progress=False):
     """Run the model over batches of similar length; yield (index, {kind: patterns})."""
     import sys
 
     from tqdm.auto import tqdm
 
-    main = sides["src" if family != "decoder" else "seq"]
+    main = sides["src" if arch != "decoder" else "seq"]
     names = {(k, l): hook_name(bridge, k, l) for k in kinds for l in range(n_layers(bridge, k))}
     with eval_mode(bridge):
         for index in tqdm(list(length_batches(main.lengths, batch_size)), desc="attention",
                           leave=False, disable=not progress or not sys.stderr.isatty()):
             w = int(main.lengths[index].max())
             kw = {"attention_mask": main.valid[index, :w].long()}
-            if family == "t5":
+            if arch == "t5":
                 tgt = sides["tgt"]
                 kw["decoder_input"] = tgt.ids[index, :int(tgt.lengths[index].max())]
             cache = capture(bridge, main.ids[index, :w], names=names.values(), **kw)
@@ -216,9 +217,9 @@ def stream_attention(bridge, task: Task | None, examples: Sequence,
     """Like `cache_attention`, but nothing is kept: batches are computed as they are read
     (pass the result to `interp.attention.stats.collect_stats`, or to `save_shards`)."""
     kinds = _check(bridge, examples, kinds)
-    family = arch_of(bridge)
-    sides = build_sides(family, task, examples, getattr(bridge, "tokenizer", None))
-    return AttentionStream(bridge, family, sides, kinds, examples, batch_size, progress)
+    arch = arch_of(bridge)
+    sides = build_sides(arch, task, examples, getattr(bridge, "tokenizer", None))
+    return AttentionStream(bridge, arch, sides, kinds, examples, batch_size, progress)
 
 
 def cache_attention(bridge, task: Task | None, examples: Sequence, kinds: Sequence[str] | None
@@ -253,10 +254,10 @@ class KeepFirst(_Source):
     and gives a report its examples."""
 
     def __init__(self, source: _Source, n: int):
-        self.source, self.family, self.sides = source, source.family, source.sides
+        self.source, self.arch, self.sides = source, source.arch, source.sides
         self.kinds = tuple(source.kinds)
         n = min(n, len(next(iter(source.sides.values())).lengths))
-        self.kept = AttentionCache(source.family, {}, _first(source.sides, n),
+        self.kept = AttentionCache(source.arch, {}, _first(source.sides, n),
                                    list(getattr(source, "examples", []))[:n])
         self.n = n
 

@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from interp.viz.reports.classify import SHOW  # noqa: F401  (the printed columns)
 
 # Plain sentences for pretrained text models (written for this package).
 DEFAULT_SENTENCES = [
@@ -53,14 +52,14 @@ def _check_prompt_lengths(bridge, texts: list[str], source: str) -> None:
     tok = getattr(bridge, "tokenizer", None)
     if not n_ctx or tok is None:
         return
-    family = arch_of(bridge)
+    arch = arch_of(bridge)
     for i, t in enumerate(texts, 1):
-        # tokenized as interp.cache.build_sides does; a very long line first in part: if
+        # tokenized as interp.tokens.build_sides does; a very long line first in part: if
         # its head is already too long, so is the whole line
         cut = len(t) > 50 * n_ctx
-        n_tok = len(prompt_ids(family, tok, t[:50 * n_ctx]))
+        n_tok = len(prompt_ids(arch, tok, t[:50 * n_ctx]))
         if cut and n_tok <= n_ctx:
-            cut, n_tok = False, len(prompt_ids(family, tok, t))
+            cut, n_tok = False, len(prompt_ids(arch, tok, t))
         if n_tok > n_ctx:
             size = f"over {n_tok:,}" if cut else f"{n_tok:,}"
             raise InterpError(f"--prompts {source}: prompt {i} ({shorten(t)!r}) is "
@@ -145,8 +144,8 @@ def _inputs(a, ckpt):
 
 
 def _main(argv) -> int:
-
     from interp.attention.taxonomy import head_taxonomy
+    from interp.cache import save_shards
     from interp.cli.common import load
     from interp.io import output_lock, replace_dir_atomic, write_json
     from interp.viz.reports import classify as report
@@ -156,9 +155,11 @@ def _main(argv) -> int:
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     bridge, task, examples = _inputs(a, load(a))
     with output_lock(out), output_lock(a.save_cache, "--save-cache"):
+        keep_shards = (lambda source: save_shards(source, a.save_cache)) if a.save_cache \
+            else None
         result = head_taxonomy(bridge, task, examples, kinds, a.batch_size, a.segments,
-                                a.save_cache, keep=0 if a.no_report else a.examples,
-                                progress=not a.quiet)
+                               keep_shards, keep=0 if a.no_report else a.examples,
+                               progress=not a.quiet)
         table = result.table
 
         def fill(tmp: Path) -> None:

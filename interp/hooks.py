@@ -45,7 +45,19 @@ KINDS = {
 
 def arch_of(bridge) -> str:
     """'decoder' (causal LM), 'encoder' (BERT-like) or 't5' (encoder-decoder): the `arch` a
-    checkpoint's interp.json records, read from the bridge itself."""
+    checkpoint's interp.json records, read from the bridge itself (and kept on it: the
+    module tree is walked once)."""
+    arch = getattr(bridge, "_interp_arch", None)
+    if arch is None:
+        arch = _read_arch(bridge)
+        try:
+            bridge._interp_arch = arch
+        except AttributeError:     # an object that takes no attributes: read it each time
+            pass
+    return arch
+
+
+def _read_arch(bridge) -> str:
     names = {n for n, _ in bridge.named_modules()}
     if any(n.startswith("encoder_blocks") for n in names) and \
             any(n.startswith("decoder_blocks") for n in names):
@@ -63,8 +75,7 @@ def kinds_of(bridge) -> tuple[str, ...]:
 
 
 def n_layers(bridge, kind: str) -> int:
-    fam = arch_of(bridge)
-    if fam == "t5":
+    if arch_of(bridge) == "t5":
         return len(bridge.encoder_blocks if kind == "encoder" else bridge.decoder_blocks)
     return int(bridge.cfg.n_layers)
 
@@ -120,14 +131,6 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def dtype_of(model: torch.nn.Module) -> torch.dtype:
-    """The floating dtype of a model's first floating parameter (float32 without one)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
 def to_device(x, device: torch.device):
     """`x` on `device`: tensors moved, lists/tuples/dicts of them walked, all else as is."""
     if isinstance(x, torch.Tensor):
@@ -137,6 +140,14 @@ def to_device(x, device: torch.device):
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
     return x
+
+
+def dtype_of(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of a model's first floating parameter (float32 without one)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
 
 
 @contextlib.contextmanager

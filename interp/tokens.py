@@ -111,29 +111,29 @@ class Side:
         return torch.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
 
 
-def prompt_ids(family: str, tokenizer, text: str) -> list[int]:
+def prompt_ids(arch: str, tokenizer, text: str) -> list[int]:
     """The token ids of a raw text prompt: the tokenizer's own specials, and a decoder's BOS
     in front unless the tokenizer already put it there."""
     ids = tokenizer(text, add_special_tokens=True).input_ids
     bos = tokenizer.bos_token_id
-    if family == "decoder" and bos is not None and ids[:1] != [bos]:
+    if arch == "decoder" and bos is not None and ids[:1] != [bos]:
         ids = [bos] + ids
     return ids
 
 
-def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=None
+def build_sides(arch: str, task: Task | None, examples: Sequence, tokenizer=None
                 ) -> dict[str, Side]:
     """Token ids, strings and roles of each side for a list of Examples (or raw strings)."""
     codec = CharCodec()
     if examples and isinstance(examples[0], str):
-        if family == "t5" or tokenizer is None:
+        if arch == "t5" or tokenizer is None:
             raise InterpError("raw text prompts need a decoder or encoder model with a "
                               "tokenizer; give task examples for T5 models")
-        enc = [prompt_ids(family, tokenizer, t) for t in examples]
+        enc = [prompt_ids(arch, tokenizer, t) for t in examples]
         toks = [tokenizer.convert_ids_to_tokens(ids) for ids in enc]
         side = Side(pad_rows(enc, tokenizer.pad_token_id or 0), torch.tensor([len(e) for e in enc]),
                     toks, [list(t) for t in toks])
-        return {"seq" if family == "decoder" else "src": side}
+        return {"seq" if arch == "decoder" else "src": side}
     if task is None:
         raise InterpError("task examples need their task to name token roles")
     src_ids, src_tok, src_roles, tgt_ids, tgt_tok, tgt_roles = [], [], [], [], [], []
@@ -141,7 +141,7 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
         if not isinstance(ex, Example):
             raise InterpError(f"expected task Examples or strings, got {type(ex).__name__}")
         r_src, r_tgt = task.roles(ex.src, ex.tgt)
-        if family == "decoder":
+        if arch == "decoder":
             src_tok.append([BOS, *ex.src, SEP, *ex.tgt, EOS])
             src_roles.append([BOS, *r_src, SEP, *r_tgt, EOS])
             src_ids.append(decoder_prompt(codec, ex.src) + codec.encode(ex.tgt) + [codec.eos])
@@ -154,9 +154,9 @@ def build_sides(family: str, task: Task | None, examples: Sequence, tokenizer=No
             tgt_ids.append([codec.pad, *codec.encode(ex.tgt)])
     first = Side(pad_rows(src_ids, codec.pad), torch.tensor([len(i) for i in src_ids]), src_tok,
                  src_roles)
-    if family == "decoder":
+    if arch == "decoder":
         return {"seq": first}
-    if family == "encoder":
+    if arch == "encoder":
         return {"src": first}
     return {"src": first, "tgt": Side(pad_rows(tgt_ids, codec.pad),
                                       torch.tensor([len(i) for i in tgt_ids]), tgt_tok,

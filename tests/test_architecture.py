@@ -103,3 +103,17 @@ def test_every_command_takes_device_and_dtype(module):
                          text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert out.returncode == 0, out.stderr[-1000:]
     assert "--device" in out.stdout and "--dtype" in out.stdout
+
+
+@pytest.mark.parametrize("package", ["interp", "circuits"])
+def test_no_notebook_name_is_hidden_by_a_module_of_the_same_name(package):
+    """`import interp.evaluate` sets the attribute `interp.evaluate` to the module: a public
+    function of that name would vanish once any code imports the command."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    modules = {m.name.rsplit(".", 1)[-1] for m in pkgutil.iter_modules(pkg.__path__)}
+    assert not set(pkg.__all__) & modules
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None

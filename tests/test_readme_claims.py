@@ -282,7 +282,8 @@ def test_classify_heads_formats_segments_and_examples(tiny_checkpoints, tmp_path
     """--format csv / json print the table that heads.csv / heads.json hold; --segments number
     gives each head the share of attention inside the query's own number, as computed from
     plain HF attentions; --examples k draws exactly k examples in the report."""
-    from interp.classify_heads import SHOW, _main
+    from interp.classify_heads import _main
+    from interp.viz.reports.classify import SHOW
     from interp.models import load_checkpoint
 
     path = tiny_checkpoints["decoder"]

@@ -5,7 +5,9 @@ In a notebook::
     from interp.attention import head_taxonomy, head_table
     result = head_taxonomy(bridge, task, examples, keep=3)   # one streamed pass
     result.frame()                                           # the head table (DataFrame)
-    head_table(interp.cache_attention(bridge, task, examples))   # the same from a cache
+    result.maps()                                            # query role x key role shares
+    head_table(interp.cache_attention(bridge, task, examples))   # from a cache (without
+                                      # the detector's induction score, which needs the model)
 """
 
 from interp.attention.detect import induction_scores

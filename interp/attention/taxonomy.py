@@ -197,6 +197,24 @@ class HeadTaxonomy:
         """The key roles that receive the most attention per (kind, layer)."""
         return operations_table(self.stats)
 
+    def maps(self, kind: str | None = None) -> pd.DataFrame:
+        """The query role x key role maps, long form: one row per (kind, layer, head, query
+        role, key role) with `share`, the mean attention a query of that role pays to keys of
+        that role (each query role's shares sum to 1). Kinds without role maps are skipped."""
+        rows = []
+        for k, st in self.stats.items():
+            if (kind is not None and k != kind) or st.role_map is None:
+                continue
+            m = st.query_role_map()                      # [layer, head, query role, key role]
+            L, H, Q, K = m.shape
+            idx = pd.MultiIndex.from_product([[k], range(L), range(H), st.query_names,
+                                              st.key_names],
+                                             names=["kind", "layer", "head", "query_role",
+                                                    "key_role"])
+            rows.append(pd.DataFrame({"share": m.reshape(-1).double().numpy()}, index=idx))
+        return pd.concat(rows).reset_index() if rows else pd.DataFrame(
+            columns=["kind", "layer", "head", "query_role", "key_role", "share"])
+
     def figure(self):
         """Stacked bars of the classes per layer (plotly), as in the report."""
         from interp.viz.figures import label_counts_figure
@@ -205,7 +223,7 @@ class HeadTaxonomy:
 
 
 def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
-                   segments: str = "statement", save_cache=None, keep: int = 0,
+                   segments: str = "statement", through=None, keep: int = 0,
                    progress: bool = False) -> HeadTaxonomy:
     """Classify every head of a model in one pass over the data.
 
@@ -221,7 +239,9 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
     kinds : attention kinds to read (default all of the model's)
     batch_size : examples whose patterns are held at once
     segments : "statement" or "number", the segments of the block score
-    save_cache : a folder: also keep the patterns there as safetensors shards
+    through : a function the stream of patterns passes through on its way to the statistics
+        (it takes and returns a pattern source), e.g. `lambda s: save_shards(s, folder)` to keep
+        the patterns on disk as well; this function itself writes nothing
     keep : also keep the patterns of the first `keep` examples (`.examples`)
     progress : a progress bar on stderr
 
@@ -230,13 +250,13 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
     HeadTaxonomy (`.frame()` the head table, `.figure()` the classes per layer)
     """
     from interp.attention.detect import induction_scores
-    from interp.cache import keep_first, save_shards, stream_attention
+    from interp.cache import keep_first, stream_attention
 
     stream = stream_attention(bridge, task, examples, kinds, batch_size, progress)
     source = kept = keep_first(stream, keep) if keep else stream
-    if save_cache:
-        source = save_shards(source, save_cache)
-    induction = ({"self": induction_scores(bridge)} if stream.family == "decoder"
+    if through is not None:
+        source = through(source)
+    induction = ({"self": induction_scores(bridge)} if stream.arch == "decoder"
                  and "self" in stream.kinds else None)
     stats = collect_stats(source, th=Thresholds(), segments=segments, induction=induction)
     return HeadTaxonomy(summarise(stats_table(stats)), stats, kept.kept if keep else None)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.io import replace_dir_atomic
 from interp.models.checkpoint import (
     REQUIRED,
     resolve,
@@ -247,5 +246,5 @@ def _boot_hf(path: Path, device, dtype):
 
 __all__ = ["Checkpoint", "ModelConfig", "ARCHS", "DEFAULT_MODEL", "DTYPES", "REQUIRED",
            "build_model", "n_params", "load_checkpoint", "load_model", "save_checkpoint",
-           "replace_dir_atomic", "resolve", "resolve_device", "resolve_dtype", "shipped_models",
+           "resolve", "resolve_device", "resolve_dtype", "shipped_models",
            "validate"]

@@ -3,7 +3,7 @@
     spec = NativeSpec(n_layers=2, mixing="none", d_vocab=2048)   # attention-only, 2 layers
     bridge = build_native(spec, seed=0, tokenizer=tok)           # a TransformerBridge
     save_native(bridge, "runs/attn2l", meta)                     # safetensors + JSON, atomic
-    bridge = load_native("runs/attn2l")
+    bridge, _ = interp.load_model("runs/attn2l")                 # the one loader (load_native)
 
 `spec.mixing` chooses how a token's neighbour reaches the attention keys:
 - "none": plain attention (the 2-layer model and the 1-layer control).
