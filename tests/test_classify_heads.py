@@ -131,3 +131,32 @@ def test_the_analysis_keeps_its_first_examples_as_a_cache_would(tiny_checkpoints
     again = head_table(cache_attention(bridge, task, examples))
     assert list(again.label) == list(result.table.label)
     assert list(again.detail) == list(result.table.detail)
+
+
+def test_maps_frame_holds_each_heads_query_role_by_key_role_shares(tiny_checkpoints):
+    """`.maps()` is the role map as a long table: a share per (head, query role, key role)
+    that, for each query role, is the mean over its queries of the attention on that key role
+    (counted here by loops over a separate cache) and sums to 1."""
+    from interp.attention import head_taxonomy
+    from interp.cache import cache_attention
+    from interp.models import load_model
+
+    bridge, task = load_model(tiny_checkpoints["decoder"])
+    examples = task.generate(5, seed=3)
+    maps = head_taxonomy(bridge, task, examples, batch_size=2).maps("self")
+    assert set(maps.kind) == {"self"} and len(maps) > 0
+    sums = maps.groupby(["layer", "head", "query_role"]).share.sum()
+    assert ((sums - 1).abs() < 1e-5).all()
+    c = cache_attention(bridge, task, examples)
+    P, side = c.patterns["self"], c.query("self")
+    layer, head, q_role, k_role = 1, 2, "b_digit", "c_digit"
+    total, n = 0.0, 0
+    for b, roles in enumerate(side.roles):
+        for q, rq in enumerate(roles):
+            if rq == q_role:
+                n += 1
+                total += sum(float(P[layer, b, head, q, k]) for k, rk in enumerate(roles)
+                             if rk == k_role)
+    row = maps[(maps.layer == layer) & (maps["head"] == head) & (maps.query_role == q_role)
+               & (maps.key_role == k_role)]
+    assert n > 0 and abs(float(row.share.iloc[0]) - total / n) < 1e-5
