@@ -145,6 +145,7 @@ def average_stages(name: str, plan: list[tuple[Path, list[str]]], work: Path) ->
     from safetensors.torch import load_file, save_file
 
     from interp.io import replace_dir_atomic
+    from interp.models.checkpoint import write_meta
 
     dirs = [plan[k - 1][0] for k in AVERAGE[name]]
     weights = [load_file(str(d / "model.safetensors")) for d in dirs]
@@ -159,7 +160,7 @@ def average_stages(name: str, plan: list[tuple[Path, list[str]]], work: Path) ->
         save_file(mean, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         meta = json.loads((tmp / "interp.json").read_text())
         meta["training"]["averaged_stages"] = [f"{name}.stage{k}" for k in AVERAGE[name]]
-        (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_meta(tmp, meta)
 
     replace_dir_atomic(fill, work / name)
     return work / name
@@ -170,6 +171,8 @@ KEEP = ("config.json", "generation_config.json", "model.safetensors", "tokenizer
 
 
 def main() -> int:
+    from interp.models.checkpoint import write_meta
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=sorted(RECIPES) + sorted(TEXT_RECIPES),
@@ -221,7 +224,7 @@ def main() -> int:
             meta["metrics"] = {k: meta["evaluation"][k] for k in
                                ("exact_match", "char_accuracy", "per_class", "per_step", "n")
                                if k in meta["evaluation"]}
-        (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_meta(tmp, meta)
         swap_in(tmp, name)
     return 0
 

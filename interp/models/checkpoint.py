@@ -158,6 +158,13 @@ def check_tokenizer(directory: Path, task_model: bool = True) -> None:
                               "renumbered); restore it with interp.tasks.save_tokenizer")
 
 
+def write_meta(folder: Path, meta: dict) -> None:
+    """Write a checkpoint's interp.json (keys sorted, atomically) into `folder`."""
+    from interp.io import write_json
+
+    write_json(Path(folder) / "interp.json", meta, sort_keys=True, check=False)
+
+
 def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     """Save an HF model, the tokenizer and interp.json into `directory`.
 
@@ -177,7 +184,7 @@ def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(tmp)
-        (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_meta(tmp, meta)
         names = sorted((f.name for f in tmp.iterdir() if f.name != PARTIAL),
                        key=lambda n: n == "interp.json")
         for name in names:

@@ -223,6 +223,7 @@ def save_native(bridge, directory: str | os.PathLike, meta: dict) -> Path:
     from safetensors.torch import save_file
 
     from interp.io import replace_dir_atomic
+    from interp.models.checkpoint import write_meta
 
     if not is_native(bridge):
         raise InterpError("save_native takes a bridge made by build_native or load_native")
@@ -239,7 +240,7 @@ def save_native(bridge, directory: str | os.PathLike, meta: dict) -> Path:
         (tmp / "config.json").write_text(json.dumps(
             {"model_type": MODEL_TYPE, **spec.to_dict()}, indent=2, sort_keys=True) + "\n")
         bridge.tokenizer.save_pretrained(str(tmp))
-        (tmp / "interp.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_meta(tmp, meta)
 
     replace_dir_atomic(fill, Path(directory))
     return Path(directory)
