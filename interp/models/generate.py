@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from interp.tasks.tokenizer import CharCodec
-from interp.tokens import check_length, decoder_prompt, encoder_input
+from interp.tokens import check_length, decoder_prompt, encoder_input, pad_rows
 
 
 def wrapped_by_bridge(model: torch.nn.Module) -> bool:
@@ -76,9 +76,7 @@ def greedy_decode(model, arch: str, srcs: Sequence[str], n_ctx: int,
             budget = n_ctx if max_new_tokens is None else min(max_new_tokens, n_ctx)
             for k in range(0, len(order), batch_size):
                 chunk = order[k:k + batch_size]
-                width = max(len(enc[i]) for i in chunk)
-                ids = torch.tensor([enc[i] + [codec.pad] * (width - len(enc[i])) for i in chunk],
-                                   device=device)
+                ids = pad_rows([enc[i] for i in chunk], codec.pad).to(device)
                 gen = model.generate(input_ids=ids, attention_mask=(ids != codec.pad).long(),
                                      max_new_tokens=budget, do_sample=False,
                                      eos_token_id=codec.eos, pad_token_id=codec.pad,
