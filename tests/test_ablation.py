@@ -43,10 +43,10 @@ def test_knockout_at_every_layer_equals_masking_the_keys_in_hf(model, scope):
     ids, valid, m = whole_batch(prep, targets)
     layers = list(range(ckpt.config.n_layers))
     with torch.no_grad():
-        got = A.forward(bridge, prep.family, ids, valid,
-                        A.build_hooks(bridge, prep.family, "knockout", layers, m, None, valid))
-        clean = A.forward(bridge, prep.family, ids, valid)
-        if prep.family == "decoder":
+        got = A.forward(bridge, prep.arch, ids, valid,
+                        A.build_hooks(bridge, prep.arch, "knockout", layers, m, None, valid))
+        clean = A.forward(bridge, prep.arch, ids, valid)
+        if prep.arch == "decoder":
             ref = ckpt.model(input_ids=ids["seq"],
                              attention_mask=(valid["seq"] & ~m["seq"]).long()).logits
             where = valid["seq"]
@@ -128,8 +128,8 @@ def test_knocking_out_every_key_is_an_error_not_nan(model):
     ids, valid, _ = whole_batch(prep, {})
     everything = {k: v.clone() for k, v in valid.items()}
     with pytest.raises(InterpError, match="every key"):
-        A.forward(bridge, prep.family, ids, valid,
-                  A.build_hooks(bridge, prep.family, "knockout", [0], everything, None, valid))
+        A.forward(bridge, prep.arch, ids, valid,
+                  A.build_hooks(bridge, prep.arch, "knockout", [0], everything, None, valid))
 
 
 def test_controls_match_the_target_count_per_region_and_never_hit_a_target(model):
@@ -154,7 +154,7 @@ def naive_greedy(bridge, prep, tokens, i, layers):
     codec = CharCodec()
     ex = prep.examples[i]
     want = torch.tensor(A.token_ids(bridge, tokens))
-    if prep.family == "decoder":
+    if prep.arch == "decoder":
         seq = [codec.bos] + codec.encode(ex.src) + [codec.sep]
         start = len(seq)
     else:
@@ -163,7 +163,7 @@ def naive_greedy(bridge, prep, tokens, i, layers):
     limit = start + len(ex.tgt) + A.EXTRA_TOKENS
     while seq[-1] != codec.eos and len(seq) < limit:
         cur = torch.tensor([seq])
-        if prep.family == "decoder":
+        if prep.arch == "decoder":
             ids = {"seq": cur}
             masks = {"seq": torch.isin(cur, want) & (torch.arange(len(seq)) < start)
                      & (torch.arange(len(seq)) > 0)}
@@ -172,8 +172,8 @@ def naive_greedy(bridge, prep, tokens, i, layers):
             masks = {"src": torch.isin(src, want), "tgt": torch.zeros_like(cur, dtype=torch.bool)}
         valid = {k: torch.ones_like(v, dtype=torch.bool) for k, v in ids.items()}
         with torch.no_grad():
-            logits = A.forward(bridge, prep.family, ids, valid,
-                               A.build_hooks(bridge, prep.family, "knockout", layers, masks,
+            logits = A.forward(bridge, prep.arch, ids, valid,
+                               A.build_hooks(bridge, prep.arch, "knockout", layers, masks,
                                              None, valid))
         seq.append(int(logits[0, -1].argmax()))
     return codec.decode(seq[start:])

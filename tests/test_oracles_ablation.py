@@ -128,7 +128,7 @@ def test_fields_are_judged_separately_on_planted_logits(decoder, monkeypatch):
     prep = A.prepare(bridge, ckpt.task, ex)
     vocab = len(CharCodec().vocab)
 
-    def planted(bridge, family, ids, valid, hooks=((), ())):
+    def planted(bridge, arch, ids, valid, hooks=((), ())):
         n, w = ids["seq"].shape
         index = [next(i for i in range(prep.n)
                       if torch.equal(prep.sides["seq"].ids[i, :w], ids["seq"][r]))

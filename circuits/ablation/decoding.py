@@ -24,13 +24,20 @@ from .positions import Prepared, occurrence_key
 EXTRA_TOKENS = 16
 
 
+def check_decodable(mode: str, scope: str) -> None:
+    """Raise `InterpError` for `resample` with scope `all`: a generated target token has no
+    donor to take its residual from."""
+    if scope == "all" and mode == "resample":
+        raise InterpError("free-running decoding with resample and scope 'all' is not defined "
+                          "(a generated token has no donor); add --no-decode")
+
+
 def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequence[int],
                      masks: dict[str, torch.Tensor] | None, values, means, target_ids,
                      scope: str, batch_size: int = 128) -> list[str]:
     """Greedy outputs of every example under the same intervention as `run`.
 
-    Not `interp.models.generate.greedy_decode`: HF `generate` on the plain model cannot
-    carry the intervention, which must stay active at every step. Up to the first wrong answer token the greedy output is the solution itself (the model
+    Up to the first wrong answer token the greedy output is the solution itself (the model
     is causal), so decoding starts there, from the token `run` predicted; examples `run`
     found exact are not decoded again; decoding stops at <eos> or `EXTRA_TOKENS` past the
     solution's length. Target positions in generated text are found by token (scope `all`);
@@ -43,11 +50,10 @@ def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequen
     values : side -> `[layer, N, W, d_model]` replacement residuals (`mean`, `resample`)
     means : side -> {key: `[layer, d_model]`} per-key means, for generated positions
     """
-    if scope == "all" and mode == "resample" and layers:
-        raise InterpError("free-running decoding with resample and scope 'all' is not "
-                          "defined (a generated token has no donor); use --no-decode")
+    if layers:
+        check_decodable(mode, scope)
     codec = CharCodec()
-    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 10_000) if prep.family == "decoder" \
+    n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 10_000) if prep.arch == "decoder" \
         else 10_000
     outs: list[str | None] = [None] * prep.n
     seqs: dict[int, list[int]] = {}
@@ -58,7 +64,7 @@ def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequen
             continue
         full = prep.sides[prep.out_side].ids[i].tolist()
         seqs[i] = full[: t + 1] + [int(run.first_pred[i])]
-    start = {i: (len(prep.examples[i].src) + 2 if prep.family == "decoder" else 1) for i in seqs}
+    start = {i: (len(prep.examples[i].src) + 2 if prep.arch == "decoder" else 1) for i in seqs}
     # an output already longer than the solution is wrong; a margin keeps later statements
     # readable by the checker without decoding runaway text to the end of the context
     limit = {i: min(n_ctx, start[i] + len(prep.examples[i].tgt) + EXTRA_TOKENS) for i in seqs}
@@ -83,7 +89,7 @@ def _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, 
     cur = pad_rows([seqs[i] for i in chunk], CharCodec().pad)
     w = cur.shape[1]
     ids, valid = {out_side: cur}, {out_side: torch.arange(w)[None] < lens[:, None]}
-    if prep.family == "t5":
+    if prep.arch == "t5":
         ws = int(prep.sides["src"].lengths[idx].max())
         ids["src"] = prep.sides["src"].ids[idx, :ws]
         valid["src"] = prep.sides["src"].valid[idx, :ws]
@@ -95,8 +101,8 @@ def _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, 
         vals = None if values is None else {
             s: _step_values(values[s], means[s], m[s], idx, chunk, seqs, start,
                             scope == "all" and s == out_side) for s in prep.sides}
-        hooks = build_hooks(bridge, prep.family, mode, layers, m, vals, valid)
-    logits = forward(bridge, prep.family, ids, valid, hooks)
+        hooks = build_hooks(bridge, prep.arch, mode, layers, m, vals, valid)
+    logits = forward(bridge, prep.arch, ids, valid, hooks)
     nxt = logits[torch.arange(len(chunk)), lens - 1].argmax(-1).tolist()
     for i, tok in zip(chunk, nxt):
         seqs[i].append(int(tok))

@@ -16,8 +16,8 @@ from interp.errors import InterpError
 from interp.hooks import n_layers as kind_layers
 from interp.tasks.base import Example, Task
 
-from .decoding import decode_condition
-from .interventions import MODES, clean_residuals, replacement_values, run_condition
+from .decoding import check_decodable, decode_condition
+from .interventions import check_mode, clean_residuals, replacement_values, run_condition
 from .positions import control_masks, parse_layers, prepare, target_masks, token_ids
 
 #: metrics whose damage is "ablated minus clean"; the others are "clean minus ablated"
@@ -149,7 +149,7 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
     _check_request(mode, n_controls, decode, scope)
     ids = token_ids(bridge, tokens)
     prep = prepare(bridge, task, examples)
-    n_layers = kind_layers(bridge, "encoder" if prep.family == "t5" else "self")
+    n_layers = kind_layers(bridge, "encoder" if prep.arch == "t5" else "self")
     chosen = parse_layers(layers, n_layers)
     targets = target_masks(prep, ids, scope)
     n_targets = sum(int(m.sum()) for m in targets.values())
@@ -210,7 +210,7 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
                    "target": score_outputs(task, prep.examples, outs_target),
                    "outputs": {"clean": outs_clean, "target": outs_target}}
     meta = {"tokens": list(tokens), "mode": mode, "scope": scope, "layers": chosen,
-            "n": prep.n, "controls": n_controls, "seed": seed, "family": prep.family,
+            "n": prep.n, "controls": n_controls, "seed": seed, "family": prep.arch,
             "target_positions": n_targets,
             "target_positions_per_example": n_targets / prep.n}
     return AblationResult(summary, pd.DataFrame(sweep_rows), decoded,
@@ -219,13 +219,11 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
 
 
 def _check_request(mode: str, n_controls: int, decode: bool, scope: str) -> None:
-    if mode not in MODES:
-        raise InterpError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_mode(mode)
     if n_controls < 0:
         raise InterpError(f"the number of controls must be 0 or more, got {n_controls}")
-    if decode and scope == "all" and mode == "resample":
-        raise InterpError("free-running decoding with resample and scope 'all' is not defined "
-                          "(a generated token has no donor); add --no-decode")
+    if decode:
+        check_decodable(mode, scope)
 
 
 def _per_example(prep, targets, clean, target, ctl_runs) -> pd.DataFrame:

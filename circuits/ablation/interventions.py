@@ -21,6 +21,12 @@ MODES = ("knockout", "mean", "zero", "resample")
 SIDE_KIND = {"seq": "self", "src": "encoder", "tgt": "decoder_self"}
 
 
+def check_mode(mode: str) -> None:
+    """Raise `InterpError` unless `mode` is one of `MODES`."""
+    if mode not in MODES:
+        raise InterpError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
 def _knock(mask: torch.Tensor):
     """A pattern hook: zero the key columns in mask `[batch, key]` and renormalise each row
     of `pattern: [batch, head, query, key]`."""
@@ -92,7 +98,7 @@ def _attention(bridge, kind: str, layer: int) -> torch.nn.Module:
     return module_at(bridge, name).original_component
 
 
-def build_hooks(bridge, family: str, mode: str, layers: Sequence[int],
+def build_hooks(bridge, arch: str, mode: str, layers: Sequence[int],
                 masks: dict[str, torch.Tensor], values: dict[str, torch.Tensor] | None = None,
                 valid: dict[str, torch.Tensor] | None = None) -> tuple[list, list]:
     """The interventions of one batch: TransformerLens (hook name, fn) pairs and, for T5
@@ -105,14 +111,13 @@ def build_hooks(bridge, family: str, mode: str, layers: Sequence[int],
         `resample`, indexed by position in `layers`
     valid : side -> `[batch, W]` real tokens (to catch a knockout that leaves a query nothing)
     """
-    if mode not in MODES:
-        raise InterpError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_mode(mode)
     tl, pre_hooks = [], []
-    if mode == "knockout" and family == "t5" and valid is not None and bool(masks["src"].any()):
+    if mode == "knockout" and arch == "t5" and valid is not None and bool(masks["src"].any()):
         _check_alive(masks["src"], valid["src"], "the input")
     for j, l in enumerate(layers):
         if mode == "knockout":
-            if family == "decoder":
+            if arch == "decoder":
                 tl.append((hook_name(bridge, "self", l, "hook_pattern"), _knock(masks["seq"])))
                 continue
             if bool(masks["src"].any()):
@@ -130,13 +135,13 @@ def build_hooks(bridge, family: str, mode: str, layers: Sequence[int],
     return tl, pre_hooks
 
 
-def forward(bridge, family: str, ids: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+def forward(bridge, arch: str, ids: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
             hooks=((), ())) -> torch.Tensor:
     """Logits on the output side, `[batch, pos, vocab]` float32 on the CPU, of one forward
     pass with `hooks` (as `build_hooks` returns them) attached; `ids`, `valid`: side ->
     `[batch, W]`."""
     tl, pre_hooks = hooks
-    if family == "decoder":
+    if arch == "decoder":
         out = run(bridge, ids["seq"], hooks=tl, pre_hooks=pre_hooks,
                   attention_mask=valid["seq"].long())
     else:
@@ -195,9 +200,9 @@ def run_condition(bridge, prep: Prepared, mode: str = "knockout", layers: Sequen
     pred_at = torch.full((n,), -1, dtype=torch.long)
     masks = masks or {k: torch.zeros_like(v) for k, v in prep.input_region.items()}
     for index, widths, ids, valid, m, vals in batches(prep, batch_size, masks, values):
-        hooks = build_hooks(bridge, prep.family, mode, layers, m, vals, valid) \
+        hooks = build_hooks(bridge, prep.arch, mode, layers, m, vals, valid) \
             if layers else ((), ())
-        logits = forward(bridge, prep.family, ids, valid, hooks)
+        logits = forward(bridge, prep.arch, ids, valid, hooks)
         w = widths[prep.out_side]
         lab = prep.labels[index, :w]
         fld = prep.fields[index, :w]
@@ -231,7 +236,7 @@ def clean_residuals(bridge, prep: Prepared, layers: Sequence[int], batch_size: i
              for s in prep.sides for j, l in enumerate(layers)}
     for index, _, ids, valid, _, _ in batches(prep, batch_size):
         kw = {"attention_mask": valid[prep.main_side].long()}
-        if prep.family == "t5":
+        if prep.arch == "t5":
             kw["decoder_input"] = ids["tgt"]
         store = capture(bridge, ids[prep.main_side], names=names.values(), **kw)
         for s, side in prep.sides.items():

@@ -25,8 +25,8 @@ class Prepared:
 
     Attributes
     ----------
-    family : str
-        The model's arch, "decoder" or "t5".
+    arch : str
+        The model's architecture (`interp.hooks.arch_of`), "decoder" or "t5".
     sides : dict[str, Side]
         "seq" (decoder-only) or "src" and "tgt" (T5), as `interp.tokens.build_sides` makes
         them; `ids: [N, W]`.
@@ -43,7 +43,7 @@ class Prepared:
         for literals and <eos>.
     """
 
-    family: str
+    arch: str
     examples: list[Example]
     sides: dict[str, Side]
     input_region: dict[str, torch.Tensor]
@@ -59,11 +59,11 @@ class Prepared:
 
     @property
     def out_side(self) -> str:
-        return "seq" if self.family == "decoder" else "tgt"
+        return "seq" if self.arch == "decoder" else "tgt"
 
     @property
     def main_side(self) -> str:
-        return "seq" if self.family == "decoder" else "src"
+        return "seq" if self.arch == "decoder" else "src"
 
 
 def field_of(role: str) -> str | None:
@@ -77,24 +77,24 @@ def field_of(role: str) -> str | None:
 def prepare(bridge, task: Task, examples: Sequence[Example]) -> Prepared:
     """Tokenize `examples` once (`interp.tokens.build_sides`) and mark their regions, keys,
     answer labels and solution fields for a decoder-only or T5 `bridge`."""
-    family = arch_of(bridge)
-    if family not in ("decoder", "t5"):
+    arch = arch_of(bridge)
+    if arch not in ("decoder", "t5"):
         raise InterpError("token ablation needs a model that writes the answer (decoder-only "
-                          f"or T5); this one is {family!r}")
+                          f"or T5); this one is {arch!r}")
     if not examples:
         raise InterpError("no examples to ablate; give at least one (e.g. --n 500)")
-    sides = build_sides(family, task, examples)
+    sides = build_sides(arch, task, examples)
     n_ctx = int(getattr(bridge.cfg, "n_ctx", 0) or 0)
     inp = {name: torch.zeros_like(s.ids, dtype=torch.bool) for name, s in sides.items()}
     sol = {name: torch.zeros_like(s.ids, dtype=torch.bool) for name, s in sides.items()}
     keys = {name: [[None] * s.ids.shape[1] for _ in examples] for name, s in sides.items()}
-    width = sides["seq" if family == "decoder" else "tgt"].ids.shape[1]
+    width = sides["seq" if arch == "decoder" else "tgt"].ids.shape[1]
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     field_idx = torch.full((len(examples), width), -1, dtype=torch.long)
     names: list[str] = []
     for i, ex in enumerate(examples):
         ns, nt = len(ex.src), len(ex.tgt)
-        if family == "decoder":
+        if arch == "decoder":
             s = sides["seq"]
             if n_ctx:
                 check_length(int(s.lengths[i]), n_ctx, f"the sequence for {ex.src!r}")
@@ -111,7 +111,7 @@ def prepare(bridge, task: Task, examples: Sequence[Example]) -> Prepared:
             for t, tok in enumerate(answer):
                 labels[i, t] = tok
                 _set_field(field_idx, names, i, t, tgt.roles[i][t + 1] if t < nt else "")
-    return Prepared(family, list(examples), sides, inp, sol, keys, labels, field_idx, names)
+    return Prepared(arch, list(examples), sides, inp, sol, keys, labels, field_idx, names)
 
 
 def _mark(inp, sol, keys, side: Side, i, in_pos, sol_pos) -> None:
