@@ -43,12 +43,9 @@ def OWN_FILES(name: str) -> bool:
 
 
 def _main(argv) -> int:
-
     from circuits.patching import DIRECTIONS, METRICS
     from interp.cli.common import Parser, add_options, check_device, check_outputs, load, positive
-    from interp.io import (
-        output_lock,
-    )
+    from interp.io import output_lock
 
     p = Parser(prog="python -m circuits.patch", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)

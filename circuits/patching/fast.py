@@ -23,12 +23,8 @@ def _orig(m):
 
 class GPT2Tail:
     """The layers of an HF GPT-2 (as wrapped by the bridge) run on the positions a patch can
-    change, with the receiving run's keys and values reused for the positions before it.
-
-    A patch at position p changes nothing before p (causal attention), and only the logits at
-    the answer position are needed, so after the patch each layer computes positions p.. only
-    and the last layer only the answer position's query and MLP. Same HF modules and
-    weights as the bridge's forward."""
+    change, with the receiving run's keys and values reused for the positions before it (why
+    this is exact: the module docstring)."""
 
     def __init__(self, bridge):
         self.blocks = []

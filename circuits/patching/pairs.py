@@ -14,7 +14,8 @@ from interp.errors import InterpError
 from interp.hooks import arch_of
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import CharCodec
-from interp.tokens import decoder_prompt, encoder_input
+from interp.tokens import build_sides, decoder_prompt, encoder_input
+from interp.viz.views import shown_tokens
 
 METRICS = ("logit_diff", "logprob")
 
@@ -174,32 +175,27 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
         raise InterpError(f"no equation gives a usable pair for field {field!r} and answer "
                           f"{answer!r} (the answer field must exist and differ); try another "
                           "--corrupt or --answer")
-    layout, chosen = max(by_layout.items(), key=lambda kv: len(kv[1]))
+    chosen = max(by_layout.values(), key=len)
     chosen = chosen[:n]
     if len(chosen) < n:
         raise InterpError(f"only {len(chosen)} pairs of one layout found for field {field!r} "
                           f"and answer {answer!r}; ask for fewer (--n {len(chosen)})")
 
-    def seqs(ex, k):
-        if arch == "decoder":
-            return {"seq": decoder_prompt(codec, ex.src) + codec.encode(ex.tgt[:k])}
-        return {"src": encoder_input(codec, ex.src), "tgt": [codec.pad] + codec.encode(ex.tgt[:k])}
-
-    clean = {s: torch.tensor([seqs(e, k)[s] for e, _, k in chosen]) for s in seqs(*chosen[0][::2])}
-    bad = {s: torch.tensor([seqs(b, k)[s] for _, b, k in chosen]) for s in clean}
+    # one layout: every side has the first pair's length when cut before the answer token
     ex0, _, k0 = chosen[0]
-    in_roles, out_roles = layout
-    if arch == "decoder":
-        roles = {"seq": ["<bos>", *in_roles, "<sep>", *out_roles]}
-        tokens = {"seq": ["<bos>", *ex0.src, "<sep>", *ex0.tgt[:k0]]}
-    else:
-        roles = {"src": [*in_roles, "<eos>"], "tgt": ["<start>", *out_roles]}
-        tokens = {"src": [*ex0.src, "<eos>"], "tgt": ["<start>", *ex0.tgt[:k0]]}
+    width = {"seq": len(decoder_prompt(codec, ex0.src)) + k0,
+             "src": len(encoder_input(codec, ex0.src)), "tgt": 1 + k0}  # tgt: <start> tgt[:k]
+    clean = build_sides(arch, task, [e for e, _, _ in chosen])
+    bad = build_sides(arch, task, [b for _, b, _ in chosen])
     out = "seq" if arch == "decoder" else "tgt"
-    return Pairs(arch, clean, bad, clean[out].shape[1] - 1,
+    return Pairs(arch, {s: side.ids[:, :width[s]].contiguous() for s, side in clean.items()},
+                 {s: side.ids[:, :width[s]].contiguous() for s, side in bad.items()},
+                 width[out] - 1,
                  torch.tensor([codec.vocab[e.tgt[k]] for e, _, k in chosen]),
                  torch.tensor([codec.vocab[b.tgt[k]] for _, b, k in chosen]),
-                 tokens, roles, [(e, b) for e, b, _ in chosen])
+                 {s: shown_tokens(side, 0)[:width[s]] for s, side in clean.items()},
+                 {s: side.roles[0][:width[s]] for s, side in clean.items()},
+                 [(e, b) for e, b, _ in chosen])
 
 
 def metric_values(logits: torch.Tensor, pairs: Pairs, metric: str = "logit_diff",
