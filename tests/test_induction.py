@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from circuits.induction import (induction_score, prefix_matching_score, repeated_tokens,
-                                scores_from_patterns)
+from interp.attention.induction import induction_score, prefix_matching_score, scores_from_patterns
+from interp.tokens import repeated_tokens
 from interp.errors import InterpError
 
 
@@ -126,7 +126,7 @@ def test_copying_is_one_for_an_identity_ov_circuit_and_minus_one_for_its_negativ
 
 
 def test_icl_score_is_the_late_minus_early_loss_with_its_standard_error():
-    from circuits.induction import icl_positions, icl_score
+    from interp.attention.induction import icl_positions, icl_score
 
     losses = torch.tensor([[5.0, 4.0, 3.0, 2.0], [6.0, 4.0, 2.0, 1.0]])
     # token p's loss is column p - 1: token 1 -> 5/6, token 4 -> 2/1
@@ -141,7 +141,7 @@ def test_icl_score_is_the_late_minus_early_loss_with_its_standard_error():
 
 
 def test_token_losses_are_the_model_cross_entropy_per_position():
-    from circuits.induction import token_losses
+    from interp.attention.induction import token_losses
 
     b = tiny_native(layers=1)
     x = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(1))
@@ -219,7 +219,7 @@ def test_scores_agree_with_transformer_lens_detect_head():
     TL's score with the diagonal as detection pattern, rescaled by half / width."""
     from transformer_lens.head_detector import detect_head
 
-    from circuits.induction import model_patterns
+    from interp.attention.induction import model_patterns
     from interp.attention.scores import (detection_score, duplicate_token_pattern,
                                          induction_pattern, previous_token_pattern)
     from interp.tasks import text as T
@@ -272,8 +272,8 @@ def test_eigen_positivity_is_one_for_copying_and_minus_one_for_anti_copying():
 
 @pytest.mark.parametrize("mixing", ["smeared", "conv"])
 def test_unmixing_check_measures_the_plain_model_and_restores_the_weights(mixing):
-    from circuits.induction import (head_scores, induction_score, model_patterns,
-                                    score_prompts, unmixing_check)
+    from circuits.induction import head_scores, unmixing_check
+    from interp.attention.induction import induction_score, model_patterns, score_prompts
     from interp.models.native import NativeSpec, build_native
 
     b = build_native(NativeSpec(n_layers=1, d_model=32, n_heads=4, n_ctx=64, d_vocab=300,

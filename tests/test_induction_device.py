@@ -53,7 +53,7 @@ def test_the_induction_command_runs_in_bfloat16_and_agrees_with_float32(native_c
 
 
 def test_scores_of_a_bfloat16_model_come_back_as_cpu_float32(native_ckpt):
-    from circuits.induction import model_patterns, score_prompts, token_losses
+    from interp.attention.induction import model_patterns, score_prompts, token_losses
     from interp.models.native import mixing_weights
 
     b = bridge_in(native_ckpt, "bfloat16")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.induction import copying_from_weights, eigen_positivity, icl_positions
+from circuits.induction import copying_from_weights, eigen_positivity
+from interp.attention.induction import icl_positions
 
 
 def weights(seed, d=6, v=9, heads=3):

@@ -35,7 +35,7 @@ def test_training_records_scores_over_steps_and_saves_a_loadable_checkpoint(trai
     x = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(0))
     assert task is None and torch.equal(loaded(x), bridge(x))
     # the stored curve is what the scores give on the saved weights
-    from circuits.induction import induction_score, model_patterns, score_prompts
+    from interp.attention.induction import induction_score, model_patterns, score_prompts
 
     ids, half, _, _ = score_prompts(loaded, n=16, seed=0)
     got = induction_score(model_patterns(loaded, ids), half)

@@ -65,9 +65,9 @@ def _main(argv) -> int:
     import torch
 
     from circuits.induction.analysis import analyse
-    from interp.cli.common import at_most, load
+    from interp.cli.common import at_most, check_outputs, load
     from interp.errors import InterpError
-    from interp.io import check_replaceable_dir, output_lock, replace_dir_atomic, write_json
+    from interp.io import output_lock, replace_dir_atomic, write_json
     from interp.viz.reports.induction import build_page, summary_lines, to_json
 
     a = build_parser().parse_args(argv)
@@ -78,8 +78,8 @@ def _main(argv) -> int:
     at_most("--icl-windows", a.icl_windows, MAX_ICL_WINDOWS, "one run scores "
             f"({MAX_ICL_WINDOWS:,} windows)")
     name = Path(str(a.checkpoint)).name
-    out = check_replaceable_dir(a.out or f"induction-{name}", "induction.json", "--out",
-                                own=OWN_FILES)
+    a.out = a.out or f"induction-{name}"
+    out = check_outputs(a, "induction.json", OWN_FILES)
     ckpt = load(a)
     _check_n(a, ckpt.meta)
     bridge = ckpt.bridge()

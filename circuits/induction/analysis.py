@@ -53,9 +53,25 @@ class InductionResult:
     example: dict | None = None
 
     def frame(self) -> pd.DataFrame:
+        """The head table: one row per head.
+
+        Returns
+        -------
+        DataFrame
+            `heads`: layer, head, induction, prefix_matching, previous_token,
+            duplicate_token, copying, ov_eigen_positivity and their baselines
+            (`circuits.induction.head_scores`).
+        """
         return self.heads
 
     def figure(self):
+        """Every score per head as grouped bars.
+
+        Returns
+        -------
+        plotly.graph_objects.Figure
+            `interp.viz.reports.induction.scores_figure` of `heads`.
+        """
         from interp.viz.reports.induction import scores_figure
 
         return scores_figure(self.heads)

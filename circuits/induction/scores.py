@@ -6,8 +6,8 @@
                                          # ov_eigen_positivity, and the baselines
 
 The attention scores and their definitions live in `interp.attention.induction` (training
-records them too) and are re-exported here under the same names; the weight scores (copying,
-OV eigenvalues, composition) are `circuits.induction.weights`.
+records them too); the weight scores (copying, OV eigenvalues, composition) are
+`circuits.induction.weights`.
 """
 
 from __future__ import annotations
@@ -18,19 +18,7 @@ import pandas as pd
 import torch
 
 from circuits.induction.weights import copying_scores
-from interp.attention.induction import (
-    check_decoder,
-    icl_positions,
-    icl_score,
-    induction_score,
-    model_patterns,
-    per_prompt_induction,
-    prefix_matching_score,
-    score_prompts,
-    scores_from_patterns,
-    token_losses,
-)
-from interp.tokens import repeated_tokens
+from interp.attention.induction import model_patterns, score_prompts, scores_from_patterns
 
 ATTENTION_SCORES = ("induction", "prefix_matching", "previous_token", "duplicate_token")
 
@@ -65,6 +53,4 @@ def head_scores(bridge, n: int = 32, half: int | None = None, seed: int = 0,
     return pd.DataFrame(rows)
 
 
-__all__ = ["induction_score", "per_prompt_induction", "prefix_matching_score",
-           "repeated_tokens", "scores_from_patterns", "check_decoder", "model_patterns",
-           "score_prompts", "token_losses", "icl_positions", "icl_score", "head_scores"]
+__all__ = ["head_scores"]

@@ -81,8 +81,8 @@ def copying_scores(bridge, n_tokens: int = 512, n_random: int = 20, seed: int = 
     Gaussian W_V, W_O of the model's shapes and scale, and the model's W_E, W_U."""
     check_decoder(bridge)
     g = torch.Generator().manual_seed(seed)
-    _, special, _ = token_pool(bridge)
-    pool = torch.tensor([i for i in range(int(bridge.cfg.d_vocab)) if i not in special])
+    vocab, special, _ = token_pool(bridge)
+    pool = torch.tensor([i for i in range(vocab) if i not in special])
     tokens = pool[torch.randperm(len(pool), generator=g)[:n_tokens]]
     W_E, W_U, W_V, W_O = _weights(bridge, "W_E", "W_U", "W_V", "W_O")
     rv = torch.randn(n_random, *W_V.shape[-2:], generator=g) * W_V.std()
