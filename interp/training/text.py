@@ -99,7 +99,13 @@ class TextTrainConfig:
 def synthetic_rows(vocab: int, special: set[int], n: int, width: int, bos: int,
                    generator: torch.Generator) -> torch.Tensor:
     """[n, width]: BOS, then a random block of random period in [8, width // 2) repeated
-    to fill the row."""
+    to fill the row.
+
+    Not built on `interp.tokens.repeated_tokens` (the same pool, BOS and repeated block):
+    that draws from its own generator seeded by `seed`, while training draws every batch's
+    rows from one running `generator`; the shipped text models' training must reproduce
+    byte for byte.
+    """
     pool = torch.tensor([i for i in range(vocab) if i not in special])
     period = int(torch.randint(8, max(9, (width - 1) // 2), (1,), generator=generator))
     block = pool[torch.randint(len(pool), (n, period), generator=generator)]
