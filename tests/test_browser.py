@@ -249,7 +249,7 @@ def test_html_tokens_are_shown_as_text_and_inject_nothing(pages):
 
 
 def test_the_induction_report_shows_token_text_not_ids(pages, reports):
-    from circuits.induction import score_prompts
+    from interp.attention.induction import score_prompts
     from interp.models import load_model
 
     tab, page = pages["induction-html"]

@@ -200,7 +200,7 @@ def test_the_induction_models_are_shipped():
 
 @pytest.mark.parametrize("name", TEXT_MODELS)
 def test_text_model_loads_and_its_recorded_curve_ends_at_its_weights(name):
-    from circuits.induction import induction_score, model_patterns, score_prompts
+    from interp.attention.induction import induction_score, model_patterns, score_prompts
 
     bridge, task = load_model(name)
     assert task is None and not bridge.training
