@@ -13,6 +13,8 @@ The notebook API (every name is loaded on first use)::
 `activation_patch` is `circuits.patching.patch` (the name `circuits.patch` is the command).
 """
 
+from interp.api import lazy_names
+
 # public name -> (module, attribute)
 _API = {
     "ablate_tokens": ("circuits.ablation", "ablate_tokens"),
@@ -29,19 +31,6 @@ _API = {
 }
 
 
-def __getattr__(name):
-    if name in _API:
-        import importlib
-
-        module, attr = _API[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'circuits' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_API])
-
+__getattr__, __dir__ = lazy_names(globals(), _API)
 
 __all__ = list(_API)

@@ -13,6 +13,7 @@ The notebook API, one import away (every name is loaded on first use)::
 `circuits` adds the interventions (ablation, patching, attribution, induction).
 """
 
+from interp.api import lazy_names
 from interp.errors import InterpError, TaskError
 
 __version__ = "0.1.0"
@@ -47,19 +48,6 @@ _API = {
 }
 
 
-def __getattr__(name):
-    if name in _API:
-        import importlib
-
-        module, attr = _API[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'interp' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_API])
-
+__getattr__, __dir__ = lazy_names(globals(), _API)
 
 __all__ = ["InterpError", "TaskError", "__version__", *_API]
