@@ -122,14 +122,14 @@ class Trainer:
         from interp.models import load_checkpoint
 
         src = load_checkpoint(name_or_path)
-        src.task                     # a language model or HF directory has none: one line
+        task = src.task              # first: a language model or HF directory has none
         if src.config.to_dict() != self.cfg.model.to_dict():
             raise InterpError(f"--init-from {name_or_path}: its model {src.config.to_dict()} "
                               f"differs from this run's {self.cfg.model.to_dict()}; give the "
                               "same architecture and size flags")
-        if src.task.describe() != self.task.describe():
+        if task.describe() != self.task.describe():
             raise InterpError(f"--init-from {name_or_path} was trained on "
-                              f"{src.task.describe()}, not {self.task.describe()}")
+                              f"{task.describe()}, not {self.task.describe()}")
         self.model.load_state_dict(src.model.state_dict())
         self.cfg.init_weights_sha256 = hashlib.sha256(
             (src.path / "model.safetensors").read_bytes()).hexdigest()
