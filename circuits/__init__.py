@@ -5,6 +5,8 @@ The notebook API (every name is loaded on first use)::
     import circuits
     res = circuits.ablate_tokens(bridge, task, examples, ["x", "^", "="], n_controls=20)
     res.frame(); res.figure()                                   # summary table, plotly figure
+    rr = circuits.ablate_route(bridge, task, examples, ["L2H0:D_value->b,c"])  # RouteResult
+    circuits.verify_heads(bridge, task, examples, interp.head_taxonomy(...).frame())
     pairs = circuits.corrupt_pairs(bridge, task, n=32)
     sweep = circuits.activation_patch(bridge, pairs, "resid_pre")   # PatchResult
     grads = circuits.attribute(bridge, pairs, "head_pos")           # attribution patching
@@ -19,6 +21,11 @@ from interp.api import lazy_names
 _API = {
     "ablate_tokens": ("circuits.ablation", "ablate_tokens"),
     "AblationResult": ("circuits.ablation", "AblationResult"),
+    "ablate_route": ("circuits.ablation", "ablate_route"),
+    "verify_heads": ("circuits.ablation", "verify_heads"),
+    "HeadKnockout": ("circuits.ablation", "HeadKnockout"),
+    "RouteResult": ("circuits.ablation", "RouteResult"),
+    "parse_route": ("circuits.ablation", "parse_route"),
     "corrupt_pairs": ("circuits.patching", "corrupt_pairs"),
     "activation_patch": ("circuits.patching", "patch"),
     "attribute": ("circuits.patching", "attribute"),

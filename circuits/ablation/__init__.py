@@ -35,9 +35,14 @@ damage and the controls' comes with a bootstrap interval over examples and a con
 permutation p-value (`circuits.stats`). Free-running greedy decoding (clean and target) adds
 character accuracy and the task checker's verdict per step.
 
+Route knockout (`routes`): in one head, cut the attention from the queries of one field to
+the keys of another (`ablate_route(bridge, task, examples, ["L2H0:D_value->b,c"])`), against
+controls matched in attention mass; `verify_heads` checks each head's taxonomy label so.
+
 Modules: `positions` (the dataset prepared once, targets, controls, layers), `interventions`
 (hooks, one forward pass, teacher-forced runs, replacement residuals), `decoding` (greedy
-decoding under an intervention), `experiment` (`ablate_tokens`, `AblationResult`, `compare`).
+decoding under an intervention), `experiment` (`ablate_tokens`, `AblationResult`, `compare`),
+`routes` (`ablate_route`, `verify_heads`, `HeadKnockout`, `parse_route`, `RouteResult`).
 """
 
 from .decoding import EXTRA_TOKENS, decode_condition
@@ -51,6 +56,14 @@ from .interventions import (
     forward,
     replacement_values,
     run_condition,
+)
+from .routes import (
+    HeadKnockout,
+    RouteResult,
+    ablate_route,
+    label_knockout,
+    parse_route,
+    verify_heads,
 )
 from .positions import (
     SCOPES,
@@ -68,4 +81,5 @@ __all__ = ["MODES", "SCOPES", "EXTRA_TOKENS", "HIGHER_IS_WORSE", "Prepared", "Ru
            "AblationResult", "prepare", "token_ids", "target_masks", "control_masks",
            "parse_layers", "occurrence_key", "build_hooks", "forward", "run_condition",
            "clean_residuals", "replacement_values", "derangement", "decode_condition",
-           "compare", "means_at", "ablate_tokens", "field_of"]
+           "compare", "means_at", "ablate_tokens", "field_of", "HeadKnockout", "RouteResult",
+           "parse_route", "ablate_route", "verify_heads", "label_knockout"]

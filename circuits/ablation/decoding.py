@@ -14,10 +14,11 @@ from typing import Sequence
 import torch
 
 from interp.errors import InterpError
+from interp.hooks import KINDS
 from interp.tasks.tokenizer import CharCodec
 from interp.tokens import pad_rows
 
-from .interventions import Run, build_hooks, forward
+from .interventions import Run, build_hooks, forward, head_hooks
 from .positions import Prepared, occurrence_key
 
 #: free-running decoding stops at <eos> or this many tokens past the solution's length
@@ -34,7 +35,7 @@ def check_decodable(mode: str, scope: str) -> None:
 
 def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequence[int],
                      masks: dict[str, torch.Tensor] | None, values, means, target_ids,
-                     scope: str, batch_size: int = 128) -> list[str]:
+                     scope: str, batch_size: int = 128, route=None) -> list[str]:
     """Greedy outputs of every example under the same intervention as `run`.
 
     Up to the first wrong answer token the greedy output is the solution itself (the model
@@ -49,6 +50,9 @@ def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequen
     masks : side -> `[N, W]` the teacher-forced target positions (None: the clean run)
     values : side -> `[layer, N, W, d_model]` replacement residuals (`mean`, `resample`)
     means : side -> {key: `[layer, d_model]`} per-key means, for generated positions
+    route : (kind, layer, head, cut `[N, Wq, Wk]`) a route knockout (`circuits.ablation.routes`)
+        instead of `mode`/`masks`: a generated position keeps the cut row of the solution
+        position it stands at (its teacher-forced role), positions past the solution cut nothing
     """
     if layers:
         check_decodable(mode, scope)
@@ -74,14 +78,15 @@ def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequen
         for k in range(0, len(active), batch_size):
             chunk = active[k:k + batch_size]
             _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, want,
-                  scope)
+                  scope, route)
         active = [i for i in active if seqs[i][-1] != codec.eos and len(seqs[i]) < limit[i]]
     for i, seq in seqs.items():
         outs[i] = codec.decode(seq[start[i]:])
     return outs  # type: ignore[return-value]
 
 
-def _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, want, scope):
+def _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, want, scope,
+          route=None):
     """Append the next greedy token to each sequence of `chunk`, the intervention active."""
     idx = torch.tensor(chunk)
     out_side = prep.out_side
@@ -102,6 +107,13 @@ def _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, 
             s: _step_values(values[s], means[s], m[s], idx, chunk, seqs, start,
                             scope == "all" and s == out_side) for s in prep.sides}
         hooks = build_hooks(bridge, prep.arch, mode, layers, m, vals, valid)
+    if route is not None:
+        kind, layer, head, cut = route
+        wq, wk = (ids[s].shape[1] for s in (KINDS[kind].query_side, KINDS[kind].key_side))
+        c = torch.zeros(len(chunk), wq, wk, dtype=torch.bool)
+        part = cut[idx, :wq, :wk]
+        c[:, : part.shape[1], : part.shape[2]] = part
+        hooks = head_hooks(bridge, prep.arch, {(kind, layer): (torch.full((len(chunk),), head), c)})
     logits = forward(bridge, prep.arch, ids, valid, hooks)
     nxt = logits[torch.arange(len(chunk)), lens - 1].argmax(-1).tolist()
     for i, tok in zip(chunk, nxt):
@@ -138,3 +150,38 @@ def _step_values(values, means, mask, idx, chunk, seqs, start, generated):
                 if bool(mask[r, p]):
                     V[:, r, p] = means.get(key, 0)
     return V
+
+
+def decode_route(bridge, prep: Prepared, task, clean: Run, kind: str, layer: int, head: int,
+                 conds: Sequence[tuple[Run, torch.Tensor]], batch_size: int = 128) -> dict:
+    """Greedy decoding, clean and under each (teacher-forced run, cut `[N, Wq, Wk]`) route
+    knockout of one head, judged by the task's checker per example.
+
+    Returns
+    -------
+    dict
+        "clean": {measure: `[N]`} with `decode:exact` (1.0 if the checker accepts the output)
+        and `decode:<step>` (its verdict per step, NaN where the step does not apply);
+        "conditions": one such dict per condition; "outputs": the clean and the first
+        condition's outputs.
+    """
+    def verdicts(outs):
+        checks = [task.check(e.src, o) for e, o in zip(prep.examples, outs)]
+        out = {"decode:exact": torch.tensor([float(c.ok) for c in checks])}
+        for s in sorted({s for c in checks for s in c.steps if s != "format"}):
+            out[f"decode:{s}"] = torch.tensor([float("nan") if c.steps.get(s) is None
+                                               else float(c.steps[s]) for c in checks])
+        return out
+
+    outs = decode_condition(bridge, prep, clean, "knockout", [], None, None, {}, [], "input",
+                            batch_size)
+    res = {"clean": verdicts(outs), "conditions": [], "outputs": {"clean": outs}}
+    for j, (run, cut) in enumerate(conds):
+        outs = decode_condition(bridge, prep, run, "knockout", [], None, None, {}, [], "input",
+                                batch_size, (kind, layer, head, cut))
+        v = verdicts(outs)
+        res["conditions"].append({k: v.get(k, torch.full((prep.n,), float("nan")))
+                                  for k in res["clean"]})
+        if j == 0:
+            res["outputs"]["target"] = outs
+    return res

@@ -20,7 +20,8 @@ from .decoding import check_decodable, decode_condition
 from .interventions import check_mode, clean_residuals, replacement_values, run_condition
 from .positions import control_masks, parse_layers, prepare, target_masks, token_ids
 
-#: metrics whose damage is "ablated minus clean"; the others are "clean minus ablated"
+#: metrics whose damage is "ablated minus clean" (and every `loss:<field>`); the others are
+#: "clean minus ablated"
 HIGHER_IS_WORSE = {"answer_loss"}
 
 
@@ -80,7 +81,8 @@ class AblationResult:
 
 
 def _damage(metric: str, ablated: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    return ablated - clean if metric in HIGHER_IS_WORSE else clean - ablated
+    worse_up = metric in HIGHER_IS_WORSE or metric.startswith("loss:")  # a field's loss
+    return ablated - clean if worse_up else clean - ablated
 
 
 def compare(clean: dict, target: dict, controls: list[dict], seed: int = 0) -> pd.DataFrame:

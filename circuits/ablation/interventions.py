@@ -83,6 +83,73 @@ def _t5_knock(mask: torch.Tensor):
     return hook
 
 
+def _head_cut(heads: torch.Tensor, cut: torch.Tensor, n_heads: int, device) -> torch.Tensor:
+    """`[rows, head, Q, K]` bool: `cut[r]` in head `heads[r]` of row r (no head where -1)."""
+    rows = torch.nonzero(heads >= 0).flatten()
+    sel = torch.zeros(len(heads), n_heads, *cut.shape[1:], dtype=torch.bool)
+    sel[rows, heads[rows]] = cut[rows]
+    return sel.to(device)
+
+
+def _head_knock(heads: torch.Tensor, cut: torch.Tensor):
+    """A pattern hook: in row r of `pattern: [rows, head, Q, K]`, head `heads[r]` (-1: none),
+    zero the entries in `cut: [rows, Q, K]` and renormalise the rows that lost any; every
+    other entry is returned as it was (bit for bit)."""
+    def hook(pattern, hook):
+        sel = _head_cut(heads, cut, pattern.shape[1], pattern.device)
+        touched = sel.any(-1, keepdim=True)
+        out = pattern.masked_fill(sel, 0)
+        total = out.sum(-1, keepdim=True)
+        if bool((touched & (total <= 0)).any()):
+            b, h, q, _ = torch.nonzero(touched & (total <= 0))[0].tolist()
+            raise InterpError(f"route knockout removes every key that position {q} may attend "
+                              f"to (row {b} of the batch, head {h}, {hook.name}); cut fewer keys")
+        return torch.where(touched, out / torch.where(total > 0, total, torch.ones_like(total)),
+                           pattern)
+    return hook
+
+
+def _t5_head_knock(heads: torch.Tensor, cut: torch.Tensor):
+    """A forward pre-hook for HF's T5Attention: the scores of the entries in `cut: [rows, Q,
+    K]` get -inf in head `heads[r]` of row r only (softmax over the remaining keys, the same
+    renormalised weights as `_head_knock`; see `_t5_knock` for why T5 needs scores)."""
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        q, k = cut.shape[1:]
+        sel = _head_cut(heads, cut, module.n_heads, hidden.device)
+        m = kwargs.get("mask")
+        if m is None:
+            m = torch.zeros((1, 1, q, k), dtype=hidden.dtype, device=hidden.device)
+            if getattr(module, "is_causal", False):  # None stood for "causal" in sdpa
+                m = m.masked_fill(torch.ones(q, k, dtype=torch.bool,
+                                             device=hidden.device).triu(1), float("-inf"))
+        m = m[..., :k].expand(sel.shape)
+        kwargs["mask"] = m & ~sel if m.dtype == torch.bool else m.masked_fill(sel, float("-inf"))
+        return args, kwargs
+    return hook
+
+
+def head_hooks(bridge, arch: str, cuts: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]
+               ) -> tuple[list, list]:
+    """Route knockout hooks of one batch for `interp.hooks.run`: (hook name, fn) pairs
+    (decoder) or (T5 attention module, pre-hook) pairs.
+
+    Parameters
+    ----------
+    cuts : (kind, layer) -> (heads `[rows]`, the head each row knocks out there or -1;
+        cut `[rows, Q, K]` bool, the (query, key) entries to cut, Q and K the batch's widths)
+    """
+    tl, pre = [], []
+    for (kind, layer), (heads, cut) in cuts.items():
+        if not bool(cut[heads >= 0].any()):
+            continue                            # nothing to cut: no hook, the clean pass
+        if arch == "decoder":
+            tl.append((hook_name(bridge, kind, layer, "hook_pattern"), _head_knock(heads, cut)))
+        else:
+            pre.append((_attention(bridge, kind, layer), _t5_head_knock(heads, cut)))
+    return tl, pre
+
+
 def _check_alive(mask: torch.Tensor, valid: torch.Tensor, what: str) -> None:
     """Every query must keep at least one key it may read (no all-masked softmax row)."""
     left = (valid[:, : mask.shape[1]] & ~mask).sum(1)
@@ -168,7 +235,8 @@ class Run:
     """Per-example teacher-forced results of one condition (`[N]` each).
 
     fields: `[N, n_fields]` 1.0 if every answer token of that field is right, NaN where the
-    example has no such field. first_wrong: index of the first wrong answer position (-1 if
+    example has no such field; field_loss: `[N, n_fields]` the mean answer loss over that
+    field's tokens (NaN likewise). first_wrong: index of the first wrong answer position (-1 if
     none) and first_pred its argmax token."""
 
     loss: torch.Tensor
@@ -177,13 +245,19 @@ class Run:
     fields: torch.Tensor
     first_wrong: torch.Tensor
     first_pred: torch.Tensor
+    field_loss: torch.Tensor | None = None
 
-    def metrics(self, field_names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """metric name -> `[N]` float values (`field:<name>` per solution field)."""
+    def metrics(self, field_names: Sequence[str], field_loss: bool = False
+                ) -> dict[str, torch.Tensor]:
+        """metric name -> `[N]` float values (`field:<name>` per solution field; with
+        `field_loss` also `loss:<name>`, the mean answer loss over that field's tokens)."""
         out = {"answer_loss": self.loss, "exact_match": self.exact.float(),
                "token_accuracy": self.token_acc}
         for j, f in enumerate(field_names):
             out[f"field:{f}"] = self.fields[:, j]
+        if field_loss and self.field_loss is not None:
+            for j, f in enumerate(field_names):
+                out[f"loss:{f}"] = self.field_loss[:, j]
         return out
 
 
@@ -192,18 +266,33 @@ def run_condition(bridge, prep: Prepared, mode: str = "knockout", layers: Sequen
                   values: dict[str, torch.Tensor] | None = None, batch_size: int = 128) -> Run:
     """Teacher-forced run of every example with the positions in `masks` (side -> `[N, W]`)
     ablated at `layers` (no masks or no layers: the clean run)."""
-    n, nf = prep.n, len(prep.field_names)
-    loss, tacc = torch.zeros(n), torch.zeros(n)
-    exact = torch.zeros(n, dtype=torch.bool)
-    fields = torch.full((n, nf), float("nan"))
-    first = torch.full((n,), -1, dtype=torch.long)
-    pred_at = torch.full((n,), -1, dtype=torch.long)
+    acc = Scores(prep)
     masks = masks or {k: torch.zeros_like(v) for k, v in prep.input_region.items()}
     for index, widths, ids, valid, m, vals in batches(prep, batch_size, masks, values):
         hooks = build_hooks(bridge, prep.arch, mode, layers, m, vals, valid) \
             if layers else ((), ())
-        logits = forward(bridge, prep.arch, ids, valid, hooks)
-        w = widths[prep.out_side]
+        acc.add(index, forward(bridge, prep.arch, ids, valid, hooks))
+    return acc.run()
+
+
+class Scores:
+    """Teacher-forced metrics of `prep`'s examples, filled batch by batch (`add`), read as a
+    `Run` (`run`): the one scoring of every ablation's logits."""
+
+    def __init__(self, prep: Prepared):
+        n, nf = prep.n, len(prep.field_names)
+        self.prep = prep
+        self.loss, self.tacc = torch.zeros(n), torch.zeros(n)
+        self.exact = torch.zeros(n, dtype=torch.bool)
+        self.fields = torch.full((n, nf), float("nan"))
+        self.field_loss = torch.full((n, nf), float("nan"))
+        self.first = torch.full((n,), -1, dtype=torch.long)
+        self.pred_at = torch.full((n,), -1, dtype=torch.long)
+
+    def add(self, index: torch.Tensor, logits: torch.Tensor) -> None:
+        """Score `logits: [batch, W, vocab]` of the examples `index: [batch]`."""
+        prep = self.prep
+        w = logits.shape[1]
         lab = prep.labels[index, :w]
         fld = prep.fields[index, :w]
         keep = lab != IGNORE
@@ -212,19 +301,26 @@ def run_condition(bridge, prep: Prepared, mode: str = "knockout", layers: Sequen
         pred = logits.argmax(-1)
         right = (pred == lab) & keep
         wrong = keep & ~right
-        loss[index] = (ce * keep).sum(1) / keep.sum(1)
-        tacc[index] = right.sum(1).float() / keep.sum(1)
-        exact[index] = ~wrong.any(1)
+        self.loss[index] = (ce * keep).sum(1) / keep.sum(1)
+        self.tacc[index] = right.sum(1).float() / keep.sum(1)
+        self.exact[index] = ~wrong.any(1)
         has_wrong = wrong.any(1)
         fw = torch.where(has_wrong, wrong.float().argmax(1), torch.full_like(index, -1))
-        first[index] = fw
-        pred_at[index] = torch.where(has_wrong, pred.gather(1, fw.clamp_min(0)[:, None])[:, 0],
-                                     torch.full_like(index, -1))
-        for j in range(nf):
+        self.first[index] = fw
+        self.pred_at[index] = torch.where(
+            has_wrong, pred.gather(1, fw.clamp_min(0)[:, None])[:, 0], torch.full_like(index, -1))
+        nan = torch.full((len(index),), float("nan"))
+        for j in range(self.fields.shape[1]):
             fm = fld == j
+            has = fm.any(1)
             val = (~(fm & wrong).any(1)).float()
-            fields[index, j] = torch.where(fm.any(1), val, torch.full_like(val, float("nan")))
-    return Run(loss, exact, tacc, fields, first, pred_at)
+            self.fields[index, j] = torch.where(has, val, nan)
+            self.field_loss[index, j] = torch.where(
+                has, (ce * fm).sum(1) / fm.sum(1).clamp_min(1), nan)
+
+    def run(self) -> Run:
+        return Run(self.loss, self.exact, self.tacc, self.fields, self.first, self.pred_at,
+                   self.field_loss)
 
 
 def clean_residuals(bridge, prep: Prepared, layers: Sequence[int], batch_size: int = 128

@@ -1,0 +1,540 @@
+"""Route knockout: does the answer need one head's reading of field K from the queries of
+field Q? (issue #13's intervention beside every head label; over 400 lines because specs,
+cuts, matched controls, the stacked runs and the label checks share one vocabulary.)
+
+    res = ablate_route(bridge, task, examples, ["L2H0:D_value->b,c"], n_controls=20)
+    res.frame()        # one row per knockout x measure: effect [CI], p, target/control mass
+    verify_heads(bridge, task, examples, head_table)   # one row per head, its first label
+
+The knockout: in ONE head at ONE (kind, layer) the attention from the selected query
+positions to the selected key positions is set to zero and each affected row renormalised
+(decoder: the pattern is edited; T5: the scores of those entries get -inf in that head, the
+same renormalised weights). Nothing else changes: other heads, other queries, other layers.
+
+Route specs (`parse_route`), `[kind.]L<layer>H<head>:<what>`:
+
+- `L2H0:D_value->b,c`  queries of group D_value, keys of groups b or c
+- `L2H0:*->b`          every query, keys of group b (same as `token=b`)
+- `L1H2:offset=1`      the key d = 1 positions back from each query (a diagonal; self kinds)
+- `L1H2:token==`       every query, keys of group `=` (the text after `token=` is the group)
+- `L1H2:x1->offset=0`  a query selection works before `offset=` and `token=` too
+
+Decoder models have one kind (no prefix); T5 specs start with `enc.`, `dec.` or `cross.`
+(encoder self, decoder self, cross attention; the prefixes of `circuits.patching` sites).
+Groups are `interp.attention.groups.group_role` of each position's task role: by field
+(`b_digit`, `b_sign` -> `b`; literals such as `x`, `^`, `=` stay themselves), or the fine
+roles with grouping "fine".
+
+Controls matched in attention mass: for each example and each affected query row, a control
+cuts as many OTHER keys of that row (allowed to the query, not among the target keys),
+chosen as the closest in clean attention mass to the target keys among `DRAWS` uniform random
+draws (all the other keys when there are fewer than the target has). The mean target and
+control mass per affected row are reported (`target_mass`, `control_mass`).
+
+Effect = damage(target) - mean damage(controls) per example, its bootstrap interval over
+examples, and the control-rank p-value (`circuits.stats`). Measures: teacher-forced answer
+loss, its mean per solution field (`loss:<field>`), exact match and field correctness; with
+`decode`, free-running greedy decoding under the knockout and the task checker per step.
+
+All conditions (targets and controls of every knockout) run stacked along the batch: one
+forward pass carries up to `max_rows` example x condition rows.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.attention.groups import group_role
+from interp.errors import InterpError
+from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers
+from interp.tasks.base import Example, Task
+
+from .decoding import decode_route
+from .experiment import compare
+from .interventions import Scores, batches, forward, head_hooks, run_condition
+from .positions import Prepared, prepare
+
+#: random draws per control and query row; the one closest in attention mass is kept
+DRAWS = 16
+PREFIX = {"enc": "encoder", "dec": "decoder_self", "cross": "cross"}
+_SPEC = re.compile(r"^(?:(enc|dec|cross)\.)?L(\d+)H(\d+):(.+)$")
+_EXAMPLE = {"decoder": "'L2H0:D_value->b,c', 'L1H2:offset=1' or 'L0H3:token=='",
+            "t5": "'cross.L1H3:D_value->b', 'enc.L0H1:offset=1' or 'dec.L2H0:token=='"}
+
+
+@dataclass(frozen=True)
+class HeadKnockout:
+    """What one route knockout cuts.
+
+    Attributes
+    ----------
+    kind : "self", "encoder", "decoder_self" or "cross"
+    layer, head : the head
+    queries : query groups (None: every query)
+    keys : key groups; or offset: cut the key q - offset of query q (self kinds only); or
+        token: cut the key group `token` from every selected query (a `vertical(token)` head).
+        Exactly one of keys, offset, token.
+    grouping : "field" (default) or "fine"
+    """
+
+    kind: str
+    layer: int
+    head: int
+    queries: tuple[str, ...] | None = None
+    keys: tuple[str, ...] | None = None
+    offset: int | None = None
+    token: str | None = None
+    grouping: str = "field"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise InterpError(f"unknown attention kind {self.kind!r}; choose one of "
+                              f"{', '.join(KINDS)}")
+        if sum(x is not None for x in (self.keys, self.offset, self.token)) != 1:
+            raise InterpError("a head knockout cuts keys, an offset or a token: give exactly "
+                              "one of them, e.g. 'L2H0:D_value->b,c' or 'L1H2:offset=1'")
+        if self.offset is not None and self.kind == "cross":
+            raise InterpError("an offset knockout needs self attention (query and key on one "
+                              "sequence); cross attention has no diagonal")
+        if self.grouping not in ("field", "fine"):
+            raise InterpError(f"unknown grouping {self.grouping!r}; choose field or fine")
+
+    @property
+    def key_groups(self) -> tuple[str, ...] | None:
+        return (self.token,) if self.token is not None else self.keys
+
+    @property
+    def spec(self) -> str:
+        """The spec `parse_route` reads back."""
+        prefix = {v: k + "." for k, v in PREFIX.items()}.get(self.kind, "")
+        q = "" if self.queries is None else ",".join(self.queries) + "->"
+        if self.offset is not None:
+            what = f"{q}offset={self.offset}"
+        elif self.token is not None:
+            what = f"{q}token={self.token}"
+        else:
+            what = f"{q or '*->'}{','.join(self.keys)}"
+        return f"{prefix}L{self.layer}H{self.head}:{what}"
+
+
+def parse_route(spec: str, arch: str = "decoder", grouping: str = "field") -> HeadKnockout:
+    """A `HeadKnockout` from a spec such as `L2H0:D_value->b,c` (see the module docstring);
+    one-line `InterpError` for anything else."""
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise InterpError(f"cannot read route {spec!r}; write e.g. {_EXAMPLE.get(arch, '')}")
+    prefix, layer, head, body = m.groups()
+    if arch == "t5" and prefix is None:
+        raise InterpError(f"route {spec!r} names no attention kind; a T5 route starts with "
+                          "enc., dec. or cross., e.g. 'cross.L1H3:D_value->b'")
+    if arch != "t5" and prefix is not None:
+        raise InterpError(f"route {spec!r}: this {arch} model has one attention kind; drop "
+                          f"the {prefix}. prefix, e.g. 'L2H0:D_value->b,c'")
+    kind = PREFIX[prefix] if prefix else ("encoder" if arch == "encoder" else "self")
+    queries, rest = None, body
+    if "->" in body:
+        q, rest = body.split("->", 1)
+        queries = None if q.strip() in ("", "*") else _names(q, spec)
+    kw: dict = {}
+    if rest.startswith("offset="):
+        try:
+            kw["offset"] = int(rest[len("offset="):])
+        except ValueError:
+            raise InterpError(f"route {spec!r}: offset must be an integer, e.g. "
+                              "'L1H2:offset=1'") from None
+    elif rest.startswith("token="):
+        if not rest[len("token="):]:
+            raise InterpError(f"route {spec!r} names no token; e.g. 'L1H2:token=x'")
+        kw["token"] = rest[len("token="):]
+    elif "->" not in body:
+        raise InterpError(f"cannot read route {spec!r}; name queries and keys as 'Q->K', or "
+                          f"'offset=d' or 'token=t', e.g. {_EXAMPLE.get(arch, '')}")
+    else:
+        kw["keys"] = _names(rest, spec)
+    return HeadKnockout(kind, int(layer), int(head), queries, grouping=grouping, **kw)
+
+
+def _names(text: str, spec: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(","))
+    if "" in names:
+        raise InterpError(f"route {spec!r} has an empty group name; separate groups with "
+                          "single commas, e.g. 'D_value->b,c'")
+    return names
+
+
+def _groups(prep: Prepared, side: str, grouping: str) -> list[list[str]]:
+    return [[group_role(r, grouping) for r in roles] for roles in prep.sides[side].roles]
+
+
+def _select(groups: list[list[str]], width: int, want: Sequence[str] | None) -> torch.Tensor:
+    """`[N, width]` True where a position's group is in `want` (every real one if None)."""
+    out = torch.zeros(len(groups), width, dtype=torch.bool)
+    for i, g in enumerate(groups):
+        for p, name in enumerate(g):
+            out[i, p] = want is None or name in want
+    return out
+
+
+def allowed(prep: Prepared, kind: str) -> torch.Tensor:
+    """`[N, Wq, Wk]` True where a real query may read a real key (causal kinds: not later)."""
+    k = KINDS[kind]
+    vq, vk = prep.sides[_side(prep, k.query_side)].valid, prep.sides[_side(prep, k.key_side)].valid
+    ok = vq[:, :, None] & vk[:, None, :]
+    if k.causal:
+        ok = ok & torch.ones(ok.shape[1:], dtype=torch.bool).tril()
+    return ok
+
+
+def _side(prep: Prepared, side: str) -> str:
+    return "src" if side == "seq" and "seq" not in prep.sides else side
+
+
+def target_cut(prep: Prepared, ko: HeadKnockout) -> torch.Tensor:
+    """`[N, Wq, Wk]` the (query, key) entries `ko` cuts, per example; refuses a cut that
+    leaves a query row nothing to read."""
+    k = KINDS[ko.kind]
+    qs, ks = _side(prep, k.query_side), _side(prep, k.key_side)
+    ok = allowed(prep, ko.kind)
+    qg, kg = _groups(prep, qs, ko.grouping), _groups(prep, ks, ko.grouping)
+    _check_groups(ko, qg, kg)
+    qsel = _select(qg, ok.shape[1], ko.queries)
+    if ko.offset is not None:
+        cut = qsel[:, :, None] & _offset(ok.shape[1], ok.shape[2], ko.offset)[None] & ok
+    else:
+        ksel = _select(kg, ok.shape[2], ko.key_groups)
+        cut = qsel[:, :, None] & ksel[:, None, :] & ok
+    dead = cut.any(-1) & ~(ok & ~cut).any(-1)
+    if bool(dead.any()):
+        i, q = torch.nonzero(dead)[0].tolist()
+        raise InterpError(f"route {ko.spec} removes every key that position {q} of "
+                          f"{prep.examples[i].src!r} may read; cut fewer keys or select "
+                          "fewer queries")
+    return cut
+
+
+def _offset(wq: int, wk: int, d: int) -> torch.Tensor:
+    """`[wq, wk]` True at (q, q - d)."""
+    q = torch.arange(wq)[:, None]
+    return torch.arange(wk)[None, :] == q - d
+
+
+def _check_groups(ko: HeadKnockout, qg, kg) -> None:
+    for what, want, have in (("query", ko.queries, qg), ("key", ko.key_groups, kg)):
+        names = {g for row in have for g in row}
+        bad = [w for w in (want or ()) if w not in names]
+        if bad:
+            raise InterpError(f"route {ko.spec}: no {what} position of these examples is in "
+                              f"group {', '.join(map(repr, bad))}; the {what} groups are: "
+                              f"{' '.join(sorted(names))}")
+
+
+def clean_pattern(bridge, prep: Prepared, ko: HeadKnockout, batch_size: int = 128
+                  ) -> torch.Tensor:
+    """`[N, Wq, Wk]` float32: the clean attention of `ko`'s head."""
+    k = KINDS[ko.kind]
+    qs, ks = _side(prep, k.query_side), _side(prep, k.key_side)
+    out = torch.zeros(prep.n, prep.sides[qs].ids.shape[1], prep.sides[ks].ids.shape[1])
+    name = hook_name(bridge, ko.kind, ko.layer, "hook_pattern")
+    for index, widths, ids, valid, _, _ in batches(prep, batch_size):
+        kw = {"attention_mask": valid[prep.main_side].long()}
+        if prep.arch == "t5":
+            kw["decoder_input"] = ids["tgt"]
+        p = capture(bridge, ids[prep.main_side], names=[name], **kw)[name][:, ko.head]
+        out[index, : p.shape[1], : p.shape[2]] = p.float().cpu()
+    return out
+
+
+def control_cuts(cut: torch.Tensor, ok: torch.Tensor, pattern: torch.Tensor, n_controls: int,
+                 rng: np.random.Generator, draws: int = DRAWS
+                 ) -> tuple[list[torch.Tensor], float, float]:
+    """`n_controls` cuts like `cut: [N, Wq, Wk]`, matched in mass (module docstring), with the
+    mean target and control mass per affected row. `ok`: the allowed entries; `pattern`: the
+    clean attention of the head, both `[N, Wq, Wk]`."""
+    out = torch.zeros(n_controls, *cut.shape, dtype=torch.bool)
+    t_mass, c_mass = [], []
+    A = pattern.double().numpy()
+    for i, q in torch.nonzero(cut.any(-1)).tolist():
+        tk = cut[i, q].numpy()
+        pool = np.flatnonzero(ok[i, q].numpy() & ~tk)
+        m_t = float(A[i, q, tk].sum())
+        t_mass.append(m_t)
+        size = min(int(tk.sum()), len(pool))
+        if size == 0 or n_controls == 0:
+            c_mass += [0.0] * n_controls
+            continue
+        keys = rng.random((n_controls, draws, len(pool)))
+        pick = np.argpartition(keys, size - 1, axis=-1)[..., :size]     # [C, D, size]
+        mass = A[i, q, pool[pick]].sum(-1)                                # [C, D]
+        best = np.abs(mass - m_t).argmin(1)
+        for c in range(n_controls):
+            out[c, i, q, pool[pick[c, best[c]]]] = True
+            c_mass.append(float(mass[c, best[c]]))
+    return list(out), _mean(t_mass), _mean(c_mass)
+
+
+def _mean(v: list) -> float:
+    return float(np.mean(v)) if v else float("nan")
+
+
+def run_cuts(bridge, prep: Prepared, conditions: Sequence[tuple[HeadKnockout, torch.Tensor]],
+             batch_size: int = 128, max_rows: int = 1024, progress=None) -> list:
+    """Teacher-forced `Run` of each (knockout, cut `[N, Wq, Wk]`) condition; conditions are
+    stacked along the batch, up to `max_rows` rows per forward pass."""
+    scores = [Scores(prep) for _ in conditions]
+    for index, widths, ids, valid, _, _ in batches(prep, batch_size):
+        b = len(index)
+        step = max(1, max_rows // b)
+        for start in range(0, len(conditions), step):
+            part = list(range(start, min(start + step, len(conditions))))
+            if progress:
+                progress(f"conditions {start + 1}-{part[-1] + 1} of {len(conditions)}, "
+                         f"{b} examples")
+            rows = {s: v.repeat(len(part), 1) for s, v in ids.items()}
+            rvalid = {s: v.repeat(len(part), 1) for s, v in valid.items()}
+            hooks = head_hooks(bridge, prep.arch, _stack(prep, [conditions[j] for j in part],
+                                                         index, widths))
+            logits = forward(bridge, prep.arch, rows, rvalid, hooks)
+            for r, j in enumerate(part):
+                scores[j].add(index, logits[r * b:(r + 1) * b])
+    return [s.run() for s in scores]
+
+
+def _stack(prep: Prepared, conds, index: torch.Tensor, widths: dict[str, int]) -> dict:
+    """(kind, layer) -> (heads `[rows]`, cut `[rows, Wq, Wk]`) of conditions stacked on the
+    examples `index`, cut to the batch's widths."""
+    b = len(index)
+    out: dict = {}
+    for r, (ko, cut) in enumerate(conds):
+        k = KINDS[ko.kind]
+        wq, wk = widths[_side(prep, k.query_side)], widths[_side(prep, k.key_side)]
+        if (ko.kind, ko.layer) not in out:
+            out[(ko.kind, ko.layer)] = (torch.full((b * len(conds),), -1, dtype=torch.long),
+                                        torch.zeros(b * len(conds), wq, wk, dtype=torch.bool))
+        heads, c = out[(ko.kind, ko.layer)]
+        heads[r * b:(r + 1) * b] = ko.head
+        c[r * b:(r + 1) * b] = cut[index, :wq, :wk]
+    return out
+
+
+@dataclass
+class RouteResult:
+    """What `ablate_route` found.
+
+    Attributes
+    ----------
+    summary : DataFrame
+        One row per knockout x measure: knockout (spec), measure, clean, target (the measure
+        under the knockout), control (its mean under the controls), target_damage,
+        control_damage, effect (target - control damage, mean over examples), ci_lo, ci_hi
+        (95% bootstrap), p (control rank), target_mass, control_mass (mean clean attention
+        mass cut per affected query row), rows (affected query rows per example).
+    meta : dict
+        What was run (knockouts, n, controls, seed, family, decode).
+    decoded : dict
+        knockout spec -> {"clean", "target"}: greedy outputs under the knockout (with decode).
+    """
+
+    summary: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    decoded: dict = field(default_factory=dict)
+
+    def frame(self) -> pd.DataFrame:
+        """The summary table (see the class docstring for its columns)."""
+        return self.summary
+
+    def figure(self):
+        """Effect per measure with its 95% interval, one trace per knockout (plotly)."""
+        from interp.viz.reports.routes import route_figure
+
+        return route_figure(self.summary)
+
+
+def ablate_route(bridge, task: Task, examples: Sequence[Example],
+                 knockouts: Sequence[HeadKnockout | str], n_controls: int = 20, seed: int = 0,
+                 decode: bool = False, batch_size: int = 128, max_rows: int = 1024,
+                 grouping: str = "field", progress=None) -> RouteResult:
+    """Knock out each route in one head and measure the damage against mass-matched controls.
+
+    Parameters
+    ----------
+    bridge : TransformerBridge of a decoder-only or T5 task model
+    task, examples : the task and its examples (`task.generate(...)`)
+    knockouts : `HeadKnockout`s or specs for `parse_route` (e.g. "L2H0:D_value->b,c")
+    n_controls : control cuts per knockout (19 or more for p <= 0.05 to be reachable)
+    decode : also greedy-decode under each knockout, with the checker per step (slower)
+    max_rows : example x condition rows stacked into one forward pass
+
+    Returns
+    -------
+    RouteResult
+        `.frame()` one row per knockout x measure, `.figure()` the effects.
+    """
+    say = progress or (lambda _m: None)
+    if n_controls < 0:
+        raise InterpError(f"the number of controls must be 0 or more, got {n_controls}")
+    prep = prepare(bridge, task, examples)
+    kos = [parse_route(k, prep.arch, grouping) if isinstance(k, str) else k for k in knockouts]
+    if not kos:
+        raise InterpError("no route to knock out; give at least one, e.g. 'L2H0:D_value->b,c'")
+    conds, info = _conditions(bridge, prep, kos, n_controls, seed, batch_size, say)
+    say("clean run")
+    clean = run_condition(bridge, prep, batch_size=batch_size)
+    runs = run_cuts(bridge, prep, conds, batch_size, max_rows, say)
+    names = prep.field_names
+    cm = clean.metrics(names, field_loss=True)
+    decoded, rows = {}, []
+    for j, ko in enumerate(kos):
+        at = j * (1 + n_controls)
+        target, ctl = runs[at], runs[at + 1: at + 1 + n_controls]
+        tm, cms = target.metrics(names, field_loss=True), [r.metrics(names, field_loss=True)
+                                                            for r in ctl]
+        c0, t0, cs = dict(cm), dict(tm), [dict(c) for c in cms]
+        if decode:
+            say(f"free-running decoding under {ko.spec}")
+            dec = decode_route(bridge, prep, task, clean, ko.kind, ko.layer, ko.head,
+                               [(runs[at + x], conds[at + x][1]) for x in range(1 + n_controls)],
+                               batch_size)
+            decoded[ko.spec] = dec["outputs"]
+            c0.update(dec["clean"])
+            t0.update(dec["conditions"][0])
+            for c, d in zip(cs, dec["conditions"][1:]):
+                c.update(d)
+        table = compare(c0, t0, cs, seed)
+        for _, r in table.iterrows():
+            rows.append(_row(ko, r, info[j], n_controls))
+    meta = {"knockouts": [k.spec for k in kos], "n": prep.n, "controls": n_controls,
+            "seed": seed, "family": prep.arch, "decode": decode, "draws": DRAWS}
+    return RouteResult(pd.DataFrame(rows), meta, decoded)
+
+
+def _conditions(bridge, prep, kos, n_controls, seed, batch_size, say):
+    """The target and control cuts of every knockout, in order, and their masses."""
+    conds, info = [], []
+    for ko in kos:
+        _check_head(bridge, ko)
+        cut = target_cut(prep, ko)
+        rng = np.random.default_rng([seed, zlib.crc32(ko.spec.encode())])
+        say(f"{ko.spec}: clean attention and {n_controls} matched controls")
+        pattern = clean_pattern(bridge, prep, ko, batch_size)
+        ctl, tm, cmass = control_cuts(cut, allowed(prep, ko.kind), pattern, n_controls, rng)
+        rows = float(cut.any(-1).sum()) / prep.n
+        info.append({"target_mass": tm, "control_mass": cmass, "rows": rows})
+        conds += [(ko, cut)] + [(ko, c) for c in ctl]
+    return conds, info
+
+
+def _check_head(bridge, ko: HeadKnockout) -> None:
+    if ko.kind not in kinds_of(bridge):
+        raise InterpError(f"route {ko.spec}: this model has no {ko.kind!r} attention; its "
+                          f"kinds are {', '.join(kinds_of(bridge))}")
+    n, h = n_layers(bridge, ko.kind), int(bridge.cfg.n_heads)
+    if not (0 <= ko.layer < n and 0 <= ko.head < h):
+        raise InterpError(f"route {ko.spec}: no head L{ko.layer}H{ko.head}; this model has "
+                          f"layers 0-{n - 1} and heads 0-{h - 1}")
+
+
+def _row(ko, r, info, n_controls) -> dict:
+    nan = float("nan")
+    clean, target = r["clean"], r["ablated"]
+    td = r["target_damage"]
+    cd = r.get("control_damage_mean", nan) if n_controls else nan
+    sign = 1 if r["metric"] == "answer_loss" or r["metric"].startswith("loss:") else -1
+    return {"knockout": ko.spec, "kind": ko.kind, "layer": ko.layer, "head": ko.head,
+            "measure": r["metric"], "clean": clean, "target": target,
+            "control": clean + sign * cd if not np.isnan(cd) else nan,
+            "target_damage": td, "control_damage": cd,
+            "effect": r.get("difference", nan), "ci_lo": r.get("ci_low", nan),
+            "ci_hi": r.get("ci_high", nan), "p": r.get("p_value", nan), **info}
+
+
+CHECKABLE = ("routed", "vertical", "sharp_diagonal", "blurred_diagonal")
+
+
+def label_knockout(row, grouping: str = "field", groups: set | None = None
+                   ) -> HeadKnockout | None:
+    """The knockout that checks a head table row's first label (None if it has no check):
+    `routed(Q->K)` cuts K from Q, `vertical(t)` cuts t from every query, `sharp_diagonal(d)`
+    the offset d, `blurred_diagonal` the offset `band_centre`. A vertical role that is no
+    group under `grouping` (e.g. `b_digit` under "field") is cut as a fine role."""
+    labels = row["labels"]
+    label = str(labels if isinstance(labels, str) else labels[0]).strip()
+    m = re.match(r"^(\w+)(?:\((.*)\))?$", label)
+    if not m or m.group(1) not in CHECKABLE:
+        return None
+    name, arg = m.group(1), (m.group(2) or "").strip()
+    head = {"kind": row["kind"], "layer": int(row["layer"]), "head": int(row["head"]),
+            "grouping": grouping}
+    if name == "routed":
+        q, k = re.split(r"\s*(?:->|\u2192)\s*", arg, maxsplit=1)
+        return HeadKnockout(queries=_names(q, label), keys=_names(k, label), **head)
+    if name == "vertical":
+        if groups is not None and arg not in groups:
+            head["grouping"] = "fine"
+        return HeadKnockout(token=arg, **head)
+    if name == "sharp_diagonal":
+        return HeadKnockout(offset=int(arg), **head)
+    return HeadKnockout(offset=round(float(row["band_centre"])), **head)
+
+
+def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.DataFrame,
+                 n_controls: int = 20, seed: int = 0, grouping: str = "field",
+                 batch_size: int = 128, max_rows: int = 1024, progress=None) -> pd.DataFrame:
+    """Check each head's first label by knocking out what it claims the head reads.
+
+    Parameters
+    ----------
+    table : a head table (`interp.head_taxonomy(...).frame()`): columns kind, layer, head,
+        labels (list of strings), and band_centre for `blurred_diagonal`
+    n_controls : mass-matched controls per head (19 or more for p <= 0.05 to be reachable)
+
+    Returns
+    -------
+    DataFrame
+        One row per head of `table`: kind, layer, head, label, knockout (spec), measure (the
+        effect's measure: `loss:<Q>` for a route from a solution field Q, else answer_loss),
+        effect, ci_lo, ci_hi, p, supported (ci_lo > 0 and p <= 0.05; None when the label
+        has no check), answer_loss_effect (mean over the solution tokens), target_mass,
+        control_mass. Every head's targets and controls run stacked (`ablate_route`).
+    """
+    prep = prepare(bridge, task, examples)
+    groups = {g for s in prep.sides for g in _groups_set(prep, s, grouping)}
+    kos = [label_knockout(r, grouping, groups) for _, r in table.iterrows()]
+    todo = list(dict.fromkeys(k for k in kos if k is not None))
+    res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
+                       max_rows, grouping, progress) if todo else None
+    rows = []
+    for (_, r), ko in zip(table.iterrows(), kos):
+        labels = r["labels"]
+        out = {"kind": r["kind"], "layer": int(r["layer"]), "head": int(r["head"]),
+               "label": labels if isinstance(labels, str) else labels[0], "knockout": None,
+               "measure": None, "effect": np.nan, "ci_lo": np.nan, "ci_hi": np.nan,
+               "p": np.nan, "supported": None, "answer_loss_effect": np.nan,
+               "target_mass": np.nan, "control_mass": np.nan}
+        if ko is not None:
+            s = res.summary[res.summary.knockout == ko.spec].set_index("measure")
+            measure = "answer_loss"
+            if ko.queries and len(ko.queries) == 1 and f"loss:{ko.queries[0]}" in s.index:
+                measure = f"loss:{ko.queries[0]}"
+            e = s.loc[measure]
+            out.update(knockout=ko.spec, measure=measure, effect=e.effect, ci_lo=e.ci_lo,
+                       ci_hi=e.ci_hi, p=e.p, supported=bool(e.ci_lo > 0 and e.p <= 0.05),
+                       answer_loss_effect=s.loc["answer_loss", "effect"],
+                       target_mass=e.target_mass, control_mass=e.control_mass)
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def _groups_set(prep: Prepared, side: str, grouping: str) -> set:
+    return {g for row in _groups(prep, side, grouping) for g in row}
+
+
+__all__ = ["DRAWS", "HeadKnockout", "RouteResult", "parse_route", "ablate_route",
+           "verify_heads", "label_knockout", "target_cut", "control_cuts", "clean_pattern",
+           "allowed", "run_cuts"]
