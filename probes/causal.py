@@ -1,0 +1,357 @@
+"""Readable is not used: remove a probe's direction from the activation during the forward pass
+and measure what the answer loses, against random directions of the same rank at the same place.
+
+    res = remove_direction(bridge, task, examples, "resid_pre", 1, "in:=#0",
+                           probe.direction("resid_pre", 1, "in:=#0"))
+    res.frame()     # one row per metric: clean, removed, damage, controls, difference [CI], p
+    res.figure()    # the damage of the probe direction against each random direction
+
+Removal (amnesic probing / INLP, Elazar et al. 2021): at hook (site, layer, stack) and at the
+token index of each aligned position key (`in:<role>#<k>`, `out:<token>#<k>`, as
+`circuits.ablation.positions.prepare` and `probes.collect` align them), the activation loses
+its component in the row space of `directions: [rank, d_model]`:
+`x <- x - ((x - c) V^T) V` with V an orthonormal basis of that row space and c a centre
+(0 by default: plain projection, as in INLP; give the dataset mean to move the component to
+its mean instead of to 0). Nothing else changes: other positions, other layers, other examples
+that lack the key.
+
+Steering (`mode="steer"`): `x <- x + alpha * v` with v the unit vector of a rank-1 direction.
+`steering_vector` gives the difference-in-means vector from one label's activations to
+another's at a cell (e.g. from D < 0 to D > 0 at `in:=#0`) and alpha = that difference's norm,
+so that an example of the first class is moved, on average, exactly onto the second class's
+mean along v. Controls add random unit vectors with the same alpha.
+
+Measure: teacher-forced against the clean run of the same examples, per example: answer loss,
+exact match, token accuracy and per solution field the share of examples with every token right
+(the ablation's measures, `circuits.ablation.Run`). Control: `n_controls` random orthonormal
+bases of the same rank (per position key), seeded. Statistics: damage of the probe direction
+minus the mean damage of the controls, per example, with a bootstrap interval
+(`circuits.stats.bootstrap_ci`) and the control-rank p-value (`rank_p_value`), through
+`circuits.ablation.compare`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from circuits.ablation import HIGHER_IS_WORSE, Run, compare
+from circuits.ablation.interventions import batches, forward
+from circuits.ablation.positions import Prepared, prepare
+from interp.errors import InterpError
+from interp.hooks import hook_name, n_layers
+from interp.tokens import IGNORE
+
+MODES = ("remove", "steer")
+#: probe site -> the block hook that carries it
+SITE_HOOKS = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post",
+              "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
+
+
+@dataclass
+class CausalResult:
+    """What `remove_direction` found.
+
+    Attributes
+    ----------
+    summary : DataFrame
+        One row per metric (`answer_loss`, `exact_match`, `token_accuracy`, `field:<name>`):
+        clean, ablated (with the direction removed / added), target_damage and, with controls,
+        control_damage_mean/sd/min/max, difference, ci_low, ci_high, p_value
+        (`circuits.ablation.compare`).
+    control_damage : DataFrame
+        One row per (control, metric): its mean damage.
+    per_example : DataFrame
+        `[N]` rows: loss and exact match, clean, with the direction, and the controls' mean.
+    meta : dict
+        site, stack, layer, positions, rank per position, mode, alpha, n, controls, seed.
+    """
+
+    summary: pd.DataFrame
+    control_damage: pd.DataFrame
+    per_example: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def frame(self) -> pd.DataFrame:
+        """The summary with the cell it was measured at: columns site, stack, layer,
+        positions, rank, mode, then `summary`'s."""
+        m = self.meta
+        head = {"site": m["site"], "stack": m["stack"], "layer": m["layer"],
+                "positions": " ".join(m["positions"]), "rank": max(m["rank"].values()),
+                "mode": m["mode"]}
+        return pd.concat([pd.DataFrame([head] * len(self.summary)),
+                          self.summary.reset_index(drop=True)], axis=1)
+
+    def figure(self):
+        """The damage of the probe direction (red diamond) against each random direction
+        (grey dots): `interp.viz.figures.ablation_figure`."""
+        from interp.viz.figures import ablation_figure, esc
+
+        fig = ablation_figure(self.summary, self.control_damage)
+        m = self.meta
+        what = "removing" if m["mode"] == "remove" else "adding"
+        fig.update_layout(title=esc(f"{what} the probe direction at {m['site']} L{m['layer']} "
+                                    f"{' '.join(m['positions'])} vs random directions"))
+        return fig
+
+
+def orthonormal(directions: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """An orthonormal basis `[rank, d]` of the row space of `directions: [k, d]` (rows whose
+    part outside the earlier rows is below `tol` of the largest row norm are dropped; zero
+    rows or k = 0 give rank 0)."""
+    D = torch.as_tensor(directions, dtype=torch.float64)
+    if D.ndim == 1:
+        D = D[None]
+    if D.ndim != 2:
+        raise InterpError(f"directions must be [rank, d_model], got shape {tuple(D.shape)}")
+    scale = float(D.norm(dim=1).max()) if len(D) else 0.0
+    basis: list[torch.Tensor] = []
+    for row in D:
+        for b in basis:                               # Gram-Schmidt, twice for stability
+            row = row - (row @ b) * b
+        for b in basis:
+            row = row - (row @ b) * b
+        n = float(row.norm())
+        if scale > 0 and n > tol * scale:
+            basis.append(row / n)
+    return torch.stack(basis).float() if basis else torch.zeros(0, D.shape[1])
+
+
+def project_out(x: torch.Tensor, V: torch.Tensor, center: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """`x - ((x - center) V^T) V` for `x: [..., d]`, orthonormal `V: [rank, d]`, computed in
+    float32 and returned in x's dtype."""
+    xf = x.float()
+    c = xf if center is None else xf - center.to(xf)
+    V = V.to(xf)
+    return (xf - (c @ V.T) @ V).to(x.dtype)
+
+
+def random_basis(rank: int, d: int, rng: np.random.Generator) -> torch.Tensor:
+    """A uniformly random orthonormal basis `[rank, d]` (QR of a Gaussian matrix)."""
+    if rank == 0:
+        return torch.zeros(0, d)
+    q, r = np.linalg.qr(rng.standard_normal((d, rank)))
+    return torch.from_numpy((q * np.sign(np.diag(r))).T.copy()).float()
+
+
+def _where(bridge, prep: Prepared, site: str, layer: int, stack: str | None,
+           keys: Sequence[str]) -> tuple[str, str, str]:
+    """(side, hook name, stack) of a site at `layer` for position `keys`."""
+    if site not in SITE_HOOKS:
+        raise InterpError(f"unknown site {site!r}; choose one of {', '.join(SITE_HOOKS)}")
+    prefixes = {k.split(":", 1)[0] for k in keys}
+    if prep.arch == "decoder":
+        if stack not in (None, "seq", "decoder"):
+            raise InterpError(f"a decoder-only model has one stack; got stack {stack!r}")
+        return "seq", hook_name(bridge, "self", layer, SITE_HOOKS[site]), "seq"
+    if stack is None:
+        stack = "encoder" if prefixes == {"in"} else "decoder"
+    if stack not in ("encoder", "decoder"):
+        raise InterpError(f"unknown stack {stack!r}; a T5 model has stacks encoder, decoder")
+    side = "src" if stack == "encoder" else "tgt"
+    want = "in" if stack == "encoder" else "out"
+    if prefixes - {want}:
+        raise InterpError(f"the T5 {stack} stack holds only {want}: positions; got "
+                          f"{', '.join(k for k in keys if not k.startswith(want + ':'))}")
+    kind = "encoder" if stack == "encoder" else "decoder_self"
+    return side, hook_name(bridge, kind, layer, SITE_HOOKS[site]), stack
+
+
+def token_indices(prep: Prepared, side: str, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """key -> `[N]` the token index of that aligned position in each example (-1 absent)."""
+    out = {k: torch.full((prep.n,), -1, dtype=torch.long) for k in keys}
+    for i, row in enumerate(prep.keys[side]):
+        for p, key in enumerate(row):
+            if key in out:
+                out[key][i] = p
+    return out
+
+
+def _hook(index: torch.Tensor, at: dict[str, torch.Tensor], bases: dict[str, torch.Tensor],
+          mode: str, alpha: float, centers: dict[str, torch.Tensor | None]):
+    """A TransformerLens hook on `x: [batch, pos, d]` editing, for each key, the batch rows
+    `index` at their token index `at[key]` (skipping -1)."""
+    def hook(x, hook):
+        x = x.clone()
+        for key, V in bases.items():
+            if len(V) == 0:
+                continue
+            pos = at[key][index].to(x.device)
+            rows = torch.nonzero((pos >= 0) & (pos < x.shape[1])).flatten()
+            if len(rows) == 0:
+                continue
+            cols = pos[rows]
+            if mode == "remove":
+                x[rows, cols] = project_out(x[rows, cols], V, centers.get(key))
+            else:
+                x[rows, cols] = (x[rows, cols].float() + alpha * V[0].to(x.device)).to(x.dtype)
+        return x
+    return hook
+
+
+def teacher_forced(bridge, prep: Prepared, hooks_for=None, batch_size: int = 128) -> Run:
+    """Per-example teacher-forced metrics (`circuits.ablation.Run`) with the hooks
+    `hooks_for(index) -> [(hook name, fn)]` attached to each batch (None: the clean run).
+    The same measures as `circuits.ablation.run_condition`."""
+    n, nf = prep.n, len(prep.field_names)
+    loss, tacc = torch.zeros(n), torch.zeros(n)
+    exact = torch.zeros(n, dtype=torch.bool)
+    fields = torch.full((n, nf), float("nan"))
+    first = torch.full((n,), -1, dtype=torch.long)
+    pred_at = torch.full((n,), -1, dtype=torch.long)
+    for index, widths, ids, valid, _, _ in batches(prep, batch_size):
+        hooks = (hooks_for(index) if hooks_for else [], [])
+        logits = forward(bridge, prep.arch, ids, valid, hooks)
+        w = widths[prep.out_side]
+        lab, fld = prep.labels[index, :w], prep.fields[index, :w]
+        keep = lab != IGNORE
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), lab.clamp_min(0),
+                                               reduction="none")
+        pred = logits.argmax(-1)
+        right = (pred == lab) & keep
+        wrong = keep & ~right
+        loss[index] = (ce * keep).sum(1) / keep.sum(1)
+        tacc[index] = right.sum(1).float() / keep.sum(1)
+        exact[index] = ~wrong.any(1)
+        has_wrong = wrong.any(1)
+        fw = torch.where(has_wrong, wrong.float().argmax(1), torch.full_like(index, -1))
+        first[index] = fw
+        pred_at[index] = torch.where(has_wrong, pred.gather(1, fw.clamp_min(0)[:, None])[:, 0],
+                                     torch.full_like(index, -1))
+        for j in range(nf):
+            fm = fld == j
+            val = (~(fm & wrong).any(1)).float()
+            fields[index, j] = torch.where(fm.any(1), val, torch.full_like(val, float("nan")))
+    return Run(loss, exact, tacc, fields, first, pred_at)
+
+
+def remove_direction(bridge, task, examples, site: str, layer: int,
+                     position: str | Sequence[str],
+                     directions: torch.Tensor | dict[str, torch.Tensor],
+                     stack: str | None = None, n_controls: int = 20, seed: int = 0,
+                     batch_size: int = 128, mode: str = "remove", alpha: float | None = None,
+                     center: torch.Tensor | dict[str, torch.Tensor] | None = None,
+                     prep: Prepared | None = None, clean: Run | None = None,
+                     progress=None) -> CausalResult:
+    """Remove (or add) a probe direction at one cell during the forward pass and measure what
+    the answer loses, against `n_controls` random directions of the same rank there.
+
+    Parameters
+    ----------
+    bridge : TransformerBridge of a decoder-only or T5 task model (any device and dtype)
+    task, examples : the task and its examples (`task.generate(...)`)
+    site : one of `SITE_HOOKS` ("resid_pre", "resid_post", "attn_out", "mlp_out")
+    layer : the block index (of `stack` for T5)
+    position : an aligned position key or several (`"in:=#0"`, `["in:x#0", "in:^#0"]`)
+    directions : `[rank, d_model]` applied at every key, or key -> `[rank_k, d_model]`
+        (e.g. `ProbeResult.direction(...)`); orthonormalised here; rank 0 changes nothing
+    stack : T5: "encoder" (in: keys, the default for them) or "decoder" (out: keys); None
+        for a decoder-only model
+    mode : "remove" (project out) or "steer" (add `alpha` times the unit rank-1 direction)
+    center : `[d_model]` (or key -> `[d_model]`): remove the component relative to it
+    prep, clean : the prepared examples and their clean run, when already at hand (a grid of
+        cells shares them)
+
+    Returns
+    -------
+    CausalResult
+        `.frame()` one row per metric, `.figure()` the probe direction against controls.
+    """
+    if mode not in MODES:
+        raise InterpError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if n_controls < 0:
+        raise InterpError(f"the number of controls must be 0 or more, got {n_controls}")
+    say = progress or (lambda _m: None)
+    keys = [position] if isinstance(position, str) else list(position)
+    if not keys:
+        raise InterpError("no position to intervene at; name at least one key, e.g. 'in:=#0'")
+    prep = prep or prepare(bridge, task, examples)
+    side, name, stack = _where(bridge, prep, site, layer, stack, keys)
+    at = token_indices(prep, side, keys)
+    missing = [k for k in keys if not bool((at[k] >= 0).any())]
+    if missing:
+        raise InterpError(f"no example has the position {', '.join(missing)}; positions are "
+                          "keys like in:<role>#<k> or out:<token>#<k> (e.g. in:=#0)")
+    per_key = directions if isinstance(directions, dict) else dict.fromkeys(keys, directions)
+    bases = {k: orthonormal(per_key[k]) for k in keys}
+    d = int(bridge.cfg.d_model)
+    bad = [k for k, V in bases.items() if V.shape[1] != d]
+    if bad:
+        raise InterpError(f"directions at {bad[0]} have {bases[bad[0]].shape[1]} columns; "
+                          f"this model's d_model is {d}")
+    if mode == "steer" and (any(len(V) != 1 for V in bases.values()) or alpha is None):
+        raise InterpError("steering adds one direction per position: give a rank-1 "
+                              "direction and alpha (see probes.causal.steering_vector)")
+    centers = center if isinstance(center, dict) else dict.fromkeys(keys, center)
+    a = float(alpha or 0.0)
+
+    def hooks(bs):
+        return lambda index: [(name, _hook(index, at, bs, mode, a, centers))]
+
+    if clean is None:
+        say("clean run")
+        clean = teacher_forced(bridge, prep, None, batch_size)
+    say(f"{mode} the direction at {site} L{layer} {' '.join(keys)}")
+    target = teacher_forced(bridge, prep, hooks(bases), batch_size)
+    ctl_runs = []
+    for j in range(n_controls):
+        say(f"control {j + 1}/{n_controls}")
+        rng = np.random.default_rng([seed, j])
+        ctl = {k: random_basis(len(V), d, rng) for k, V in bases.items()}
+        ctl_runs.append(teacher_forced(bridge, prep, hooks(ctl), batch_size))
+    names = prep.field_names
+    cm = clean.metrics(names)
+    summary = compare(cm, target.metrics(names), [r.metrics(names) for r in ctl_runs], seed)
+    control_damage = pd.DataFrame(
+        [{"control": j, "metric": k, "damage": float(np.nanmean(_damage(k, v, cm[k])))}
+         for j, r in enumerate(ctl_runs) for k, v in r.metrics(names).items()
+         if bool((~torch.isnan(v)).any())], columns=["control", "metric", "damage"])
+    per = pd.DataFrame({"src": [e.src for e in prep.examples],
+                        "present": sum((at[k] >= 0).long() for k in keys).numpy(),
+                        "loss_clean": clean.loss.numpy(), "loss_target": target.loss.numpy(),
+                        "exact_clean": clean.exact.numpy(),
+                        "exact_target": target.exact.numpy()})
+    if ctl_runs:
+        per["loss_controls_mean"] = torch.stack([r.loss for r in ctl_runs]).mean(0).numpy()
+    meta = {"site": site, "stack": stack, "layer": int(layer), "positions": keys,
+            "rank": {k: len(V) for k, V in bases.items()}, "mode": mode,
+            "alpha": a if mode == "steer" else None, "n": prep.n, "controls": n_controls,
+            "seed": seed, "arch": prep.arch,
+            "n_layers": n_layers(bridge, "self" if prep.arch == "decoder" else
+                                 ("encoder" if stack == "encoder" else "decoder_self"))}
+    return CausalResult(summary, control_damage, per, meta)
+
+
+def _damage(metric: str, ablated: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    return ablated - clean if metric in HIGHER_IS_WORSE else clean - ablated
+
+
+def steering_vector(X: torch.Tensor, labels, source, target) -> tuple[torch.Tensor, float]:
+    """The difference-in-means steering vector of one cell: `([1, d] unit vector, alpha)`
+    from the mean activation of examples labelled `source` to that of `target`.
+
+    Parameters
+    ----------
+    X : `[n, d]` activations at the cell (e.g. `acts.get(site, layer)[:, acts.position_index(key)]`
+        restricted to examples present there)
+    labels : `[n]` their labels; source, target : two label values (e.g. -1 and 1 for D_sign)
+
+    Adding `alpha * v` to a `source` example moves the mean of the source class onto the
+    mean of the target class (exactly, on the examples it was computed from).
+    """
+    X = torch.as_tensor(X, dtype=torch.float32)
+    y = np.asarray(labels)
+    s, t = torch.from_numpy(y == source), torch.from_numpy(y == target)
+    if not bool(s.any()) or not bool(t.any()):
+        raise InterpError(f"steering needs examples labelled {source!r} and {target!r}; "
+                          f"the labels hold {sorted(set(y.tolist()))}")
+    diff = X[t].mean(0) - X[s].mean(0)
+    norm = float(diff.norm())
+    if norm == 0:
+        raise InterpError("the two classes have the same mean activation here; nothing to steer")
+    return (diff / norm)[None], norm
