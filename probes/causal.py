@@ -23,7 +23,8 @@ mean along v. Controls add random unit vectors with the same alpha.
 
 Measure: teacher-forced against the clean run of the same examples, per example: answer loss,
 exact match, token accuracy and per solution field the share of examples with every token right
-(the ablation's measures, `circuits.ablation.Run`). Control: `n_controls` random orthonormal
+(`field:<name>`) and the mean loss over its tokens (`loss:<name>`) (the ablation's measures,
+`circuits.ablation.Run`). Control: `n_controls` random orthonormal
 bases of the same rank (per position key), seeded. Statistics: damage of the probe direction
 minus the mean damage of the controls, per example, with a bootstrap interval
 (`circuits.stats.bootstrap_ci`) and the control-rank p-value (`rank_p_value`), through
@@ -40,11 +41,10 @@ import pandas as pd
 import torch
 
 from circuits.ablation import HIGHER_IS_WORSE, Run, compare
-from circuits.ablation.interventions import batches, forward
+from circuits.ablation.interventions import Scores, batches, forward
 from circuits.ablation.positions import Prepared, prepare
 from interp.errors import InterpError
 from interp.hooks import hook_name, n_layers
-from interp.tokens import IGNORE
 
 MODES = ("remove", "steer")
 #: probe site -> the block hook that carries it
@@ -91,7 +91,10 @@ class CausalResult:
         (grey dots): `interp.viz.figures.ablation_figure`."""
         from interp.viz.figures import ablation_figure, esc
 
-        fig = ablation_figure(self.summary, self.control_damage)
+        def keep(df):          # the figure shows answer loss and accuracies (not field losses)
+            return df[~df.metric.str.startswith("loss:")]
+
+        fig = ablation_figure(keep(self.summary), keep(self.control_damage))
         m = self.meta
         what = "removing" if m["mode"] == "remove" else "adding"
         fig.update_layout(title=esc(f"{what} the probe direction at {m['site']} L{m['layer']} "
@@ -195,39 +198,14 @@ def _hook(index: torch.Tensor, at: dict[str, torch.Tensor], bases: dict[str, tor
 
 
 def teacher_forced(bridge, prep: Prepared, hooks_for=None, batch_size: int = 128) -> Run:
-    """Per-example teacher-forced metrics (`circuits.ablation.Run`) with the hooks
-    `hooks_for(index) -> [(hook name, fn)]` attached to each batch (None: the clean run).
-    The same measures as `circuits.ablation.run_condition`."""
-    n, nf = prep.n, len(prep.field_names)
-    loss, tacc = torch.zeros(n), torch.zeros(n)
-    exact = torch.zeros(n, dtype=torch.bool)
-    fields = torch.full((n, nf), float("nan"))
-    first = torch.full((n,), -1, dtype=torch.long)
-    pred_at = torch.full((n,), -1, dtype=torch.long)
-    for index, widths, ids, valid, _, _ in batches(prep, batch_size):
+    """Per-example teacher-forced metrics (`circuits.ablation.Run`, scored by the ablation's
+    `Scores`) with the hooks `hooks_for(index) -> [(hook name, fn)]` attached to each batch
+    of examples `index: [batch]` (None: the clean run)."""
+    acc = Scores(prep)
+    for index, _, ids, valid, _, _ in batches(prep, batch_size):
         hooks = (hooks_for(index) if hooks_for else [], [])
-        logits = forward(bridge, prep.arch, ids, valid, hooks)
-        w = widths[prep.out_side]
-        lab, fld = prep.labels[index, :w], prep.fields[index, :w]
-        keep = lab != IGNORE
-        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), lab.clamp_min(0),
-                                               reduction="none")
-        pred = logits.argmax(-1)
-        right = (pred == lab) & keep
-        wrong = keep & ~right
-        loss[index] = (ce * keep).sum(1) / keep.sum(1)
-        tacc[index] = right.sum(1).float() / keep.sum(1)
-        exact[index] = ~wrong.any(1)
-        has_wrong = wrong.any(1)
-        fw = torch.where(has_wrong, wrong.float().argmax(1), torch.full_like(index, -1))
-        first[index] = fw
-        pred_at[index] = torch.where(has_wrong, pred.gather(1, fw.clamp_min(0)[:, None])[:, 0],
-                                     torch.full_like(index, -1))
-        for j in range(nf):
-            fm = fld == j
-            val = (~(fm & wrong).any(1)).float()
-            fields[index, j] = torch.where(fm.any(1), val, torch.full_like(val, float("nan")))
-    return Run(loss, exact, tacc, fields, first, pred_at)
+        acc.add(index, forward(bridge, prep.arch, ids, valid, hooks))
+    return acc.run()
 
 
 def remove_direction(bridge, task, examples, site: str, layer: int,
@@ -305,11 +283,12 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
         ctl = {k: random_basis(len(V), d, rng) for k, V in bases.items()}
         ctl_runs.append(teacher_forced(bridge, prep, hooks(ctl), batch_size))
     names = prep.field_names
-    cm = clean.metrics(names)
-    summary = compare(cm, target.metrics(names), [r.metrics(names) for r in ctl_runs], seed)
+    cm = clean.metrics(names, field_loss=True)
+    summary = compare(cm, target.metrics(names, field_loss=True),
+                      [r.metrics(names, field_loss=True) for r in ctl_runs], seed)
     control_damage = pd.DataFrame(
         [{"control": j, "metric": k, "damage": float(np.nanmean(_damage(k, v, cm[k])))}
-         for j, r in enumerate(ctl_runs) for k, v in r.metrics(names).items()
+         for j, r in enumerate(ctl_runs) for k, v in r.metrics(names, field_loss=True).items()
          if bool((~torch.isnan(v)).any())], columns=["control", "metric", "damage"])
     per = pd.DataFrame({"src": [e.src for e in prep.examples],
                         "present": sum((at[k] >= 0).long() for k in keys).numpy(),
@@ -328,7 +307,9 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
 
 
 def _damage(metric: str, ablated: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    return ablated - clean if metric in HIGHER_IS_WORSE else clean - ablated
+    """Loss up (`answer_loss`, `loss:<field>`) or accuracy down, as `compare` counts it."""
+    worse_up = metric in HIGHER_IS_WORSE or metric.startswith("loss:")
+    return ablated - clean if worse_up else clean - ablated
 
 
 def steering_vector(X: torch.Tensor, labels, source, target) -> tuple[torch.Tensor, float]:
