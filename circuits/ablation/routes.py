@@ -27,9 +27,10 @@ roles with grouping "fine".
 
 Controls matched in attention mass: for each example and each affected query row, a control
 cuts as many OTHER keys of that row (allowed to the query, not among the target keys),
-chosen as the closest in clean attention mass to the target keys among `DRAWS` uniform random
-draws (all the other keys when there are fewer than the target has). The mean target and
-control mass per affected row are reported (`target_mass`, `control_mass`).
+chosen as the closest in clean attention mass to the target keys among `DRAWS` random draws
+(uniform, and leaning towards heavier keys: probability proportional to attention**beta,
+beta in `BETAS`; all the other keys when there are fewer than the target has). The mean
+target and control mass per affected row are reported (`target_mass`, `control_mass`).
 
 Effect = damage(target) - mean damage(controls) per example, its bootstrap interval over
 examples, and the control-rank p-value (`circuits.stats`). Measures: teacher-forced answer
@@ -63,6 +64,9 @@ from .positions import Prepared, prepare
 
 #: random draws per control and query row; the one closest in attention mass is kept
 DRAWS = 16
+#: draws take keys with probability proportional to attention**beta, beta cycling these
+BETAS = (0.0, 1.0, 2.0, 4.0)
+CHUNK = 256     # query rows drawn for at once
 PREFIX = {"enc": "encoder", "dec": "decoder_self", "cross": "cross"}
 _SPEC = re.compile(r"^(?:(enc|dec|cross)\.)?L(\d+)H(\d+):(.+)$")
 _EXAMPLE = {"decoder": "'L2H0:D_value->b,c', 'L1H2:offset=1' or 'L0H3:token=='",
@@ -254,29 +258,42 @@ def clean_pattern(bridge, prep: Prepared, ko: HeadKnockout, batch_size: int = 12
 def control_cuts(cut: torch.Tensor, ok: torch.Tensor, pattern: torch.Tensor, n_controls: int,
                  rng: np.random.Generator, draws: int = DRAWS
                  ) -> tuple[list[torch.Tensor], float, float]:
-    """`n_controls` cuts like `cut: [N, Wq, Wk]`, matched in mass (module docstring), with the
-    mean target and control mass per affected row. `ok`: the allowed entries; `pattern`: the
-    clean attention of the head, both `[N, Wq, Wk]`."""
+    """`n_controls` cuts like `cut: [N, Wq, Wk]`, matched in mass, with the mean target and
+    control mass per affected row. `ok`: the allowed entries; `pattern`: the clean attention
+    of the head, both `[N, Wq, Wk]`.
+
+    Per affected row and control: `draws` random key sets of the target's size among the
+    row's other allowed keys, drawn without replacement with probability proportional to
+    attention**beta (beta cycling through `BETAS`: uniform draws, and draws leaning towards
+    the heavier keys, so that a heavy target can be matched); the set whose clean mass is
+    closest to the target's is kept."""
     out = torch.zeros(n_controls, *cut.shape, dtype=torch.bool)
+    rows = torch.nonzero(cut.any(-1))                                     # [R, 2]
     t_mass, c_mass = [], []
-    A = pattern.double().numpy()
-    for i, q in torch.nonzero(cut.any(-1)).tolist():
-        tk = cut[i, q].numpy()
-        pool = np.flatnonzero(ok[i, q].numpy() & ~tk)
-        m_t = float(A[i, q, tk].sum())
+    betas = torch.tensor(np.resize(np.array(BETAS), draws))[:, None, None]  # [D, 1, 1]
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    for s in range(0, len(rows), CHUNK):
+        i, q = rows[s:s + CHUNK].T
+        tk, a = cut[i, q], pattern[i, q].double()                          # [r, Wk]
+        pool = ok[i, q] & ~tk
+        m_t = (a * tk).sum(-1)                                            # [r]
+        size = torch.minimum(tk.sum(-1), pool.sum(-1))
         t_mass.append(m_t)
-        size = min(int(tk.sum()), len(pool))
-        if size == 0 or n_controls == 0:
-            c_mass += [0.0] * n_controls
+        if n_controls == 0:
             continue
-        keys = rng.random((n_controls, draws, len(pool)))
-        pick = np.argpartition(keys, size - 1, axis=-1)[..., :size]     # [C, D, size]
-        mass = A[i, q, pool[pick]].sum(-1)                                # [C, D]
-        best = np.abs(mass - m_t).argmin(1)
-        for c in range(n_controls):
-            out[c, i, q, pool[pick[c, best[c]]]] = True
-            c_mass.append(float(mass[c, best[c]]))
-    return list(out), _mean(t_mass), _mean(c_mass)
+        u = torch.rand((n_controls, draws, *a.shape), generator=gen).clamp(1e-12, 1 - 1e-7)
+        keys = (betas * a.clamp_min(1e-30).log()[None]).float() - (-u.log()).log()  # + Gumbel
+        keys = keys.masked_fill(~pool, float("-inf"))                     # [C, D, r, Wk]
+        kmax = max(1, int(size.max()))
+        top = keys.topk(kmax, -1).indices                                 # [C, D, r, kmax]
+        take = (torch.arange(kmax) < size[:, None]).expand(top.shape)
+        sel = torch.zeros(keys.shape, dtype=torch.bool).scatter_(-1, top, take)
+        mass = (sel * a).sum(-1)                                          # [C, D, r]
+        best = (mass - m_t).abs().argmin(1)                               # [C, r]
+        out[:, i, q] = sel.gather(1, best[:, None, :, None].expand(-1, 1, *a.shape))[:, 0]
+        c_mass.append(mass.gather(1, best[:, None])[:, 0].flatten())
+    cat = lambda v: torch.cat(v).tolist() if v else []  # noqa: E731
+    return list(out), _mean(cat(t_mass)), _mean(cat(c_mass))
 
 
 def _mean(v: list) -> float:
