@@ -1,11 +1,17 @@
-"""Ablate tokens and measure what the answer loses, against random-position controls.
+"""Ablate tokens, or one head's route, and measure what the answer loses, against controls.
 
     ablate --tokens "x,^,=" [CKPT] [--mode knockout|mean|zero|resample] [--layers 0-3]
            [--scope input|all] [--n 500] [--controls 20] [--out DIR] [--json FILE]
+    ablate --route "L2H0:D_value->b,c" [--route "L1H2:offset=1;L0H3:token=="] [CKPT]
+           [--n 500] [--controls 20] [--decode] [--out DIR] [--json FILE]
 
-(also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; --out writes
-summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and report.html;
---json writes ablation.json alone. See `circuits.ablation` for the definitions.
+(also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; with --tokens
+--out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
+report.html, with --route routes.csv, routes.json and report.html; --json writes the JSON
+alone. A route is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
+groups, `*` for every query), `offset=d` or `token=t`: in that one head the attention from
+Q to K is cut and the rows renormalised, against controls that cut as many other keys of
+the same rows, matched in attention mass. See `circuits.ablation` for the definitions.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ MAX_CONTROLS = 1_000  # random control position sets
 MAX_BATCH = 4_096     # examples run at once
 OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
              "report.html")
+ROUTE_FILES = ("routes.csv", "routes.json", "report.html")
 
 
 def main(argv=None) -> int:
@@ -35,8 +42,12 @@ def parser():
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(p, checkpoint="checkpoint directory or shipped model (default {default})",
                 quiet=False, device=False)
-    p.add_argument("--tokens", required=True,
+    p.add_argument("--tokens", default=None,
                    help='comma-separated tokens as typed, e.g. "x,^,="')
+    p.add_argument("--route", action="append", default=None,
+                   help='knock out one head\'s route instead, e.g. "L2H0:D_value->b,c", '
+                   '"L1H2:offset=1", "L0H3:token=="; T5: "cross.L1H3:D_value->b" (enc., '
+                   'dec., cross.); repeatable or ";"-separated')
     p.add_argument("--mode", choices=MODES, default="knockout")
     p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
     p.add_argument("--scope", choices=SCOPES, default="input",
@@ -50,22 +61,55 @@ def parser():
                    help="draw examples from every input, not only the held-out partition")
     p.add_argument("--no-sweep", action="store_true", help="skip the per-layer sweep")
     p.add_argument("--no-decode", action="store_true", help="skip free-running decoding")
+    p.add_argument("--decode", action="store_true", help="with --route: also decode greedily "
+                   "under each knockout and its controls, the checker per step (slower)")
     p.add_argument("--batch-size", type=int, default=128)
     return add_options(p, out="write CSV, JSON and report.html there",
                        json="write the results as JSON", quiet=True, device=True)
 
 
 def _main(argv) -> int:
-    from interp.cli.common import at_most, check_device, check_outputs, positive
+    from interp.cli.common import check_device, check_outputs
     from interp.errors import InterpError, shorten
     from interp.io import output_lock
 
     a = parser().parse_args(argv)
+    if (a.tokens is None) == (a.route is None):
+        raise InterpError("give either --tokens (ablate token positions) or --route (knock "
+                          "out one head's route), e.g. --tokens 'x,^,=' or --route "
+                          "'L2H0:D_value->b,c'")
+    _check_numbers(a)
+    check_device(a)
+    if a.route is not None:
+        routes = [r.strip() for spec in a.route for r in spec.split(";")]
+        if "" in routes:
+            raise InterpError(f"--route {shorten(';'.join(a.route))!r} has an empty route; "
+                              "separate routes with single semicolons")
+        for flag, bad in (("--mode", a.mode != "knockout"), ("--layers", a.layers is not None),
+                          ("--scope", a.scope != "input"), ("--no-sweep", a.no_sweep),
+                          ("--no-decode", a.no_decode)):
+            if bad:
+                raise InterpError(f"{flag} applies to --tokens; a --route names its own layer "
+                                  "and head (decoding: --decode)")
+        out = check_outputs(a, "routes.json", ROUTE_FILES)
+        with output_lock(out):
+            return _run_routes(a, routes, out)
+    if a.decode:
+        raise InterpError("--decode applies to --route; --tokens decodes unless --no-decode")
     tokens = [t.strip() for t in a.tokens.split(",")]
     if "" in tokens:
         # a literal comma cannot be named; an empty name is almost always a typo
         raise InterpError(f"--tokens {shorten(a.tokens)!r} has an empty name; separate "
                           "tokens with single commas, e.g. 'x,^,='")
+    out = check_outputs(a, "ablation.json", OWN_FILES)
+    with output_lock(out):
+        return _run(a, tokens, out)
+
+
+def _check_numbers(a) -> None:
+    from interp.cli.common import at_most, positive
+    from interp.errors import InterpError
+
     positive("--n", a.n, MAX_N, f"one ablation run takes ({MAX_N:,} examples; every control "
              "and layer of the sweep runs them all again)")
     if a.controls < 0:
@@ -74,10 +118,40 @@ def _main(argv) -> int:
             "sets; 20 already give p-values down to 1/21)")
     positive("--batch-size", a.batch_size, MAX_BATCH, f"one batch holds ({MAX_BATCH:,} "
              "examples)")
-    check_device(a)
-    out = check_outputs(a, "ablation.json", OWN_FILES)
-    with output_lock(out):
-        return _run(a, tokens, out)
+
+
+def _run_routes(a, routes, out) -> int:
+    from circuits.ablation import ablate_route
+    from interp.cli.common import load
+    from interp.io import replace_dir_atomic, write_json
+    from interp.viz.reports.routes import build_page, format_routes, to_json
+
+    ckpt = load(a)
+    task = ckpt.task
+    examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True)
+    say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
+    res = ablate_route(ckpt.bridge(), task, examples, routes, n_controls=a.controls,
+                       seed=a.seed, decode=a.decode, batch_size=a.batch_size, progress=say)
+    res.meta["checkpoint"] = str(a.checkpoint)
+    title = (f"route knockout on {a.checkpoint}: {res.meta['n']} "
+             f"{'' if a.all_inputs else 'held-out '}examples, {a.controls} mass-matched "
+             "controls per route")
+    print(format_routes(res, title))
+    data = to_json(res)
+    if a.json:
+        write_json(a.json, data)
+    if out is None:
+        return 0
+
+    def fill(tmp: Path) -> None:
+        res.summary.to_csv(tmp / "routes.csv", index=False)
+        write_json(tmp / "routes.json", data)
+        build_page(res, title).write(tmp / "report.html")
+
+    replace_dir_atomic(fill, out)
+    if not a.quiet:
+        print(f"wrote {out}/routes.csv, routes.json, report.html", file=sys.stderr)
+    return 0
 
 
 def _run(a, tokens, out) -> int:

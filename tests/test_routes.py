@@ -10,10 +10,9 @@ import torch
 from circuits import ablation as A
 from circuits.ablation import routes as R
 from circuits.ablation.interventions import _head_knock, _t5_head_knock, head_hooks
-from clihelp import one_line_error, run
+from clihelp import one_line
 from interp.errors import InterpError
 from interp.hooks import capture, hook_name
-from interp.hooks import run as run_model
 from interp.models import load_checkpoint
 
 
@@ -351,21 +350,30 @@ def test_verify_heads_checks_first_labels_and_skips_the_rest(planted):
     assert out.answer_loss_effect[0] > 0
 
 
-def test_cli_route_writes_outputs_and_bad_specs_are_one_line(tiny_checkpoints, tmp_path):
+def test_cli_route_writes_outputs_and_bad_specs_are_one_line(tiny_checkpoints, tmp_path,
+                                                            capsys):
+    from circuits.ablate import main
+
     ck = str(tiny_checkpoints["decoder"])
     out = tmp_path / "r"
-    proc = run("circuits.ablate", ck, "--route", "L1H0:D_value->b,c;L0H1:offset=1", "--n", "6",
-               "--controls", "2", "--out", str(out), "--json", str(tmp_path / "r.json"),
-               "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    assert "L1H0:D_value->b,c" in proc.stdout and "effect" in proc.stdout
+    rc = main([ck, "--route", "L1H0:D_value->b,c;L0H1:offset=1", "--route", "L1H3:token==",
+               "--n", "6", "--controls", "2", "--out", str(out), "--json",
+               str(tmp_path / "r.json"), "--quiet"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "L1H0:D_value->b,c" in printed.out and "effect" in printed.out
     for f in ("routes.csv", "routes.json", "report.html"):
         assert (out / f).is_file()
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["meta"]["knockouts"] == ["L1H0:D_value->b,c", "L0H1:offset=1"]
-    one_line_error(run("circuits.ablate", ck, "--route", "L1H0:D_value->zz", "--n", "3"),
-                   "group 'zz'")
-    one_line_error(run("circuits.ablate", ck, "--route", "L1H0", "--n", "3"), "cannot read")
-    one_line_error(run("circuits.ablate", ck, "--route", "L1H0:a->b", "--tokens", "x"),
-                   "--route", "--tokens")
-    one_line_error(run("circuits.ablate", ck, "--n", "3"), "--route", "--tokens")
+    assert data["meta"]["knockouts"] == ["L1H0:D_value->b,c", "L0H1:offset=1", "L1H3:token=="]
+    page = (out / "report.html").read_text()
+    assert "Plotly.newPlot" in page and "D_value-&gt;b,c" in page    # escaped
+    for argv, needles in [(["--route", "L1H0:D_value->zz"], ["group 'zz'"]),
+                          (["--route", "L1H0"], ["cannot read"]),
+                          (["--route", "L1H0:a->b", "--tokens", "x"], ["--route", "--tokens"]),
+                          ([], ["--route", "--tokens"]),
+                          (["--route", "L1H0:a->b", "--layers", "1"], ["--layers"]),
+                          (["--route", "L1H0:a->b;;"], ["empty route"]),
+                          (["--route", "L1H9:a->b"], ["heads 0-3"])]:
+        rc = main([ck, "--n", "3", "--controls", "0", *argv])
+        one_line(rc, capsys.readouterr().err, *needles)
