@@ -145,7 +145,7 @@ def test_maps_frame_holds_each_heads_query_role_by_key_role_shares(tiny_checkpoi
     examples = task.generate(5, seed=3)
     maps = head_taxonomy(bridge, task, examples, batch_size=2).maps("self")
     assert set(maps.kind) == {"self"} and len(maps) > 0
-    sums = maps.groupby(["layer", "head", "query_role"]).share.sum()
+    sums = maps.groupby(["layer", "head", "query"]).share.sum()
     assert ((sums - 1).abs() < 1e-5).all()
     c = cache_attention(bridge, task, examples)
     P, side = c.patterns["self"], c.query("self")
@@ -157,6 +157,6 @@ def test_maps_frame_holds_each_heads_query_role_by_key_role_shares(tiny_checkpoi
                 n += 1
                 total += sum(float(P[layer, b, head, q, k]) for k, rk in enumerate(roles)
                              if rk == k_role)
-    row = maps[(maps.layer == layer) & (maps["head"] == head) & (maps.query_role == q_role)
-               & (maps.key_role == k_role)]
+    row = maps[(maps.layer == layer) & (maps["head"] == head) & (maps["query"] == q_role)
+               & (maps["key"] == k_role)]
     assert n > 0 and abs(float(row.share.iloc[0]) - total / n) < 1e-5

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from interp.attention.routes import Route
 from interp.attention.stats import Thresholds, segments_from_roles
 from interp.attention.taxonomy import classify, head_features
 from interp.attention import scores as S
@@ -96,16 +97,23 @@ TH = Thresholds(sharp=0.5, band=0.75, band_excess=0.25, vertical=0.5, vertical_l
 
 
 def planted(sharp=0.0, band=0.0, band_u=0.0, vert=0.0, vert_u=0.25, block=None,
-            block_u=0.25, block_model=0.0):
+            block_u=0.25, block_model=0.0, entropy=1.0, routes=()):
     t = lambda v: torch.tensor([[float(v)]])  # noqa: E731
-    f = {"sharp_mass": t(sharp), "sharp_offset": t(1), "sharp_uniform": t(0.1),
+    f = {"entropy": t(entropy), "entropy_uniform": t(3.0), "routes": [[list(routes)]],
+         "sharp_mass": t(sharp), "sharp_offset": t(1), "sharp_uniform": t(0.1),
          "band_mass": t(band), "band_centre": t(2), "band_halfwidth": t(1),
          "band_uniform": t(band_u), "vertical_share": t(vert), "vertical_uniform": t(vert_u),
-         "vertical_roles": [[["=", "x"]]], "vertical_top_share": t(vert)}
+         "vertical_roles": [[["=", "x"]]], "vertical_top_share": t(vert), "vertical_top_uniform": t(1.0)}
     if block is not None:
         f.update(block_share=t(block), block_uniform=t(block_u),
                  block_offset_model=t(block_model))
     return classify(f, 0, 0, TH)
+
+
+ROUTE = Route("D_value", "b", share=0.4, uniform=0.1, offset_model=0.1, weight=0.1,
+              visible=0.4, head_visible=0.1)
+ROUTE_C = Route("D_value", "c", share=0.3, uniform=0.1, offset_model=0.1, weight=0.1,
+                visible=0.3, head_visible=0.1)
 
 
 @pytest.mark.parametrize("kw,labels", [
@@ -126,6 +134,14 @@ def planted(sharp=0.0, band=0.0, band_u=0.0, vert=0.0, vert_u=0.25, block=None,
     ({"block": 0.9, "block_u": 0.7, "vert_u": 0.1}, ["heterogeneous"]),   # lift is block's own
     ({"sharp": 0.9, "block": 0.9}, ["sparse_block"]),             # block suppresses sharp
     ({"sharp": 0.9, "vert": 0.6, "vert_u": 0.1}, ["sharp_diagonal(1)", "vertical(=)"]),
+    ({"entropy": 2.7}, ["broad"]),                                # 0.9 of uniform's 3.0
+    ({"entropy": 2.69}, ["heterogeneous"]),
+    ({"entropy": 2.8, "sharp": 0.9}, ["broad"]),                  # broad rules out the rest
+    ({"routes": [ROUTE]}, ["routed(D_value->b)"]),                # share 0.4 = route_share
+    ({"routes": [ROUTE, ROUTE_C]}, ["routed(D_value->b,c)"]),
+    ({"routes": [ROUTE_C]}, ["heterogeneous"]),                   # 0.3 < route_share
+    ({"routes": [ROUTE], "sharp": 0.9}, ["sharp_diagonal(1)"]),   # a diagonal is no route
+    ({"routes": [ROUTE], "vert": 0.6, "vert_u": 0.1}, ["vertical(=)", "routed(D_value->b)"]),
 ])
 def test_labels_from_planted_features(kw, labels):
     assert planted(**kw) == labels

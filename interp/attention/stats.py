@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-BOUNDARIES = {";", "<sep>", "<bos>", "<eos>", "<start>", "[SEP]", "[CLS]", ".", "<s>", "</s>"}
+from interp.attention.routes import route_features, route_tables
+from interp.attention.groups import (BOUNDARIES, input_keys, onehot, role_index,  # noqa: F401
+                                     segments_from_roles)
 
 
 @dataclass(frozen=True)
@@ -37,51 +40,15 @@ class Thresholds:
     block_lift: float = 1.5     # ... and at least this multiple of the uniform head's share
     block_excess: float = 0.1   # ... and this much above a head driven by offsets alone
     max_offset: int = 64        # offsets considered for diagonals
-
-
-def role_index(roles: list[list[str]], names: list[str], width: int) -> torch.Tensor:
-    """[batch, width] index of each position's role in `names` (-1 past the end or unknown)."""
-    index = {r: i for i, r in enumerate(names)}
-    rows = [[index.get(r, -1) for r in row[:width]] + [-1] * (width - min(len(row), width))
-            for row in roles]
-    return torch.tensor(rows, dtype=torch.long).reshape(len(roles), width)
-
-
-def onehot(ridx: torch.Tensor, n: int) -> torch.Tensor:
-    """[batch, width] role indices -> [batch, width, n] float one-hot (all zero for -1)."""
-    out = torch.zeros(*ridx.shape, n + 1)
-    out.scatter_(-1, (ridx % (n + 1)).unsqueeze(-1), 1.0)   # -1 lands in the spare last slot
-    return out[..., :n]
-
-
-def segments_from_roles(roles: list[list[str]], width: int, mode: str = "statement"
-                        ) -> torch.Tensor:
-    """Segment ids [batch, width] (-1 past the end) for the block score.
-
-    mode "statement": a boundary token (`;`, `<sep>`, `<bos>`, `[SEP]`, `.` ...) ends a segment
-    (the equation, the D statement, each root statement, a sentence). mode "number": each run
-    of one number's sign and digits is a segment, every other token stands alone.
-    """
-    if mode not in ("statement", "number"):
-        from interp.errors import InterpError
-
-        raise InterpError(f"unknown segment mode {mode!r}; choose statement or number")
-    rows = []
-    for row in roles:
-        ids, sid, prev_field = [], 0, None
-        for r in row[:width]:
-            if mode == "statement":
-                ids.append(sid)
-                if r in BOUNDARIES:
-                    sid += 1
-            else:
-                field = r.rsplit("_", 1)[0] if r.endswith(("_digit", "_sign")) else None
-                if field is None or field != prev_field or r.endswith("_sign"):
-                    sid += 1
-                ids.append(sid)
-                prev_field = field
-        rows.append(ids + [-1] * (width - len(ids)))
-    return torch.tensor(rows, dtype=torch.long).reshape(len(roles), width)
+    broad: float = 0.9          # entropy at least this fraction of the uniform head's
+    # routes (interp.attention.routes): per pair of groups q -> k, k != q
+    route_key: float = 0.15     # mean attention of a q query on k keys
+    route_lift: float = 2.0     # ... at least this multiple of the uniform head's
+    route_excess: float = 0.1   # ... and this much above the offset-only model (self attention)
+    route_specific: float = 1.5  # ... and this multiple of the head's mean attention to k
+    route_min_weight: float = 0.02  # share of all queries the query group must hold
+    route_share: float = 0.4    # a query group's routes together: `routed(Q->K)`
+    route_top: int = 3          # routes counted in `route_share` and shown in `reads`
 
 
 def _band(profile: torch.Tensor, offsets: list[int], halfwidth: int):
@@ -123,8 +90,9 @@ class HeadStats:
 
     def __init__(self, n_layers: int, n_heads: int, key_names: list[str],
                  query_names: list[str] | None = None, causal: bool = True,
-                 diagonal: bool = True, detectors: bool = True, th: Thresholds = Thresholds()):
-        self.L, self.H, self.th = n_layers, n_heads, th
+                 diagonal: bool = True, detectors: bool = True, th: Thresholds = Thresholds(),
+                 grouping: str = "field"):
+        self.L, self.H, self.th, self.grouping = n_layers, n_heads, th, grouping
         self.key_names, self.query_names = list(key_names), query_names and list(query_names)
         self.causal, self.diagonal, self.detectors = causal, diagonal, detectors and diagonal
         L, H, R, D = n_layers, n_heads, len(key_names), th.max_offset
@@ -136,12 +104,20 @@ class HeadStats:
         self.summary = z(L, R)
         self.role_map = z(L, H, len(query_names), R) if query_names else None
         self.query_count = z(len(query_names)) if query_names else None
+        # the uniform head's query role x key role sums, and (self attention) how many valid
+        # keys of each role stand at each offset from the queries of each role: the
+        # offset-only model of a route is finished from these (`interp.attention.routes`)
+        self.u_role_map = z(len(query_names), R) if query_names else None
+        self.visible = z(len(query_names), R) if query_names else None   # queries seeing a key
+        self.offset_roles = (z(len(query_names), 2 * D + 1, R) if query_names and diagonal
+                             else None)
         self.entropy, self.u_entropy = z(L, H), 0.0
         self.first, self.u_first = z(L, H), 0.0
         self.block, self.u_block, self.has_segments = z(L, H), 0.0, False
         # distinct per-query rows [same segment, valid key] by offset, and how often each came
-        self.seg_rows = torch.zeros(0, 2 * (2 * th.max_offset + 1), dtype=torch.uint8)
-        self.seg_weights = torch.zeros(0, dtype=torch.float64)
+        # (packed bits, one row of bytes each; numpy's unique on bytes is ~8x torch's unique_dim)
+        self.seg_rows = np.zeros((0, (2 * (2 * th.max_offset + 1) + 7) // 8), dtype=np.uint8)
+        self.seg_weights = np.zeros(0, dtype=np.float64)
         names = ("previous_token", "duplicate_token", "induction_on_data")
         self.det: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         self.u_det: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -181,7 +157,8 @@ class HeadStats:
         self.u_first += float(u_keys[:, 0].sum())
         # entropy: -sum p log p (zeros clamped first: log of exact zeros is a slow path)
         logp = P.clamp_min(1e-30).log_()
-        self.entropy -= torch.linalg.vecdot(P, logp).sum((1, 3)).double()
+        self.entropy -= torch.matmul(P.reshape(-1, 1, K), logp.reshape(-1, K, 1)
+                                     ).reshape(L, B, H, Q).sum((1, 3)).double()
         del logp
         self.u_entropy += float((nk.log() * qvalid).sum())
         if self.role_map is not None and query_roles is not None:
@@ -190,6 +167,9 @@ class HeadStats:
             toward = toward.reshape(L, B, H, Q, -1)
             self.role_map += torch.einsum("lbhqs,bqr->lhrs", toward, qh).double()
             self.query_count += qh.sum((0, 1)).double()
+            self.u_role_map += torch.einsum("bqs,bqk,bkr->sr", qh, U, kh).double()
+            seen = (torch.matmul(mask.float(), kh) > 0).float()          # [B, Q, R]
+            self.visible += torch.einsum("bqs,bqr->sr", qh, seen).double()
         if self.diagonal:
             cells, slot = _rel_index(Q, K, D)      # (query, key) cells by offset, |offset| <= D
             summed = P.sum(1).reshape(L * H, Q * K)[:, cells]
@@ -197,6 +177,8 @@ class HeadStats:
                                                                      ).reshape(L, H, -1).double()
             self.u_offsets += torch.zeros(2 * D + 1).index_add_(
                 0, slot, U.sum(0).reshape(-1)[cells]).double()
+            if self.offset_roles is not None and query_roles is not None:
+                self._count_offset_roles(mask, query_roles[:, :Q], key_roles[:, :K], cells, slot)
         # position masks [B, Q, K] whose product with P is summed per prompt
         masks: dict[str, torch.Tensor] = {}
         if q_seg is not None and k_seg is not None:
@@ -212,12 +194,7 @@ class HeadStats:
                 qi = torch.arange(Q)[:, None].expand(Q, K).reshape(-1)[cells]
                 by_off[:, :, qi, slot] = both.to(torch.uint8)
                 rows = by_off.permute(0, 2, 1, 3).reshape(B * Q, -1)[qvalid.reshape(-1)]
-                rows = torch.cat([self.seg_rows, rows])
-                weights = torch.cat([self.seg_weights, torch.ones(len(rows) - len(self.seg_rows),
-                                                                  dtype=torch.float64)])
-                self.seg_rows, inverse = torch.unique(rows, dim=0, return_inverse=True)
-                self.seg_weights = torch.zeros(len(self.seg_rows), dtype=torch.float64
-                                               ).index_add_(0, inverse, weights)
+                self._add_seg_rows(np.packbits(rows.numpy(), axis=1))
         if self.detectors:
             previous = torch.ones(Q, K, dtype=torch.bool).tril(-1).triu(-1)   # k == q - 1
             masks["previous_token"] = previous.expand(B, Q, K) & mask
@@ -240,6 +217,27 @@ class HeadStats:
                 else:
                     self.det[name].append(per_prompt[..., i] / den)
                     self.u_det[name].append(u_per_prompt[:, i] / uden)
+
+    def _add_seg_rows(self, packed: np.ndarray) -> None:
+        """Fold packed rows into the distinct rows seen so far and their counts."""
+        rows = np.concatenate([self.seg_rows, packed])
+        weights = np.concatenate([self.seg_weights, np.ones(len(packed))])
+        view = np.ascontiguousarray(rows).view(f"V{rows.shape[1]}").ravel()
+        _, first, inverse = np.unique(view, return_index=True, return_inverse=True)
+        self.seg_rows = rows[first]
+        self.seg_weights = np.bincount(inverse.ravel(), weights, minlength=len(first))
+
+    def _count_offset_roles(self, mask, q_roles, k_roles, cells, slot) -> None:
+        """Add, per (query role, offset, key role), the valid (query, key) cells."""
+        Q, K = q_roles.shape[1], k_roles.shape[1]
+        S, R = self.offset_roles.shape[1:]
+        qi = torch.arange(Q)[:, None].expand(Q, K).reshape(-1)[cells]
+        ki = torch.arange(K)[None, :].expand(Q, K).reshape(-1)[cells]
+        qr, kr = q_roles[:, qi], k_roles[:, ki]                      # [B, cells]
+        ok = mask.reshape(mask.shape[0], -1)[:, cells] & (qr >= 0) & (kr >= 0)
+        flat = (qr * S + slot[None]) * R + kr
+        self.offset_roles += torch.bincount(flat[ok], minlength=self.offset_roles.numel()
+                                            ).reshape(self.offset_roles.shape).double()
 
     def set_induction(self, score: torch.Tensor, uniform: float) -> None:
         """The induction score ([layer, head]) measured on repeated random tokens."""
@@ -272,13 +270,15 @@ class HeadStats:
         return (self.role_map / self.query_count.clamp_min(1)[None, None, :, None]).float()
 
     def _offset_model_block(self, offs: list[int], prof: torch.Tensor) -> torch.Tensor:
-        counts = self.seg_rows.reshape(len(self.seg_rows), 2, -1)
+        width = 2 * (2 * self.th.max_offset + 1)
+        bits = np.unpackbits(self.seg_rows, axis=1, count=width)
+        counts = torch.from_numpy(bits).reshape(len(bits), 2, -1)
         sel = torch.tensor(offs, dtype=torch.long) + self.th.max_offset
         same = counts[:, 0, sel].float()                        # [rows, offsets]
         every = counts[:, 1, sel].float()
         lut = prof.reshape(self.L * self.H, -1)                 # weight of each offset
         num, den = lut @ same.T, lut @ every.T                  # [L*H, rows]
-        share = ((num / den.clamp_min(1e-12)).double() @ self.seg_weights
+        share = ((num / den.clamp_min(1e-12)).double() @ torch.from_numpy(self.seg_weights)
                  ) / max(self.n_queries, 1)
         return share.float().reshape(self.L, self.H)
 
@@ -305,6 +305,7 @@ class HeadStats:
         f["vertical_roles"] = [[[self.key_names[i] for i in top.indices[l, h].tolist()]
                                 for h in range(H)] for l in range(L)]
         f["vertical_top_share"] = top.values[..., 0]
+        f["vertical_top_uniform"] = urm[top.indices[..., 0]]
         if self.has_segments:
             f["block_share"] = (self.block / nq).float()
             f["block_uniform"] = full(self.u_block / nq)
@@ -322,20 +323,14 @@ class HeadStats:
         if self.induction is not None:   # TransformerLens's detector score, repeated tokens
             f["induction_detector"] = self.induction.float()
             f["induction_detector_uniform"] = full(self.u_induction)
+        f.update(route_features(route_tables(self, self.grouping), L, H, th))
         return f
-
-
-def input_keys(tokens: list[list[str]], width: int) -> torch.Tensor:
-    """[batch, width] True for the positions of the input (before `<sep>`, or all)."""
-    out = torch.zeros(len(tokens), width, dtype=torch.bool)
-    for b, toks in enumerate(tokens):
-        out[b, :toks.index("<sep>") if "<sep>" in toks else len(toks)] = True
-    return out
 
 
 def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
                   segments: str = "statement", role_maps: bool = True,
-                  induction: dict | None = None) -> dict[str, HeadStats]:
+                  induction: dict | None = None, grouping: str = "field"
+                  ) -> dict[str, HeadStats]:
     """HeadStats of every kind, filled from `source.batches()`: an AttentionCache (in
     memory), an AttentionStream (computed as read) or a ShardedCache (read from disk).
 
@@ -362,7 +357,8 @@ def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
             same = spec.query_side == spec.key_side
             if kind not in stats:
                 stats[kind] = HeadStats(P.shape[0], P.shape[2], kn, qn if role_maps else None,
-                                        causal=spec.causal, diagonal=same, th=th)
+                                        causal=spec.causal, diagonal=same, th=th,
+                                        grouping=grouping)
             q, k = P.shape[-2:]
             ids = source.query(kind).ids[index, :q] if same else None
             stats[kind].update(P, source.mask(kind, index, q, k), kr[index], qr[index],

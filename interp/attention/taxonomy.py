@@ -23,27 +23,37 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from interp.attention.groups import default_grouping
+from interp.attention.routes import label_routes, reads_text, routed_label
 from interp.attention.stats import (HeadStats, Thresholds, collect_stats, role_index,
                                     segments_from_roles)
 
-LABELS = ("sharp_diagonal", "blurred_diagonal", "vertical", "sparse_block", "heterogeneous")
+LABELS = ("sharp_diagonal", "blurred_diagonal", "vertical", "sparse_block", "routed", "broad",
+          "heterogeneous")
 
 
 def head_features(P: torch.Tensor, mask: torch.Tensor, key_roles: list[list[str]],
                   q_seg: torch.Tensor | None = None, k_seg: torch.Tensor | None = None,
                   causal: bool = True, diagonal: bool = True, th: Thresholds = Thresholds(),
-                  ids: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
+                  ids: torch.Tensor | None = None, query_roles: list[list[str]] | None = None,
+                  grouping: str = "field") -> dict[str, torch.Tensor | list]:
     """Features of every head of one pattern tensor: dict of name -> [layer, head].
 
     P: [layer, batch, head, query, key]; mask: [batch, query, key]; key_roles: per example;
     q_seg/k_seg: [batch, pos] segment ids for the block score (None: no block score);
     diagonal: False for attention between two different sequences (T5 cross attention);
-    ids: token ids [batch, pos] for the duplicate-token score.
+    ids: token ids [batch, pos] for the duplicate-token score; query_roles: per example, the
+    roles of the queries (default: the key roles when `diagonal`, else no routes);
+    grouping: the role groups routes are named in (`interp.attention.groups`).
     """
     names = sorted({r for row in key_roles for r in row})
-    st = HeadStats(P.shape[0], P.shape[2], names, causal=causal, diagonal=diagonal, th=th)
-    st.update(P, mask, role_index(key_roles, names, P.shape[-1]), q_seg=q_seg, k_seg=k_seg,
-              ids=ids)
+    query_roles = query_roles if query_roles is not None else key_roles if diagonal else None
+    q_names = sorted({r for row in query_roles for r in row}) if query_roles else None
+    st = HeadStats(P.shape[0], P.shape[2], names, q_names, causal=causal, diagonal=diagonal,
+                   th=th, grouping=grouping)
+    st.update(P, mask, role_index(key_roles, names, P.shape[-1]),
+              role_index(query_roles, q_names, P.shape[-2]) if q_names else None,
+              q_seg=q_seg, k_seg=k_seg, ids=ids)
     return st.features()
 
 
@@ -51,6 +61,8 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
     """The labels that hold for one head, from `head_features` output."""
     g = {k: (v[layer][head] if isinstance(v, list) else v[layer, head].item())
          for k, v in f.items()}
+    if g["entropy"] >= th.broad * g["entropy_uniform"]:
+        return ["broad"]        # near-uniform rows: no sharper label can hold
     labels = []
     block = False
     if "block_share" in g:
@@ -66,11 +78,18 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
     elif ("band_mass" in g and not block and g["band_mass"] >= th.band
           and g["band_mass"] - g["band_uniform"] >= th.band_excess):
         labels.append("blurred_diagonal")
+    # the top roles together, or the top role alone (a frequent second role dilutes the lift)
     lift = g["vertical_share"] / max(g["vertical_uniform"], 1e-9)
-    if g["vertical_share"] >= th.vertical and lift >= th.vertical_lift:
+    top = g.get("vertical_top_share", 0.0)
+    top_lift = top / max(g.get("vertical_top_uniform", 1.0), 1e-9)
+    if ((g["vertical_share"] >= th.vertical and lift >= th.vertical_lift)
+            or (top >= th.vertical and top_lift >= th.vertical_lift)):
         labels.append(f"vertical({g['vertical_roles'][0]})")
     if block:
         labels.append("sparse_block")
+    routed = routed_label(g.get("routes") or [], th)
+    if routed and not sharp:
+        labels.append(routed)
     return labels or ["heterogeneous"]
 
 
@@ -101,21 +120,27 @@ def stats_table(stats: dict, th: Thresholds = Thresholds()) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def head_table(source, kinds=None, th: Thresholds = Thresholds(), segments: str = "statement"
-               ) -> pd.DataFrame:
+def head_table(source, kinds=None, th: Thresholds = Thresholds(), segments: str = "statement",
+               grouping: str | None = None) -> pd.DataFrame:
     """The taxonomy of every head of an AttentionCache (or stream, or sharded cache).
+
+    grouping : the role groups routes are named in: "field" (digits and sign of a number
+        together), "fine" (every role), "class" (token classes); default "class" for raw
+        text, else "field" (`interp.attention.groups`)
 
     Returns
     -------
-    DataFrame, one row per (kind, layer, head): `label`, `labels`, `main_score`, `detail`
-    and every feature with its uniform-head baseline (see `summarise`).
+    DataFrame, one row per (kind, layer, head): `label`, `labels`, `main_score`, `detail`,
+    `reads` and every feature with its uniform-head baseline (see `summarise`).
     """
-    return summarise(stats_table(collect_stats(source, kinds, th, segments, role_maps=False),
-                                 th))
+    grouping = grouping or default_grouping(source.sides)
+    return summarise(stats_table(collect_stats(source, kinds, th, segments,
+                                               grouping=grouping), th), th)
 
 
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Add `main_score` (the score behind the first label) and `detail` (offset, token...)."""
+def summarise(table: pd.DataFrame, th: Thresholds = Thresholds()) -> pd.DataFrame:
+    """Add `main_score` (the score behind the first label), `detail` (offset, token, routes
+    ...) and `reads` (the head's top routes, their share and lifts; '' without routes)."""
     main, detail = [], []
     for _, r in table.iterrows():
         first = base_label(r["labels"][0])
@@ -132,12 +157,24 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         elif first == "sparse_block":
             main.append(r["block_share"])
             detail.append(f"in segment (uniform {r['block_uniform']:.2f})")
+        elif first == "routed":
+            rs = label_routes(r["routes"], th)
+            main.append(sum(x.share for x in rs))
+            detail.append(reads_text(rs, len(rs)))
+        elif first == "broad":
+            main.append(r["entropy"] / max(r["entropy_uniform"], 1e-9))
+            detail.append(f"entropy {r['entropy']:.2f} (uniform {r['entropy_uniform']:.2f})")
         else:
             main.append(r["entropy"])
             detail.append(f"entropy (uniform {r['entropy_uniform']:.2f})")
     out = table.copy()
     out["main_score"] = main
     out["detail"] = detail
+    if "routes" in out:
+        out["reads"] = [reads_text(rs, th.route_top) if isinstance(rs, list) else ""
+                        for rs in out["routes"]]
+    else:
+        out["reads"] = ""
     return out
 
 
@@ -197,23 +234,33 @@ class HeadTaxonomy:
         """The key roles that receive the most attention per (kind, layer)."""
         return operations_table(self.stats)
 
-    def maps(self, kind: str | None = None) -> pd.DataFrame:
-        """The query role x key role maps, long form: one row per (kind, layer, head, query
-        role, key role) with `share`, the mean attention a query of that role pays to keys of
-        that role (each query role's shares sum to 1). Kinds without role maps are skipped."""
-        rows = []
+    def maps(self, kind: str | None = None, grouping: str | None = "fine") -> pd.DataFrame:
+        """The query-conditioned key distributions, long form: one row per (kind, layer,
+        head, query, key) group pair with `share`, the mean attention a query of that group
+        pays to keys of that group (each query group's shares sum to 1), `uniform` (the
+        uniform head's) and `offset_model` (the head's offset-only model's; NaN for cross
+        attention). grouping: "fine" (every role, the default), "field" or "class"
+        (`interp.attention.groups`). Kinds without role maps are skipped."""
+        from interp.attention.routes import route_tables
+
+        frames = []
         for k, st in self.stats.items():
-            if (kind is not None and k != kind) or st.role_map is None:
+            t = None if (kind is not None and k != kind) else route_tables(st, grouping)
+            if t is None:
                 continue
-            m = st.query_role_map()                      # [layer, head, query role, key role]
-            L, H, Q, K = m.shape
-            idx = pd.MultiIndex.from_product([[k], range(L), range(H), st.query_names,
-                                              st.key_names],
-                                             names=["kind", "layer", "head", "query_role",
-                                                    "key_role"])
-            rows.append(pd.DataFrame({"share": m.reshape(-1).double().numpy()}, index=idx))
-        return pd.concat(rows).reset_index() if rows else pd.DataFrame(
-            columns=["kind", "layer", "head", "query_role", "key_role", "share"])
+            L, H, Q, K = t.share.shape
+            idx = pd.MultiIndex.from_product([[k], range(L), range(H), t.query_groups,
+                                              t.key_groups],
+                                             names=["kind", "layer", "head", "query", "key"])
+            off = (t.offset_model if t.offset_model is not None
+                   else torch.full((L, H, Q, K), float("nan")))
+            frames.append(pd.DataFrame({
+                "share": t.share.reshape(-1).double().numpy(),
+                "uniform": t.uniform.expand(L, H, Q, K).reshape(-1).double().numpy(),
+                "offset_model": off.reshape(-1).double().numpy()}, index=idx))
+        return pd.concat(frames).reset_index() if frames else pd.DataFrame(
+            columns=["kind", "layer", "head", "query", "key", "share", "uniform",
+                     "offset_model"])
 
     def figure(self):
         """Stacked bars of the classes per layer (plotly), as in the report."""
@@ -224,7 +271,8 @@ class HeadTaxonomy:
 
 def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
                    segments: str = "statement", through=None, keep: int = 0,
-                   progress: bool = False) -> HeadTaxonomy:
+                   progress: bool = False, grouping: str | None = None,
+                   th: Thresholds = Thresholds()) -> HeadTaxonomy:
     """Classify every head of a model in one pass over the data.
 
     Patterns are computed batch by batch and folded into running sums, so memory does not
@@ -244,6 +292,9 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
         the patterns on disk as well; this function itself writes nothing
     keep : also keep the patterns of the first `keep` examples (`.examples`)
     progress : a progress bar on stderr
+    grouping : role groups of the routes: "field", "fine" or "class" (default: "class" for raw
+        text, else "field"; `interp.attention.groups`)
+    th : the decision thresholds
 
     Returns
     -------
@@ -258,8 +309,10 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
         source = through(source)
     induction = ({"self": induction_scores(bridge)} if stream.arch == "decoder"
                  and "self" in stream.kinds else None)
-    stats = collect_stats(source, th=Thresholds(), segments=segments, induction=induction)
-    return HeadTaxonomy(summarise(stats_table(stats)), stats, kept.kept if keep else None)
+    grouping = grouping or default_grouping(stream.sides)
+    stats = collect_stats(source, th=th, segments=segments, induction=induction,
+                          grouping=grouping)
+    return HeadTaxonomy(summarise(stats_table(stats, th), th), stats, kept.kept if keep else None)
 
 
 __all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
