@@ -377,3 +377,49 @@ def test_cli_route_writes_outputs_and_bad_specs_are_one_line(tiny_checkpoints, t
                           (["--route", "L1H9:a->b"], ["heads 0-3"])]:
         rc = main([ck, "--n", "3", "--controls", "0", *argv])
         one_line(rc, capsys.readouterr().err, *needles)
+
+
+def naive_route_greedy(bridge, prep, ko, cut, i):
+    """Decode example i from its prompt, one full forward per token, the route cut in its
+    head: a position keeps the cut row of the solution position it stands at."""
+    from interp.tasks.tokenizer import CharCodec
+
+    codec = CharCodec()
+    ex = prep.examples[i]
+    if prep.arch == "decoder":
+        seq = [codec.bos] + codec.encode(ex.src) + [codec.sep]
+        src = None
+    else:
+        src = torch.tensor([codec.encode(ex.src) + [codec.eos]])
+        seq = [codec.pad]
+    start = len(seq)
+    limit = start + len(ex.tgt) + A.EXTRA_TOKENS
+    while seq[-1] != codec.eos and len(seq) < limit:
+        cur = torch.tensor([seq])
+        ids = {"seq": cur} if src is None else {"src": src, "tgt": cur}
+        valid = {k: torch.ones_like(v, dtype=torch.bool) for k, v in ids.items()}
+        k = R.KINDS[ko.kind]
+        wq, wk = ids[k.query_side].shape[1], ids[k.key_side].shape[1]
+        c = torch.zeros(1, wq, wk, dtype=torch.bool)
+        part = cut[i:i + 1, :wq, :wk]
+        c[:, :part.shape[1], :part.shape[2]] = part
+        hooks = head_hooks(bridge, prep.arch, {(ko.kind, ko.layer): (torch.tensor([ko.head]), c)})
+        logits = A.forward(bridge, prep.arch, ids, valid, hooks)
+        seq.append(int(logits[0, -1].argmax()))
+    return codec.decode(seq[start:])
+
+
+def test_decoding_under_a_route_equals_naive_greedy_decoding(model):
+    ckpt, bridge = model
+    ex = ckpt.task.generate(4, seed=2)
+    spec = "L1H1:x1->b,=" if ckpt.arch == "decoder" else "dec.L1H1:x1->D_value,="
+    res = R.ablate_route(bridge, ckpt.task, ex, [spec], n_controls=1, decode=True)
+    prep = A.prepare(bridge, ckpt.task, ex)
+    ko = R.parse_route(spec, prep.arch)
+    cut = R.target_cut(prep, ko)
+    assert cut.any()
+    naive = [naive_route_greedy(bridge, prep, ko, cut, i) for i in range(len(ex))]
+    assert res.decoded[spec]["target"] == naive
+    s = res.frame().set_index("measure")
+    checks = [float(ckpt.task.check(e.src, o).ok) for e, o in zip(ex, naive)]
+    assert s.loc["decode:exact", "target"] == pytest.approx(np.mean(checks))

@@ -490,7 +490,8 @@ def label_knockout(row, grouping: str = "field", groups: set | None = None
             "grouping": grouping}
     if name == "routed":
         q, k = re.split(r"\s*(?:->|\u2192)\s*", arg, maxsplit=1)
-        return HeadKnockout(queries=_names(q, label), keys=_names(k, label), **head)
+        queries = None if q.strip() in ("", "*") else _names(q, label)
+        return HeadKnockout(queries=queries, keys=_names(k, label), **head)
     if name == "vertical":
         if groups is not None and arg not in groups:
             head["grouping"] = "fine"
