@@ -29,7 +29,7 @@ def rollout(P: torch.Tensor, mask: torch.Tensor, residual: float = 0.5) -> torch
     attention alone. Works for causal and bidirectional self-attention (not for cross
     attention).
     """
-    B, Q, K = mask.shape
+    _, Q, K = mask.shape
     if Q != K:
         raise ValueError("rollout needs self-attention (query and key positions the same)")
     eye = torch.eye(Q)[None] * mask.any(-1).float()[..., None]
@@ -56,3 +56,200 @@ def role_maps(stats: dict) -> dict[str, dict]:
                    "role_map": st.query_role_map() if st.role_map is not None else None,
                    "summary": st.summary_map()}
             for kind, st in stats.items()}
+
+
+def _flow_graph(P: torch.Tensor, mask: torch.Tensor, residual: float) -> torch.Tensor:
+    """Rollout's per-layer matrices A'_l as capacities, float64: [batch, layer, query, key];
+    the edge from (l, key k) to (l + 1, query q) has capacity A'_l[q, k]."""
+    n = mask.shape[-1]
+    eye = torch.eye(n, dtype=torch.float64)
+    m = mask.double()
+    out = []
+    for layer in range(P.shape[0]):
+        a = (residual * eye + (1 - residual) * P[layer].double().mean(1)) * m
+        out.append(a / a.sum(-1, keepdim=True).clamp_min(1e-12))
+    return torch.stack(out, 1)
+
+
+def _reach(C: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """C: [layer, n, n] capacities of one example. Returns fwd [k, layer + 1, n] (node reached
+    from input k) and bwd [q, layer + 1, n] (node that reaches output q), bool."""
+    L, n, _ = C.shape
+    S = (C > eps).double()
+    fwd = torch.zeros(n, L + 1, n, dtype=torch.float64)
+    bwd = torch.zeros(n, L + 1, n, dtype=torch.float64)
+    fwd[:, 0] = torch.eye(n, dtype=torch.float64)
+    bwd[:, L] = torch.eye(n, dtype=torch.float64)
+    for layer in range(L):
+        fwd[:, layer + 1] = (fwd[:, layer] @ S[layer].T > 0).double()
+    for layer in range(L - 1, -1, -1):
+        bwd[:, layer] = (bwd[:, layer + 1] @ S[layer] > 0).double()
+    return fwd.bool(), bwd.bool()
+
+
+_FAR = 1 << 30   # distance of a node that cannot reach the sink
+
+
+def _max_flow_batch(C: torch.Tensor, src: torch.Tensor, snk: torch.Tensor,
+                    eps: float = 1e-12) -> torch.Tensor:
+    """Max-flow values of B layered graphs at once (push-relabel in rounds).
+
+    C: [B, layer, w, w], the edge (l, v) -> (l + 1, u) has capacity C[b, l, u, v]; source
+    (0, src[b]), sink (layer, snk[b]). Each round computes every node's exact distance to the
+    sink in the residual graph (a breadth-first pass per distance), then sweeps the distances
+    from the farthest down, each node pushing its excess greedily along the edges one step
+    closer. Excess that cannot reach the sink stays where it is (only the value is wanted:
+    phase one of push-relabel). Ends when no node that reaches the sink holds excess.
+    """
+    B, L, w, _ = C.shape
+    ar = torch.arange(B)
+    F = torch.zeros_like(C)
+    e = torch.zeros(B, L + 1, w, dtype=C.dtype)
+    F[ar, 0, :, src] = C[ar, 0, :, src]
+    e[:, 1] = C[ar, 0, :, src]
+    inner = torch.ones(L + 1, dtype=torch.bool)
+    inner[[0, L]] = False
+    value = torch.zeros(B, dtype=C.dtype)
+    alive = torch.arange(B)
+    while True:
+        resf, resb = (C - F) > eps, F > eps
+        d = torch.full((B, L + 1, w), _FAR, dtype=torch.long)
+        d[ar, L, snk] = 0
+        while True:   # Bellman-Ford on unit lengths: one pass per distance
+            nd = d.clone()
+            nd[:, :-1] = torch.minimum(nd[:, :-1], torch.where(
+                resf, d[:, 1:, :, None], _FAR).amin(2) + 1)
+            nd[:, 1:] = torch.minimum(nd[:, 1:], torch.where(
+                resb, d[:, :-1, None, :], _FAR).amin(3) + 1)
+            nd[:, 0] = _FAR
+            nd = nd.clamp_max(_FAR)
+            if torch.equal(nd, d):
+                break
+            d = nd
+        active = (e > eps) & (d < _FAR) & inner[None, :, None]
+        live = active.flatten(1).any(1)
+        value[alive[~live]] = e[ar[~live], L, snk[~live]]
+        if not live.any():
+            return value
+        if not live.all():                     # pairs that are done leave the batch
+            C, F, e, d, snk, active = C[live], F[live], e[live], d[live], snk[live], active[live]
+            alive = alive[live]
+            B = len(alive)
+            ar = torch.arange(B)
+        for delta in range(int(d[active].max()), 0, -1):
+            has = (e > eps) & (d == delta) & inner[None, :, None]
+            if not has.any():
+                continue
+            # inner nodes (layers 1..L-1): residual up to layer l+1, back down to layer l-1
+            rf = (C[:, 1:] - F[:, 1:]).transpose(2, 3)               # [B, L-1, node, up]
+            rf = torch.where((d[:, 2:, None, :] == delta - 1) & (rf > eps), rf, 0.0)
+            rb = F[:, :-1]                                             # [B, L-1, node, down]
+            rb = torch.where((d[:, :-2, None, :] == delta - 1) & (rb > eps), rb, 0.0)
+            r = torch.cat([rf, rb], 3)
+            excess = torch.where(has[:, 1:L], e[:, 1:L], 0.0)[..., None]
+            cum = r.cumsum(3)
+            send = torch.minimum(r, excess - (cum - r)).clamp_min(0)
+            sf, sb = send[..., :w], send[..., w:]
+            F[:, 1:] += sf.transpose(2, 3)
+            F[:, :-1] -= sb
+            e[:, 1:L] -= send.sum(3)
+            e[:, 2:] += sf.sum(2)
+            e[:, :-2] += sb.sum(2)
+
+
+def attention_flow(P: torch.Tensor, mask: torch.Tensor, residual: float = 0.5,
+                   positions=None, normalize: bool = False,
+                   max_cells: int = 2_000_000) -> torch.Tensor:
+    """Attention flow (Abnar & Zuidema 2020): the max-flow from each input token to each
+    output position through the layers' attention graph.
+
+    The graph is rollout's: nodes (layer, position), layer 0 the inputs; an edge from
+    (l, k) to (l + 1, q) with capacity A'_l[q, k], A'_l = residual * I + (1 - residual) *
+    mean_h P_l, masked, rows renormalised. flow[b, q, k] is the max-flow value from input
+    node (0, k) to output node (L, q). Rollout sums the products along all paths; flow is
+    limited by the narrowest cut, so it is at most 1 (q's row of A'_{L-1} sums to 1) and at
+    least every single path's bottleneck.
+
+    The implementation is exact (no networkx): a push-relabel in rounds, batched over the
+    (k, q) pairs, each pair on the part of the graph between its source and its sink (for
+    causal attention the positions k..q), in float64. Cost: O(rounds x distance x layers x
+    width^2) per pair, a few dozen rounds in practice; a 90-token, 4-layer causal example
+    (about 4,000 pairs) takes about TIME s on one CPU core, against about 0.4 s per pair
+    (some 25 minutes) with networkx's maximum_flow_value. `positions` restricts the outputs.
+
+    Normalisation: Abnar & Zuidema's code divides each output position's flows by their sum
+    over the inputs (`compute_flows`, `flow_values[u] /= flow_values[u].sum()`), so a row
+    reads as shares like rollout's. `normalize=False` (the default) returns the max-flow
+    values themselves (comparable across rows: how much can reach q from k at most);
+    `normalize=True` returns the paper's shares.
+
+    Parameters
+    ----------
+    P : [layer, batch, head, query, key] self-attention patterns (zero on padding)
+    mask : [batch, query, key] bool, True where both positions are real (and allowed)
+    residual : weight of the identity (the residual stream) in each layer, as in `rollout`
+    positions : output positions to compute (an int or a sequence); None computes all. Rows
+        not computed are NaN.
+    normalize : divide each output row by its sum (the paper's presentation)
+    max_cells : pairs x layers x width^2 solved at once (memory: about 80 bytes a cell)
+
+    Returns
+    -------
+    [batch, query, key] float32: flow from input key k to output position q (0 where no
+    path, on padding and, for causal attention, for k > q).
+    """
+    B, Q, K = mask.shape
+    if Q != K:
+        raise ValueError("attention_flow needs self-attention (query and key positions the "
+                         "same); cross attention has no layered graph from inputs to outputs")
+    eps = 1e-12
+    L = P.shape[0]
+    C = _flow_graph(P, mask, residual)                       # [batch, layer, q, k]
+    if positions is None:
+        rows = list(range(Q))
+    else:
+        rows = [int(p) for p in torch.as_tensor(positions).reshape(-1).tolist()]
+        if any(not 0 <= p < Q for p in rows):
+            raise ValueError(f"positions must lie in 0..{Q - 1}, got {rows}")
+    out = torch.full((B, Q, K), float("nan"), dtype=torch.float64)
+    out[:, rows] = 0.0
+    if L == 1:                                               # one edge k -> q
+        out[:, rows] = C[:, 0, rows]
+        return _finish(out, normalize)
+    jobs, reach = [], []   # jobs: (example, q, k, lo, width)
+    for b in range(B):
+        fwd, bwd = _reach(C[b], eps)
+        reach.append((fwd, bwd))
+        for q in rows:
+            useful = fwd & bwd[q][None]                      # [k, layer + 1, n]
+            pos = useful.any(1)                              # [k, n]: positions on a path
+            for k in useful[:, 0].diagonal().nonzero().flatten().tolist():
+                idx = pos[k].nonzero().flatten()
+                jobs.append((b, q, k, int(idx[0]), int(idx[-1] - idx[0] + 1)))
+    by_w: dict[int, list] = {}                               # group by width, padded to 8
+    for job in jobs:
+        by_w.setdefault(-(-job[4] // 8) * 8, []).append(job)
+    pad = max(by_w, default=0)
+    Cp = torch.nn.functional.pad(C, (0, pad, 0, pad))
+    for w, group in sorted(by_w.items()):
+        step = max(1, max_cells // (L * w * w))
+        for i in range(0, len(group), step):
+            part = torch.tensor(group[i:i + step])
+            eb, q, k, lo = part[:, 0], part[:, 1], part[:, 2], part[:, 3]
+            idx = lo[:, None] + torch.arange(w)[None]                     # [pairs, w]
+            Cw = Cp[eb[:, None, None, None], torch.arange(L)[None, :, None, None],
+                    idx[:, None, :, None], idx[:, None, None, :]]
+            # nodes off every k -> q path carry no flow: drop their edges
+            use = torch.stack([torch.nn.functional.pad(
+                reach[b_][0][k_] & reach[b_][1][q_], (0, pad))[:, lo_:lo_ + w]
+                for b_, q_, k_, lo_ in part[:, :4].tolist()])            # [pairs, L+1, w]
+            Cw = Cw * use[:, 1:, :, None] * use[:, :-1, None, :]
+            out[eb, q, k] = _max_flow_batch(Cw, k - lo, q - lo, eps)
+    return _finish(out, normalize)
+
+
+def _finish(out: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Rows divided by their sums (the paper's shares) when asked; float32."""
+    if normalize:
+        out = out / out.sum(-1, keepdim=True).clamp_min(1e-12)
+    return out.float()
