@@ -44,7 +44,8 @@ from circuits.ablation import HIGHER_IS_WORSE, Run, compare
 from circuits.ablation.interventions import Scores, batches, forward
 from circuits.ablation.positions import Prepared, prepare
 from interp.errors import InterpError
-from interp.hooks import hook_name, n_layers
+from interp.hooks import hook_name
+from probes.positions import STACKS, side_keys
 
 MODES = ("remove", "steer")
 #: probe site -> the block hook that carries it
@@ -142,37 +143,39 @@ def random_basis(rank: int, d: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.from_numpy((q * np.sign(np.diag(r))).T.copy()).float()
 
 
-def _where(bridge, prep: Prepared, site: str, layer: int, stack: str | None,
-           keys: Sequence[str]) -> tuple[str, str, str]:
-    """(side, hook name, stack) of a site at `layer` for position `keys`."""
+def locate(bridge, prep: Prepared, site: str, layer: int, keys: Sequence[str],
+           stack: str | None = None) -> tuple[str, str, dict[str, torch.Tensor]]:
+    """(stack, hook name, key -> `[N]` token index, -1 absent) of aligned position `keys` at
+    `site` and `layer`: the keys and stacks of `probes.positions` (`side_keys`, `STACKS`), so
+    the place is the one `probes.collect` read."""
     if site not in SITE_HOOKS:
         raise InterpError(f"unknown site {site!r}; choose one of {', '.join(SITE_HOOKS)}")
-    prefixes = {k.split(":", 1)[0] for k in keys}
-    if prep.arch == "decoder":
-        if stack not in (None, "seq", "decoder"):
-            raise InterpError(f"a decoder-only model has one stack; got stack {stack!r}")
-        return "seq", hook_name(bridge, "self", layer, SITE_HOOKS[site]), "seq"
+    stacks = STACKS[prep.arch]
+    if stack is not None and stack not in stacks:
+        raise InterpError(f"unknown stack {stack!r}; this model has {', '.join(stacks)}")
+    lengths = [len(ex.src) for ex in prep.examples]
+    at: dict[str, dict[str, torch.Tensor]] = {}
+    for st, (_, side) in stacks.items():
+        rows = side_keys(prep.arch, side, prep.sides[side], lengths)
+        at[st] = {k: torch.tensor([row.index(k) if k in row else -1 for row in rows])
+                  for k in keys}
+    found = {st: [k for k in keys if bool((idx[k] >= 0).any())] for st, idx in at.items()}
+    missing = [k for k in keys if not any(k in f for f in found.values())]
+    if missing:
+        raise InterpError(f"no example has the position {', '.join(missing)}; positions are "
+                          "keys like in:<role>#<k>, out:<token>#<k> or <sep>#0 (e.g. in:=#0)")
     if stack is None:
-        stack = "encoder" if prefixes == {"in"} else "decoder"
-    if stack not in ("encoder", "decoder"):
-        raise InterpError(f"unknown stack {stack!r}; a T5 model has stacks encoder, decoder")
-    side = "src" if stack == "encoder" else "tgt"
-    want = "in" if stack == "encoder" else "out"
-    if prefixes - {want}:
-        raise InterpError(f"the T5 {stack} stack holds only {want}: positions; got "
-                          f"{', '.join(k for k in keys if not k.startswith(want + ':'))}")
-    kind = "encoder" if stack == "encoder" else "decoder_self"
-    return side, hook_name(bridge, kind, layer, SITE_HOOKS[site]), stack
-
-
-def token_indices(prep: Prepared, side: str, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-    """key -> `[N]` the token index of that aligned position in each example (-1 absent)."""
-    out = {k: torch.full((prep.n,), -1, dtype=torch.long) for k in keys}
-    for i, row in enumerate(prep.keys[side]):
-        for p, key in enumerate(row):
-            if key in out:
-                out[key][i] = p
-    return out
+        whole = [st for st, f in found.items() if len(f) == len(keys)]
+        if not whole:
+            raise InterpError(f"the positions {', '.join(keys)} lie in different stacks; "
+                              "intervene in one stack at a time")
+        stack = whole[0]
+    elif len(found[stack]) < len(keys):
+        raise InterpError(f"the {stack} stack has no position "
+                          f"{', '.join(k for k in keys if k not in found[stack])}; "
+                          f"its positions are those of its side ({stacks[stack][1]})")
+    name = hook_name(bridge, stacks[stack][0], layer, SITE_HOOKS[site])
+    return stack, name, at[stack]
 
 
 def _hook(index: torch.Tensor, at: dict[str, torch.Tensor], bases: dict[str, torch.Tensor],
@@ -228,8 +231,8 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
     position : an aligned position key or several (`"in:=#0"`, `["in:x#0", "in:^#0"]`)
     directions : `[rank, d_model]` applied at every key, or key -> `[rank_k, d_model]`
         (e.g. `ProbeResult.direction(...)`); orthonormalised here; rank 0 changes nothing
-    stack : T5: "encoder" (in: keys, the default for them) or "decoder" (out: keys); None
-        for a decoder-only model
+    stack : `probes.STACKS`: "decoder" for a decoder-only model; for T5 "encoder" (in: keys)
+        or "decoder" (out: keys); None: the stack holding the keys
     mode : "remove" (project out) or "steer" (add `alpha` times the unit rank-1 direction)
     center : `[d_model]` (or key -> `[d_model]`): remove the component relative to it
     prep, clean : the prepared examples and their clean run, when already at hand (a grid of
@@ -249,12 +252,7 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
     if not keys:
         raise InterpError("no position to intervene at; name at least one key, e.g. 'in:=#0'")
     prep = prep or prepare(bridge, task, examples)
-    side, name, stack = _where(bridge, prep, site, layer, stack, keys)
-    at = token_indices(prep, side, keys)
-    missing = [k for k in keys if not bool((at[k] >= 0).any())]
-    if missing:
-        raise InterpError(f"no example has the position {', '.join(missing)}; positions are "
-                          "keys like in:<role>#<k> or out:<token>#<k> (e.g. in:=#0)")
+    stack, name, at = locate(bridge, prep, site, layer, keys, stack)
     per_key = directions if isinstance(directions, dict) else dict.fromkeys(keys, directions)
     bases = {k: orthonormal(per_key[k]) for k in keys}
     d = int(bridge.cfg.d_model)
@@ -300,9 +298,7 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
     meta = {"site": site, "stack": stack, "layer": int(layer), "positions": keys,
             "rank": {k: len(V) for k, V in bases.items()}, "mode": mode,
             "alpha": a if mode == "steer" else None, "n": prep.n, "controls": n_controls,
-            "seed": seed, "arch": prep.arch,
-            "n_layers": n_layers(bridge, "self" if prep.arch == "decoder" else
-                                 ("encoder" if stack == "encoder" else "decoder_self"))}
+            "seed": seed, "arch": prep.arch}
     return CausalResult(summary, control_damage, per, meta)
 
 

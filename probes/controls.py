@@ -1,0 +1,67 @@
+"""Control tasks (Hewitt & Liang 2019) and the split by equation.
+
+A control task keeps the label set and its distribution but gives every input *type* a
+label at random, fixed across examples: a probe that does as well on it as on the real
+task is reading the type, not the property. Here the type of an example at a position is
+its `Activations.types` entry (the window of tokens ending there, `positions.control_types`:
+the digit at a digit, the nearest digits before `x`, `^` or `=`), so the map is
+(position key, type) -> label. It is drawn once per seed and key: the same for every site,
+stack and layer, the same for every example of that type, different for another seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from interp.errors import InterpError
+from interp.tasks.base import stable_hash
+
+
+def control_labels(types: torch.Tensor, keys: list[str], labels: np.ndarray, seed: int = 0
+                   ) -> np.ndarray:
+    """[n, P] control labels (NaN where a key is absent or no label exists).
+
+    types: [n, P] long (-1 absent); labels: [n] float (class indices or values, NaN =
+    missing). Each (key, type) draws one label from the task's labels (their empirical
+    distribution) with a generator seeded by (seed, key)."""
+    labels = np.asarray(labels, dtype=float)
+    pool = labels[~np.isnan(labels)]
+    n, P = types.shape
+    out = np.full((n, P), np.nan)
+    t = types.numpy()
+    for p in range(P):
+        rows = t[:, p] >= 0
+        if not rows.any() or len(pool) == 0:
+            continue
+        rng = np.random.default_rng([seed, stable_hash(keys[p]) % 2**32])
+        n_types = int(t[rows, p].max()) + 1
+        table = rng.choice(pool, size=n_types, replace=True)
+        out[rows, p] = table[t[rows, p]]
+    out[np.isnan(labels)] = np.nan
+    return out
+
+
+def split_groups(groups: torch.Tensor, split=(0.6, 0.2, 0.2), seed: int = 0,
+                 minimum: int = 2) -> torch.Tensor:
+    """[n] long part of each example: 0 train, 1 validation, 2 test; whole groups (equations)
+    go to one part, in a seeded random order. Raises when a part would hold fewer than
+    `minimum` groups."""
+    split = tuple(float(s) for s in split)
+    if len(split) != 3 or min(split) <= 0:
+        raise InterpError(f"split {split} must be three positive fractions (train, validation, "
+                          "test), e.g. (0.6, 0.2, 0.2)")
+    total = sum(split)
+    uniq = torch.unique(groups)
+    g = len(uniq)
+    counts = [round(g * s / total) for s in split[:2]]
+    counts.append(g - sum(counts))
+    if min(counts) < minimum:
+        need = int(np.ceil(minimum * total / min(split)))
+        raise InterpError(f"{g} distinct equations are too few for the split {split}: each "
+                          f"part needs at least {minimum}; give at least {need} (e.g. --n {need})")
+    order = uniq[torch.from_numpy(np.random.default_rng(seed).permutation(g))]
+    part_of = {}
+    for j, gid in enumerate(order.tolist()):
+        part_of[gid] = 0 if j < counts[0] else 1 if j < counts[0] + counts[1] else 2
+    return torch.tensor([part_of[x] for x in groups.tolist()], dtype=torch.long)

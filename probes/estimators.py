@@ -1,0 +1,159 @@
+"""Estimators fitted for many probes at once, in torch: ridge regression in closed form and
+multinomial logistic regression by batched L-BFGS, each over a grid of L2 penalties.
+
+Shapes: C cells (site, stack, layer, position), A penalties, n examples, d features, K
+classes. Every cell has its own rows: `w: [C, n]` is 1 on the rows a cell trains on, 0
+elsewhere (absent positions, other splits, missing labels).
+
+The objectives are scikit-learn's, so results can be compared with it directly:
+- ridge: `sum_i w_i (y_i - x_i.W - b)^2 + alpha |W|^2` (`sklearn.linear_model.Ridge(alpha)`,
+  intercept not penalised);
+- logistic: `sum_i w_i CE(softmax(x_i.W + b), y_i) + alpha/2 |W|^2`
+  (`LogisticRegression(C=1/alpha)`, multinomial, intercept not penalised).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def standardize(X: torch.Tensor, w: torch.Tensor):
+    """Train statistics per cell and the standardised features.
+
+    X: [C, n, d]; w: [C, n] training weights (0/1). Returns (Xs [C, n, d], mean [C, d],
+    std [C, d]) with the mean and (population) standard deviation of the weighted rows; a
+    constant feature keeps std 1 (as sklearn's StandardScaler)."""
+    sw = w.sum(1).clamp(min=1)[:, None]
+    mean = torch.einsum("cn,cnd->cd", w, X) / sw
+    var = torch.einsum("cn,cnd->cd", w, (X - mean[:, None]) ** 2) / sw
+    std = var.sqrt()
+    std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
+    return (X - mean[:, None]) / std[:, None], mean, std
+
+
+def ridge(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tensor):
+    """Ridge for every cell and penalty, from one eigendecomposition per cell.
+
+    Xs: [C, n, d] standardised (weighted train mean 0); y: [C, n]; w: [C, n]; alphas: [A].
+    Returns (W [C, A, d], b [C, A]) in float64."""
+    Xs, y, w = Xs.double(), y.double(), w.double()
+    sw = w.sum(1).clamp(min=1)
+    ym = (w * y).sum(1) / sw
+    Xw = Xs * w[..., None]
+    G = Xw.transpose(1, 2) @ Xs                             # [C, d, d]
+    r = torch.einsum("cnd,cn->cd", Xw, y - ym[:, None])     # [C, d]
+    e, V = torch.linalg.eigh(G)
+    Vr = torch.einsum("cdk,cd->ck", V, r)                   # [C, d]
+    coef = Vr[:, None, :] / (e[:, None, :].clamp(min=0) + alphas.double()[None, :, None])
+    W = torch.einsum("cdk,cak->cad", V, coef)
+    return W, ym[:, None].expand(-1, len(alphas)).clone()
+
+
+def _loss_grad(theta, Z, Y, w, alphas, n_c, K, P):
+    """Mean-scaled logistic objective and gradient for theta [C, A, d*K + K], whose weights
+    are U with W = P * U (P [C, A, d]: the preconditioner)."""
+    C, A, _ = theta.shape
+    d = Z.shape[2]
+    U = theta[..., : d * K].reshape(C, A, d, K)
+    W = P[..., None] * U
+    b = theta[..., d * K:]
+    logits = torch.einsum("cnd,cadk->cank", Z, W) + b[:, :, None, :]
+    lse = torch.logsumexp(logits, -1)                                    # [C, A, n]
+    picked = (logits * Y[:, None]).sum(-1)
+    reg = 0.5 * alphas[None, :] * (W ** 2).sum((2, 3))
+    f = ((w[:, None] * (lse - picked)).sum(-1) + reg) / n_c[:, None]
+    G = (torch.softmax(logits, -1) - Y[:, None]) * w[:, None, :, None]   # [C, A, n, K]
+    gW = torch.einsum("cnd,cank->cadk", Z, G) + alphas[None, :, None, None] * W
+    gb = G.sum(2)
+    g = torch.cat([(P[..., None] * gW).reshape(C, A, d * K), gb], -1) / n_c[:, None, None]
+    return f, g
+
+
+def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tensor,
+             n_classes: int, max_iter: int = 100, tol: float = 1e-5, ftol: float = 1e-6,
+             history: int = 10):
+    """Multinomial logistic regression for every cell and penalty by batched, preconditioned
+    L-BFGS (each problem its own curvature pairs and its own backtracking step).
+
+    Xs: [C, n, d] standardised; y: [C, n] long class indices (any value where w is 0);
+    w: [C, n]; alphas: [A]. Returns (W [C, A, d, K], b [C, A, K]).
+
+    The features are first rotated onto the eigenvectors of each cell's training Gram
+    matrix (the L2 penalty does not change under a rotation) and each direction is scaled
+    by 1 / sqrt(e / 4n + alpha / n), the inverse square root of a bound on the Hessian's
+    diagonal there: L-BFGS then sees a problem of condition near 1 instead of that of the
+    residual stream's correlated features. A problem stops when its largest gradient entry
+    is below `tol` (objective divided by n_train) or two steps in a row lower the objective
+    by less than `ftol` of its value (float32 resolves about 1e-7)."""
+    C, _, d = Xs.shape
+    K = n_classes
+    A = len(alphas)
+    dt = Xs.dtype
+    alphas = alphas.to(dt)
+    Y = torch.nn.functional.one_hot(y.clamp(min=0, max=K - 1), K).to(dt)
+    n_c = w.sum(1).clamp(min=1)
+    e, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
+    Z = Xs @ V
+    P = (e.clamp(min=0)[:, None, :] / (4 * n_c[:, None, None])
+         + alphas[None, :, None] / n_c[:, None, None]).rsqrt()            # [C, A, d]
+    theta = torch.zeros(C, A, d * K + K, dtype=dt)
+
+    def fg(th):
+        return _loss_grad(th, Z, Y, w, alphas, n_c, K, P)
+
+    f, g = fg(theta)
+    S, Yh, rho = [], [], []
+    gamma = torch.ones(C, A, dtype=dt)
+    done = torch.zeros(C, A, dtype=torch.bool)
+    slow = torch.zeros(C, A, dtype=torch.bool)
+    for _ in range(max_iter):
+        done |= g.abs().amax(-1) < tol
+        if bool(done.all()):
+            break
+        q = g.clone()
+        coeffs = []
+        for s, yy, r in zip(reversed(S), reversed(Yh), reversed(rho)):
+            a = r * (s * q).sum(-1)
+            q -= a[..., None] * yy
+            coeffs.append(a)
+        z = gamma[..., None] * q
+        for s, yy, r, a in zip(S, Yh, rho, reversed(coeffs)):
+            beta = r * (yy * z).sum(-1)
+            z += s * (a - beta)[..., None]
+        direction = -z
+        slope = (g * direction).sum(-1)
+        bad = slope >= 0
+        direction[bad] = -g[bad]
+        slope = torch.where(bad, -(g * g).sum(-1), slope)
+        direction[done] = 0
+        slope[done] = 0
+        t = torch.ones(C, A, dtype=dt)
+        pending = ~done
+        f_new, g_new = f.clone(), g.clone()
+        for _ in range(30):
+            ft, gt = fg(theta + t[..., None] * direction)
+            ok = pending & (ft <= f + 1e-4 * t * slope)
+            f_new[ok], g_new[ok] = ft[ok], gt[ok]
+            pending &= ~ok
+            if not bool(pending.any()):
+                break
+            t = torch.where(pending, t * 0.5, t)
+        t = torch.where(pending, torch.zeros_like(t), t)      # no decrease found: stay
+        step = t[..., None] * direction
+        theta = theta + step
+        dg = g_new - g
+        sy = (step * dg).sum(-1)
+        valid = sy > 1e-12
+        S.append(step)
+        Yh.append(dg)
+        rho.append(torch.where(valid, 1.0 / sy.clamp(min=1e-30), torch.zeros_like(sy)))
+        gamma = torch.where(valid, sy / (dg * dg).sum(-1).clamp(min=1e-30), gamma)
+        if len(S) > history:
+            S.pop(0), Yh.pop(0), rho.pop(0)
+        small = (f - f_new) <= ftol * f.abs().clamp(min=1e-3)
+        done |= small & slow                                   # no progress left
+        slow = small
+        f, g = f_new, g_new
+    U = theta[..., : d * K].reshape(C, A, d, K)
+    W = torch.einsum("cde,caek->cadk", V, P[..., None] * U)
+    return W, theta[..., d * K:]

@@ -1,0 +1,271 @@
+"""Fit a probe at every (site, stack, layer, position) cell at once, with its control task.
+
+    acts = probes.collect(bridge, task, examples, sites=("resid_pre",))
+    res = probes.fit(acts, "D_sign")          # a target name of the task, or labels [n]
+    res.frame()                               # one row per cell: score, baseline, control ...
+    res.figure("selectivity")                 # layer x position heatmaps
+    res.direction("resid_pre", 2, "in:=#0")   # [rank, d_model] orthonormal rows
+
+Examples are split by equation (`acts.groups`) into train / validation / test; each cell
+standardises its features with its training rows, picks the L2 penalty with the best
+validation score (accuracy, ties to the lower cross-entropy; R^2 for regression), and is
+scored on the test rows it has. The control probe (`probes.controls`) is fitted the same way
+on the control labels. Selectivity = score - control.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.errors import InterpError
+from probes.controls import control_labels, split_groups
+from probes.estimators import logistic, ridge, standardize
+
+RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+LOGISTIC_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)   # alpha = 1 / sklearn's C
+COLUMNS = ["site", "stack", "layer", "position", "target", "kind", "n_train", "n_test",
+           "metric", "score", "baseline", "control", "selectivity", "alpha"]
+CELL_BUDGET = 1 << 24     # floats of features per chunk of cells (64 MiB)
+
+
+def resolve_labels(acts, labels, kind: str = "auto") -> tuple[np.ndarray, str, str, list]:
+    """(values [n] float with NaN for missing, kind, target name, classes).
+
+    labels: a target name of `acts.task` (`task.probe_targets`) or an array [n]. Class
+    labels are mapped to indices into `classes` (their sorted distinct values). "auto":
+    the task's kind for a target name; for an array, regression when a value is not an
+    integer or there are more than 32 distinct values, else classification."""
+    name = "labels"
+    if isinstance(labels, str):
+        name = labels
+        task = acts.task
+        info = task.probe_target_info() if task is not None else {}
+        if name not in info:
+            raise InterpError(f"unknown target {name!r}; the targets are "
+                              f"{', '.join(info) or '(none: this task has no probe targets)'}")
+        if kind == "auto":
+            kind = info[name].split(":", 1)[0]
+        labels = [task.probe_targets(ex)[name] for ex in acts.examples]
+    raw = np.asarray(labels)
+    if raw.shape != (acts.n,):
+        raise InterpError(f"labels have shape {raw.shape}; give one label per example "
+                          f"({acts.n})")
+    if kind not in ("auto", "class", "regression"):
+        raise InterpError(f"unknown kind {kind!r}; choose auto, class or regression")
+    numeric = raw.dtype.kind in "biuf"
+    missing = np.isnan(raw.astype(float)) if numeric else np.array([v is None for v in raw])
+    present = raw[~missing]
+    distinct = np.unique(present)
+    if len(distinct) < 2:
+        shown = distinct[0] if len(distinct) else "missing"
+        raise InterpError(f"the label {name!r} is constant ({shown} for every example that has "
+                          "it); a probe needs at least two values")
+    if kind == "auto":
+        integral = not numeric or np.all(np.mod(present.astype(float), 1) == 0)
+        kind = "class" if integral and len(distinct) <= 32 else "regression"
+    if kind == "regression":
+        if not numeric:
+            raise InterpError(f"the label {name!r} is not numeric; use kind='class'")
+        return raw.astype(float), kind, name, []
+    classes = list(distinct)
+    index = {v: i for i, v in enumerate(classes)}
+    values = np.array([np.nan if m else index[v] for v, m in zip(raw, missing)], dtype=float)
+    return values, kind, name, classes
+
+
+@dataclass
+class ProbeResult:
+    """Scores of every cell and the weights of its (task) probe.
+
+    rows: one dict per cell (`COLUMNS`); weights: cell -> (W [R, d] raw-space rows, b [R]),
+    R = 1 for regression, K for classification (K classes; logits = x.W^T + b)."""
+
+    target: str
+    kind: str
+    classes: list
+    rows: list[dict]
+    weights: dict = field(repr=False, default_factory=dict)
+    parts: torch.Tensor | None = field(repr=False, default=None)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+    def _cell(self, site, layer, position, stack):
+        stacks = sorted({k[1] for k in self.weights if k[0] == site})
+        if stack is None and len(stacks) == 1:
+            stack = stacks[0]
+        key = (site, stack, int(layer), position)
+        if key not in self.weights:
+            raise InterpError(f"no probe at site {site!r}, stack {stack!r}, layer {layer}, "
+                              f"position {position!r}; fitted cells: e.g. "
+                              f"{', '.join(map(str, list(self.weights)[:5]))}")
+        return key
+
+    def predict(self, site: str, layer: int, position: str, X: torch.Tensor,
+                stack: str | None = None) -> torch.Tensor:
+        """The probe's prediction for raw activations X [n, d]: class indices into
+        `classes` [n] (long), or values [n] (float)."""
+        W, b = self.weights[self._cell(site, layer, position, stack)]
+        out = X.double() @ W.T + b
+        return out.argmax(-1) if self.kind == "class" else out[:, 0]
+
+    def direction(self, site: str, layer: int, position: str, stack: str | None = None
+                  ) -> torch.Tensor:
+        """[rank, d_model] float32 orthonormal rows spanning the probe's weights in raw
+        activation space: rank 1 for regression and binary classes, K - 1 for K classes
+        (the weights centred over classes: softmax ignores a shared row)."""
+        W, _ = self.weights[self._cell(site, layer, position, stack)]
+        if self.kind == "class":
+            W = W - W.mean(0, keepdim=True)
+        rank = 1 if self.kind == "regression" or W.shape[0] <= 2 else W.shape[0] - 1
+        _, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        return Vh[:rank].float()
+
+    def figure(self, metric: str = "score"):
+        """plotly heatmaps, layer x position, one panel per (site, stack)."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        from interp.viz.figures import esc, esc_all
+
+        if metric not in ("score", "control", "selectivity", "baseline"):
+            raise InterpError(f"unknown metric {metric!r}; choose score, control, "
+                              "selectivity or baseline")
+        df = self.frame()
+        panels = list(dict.fromkeys(zip(df.site, df.stack)))
+        fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[
+            esc(f"{site} ({stack})") for site, stack in panels], vertical_spacing=0.12)
+        for r, (site, stack) in enumerate(panels, 1):
+            part = df[(df.site == site) & (df.stack == stack)]
+            grid = part.pivot(index="layer", columns="position", values=metric)
+            grid = grid[list(dict.fromkeys(part.position))]
+            fig.add_trace(go.Heatmap(z=grid.values, x=esc_all(grid.columns),
+                                     y=[f"layer {l}" for l in grid.index], colorscale="RdBu",
+                                     zmid=0, coloraxis=None, showscale=r == 1), r, 1)
+        name = df.metric.iloc[0] if len(df) else ""
+        fig.update_layout(title=esc(f"{self.target}: {metric} ({name})"),
+                          height=260 * len(panels) + 80)
+        return fig
+
+
+def fit(acts, labels, kind: str = "auto", control: bool = True, seed: int = 0,
+        split: Sequence[float] = (0.6, 0.2, 0.2), alphas: Sequence[float] | None = None,
+        cells: Sequence[tuple] | None = None) -> ProbeResult:
+    """Probe every (site, stack, layer, position) cell of `acts` (or only `cells`, tuples
+    (site, stack, layer, position)) for `labels` (a target name of the task or an array
+    [n_examples]). See the module docstring; `alphas` are sklearn's L2 units (Ridge alpha,
+    LogisticRegression C = 1/alpha)."""
+    y, kind, name, classes = resolve_labels(acts, labels, kind)
+    part = split_groups(acts.groups, split, seed)
+    grid = torch.tensor(alphas if alphas is not None else
+                        RIDGE_ALPHAS if kind == "regression" else LOGISTIC_ALPHAS,
+                        dtype=torch.float64)
+    ctrl = control_labels(acts.types, acts.keys, y, seed) if control else None
+    todo = _cells(acts, cells)
+    res = ProbeResult(name, kind, classes, [], {}, part)
+    budget = max(1, CELL_BUDGET // max(1, acts.n * acts.d_model))
+    for start in range(0, len(todo), budget):
+        chunk = todo[start:start + budget]
+        X = torch.stack([acts.store[(s, st, l)][:, j] for s, st, l, _, j in chunk])
+        cols = [acts.position_index(k) for *_, k, _ in chunk]
+        has = acts.present[:, cols].T                                   # [C, n]
+        Y = torch.from_numpy(y).expand(len(chunk), -1)
+        task = _fit_chunk(X, Y, has, part, kind, len(classes), grid)
+        ctl = (_fit_chunk(X, torch.from_numpy(ctrl[:, cols].T), has, part, kind,
+                          len(classes), grid) if control else None)
+        for c, (s, st, l, k, _) in enumerate(chunk):
+            score = task["score"][c]
+            cscore = ctl["score"][c] if ctl else math.nan
+            res.rows.append({
+                "site": s, "stack": st, "layer": l, "position": k, "target": name,
+                "kind": kind, "n_train": task["n_train"][c], "n_test": task["n_test"][c],
+                "metric": "accuracy" if kind == "class" else "r2", "score": score,
+                "baseline": task["baseline"][c], "control": cscore,
+                "selectivity": score - cscore, "alpha": task["alpha"][c]})
+            res.weights[(s, st, l, k)] = (task["W"][c], task["b"][c])
+    return res
+
+
+def _cells(acts, cells):
+    """[(site, stack, layer, key, column within the stack's store)] to fit."""
+    out = []
+    for s in acts.sites:
+        for st in acts.stacks:
+            cols = acts.columns(st)
+            for l in acts.layers[st]:
+                for j, p in enumerate(cols):
+                    out.append((s, st, l, acts.keys[p], j))
+    if cells is None:
+        return out
+    want = {(s, st, int(l), k) for s, st, l, k in cells}
+    chosen = [c for c in out if c[:4] in want]
+    missing = want - {c[:4] for c in chosen}
+    if missing:
+        raise InterpError(f"cells {sorted(missing)[:3]} are not in these activations; "
+                          f"cells are (site, stack, layer, position), e.g. {out[0][:4]}")
+    return chosen
+
+
+def _fit_chunk(X, Y, has, part, kind, K, grid):
+    """Fit, select and score the cells of one chunk. X [C, n, d]; Y [C, n] float (NaN =
+    missing); has [C, n] bool. Returns per-cell lists and raw-space weights."""
+    ok = has & ~torch.isnan(Y)
+    parts = [(ok & (part == j)[None]).double() for j in range(3)]
+    train, val, test = parts
+    Xs, mean, std = standardize(X.double(), train)
+    Yc = torch.nan_to_num(Y, nan=0.0).double()
+    if kind == "regression":
+        W, b = ridge(Xs, Yc, train, grid)                               # [C, A, d], [C, A]
+        pred = torch.einsum("cnd,cad->can", Xs, W) + b[..., None]
+        crit = _r2(pred, Yc[:, None], val[:, None])
+        best = torch.nan_to_num(crit, nan=-math.inf).argmax(1)
+        pick = torch.arange(len(X))
+        Wb, bb, pb = W[pick, best], b[pick, best], pred[pick, best]
+        score = _r2(pb, Yc, test)
+        mu = (train * Yc).sum(1) / train.sum(1).clamp(min=1)
+        baseline = _r2(mu[:, None].expand_as(Yc), Yc, test)
+        Wr = (Wb / std)[:, None, :]                                     # [C, 1, d]
+        br = (bb - (Wb * mean / std).sum(1))[:, None]
+    else:
+        yi = Yc.long()
+        W, b = logistic(Xs.float(), yi, train.float(), grid.float(), K)
+        W, b = W.double(), b.double()
+        logits = torch.einsum("cnd,cadk->cank", Xs, W) + b[:, :, None, :]
+        correct = (logits.argmax(-1) == yi[:, None]).double()
+        ce = torch.logsumexp(logits, -1) - logits.gather(
+            -1, yi[:, None, :, None].expand(-1, len(grid), -1, 1))[..., 0]
+        nv = val.sum(1).clamp(min=1)[:, None]
+        crit = (correct * val[:, None]).sum(-1) / nv - 1e-9 * (ce * val[:, None]).sum(-1) / nv
+        best = crit.argmax(1)
+        pick = torch.arange(len(X))
+        Wb, bb = W[pick, best], b[pick, best]                           # [C, d, K], [C, K]
+        nt = test.sum(1)
+        score = (correct[pick, best] * test).sum(1) / nt
+        counts = torch.stack([((yi == k) & (train > 0)).sum(1) for k in range(K)], 1)
+        major = counts.argmax(1)
+        baseline = (((yi == major[:, None]) & (test > 0)).sum(1) / nt).double()
+        Wr = (Wb / std[..., None]).transpose(1, 2)                      # [C, K, d]
+        br = bb - torch.einsum("cdk,cd->ck", Wb, mean / std)
+    n_train, n_test = train.sum(1), test.sum(1)
+    bad = (n_train < 2) | (n_test < 1)
+    score = torch.where(bad, torch.full_like(score, math.nan), score)
+    return {"score": score.tolist(), "baseline": baseline.double().tolist(),
+            "n_train": n_train.long().tolist(), "n_test": n_test.long().tolist(),
+            "alpha": grid[best].tolist(), "W": list(Wr), "b": list(br)}
+
+
+def _r2(pred, y, w):
+    """R^2 of pred against y on the rows weighted by w (sklearn's r2_score), broadcast over
+    leading dimensions; NaN with fewer than two rows or constant y."""
+    n = w.sum(-1)
+    mean = (w * y).sum(-1) / n.clamp(min=1)
+    ss_tot = (w * (y - mean[..., None]) ** 2).sum(-1)
+    ss_res = (w * (y - pred) ** 2).sum(-1)
+    r2 = 1 - ss_res / ss_tot
+    return torch.where((n >= 2) & (ss_tot > 0), r2, torch.full_like(r2, math.nan))
