@@ -10,7 +10,16 @@ import random
 import re
 
 from interp.errors import TaskError
-from interp.tasks.base import CheckResult, Example, Segment, Task, render, sample_class
+from interp.tasks.base import (
+    CheckResult,
+    Example,
+    Segment,
+    Task,
+    digit_info,
+    digit_targets,
+    render,
+    sample_class,
+)
 
 OPS = {"add": "+", "sub": "-"}
 PRESETS = {"default": {"lo": 1, "hi": 99, "ops": ("add", "sub")}}
@@ -104,6 +113,32 @@ class ArithmeticTask(Task):
                                Segment("=")])
         _, out_roles = render([Segment(out, "result")])
         return src_roles, out_roles
+
+    def _places(self) -> int:
+        return len(str(2 * self.hi))
+
+    def probe_targets(self, example: Example) -> dict[str, int | float]:
+        """The operation, the result, its digits, and the carry (addition) or borrow
+        (subtraction) out of each digit place of the column arithmetic."""
+        a, op, b = self._read(example.src)
+        res = a + b if op == "+" else a - b
+        out: dict[str, int | float] = {"op": int(op == "-"), "result": res}
+        out.update(digit_targets("result", res, self._places()))
+        carry = 0
+        for k in range(self._places()):
+            da, db = (a // 10 ** k) % 10, (b // 10 ** k) % 10
+            carry = int(da + db + carry >= 10) if op == "+" else int(da - db - carry < 0)
+            out[f"carry_{k}"] = carry
+        return out
+
+    def probe_target_info(self) -> dict[str, str]:
+        info = {"op": "class: 0 addition, 1 subtraction",
+                "result": "regression: the result (raw scale)"}
+        info.update(digit_info("result", "the result", self._places()))
+        info.update({f"carry_{k}": f"class: 1 when column {k} (0 = units) carries into "
+                     f"column {k + 1} (addition) or borrows from it (subtraction)"
+                     for k in range(self._places())})
+        return info
 
     def check(self, src: str, out: str) -> CheckResult:
         want = self.solve(src)

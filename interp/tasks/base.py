@@ -157,6 +157,17 @@ class Task:
     def describe(self) -> dict:
         return {"task": self.name, "preset": self.preset}
 
+    def probe_targets(self, example: Example) -> dict[str, int | float]:
+        """Properties of one example for linear probes (`probes.fit`), computed with exact
+        integer arithmetic from its input alone; NaN where a property does not exist (the
+        roots of an equation without real roots). The same names for every example."""
+        return {}
+
+    def probe_target_info(self) -> dict[str, str]:
+        """name -> "class: description" or "regression: description (scale)" of each target
+        of `probe_targets`."""
+        return {}
+
     def ranges_text(self) -> str:
         """The generator's ranges in words (shown in warnings and `interp models`)."""
         return ""
@@ -169,6 +180,30 @@ class Task:
     def covers_task(self, other: "Task") -> bool:
         """Whether every input `other` generates lies within this task's ranges."""
         return other.describe() == self.describe()
+
+
+DIGIT_NONE = 10   # digit-place class of a place beyond the number's most significant digit
+
+
+def digit_targets(name: str, value: int | None, places: int) -> dict[str, float]:
+    """`{name}_digit_{k}` for k = 0 (units) .. places - 1: the digit of |value| at place k,
+    or DIGIT_NONE (10) where |value| has fewer digits; NaN for every place when value is
+    None. Counting from the units keeps one place value per target across numbers of
+    different lengths."""
+    out = {}
+    for k in range(places):
+        if value is None:
+            out[f"{name}_digit_{k}"] = float("nan")
+        else:
+            text = str(abs(value))
+            out[f"{name}_digit_{k}"] = int(text[-1 - k]) if k < len(text) else DIGIT_NONE
+    return out
+
+
+def digit_info(name: str, what: str, places: int) -> dict[str, str]:
+    """probe_target_info entries for `digit_targets(name, ., places)`."""
+    return {f"{name}_digit_{k}": f"class: digit {k} (0 = units) of {what}, 0-9, "
+            f"{DIGIT_NONE} = no such digit" for k in range(places)}
 
 
 def class_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
@@ -196,4 +231,5 @@ def sample_class(rng: random.Random, mix: dict[str, float]) -> str:
 
 
 __all__ = ["Example", "CheckResult", "Segment", "Task", "render", "split_examples",
-           "is_heldout", "stable_hash", "class_counts", "sample_class"]
+           "is_heldout", "stable_hash", "class_counts", "sample_class", "digit_targets",
+           "digit_info", "DIGIT_NONE"]

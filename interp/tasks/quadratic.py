@@ -1,4 +1,4 @@
-"""Quadratic equations solved step by step (seeds 000/001, REFERENCE §1).
+"""Quadratic equations solved step by step (seeds 000/001, REFERENCE §1). Over 400 lines: the format, parser, checker and probe targets of one task read best together.
 
 Input and output, in the canonical format this package uses::
 
@@ -23,7 +23,16 @@ import re
 from dataclasses import dataclass
 
 from interp.errors import TaskError
-from interp.tasks.base import CheckResult, Example, Segment, Task, render, sample_class
+from interp.tasks.base import (
+    CheckResult,
+    Example,
+    Segment,
+    Task,
+    digit_info,
+    digit_targets,
+    render,
+    sample_class,
+)
 
 CLASSES = ("two", "one", "none")
 STEPS = ("D_expr", "D_value", "sqrt", "x1_expr", "x1_value", "x2_expr", "x2_value", "final",
@@ -331,6 +340,49 @@ class QuadraticTask(Task):
             raise TaskError("roles are defined for the exact solution only; got a different "
                             "output string")
         return format_input(a, b, c)[1], out_roles
+
+    # -- probe targets --------------------------------------------------------------------
+    def _places(self) -> dict[str, int]:
+        """Digit places of each number field: enough for the largest value the generator
+        makes (two roots: |b| <= 2 k r, D <= (2 k r)^2; no roots: |D| <= 5 coef^2)."""
+        r = self.ranges
+        big = 2 * r.k_max * r.root_max
+        bound = {"a": max(r.k_max, r.coef_max), "b": max(big, r.coef_max),
+                 "c": max(r.k_max * r.root_max ** 2, r.coef_max), "D": max(big ** 2,
+                 5 * r.coef_max ** 2), "s": big, "x1": r.root_max, "x2": r.root_max}
+        return {k: len(str(v)) for k, v in bound.items()}
+
+    def probe_targets(self, example: Example) -> dict[str, int | float]:
+        a, b, c = read_input(example.src)
+        d = discriminant(a, b, c)
+        r = roots(a, b, c)
+        s, x1, x2 = r if r is not None else (None, None, None)
+        nan = float("nan")
+        out: dict[str, int | float] = {
+            "class": CLASSES.index("two" if d > 0 else "one" if d == 0 else "none"),
+            "D_sign": (d > 0) - (d < 0),
+            "D_value": math.copysign(math.log10(1 + abs(d)), d),
+            "abs_b": abs(b), "ac": a * c,
+            "s": nan if s is None else s, "x1": nan if x1 is None else x1,
+            "x2": nan if x2 is None else x2}
+        for name, v in (("a", a), ("b", b), ("c", c), ("D", d), ("s", s), ("x1", x1),
+                        ("x2", x2)):
+            out.update(digit_targets(name, v, self._places()[name]))
+        return out
+
+    def probe_target_info(self) -> dict[str, str]:
+        info = {"class": "class: 0 two roots, 1 one root, 2 no real root",
+                "D_sign": "class: the sign of D = b^2 - 4ac (-1, 0, +1)",
+                "D_value": "regression: D on the scale sign(D) * log10(1 + |D|)",
+                "abs_b": "regression: |b| (raw scale)", "ac": "regression: a*c (raw scale)",
+                "s": "regression: s = sqrt(D) (raw scale; NaN without real roots)",
+                "x1": "regression: the smaller root (raw scale; NaN without real roots)",
+                "x2": "regression: the larger root (raw scale; NaN without real roots)"}
+        for name, what in (("a", "|a|"), ("b", "|b|"), ("c", "|c|"), ("D", "|D|"),
+                           ("s", "s (NaN without real roots)"), ("x1", "|x1| (NaN ...)"),
+                           ("x2", "|x2| (NaN ...)")):
+            info.update(digit_info(name, what, self._places()[name]))
+        return info
 
     # -- checking -------------------------------------------------------------------------
     def check(self, src: str, out: str) -> CheckResult:
