@@ -2,9 +2,15 @@
 
     python -m interp.classify_heads [CKPT] [--n 256] [--out DIR] [--format table|csv|json]
                                     [--kinds self|encoder,decoder_self,cross] [--seed S]
+                                    [--roles field|fine] [--verify [--verify-n 200]
+                                    [--controls 20]]
 
-CKPT defaults to the shipped `quadratic-small`. Writes heads.csv, heads.json and report.html
-to --out (default: classify-<model name>). CKPT may also be any HF checkpoint directory the
+CKPT defaults to the shipped `quadratic-small`. Each head gets its labels (shapes, `broad`,
+`routed(Q->K)`) and what it reads (its top routes, their share and lifts over the uniform head
+and the offset-only model). --verify checks each head's first label by an intervention
+(`circuits.verify_heads`: the route, stripe or diagonal knocked out in that head, against
+mass-matched random knockouts) and adds effect, interval and p columns. Writes heads.csv,
+heads.json and report.html to --out (default: classify-<model name>). CKPT may also be any HF checkpoint directory the
 TransformerBridge can boot (GPT-2, BERT ...): its heads are read on --prompts FILE (one text a
 line) or on a few built-in English sentences, and roles are the token strings.
 """
@@ -32,6 +38,8 @@ MAX_N = 20_000       # examples one run averages over (time; memory stays bounde
 MAX_EXAMPLES = 16    # examples drawn head by head in the report (page size)
 MAX_BATCH = 1_024    # examples whose attention patterns are held at once
 OWN_FILES = ("heads.csv", "heads.json", "report.html")
+MAX_VERIFY_N = 5_000  # examples of --verify (each control reruns them)
+MAX_CONTROLS = 200    # random knockouts per head in --verify
 
 
 def CACHE_FILES(name: str) -> bool:
@@ -86,6 +94,17 @@ def parser():
     p.add_argument("--save-cache", metavar="DIR", help="also save the attention patterns "
                    "there as safetensors shards (interp.cache.ShardedCache reads them)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--roles", choices=["field", "fine"], default=None,
+                   help="role groups routes are named in: field (a number's sign and digits "
+                        "together; the default for task models) or fine (every role); text "
+                        "models use token classes")
+    p.add_argument("--verify", action="store_true", help="check every head's first label by "
+                   "knocking out what it reads, against mass-matched random knockouts "
+                   "(task models)")
+    p.add_argument("--verify-n", type=int, default=200, help="examples of the verification "
+                   f"(default 200, at most {MAX_VERIFY_N:,})")
+    p.add_argument("--controls", type=int, default=20, help="random knockouts per head in "
+                   f"--verify (default 20, at least 19 for p <= 0.05, at most {MAX_CONTROLS})")
     return p
 
 
@@ -101,6 +120,11 @@ def _folders(a):
     positive("--batch-size", a.batch_size, MAX_BATCH, "one batch of attention patterns holds "
              f"({MAX_BATCH} examples)")
     check_device(a)
+    if a.verify:
+        positive("--verify-n", a.verify_n, MAX_VERIFY_N, "one verification runs "
+                 f"({MAX_VERIFY_N:,} examples)")
+        positive("--controls", a.controls, MAX_CONTROLS, "--verify draws per head "
+                 f"({MAX_CONTROLS})")
     out = check_replaceable_dir(a.out or f"classify-{Path(str(a.checkpoint)).name}",
                                 "heads.json", "--out", own=OWN_FILES)
     if a.save_cache:
@@ -147,20 +171,27 @@ def _main(argv) -> int:
     from interp.attention.taxonomy import head_taxonomy
     from interp.cache import save_shards
     from interp.cli.common import load
+    from interp.errors import InterpError
     from interp.io import output_lock, replace_dir_atomic, write_json
     from interp.viz.reports import classify as report
 
     a = parser().parse_args(argv)
     out = _folders(a)
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
-    bridge, task, examples = _inputs(a, load(a))
+    ckpt = load(a)
+    if a.verify and ckpt.arch in ("native", "hf"):
+        raise InterpError(f"--verify measures the damage to a task's answers; {a.checkpoint} "
+                          "is a text model without one (run --verify on a task checkpoint)")
+    bridge, task, examples = _inputs(a, ckpt)
     with output_lock(out), output_lock(a.save_cache, "--save-cache"):
         keep_shards = (lambda source: save_shards(source, a.save_cache)) if a.save_cache \
             else None
         result = head_taxonomy(bridge, task, examples, kinds, a.batch_size, a.segments,
                                keep_shards, keep=0 if a.no_report else a.examples,
-                               progress=not a.quiet)
+                               progress=not a.quiet, grouping=a.roles)
         table = result.table
+        if a.verify:
+            table = _verify(a, bridge, task, table, result.stats)
 
         def fill(tmp: Path) -> None:
             report.flat_table(table).to_csv(tmp / "heads.csv", index=False)
@@ -176,6 +207,40 @@ def _main(argv) -> int:
         print(f"wrote {out / 'heads.csv'}, heads.json" +
               ("" if a.no_report else ", report.html"), file=sys.stderr)
     return 0
+
+
+def _verify(a, bridge, task, table, stats):
+    """The head table with the verification's columns (`verify_*`, `verified`)."""
+    import importlib
+    import time
+
+    # the one place the command reaches circuits: named as a string, imported on use, so
+    # that the library `interp` stays free of circuits (the umbrella `interp` command does
+    # the same)
+    verify_heads = importlib.import_module("circuits.ablation").verify_heads
+    examples = task.generate(a.verify_n, seed=a.seed + 1)
+    t0 = time.perf_counter()
+    grouping = next(iter(stats.values())).grouping if stats else "field"
+    v = verify_heads(bridge, task, examples, table, n_controls=a.controls, seed=a.seed,
+                     grouping=grouping, batch_size=a.batch_size)
+    if not a.quiet:
+        print(f"verified {int(v.knockout.notna().sum())} labels on {len(examples)} examples "
+              f"x {a.controls} controls in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return merge_verification(table, v)
+
+
+def merge_verification(table, v):
+    """`table` with `verify_knockout`, `verify_measure`, `verify_effect`, `verify_ci_lo`,
+    `verify_ci_hi`, `verify_p`, `verify_answer_loss` and `verified` (True: damage above the
+    controls, interval above 0 and p <= 0.05; False: not; None: the label has no check) from
+    `circuits.verify_heads` output `v` (one row per head)."""
+    cols = {"knockout": "verify_knockout", "measure": "verify_measure", "effect": "verify_effect",
+            "ci_lo": "verify_ci_lo", "ci_hi": "verify_ci_hi", "p": "verify_p",
+            "answer_loss_effect": "verify_answer_loss", "supported": "verified"}
+    keep = v[["kind", "layer", "head", *cols]].rename(columns=cols)
+    out = table.merge(keep, on=["kind", "layer", "head"], how="left")
+    out["verified"] = out["verified"].astype(object).where(out["verified"].notna(), None)
+    return out
 
 
 def main(argv=None) -> int:

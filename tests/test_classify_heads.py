@@ -160,3 +160,43 @@ def test_maps_frame_holds_each_heads_query_role_by_key_role_shares(tiny_checkpoi
     row = maps[(maps.layer == layer) & (maps["head"] == head) & (maps["query"] == q_role)
                & (maps["key"] == k_role)]
     assert n > 0 and abs(float(row.share.iloc[0]) - total / n) < 1e-5
+
+
+def test_verify_adds_effect_interval_and_p_columns(tiny_checkpoints, tmp_path, capsys):
+    """--verify: every head gets the verification's columns; labels without a check get
+    none; the terminal table marks each first label yes / NOT CONFIRMED / -."""
+    out = tmp_path / "v"
+    assert _main([str(tiny_checkpoints["decoder"]), "--n", "6", "--out", str(out), "--quiet",
+                  "--verify", "--verify-n", "6", "--controls", "3", "--no-report"]) == 0
+    table = pd.read_csv(out / "heads.csv")
+    cols = ["verify_knockout", "verify_effect", "verify_ci_lo", "verify_ci_hi", "verify_p",
+            "verified", "reads"]
+    assert set(cols) <= set(table.columns)
+    checked = table.verify_knockout.notna()
+    first = table.label.str.split(" + ", regex=False).str[0].str.split("(").str[0]
+    assert (checked == first.isin(["routed", "vertical", "sharp_diagonal",
+                                   "blurred_diagonal"])).all()
+    assert table.loc[~checked, "verify_effect"].isna().all()
+    assert (table.loc[checked, "verify_ci_lo"] <= table.loc[checked, "verify_ci_hi"]).all()
+    assert ((table.loc[checked, "verify_p"] > 0) & (table.loc[checked, "verify_p"] <= 1)).all()
+    rows = json.loads((out / "heads.json").read_text())
+    assert all("verify_effect" in r and isinstance(r["routes"], list) for r in rows)
+    printed = capsys.readouterr().out
+    assert "check" in printed and "verify_effect" in printed
+
+
+def test_roles_fine_keeps_the_fine_roles_in_the_reads(tiny_checkpoints):
+    from interp.attention.taxonomy import head_taxonomy
+    from interp.models import load_model
+
+    bridge, task = load_model(tiny_checkpoints["decoder"])
+    ex = task.generate(6, seed=0)
+    fine = head_taxonomy(bridge, task, ex, grouping="fine").maps("self", "fine")
+    field = head_taxonomy(bridge, task, ex).maps("self", "field")
+    assert "b_digit" in set(fine["key"]) and "b_digit" not in set(field["key"])
+    assert "b" in set(field["key"])
+    # grouping sums the fine shares: the field share of b equals b_digit + b_sign
+    f = fine[(fine.layer == 0) & (fine["head"] == 0) & (fine["query"] == "x")]
+    g = field[(field.layer == 0) & (field["head"] == 0) & (field["query"] == "x")]
+    want = float(f[f["key"].isin(["b_digit", "b_sign"])].share.sum())
+    assert float(g[g["key"] == "b"].share.iloc[0]) == pytest.approx(want, abs=1e-5)

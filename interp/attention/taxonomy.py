@@ -171,11 +171,17 @@ def summarise(table: pd.DataFrame, th: Thresholds = Thresholds()) -> pd.DataFram
     out["main_score"] = main
     out["detail"] = detail
     if "routes" in out:
-        out["reads"] = [reads_text(rs, th.route_top) if isinstance(rs, list) else ""
-                        for rs in out["routes"]]
+        out["reads"] = [reads_text(_label_first(rs, th), th.route_top)
+                        if isinstance(rs, list) else "" for rs in out["routes"]]
     else:
         out["reads"] = ""
     return out
+
+
+def _label_first(routes: list, th: Thresholds) -> list:
+    """The routes the `routed` label names first, then the others in their order."""
+    named = label_routes(routes, th)
+    return named + [r for r in routes if r not in named]
 
 
 def label_counts(table: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,8 @@ import pandas as pd
 
 from interp.attention.taxonomy import label_counts, operations_table
 
-SHOW = ["kind", "layer", "head", "label", "main_score", "detail"]
+SHOW = ["kind", "layer", "head", "label", "main_score", "reads"]
+VERIFY = ["check", "verify_effect", "verify_ci_lo", "verify_ci_hi", "verify_p"]
 SIDE_NAMES = {"seq": "sequence", "src": "encoder input", "tgt": "decoder input"}
 
 
@@ -19,12 +20,33 @@ def flat_table(table: pd.DataFrame) -> pd.DataFrame:
     flat = table.copy()
     flat["labels"] = flat["labels"].map(";".join)
     flat["vertical_roles"] = flat["vertical_roles"].map(";".join)
-    return flat
+    return flat.drop(columns=["routes"], errors="ignore")
 
 
 def records(table: pd.DataFrame) -> list[dict]:
-    """The table as heads.json holds it: one record per head."""
-    return json.loads(table.to_json(orient="records"))
+    """The table as heads.json holds it: one record per head (routes as records)."""
+    from interp.attention.routes import route_records
+
+    out = table.copy()
+    if "routes" in out:
+        out["routes"] = out["routes"].map(lambda rs: route_records(rs[:10]))
+    return json.loads(out.to_json(orient="records"))
+
+
+def check_column(table: pd.DataFrame) -> pd.Series:
+    """`yes` where the intervention confirms the first label, `NOT CONFIRMED` where it does
+    not, `-` where the label has no check."""
+    return table["verified"].map(lambda v: "-" if v is None else "yes" if v
+                                 else "NOT CONFIRMED")
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns a person reads (with the verification's when there is one)."""
+    cols = list(SHOW)
+    if "verified" in table:
+        table = table.assign(check=check_column(table))
+        cols += VERIFY
+    return table[cols].round(3)
 
 
 def text(table: pd.DataFrame, fmt: str = "table") -> str:
@@ -33,12 +55,12 @@ def text(table: pd.DataFrame, fmt: str = "table") -> str:
     if fmt == "table":
         with pd.option_context("display.max_rows", 500, "display.width", 160,
                                "display.max_colwidth", 60):
-            return (f"{table[SHOW].round(3).to_string(index=False)}\n\n"
+            return (f"{shown(table).to_string(index=False)}\n\n"
                     f"{label_counts(table).to_string()}\n")
     if fmt == "csv":
-        return flat_table(table)[SHOW].to_csv(index=False)
-    return json.dumps(json.loads(table[SHOW + ["labels"]].to_json(orient="records")),
-                      indent=1) + "\n"
+        return shown(table).to_csv(index=False)
+    view = shown(table).assign(labels=table["labels"])
+    return json.dumps(json.loads(view.to_json(orient="records")), indent=1) + "\n"
 
 
 def _maps(page, stats: dict, role_maps: bool) -> None:
@@ -108,7 +130,7 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
                    "claims about what a position stores need an intervention (ablation or "
                    "patching), not a map.")
     page.heading("Taxonomy")
-    page.table(table[SHOW].round(3))
+    page.table(shown(table))
     counts = label_counts(table)
     page.heading("Classes per layer")
     flat = counts.reset_index()
