@@ -2,6 +2,7 @@
 closed-form cases; rollout against closed-form cases."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -157,3 +158,59 @@ def test_rollout_of_identity_attention_is_identity_and_of_uniform_is_closed_form
     r2 = rollout(P1.expand(2, 1, 1, n, n), mask)
     assert r2[0, 3, 3] == pytest.approx(0.25) and r2[0, 3, 0] == pytest.approx(0.75)
     assert torch.allclose(r2.sum(-1), torch.ones(1, n))
+
+
+def route_frame():
+    """Two heads of 'self' (query groups a, <script>; key groups b, c) and one of 'cross';
+    each query's shares sum to 1."""
+    rows = []
+    for layer, head, shares in ((0, 1, [[0.7, 0.3], [0.2, 0.8]]),
+                                (2, 0, [[0.1, 0.9], [1.0, 0.0]])):
+        for qi, q in enumerate(["a", "<script>"]):
+            for ki, k in enumerate(["b", "c"]):
+                rows.append(("self", layer, head, q, k, shares[qi][ki]))
+    rows += [("cross", 1, 3, "x", "y&z", 1.0)]
+    return pd.DataFrame(rows, columns=["kind", "layer", "head", "query", "key", "share"])
+
+
+def test_route_maps_figure_draws_each_heads_shares_with_escaped_labels_and_titles():
+    import plotly.io as pio
+
+    from interp.viz.figures import route_maps_figure
+
+    maps = route_frame()
+    title = "L2H0: routed(<script>->b,c) | reads <script>->c 0.90 (x3.1) | verified +0.41"
+    fig = route_maps_figure(maps, [("self", 2, 0), ("self", 0, 1), ("cross", 1, 3)],
+                            titles={("self", 2, 0): title})
+    z = [np.array(t.z, dtype=float) for t in fig.data]
+    assert np.allclose(z[0], [[0.1, 0.9], [1.0, 0.0]])
+    assert np.allclose(z[1], [[0.7, 0.3], [0.2, 0.8]])
+    assert np.allclose(z[2], [[1.0]])
+    assert list(fig.data[0].y) == ["a", "&lt;script&gt;"] and list(fig.data[0].x) == ["b", "c"]
+    assert list(fig.data[2].x) == ["y&amp;z"]
+    assert all(t.zmin == 0 and t.zmax == 1 for t in fig.data)
+    texts = [a.text for a in fig.layout.annotations]
+    assert texts[0] == ("L2H0: routed(&lt;script&gt;-&gt;b,c)<br>reads &lt;script&gt;-&gt;c "
+                        "0.90 (x3.1)<br>verified +0.41")
+    assert texts[1] == "self L0H1"
+    js = pio.to_json(fig)
+    assert "<script>" not in js and "&lt;script&gt;" in js
+    only = route_maps_figure(maps, [("self", 2, 0), ("self", 0, 1)], max_heads=1)
+    assert len(only.data) == 1
+
+
+def test_flow_figure_puts_rollout_and_flow_side_by_side():
+    import plotly.io as pio
+
+    from interp.viz.figures import flow_figure
+
+    roll = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.1, 0.2, 0.7]])
+    flow = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.75, 0.0], [float("nan")] * 3])
+    fig = flow_figure(flow[None], roll, ["<b>", "x", "="])
+    assert np.allclose(np.array(fig.data[0].z, dtype=float), roll.numpy())
+    got = np.array(fig.data[1].z, dtype=float)
+    assert np.allclose(got[:2], flow[:2].numpy()) and np.isnan(got[2]).all()
+    assert list(fig.data[0].x) == ["0:&lt;b&gt;", "1:x", "2:="]
+    assert fig.data[0].zmax == fig.data[1].zmax == 1.0
+    js = pio.to_json(fig)
+    assert "<b>" not in js.replace("<br>", "")

@@ -205,3 +205,90 @@ def patch_heatmap(values: torch.Tensor, axes: tuple, labels: dict, title: str):
                       margin=dict(l=80, r=20, t=50, b=140), yaxis_autorange="reversed",
                       xaxis_type="category", yaxis_type="category")
     return fig
+
+
+def _lines(title: str) -> str:
+    """A long panel title ("A | B | C") escaped, one part a line."""
+    return "<br>".join(esc(part.strip()) for part in str(title).split(" | "))
+
+
+def route_maps_figure(maps: pd.DataFrame, heads: list[tuple[str, int, int]],
+                      titles: dict | None = None, max_heads: int = 16):
+    """Small multiples: each head's query group x key group map, one colour scale 0..1.
+
+    Parameters
+    ----------
+    maps : long form, columns kind, layer, head, query, key, share (each query's shares sum
+        to 1); groups are drawn in the frame's order of appearance (per attention kind)
+    heads : (kind, layer, head) to draw, in this order; the first `max_heads` are drawn
+    titles : {(kind, layer, head): panel title}; " | " separates the title's lines. Default
+        "kind LlHh".
+    """
+    import math
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    heads = [tuple(h) for h in heads][:max_heads]
+    titles = titles or {}
+    cols = min(4, max(1, len(heads)))
+    rows = max(1, math.ceil(len(heads) / cols))
+    order = {kind: (list(dict.fromkeys(part["query"])), list(dict.fromkeys(part["key"])))
+             for kind, part in maps.groupby("kind", sort=False)}
+    n_q = max((len(q) for q, _ in order.values()), default=1)
+    panel_h, gap = max(200, 16 * n_q), 150
+    height = rows * panel_h + (rows - 1) * gap + 120 + 130
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06,
+                        vertical_spacing=gap / height if rows > 1 else 0.0,
+                        subplot_titles=[_lines(titles.get(h, f"{h[0]} L{h[1]}H{h[2]}"))
+                                        for h in heads] or [""])
+    for i, (kind, layer, head) in enumerate(heads):
+        part = maps[(maps["kind"] == kind) & (maps["layer"] == layer) & (maps["head"] == head)]
+        qs, ks = order.get(kind, ([], []))
+        grid = part.pivot_table(index="query", columns="key", values="share", aggfunc="sum",
+                                sort=False).reindex(index=qs, columns=ks)
+        seen = grid.notna().any(axis=1)
+        grid.loc[seen] = grid.loc[seen].fillna(0.0)       # a query's missing cells: share 0
+        r, c = divmod(i, cols)
+        fig.add_trace(go.Heatmap(z=compact(torch.tensor(grid.to_numpy(dtype=float))),
+                                 x=esc_all(ks), y=esc_all(qs), colorscale="Blues", zmin=0,
+                                 zmax=1, showscale=i == 0,
+                                 colorbar={"nticks": 6, "thickness": 15, "title": "share"},
+                                 hovertemplate=f"{esc(kind)} L{layer}H{head}<br>query %{{y}} "
+                                               f"{ARROW} key %{{x}}: %{{z}}<extra></extra>"),
+                      row=r + 1, col=c + 1)
+    fig.update_xaxes(type="category", tickfont_size=9, tickangle=-90)
+    fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
+    fig.update_annotations(font_size=10)
+    fig.update_layout(title="What each head reads: query group x key group (share of the "
+                            "query's attention)", height=height,
+                      margin={"l": 140, "r": 20, "t": 120, "b": 130})
+    return fig
+
+
+def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str]):
+    """Rollout and attention flow (max-flow) of one example side by side, query x key
+    ([query, key] each, or [1, query, key]); one colour scale from 0 to the larger maximum.
+    Rows that were not computed (NaN) stay blank."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    flow, rollout = (t[0] if t.dim() == 3 else t for t in (flow, rollout))
+    top = max(float(torch.nan_to_num(t.float()).max()) for t in (flow, rollout))
+    labels = token_labels(tokens)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, shared_yaxes=True,
+                        subplot_titles=("attention rollout", "attention flow (max-flow)"))
+    for c, (name, z) in enumerate((("rollout", rollout), ("flow", flow))):
+        fig.add_trace(go.Heatmap(z=compact(z), x=labels, y=labels, colorscale="Blues",
+                                 zmin=0, zmax=max(top, 1e-6), showscale=c == 1,
+                                 colorbar={"nticks": 6, "thickness": 15},
+                                 hovertemplate=f"{name}<br>%{{y}} {ARROW} %{{x}}: "
+                                               "%{z}<extra></extra>"),
+                      row=1, col=c + 1)
+    fig.update_xaxes(type="category", tickfont_size=9, tickangle=-90, title_text="input (key)")
+    fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
+    fig.update_yaxes(title_text="output (query)", row=1, col=1)
+    fig.update_layout(title="Rollout and attention flow", height=max(420, 14 * len(tokens)
+                                                                     + 220),
+                      margin={"l": 130, "r": 20, "t": 60, "b": 130})
+    return fig
