@@ -90,16 +90,42 @@ def _reach(C: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
 _FAR = 1 << 30   # distance of a node that cannot reach the sink
 
 
+def _distances(C: torch.Tensor, F: torch.Tensor, snk: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each node's distance to the sink in the residual graph: [B, layer + 1, w] (int64,
+    _FAR where the sink is out of reach; the source layer is left out). Breadth-first, one
+    frontier at a time; a node at distance t sits in a layer l with l = L - t (mod 2)."""
+    B, L, w, _ = C.shape
+    resf, resb = (C - F) > eps, F > eps             # [B, L, to, from]
+    d = torch.full((B, L + 1, w), _FAR, dtype=torch.long)
+    d[torch.arange(B), L, snk] = 0
+    t = 0
+    while True:
+        front = d == t
+        grew = False
+        for layer in range(1, L):                   # layers that can hold distance t + 1
+            if (L - layer) % 2 != (t + 1) % 2 or L - layer > t + 1:
+                continue
+            new = (resf[:, layer] & front[:, layer + 1, :, None]).any(1)       # up a layer
+            new |= (resb[:, layer - 1] & front[:, layer - 1, None, :]).any(2)  # back down
+            new &= d[:, layer] == _FAR
+            if new.any():
+                d[:, layer][new] = t + 1
+                grew = True
+        if not grew:
+            return d
+        t += 1
+
+
 def _max_flow_batch(C: torch.Tensor, src: torch.Tensor, snk: torch.Tensor,
                     eps: float = 1e-12) -> torch.Tensor:
     """Max-flow values of B layered graphs at once (push-relabel in rounds).
 
     C: [B, layer, w, w], the edge (l, v) -> (l + 1, u) has capacity C[b, l, u, v]; source
     (0, src[b]), sink (layer, snk[b]). Each round computes every node's exact distance to the
-    sink in the residual graph (a breadth-first pass per distance), then sweeps the distances
-    from the farthest down, each node pushing its excess greedily along the edges one step
-    closer. Excess that cannot reach the sink stays where it is (only the value is wanted:
-    phase one of push-relabel). Ends when no node that reaches the sink holds excess.
+    sink in the residual graph, then sweeps the distances from the farthest down, each node
+    pushing its excess greedily along the edges one step closer. Excess that cannot reach
+    the sink stays where it is (only the value is wanted: phase one of push-relabel). Ends
+    when no node that reaches the sink holds excess; pairs that are done leave the batch.
     """
     B, L, w, _ = C.shape
     ar = torch.arange(B)
@@ -107,54 +133,41 @@ def _max_flow_batch(C: torch.Tensor, src: torch.Tensor, snk: torch.Tensor,
     e = torch.zeros(B, L + 1, w, dtype=C.dtype)
     F[ar, 0, :, src] = C[ar, 0, :, src]
     e[:, 1] = C[ar, 0, :, src]
-    inner = torch.ones(L + 1, dtype=torch.bool)
-    inner[[0, L]] = False
     value = torch.zeros(B, dtype=C.dtype)
     alive = torch.arange(B)
     while True:
-        resf, resb = (C - F) > eps, F > eps
-        d = torch.full((B, L + 1, w), _FAR, dtype=torch.long)
-        d[ar, L, snk] = 0
-        while True:   # Bellman-Ford on unit lengths: one pass per distance
-            nd = d.clone()
-            nd[:, :-1] = torch.minimum(nd[:, :-1], torch.where(
-                resf, d[:, 1:, :, None], _FAR).amin(2) + 1)
-            nd[:, 1:] = torch.minimum(nd[:, 1:], torch.where(
-                resb, d[:, :-1, None, :], _FAR).amin(3) + 1)
-            nd[:, 0] = _FAR
-            nd = nd.clamp_max(_FAR)
-            if torch.equal(nd, d):
-                break
-            d = nd
-        active = (e > eps) & (d < _FAR) & inner[None, :, None]
+        d = _distances(C, F, snk, eps)
+        active = (e[:, 1:L] > eps) & (d[:, 1:L] < _FAR)
         live = active.flatten(1).any(1)
-        value[alive[~live]] = e[ar[~live], L, snk[~live]]
+        done = ~live
+        value[alive[done]] = e[ar[done], L, snk[done]]
         if not live.any():
             return value
-        if not live.all():                     # pairs that are done leave the batch
+        if done.any():
             C, F, e, d, snk, active = C[live], F[live], e[live], d[live], snk[live], active[live]
             alive = alive[live]
-            B = len(alive)
-            ar = torch.arange(B)
-        for delta in range(int(d[active].max()), 0, -1):
-            has = (e > eps) & (d == delta) & inner[None, :, None]
-            if not has.any():
-                continue
-            # inner nodes (layers 1..L-1): residual up to layer l+1, back down to layer l-1
-            rf = (C[:, 1:] - F[:, 1:]).transpose(2, 3)               # [B, L-1, node, up]
-            rf = torch.where((d[:, 2:, None, :] == delta - 1) & (rf > eps), rf, 0.0)
-            rb = F[:, :-1]                                             # [B, L-1, node, down]
-            rb = torch.where((d[:, :-2, None, :] == delta - 1) & (rb > eps), rb, 0.0)
-            r = torch.cat([rf, rb], 3)
-            excess = torch.where(has[:, 1:L], e[:, 1:L], 0.0)[..., None]
-            cum = r.cumsum(3)
-            send = torch.minimum(r, excess - (cum - r)).clamp_min(0)
-            sf, sb = send[..., :w], send[..., w:]
-            F[:, 1:] += sf.transpose(2, 3)
-            F[:, :-1] -= sb
-            e[:, 1:L] -= send.sum(3)
-            e[:, 2:] += sf.sum(2)
-            e[:, :-2] += sb.sum(2)
+            ar = torch.arange(len(alive))
+        for delta in range(int(d[:, 1:L][active].max()), 0, -1):
+            for layer in range(1, L):
+                if (L - layer) % 2 != delta % 2 or L - layer > delta:
+                    continue
+                has = (e[:, layer] > eps) & (d[:, layer] == delta)
+                if not has.any():
+                    continue
+                # node v of this layer: residual up to layer + 1, back down to layer - 1
+                rf = (C[:, layer] - F[:, layer]).transpose(1, 2)          # [B, v, up]
+                rf = torch.where((d[:, layer + 1, None, :] == delta - 1) & (rf > eps), rf, 0.0)
+                rb = F[:, layer - 1]                                       # [B, v, down]
+                rb = torch.where((d[:, layer - 1, None, :] == delta - 1) & (rb > eps), rb, 0.0)
+                r = torch.cat([rf, rb], 2)
+                excess = torch.where(has, e[:, layer], 0.0)[..., None]
+                send = torch.minimum(r, excess - (r.cumsum(2) - r)).clamp_min(0)
+                sf, sb = send[..., :w], send[..., w:]
+                F[:, layer] += sf.transpose(1, 2)
+                F[:, layer - 1] -= sb
+                e[:, layer] -= send.sum(2)
+                e[:, layer + 1] += sf.sum(1)
+                e[:, layer - 1] += sb.sum(1)
 
 
 def attention_flow(P: torch.Tensor, mask: torch.Tensor, residual: float = 0.5,
