@@ -11,7 +11,9 @@ selectivity (score - control); '!' marks a probe that is accurate but not select
 (--causal-at ROLES: each probe's own direction at every position of those roles, jointly)
 during the forward pass of --causal-n held-out examples (the probe's test split), against
 --controls random directions of the same rank there: the change in teacher-forced answer
-loss and accuracies, with a bootstrap interval and a control-rank p-value. Each layer costs
+loss and accuracies, with a bootstrap interval and a control-rank p-value. The component is
+projected to 0 (amnesic probing), or with --causal-center to its mean over the training
+split (the activation stays near the data; the controls are centred the same way). Each layer costs
 1 + --controls teacher-forced runs (quadratic-small, 400 examples, one core: about 4 s each).
 
 --out writes probes.csv, probes.json, causal.csv and a self-contained report.html; --json
@@ -65,6 +67,8 @@ def parser():
                         "(implies --causal), e.g. 'x,^,='")
     p.add_argument("--causal-layers", default=None,
                    help="layers of the causal check, e.g. 0-1 (default: every probed layer)")
+    p.add_argument("--causal-center", action="store_true",
+                   help="move the removed component to its dataset mean instead of to 0")
     p.add_argument("--causal-n", type=int, default=400,
                    help="test-split examples the causal check runs (default 400)")
     p.add_argument("--controls", type=int, default=20,
@@ -202,8 +206,8 @@ def _run(a, targets, out) -> int:
     return 0
 
 
-CAUSAL_COLUMNS = ["target", "site", "stack", "layer", "positions", "rank", "mode", "metric",
-                  "clean", "ablated", "target_damage", "control_damage_mean",
+CAUSAL_COLUMNS = ["target", "site", "stack", "layer", "positions", "rank", "mode", "centered",
+                  "metric", "clean", "ablated", "target_damage", "control_damage_mean",
                   "control_damage_sd", "control_damage_min", "control_damage_max",
                   "difference", "ci_low", "ci_high", "p_value"]
 
@@ -245,10 +249,19 @@ def _causal(bridge, task, acts, results, a, say) -> list:
                 if not keys:
                     continue
                 dirs = {k: res.direction(a.site, layer, k, st) for k in keys}
+                centers = None
+                if a.causal_center:          # the mean activation at each key (train part)
+                    X = acts.get(a.site, layer, st)
+                    centers = {}
+                    for k in keys:
+                        c = acts.position_index(k)
+                        rows = acts.present[:, c] & (res0.parts == 0)
+                        centers[k] = X[rows, c].mean(0)
                 say(f"causal check {t}: {st} L{layer} {' '.join(keys)}")
                 r = remove_direction(bridge, task, examples, a.site, layer, keys, dirs,
                                      stack=st, n_controls=a.controls, seed=a.seed,
-                                     batch_size=a.batch_size, prep=prep, clean=clean)
+                                     batch_size=a.batch_size, prep=prep, clean=clean,
+                                     center=centers)
                 r.meta["target"] = t
                 out.append(r)
     return out

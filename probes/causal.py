@@ -79,11 +79,11 @@ class CausalResult:
 
     def frame(self) -> pd.DataFrame:
         """The summary with the cell it was measured at: columns site, stack, layer,
-        positions, rank, mode, then `summary`'s."""
+        positions, rank, mode, centered, then `summary`'s."""
         m = self.meta
         head = {"site": m["site"], "stack": m["stack"], "layer": m["layer"],
                 "positions": " ".join(m["positions"]), "rank": max(m["rank"].values()),
-                "mode": m["mode"]}
+                "mode": m["mode"], "centered": m["centered"]}
         return pd.concat([pd.DataFrame([head] * len(self.summary)),
                           self.summary.reset_index(drop=True)], axis=1)
 
@@ -262,7 +262,7 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
                           f"this model's d_model is {d}")
     if mode == "steer" and (any(len(V) != 1 for V in bases.values()) or alpha is None):
         raise InterpError("steering adds one direction per position: give a rank-1 "
-                              "direction and alpha (see probes.causal.steering_vector)")
+                          "direction and alpha (see probes.causal.steering_vector)")
     centers = center if isinstance(center, dict) else dict.fromkeys(keys, center)
     a = float(alpha or 0.0)
 
@@ -297,6 +297,7 @@ def remove_direction(bridge, task, examples, site: str, layer: int,
         per["loss_controls_mean"] = torch.stack([r.loss for r in ctl_runs]).mean(0).numpy()
     meta = {"site": site, "stack": stack, "layer": int(layer), "positions": keys,
             "rank": {k: len(V) for k, V in bases.items()}, "mode": mode,
+            "centered": any(c is not None for c in centers.values()),
             "alpha": a if mode == "steer" else None, "n": prep.n, "controls": n_controls,
             "seed": seed, "arch": prep.arch}
     return CausalResult(summary, control_damage, per, meta)

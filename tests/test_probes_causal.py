@@ -83,17 +83,20 @@ def test_removal_in_the_forward_pass_equals_hf_run_on_the_hand_projected_embeddi
 
 
 @pytest.mark.parametrize("arch, key, stack", [("decoder", "in:a_sign#0", None),
+                                              ("decoder", "<sep>#0", "decoder"),
                                               ("t5", "in:a_sign#0", "encoder"),
                                               ("t5", "out:x#1", "decoder")])
 def test_the_hook_changes_only_the_given_position_of_the_examples_that_have_it(
         decoder, t5, arch, key, stack):
     ckpt, bridge, ex = decoder if arch == "decoder" else t5
     prep = A.prepare(bridge, ckpt.task, ex)
-    side, name, _ = C._where(bridge, prep, "resid_pre", 1, stack, [key])
-    at = C.token_indices(prep, side, [key])[key]
+    _, name, at = C.locate(bridge, prep, "resid_pre", 1, [key], stack)
+    at = at[key]
     # the oracle for the index: found in the strings
     for i, e in enumerate(ex):
-        if key == "in:a_sign#0":
+        if key == "<sep>#0":
+            want = 1 + len(e.src)                      # <bos> src <sep>
+        elif key == "in:a_sign#0":
             want = (1 if arch == "decoder" else 0) if e.src.startswith("-") else -1
         else:
             xs = [j for j, ch in enumerate(e.tgt) if ch == "x"]
@@ -147,7 +150,8 @@ def test_the_comparison_is_recomputed_from_the_per_example_values(decoder):
     assert row.p_value == pytest.approx((1 + (ctl >= row.target_damage).sum()) / 5)
     assert res.meta["rank"] == {"in:^#0": 2, "in:x#0": 1}
     frame = res.frame()
-    assert list(frame.columns[:6]) == ["site", "stack", "layer", "positions", "rank", "mode"]
+    assert list(frame.columns[:7]) == ["site", "stack", "layer", "positions", "rank", "mode",
+                                       "centered"]
     assert res.figure().data
 
 
@@ -191,7 +195,7 @@ def test_bad_requests_are_one_line_errors(decoder, t5):
     for (ckpt, bridge, ex), kw, words in [
             (decoder, {"site": "resid", "position": "in:=#0"}, "unknown site"),
             (decoder, {"site": "resid_pre", "position": "in:nope#0"}, "no example has"),
-            (t5, {"site": "resid_pre", "position": "in:=#0", "stack": "decoder"}, "only out:"),
+            (t5, {"site": "resid_pre", "position": "in:=#0", "stack": "decoder"}, "decoder stack has no position"),
             (decoder, {"site": "resid_pre", "position": "in:=#0", "mode": "steer"}, "rank-1")]:
         with pytest.raises(InterpError, match=words):
             C.remove_direction(bridge, ckpt.task, ex, layer=0,

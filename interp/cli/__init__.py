@@ -8,6 +8,7 @@
     interp patch ...      = python -m circuits.patch ...
     interp train-text ... = python -m interp.train_text ...
     interp induction ...  = python -m circuits.induction ...
+    interp probe ...      = python -m probes ...
     interp models         list the shipped models
 """
 
@@ -25,6 +26,7 @@ COMMANDS = {
     "patch": "circuits.patch",
     "train-text": "interp.train_text",
     "induction": "circuits.induction.__main__",
+    "probe": "probes.__main__",
 }
 
 

@@ -1,0 +1,109 @@
+"""`python -m probes` / `interp probe` on tiny random models: the files it writes and their
+stable columns, checked against what they must hold by definition (the flag recomputed from
+the scores, the causal check's clean run equal to the ablation's own clean run of the same
+test-split examples, the split sizes), and the table it prints. Bad inputs are in
+tests/test_bad_inputs.py (one line, exit 2, nothing written)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from circuits import ablation as A
+from interp.models import load_checkpoint
+from probes import __main__ as cli
+
+PROBE_COLUMNS = ["site", "stack", "layer", "position", "target", "kind", "n_train", "n_test",
+                 "metric", "score", "baseline", "control", "selectivity", "alpha"]
+
+
+@pytest.fixture(scope="module")
+def decoder_run(tiny_checkpoints, tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe-cli")
+    argv = [str(tiny_checkpoints["decoder"]), "--target", "D_sign,D_value", "--n", "150",
+            "--positions", "x,^,=", "--causal", "--causal-n", "24", "--controls", "2",
+            "--out", str(root / "out"), "--json", str(root / "p.json"), "--quiet"]
+    return root, argv
+
+
+def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
+    root, argv = decoder_run
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    out = root / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(cli.OWN_FILES)
+    probes = pd.read_csv(out / "probes.csv")
+    assert list(probes.columns) == PROBE_COLUMNS
+    # 2 targets x 2 layers x the keys of x, ^, = (in:x#0, in:^#0, in:x#1, in:=#0)
+    assert len(probes) == 2 * 2 * 4
+    assert set(probes.position) == {"in:x#0", "in:^#0", "in:x#1", "in:=#0"}
+    assert set(probes.target) == {"D_sign", "D_value"}
+    assert set(probes[probes.target == "D_sign"].metric) == {"accuracy"}
+    assert set(probes[probes.target == "D_value"].metric) == {"r2"}
+    # every example is in one part: train + test never exceed the examples
+    assert ((probes.n_train + probes.n_test) < 150).all() and (probes.n_test > 0).all()
+    data = json.loads((out / "probes.json").read_text())
+    assert set(data) == {"meta", "probes", "causal"}
+    assert json.loads((root / "p.json").read_text()) == data
+    assert list(data["probes"][0]) == PROBE_COLUMNS + ["flag"]
+    for rec in data["probes"]:                       # the flag, by its definition
+        accurate = rec["score"] - rec["baseline"] >= 0.05
+        want = "" if not accurate else ("selective" if rec["selectivity"] >= 0.05
+                                        else "accurate, not selective")
+        assert rec["flag"] == want, rec
+    causal = pd.read_csv(out / "causal.csv")
+    assert list(causal.columns) == cli.CAUSAL_COLUMNS
+    # one check per target and layer: the most selective probe of that layer
+    assert sorted(set(zip(causal.target, causal.layer))) == [
+        ("D_sign", 0), ("D_sign", 1), ("D_value", 0), ("D_value", 1)]
+    for (t, layer), g in causal.groupby(["target", "layer"]):
+        grid = probes[(probes.target == t) & (probes.layer == layer)]
+        assert g.positions.iloc[0] == grid.loc[grid.selectivity.idxmax(), "position"]
+    assert {"answer_loss", "exact_match", "field:D_value", "loss:D_value"} <= set(causal.metric)
+    # every probe and every causal check printed
+    for _, r in probes.iterrows():
+        assert f"{r.position:<22}" in printed
+    assert printed.count("answer_loss") == 4
+    html = (out / "report.html").read_text()
+    assert "<script src" not in html and "in:=#0" in html
+
+
+def test_the_causal_checks_clean_run_is_the_ablations_clean_run_of_the_test_split(
+        decoder_run, tiny_checkpoints):
+    root, _ = decoder_run
+    data = json.loads((root / "out" / "probes.json").read_text())
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    task = ckpt.task
+    examples = task.generate(150, seed=12345, heldout=True)
+    from probes.activations import _groups
+    from probes.controls import split_groups
+
+    part = split_groups(_groups(examples), seed=0)
+    test = [examples[i] for i in range(150) if int(part[i]) == 2][:24]
+    clean = A.run_condition(ckpt.bridge(), A.prepare(ckpt.bridge(), task, test))
+    rows = [r for r in data["causal"] if r["metric"] == "answer_loss"]
+    assert rows and all(r["clean"] == pytest.approx(float(clean.loss.mean()), rel=1e-5)
+                        for r in rows)
+    exact = [r for r in data["causal"] if r["metric"] == "exact_match"]
+    assert all(r["clean"] == pytest.approx(float(clean.exact.float().mean())) for r in exact)
+
+
+def test_t5_checks_the_encoder_at_every_x_caret_and_equals_sign_jointly(tiny_checkpoints,
+                                                                      tmp_path, capsys):
+    from interp.cli import main as umbrella
+
+    rc = umbrella(["probe", str(tiny_checkpoints["t5"]), "--target", "D_sign", "--n", "120",
+                   "--positions", "input", "--layers", "1", "--causal-at", "x,^,=",
+                   "--causal-n", "16", "--controls", "1", "--json", str(tmp_path / "t5.json"),
+                   "--quiet"])
+    assert rc == 0
+    data = json.loads((tmp_path / "t5.json").read_text())
+    probes = pd.DataFrame(data["probes"])
+    assert set(probes["stack"]) == {"encoder"} and set(probes.layer) == {1}
+    assert all(p.startswith("in:") for p in probes.position)
+    causal = pd.DataFrame(data["causal"])
+    assert set(causal["stack"]) == {"encoder"} and set(causal.layer) == {1}
+    assert set(causal.positions) == {"in:x#0 in:^#0 in:x#1 in:=#0"}
+    # D_sign has three classes: each position's direction has rank 2 (or 1 if two classes)
+    assert set(causal["rank"]) <= {1, 2}
+    assert "most selective" in capsys.readouterr().out
