@@ -401,6 +401,45 @@ CASES = [
      ["invalid choice: 'b'"], None),
 ]
 
+# python -m probes / interp probe (issue #14)
+PROBE = ["{dec}", "--target", "D_sign"]
+CASES += [
+    ("probe-out-unwritable", "probes.__main__", ["no-such-model", "--target", "D_sign",
+                                                 "--out", PROC], [PROC, "not writable"], None),
+    ("probe-json-unwritable", "probes.__main__", ["no-such-model", "--target", "D_sign",
+                                                  "--json", PROC], [PROC, "not writable"], None),
+    ("probe-out-foreign", "probes.__main__", PROBE + ["--out", "theirs"],
+     ["holds other files"], foreign("theirs")),
+    ("probe-unknown-target", "probes.__main__", ["{dec}", "--target", "D_nope", "--n", "50"],
+     ["unknown target 'D_nope'", "D_sign", "D_value", "class", "D_digit_0..4"], None),
+    ("probe-unknown-long-target", "probes.__main__", ["{dec}", "--target", LONG],
+     ["unknown target", "(10,000 characters)"], None),
+    ("probe-target-empty-name", "probes.__main__", ["{dec}", "--target", "D_sign,," + LONG],
+     ["empty name", "(10,008 characters)"], None),
+    ("probe-position-without-role", "probes.__main__", PROBE + ["--positions", "y", "--n", "50"],
+     ["no position has the role 'y'", "a_digit", "c_sign"], None),
+    ("probe-causal-at-without-role", "probes.__main__",
+     PROBE + ["--n", "50", "--causal-at", "x,q"], ["no position has the role 'q'"], None),
+    ("probe-too-few-examples", "probes.__main__", PROBE + ["--n", "4"],
+     ["too few for the split", "--n"], None),
+    ("probe-constant-label", "probes.__main__", ["{dec}", "--target", "D_digit_4", "--n", "12"],
+     ["'D_digit_4' is constant", "at least two values"], None),
+    ("probe-bad-site", "probes.__main__", PROBE + ["--site", "resid"],
+     ["--site", "invalid choice: 'resid'", "resid_pre"], None),
+    ("probe-n-10M", "probes.__main__", PROBE + ["--n", "10000000"],
+     ["--n 10000000 is more than", "--n 10000"], None),
+    ("probe-controls-negative", "probes.__main__", PROBE + ["--controls", "-1"],
+     ["--controls must be 0 or more"], None),
+    ("probe-layers-out-of-range", "probes.__main__", PROBE + ["--n", "50", "--layers", "7"],
+     ["out of range", "0-1"], None),
+    ("probe-t5-unknown-solution-key", "probes.__main__",
+     ["{t5}", "--target", "D_sign", "--n", "50", "--positions", "out:nope"],
+     ["no position has the role 'out:nope'"], None),
+    ("umbrella-probe-unknown-target", "interp.cli", ["probe", "{dec}", "--target", "nope",
+                                                     "--n", "50"], ["unknown target 'nope'"],
+     None),
+]
+
 # a language model given to a command that needs a task model (its task is asked first)
 NO_TASK = ["without a task", "language model", "interp models"]
 CASES += [
@@ -409,6 +448,8 @@ CASES += [
     ("patch-language-model", "circuits.patch", ["{text}", "--out", "o"], NO_TASK, None),
     ("evaluate-language-model", "interp.evaluate", ["{text}", "--json", "o.json"], NO_TASK, None),
     ("solve-language-model", "interp.solve", ["{text}", "1x^2+2x+1=0"], NO_TASK, None),
+    ("probe-language-model", "probes.__main__", ["{text}", "--target", "D_sign", "--out", "o"],
+     NO_TASK, None),
     ("train-init-from-language-model", "interp.train",
      ["arithmetic", "--steps", "1", "--init-from", "{text}", "--out", "o"], NO_TASK, None),
 ]
@@ -424,6 +465,7 @@ DEVICE_COMMANDS = [
     ("solve", "interp.solve", ["{dec}", "1x^2+2x+1=0"]),
     ("train", "interp.train", ["arithmetic", "--steps", "1", "--out", "o"]),
     ("train-text", "interp.train_text", ["attn1l", "--steps", "1", "--out", "o"]),
+    ("probe", "probes.__main__", ["{dec}", "--target", "D_sign", "--out", "o"]),
 ]
 CASES += [row for name, module, argv in DEVICE_COMMANDS for row in (
     (f"{name}-device-absent", module, argv + ["--device", "cuda:99"], ["'cuda:99'"], None),

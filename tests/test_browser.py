@@ -1,6 +1,6 @@
 """The reports in a real browser: headless Chromium, the network blocked.
 
-One report of each kind (classify_heads for a decoder and a T5, ablate, patch, induction) is
+One report of each kind (classify_heads for a decoder and a T5, ablate, patch, induction, probe) is
 built once from tiny models and opened in Chromium (Debian's `chromium`, driven over the
 DevTools pipe by interp.viz.browser). Every page must ask for nothing beyond file: and data:,
 log no console error or exception, draw every figure, and fit a 1,400 px window. Reports made
@@ -78,6 +78,7 @@ def reports(tiny_checkpoints, tmp_path_factory):
     from circuits.induction import __main__ as induction
     from interp import classify_heads
     from interp.models.native import NativeSpec, build_native, save_native
+    from probes import __main__ as probe
 
     root = tmp_path_factory.mktemp("reports")
     tok, vocab = html_tokenizer()
@@ -104,6 +105,8 @@ def reports(tiny_checkpoints, tmp_path_factory):
                                  "--no-decode"]),
         "patch": (patch.main, [dec, "--n", "2", "--sites", "resid_pre,head"]),
         "induction-html": (induction.main, [str(native), "--n", "2"]),
+        "probe": (probe.main, [dec, "--target", "D_sign", "--n", "120", "--positions", "x,^,=",
+                               "--causal", "--causal-n", "16", "--controls", "2"]),
     }
     out = {}
     for name, (main, argv) in runs.items():
@@ -162,7 +165,7 @@ def test_the_blocking_and_the_error_capture_work_on_a_page_that_breaks_both(brow
 
 
 @pytest.mark.parametrize("name", ["classify-decoder", "classify-t5", "classify-html", "ablate",
-                                  "patch", "induction-html"])
+                                  "patch", "induction-html", "probe"])
 def test_a_report_opens_offline_draws_every_figure_and_fits_the_window(pages, name):
     tab, page = pages[name]
     assert tab.requests and all(u.startswith(("file:", "data:")) for u in tab.requests), \
@@ -261,3 +264,16 @@ def test_the_induction_report_shows_token_text_not_ids(pages, reports):
     listing = " ".join(f"{i}:{w}" for i, w in enumerate(words))
     assert any(p.endswith("Tokens: " + listing) for p in page["paragraphs"])
     assert [p["tokens"] for p in cv_props(page)] == [words, words]       # 2 layers
+
+
+def test_the_probe_report_draws_a_heatmap_per_measure_and_a_causal_check_per_layer(pages):
+    _, page = pages["probe"]
+    titles = [p["title"] for p in page["plots"]]
+    # score (accuracy), control and selectivity over layer x position, then one causal
+    # figure per layer (2 layers), each removing the most selective probe's direction
+    assert titles[:3] == [f"D_sign: {m} at resid_pre (decoder)"
+                          for m in ("accuracy", "control", "selectivity")]
+    for p in page["plots"][:3]:
+        assert p["x"] == ["in:x#0", "in:^#0", "in:x#1", "in:=#0"] and sorted(p["y"]) == ["L0", "L1"]
+    assert len(titles) == 5 and all(t.startswith("removing the probe direction at resid_pre L")
+                                    for t in titles[3:])
