@@ -183,12 +183,21 @@ def attention_flow(P: torch.Tensor, mask: torch.Tensor, residual: float = 0.5,
     limited by the narrowest cut, so it is at most 1 (q's row of A'_{L-1} sums to 1) and at
     least every single path's bottleneck.
 
-    The implementation is exact (no networkx): a push-relabel in rounds, batched over the
+    The implementation is exact (no networkx): push-relabel in rounds, batched over the
     (k, q) pairs, each pair on the part of the graph between its source and its sink (for
-    causal attention the positions k..q), in float64. Cost: O(rounds x distance x layers x
-    width^2) per pair, a few dozen rounds in practice; a 90-token, 4-layer causal example
-    (about 4,000 pairs) takes about TIME s on one CPU core, against about 0.4 s per pair
-    (some 25 minutes) with networkx's maximum_flow_value. `positions` restricts the outputs.
+    causal attention the positions k..q), in float64. Cost: per pair O(rounds x distance x
+    width^2) for each layer, with 5-20 rounds here. Measured on `quadratic-small`
+    (91 tokens, 4 layers, causal: 4,186 pairs): 27 s of CPU time on one core for the whole
+    [query, key] map, against 0.17 s per pair (about 12 minutes) for networkx's
+    `maximum_flow_value` on the same graph. `positions` restricts the outputs (the last row,
+    91 keys: 1.2 s). Bidirectional attention has no k..q window (every pair uses the whole
+    graph): 40 tokens x 4 layers of random bidirectional patterns take 11 s against 1 s
+    causal, and the cost grows about as tokens^4.
+
+    What it shows: flow is a capacity, not a share, so in a causal model an early token
+    that many later positions read has many parallel routes and saturates near 1, while a
+    recent token has few positions between it and q (on the example above: mean flow 0.77
+    for k at least 20 positions back, 0.17 for the 1-4 positions before q).
 
     Normalisation: Abnar & Zuidema's code divides each output position's flows by their sum
     over the inputs (`compute_flows`, `flow_values[u] /= flow_values[u].sum()`), so a row
