@@ -211,6 +211,8 @@ def test_flow_figure_puts_rollout_and_flow_side_by_side():
     got = np.array(fig.data[1].z, dtype=float)
     assert np.allclose(got[:2], flow[:2].numpy()) and np.isnan(got[2]).all()
     assert list(fig.data[0].x) == ["0:&lt;b&gt;", "1:x", "2:="]
-    assert fig.data[0].zmax == fig.data[1].zmax == 1.0
+    roll[0, 0] = 0.8                       # each panel scaled to its own maximum
+    fig = flow_figure(flow, roll, ["<b>", "x", "="])
+    assert fig.data[0].zmax == pytest.approx(0.8) and fig.data[1].zmax == 1.0
     js = pio.to_json(fig)
     assert "<b>" not in js.replace("<br>", "")

@@ -268,20 +268,21 @@ def route_maps_figure(maps: pd.DataFrame, heads: list[tuple[str, int, int]],
 
 def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str]):
     """Rollout and attention flow (max-flow) of one example side by side, query x key
-    ([query, key] each, or [1, query, key]); one colour scale from 0 to the larger maximum.
-    Rows that were not computed (NaN) stay blank."""
+    ([query, key] each, or [1, query, key]). Each panel has its own colour scale from 0 to
+    its maximum: flow is a capacity (up to 1 per cell), rollout a share (rows sum to 1), so
+    one scale would leave rollout pale. Rows that were not computed (NaN) stay blank."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     flow, rollout = (t[0] if t.dim() == 3 else t for t in (flow, rollout))
-    top = max(float(torch.nan_to_num(t.float()).max()) for t in (flow, rollout))
     labels = token_labels(tokens)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, shared_yaxes=True,
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, shared_yaxes=True,
                         subplot_titles=("attention rollout", "attention flow (max-flow)"))
     for c, (name, z) in enumerate((("rollout", rollout), ("flow", flow))):
+        top = max(float(torch.nan_to_num(z.float()).max()), 1e-6)
         fig.add_trace(go.Heatmap(z=compact(z), x=labels, y=labels, colorscale="Blues",
-                                 zmin=0, zmax=max(top, 1e-6), showscale=c == 1,
-                                 colorbar={"nticks": 6, "thickness": 15},
+                                 zmin=0, zmax=top,
+                                 colorbar={"nticks": 6, "thickness": 12, "x": 0.45 + 0.55 * c},
                                  hovertemplate=f"{name}<br>%{{y}} {ARROW} %{{x}}: "
                                                "%{z}<extra></extra>"),
                       row=1, col=c + 1)
