@@ -54,7 +54,7 @@ import torch
 
 from interp.attention.groups import group_role
 from interp.errors import InterpError
-from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers
+from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers, run
 from interp.tasks.base import Example, Task
 
 from .decoding import decode_route
@@ -303,23 +303,39 @@ def _mean(v: list) -> float:
 def run_cuts(bridge, prep: Prepared, conditions: Sequence[tuple[HeadKnockout, torch.Tensor]],
              batch_size: int = 128, max_rows: int = 1024, progress=None) -> list:
     """Teacher-forced `Run` of each (knockout, cut `[N, Wq, Wk]`) condition; conditions are
-    stacked along the batch, up to `max_rows` rows per forward pass."""
+    stacked along the batch, up to `max_rows` rows per forward pass. Decoder models start
+    each pass at the knockout's layer from the clean residual stream there (the layers below
+    are the clean run's, computed once per batch)."""
     scores = [Scores(prep) for _ in conditions]
+    skip = prep.arch == "decoder"
+    by_layer: dict[int, list[int]] = {}
+    for j, (ko, _) in enumerate(conditions):
+        by_layer.setdefault(ko.layer if skip else 0, []).append(j)
+    names = {l: hook_name(bridge, "self", l, "hook_resid_pre") for l in by_layer if l > 0}
     for index, widths, ids, valid, _, _ in batches(prep, batch_size):
         b = len(index)
         step = max(1, max_rows // b)
-        for start in range(0, len(conditions), step):
-            part = list(range(start, min(start + step, len(conditions))))
-            if progress:
-                progress(f"conditions {start + 1}-{part[-1] + 1} of {len(conditions)}, "
-                         f"{b} examples")
-            rows = {s: v.repeat(len(part), 1) for s, v in ids.items()}
-            rvalid = {s: v.repeat(len(part), 1) for s, v in valid.items()}
-            hooks = head_hooks(bridge, prep.arch, _stack(prep, [conditions[j] for j in part],
-                                                         index, widths))
-            logits = forward(bridge, prep.arch, rows, rvalid, hooks)
-            for r, j in enumerate(part):
-                scores[j].add(index, logits[r * b:(r + 1) * b])
+        mask = valid[prep.main_side].long()
+        resid = capture(bridge, ids["seq"], names=names.values(), attention_mask=mask) \
+            if names else {}
+        for layer, members in sorted(by_layer.items()):
+            for start in range(0, len(members), step):
+                part = members[start:start + step]
+                if progress:
+                    progress(f"{len(part)} conditions at layer {layer}, {b} examples")
+                hooks = head_hooks(bridge, prep.arch, _stack(prep, [conditions[j] for j in part],
+                                                             index, widths))
+                if layer in names:
+                    logits = run(bridge, resid[names[layer]].repeat(len(part), 1, 1),
+                                 hooks=hooks[0], start_at_layer=layer,
+                                 attention_mask=mask.repeat(len(part), 1)).float().cpu()
+                else:
+                    logits = forward(bridge, prep.arch, {s: v.repeat(len(part), 1)
+                                                         for s, v in ids.items()},
+                                     {s: v.repeat(len(part), 1) for s, v in valid.items()},
+                                     hooks)
+                for r, j in enumerate(part):
+                    scores[j].add(index, logits[r * b:(r + 1) * b])
     return [s.run() for s in scores]
 
 
