@@ -3,9 +3,8 @@
 A control task keeps the label set and its distribution but gives every input *type* a
 label at random, fixed across examples: a probe that does as well on it as on the real
 task is reading the type, not the property. Here the type of an example at a position is
-its `Activations.types` entry (the window of tokens ending there, `positions.control_types`:
-the digit at a digit, the nearest digits before `x`, `^` or `=`), so the map is
-(position key, type) -> label. It is drawn once per seed and key: the same for every site,
+its `Activations.types` entry (the window of the last tokens ending there,
+`positions.control_types`), so the map is (position key, type) -> label. It is drawn once per seed and key: the same for every site,
 stack and layer, the same for every example of that type, different for another seed.
 """
 
@@ -23,22 +22,30 @@ def control_labels(types: torch.Tensor, keys: list[str], labels: np.ndarray, see
     """[n, P] control labels (NaN where a key is absent or no label exists).
 
     types: [n, P] long (-1 absent); labels: [n] float (class indices or values, NaN =
-    missing). Each (key, type) draws one label from the task's labels (their empirical
-    distribution) with a generator seeded by (seed, key)."""
+    missing). At each key the types are put in a random order (a generator seeded by
+    (seed, key)) and given the task's labels by stratified sampling: the type whose
+    examples fill the share (u0, u1] of the position's examples gets the label at quantile
+    (u0 + u1) / 2 of the task's sorted labels. The map is random, but the control labels
+    keep the task's distribution up to one type's share (independent draws would give,
+    with few types, a control majority class much larger than the task's, and a noise
+    probe a spurious negative selectivity)."""
     labels = np.asarray(labels, dtype=float)
-    pool = labels[~np.isnan(labels)]
+    pool = np.sort(labels[~np.isnan(labels)])
     n, P = types.shape
     out = np.full((n, P), np.nan)
     t = types.numpy()
     for p in range(P):
-        rows = t[:, p] >= 0
-        if not rows.any() or len(pool) == 0:
+        rows = (t[:, p] >= 0) & ~np.isnan(labels)
+        if not rows.any():
             continue
+        counts = np.bincount(t[rows, p])
         rng = np.random.default_rng([seed, stable_hash(keys[p]) % 2**32])
-        n_types = int(t[rows, p].max()) + 1
-        table = rng.choice(pool, size=n_types, replace=True)
+        order = rng.permutation(len(counts))
+        ends = np.cumsum(counts[order]) / counts.sum()
+        mids = ends - counts[order] / counts.sum() / 2
+        table = np.empty(len(counts))
+        table[order] = pool[np.minimum((mids * len(pool)).astype(int), len(pool) - 1)]
         out[rows, p] = table[t[rows, p]]
-    out[np.isnan(labels)] = np.nan
     return out
 
 

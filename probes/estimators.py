@@ -50,22 +50,28 @@ def ridge(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tens
 
 
 def _loss_grad(theta, Z, Y, w, alphas, n_c, K, P):
-    """Mean-scaled logistic objective and gradient for theta [C, A, d*K + K], whose weights
-    are U with W = P * U (P [C, A, d]: the preconditioner)."""
+    """Mean-scaled logistic objective and gradient for theta [C, A, K*d + K], whose weights
+    are U [C, A, K, d] with W = P * U (P [C, A, d]: the preconditioner). Z: [C, n, d];
+    Y: [C, A, K, n] one-hot (per problem); w: [C, n]. Classes lie along dim 2 and examples last, so the
+    reductions over the few classes run over long contiguous rows."""
     C, A, _ = theta.shape
-    d = Z.shape[2]
-    U = theta[..., : d * K].reshape(C, A, d, K)
-    W = P[..., None] * U
-    b = theta[..., d * K:]
-    logits = torch.einsum("cnd,cadk->cank", Z, W) + b[:, :, None, :]
-    lse = torch.logsumexp(logits, -1)                                    # [C, A, n]
-    picked = (logits * Y[:, None]).sum(-1)
-    reg = 0.5 * alphas[None, :] * (W ** 2).sum((2, 3))
+    n, d = Z.shape[1], Z.shape[2]
+    W = P[:, :, None, :] * theta[..., : K * d].reshape(C, A, K, d)
+    b = theta[..., K * d:]
+    logits = torch.bmm(W.reshape(C, A * K, d), Z.transpose(1, 2)).reshape(C, A, K, n)
+    logits += b[..., None]
+    top = logits.amax(2, keepdim=True)
+    e = (logits - top).exp_()
+    total = e.sum(2, keepdim=True)
+    lse = (top + total.log())[:, :, 0]                                   # [C, A, n]
+    picked = (logits * Y).sum(2)
+    reg = 0.5 * alphas[None, :] * (W * W).sum((2, 3))
     f = ((w[:, None] * (lse - picked)).sum(-1) + reg) / n_c[:, None]
-    G = (torch.softmax(logits, -1) - Y[:, None]) * w[:, None, :, None]   # [C, A, n, K]
-    gW = torch.einsum("cnd,cank->cadk", Z, G) + alphas[None, :, None, None] * W
-    gb = G.sum(2)
-    g = torch.cat([(P[..., None] * gW).reshape(C, A, d * K), gb], -1) / n_c[:, None, None]
+    G = e.div_(total).sub_(Y).mul_(w[:, None, None, :])          # [C, A, K, n]
+    gW = torch.bmm(G.reshape(C, A * K, n), Z).reshape(C, A, K, d) + alphas[None, :, None,
+                                                                            None] * W
+    gb = G.sum(-1)
+    g = torch.cat([(P[:, :, None, :] * gW).reshape(C, A, K * d), gb], -1) / n_c[:, None, None]
     return f, g
 
 
@@ -75,8 +81,9 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     """Multinomial logistic regression for every cell and penalty by batched, preconditioned
     L-BFGS (each problem its own curvature pairs and its own backtracking step).
 
-    Xs: [C, n, d] standardised; y: [C, n] long class indices (any value where w is 0);
-    w: [C, n]; alphas: [A]. Returns (W [C, A, d, K], b [C, A, K]).
+    Xs: [C, n, d] standardised; y: [C, n] or [C, A, n] (one label vector per penalty: the
+    task's and the control's can share one call) long class indices (any value where w is
+    0); w: [C, n]; alphas: [A]. Returns (W [C, A, d, K], b [C, A, K]).
 
     The features are first rotated onto the eigenvectors of each cell's training Gram
     matrix (the L2 penalty does not change under a rotation) and each direction is scaled
@@ -90,16 +97,27 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     A = len(alphas)
     dt = Xs.dtype
     alphas = alphas.to(dt)
-    Y = torch.nn.functional.one_hot(y.clamp(min=0, max=K - 1), K).to(dt)
+    if y.dim() == 2:
+        y = y[:, None].expand(-1, A, -1)
+    Y = torch.nn.functional.one_hot(y.clamp(min=0, max=K - 1), K).to(dt).transpose(2, 3)
     n_c = w.sum(1).clamp(min=1)
     e, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
     Z = Xs @ V
     P = (e.clamp(min=0)[:, None, :] / (4 * n_c[:, None, None])
          + alphas[None, :, None] / n_c[:, None, None]).rsqrt()            # [C, A, d]
-    theta = torch.zeros(C, A, d * K + K, dtype=dt)
+    theta = torch.zeros(C, A, K * d + K, dtype=dt)
 
-    def fg(th):
-        return _loss_grad(th, Z, Y, w, alphas, n_c, K, P)
+    def fg(th, rows=None):
+        """Objective and gradient of the problems of cells `rows` (others: zeros): a
+        problem that has converged costs nothing more."""
+        if rows is None or bool(rows.all()):
+            return _loss_grad(th, Z, Y, w, alphas, n_c, K, P)
+        f_all = torch.zeros(C, A, dtype=dt)
+        g_all = torch.zeros_like(th)
+        c = torch.nonzero(rows).flatten()
+        if len(c):
+            f_all[c], g_all[c] = _loss_grad(th[c], Z[c], Y[c], w[c], alphas, n_c[c], K, P[c])
+        return f_all, g_all
 
     f, g = fg(theta)
     S, Yh, rho = [], [], []
@@ -131,7 +149,7 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
         pending = ~done
         f_new, g_new = f.clone(), g.clone()
         for _ in range(30):
-            ft, gt = fg(theta + t[..., None] * direction)
+            ft, gt = fg(theta + t[..., None] * direction, pending.any(1))
             ok = pending & (ft <= f + 1e-4 * t * slope)
             f_new[ok], g_new[ok] = ft[ok], gt[ok]
             pending &= ~ok
@@ -154,6 +172,6 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
         done |= small & slow                                   # no progress left
         slow = small
         f, g = f_new, g_new
-    U = theta[..., : d * K].reshape(C, A, d, K)
-    W = torch.einsum("cde,caek->cadk", V, P[..., None] * U)
-    return W, theta[..., d * K:]
+    U = theta[..., : K * d].reshape(C, A, K, d)
+    W = torch.einsum("cde,cake->cadk", V, P[:, :, None, :] * U)
+    return W, theta[..., K * d:]

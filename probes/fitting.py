@@ -175,10 +175,11 @@ def fit(acts, labels, kind: str = "auto", control: bool = True, seed: int = 0,
         X = torch.stack([acts.store[(s, st, l)][:, j] for s, st, l, _, j in chunk])
         cols = [acts.position_index(k) for *_, k, _ in chunk]
         has = acts.present[:, cols].T                                   # [C, n]
-        Y = torch.from_numpy(y).expand(len(chunk), -1)
-        task = _fit_chunk(X, Y, has, part, kind, len(classes), grid)
-        ctl = (_fit_chunk(X, torch.from_numpy(ctrl[:, cols].T), has, part, kind,
-                          len(classes), grid) if control else None)
+        Ys = [torch.from_numpy(y).expand(len(chunk), -1)]
+        if control:
+            Ys.append(torch.from_numpy(ctrl[:, cols].T))
+        task, *rest = _fit_chunk(X, Ys, has, part, kind, len(classes), grid)
+        ctl = rest[0] if rest else None
         for c, (s, st, l, k, _) in enumerate(chunk):
             score = task["score"][c]
             cscore = ctl["score"][c] if ctl else math.nan
@@ -212,52 +213,71 @@ def _cells(acts, cells):
     return chosen
 
 
-def _fit_chunk(X, Y, has, part, kind, K, grid):
-    """Fit, select and score the cells of one chunk. X [C, n, d]; Y [C, n] float (NaN =
-    missing); has [C, n] bool. Returns per-cell lists and raw-space weights."""
-    ok = has & ~torch.isnan(Y)
-    parts = [(ok & (part == j)[None]).double() for j in range(3)]
-    train, val, test = parts
-    Xs, mean, std = standardize(X.double(), train)
-    Yc = torch.nan_to_num(Y, nan=0.0).double()
+def _fit_chunk(X, Ys, has, part, kind, K, grid):
+    """Fit, select and score the cells of one chunk for each label set in `Ys` (the task's,
+    and the control's). X [C, n, d]; Ys: list of [C, n] float (NaN = missing); has [C, n]
+    bool. Both label sets are fitted in one batched call (the features are read once).
+    Returns one dict per label set: per-cell lists and raw-space weights."""
+    A = len(grid)
+    oks = [has & ~torch.isnan(Y) for Y in Ys]
+    train_rows = torch.nonzero(part == 0).flatten()
+    X = X.double()
+    outs = []
     if kind == "regression":
-        W, b = ridge(Xs, Yc, train, grid)                               # [C, A, d], [C, A]
-        pred = torch.einsum("cnd,cad->can", Xs, W) + b[..., None]
-        crit = _r2(pred, Yc[:, None], val[:, None])
-        best = torch.nan_to_num(crit, nan=-math.inf).argmax(1)
-        pick = torch.arange(len(X))
-        Wb, bb, pb = W[pick, best], b[pick, best], pred[pick, best]
-        score = _r2(pb, Yc, test)
-        mu = (train * Yc).sum(1) / train.sum(1).clamp(min=1)
-        baseline = _r2(mu[:, None].expand_as(Yc), Yc, test)
-        Wr = (Wb / std)[:, None, :]                                     # [C, 1, d]
-        br = (bb - (Wb * mean / std).sum(1))[:, None]
-    else:
-        yi = Yc.long()
-        W, b = logistic(Xs.float(), yi, train.float(), grid.float(), K)
-        W, b = W.double(), b.double()
-        logits = torch.einsum("cnd,cadk->cank", Xs, W) + b[:, :, None, :]
+        for Y, ok in zip(Ys, oks):
+            train, val, test = [(ok & (part == j)[None]).double() for j in range(3)]
+            Xs, mean, std = standardize(X, train)
+            Yc = torch.nan_to_num(Y, nan=0.0).double()
+            W, b = ridge(Xs, Yc, train, grid)                           # [C, A, d], [C, A]
+            pred = torch.einsum("cnd,cad->can", Xs, W) + b[..., None]
+            best = torch.nan_to_num(_r2(pred, Yc[:, None], val[:, None]), nan=-math.inf).argmax(1)
+            pick = torch.arange(len(X))
+            Wb, bb = W[pick, best], b[pick, best]
+            score = _r2(pred[pick, best], Yc, test)
+            mu = (train * Yc).sum(1) / train.sum(1).clamp(min=1)
+            baseline = _r2(mu[:, None].expand_as(Yc), Yc, test)
+            outs.append(_summary(score, baseline, train, test, grid[best],
+                                 (Wb / std)[:, None, :], (bb - (Wb * mean / std).sum(1))[:, None]))
+        return outs
+    # classification: the task's train rows decide the standardisation of every label set
+    # (the control's rows are the same: its labels are missing exactly where the task's are)
+    train0 = (oks[0] & (part == 0)[None]).double()
+    Xs, mean, std = standardize(X, train0)
+    yis = [torch.nan_to_num(Y, nan=0.0).long() for Y in Ys]
+    y_all = torch.cat([yi[:, None].expand(-1, A, -1) for yi in yis], 1)[..., train_rows]
+    W, b = logistic(Xs[:, train_rows].float(), y_all, train0[:, train_rows].float(),
+                    grid.float().repeat(len(Ys)), K)
+    W, b = W.double(), b.double()
+    for j, (yi, ok) in enumerate(zip(yis, oks)):
+        train, val, test = [(ok & (part == q)[None]).double() for q in range(3)]
+        Wj, bj = W[:, j * A:(j + 1) * A], b[:, j * A:(j + 1) * A]     # [C, A, d, K], [C, A, K]
+        logits = torch.einsum("cnd,cadk->cank", Xs, Wj) + bj[:, :, None, :]
         correct = (logits.argmax(-1) == yi[:, None]).double()
         ce = torch.logsumexp(logits, -1) - logits.gather(
-            -1, yi[:, None, :, None].expand(-1, len(grid), -1, 1))[..., 0]
+            -1, yi[:, None, :, None].expand(-1, A, -1, 1))[..., 0]
         nv = val.sum(1).clamp(min=1)[:, None]
         crit = (correct * val[:, None]).sum(-1) / nv - 1e-9 * (ce * val[:, None]).sum(-1) / nv
         best = crit.argmax(1)
         pick = torch.arange(len(X))
-        Wb, bb = W[pick, best], b[pick, best]                           # [C, d, K], [C, K]
+        Wb, bb = Wj[pick, best], bj[pick, best]                         # [C, d, K], [C, K]
         nt = test.sum(1)
         score = (correct[pick, best] * test).sum(1) / nt
         counts = torch.stack([((yi == k) & (train > 0)).sum(1) for k in range(K)], 1)
         major = counts.argmax(1)
-        baseline = (((yi == major[:, None]) & (test > 0)).sum(1) / nt).double()
-        Wr = (Wb / std[..., None]).transpose(1, 2)                      # [C, K, d]
-        br = bb - torch.einsum("cdk,cd->ck", Wb, mean / std)
+        baseline = ((yi == major[:, None]) & (test > 0)).sum(1) / nt
+        outs.append(_summary(score, baseline, train, test, grid[best],
+                             (Wb / std[..., None]).transpose(1, 2),
+                             bb - torch.einsum("cdk,cd->ck", Wb, mean / std)))
+    return outs
+
+
+def _summary(score, baseline, train, test, alpha, W, b):
     n_train, n_test = train.sum(1), test.sum(1)
     bad = (n_train < 2) | (n_test < 1)
     score = torch.where(bad, torch.full_like(score, math.nan), score)
     return {"score": score.tolist(), "baseline": baseline.double().tolist(),
             "n_train": n_train.long().tolist(), "n_test": n_test.long().tolist(),
-            "alpha": grid[best].tolist(), "W": list(Wr), "b": list(br)}
+            "alpha": alpha.tolist(), "W": list(W), "b": list(b)}
 
 
 def _r2(pred, y, w):

@@ -33,7 +33,9 @@ STACKS = {
     "t5": {"encoder": ("encoder", "src"), "decoder": ("decoder_self", "tgt")},
 }
 SPECIAL_ROLES = ("<bos>", "<sep>", "<eos>", "<start>")
-MIN_TYPES = 10   # the control task's window grows until a position has this many types
+# the control task's window grows until a position has this many types: one per 20
+# examples (each type then recurs about 12 times in a 60% training split), 10 to 100
+MIN_TYPES = (10, 20, 100)
 
 
 def side_keys(arch: str, side_name: str, side: Side, lengths_src: Sequence[int] | None
@@ -134,16 +136,23 @@ def select(all_keys: list[str], positions, has_roles: bool) -> set[str]:
 
 
 def control_types(tokens: Sequence[Sequence[str]], token_index: torch.Tensor,
-                  min_types: int = MIN_TYPES) -> torch.Tensor:
+                  min_types: int | None = None) -> torch.Tensor:
     """[n, P] long: the control task's type of each aligned position (-1 where absent).
 
     The type at a position is the window of the last w tokens of its sequence, ending at it,
     with w the smallest window (1, 2, ...) that gives at least `min_types` distinct windows
-    at that position across the examples (or the whole prefix). At a digit the type is the
-    digit itself; at `x`, `^` or `=` (one token for every example, where the token alone
-    would make the control labels constant) it is the nearest digits before it. Types are
-    numbered per position in sorted order of their text."""
+    at that position across the examples (or the whole prefix); by default one type per 20
+    examples, at least 10 and at most 100. The token alone would not do: at `x`, `^` or `=`
+    it is the same for every example (a constant control label, which any probe predicts),
+    and at a digit its 10 values are linearly separable in any residual stream (every
+    random map of them is learnt, so every probe would look unselective). A window of the
+    last few tokens (`c`'s last digits and `=`) is a surface type of the kind a probe could
+    memorise but that does not determine D. Types are numbered per position in sorted order
+    of their text."""
     n, P = token_index.shape
+    if min_types is None:
+        lo, per, hi = MIN_TYPES
+        min_types = max(lo, min(hi, n // per))
     out = torch.full((n, P), -1, dtype=torch.long)
     ti = token_index.numpy()
     for p in range(P):

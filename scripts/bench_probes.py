@@ -1,0 +1,139 @@
+"""Benchmark: the probe grid fitted at once in torch (`probes.fit`) against scikit-learn
+fitted cell by cell on the same features, splits, penalties and selection rule.
+
+    OMP_NUM_THREADS=1 python scripts/bench_probes.py            # 2,000 equations, 5 targets
+    python scripts/bench_probes.py --n 500 --sk-cells 8         # quicker
+
+The grid: every layer x every input position (role and occurrence) of `quadratic-small`'s
+resid_pre, for 5 targets (class, D_sign, D_digit_0: logistic; D_value, ac: ridge), each
+with its control task. scikit-learn (`LogisticRegression(C=1/alpha)`, `Ridge(alpha)`) is
+run on `--sk-cells` cells drawn at random (all if 0) and its time extrapolated to the whole
+grid, as printed. Prints our time, sklearn's, the ratio, the largest accuracy (and R^2)
+difference over the compared cells, and the peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+import warnings
+
+import numpy as np
+import torch
+
+TARGETS = ("class", "D_sign", "D_digit_0", "D_value", "ac")
+
+
+def sklearn_cell(X, y, part, kind, alphas):
+    """Standardise with the train rows, fit every alpha on train, pick on validation (as
+    probes.fit: accuracy then lower log-loss; R^2), score on test. X [n, d]; y [n] with
+    NaN for missing; part [n] in 0/1/2. Returns (score, alpha)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.metrics import log_loss, r2_score
+
+    ok = ~np.isnan(y)
+    tr, va, te = (ok & (part == j) for j in range(3))
+    mean, std = X[tr].mean(0), X[tr].std(0)
+    std[std <= 1e-6 * (1 + np.abs(mean))] = 1.0
+    Xs = (X - mean) / std
+    if kind == "class" and len(np.unique(y[tr])) < 2:       # one class: it is the answer
+        return float((y[te] == y[tr][0]).mean()), float("nan")
+    best = None
+    for a in alphas:
+        if kind == "regression":
+            m = Ridge(alpha=a).fit(Xs[tr], y[tr])
+            crit = (r2_score(y[va], m.predict(Xs[va])), 0.0)
+        else:
+            m = LogisticRegression(C=1.0 / a, max_iter=100).fit(Xs[tr], y[tr].astype(int))
+            p = m.predict_proba(Xs[va])
+            acc = float((m.classes_[p.argmax(1)] == y[va]).mean())
+            crit = (acc, -log_loss(y[va].astype(int), p, labels=m.classes_))
+        if best is None or crit > best[0]:
+            best = (crit, a, m)
+    _, a, m = best
+    if kind == "regression":
+        return float(r2_score(y[te], m.predict(Xs[te]))), a
+    return float((m.predict(Xs[te]) == y[te]).mean()), a
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="quadratic-small")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--sk-cells", type=int, default=24,
+                    help="cells per target fitted by sklearn (0: all)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.filterwarnings("ignore")   # sklearn's ConvergenceWarning at max_iter=100
+
+    import interp
+    import probes
+    from probes.controls import control_labels, split_groups
+    from probes.fitting import LOGISTIC_ALPHAS, RIDGE_ALPHAS, resolve_labels
+
+    bridge, task = interp.load_model(args.model)
+    examples = task.generate(args.n, seed=args.seed)
+    t0 = time.perf_counter()
+    acts = probes.collect(bridge, task, examples, sites=("resid_pre",), positions="input")
+    t_collect = time.perf_counter() - t0
+    n_cells = sum(len(acts.layers[s]) * len(acts.columns(s)) for s in acts.stacks)
+    print(f"{args.model}: {args.n} equations, {n_cells} cells (layers {acts.layers}, "
+          f"{len(acts.keys)} input positions), collect {t_collect:.1f} s, "
+          f"threads {torch.get_num_threads()}")
+    part = split_groups(acts.groups, seed=args.seed).numpy()
+    ours_total = sk_total = 0.0
+    worst_acc = worst_r2 = 0.0
+    rng = np.random.default_rng(args.seed)
+    for target in TARGETS:
+        t0 = time.perf_counter()
+        res = probes.fit(acts, target, seed=args.seed)
+        t_ours = time.perf_counter() - t0
+        ours_total += t_ours
+        df = res.frame()
+        y, kind, _, _ = resolve_labels(acts, target)
+        ctrl = control_labels(acts.types, acts.keys, y, args.seed)
+        alphas = RIDGE_ALPHAS if kind == "regression" else LOGISTIC_ALPHAS
+        cells = list(df.itertuples())
+        if args.sk_cells:
+            cells = [cells[i] for i in sorted(rng.choice(len(cells), min(args.sk_cells,
+                                                                          len(cells)), False))]
+        t0 = time.perf_counter()
+        diffs = []
+        for row in cells:
+            p = acts.position_index(row.position)
+            X = acts.get(row.site, row.layer, row.stack)[:, p].double().numpy()
+            has = acts.present[:, p].numpy()
+            ys = np.where(has, y, np.nan)
+            yc = np.where(has, ctrl[:, p], np.nan)
+            if np.isnan(row.score):
+                continue
+            s_task, _ = sklearn_cell(X, ys, part, kind, alphas)
+            s_ctrl, _ = sklearn_cell(X, yc, part, kind, alphas)
+            diffs += [abs(s_task - row.score), abs(s_ctrl - row.control)]
+        t_sk = (time.perf_counter() - t0) * len(df) / max(1, len(cells))
+        sk_total += t_sk
+        worst = max(diffs) if diffs else float("nan")
+        if kind == "class":
+            worst_acc = max(worst_acc, worst)
+        else:
+            worst_r2 = max(worst_r2, worst)
+        print(f"  {target:10s} {kind:10s} ours {t_ours:6.1f} s   sklearn {t_sk:7.1f} s "
+              f"({len(cells)} of {len(df)} cells timed, extrapolated)   ratio "
+              f"{t_sk / t_ours:5.1f}x   largest |difference| {worst:.4f} "
+              f"({'accuracy' if kind == 'class' else 'R^2'}, task and control)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"total: ours {ours_total:.1f} s, sklearn {sk_total:.1f} s (extrapolated), ratio "
+          f"{sk_total / ours_total:.1f}x (target >= 10x)")
+    print(f"largest accuracy difference {worst_acc:.4f} (target <= 0.01); largest R^2 "
+          f"difference {worst_r2:.4f}")
+    print(f"peak resident memory {peak:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Probes: the batched estimators against scikit-learn cell by cell, planted signal and pure
+noise, the split by equation, the control map, and activations collected on tiny models
+against HF's own hidden states."""
+
+import numpy as np
+import pytest
+import torch
+
+import probes
+from interp.errors import InterpError
+from interp.models import load_checkpoint, load_model
+from interp.tasks import get_task
+from probes.activations import Activations
+from probes.controls import control_labels, split_groups
+
+
+def synthetic(X: torch.Tensor, groups=None, types=None, present=None) -> Activations:
+    """Activations of one site/stack/layer from X [n, P, d] (keys p0, p1 ...)."""
+    n, P, d = X.shape
+    keys = [f"in:p{j}#0" for j in range(P)]
+    present = torch.ones(n, P, dtype=torch.bool) if present is None else present
+    ti = torch.where(present, torch.arange(P).expand(n, P), torch.tensor(-1))
+    types = torch.randint(0, 10, (n, P)) if types is None else types
+    groups = torch.arange(n) if groups is None else groups
+    acts = Activations(keys, ["decoder"] * P, ("resid_pre",), {"decoder": [0]}, ("decoder",),
+                       present, ti, torch.where(present, types, -1), groups,
+                       [f"ex{i}" for i in range(n)], {"decoder": [["t"] * P] * n}, d)
+    acts.store = {("resid_pre", "decoder", 0): X * present[..., None]}
+    return acts
+
+
+def sk_features(X, y, part):
+    ok = ~np.isnan(y)
+    tr = ok & (part == 0)
+    mean, std = X[tr].mean(0), X[tr].std(0)
+    return (X - mean) / std, tr, ok & (part == 2), mean, std
+
+
+def test_logistic_probes_match_sklearn_cell_by_cell():
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(0)
+    n, P, d = 400, 3, 12
+    X = torch.randn(n, P, d, generator=g)
+    y = (X[:, 0, 0] + 0.7 * X[:, 1, 1] + 0.8 * torch.randn(n, generator=g) > 0).long() + \
+        (X[:, 2, 2] > 0.9).long()
+    acts = synthetic(X)
+    res = probes.fit(acts, y.numpy(), kind="class", alphas=[3.0], control=False)
+    part = res.parts.numpy()
+    for j, row in enumerate(res.frame().itertuples()):
+        Xs, tr, te, mean, std = sk_features(X[:, j].double().numpy(), y.double().numpy(), part)
+        m = LogisticRegression(C=1 / 3.0, max_iter=5000, tol=1e-10).fit(Xs[tr], y.numpy()[tr])
+        acc = (m.predict(Xs[te]) == y.numpy()[te]).mean()
+        assert abs(row.score - acc) <= 0.01, (row.position, row.score, acc)
+        W, b = res.weights[("resid_pre", "decoder", 0, row.position)]
+        # sklearn's weights in raw space: coef / std, intercept - coef . mean / std
+        np.testing.assert_allclose(W.numpy(), m.coef_ / std, atol=2e-3, rtol=1e-2)
+        np.testing.assert_allclose(b.numpy(), m.intercept_ - (m.coef_ * mean / std).sum(1),
+                                   atol=2e-3)
+
+
+def test_ridge_probes_match_sklearn_coefficients_and_r2():
+    from sklearn.linear_model import Ridge
+
+    g = torch.Generator().manual_seed(1)
+    n, P, d = 300, 4, 16
+    X = torch.randn(n, P, d, generator=g) * torch.linspace(0.5, 3, d)
+    y = X[:, :, :3].sum((1, 2)) + 0.5 * torch.randn(n, generator=g)
+    present = torch.rand(n, P, generator=g) > 0.2          # absent rows are left out
+    acts = synthetic(X, present=present)
+    res = probes.fit(acts, y.numpy(), kind="regression", alphas=[10.0], control=False)
+    part = res.parts.numpy()
+    for j, row in enumerate(res.frame().itertuples()):
+        yj = np.where(present[:, j].numpy(), y.numpy(), np.nan)
+        Xs, tr, te, mean, std = sk_features(X[:, j].double().numpy(), yj, part)
+        m = Ridge(alpha=10.0).fit(Xs[tr], yj[tr])
+        W, b = res.weights[("resid_pre", "decoder", 0, row.position)]
+        np.testing.assert_allclose(W[0].numpy(), m.coef_ / std, rtol=1e-6, atol=1e-9)
+        assert float(b[0]) == pytest.approx(m.intercept_ - (m.coef_ * mean / std).sum(),
+                                            abs=1e-6)
+        assert row.n_train == tr.sum() and row.n_test == te.sum()
+        r2 = 1 - ((yj[te] - m.predict(Xs[te])) ** 2).sum() / ((yj[te] - yj[te].mean()) ** 2).sum()
+        assert row.score == pytest.approx(r2, abs=1e-6)
+
+
+def test_a_planted_direction_is_read_selectively_and_noise_is_not():
+    g = torch.Generator().manual_seed(2)
+    n, d = 1500, 24
+    y = torch.randint(0, 3, (n,), generator=g)
+    X = torch.randn(n, 2, d, generator=g)
+    X[:, 0, :3] += 2.5 * torch.nn.functional.one_hot(y, 3)   # position 0 carries y; 1 is noise
+    res = probes.fit(synthetic(X), y.numpy(), kind="class")
+    df = res.frame().set_index("position")
+    signal, noise = df.loc["in:p0#0"], df.loc["in:p1#0"]
+    assert signal.score > 0.9 and signal.selectivity > 0.45     # control: chance, ~1/3
+    assert abs(noise.score - 1 / 3) < 0.07                      # chance with 3 balanced classes
+    assert abs(noise.selectivity) < 0.08
+    assert res.direction("resid_pre", 0, "in:p0#0").shape == (2, d)
+
+
+def test_the_split_never_puts_one_equation_in_two_parts():
+    groups = torch.tensor([i // 3 for i in range(300)])     # each equation three times
+    part = split_groups(groups, (0.6, 0.2, 0.2), seed=5)
+    for gid in range(100):
+        assert len(set(part[groups == gid].tolist())) == 1
+    counts = torch.bincount(part, minlength=3).tolist()
+    assert counts == [180, 60, 60]
+    assert not torch.equal(part, split_groups(groups, seed=6))
+    with pytest.raises(InterpError, match="give at least 10"):
+        split_groups(torch.arange(7))
+
+
+def test_the_control_map_is_fixed_per_type_and_changes_with_the_seed():
+    g = torch.Generator().manual_seed(3)
+    types = torch.randint(0, 6, (500, 2), generator=g)
+    labels = torch.randint(0, 4, (500,), generator=g).double().numpy()
+    c0 = control_labels(types, ["in:a#0", "in:b#0"], labels, seed=0)
+    c1 = control_labels(types, ["in:a#0", "in:b#0"], labels, seed=1)
+    for p in range(2):
+        for t in range(6):
+            assert len(set(c0[types[:, p] == t, p])) == 1     # one label per type
+        assert set(c0[:, p]) <= {0, 1, 2, 3}                  # the task's label set
+    assert not np.array_equal(c0, c1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoints):
+    task = get_task("quadratic", "small")
+    return {arch: load_model(path)[0] for arch, path in tiny_checkpoints.items()}, task
+
+
+def test_collected_residuals_equal_hf_hidden_states(tiny, tiny_checkpoints):
+    bridges, task = tiny
+    examples = task.generate(12, seed=0)
+    acts = probes.collect(bridges["decoder"], task, examples, sites=("resid_pre", "resid_post"),
+                          positions="all", batch_size=5)
+    hf = load_checkpoint(tiny_checkpoints["decoder"]).model
+    from interp.tokens import build_sides
+
+    side = build_sides("decoder", task, examples)["seq"]
+    with torch.no_grad():
+        hs = hf(input_ids=side.ids, attention_mask=side.valid.long(),
+                output_hidden_states=True).hidden_states
+    for i in range(len(examples)):
+        for p in range(len(acts.keys)):
+            t = int(acts.token_index[i, p])
+            if t < 0:
+                assert not acts.get("resid_pre", 0)[i, p].any()
+                continue
+            for layer in (0, 1):
+                torch.testing.assert_close(acts.get("resid_pre", layer)[i, p], hs[layer][i, t],
+                                           atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(acts.get("resid_post", 0)[i, p], hs[1][i, t],
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_t5_stacks_read_the_encoder_and_decoder_hidden_states(tiny, tiny_checkpoints):
+    bridges, task = tiny
+    examples = task.generate(6, seed=1)
+    acts = probes.collect(bridges["t5"], task, examples, positions="all")
+    assert acts.stacks == ("encoder", "decoder")
+    from interp.tokens import build_sides
+
+    sides = build_sides("t5", task, examples)
+    hf = load_checkpoint(tiny_checkpoints["t5"]).model
+    with torch.no_grad():
+        out = hf(input_ids=sides["src"].ids, attention_mask=sides["src"].valid.long(),
+                 decoder_input_ids=sides["tgt"].ids, output_hidden_states=True)
+    for stack, hs in (("encoder", out.encoder_hidden_states),
+                      ("decoder", out.decoder_hidden_states)):
+        X = acts.get("resid_pre", 1, stack)
+        for p in acts.columns(stack):
+            for i in range(len(examples)):
+                t = int(acts.token_index[i, p])
+                if t >= 0:
+                    torch.testing.assert_close(X[i, p], hs[1][i, t], atol=1e-5, rtol=1e-5)
+
+
+def test_aligned_keys_put_the_named_token_at_each_position(tiny):
+    bridges, task = tiny
+    examples = task.generate(40, seed=2)
+    acts = probes.collect(bridges["decoder"], task, examples, positions="all")
+    assert acts.present.any(0).all()
+    for i, ex in enumerate(examples):
+        src_roles, _ = task.roles(ex.src)
+        toks = acts.tokens["decoder"][i]
+        for p, key in enumerate(acts.keys):
+            t = int(acts.token_index[i, p])
+            if t < 0:
+                continue
+            base = key.rsplit("#", 1)[0]
+            if base.startswith("in:"):
+                assert src_roles[t - 1] == base[3:]          # position 0 is <bos>
+            elif base.startswith("out:"):
+                assert toks[t] == base[4:] and t > len(ex.src) + 1
+            else:
+                assert toks[t] == base
+    # the k-th occurrence: `in:x#1` is the second x of the equation
+    p = acts.position_index("in:x#1")
+    i = 0
+    assert [j for j, r in enumerate(task.roles(examples[i].src)[0]) if r == "x"][1] + 1 == \
+        acts.token_index[i, p]
+
+
+def test_activations_streamed_to_disk_read_back_equal_and_memory_mapped(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    bridges, task = tiny
+    examples = task.generate(30, seed=3)
+    mem = probes.collect(bridges["t5"], task, examples, sites=("attn_out", "mlp_out"),
+                         positions=["x", "^", "=", "out:=#0"], batch_size=7)
+    disk = probes.collect(bridges["t5"], task, examples, sites=("attn_out", "mlp_out"),
+                          positions=["x", "^", "=", "out:=#0"], batch_size=7,
+                          folder=tmp_path / "acts")
+    assert disk.keys == mem.keys and torch.equal(disk.token_index, mem.token_index)
+    assert torch.equal(disk.types, mem.types)
+    for cell, X in mem.store.items():
+        assert torch.equal(disk.store[cell], X)
+        f = tmp_path / "acts" / f"{cell[0]}.{cell[1]}.{cell[2]}.safetensors"
+        assert torch.equal(load_file(str(f))["acts"], X)      # a valid safetensors file
+    again = probes.load(tmp_path / "acts", task)
+    assert torch.equal(again.get("mlp_out", 1, "encoder"), mem.get("mlp_out", 1, "encoder"))
+
+
+def test_probe_errors_are_one_line_and_say_what_is_valid(tiny):
+    bridges, task = tiny
+    examples = task.generate(20, seed=4)
+    acts = probes.collect(bridges["decoder"], task, examples, positions=["x", "="])
+    with pytest.raises(InterpError, match="unknown target 'E'.*D_sign"):
+        probes.fit(acts, "E")
+    with pytest.raises(InterpError, match="no position has the role 'y'.*a_digit"):
+        probes.collect(bridges["decoder"], task, examples, positions=["y"])
+    with pytest.raises(InterpError, match="too few for the split.*give at least 10"):
+        probes.fit(probes.collect(bridges["decoder"], task, examples[:6], positions=["x"]),
+                   "D_sign")
+    with pytest.raises(InterpError, match="constant"):
+        probes.fit(acts, np.ones(len(examples)))
+    with pytest.raises(InterpError, match="unknown site 'resid'.*resid_pre"):
+        probes.collect(bridges["decoder"], task, examples, sites=("resid",))
