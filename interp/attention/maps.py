@@ -143,7 +143,7 @@ def _max_flow_batch(C: torch.Tensor, src: torch.Tensor, snk: torch.Tensor,
         value[alive[done]] = e[ar[done], L, snk[done]]
         if not live.any():
             return value
-        if done.any():
+        if done.sum() * 4 >= len(alive):   # a quarter done: they leave the batch (a copy)
             C, F, e, d, snk, active = C[live], F[live], e[live], d[live], snk[live], active[live]
             alive = alive[live]
             ar = torch.arange(len(alive))
@@ -152,22 +152,23 @@ def _max_flow_batch(C: torch.Tensor, src: torch.Tensor, snk: torch.Tensor,
                 if (L - layer) % 2 != delta % 2 or L - layer > delta:
                     continue
                 has = (e[:, layer] > eps) & (d[:, layer] == delta)
-                if not has.any():
+                bi, vi = has.nonzero(as_tuple=True)         # the nodes that push now
+                if not len(bi):
                     continue
-                # node v of this layer: residual up to layer + 1, back down to layer - 1
-                rf = (C[:, layer] - F[:, layer]).transpose(1, 2)          # [B, v, up]
-                rf = torch.where((d[:, layer + 1, None, :] == delta - 1) & (rf > eps), rf, 0.0)
-                rb = F[:, layer - 1]                                       # [B, v, down]
-                rb = torch.where((d[:, layer - 1, None, :] == delta - 1) & (rb > eps), rb, 0.0)
-                r = torch.cat([rf, rb], 2)
-                excess = torch.where(has, e[:, layer], 0.0)[..., None]
-                send = torch.minimum(r, excess - (r.cumsum(2) - r)).clamp_min(0)
-                sf, sb = send[..., :w], send[..., w:]
-                F[:, layer] += sf.transpose(1, 2)
-                F[:, layer - 1] -= sb
-                e[:, layer] -= send.sum(2)
-                e[:, layer + 1] += sf.sum(1)
-                e[:, layer - 1] += sb.sum(1)
+                # node v: residual up to layer + 1 (column v of the block above), back down
+                # to layer - 1 (row v of the block below), on edges one step closer
+                up = (C[bi, layer, :, vi] - F[bi, layer, :, vi]).clamp_min(0)
+                up = up * (d[bi, layer + 1] == delta - 1)
+                down = F[bi, layer - 1, vi, :].clamp_min(0) * (d[bi, layer - 1] == delta - 1)
+                r = torch.cat([up, down], 1)                                  # [nodes, 2w]
+                send = torch.minimum(r, e[bi, layer, vi, None] - (r.cumsum(1) - r))
+                send = send.clamp_min(0)
+                sf, sb = send[:, :w], send[:, w:]
+                F[bi, layer, :, vi] += sf
+                F[bi, layer - 1, vi, :] -= sb
+                e[bi, layer, vi] -= send.sum(1)
+                e[:, layer + 1].index_add_(0, bi, sf)
+                e[:, layer - 1].index_add_(0, bi, sb)
 
 
 def attention_flow(P: torch.Tensor, mask: torch.Tensor, residual: float = 0.5,
