@@ -136,7 +136,8 @@ ROUTE_C = Route("D_value", "c", share=0.3, uniform=0.1, offset_model=0.1, weight
     ({"sharp": 0.9, "vert": 0.6, "vert_u": 0.1}, ["sharp_diagonal(1)", "vertical(=)"]),
     ({"entropy": 2.7}, ["broad"]),                                # 0.9 of uniform's 3.0
     ({"entropy": 2.69}, ["heterogeneous"]),
-    ({"entropy": 2.8, "sharp": 0.9}, ["broad"]),                  # broad rules out the rest
+    ({"entropy": 2.8, "sharp": 0.9}, ["broad"]),                  # broad rules out shapes
+    ({"entropy": 2.8, "routes": [ROUTE]}, ["routed(D_value->b)", "broad"]),   # not routes
     ({"routes": [ROUTE]}, ["routed(D_value->b)"]),                # share 0.4 = route_share
     ({"routes": [ROUTE, ROUTE_C]}, ["routed(D_value->b,c)"]),
     ({"routes": [ROUTE_C]}, ["heterogeneous"]),                   # 0.3 < route_share

@@ -12,6 +12,7 @@ from interp.attention.routes import route_tables
 from interp.attention.stats import HeadStats, Thresholds, role_index
 from interp.attention.synthetic import NEAR_MISSES, make_head
 from interp.attention.taxonomy import base_label, classify, head_features
+from test_routes import planted  # noqa: F401  (the tiny model with a planted route)
 
 ROLES = [["<bos>", "a_digit", "a_digit", "op", "b_sign", "b_digit", "=", "c_digit", "c_digit",
           "c_digit"],
@@ -193,3 +194,31 @@ def test_groups():
 
     assert default_grouping({"seq": S([["a", "b"]], [["a", "b"]])}) == "class"
     assert default_grouping({"seq": S([["1", "x"]], [["a_digit", "x"]])}) == "field"
+
+
+def test_a_planted_route_is_found_by_the_classifier_and_confirmed_by_the_knockout(planted):
+    """The route planted in a tiny model's head (tests/test_routes.py: Dexpr_b queries put
+    0.35 on b and 0.35 on the decoy x) is labelled by the taxonomy; its top route, knocked
+    out, damages the answer beyond mass-matched controls, while a random route in the same
+    head does not."""
+    from circuits.ablation import ablate_route
+    from interp.attention.taxonomy import head_table
+    from interp.cache import cache_attention
+
+    bridge, task, examples = planted   # (its hooks know these examples only: no induction run)
+    table = head_table(cache_attention(bridge, task, examples, batch_size=20))
+    row = table[(table.layer == 1) & (table["head"] == 0)].iloc[0]
+    # a random tiny model: near-uniform elsewhere, so `broad` holds beside the route
+    assert row.labels[0] in ("routed(Dexpr_b->b,x)", "routed(Dexpr_b->x,b)"), row.labels
+    top = {(r.query, r.key): r for r in row.routes}
+    assert top["Dexpr_b", "b"].share == pytest.approx(0.35, abs=0.01)
+    assert top["Dexpr_b", "b"].lift > 2
+    others = table[(table.layer != 1) | (table["head"] != 0)]
+    assert not any(lab.startswith("routed(Dexpr_b") for labs in others.labels for lab in labs)
+    res = ablate_route(bridge, task, examples, ["L1H0:Dexpr_b->b", "L1H0:x1->a"],
+                       n_controls=19, seed=0, batch_size=20)
+    s = res.frame().set_index(["knockout", "measure"])
+    hit = s.loc[("L1H0:Dexpr_b->b", "loss:Dexpr_b")]
+    assert hit.ci_lo > 0 and hit.p <= 0.05
+    miss = s.loc[("L1H0:x1->a", "answer_loss")]
+    assert not (miss.ci_lo > 0 and miss.p <= 0.05)

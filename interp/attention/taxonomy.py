@@ -62,7 +62,9 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
     g = {k: (v[layer][head] if isinstance(v, list) else v[layer, head].item())
          for k, v in f.items()}
     if g["entropy"] >= th.broad * g["entropy_uniform"]:
-        return ["broad"]        # near-uniform rows: no sharper label can hold
+        # near-uniform rows: no shape can hold, but a few queries may still read by route
+        routed = routed_label(g.get("routes") or [], th)
+        return ([routed] if routed else []) + ["broad"]   # the checkable label first
     labels = []
     block = False
     if "block_share" in g:
