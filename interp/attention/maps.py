@@ -105,9 +105,12 @@ def _distances(C: torch.Tensor, F: torch.Tensor, snk: torch.Tensor, eps: float) 
         for layer in range(1, L):                   # layers that can hold distance t + 1
             if (L - layer) % 2 != (t + 1) % 2 or L - layer > t + 1:
                 continue
-            new = (resf[:, layer] & front[:, layer + 1, :, None]).any(1)       # up a layer
-            new |= (resb[:, layer - 1] & front[:, layer - 1, None, :]).any(2)  # back down
-            new &= d[:, layer] == _FAR
+            new = torch.zeros(B, w, dtype=torch.int32)
+            fb, fu = front[:, layer + 1].nonzero(as_tuple=True)   # up a layer into u
+            new.index_add_(0, fb, resf[fb, layer, fu, :].int())
+            fb, fu = front[:, layer - 1].nonzero(as_tuple=True)   # back down into u
+            new.index_add_(0, fb, resb[fb, layer - 1, :, fu].int())
+            new = (new > 0) & (d[:, layer] == _FAR)
             if new.any():
                 d[:, layer][new] = t + 1
                 grew = True
