@@ -103,22 +103,23 @@ def test_the_hook_changes_only_the_given_position_of_the_examples_that_have_it(
             want = 1 + xs[1] if len(xs) > 1 else -1       # <start> tgt; no roots: one x
         assert int(at[i]) == want, (e.src, key)
     V = C.orthonormal(torch.randn(1, bridge.cfg.d_model))
-    index = torch.arange(len(ex))
-    for _, _, ids, valid, _, _ in A.interventions.batches(prep, len(ex)):
-        kw = {"attention_mask": valid[prep.main_side].long()}
-        if arch == "t5":
-            kw["decoder_input"] = ids["tgt"]
-        clean = capture(bridge, ids[prep.main_side], names=[name], **kw)[name]
-        hooked = capture(bridge, ids[prep.main_side], names=[name], hooks=[
-            (name, C._hook(index, {key: at}, {key: V}, "remove", 0.0, {}))], **kw)[name]
+    # one batch, its examples sorted by length: row r of the batch is example index[r]
+    ((index, _, ids, valid, _, _),) = A.interventions.batches(prep, len(ex))
+    assert index.tolist() != list(range(len(ex)))
+    kw = {"attention_mask": valid[prep.main_side].long()}
+    if arch == "t5":
+        kw["decoder_input"] = ids["tgt"]
+    clean = capture(bridge, ids[prep.main_side], names=[name], **kw)[name]
+    hooked = capture(bridge, ids[prep.main_side], names=[name], hooks=[
+        (name, C._hook(index, {key: at}, {key: V}, "remove", 0.0, {}))], **kw)[name]
     changed = (hooked != clean).any(-1)
     assert changed.sum() > 0
-    for i in range(len(ex)):
+    for r, i in enumerate(index.tolist()):
         want = [int(at[i])] if at[i] >= 0 else []
-        assert torch.nonzero(changed[i]).flatten().tolist() == want
+        assert torch.nonzero(changed[r]).flatten().tolist() == want
         if want:
-            x = clean[i, want[0]].double().numpy()
-            np.testing.assert_allclose(hooked[i, want[0]].numpy(),
+            x = clean[r, want[0]].double().numpy()
+            np.testing.assert_allclose(hooked[r, want[0]].numpy(),
                                        x - (x @ V.double().numpy().T) @ V.double().numpy(),
                                        atol=1e-5)
 
@@ -201,3 +202,19 @@ def test_bad_requests_are_one_line_errors(decoder, t5):
             C.remove_direction(bridge, ckpt.task, ex, layer=0,
                                directions=torch.randn(2, bridge.cfg.d_model), n_controls=0,
                                **kw)
+
+
+def test_steering_adds_alpha_times_the_direction_at_the_position_only(decoder):
+    ckpt, bridge, ex = decoder
+    prep = A.prepare(bridge, ckpt.task, ex)
+    _, name, at = C.locate(bridge, prep, "resid_pre", 1, ["in:=#0"])
+    v = C.orthonormal(torch.randn(1, bridge.cfg.d_model))
+    ((index, _, ids, valid, _, _),) = A.interventions.batches(prep, len(ex))
+    kw = {"attention_mask": valid["seq"].long()}
+    clean = capture(bridge, ids["seq"], names=[name], **kw)[name]
+    hooked = capture(bridge, ids["seq"], names=[name], hooks=[
+        (name, C._hook(index, at, {"in:=#0": v}, "steer", 2.5, {}))], **kw)[name]
+    want = torch.zeros_like(clean)
+    for r, i in enumerate(index.tolist()):          # the '=' of the example in row r
+        want[r, 1 + ex[i].src.index("=")] = 2.5 * v[0]
+    torch.testing.assert_close(hooked - clean, want, atol=1e-5, rtol=0)
