@@ -216,6 +216,37 @@ def operations_table(stats: dict[str, HeadStats], top: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def route_maps(stats: dict, kind: str | None = None, grouping: str | None = "fine"
+               ) -> pd.DataFrame:
+    """The query-conditioned key distributions of `collect_stats` output, long form: one row
+    per (kind, layer, head, query, key) group pair with `share`, the mean attention a query
+    of that group pays to keys of that group (each query group's shares sum to 1), `uniform`
+    (the uniform head's) and `offset_model` (the head's offset-only model's; NaN for cross
+    attention). grouping: "fine" (every role, the default), "field" or "class"
+    (`interp.attention.groups`); None: the grouping the stats were collected with. Kinds
+    without role maps are skipped."""
+    from interp.attention.routes import route_tables
+
+    frames = []
+    for k, st in stats.items():
+        t = None if (kind is not None and k != kind) else route_tables(st, grouping
+                                                                        or st.grouping)
+        if t is None:
+            continue
+        L, H, Q, K = t.share.shape
+        idx = pd.MultiIndex.from_product([[k], range(L), range(H), t.query_groups,
+                                          t.key_groups],
+                                         names=["kind", "layer", "head", "query", "key"])
+        off = (t.offset_model if t.offset_model is not None
+               else torch.full((L, H, Q, K), float("nan")))
+        frames.append(pd.DataFrame({
+            "share": t.share.reshape(-1).double().numpy(),
+            "uniform": t.uniform.expand(L, H, Q, K).reshape(-1).double().numpy(),
+            "offset_model": off.reshape(-1).double().numpy()}, index=idx))
+    return pd.concat(frames).reset_index() if frames else pd.DataFrame(
+        columns=["kind", "layer", "head", "query", "key", "share", "uniform", "offset_model"])
+
+
 @dataclass
 class HeadTaxonomy:
     """What `head_taxonomy` measured.
@@ -243,32 +274,8 @@ class HeadTaxonomy:
         return operations_table(self.stats)
 
     def maps(self, kind: str | None = None, grouping: str | None = "fine") -> pd.DataFrame:
-        """The query-conditioned key distributions, long form: one row per (kind, layer,
-        head, query, key) group pair with `share`, the mean attention a query of that group
-        pays to keys of that group (each query group's shares sum to 1), `uniform` (the
-        uniform head's) and `offset_model` (the head's offset-only model's; NaN for cross
-        attention). grouping: "fine" (every role, the default), "field" or "class"
-        (`interp.attention.groups`). Kinds without role maps are skipped."""
-        from interp.attention.routes import route_tables
-
-        frames = []
-        for k, st in self.stats.items():
-            t = None if (kind is not None and k != kind) else route_tables(st, grouping)
-            if t is None:
-                continue
-            L, H, Q, K = t.share.shape
-            idx = pd.MultiIndex.from_product([[k], range(L), range(H), t.query_groups,
-                                              t.key_groups],
-                                             names=["kind", "layer", "head", "query", "key"])
-            off = (t.offset_model if t.offset_model is not None
-                   else torch.full((L, H, Q, K), float("nan")))
-            frames.append(pd.DataFrame({
-                "share": t.share.reshape(-1).double().numpy(),
-                "uniform": t.uniform.expand(L, H, Q, K).reshape(-1).double().numpy(),
-                "offset_model": off.reshape(-1).double().numpy()}, index=idx))
-        return pd.concat(frames).reset_index() if frames else pd.DataFrame(
-            columns=["kind", "layer", "head", "query", "key", "share", "uniform",
-                     "offset_model"])
+        """The query-conditioned key distributions, long form (see `route_maps`)."""
+        return route_maps(self.stats, kind, grouping)
 
     def figure(self):
         """Stacked bars of the classes per layer (plotly), as in the report."""
@@ -325,4 +332,5 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
 
 __all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
            "features_table", "segments_from_roles", "head_table", "stats_table", "summarise",
-           "label_counts", "operations_table", "HeadTaxonomy", "head_taxonomy"]
+           "label_counts", "operations_table", "route_maps", "HeadTaxonomy",
+           "head_taxonomy"]

@@ -84,12 +84,55 @@ def _maps(page, stats: dict, role_maps: bool) -> None:
                                             f"{kind} layer {l}: query role x key role"))
 
 
+def head_titles(table: pd.DataFrame) -> dict:
+    """{(kind, layer, head): "L2H0: label | reads ... | verified +0.41 [0.30, 0.52] p=0.05"}."""
+    out = {}
+    for _, r in table.iterrows():
+        lines = [f"L{r['layer']}H{r['head']}: {r['label']}"]
+        if r.get("reads"):
+            lines.append(str(r["reads"]).split("; ")[0])
+        if "verified" in r and r["verified"] is not None:
+            word = "confirmed" if r["verified"] else "NOT confirmed"
+            lines.append(f"{word} {r['verify_effect']:+.3f} [{r['verify_ci_lo']:+.3f}, "
+                         f"{r['verify_ci_hi']:+.3f}] p={r['verify_p']:.2f}")
+        out[(r["kind"], int(r["layer"]), int(r["head"]))] = " | ".join(lines)
+    return out
+
+
+def _reads(page, table: pd.DataFrame, stats: dict) -> None:
+    """Per kind: every head's query group x key group map, titled with its label, its top
+    route and (with --verify) the intervention's verdict."""
+    from interp.attention.taxonomy import route_maps
+    from interp.viz.figures import route_maps_figure
+
+    maps = route_maps(stats, grouping=None)
+    if maps.empty:
+        return
+    titles = head_titles(table)
+    page.heading("What each head reads: query group x key group")
+    page.paragraph("Each panel is one head: the mean attention a query of each group (row) "
+                   "pays to the keys of each group (column); rows sum to 1. A route is a "
+                   "bright cell off the diagonal that the uniform head and the head's "
+                   "offset-only model do not explain (see the reads column).")
+    for kind, part in maps.groupby("kind", sort=False):
+        heads = [h for h in titles if h[0] == kind]
+        for i in range(0, len(heads), 16):
+            page.plotly(route_maps_figure(part, heads[i:i + 16], titles))
+
+
+def _flow_rows(roles: list[str], n: int = 6) -> list[int]:
+    """The output positions whose attention flow the page shows: a solution's first field
+    (e.g. D's digits) when there is one, else the last n positions."""
+    picked = [i for i, r in enumerate(roles) if r.startswith("D_value")][:n]
+    return picked or list(range(max(0, len(roles) - n), len(roles)))
+
+
 def _examples(page, ac) -> None:
     """Every head of every layer for each example of the cache `ac`: circuitsvis (self
     attention), a plotly grid, and attention rollout."""
-    from interp.attention.maps import rollout
+    from interp.attention.maps import attention_flow, rollout
     from interp.hooks import KINDS
-    from interp.viz.figures import head_grid, heatmap
+    from interp.viz.figures import flow_figure, head_grid
     from interp.viz.views import heads_props, shown_tokens
 
     for kind in ac.kinds:
@@ -111,7 +154,19 @@ def _examples(page, ac) -> None:
                                            f"(example {b})")
             page.plotly(head_grid(pat, toks, kind, q_toks, key_title=f"key ({k_title})",
                                   query_title=f"query ({q_title})"))
-            if roll is not None:
+            if roll is not None and b == 0:
+                # max-flow costs ~1 s per output position: a few rows, first example only
+                rows = _flow_rows(keys.roles[b][:klen])
+                flow = attention_flow(P[:, b:b + 1, :, :qlen, :klen],
+                                      ac.mask(kind)[b:b + 1, :qlen, :klen], positions=rows)
+                page.paragraph(f"Attention rollout and attention flow (Abnar & Zuidema 2020), "
+                               f"{kind}, example {b}: flow (max-flow, a capacity up to 1) is "
+                               f"computed for output positions {rows} only.")
+                page.plotly(flow_figure(flow[0], roll[b, :qlen, :klen],
+                                        [f"{i}:{t}" for i, t in enumerate(toks)]))
+            elif roll is not None:
+                from interp.viz.figures import heatmap
+
                 labels = [f"{i}:{t}" for i, t in enumerate(toks)]
                 page.plotly(heatmap(roll[b, :qlen, :klen], labels, labels,
                                     f"{kind} attention rollout (Abnar & Zuidema), example {b}"))
@@ -139,6 +194,8 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
     page.plotly(label_counts_figure(counts))
     page.heading("Operations: the key roles that receive the most attention per layer")
     page.table(operations_table(stats))
+    if role_maps:
+        _reads(page, table, stats)
     _maps(page, stats, role_maps)
     _examples(page, examples_cache)
     return page
