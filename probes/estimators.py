@@ -76,7 +76,7 @@ def _loss_grad(theta, Z, Y, w, alphas, n_c, K, P):
 
 
 def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tensor,
-             n_classes: int, max_iter: int = 100, tol: float = 1e-5, ftol: float = 1e-6,
+             n_classes: int, max_iter: int = 100, tol: float = 1e-5, ftol: float = 1e-5,
              history: int = 10):
     """Multinomial logistic regression for every cell and penalty by batched, preconditioned
     L-BFGS (each problem its own curvature pairs and its own backtracking step).
@@ -106,17 +106,20 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     P = (e.clamp(min=0)[:, None, :] / (4 * n_c[:, None, None])
          + alphas[None, :, None] / n_c[:, None, None]).rsqrt()            # [C, A, d]
     theta = torch.zeros(C, A, K * d + K, dtype=dt)
+    out = theta.clone()
+    cells = torch.arange(C)             # the cells still being solved (compacted as they end)
+    Zc, Yc, wc, nc, Pc = Z, Y, w, n_c, P
 
     def fg(th, rows=None):
-        """Objective and gradient of the problems of cells `rows` (others: zeros): a
-        problem that has converged costs nothing more."""
-        if rows is None or bool(rows.all()):
-            return _loss_grad(th, Z, Y, w, alphas, n_c, K, P)
-        f_all = torch.zeros(C, A, dtype=dt)
+        """Objective and gradient of the problems of cells `rows` (others: zeros)."""
+        if rows is None or int(rows.sum()) > 0.75 * len(rows):
+            return _loss_grad(th, Zc, Yc, wc, alphas, nc, K, Pc)
+        f_all = torch.zeros(th.shape[:2], dtype=dt)
         g_all = torch.zeros_like(th)
         c = torch.nonzero(rows).flatten()
         if len(c):
-            f_all[c], g_all[c] = _loss_grad(th[c], Z[c], Y[c], w[c], alphas, n_c[c], K, P[c])
+            f_all[c], g_all[c] = _loss_grad(th[c], Zc[c], Yc[c], wc[c], alphas, nc[c], K,
+                                            Pc[c])
         return f_all, g_all
 
     f, g = fg(theta)
@@ -126,8 +129,16 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     slow = torch.zeros(C, A, dtype=torch.bool)
     for _ in range(max_iter):
         done |= g.abs().amax(-1) < tol
-        if bool(done.all()):
+        live = ~done.all(1)
+        if not bool(live.any()):
             break
+        if int(live.sum()) <= len(live) // 2:        # drop the finished cells from the batch
+            out[cells[~live]] = theta[~live]
+            keep = torch.nonzero(live).flatten()
+            cells, theta, f, g, gamma, done, slow = (x[keep] for x in (
+                cells, theta, f, g, gamma, done, slow))
+            S, Yh, rho = [x[keep] for x in S], [x[keep] for x in Yh], [x[keep] for x in rho]
+            Zc, Yc, wc, nc, Pc = (x[keep] for x in (Zc, Yc, wc, nc, Pc))
         q = g.clone()
         coeffs = []
         for s, yy, r in zip(reversed(S), reversed(Yh), reversed(rho)):
@@ -140,22 +151,24 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
             z += s * (a - beta)[..., None]
         direction = -z
         slope = (g * direction).sum(-1)
-        bad = slope >= 0
-        direction[bad] = -g[bad]
-        slope = torch.where(bad, -(g * g).sum(-1), slope)
-        direction[done] = 0
-        slope[done] = 0
-        t = torch.ones(C, A, dtype=dt)
+        bad = (slope >= 0)[..., None]
+        direction = torch.where(bad, -g, direction) * (~done)[..., None]
+        slope = torch.where(bad[..., 0], -(g * g).sum(-1), slope) * ~done
+        t = torch.ones_like(f)
         pending = ~done
         f_new, g_new = f.clone(), g.clone()
-        for _ in range(30):
+        for _ in range(10):
             ft, gt = fg(theta + t[..., None] * direction, pending.any(1))
             ok = pending & (ft <= f + 1e-4 * t * slope)
-            f_new[ok], g_new[ok] = ft[ok], gt[ok]
+            f_new = torch.where(ok, ft, f_new)
+            g_new = torch.where(ok[..., None], gt, g_new)
             pending &= ~ok
             if not bool(pending.any()):
                 break
-            t = torch.where(pending, t * 0.5, t)
+            # the minimum of the quadratic through f, slope and ft, kept within [t/10, t/2]
+            fit = -slope * t * t / (2 * (ft - f - slope * t)).clamp(min=1e-30)
+            t = torch.where(pending, torch.minimum(torch.maximum(fit, t / 10), t / 2), t)
+        done |= pending          # no decrease within float32's resolution: converged
         t = torch.where(pending, torch.zeros_like(t), t)      # no decrease found: stay
         step = t[..., None] * direction
         theta = theta + step
@@ -172,6 +185,8 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
         done |= small & slow                                   # no progress left
         slow = small
         f, g = f_new, g_new
+    out[cells] = theta
+    theta = out
     U = theta[..., : K * d].reshape(C, A, K, d)
     W = torch.einsum("cde,cake->cadk", V, P[:, :, None, :] * U)
     return W, theta[..., K * d:]
