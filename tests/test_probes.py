@@ -40,7 +40,7 @@ def test_logistic_probes_match_sklearn_cell_by_cell():
     from sklearn.linear_model import LogisticRegression
 
     g = torch.Generator().manual_seed(0)
-    n, P, d = 400, 3, 12
+    n, P, d = 1000, 3, 12
     X = torch.randn(n, P, d, generator=g)
     y = (X[:, 0, 0] + 0.7 * X[:, 1, 1] + 0.8 * torch.randn(n, generator=g) > 0).long() + \
         (X[:, 2, 2] > 0.9).long()
