@@ -200,3 +200,16 @@ def test_roles_fine_keeps_the_fine_roles_in_the_reads(tiny_checkpoints):
     g = field[(field.layer == 0) & (field["head"] == 0) & (field["query"] == "x")]
     want = float(f[f["key"].isin(["b_digit", "b_sign"])].share.sum())
     assert float(g[g["key"] == "b"].share.iloc[0]) == pytest.approx(want, abs=1e-5)
+
+
+def test_text_models_name_routes_by_token_class(tiny_bert_dir):
+    """Raw text (HF BERT here): a role is the token string, routes group it by class."""
+    from interp.attention.taxonomy import head_taxonomy
+    from interp.models import load_model
+
+    bridge, _ = load_model(tiny_bert_dir)
+    tax = head_taxonomy(bridge, None, ["a b c, d", "e f 12 g h ."])
+    maps = tax.maps(grouping=None)
+    assert set(maps["key"]) <= {"special", "punct", "digit", "word"}
+    assert "special" in set(maps["query"])      # (this vocabulary reads the words as [UNK])
+    assert set(tax.maps(grouping="fine")["key"]) >= {"[CLS]", "[SEP]"}
