@@ -32,32 +32,48 @@ def standardize(X: torch.Tensor, w: torch.Tensor):
 
 
 def ridge(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tensor):
-    """Ridge for every cell and penalty, from one eigendecomposition per cell.
+    """Ridge for every cell, penalty and label set, from one eigendecomposition per cell.
 
-    Xs: [C, n, d] standardised (weighted train mean 0); y: [C, n]; w: [C, n]; alphas: [A].
-    Returns (W [C, A, d], b [C, A]) in float64."""
-    Xs, y, w = Xs.double(), y.double(), w.double()
+    Xs: [C, n, d] standardised (weighted train mean 0); y: [C, n] or [C, J, n] (J label
+    sets with the same training rows: the task's and the control's); w: [C, n]; alphas:
+    [A]. Returns (W [C, A, d], b [C, A]), or ([C, J, A, d], [C, J, A]), in float64."""
+    single = y.dim() == 2
+    y = (y[:, None] if single else y).double()
+    w = w.double()
     sw = w.sum(1).clamp(min=1)
-    ym = (w * y).sum(1) / sw
-    Xw = Xs * w[..., None]
-    G = Xw.transpose(1, 2) @ Xs                             # [C, d, d]
-    r = torch.einsum("cnd,cn->cd", Xw, y - ym[:, None])     # [C, d]
+    ym = (w[:, None] * y).sum(-1) / sw[:, None]                         # [C, J]
+    Xw = Xs * w[..., None].to(Xs.dtype)
+    G = (Xw.transpose(1, 2) @ Xs).double()                              # [C, d, d]
+    r = torch.bmm((y - ym[..., None]) * w[:, None], Xw.double())        # [C, J, d]
     e, V = torch.linalg.eigh(G)
-    Vr = torch.einsum("cdk,cd->ck", V, r)                   # [C, d]
-    coef = Vr[:, None, :] / (e[:, None, :].clamp(min=0) + alphas.double()[None, :, None])
-    W = torch.einsum("cdk,cak->cad", V, coef)
-    return W, ym[:, None].expand(-1, len(alphas)).clone()
+    Vr = torch.bmm(r, V)                                                # [C, J, d]
+    coef = Vr[:, :, None, :] / (e[:, None, None, :].clamp(min=0)
+                                + alphas.double()[None, None, :, None])  # [C, J, A, d]
+    W = torch.einsum("cdk,cjak->cjad", V, coef)
+    b = ym[..., None].expand(-1, -1, len(alphas)).clone()
+    return (W[:, 0], b[:, 0]) if single else (W, b)
 
 
-def _loss_grad(theta, Z, Y, w, alphas, n_c, K, P):
-    """Mean-scaled logistic objective and gradient for theta [C, A, K*d + K], whose weights
-    are U [C, A, K, d] with W = P * U (P [C, A, d]: the preconditioner). Z: [C, n, d];
-    Y: [C, A, K, n] one-hot (per problem); w: [C, n]. Classes lie along dim 2 and examples last, so the
-    reductions over the few classes run over long contiguous rows."""
+def contrasts(K: int, dtype=torch.float32) -> torch.Tensor:
+    """[K, K-1] orthonormal columns orthogonal to the all-ones vector."""
+    q, _ = torch.linalg.qr(torch.cat([torch.ones(K, 1), torch.eye(K)[:, : K - 1]], 1).double())
+    return q[:, 1:].to(dtype)
+
+
+def _loss_grad(theta, Z, Y, w, alphas, n_c, K, P, Q):
+    """Mean-scaled logistic objective and gradient for theta [C, A, J*d + J] (J = K - 1).
+
+    The class weights are W = Q (P * U): U [C, A, J, d] in class contrasts (Q [K, J]: a
+    shared row is dropped, as softmax ignores it and the penalty sets it to 0) and in the
+    preconditioned rotated basis (P [C, A, d]). Z: [C, n, d]; Y: [C, A, K, n] one-hot (per
+    problem); w: [C, n]. Classes lie along dim 2 and examples last, so the reductions over
+    the few classes run over long contiguous rows."""
     C, A, _ = theta.shape
     n, d = Z.shape[1], Z.shape[2]
-    W = P[:, :, None, :] * theta[..., : K * d].reshape(C, A, K, d)
-    b = theta[..., K * d:]
+    J = K - 1
+    Wc = P[:, :, None, :] * theta[..., : J * d].reshape(C, A, J, d)
+    W = torch.einsum("kj,cajd->cakd", Q, Wc)
+    b = theta[..., J * d:] @ Q.T
     logits = torch.bmm(W.reshape(C, A * K, d), Z.transpose(1, 2)).reshape(C, A, K, n)
     logits += b[..., None]
     top = logits.amax(2, keepdim=True)
@@ -65,18 +81,18 @@ def _loss_grad(theta, Z, Y, w, alphas, n_c, K, P):
     total = e.sum(2, keepdim=True)
     lse = (top + total.log())[:, :, 0]                                   # [C, A, n]
     picked = (logits * Y).sum(2)
-    reg = 0.5 * alphas[None, :] * (W * W).sum((2, 3))
+    reg = 0.5 * alphas[None, :] * (Wc * Wc).sum((2, 3))
     f = ((w[:, None] * (lse - picked)).sum(-1) + reg) / n_c[:, None]
-    G = e.div_(total).sub_(Y).mul_(w[:, None, None, :])          # [C, A, K, n]
-    gW = torch.bmm(G.reshape(C, A * K, n), Z).reshape(C, A, K, d) + alphas[None, :, None,
-                                                                            None] * W
-    gb = G.sum(-1)
-    g = torch.cat([(P[:, :, None, :] * gW).reshape(C, A, K * d), gb], -1) / n_c[:, None, None]
+    G = e.div_(total).sub_(Y).mul_(w[:, None, None, :])                  # [C, A, K, n]
+    gW = torch.bmm(G.reshape(C, A * K, n), Z).reshape(C, A, K, d)
+    gWc = torch.einsum("kj,cakd->cajd", Q, gW) + alphas[None, :, None, None] * Wc
+    gb = G.sum(-1) @ Q
+    g = torch.cat([(P[:, :, None, :] * gWc).reshape(C, A, J * d), gb], -1) / n_c[:, None, None]
     return f, g
 
 
 def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tensor,
-             n_classes: int, max_iter: int = 100, tol: float = 1e-5, ftol: float = 1e-5,
+             n_classes: int, max_iter: int = 200, tol: float = 1e-5, ftol: float = 1e-6,
              history: int = 10):
     """Multinomial logistic regression for every cell and penalty by batched, preconditioned
     L-BFGS (each problem its own curvature pairs and its own backtracking step).
@@ -87,9 +103,12 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
 
     The features are first rotated onto the eigenvectors of each cell's training Gram
     matrix (the L2 penalty does not change under a rotation) and each direction is scaled
-    by 1 / sqrt(e / 4n + alpha / n), the inverse square root of a bound on the Hessian's
-    diagonal there: L-BFGS then sees a problem of condition near 1 instead of that of the
-    residual stream's correlated features. A problem stops when its largest gradient entry
+    by 1 / sqrt(e / 2n + alpha / n), the inverse square root of a bound on the Hessian's
+    diagonal there (Böhning's bound: the softmax Hessian is at most (I - 11^T/K) / 2);
+    the weights are written in class contrasts, which drops the one direction (a row
+    shared by every class) where only the penalty curves the objective. L-BFGS then sees
+    a problem of condition near 1 instead of that of the residual stream's correlated
+    features. A problem stops when its largest gradient entry
     is below `tol` (objective divided by n_train) or two steps in a row lower the objective
     by less than `ftol` of its value (float32 resolves about 1e-7)."""
     C, _, d = Xs.shape
@@ -103,9 +122,11 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     n_c = w.sum(1).clamp(min=1)
     e, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
     Z = Xs @ V
-    P = (e.clamp(min=0)[:, None, :] / (4 * n_c[:, None, None])
+    P = (e.clamp(min=0)[:, None, :] / (2 * n_c[:, None, None])
          + alphas[None, :, None] / n_c[:, None, None]).rsqrt()            # [C, A, d]
-    theta = torch.zeros(C, A, K * d + K, dtype=dt)
+    Q = contrasts(K, dt)
+    J = K - 1
+    theta = torch.zeros(C, A, J * d + J, dtype=dt)
     out = theta.clone()
     cells = torch.arange(C)             # the cells still being solved (compacted as they end)
     Zc, Yc, wc, nc, Pc = Z, Y, w, n_c, P
@@ -113,13 +134,13 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     def fg(th, rows=None):
         """Objective and gradient of the problems of cells `rows` (others: zeros)."""
         if rows is None or int(rows.sum()) > 0.75 * len(rows):
-            return _loss_grad(th, Zc, Yc, wc, alphas, nc, K, Pc)
+            return _loss_grad(th, Zc, Yc, wc, alphas, nc, K, Pc, Q)
         f_all = torch.zeros(th.shape[:2], dtype=dt)
         g_all = torch.zeros_like(th)
         c = torch.nonzero(rows).flatten()
         if len(c):
             f_all[c], g_all[c] = _loss_grad(th[c], Zc[c], Yc[c], wc[c], alphas, nc[c], K,
-                                            Pc[c])
+                                            Pc[c], Q)
         return f_all, g_all
 
     f, g = fg(theta)
@@ -187,6 +208,6 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
         f, g = f_new, g_new
     out[cells] = theta
     theta = out
-    U = theta[..., : K * d].reshape(C, A, K, d)
-    W = torch.einsum("cde,cake->cadk", V, P[:, :, None, :] * U)
-    return W, theta[..., K * d:]
+    U = P[:, :, None, :] * theta[..., : J * d].reshape(C, A, J, d)
+    W = torch.einsum("cde,kj,caje->cadk", V, Q, U)
+    return W, theta[..., J * d:] @ Q.T

@@ -224,18 +224,21 @@ def _fit_chunk(X, Ys, has, part, kind, K, grid):
     X = X.double()
     outs = []
     if kind == "regression":
-        for Y, ok in zip(Ys, oks):
-            train, val, test = [(ok & (part == j)[None]).double() for j in range(3)]
-            Xs, mean, std = standardize(X, train)
-            Yc = torch.nan_to_num(Y, nan=0.0).double()
-            W, b = ridge(Xs, Yc, train, grid)                           # [C, A, d], [C, A]
-            pred = torch.einsum("cnd,cad->can", Xs, W) + b[..., None]
-            best = torch.nan_to_num(_r2(pred, Yc[:, None], val[:, None]), nan=-math.inf).argmax(1)
-            pick = torch.arange(len(X))
-            Wb, bb = W[pick, best], b[pick, best]
-            score = _r2(pred[pick, best], Yc, test)
-            mu = (train * Yc).sum(1) / train.sum(1).clamp(min=1)
-            baseline = _r2(mu[:, None].expand_as(Yc), Yc, test)
+        # the control's labels are missing exactly where the task's are: one set of rows
+        train0 = (oks[0] & (part == 0)[None]).double()
+        Xs, mean, std = standardize(X, train0)
+        Yc = torch.stack([torch.nan_to_num(Y, nan=0.0).double() for Y in Ys], 1)  # [C, J, n]
+        W, b = ridge(Xs, Yc, train0, grid)                          # [C, J, A, d], [C, J, A]
+        pick = torch.arange(len(X))
+        for j, ok in enumerate(oks):
+            train, val, test = [(ok & (part == q)[None]).double() for q in range(3)]
+            yj = Yc[:, j]
+            pred = torch.einsum("cnd,cad->can", Xs, W[:, j]) + b[:, j, :, None]
+            best = torch.nan_to_num(_r2(pred, yj[:, None], val[:, None]), nan=-math.inf).argmax(1)
+            Wb, bb = W[pick, j, best], b[pick, j, best]
+            score = _r2(pred[pick, best], yj, test)
+            mu = (train * yj).sum(1) / train.sum(1).clamp(min=1)
+            baseline = _r2(mu[:, None].expand_as(yj), yj, test)
             outs.append(_summary(score, baseline, train, test, grid[best],
                                  (Wb / std)[:, None, :], (bb - (Wb * mean / std).sum(1))[:, None]))
         return outs
