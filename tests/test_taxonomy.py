@@ -30,7 +30,9 @@ def macro_f1(data, th=Thresholds()):
 
 
 def test_taxonomy_reaches_macro_f1_095_on_held_out_synthetic_heads():
-    # thresholds were set on seed 1; this set (seed 7) was never looked at while tuning
+    # thresholds were set on seed 1; this set (seed 7) was never looked at while tuning; it
+    # holds every class (routed and broad too) and the near-misses, whose truth is
+    # heterogeneous (a label firing on one is a false positive of that class)
     score, per_class = macro_f1(make_dataset(180, seed=7))
     assert score >= 0.95, per_class
 

@@ -8,10 +8,18 @@ Seed 001 saw four phenomena by eye; each becomes a score with a threshold here:
 - `vertical(token)`: a few key roles (`=`, `x`, `^`, `<bos>`, `[SEP]` ...) receive most of the
   attention whatever the query, well above their share of positions;
 - `sparse_block`: attention stays inside the query's own segment (one number, one statement,
-  one sentence) well above what a uniform head gives, without being a sharp diagonal;
+  one sentence) well above what a uniform head gives, without being a sharp diagonal
+  (Kovaleva et al.'s in-sentence blocks; not the seed's "sparse squares", which are routes);
+- `routed(Q->K)`: the seed's sparse squares, blocks off the diagonal: queries of group Q read
+  keys of group(s) K well above the uniform head, above the head's offset-only model and more
+  than the head's other queries do (`interp.attention.routes`); the label names the query
+  group whose routes carry the most attention beyond those baselines;
+- `broad`: entropy within `Thresholds.broad` (0.9) of the uniform head's (Clark et al. 2019's
+  broad heads); no shape can hold beside it, a route can;
 - `heterogeneous`: none of the above.
 
-Several labels may hold at once (Kovaleva's vertical+diagonal). Thresholds are parameters.
+Several labels may hold at once (Kovaleva's vertical+diagonal). Thresholds are parameters,
+set on one synthetic seed and tested on another (`interp.attention.synthetic`).
 Everything here is pure: patterns in, DataFrames out. `head_taxonomy(bridge, task,
 examples)` is the whole command's analysis in one streamed pass (`HeadTaxonomy`).
 """
