@@ -45,14 +45,30 @@ def route_figure(summary: pd.DataFrame):
     return fig
 
 
+MAIN = ("answer_loss", "exact_match", "decode:exact")
+
+
+def _shown(r) -> bool:
+    """The terminal's rows: the main measures, the loss of the route's query fields, and
+    every measure the knockout damages beyond the controls (all rows go to routes.csv)."""
+    queries = r.knockout.split(":", 1)[1].split("->")[0].split(",") if "->" in r.knockout \
+        else []
+    return (r.measure in MAIN or r.measure in [f"loss:{q}" for q in queries]
+            or (r.ci_lo > 0 and r.p <= 0.05))
+
+
 def format_routes(res, title: str) -> str:
-    """The terminal table: one line per knockout x measure."""
+    """The terminal table: per knockout its main measures, its query fields' loss and every
+    measure damaged beyond the controls (the CSV has them all)."""
     s = res.summary
     lines = [title, "", "effect = damage of the knockout - mean damage of the mass-matched "
-             "controls (loss up, accuracies down)",
+             "controls (loss up, accuracies down); the main measures, the query field's loss "
+             "and every measure with CI above 0 and p <= 0.05 (all measures: routes.csv)",
              f"  {'knockout':<28}{'measure':<22}{'clean':>8}{'target':>9}{'control':>9}"
              f"{'effect [95% CI]':>30}{'p':>7}{'mass t/c':>14}"]
     for _, r in s.iterrows():
+        if not _shown(r):
+            continue
         ci = f"{r.effect:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"
         lines.append(f"  {r.knockout:<28}{r.measure:<22}{r.clean:>8.3f}{r.target:>9.3f}"
                      f"{r.control:>9.3f}{ci:>30}{r.p:>7.3f}"
