@@ -138,17 +138,17 @@ class ProbeResult:
             raise InterpError(f"unknown metric {metric!r}; choose score, control, "
                               "selectivity or baseline")
         df = self.frame()
-        panels = list(dict.fromkeys(zip(df.site, df.stack)))
+        panels = list(dict.fromkeys(zip(df["site"], df["stack"])))
         fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[
             esc(f"{site} ({stack})") for site, stack in panels], vertical_spacing=0.12)
         for r, (site, stack) in enumerate(panels, 1):
-            part = df[(df.site == site) & (df.stack == stack)]
+            part = df[(df["site"] == site) & (df["stack"] == stack)]
             grid = part.pivot(index="layer", columns="position", values=metric)
-            grid = grid[list(dict.fromkeys(part.position))]
+            grid = grid[list(dict.fromkeys(part["position"]))]
             fig.add_trace(go.Heatmap(z=grid.values, x=esc_all(grid.columns),
                                      y=[f"layer {l}" for l in grid.index], colorscale="RdBu",
                                      zmid=0, coloraxis=None, showscale=r == 1), r, 1)
-        name = df.metric.iloc[0] if len(df) else ""
+        name = df["metric"].iloc[0] if len(df) else ""
         fig.update_layout(title=esc(f"{self.target}: {metric} ({name})"),
                           height=260 * len(panels) + 80)
         return fig

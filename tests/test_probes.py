@@ -237,3 +237,24 @@ def test_probe_errors_are_one_line_and_say_what_is_valid(tiny):
         probes.fit(acts, np.ones(len(examples)))
     with pytest.raises(InterpError, match="unknown site 'resid'.*resid_pre"):
         probes.collect(bridges["decoder"], task, examples, sites=("resid",))
+
+
+def test_user_labels_on_raw_text_of_an_hf_bert_and_escaped_figure_labels(tiny_bert_dir):
+    bridge, task = load_model(tiny_bert_dir)
+    texts = ["".join("abcdefghij"[int(c)] for c in str(100 + i)) for i in range(60)]
+    acts = probes.collect(bridge, task, texts, sites=("resid_post",), positions="all")
+    assert acts.stacks == ("encoder",) and "in:[CLS]#0" in acts.keys
+    labels = np.array([i % 2 for i in range(60)])              # the last letter's parity
+    res = probes.fit(acts, labels)
+    row = res.frame().query("position == 'in:[CLS]#0' and layer == 1").iloc[0]
+    assert row.kind == "class" and row.metric == "accuracy"
+    fig = res.figure("selectivity")
+    assert "in:[CLS]#0" in list(fig.data[0].x)
+
+
+def test_figure_labels_are_escaped_for_plotly(tiny):
+    bridges, task = tiny
+    res = probes.probe(bridges["decoder"], task, task.generate(40, seed=5), "D_sign",
+                       positions=["<sep>", "="])
+    labels = list(res.figure("score").data[0].x)
+    assert "&lt;sep&gt;#0" in labels and not any("<" in x for x in labels)
