@@ -253,7 +253,8 @@ def route_maps_figure(maps: pd.DataFrame, heads: list[tuple[str, int, int]],
         fig.add_trace(go.Heatmap(z=compact(torch.tensor(grid.to_numpy(dtype=float))),
                                  x=esc_all(ks), y=esc_all(qs), colorscale="Blues", zmin=0,
                                  zmax=1, showscale=i == 0,
-                                 colorbar={"nticks": 6, "thickness": 15, "title": "share"},
+                                 colorbar={"nticks": 6, "thickness": 15, "yanchor": "top",
+                                           "y": 1, "len": min(1.0, panel_h / (height - 250))},
                                  hovertemplate=f"{esc(kind)} L{layer}H{head}<br>query %{{y}} "
                                                f"{ARROW} key %{{x}}: %{{z}}<extra></extra>"),
                       row=r + 1, col=c + 1)
@@ -266,7 +267,8 @@ def route_maps_figure(maps: pd.DataFrame, heads: list[tuple[str, int, int]],
     return fig
 
 
-def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str]):
+def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str],
+                title: str = "attention rollout and attention flow"):
     """Rollout and attention flow (max-flow) of one example side by side, query x key
     ([query, key] each, or [1, query, key]). Each panel has its own colour scale from 0 to
     its maximum: flow is a capacity (up to 1 per cell), rollout a share (rows sum to 1), so
@@ -289,7 +291,7 @@ def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str]):
     fig.update_xaxes(type="category", tickfont_size=9, tickangle=-90, title_text="input (key)")
     fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
     fig.update_yaxes(title_text="output (query)", row=1, col=1)
-    fig.update_layout(title="Rollout and attention flow", height=max(420, 14 * len(tokens)
+    fig.update_layout(title=esc(title), height=max(420, 14 * len(tokens)
                                                                      + 220),
                       margin={"l": 130, "r": 20, "t": 60, "b": 130})
     return fig

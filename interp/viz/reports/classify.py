@@ -40,13 +40,14 @@ def check_column(table: pd.DataFrame) -> pd.Series:
                                  else "NOT CONFIRMED")
 
 
-def shown(table: pd.DataFrame) -> pd.DataFrame:
-    """The columns a person reads (with the verification's when there is one)."""
+def shown(table: pd.DataFrame, digits: int | None = 3) -> pd.DataFrame:
+    """The columns a person reads (with the verification's when there is one), rounded to
+    `digits` (None: full precision, as heads.csv holds them)."""
     cols = list(SHOW)
     if "verified" in table:
         table = table.assign(check=check_column(table))
         cols += VERIFY
-    return table[cols].round(3)
+    return table[cols] if digits is None else table[cols].round(digits)
 
 
 def text(table: pd.DataFrame, fmt: str = "table") -> str:
@@ -58,8 +59,8 @@ def text(table: pd.DataFrame, fmt: str = "table") -> str:
             return (f"{shown(table).to_string(index=False)}\n\n"
                     f"{label_counts(table).to_string()}\n")
     if fmt == "csv":
-        return shown(table).to_csv(index=False)
-    view = shown(table).assign(labels=table["labels"])
+        return shown(table, None).to_csv(index=False)
+    view = shown(table, None).assign(labels=table["labels"])
     return json.dumps(json.loads(view.to_json(orient="records")), indent=1) + "\n"
 
 
@@ -162,8 +163,9 @@ def _examples(page, ac) -> None:
                 page.paragraph(f"Attention rollout and attention flow (Abnar & Zuidema 2020), "
                                f"{kind}, example {b}: flow (max-flow, a capacity up to 1) is "
                                f"computed for output positions {rows} only.")
-                page.plotly(flow_figure(flow[0], roll[b, :qlen, :klen],
-                                        [f"{i}:{t}" for i, t in enumerate(toks)]))
+                page.plotly(flow_figure(flow[0], roll[b, :qlen, :klen], toks,
+                                        f"{kind}: attention rollout and attention flow, "
+                                        f"example {b}"))
             elif roll is not None:
                 from interp.viz.figures import heatmap
 
