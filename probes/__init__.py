@@ -9,10 +9,13 @@
     res.figure("selectivity")
     res.direction("resid_pre", 2, "in:=#0")  # [rank, d_model], what the causal check removes
     res = probes.probe(bridge, task, examples, "class")     # collect + fit in one call
+    probes.remove_direction(bridge, task, test_examples, "resid_pre", 2, ["in:=#0"],
+                            res.direction("resid_pre", 2, "in:=#0"))  # does the model use it?
 
 Modules: `positions` (aligned keys, stacks, control types), `activations` (collect, store,
 load), `estimators` (batched ridge and logistic regression), `controls` (control labels,
-split by equation), `fitting` (the grid of probes and its result: `fit`, `ProbeResult`).
+split by equation), `fitting` (the grid of probes and its result: `fit`, `ProbeResult`),
+`causal` (remove a probe's direction against random directions; steering vectors).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from probes.activations import SITES, Activations, collect, load
+from probes.causal import CausalResult, remove_direction, steering_vector
 from probes.fitting import ProbeResult, fit, resolve_labels
 from probes.positions import STACKS
 
@@ -47,11 +51,14 @@ __all__ = [
     "SITES",
     "STACKS",
     "Activations",
+    "CausalResult",
     "ProbeResult",
     "collect",
     "fit",
     "load",
     "probe",
+    "remove_direction",
     "resolve_labels",
+    "steering_vector",
     "targets",
 ]

@@ -94,7 +94,7 @@ def test_no_module_is_over_400_lines_without_a_reason_in_its_docstring(path):
 
 
 COMMANDS = ["interp.classify_heads", "circuits.ablate", "circuits.patch", "circuits.induction",
-            "interp.evaluate", "interp.solve", "interp.train", "interp.train_text"]
+            "interp.evaluate", "interp.solve", "interp.train", "interp.train_text", "probes"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
@@ -105,7 +105,7 @@ def test_every_command_takes_device_and_dtype(module):
     assert "--device" in out.stdout and "--dtype" in out.stdout
 
 
-@pytest.mark.parametrize("package", ["interp", "circuits"])
+@pytest.mark.parametrize("package", ["interp", "circuits", "probes"])
 def test_no_notebook_name_is_hidden_by_a_module_of_the_same_name(package):
     """`import interp.evaluate` sets the attribute `interp.evaluate` to the module: a public
     function of that name would vanish once any code imports the command."""

@@ -210,7 +210,8 @@ def test_parse_route_reads_specs_and_refuses_bad_ones_in_one_line():
     assert R.parse_route(ko.spec) == ko
     assert R.parse_route("L1H2:offset=1").offset == 1
     assert R.parse_route("L1H2:token==").token == "="
-    assert R.parse_route("L0H0:*->b").queries is None
+    assert R.parse_route("L0H0:->b").queries is None
+    assert R.parse_route("L0H0:*->b").queries == ("*",)     # resolved against the groups
     assert R.parse_route("L0H0:-->b").queries == ("-",)
     t5 = R.parse_route("cross.L1H3:D_value->b", "t5")
     assert (t5.kind, t5.spec) == ("cross", "cross.L1H3:D_value->b")
@@ -225,6 +226,25 @@ def test_parse_route_reads_specs_and_refuses_bad_ones_in_one_line():
         with pytest.raises(InterpError, match=needle) as e:
             R.parse_route(spec, arch)
         assert "\n" not in str(e.value)
+
+
+def test_a_lone_star_names_the_multiplication_sign_where_there_is_one(tiny_checkpoints):
+    """The taxonomy's `routed(*->a,c)` reads from the queries at the solution's `*` tokens;
+    `*->` means every query only where no position is a `*`. Oracle: the token strings."""
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    prep = A.prepare(ckpt.bridge(), ckpt.task, ckpt.task.generate(6, seed=3))
+    w = prep.sides["seq"].ids.shape[1]          # the row: <bos> src <sep> tgt, one char each
+    text = [("\0" + e.src + "\0" + e.tgt).ljust(w, "\0")[:w] for e in prep.examples]
+    star = torch.tensor([[c == "*" for c in t] for t in text]) & prep.sides["seq"].valid
+    assert star.any()
+    for spec in ("L0H0:*->a", R.label_knockout({"labels": ["routed(*->a)"], "kind": "self",
+                                                "layer": 0, "head": 0}).spec):
+        cut = R.target_cut(prep, R.parse_route(spec))
+        assert torch.equal(cut.any(-1), star[:, :cut.shape[1]])
+    every = R.target_cut(prep, R.parse_route("L0H0:->a")).any(-1)
+    assert (every & ~star[:, :every.shape[1]]).any()
+    ko = R.parse_route("L0H0:*->a")
+    assert R._queries(ko, [["a", "x"]]) is None and R._queries(ko, [["*", "a"]]) == ("*",)
 
 
 def test_unknown_groups_and_heads_name_the_valid_ones(model):

@@ -14,7 +14,10 @@ same renormalised weights). Nothing else changes: other heads, other queries, ot
 Route specs (`parse_route`), `[kind.]L<layer>H<head>:<what>`:
 
 - `L2H0:D_value->b,c`  queries of group D_value, keys of groups b or c
-- `L2H0:*->b`          every query, keys of group b (same as `token=b`)
+- `L2H0:->b`           every query, keys of group b (same as `token=b`)
+- `L2H0:*->b`          the same, unless the grouping has a literal `*` group (the quadratic
+                       solution's multiplication sign): then the queries of that group, as
+                       the taxonomy's `routed(*->a,c)` means
 - `L1H2:offset=1`      the key d = 1 positions back from each query (a diagonal; self kinds)
 - `L1H2:token==`       every query, keys of group `=` (the text after `token=` is the group)
 - `L1H2:x1->offset=0`  a query selection works before `offset=` and `token=` too
@@ -124,7 +127,7 @@ class HeadKnockout:
         elif self.token is not None:
             what = f"{q}token={self.token}"
         else:
-            what = f"{q or '*->'}{','.join(self.keys)}"
+            what = f"{q or '->'}{','.join(self.keys)}"
         return f"{prefix}L{self.layer}H{self.head}:{what}"
 
 
@@ -145,7 +148,7 @@ def parse_route(spec: str, arch: str = "decoder", grouping: str = "field") -> He
     queries, rest = None, body
     if "->" in body:
         q, rest = body.split("->", 1)
-        queries = None if q.strip() in ("", "*") else _names(q, spec)
+        queries = None if not q.strip() else _names(q, spec)
     kw: dict = {}
     if rest.startswith("offset="):
         try:
@@ -207,8 +210,9 @@ def target_cut(prep: Prepared, ko: HeadKnockout) -> torch.Tensor:
     qs, ks = _side(prep, k.query_side), _side(prep, k.key_side)
     ok = allowed(prep, ko.kind)
     qg, kg = _groups(prep, qs, ko.grouping), _groups(prep, ks, ko.grouping)
-    _check_groups(ko, qg, kg)
-    qsel = _select(qg, ok.shape[1], ko.queries)
+    queries = _queries(ko, qg)
+    _check_groups(ko, queries, qg, kg)
+    qsel = _select(qg, ok.shape[1], queries)
     if ko.offset is not None:
         cut = qsel[:, :, None] & _offset(ok.shape[1], ok.shape[2], ko.offset)[None] & ok
     else:
@@ -229,8 +233,16 @@ def _offset(wq: int, wk: int, d: int) -> torch.Tensor:
     return torch.arange(wk)[None, :] == q - d
 
 
-def _check_groups(ko: HeadKnockout, qg, kg) -> None:
-    for what, want, have in (("query", ko.queries, qg), ("key", ko.key_groups, kg)):
+def _queries(ko: HeadKnockout, qg) -> tuple[str, ...] | None:
+    """The query groups `ko` selects: a lone `*` is every query unless `*` is a group of
+    these examples (a literal multiplication sign), which it then names."""
+    if ko.queries == ("*",) and not any("*" in row for row in qg):
+        return None
+    return ko.queries
+
+
+def _check_groups(ko: HeadKnockout, queries, qg, kg) -> None:
+    for what, want, have in (("query", queries, qg), ("key", ko.key_groups, kg)):
         names = {g for row in have for g in row}
         bad = [w for w in (want or ()) if w not in names]
         if bad:
@@ -506,7 +518,7 @@ def label_knockout(row, grouping: str = "field", groups: set | None = None
             "grouping": grouping}
     if name == "routed":
         q, k = re.split(r"\s*(?:->|\u2192)\s*", arg, maxsplit=1)
-        queries = None if q.strip() in ("", "*") else _names(q, label)
+        queries = None if not q.strip() else _names(q, label)   # `*`: see _queries
         return HeadKnockout(queries=queries, keys=_names(k, label), **head)
     if name == "vertical":
         if groups is not None and arg not in groups:
