@@ -9,7 +9,8 @@
 --out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
 report.html, with --route routes.csv, routes.json and report.html; --json writes the JSON
 alone. A route is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
-groups, `*` for every query), `offset=d` or `token=t`: in that one head the attention from
+groups; `->K` for every query, `*->K` too unless `*` is a group, such as the
+solution's multiplication sign), `offset=d` or `token=t`: in that one head the attention from
 Q to K is cut and the rows renormalised, against controls that cut as many other keys of
 the same rows, matched in attention mass. See `circuits.ablation` for the definitions.
 """

@@ -173,6 +173,20 @@ def test_a_row_left_without_keys_is_an_error(model):
             A.forward(bridge, prep.arch, ids, valid, hooks)
 
 
+def test_a_diagonal_knockout_leaves_out_rows_whose_only_key_it_is(tiny_checkpoints):
+    """`sharp_diagonal(0)` on a causal model: position 0 sees only itself, so its row is left
+    out; every other real row loses exactly its own key (oracle: the masks by hand)."""
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    prep = A.prepare(ckpt.bridge(), ckpt.task, ckpt.task.generate(4, seed=0))
+    cut = R.target_cut(prep, R.parse_route("L0H0:offset=0"))
+    valid = prep.sides["seq"].valid[:, :cut.shape[1]]
+    want = torch.diag_embed(valid)
+    want[:, 0, 0] = False
+    assert torch.equal(cut, want)
+    with pytest.raises(InterpError, match="removes every key"):   # a route still refuses
+        R.target_cut(prep, R.HeadKnockout("self", 0, 0, queries=None, keys=("<bos>",)))
+
+
 def test_controls_cut_as_many_other_allowed_keys_matched_in_mass():
     """Hand-built rows: the target is key 0 (mass 0.4); among the others one key weighs 0.4
     too, so the best of the draws finds it; sizes, exclusions and causality by loops."""
@@ -245,6 +259,72 @@ def test_a_lone_star_names_the_multiplication_sign_where_there_is_one(tiny_check
     assert (every & ~star[:, :every.shape[1]]).any()
     ko = R.parse_route("L0H0:*->a")
     assert R._queries(ko, [["a", "x"]]) is None and R._queries(ko, [["*", "a"]]) == ("*",)
+
+
+def test_label_knockout_checks_the_first_label_as_the_taxonomy_names_it():
+    """Hand-written head rows: routed(Q->K) (either arrow) cuts K from Q, vertical(t) the group
+    t (as a fine role where t is no group under the grouping), sharp_diagonal(d) the offset d,
+    blurred_diagonal its band centre rounded to the nearest offset; other labels: no check."""
+    head = {"kind": "self", "layer": 1, "head": 2}
+    groups = {"a", "b", "c", "x", "=", "D_value"}
+
+    def ko(label, band_centre=0.0):
+        return R.label_knockout({"labels": [label, "broad"], "band_centre": band_centre, **head},
+                                groups=groups)
+
+    assert ko("routed(D_value\u2192b,c)") == R.HeadKnockout("self", 1, 2, ("D_value",),
+                                                             ("b", "c"))
+    assert ko("routed(->x)") == R.HeadKnockout("self", 1, 2, keys=("x",))
+    assert ko("vertical(=)") == R.HeadKnockout("self", 1, 2, token="=")
+    assert ko("vertical(b_digit)") == R.HeadKnockout("self", 1, 2, token="b_digit",
+                                                     grouping="fine")
+    assert ko("sharp_diagonal(2)") == R.HeadKnockout("self", 1, 2, offset=2)
+    assert ko("blurred_diagonal", band_centre=1.7).offset == 2
+    assert ko("blurred_diagonal", band_centre=1.2).offset == 1
+    assert ko("heterogeneous") is None and ko("broad") is None
+
+
+def test_verify_heads_supports_a_label_only_when_interval_and_p_value_agree(
+        tiny_checkpoints, monkeypatch):
+    """The documented rule (ci_lo > 0 and p <= 0.05) on effects planted by hand in the
+    knockout table (`ablate_route` stubbed): interval alone, p-value alone, both, and the
+    boundaries (ci_lo = 0 is no support, p = 0.05 is); a route from one solution field is
+    measured on that field's loss."""
+    import pandas as pd
+
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    labels = ["routed(D_value->b)", "vertical(=)", "sharp_diagonal(1)", "blurred_diagonal",
+              "sharp_diagonal(2)", "heterogeneous"]
+    planted = {  # spec -> (measure, ci_lo, p)
+        "L0H0:D_value->b": ("loss:D_value", 0.10, 0.20),
+        "L0H1:token==": ("answer_loss", -0.10, 0.01),
+        "L0H2:offset=1": ("answer_loss", 0.20, 0.01),
+        "L0H3:offset=0": ("answer_loss", 0.00, 0.01),
+        "L1H0:offset=2": ("answer_loss", 0.05, 0.05)}
+    asked = []
+
+    def fake(bridge, task, examples, kos, *args, **kwargs):
+        asked.extend(k.spec for k in kos)
+        rows = []
+        for k in kos:
+            measure, lo, p = planted[k.spec]
+            for m in {measure, "answer_loss"}:
+                rows.append({"knockout": k.spec, "measure": m, "effect": lo + 0.1,
+                             "ci_lo": lo if m == measure else -1.0, "ci_hi": lo + 0.2,
+                             "p": p if m == measure else 1.0, "target_mass": 0.3,
+                             "control_mass": 0.3})
+        return R.RouteResult(pd.DataFrame(rows))
+
+    monkeypatch.setattr(R, "ablate_route", fake)
+    table = pd.DataFrame([{"kind": "self", "layer": l, "head": h, "labels": [lab],
+                           "band_centre": 0.4} for (l, h), lab in
+                          zip([(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)], labels)])
+    out = R.verify_heads(ckpt.bridge(), ckpt.task, ckpt.task.generate(4, seed=0), table)
+    assert asked == list(planted)
+    assert list(out.knockout[:5]) == list(planted) and pd.isna(out.knockout[5])
+    assert list(out.measure[:5]) == [m for m, _, _ in planted.values()]
+    assert list(out.supported) == [False, False, True, False, True, None]
+    assert list(out.ci_lo[:5]) == [lo for _, lo, _ in planted.values()]
 
 
 def test_unknown_groups_and_heads_name_the_valid_ones(model):

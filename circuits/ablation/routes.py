@@ -204,8 +204,8 @@ def _side(prep: Prepared, side: str) -> str:
 
 
 def target_cut(prep: Prepared, ko: HeadKnockout) -> torch.Tensor:
-    """`[N, Wq, Wk]` the (query, key) entries `ko` cuts, per example; refuses a cut that
-    leaves a query row nothing to read."""
+    """`[N, Wq, Wk]` the (query, key) entries `ko` cuts, per example; refuses a route that
+    leaves a query row nothing to read (an offset or token knockout leaves such rows out)."""
     k = KINDS[ko.kind]
     qs, ks = _side(prep, k.query_side), _side(prep, k.key_side)
     ok = allowed(prep, ko.kind)
@@ -219,6 +219,10 @@ def target_cut(prep: Prepared, ko: HeadKnockout) -> torch.Tensor:
         ksel = _select(kg, ok.shape[2], ko.key_groups)
         cut = qsel[:, :, None] & ksel[:, None, :] & ok
     dead = cut.any(-1) & ~(ok & ~cut).any(-1)
+    if ko.offset is not None or ko.token is not None:
+        # a diagonal or a stripe: a row whose only keys are the cut ones (the first position
+        # reading itself at offset 0, or only <bos>) has nothing to renormalise to; left out
+        return cut & ~dead[..., None]
     if bool(dead.any()):
         i, q = torch.nonzero(dead)[0].tolist()
         raise InterpError(f"route {ko.spec} removes every key that position {q} of "
