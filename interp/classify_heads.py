@@ -231,12 +231,16 @@ def _verify(a, bridge, task, table, stats):
 
 def merge_verification(table, v):
     """`table` with `verify_knockout`, `verify_measure`, `verify_effect`, `verify_ci_lo`,
-    `verify_ci_hi`, `verify_p`, `verify_answer_loss` and `verified` (True: damage above the
-    controls, interval above 0 and p <= 0.05; False: not; None: the label has no check) from
-    `circuits.verify_heads` output `v` (one row per head)."""
+    `verify_ci_hi`, `verify_p`, `verify_answer_loss`, `verify_target_mass`,
+    `verify_control_mass` (the clean attention the knockout and its controls remove per
+    affected row: where a route holds most of its rows' attention, no control can match it)
+    and `verified` (True: damage above the controls, interval above 0 and p <= 0.05; False:
+    not; None: the label has no check) from `circuits.verify_heads` output `v` (one row per
+    head)."""
     cols = {"knockout": "verify_knockout", "measure": "verify_measure", "effect": "verify_effect",
             "ci_lo": "verify_ci_lo", "ci_hi": "verify_ci_hi", "p": "verify_p",
-            "answer_loss_effect": "verify_answer_loss", "supported": "verified"}
+            "answer_loss_effect": "verify_answer_loss", "target_mass": "verify_target_mass",
+            "control_mass": "verify_control_mass", "supported": "verified"}
     keep = v[["kind", "layer", "head", *cols]].rename(columns=cols)
     out = table.merge(keep, on=["kind", "layer", "head"], how="left")
     out["verified"] = out["verified"].astype(object).where(out["verified"].notna(), None)

@@ -170,9 +170,11 @@ def test_verify_adds_effect_interval_and_p_columns(tiny_checkpoints, tmp_path, c
                   "--verify", "--verify-n", "6", "--controls", "3", "--no-report"]) == 0
     table = pd.read_csv(out / "heads.csv")
     cols = ["verify_knockout", "verify_effect", "verify_ci_lo", "verify_ci_hi", "verify_p",
-            "verified", "reads"]
+            "verify_target_mass", "verify_control_mass", "verified", "reads"]
     assert set(cols) <= set(table.columns)
     checked = table.verify_knockout.notna()
+    masses = table.loc[checked, ["verify_target_mass", "verify_control_mass"]]
+    assert (masses.ge(0) & masses.le(1 + 1e-9)).all().all()
     first = table.label.str.split(" + ", regex=False).str[0].str.split("(").str[0]
     assert (checked == first.isin(["routed", "vertical", "sharp_diagonal",
                                    "blurred_diagonal"])).all()
