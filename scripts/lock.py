@@ -68,7 +68,8 @@ def main(argv=None) -> int:
                 print(f"error: no {LOCK.name}; run python scripts/lock.py first", file=sys.stderr)
                 return 2
             py = fresh_env(Path(tmp) / "venv", LOCK)
-            return subprocess.run([str(py), "-m", "pytest"], cwd=ROOT, env=env).returncode
+            return subprocess.run([str(py), "-m", "pytest", "-n", "2"], cwd=ROOT,
+                                  env=env).returncode
         py = fresh_env(Path(tmp) / "venv", None)
         pins = frozen(py)
         py_version = subprocess.run([str(py), "-c", "import platform; "
