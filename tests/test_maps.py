@@ -160,6 +160,40 @@ def test_rollout_of_identity_attention_is_identity_and_of_uniform_is_closed_form
     assert torch.allclose(r2.sum(-1), torch.ones(1, n))
 
 
+def rollout_numpy(P, mask, residual):
+    """Rollout written out per example: A'_l = residual I + (1 - residual) mean_h P_l,
+    masked, each row divided by its sum; the product A'_{L-1} ... A'_0 (the first layer
+    applied first), started from the identity on the real positions."""
+    P, mask = np.asarray(P, dtype=np.float64), np.asarray(mask, dtype=np.float64)
+    L, B, _, n, _ = P.shape
+    out = np.zeros((B, n, n))
+    for b in range(B):
+        R = np.diag(mask[b].any(-1).astype(float))
+        for layer in range(L):
+            a = (residual * np.eye(n) + (1 - residual) * P[layer, b].mean(0)) * mask[b]
+            s = a.sum(-1, keepdims=True)
+            R = np.divide(a, s, out=np.zeros_like(a), where=s > 0) @ R
+        out[b] = R * mask[b]
+    return out
+
+
+@pytest.mark.parametrize("causal_mask", [True, False])
+def test_rollout_equals_the_renormalised_layers_multiplied_in_numpy(causal_mask):
+    """Random heads, three layers, padding; the patterns are softmaxed over every key, so
+    inside the mask their rows do not sum to 1 and the renormalisation counts."""
+    g = torch.Generator().manual_seed(8)
+    L, B, H, n = 3, 2, 2, 6
+    valid = torch.arange(n)[None] < torch.tensor([6, 4])[:, None]
+    mask = valid[:, :, None] & valid[:, None, :]
+    if causal_mask:
+        mask &= torch.ones(n, n, dtype=torch.bool).tril()
+    P = torch.softmax(2 * torch.randn(L, B, H, n, n, generator=g), -1) * mask[None, :, None]
+    for residual in (0.5, 0.2):
+        want = rollout_numpy(P, mask, residual)
+        assert np.allclose(rollout(P, mask, residual).double().numpy(), want, atol=1e-6)
+    assert not np.allclose(want, rollout_numpy(P.flip(0), mask, 0.2), atol=1e-3)   # order counts
+
+
 def route_frame():
     """Two heads of 'self' (query groups a, <script>; key groups b, c) and one of 'cross';
     each query's shares sum to 1."""

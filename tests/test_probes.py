@@ -89,7 +89,8 @@ def test_a_planted_direction_is_read_selectively_and_noise_is_not():
     y = torch.randint(0, 3, (n,), generator=g)
     X = torch.randn(n, 2, d, generator=g)
     X[:, 0, :3] += 2.5 * torch.nn.functional.one_hot(y, 3)   # position 0 carries y; 1 is noise
-    res = probes.fit(synthetic(X), y.numpy(), kind="class")
+    types = torch.randint(0, 10, (n, 2), generator=g)         # seeded: the control task is too
+    res = probes.fit(synthetic(X, types=types), y.numpy(), kind="class")
     df = res.frame().set_index("position")
     signal, noise = df.loc["in:p0#0"], df.loc["in:p1#0"]
     assert signal.score > 0.9 and signal.selectivity > 0.45     # control: chance, ~1/3
@@ -108,6 +109,8 @@ def test_the_split_never_puts_one_equation_in_two_parts():
     assert not torch.equal(part, split_groups(groups, seed=6))
     with pytest.raises(InterpError, match="give at least 10"):
         split_groups(torch.arange(7))
+    # ten equations: 6, 2, 2, each part at the minimum of two is enough
+    assert torch.bincount(split_groups(torch.arange(10)), minlength=3).tolist() == [6, 2, 2]
 
 
 def test_the_control_map_is_fixed_per_type_and_changes_with_the_seed():
@@ -121,6 +124,123 @@ def test_the_control_map_is_fixed_per_type_and_changes_with_the_seed():
             assert len(set(c0[types[:, p] == t, p])) == 1     # one label per type
         assert set(c0[:, p]) <= {0, 1, 2, 3}                  # the task's label set
     assert not np.array_equal(c0, c1)
+
+
+def test_control_labels_keep_the_task_distribution_per_key_and_skip_missing_labels():
+    """Stratified: at each key, every label's share of the control labels is the task's
+    within the largest type's share (each type takes the label at the middle of its share
+    of the sorted labels); the map is drawn per (seed, key); an example without a label
+    (NaN) or without the key (type -1) gets none."""
+    g = torch.Generator().manual_seed(4)
+    types = torch.randint(0, 6, (600, 3), generator=g)
+    labels = torch.randint(0, 3, (600,), generator=g).double().numpy()
+    keys = ["in:a#0", "in:b#0", "in:c#0"]
+    for seed in range(5):
+        c = control_labels(types, keys, labels, seed)
+        for p in range(3):
+            widest = np.bincount(types[:, p].numpy()).max() / len(labels)
+            for k in range(3):
+                assert abs((c[:, p] == k).mean() - (labels == k).mean()) <= widest + 1e-12
+    # the same 20 types at two keys: two different maps, each the key's own
+    same = torch.randint(0, 20, (600, 1), generator=g).repeat(1, 2)
+    c = control_labels(same, ["in:a#0", "in:b#0"], labels, seed=0)
+    assert not np.array_equal(c[:, 0], c[:, 1])
+    np.testing.assert_array_equal(control_labels(same[:, 1:], ["in:b#0"], labels, 0)[:, 0],
+                                  c[:, 1])
+    missing = labels.copy()
+    missing[::7] = np.nan
+    absent = types.clone()
+    absent[::5, 0] = -1
+    c = control_labels(absent, keys, missing, seed=0)
+    np.testing.assert_array_equal(np.isnan(c), np.isnan(missing)[:, None] | (absent < 0).numpy())
+
+
+def test_control_types_are_the_shortest_window_with_enough_distinct_values():
+    """Hand-built: twelve sequences `a b =` with b = i % 4 and a = i // 6. At the `=` every
+    example has the same token, two tokens (`b =`) give exactly 4 types: with min_types 4
+    that window is the type, numbered by b. At `a` (the first token) the whole prefix gives 2
+    types, fewer than 4: the prefix is the type. An absent position stays -1."""
+    from probes.positions import control_types
+
+    tokens = [[str(i // 6), str(i % 4), "="] for i in range(12)]
+    ti = torch.tensor([[2, 0]] * 12)
+    ti[5] = torch.tensor([-1, -1])
+    got = control_types(tokens, ti, min_types=4)
+    want = torch.tensor([[i % 4, i // 6] for i in range(12)])
+    want[5] = -1
+    assert torch.equal(got, want)
+
+
+def test_a_bare_role_selects_input_positions_and_fields_their_roles():
+    """Hand-built keys: `=` names the input `=` only (the solution's is `out:=`), a field
+    names its sign and digits, a base names every occurrence."""
+    from probes.positions import select
+
+    keys = ["<bos>#0", "in:a_sign#0", "in:a_digit#0", "in:a_digit#1", "in:x#0", "in:=#0",
+            "<sep>#0", "out:=#0", "out:x#0"]
+    assert select(keys, ["="], True) == {"in:=#0"}
+    assert select(keys, "x,<sep>", True) == {"in:x#0", "<sep>#0"}
+    assert select(keys, ["out:="], True) == {"out:=#0"}
+    assert select(keys, ["a"], True) == {"in:a_sign#0", "in:a_digit#0", "in:a_digit#1"}
+    assert select(keys, ["in:a_digit"], True) == {"in:a_digit#0", "in:a_digit#1"}
+    assert select(keys, "input", True) == {k for k in keys if k.startswith("in:")}
+
+
+def test_logistic_penalty_is_chosen_on_validation_and_the_baseline_is_the_train_majority():
+    """Oracle: scikit-learn fitted at each penalty on the same standardised train rows; the
+    best validation accuracy (ties: lower cross-entropy) wins and is scored on the test rows;
+    the baseline predicts the majority class of the train rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    g = torch.Generator().manual_seed(6)
+    n = 600
+    # correlated features: the label reads x1 - x0, which a strong penalty (shrinking towards
+    # the difference of the class means, x1 alone) misses
+    z = torch.randn(n, 2, generator=g)
+    X = torch.cat([z[:, :1], z[:, :1] + 0.3 * z[:, 1:], torch.randn(n, 4, generator=g)], 1)
+    y = (z[:, 1] > -0.5).long().numpy()                  # about 70% ones
+    alphas = [1e-2, 1.0, 1e4]
+    res = probes.fit(synthetic(X[:, None]), y, kind="class", alphas=alphas, control=False)
+    row = res.frame().iloc[0]
+    part = res.parts.numpy()
+    Xs, tr, te, _, _ = sk_features(X.double().numpy(), y.astype(float), part)
+    va = part == 1
+    fits = [LogisticRegression(C=1 / a, max_iter=5000, tol=1e-10).fit(Xs[tr], y[tr])
+            for a in alphas]
+    crit = [((m.predict(Xs[va]) == y[va]).mean(),
+             -log_loss(y[va], m.predict_proba(Xs[va]), labels=[0, 1])) for m in fits]
+    assert len({c[0] for c in crit}) == len(alphas)       # no tie: the accuracy decides
+    best = max(range(len(alphas)), key=lambda i: crit[i])
+    assert row.alpha == alphas[best]
+    assert abs(row.score - (fits[best].predict(Xs[te]) == y[te]).mean()) <= 0.01
+    majority = np.bincount(y[tr]).argmax()
+    assert row.baseline == pytest.approx((y[te] == majority).mean())
+    assert abs(row.baseline - 0.5) > 0.1                  # the minority would differ
+
+
+def test_ridge_penalty_is_chosen_on_validation_and_the_baseline_is_the_train_mean():
+    """Oracle: sklearn's Ridge at each penalty and r2_score: the best validation R^2 wins and
+    is scored on the test rows; the baseline is the R^2 of the train rows' mean there."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    g = torch.Generator().manual_seed(7)
+    n, d = 200, 10
+    X = torch.randn(n, d, generator=g)
+    y = (X @ torch.linspace(-1, 1, d) + 3.0 + 0.3 * torch.randn(n, generator=g)).double().numpy()
+    alphas = [1e-2, 10.0, 1e4]
+    res = probes.fit(synthetic(X[:, None]), y, kind="regression", alphas=alphas, control=False)
+    row = res.frame().iloc[0]
+    part = res.parts.numpy()
+    Xs, tr, te, _, _ = sk_features(X.double().numpy(), y, part)
+    va = part == 1
+    fits = [Ridge(alpha=a).fit(Xs[tr], y[tr]) for a in alphas]
+    best = int(np.argmax([r2_score(y[va], m.predict(Xs[va])) for m in fits]))
+    assert row.alpha == alphas[best]
+    assert row.score == pytest.approx(r2_score(y[te], fits[best].predict(Xs[te])), abs=1e-6)
+    assert row.baseline == pytest.approx(r2_score(y[te], np.full(te.sum(), y[tr].mean())),
+                                         abs=1e-9)
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,16 @@ def test_projection_equals_numpy_and_a_dependent_row_adds_no_rank():
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
 
 
+def test_random_bases_are_uniform_on_the_sphere():
+    """Oracle: the sphere's symmetry. Each row of a uniformly random orthonormal basis is a
+    uniform unit vector, so over many draws every coordinate has mean 0 and is positive half
+    the time (5 standard errors: 600 draws in d = 4)."""
+    rng = np.random.default_rng(0)
+    B = np.stack([C.random_basis(2, 4, rng).numpy() for _ in range(600)])     # [600, 2, 4]
+    assert np.abs(B.mean(0)).max() < 0.1
+    assert np.abs((B > 0).mean(0) - 0.5).max() < 0.1
+
+
 def test_removal_in_the_forward_pass_equals_hf_run_on_the_hand_projected_embedding(decoder):
     ckpt, bridge, ex = decoder
     D = torch.randn(2, bridge.cfg.d_model, generator=torch.Generator().manual_seed(3))
@@ -148,7 +158,17 @@ def test_the_comparison_is_recomputed_from_the_per_example_values(decoder):
                                            abs=1e-6)
     ctl = res.control_damage[res.control_damage.metric == "answer_loss"].damage.to_numpy()
     assert len(ctl) == 4
+    assert len(np.unique(ctl)) == 4                    # four different random directions
     assert row.p_value == pytest.approx((1 + (ctl >= row.target_damage).sum()) / 5)
+    assert row.control_damage_mean == pytest.approx(
+        (pe.loss_controls_mean - pe.loss_clean).mean(), abs=1e-6)
+    # every metric, the field losses included (loss up is damage, as for answer_loss): the
+    # damages per control average to the comparison's (circuits.ablation.compare)
+    assert any(m.startswith("loss:") for m in res.control_damage.metric)
+    summary = res.summary.set_index("metric")
+    for metric, group in res.control_damage.groupby("metric"):
+        assert group.damage.mean() == pytest.approx(summary.control_damage_mean[metric],
+                                                    abs=1e-9), metric
     assert res.meta["rank"] == {"in:^#0": 2, "in:x#0": 1}
     frame = res.frame()
     assert list(frame.columns[:7]) == ["site", "stack", "layer", "positions", "rank", "mode",
