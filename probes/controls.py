@@ -25,12 +25,12 @@ def control_labels(types: torch.Tensor, keys: list[str], labels: np.ndarray, see
     missing). At each key the types are put in a random order (a generator seeded by
     (seed, key)) and given the task's labels by stratified sampling: the type whose
     examples fill the share (u0, u1] of the position's examples gets the label at quantile
-    (u0 + u1) / 2 of the task's sorted labels. The map is random, but the control labels
-    keep the task's distribution up to one type's share (independent draws would give,
+    (u0 + u1) / 2 of the task's sorted labels at that key (the examples where the key
+    stands). The map is random, but the control labels keep the task's distribution at the
+    key up to one type's share (independent draws would give,
     with few types, a control majority class much larger than the task's, and a noise
     probe a spurious negative selectivity)."""
     labels = np.asarray(labels, dtype=float)
-    pool = np.sort(labels[~np.isnan(labels)])
     n, P = types.shape
     out = np.full((n, P), np.nan)
     t = types.numpy()
@@ -38,6 +38,7 @@ def control_labels(types: torch.Tensor, keys: list[str], labels: np.ndarray, see
         rows = (t[:, p] >= 0) & ~np.isnan(labels)
         if not rows.any():
             continue
+        pool = np.sort(labels[rows])      # the task's labels where this key stands
         counts = np.bincount(t[rows, p])
         rng = np.random.default_rng([seed, stable_hash(keys[p]) % 2**32])
         order = rng.permutation(len(counts))

@@ -153,6 +153,12 @@ def test_control_labels_keep_the_task_distribution_per_key_and_skip_missing_labe
     absent[::5, 0] = -1
     c = control_labels(absent, keys, missing, seed=0)
     np.testing.assert_array_equal(np.isnan(c), np.isnan(missing)[:, None] | (absent < 0).numpy())
+    # a key present only where the label is 2 (as `in:a_sign#0` only where a < 0): its
+    # control labels are the labels found there, not the whole dataset's
+    sub = types.clone()
+    sub[labels != 2, 0] = -1
+    c = control_labels(sub, keys, labels, seed=0)
+    assert (c[labels == 2, 0] == 2).all()
 
 
 def test_control_types_are_the_shortest_window_with_enough_distinct_values():
