@@ -11,7 +11,7 @@ In a notebook::
 """
 
 from interp.attention.detect import induction_scores
-from interp.attention.maps import role_maps, rollout
+from interp.attention.maps import attention_flow, role_maps, rollout
 from interp.attention.stats import HeadStats, Thresholds, collect_stats
 from interp.attention.taxonomy import (
     LABELS,
@@ -25,4 +25,4 @@ from interp.attention.taxonomy import (
 
 __all__ = ["head_taxonomy", "HeadTaxonomy", "head_table", "label_counts", "operations_table",
            "summarise", "LABELS", "Thresholds", "HeadStats", "collect_stats",
-           "induction_scores", "rollout", "role_maps"]
+           "induction_scores", "rollout", "attention_flow", "role_maps"]
