@@ -159,7 +159,35 @@ def test_vertical_stripe_is_no_route_and_offsets_explain_a_diagonal():
     f = head_features(prev, M, roles, causal=True)
     labels = classify(f, 0, 0)
     assert labels == ["sharp_diagonal(1)"]
-    assert all(r.offset_lift < 1.2 for r in f["routes"][0][0])   # offsets explain its reads
+    # offsets explain its reads: b's first digit reading a (share 0.5, 0.44 from the
+    # offset-only model) is no route, however far above the uniform head it stands; only
+    # the first queries, where the profile's offset-0 weight (<bos> reading itself) leaves
+    # the model 0.125 short, keep a route
+    routes = f["routes"][0][0]
+    assert not any(r.query in ("b", "c") for r in routes), routes
+    assert all(r.share - r.offset_model >= 0.1 for r in routes)
+
+
+def test_visible_counts_a_field_once_when_every_query_sees_every_key():
+    """Bidirectional, every query sees every key: the attention of a group's queries that
+    see a key group is their share (a field's sign and digits counted once, not twice), and
+    the head-wide figure is the mean over all queries (oracle: plain sums)."""
+    g = torch.Generator().manual_seed(5)
+    roles = [["<bos>", "b_sign", "b_digit", "b_digit", "=", "c_sign", "c_digit", "<eos>"]] * 3
+    T = 8
+    M = torch.ones(3, T, T, dtype=torch.bool)
+    P = torch.rand(1, 3, 1, T, T, generator=g)
+    P = P / P.sum(-1, keepdim=True)
+    names = sorted({x for row in roles for x in row})
+    st = HeadStats(1, 1, names, names, causal=False, th=Thresholds())
+    idx = role_index(roles, names, T)
+    st.update(P, M, idx, idx)
+    t = route_tables(st, "field")
+    assert torch.allclose(t.visible[0, 0], t.share[0, 0], atol=1e-6)
+    for b, k in enumerate(t.key_groups):
+        cols = [j for j, r in enumerate(roles[0]) if group_role(r) == k]
+        want = float(P[0, :, 0][:, :, cols].sum()) / (3 * T)
+        assert float(t.head_visible[0, 0, b]) == pytest.approx(want, abs=1e-6), k
 
 
 @pytest.mark.parametrize("kind", NEAR_MISSES)
