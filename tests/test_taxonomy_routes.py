@@ -224,7 +224,7 @@ def test_groups():
     assert default_grouping({"seq": S([["1", "x"]], [["a_digit", "x"]])}) == "field"
 
 
-def test_a_planted_route_is_found_by_the_classifier_and_confirmed_by_the_knockout(planted):
+def test_a_planted_route_is_found_by_the_classifier_and_confirmed_by_the_knockout(planted):  # noqa: F811
     """The route planted in a tiny model's head (tests/test_routes.py: Dexpr_b queries put
     0.35 on b and 0.35 on the decoy x) is labelled by the taxonomy; its top route, knocked
     out, damages the answer beyond mass-matched controls, while a random route in the same
