@@ -185,6 +185,15 @@ def test_a_diagonal_knockout_leaves_out_rows_whose_only_key_it_is(tiny_checkpoin
     assert torch.equal(cut, want)
     with pytest.raises(InterpError, match="removes every key"):   # a route still refuses
         R.target_cut(prep, R.HeadKnockout("self", 0, 0, queries=None, keys=("<bos>",)))
+    # a stripe on <bos> leaves out position 0 (it reads only <bos>) and cuts <bos> elsewhere
+    cut = R.target_cut(prep, R.parse_route("L0H0:token=<bos>"))
+    want = valid[:, :, None] & torch.zeros_like(cut)
+    want[:, 1:, 0] = valid[:, 1:]
+    assert torch.equal(cut, want)
+    for spec in ("L0H0:<bos>->offset=0", "L0H0:<bos>->token=<bos>"):   # nothing left to cut
+        with pytest.raises(InterpError, match="cuts nothing") as e:
+            R.target_cut(prep, R.parse_route(spec))
+        assert "\n" not in str(e.value)
 
 
 def test_controls_cut_as_many_other_allowed_keys_matched_in_mass():
@@ -251,9 +260,10 @@ def test_a_lone_star_names_the_multiplication_sign_where_there_is_one(tiny_check
     text = [("\0" + e.src + "\0" + e.tgt).ljust(w, "\0")[:w] for e in prep.examples]
     star = torch.tensor([[c == "*" for c in t] for t in text]) & prep.sides["seq"].valid
     assert star.any()
-    for spec in ("L0H0:*->a", R.label_knockout({"labels": ["routed(*->a)"], "kind": "self",
-                                                "layer": 0, "head": 0}).spec):
-        cut = R.target_cut(prep, R.parse_route(spec))
+    for ko in (R.parse_route("L0H0:*->a"),
+               R.label_knockout({"labels": ["routed(*->a)"], "kind": "self", "layer": 0,
+                                 "head": 0})):
+        cut = R.target_cut(prep, ko)
         assert torch.equal(cut.any(-1), star[:, :cut.shape[1]])
     every = R.target_cut(prep, R.parse_route("L0H0:->a")).any(-1)
     assert (every & ~star[:, :every.shape[1]]).any()

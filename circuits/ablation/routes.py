@@ -14,7 +14,8 @@ same renormalised weights). Nothing else changes: other heads, other queries, ot
 Route specs (`parse_route`), `[kind.]L<layer>H<head>:<what>`:
 
 - `L2H0:D_value->b,c`  queries of group D_value, keys of groups b or c
-- `L2H0:->b`           every query, keys of group b (same as `token=b`)
+- `L2H0:->b`           every query, keys of group b (as `token=b`, except that a route
+                       refuses a row left without keys where `token=` leaves it out)
 - `L2H0:*->b`          the same, unless the grouping has a literal `*` group (the quadratic
                        solution's multiplication sign): then the queries of that group, as
                        the taxonomy's `routed(*->a,c)` means
@@ -222,7 +223,11 @@ def target_cut(prep: Prepared, ko: HeadKnockout) -> torch.Tensor:
     if ko.offset is not None or ko.token is not None:
         # a diagonal or a stripe: a row whose only keys are the cut ones (the first position
         # reading itself at offset 0, or only <bos>) has nothing to renormalise to; left out
-        return cut & ~dead[..., None]
+        cut = cut & ~dead[..., None]
+        if not bool(cut.any()):
+            raise InterpError(f"route {ko.spec} cuts nothing: every selected query reads only "
+                              "the keys it would cut; choose another offset, token or queries")
+        return cut
     if bool(dead.any()):
         i, q = torch.nonzero(dead)[0].tolist()
         raise InterpError(f"route {ko.spec} removes every key that position {q} of "
