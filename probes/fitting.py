@@ -119,9 +119,14 @@ class ProbeResult:
                   ) -> torch.Tensor:
         """[rank, d_model] float32 orthonormal rows spanning the probe's weights in raw
         activation space: rank 1 for regression and binary classes, K - 1 for K classes
-        (the weights centred over classes: softmax ignores a shared row)."""
-        W, _ = self.weights[self._cell(site, layer, position, stack)]
+        (the weights centred over classes: softmax ignores a shared row; K counts the
+        classes the cell's training rows hold)."""
+        W, b = self.weights[self._cell(site, layer, position, stack)]
         if self.kind == "class":
+            W = W[b > -1e8]                   # the classes the probe was trained on
+            if len(W) < 2:
+                raise InterpError(f"the probe at {site} layer {layer} {position} was trained "
+                                  "on one class; it has no direction")
             W = W - W.mean(0, keepdim=True)
         rank = 1 if self.kind == "regression" or W.shape[0] <= 2 else W.shape[0] - 1
         _, _, Vh = torch.linalg.svd(W, full_matrices=False)
@@ -256,8 +261,10 @@ def _fit_chunk(X, Ys, has, part, kind, K, grid):
         Wj, bj = W[:, j * A:(j + 1) * A], b[:, j * A:(j + 1) * A]     # [C, A, d, K], [C, A, K]
         logits = torch.einsum("cnd,cadk->cank", Xs, Wj) + bj[:, :, None, :]
         correct = (logits.argmax(-1) == yi[:, None]).double()
-        ce = torch.logsumexp(logits, -1) - logits.gather(
-            -1, yi[:, None, :, None].expand(-1, A, -1, 1))[..., 0]
+        # cross-entropy per row, capped at -log(1e-15) as sklearn's log_loss clips: a
+        # validation class that the training rows lack has no logit (b = -1e9)
+        ce = (torch.logsumexp(logits, -1) - logits.gather(
+            -1, yi[:, None, :, None].expand(-1, A, -1, 1))[..., 0]).clamp(max=-math.log(1e-15))
         nv = val.sum(1).clamp(min=1)[:, None]
         crit = (correct * val[:, None]).sum(-1) / nv - 1e-9 * (ce * val[:, None]).sum(-1) / nv
         best = crit.argmax(1)

@@ -552,12 +552,27 @@ MUTANTS = [
     M("L04", "probes/estimators.py", "ridge: eigenbasis rotation undone with V transposed",
       'W = torch.einsum("cdk,cjak->cjad", V, coef)', 'W = torch.einsum("ckd,cjak->cjad", V, coef)'),
     M("L05", "probes/estimators.py", "logistic: the gradient misses the penalty term",
-      'gWc = torch.einsum("kj,cakd->cajd", Q, gW) + alphas[None, :, None, None] * Wc',
+      'gWc = torch.einsum("kj,cakd->cajd", Q, gW) + alphas[..., None, None] * Wc',
       'gWc = torch.einsum("kj,cakd->cajd", Q, gW)'),
     M("L06", "probes/estimators.py", "contrasts: the all-ones direction kept, one contrast dropped",
       "return q[:, 1:].to(dtype)", "return q[:, :-1].to(dtype)"),
     M("L07", "probes/estimators.py", "logistic: weights rotated back with V transposed",
       'W = torch.einsum("cde,kj,caje->cadk", V, Q, U)', 'W = torch.einsum("ced,kj,caje->cadk", V, Q, U)'),
+    M("L14", "probes/estimators.py", "logistic: a class the training rows lack keeps a logit",
+      "M = torch.where(present, 0.0, -1e9).to(dt)", "M = torch.zeros_like(present, dtype=dt)"),
+    M("L15", "probes/estimators.py", "logistic: two classes fitted as a multinomial, not "
+      "sklearn's binary model", "torch.where(present.sum(-1) == 2, 2.0, 1.0)",
+      "torch.where(present.sum(-1) == 2, 1.0, 1.0)"),
+    M("L16", "probes/estimators.py", "logistic: compaction writes finished problems to the "
+      "wrong slots", "out.view(-1, D)[slot[done]] = theta[done]",
+      "out.view(-1, D)[slot[done].flip(0)] = theta[done]"),
+    M("L17", "probes/estimators.py", "logistic: rows cut by their position, not their weight",
+      "idx = torch.sort((w <= 0).to(torch.int8), dim=1, stable=True).indices[:, :m]",
+      "idx = torch.arange(w.shape[1]).expand(w.shape[0], -1)[:, :m]"),
+    M("L18", "probes/estimators.py", "logistic: cells with few rows left in float32",
+      "FEW_ROWS = 4 ", "FEW_ROWS = 0 "),
+    M("L19", "probes/fitting.py", "validation cross-entropy not capped: a class the training "
+      "rows lack swamps the tie rule", ".clamp(max=-math.log(1e-15))", ""),
     # ---------------------------------------------------------------- probes/fitting.py
     M("L08", "probes/fitting.py", "regression: the penalty with the worst validation R^2 chosen",
       "nan=-math.inf).argmax(1)", "nan=math.inf).argmin(1)"),

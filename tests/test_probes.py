@@ -59,6 +59,59 @@ def test_logistic_probes_match_sklearn_cell_by_cell():
                                    atol=2e-3)
 
 
+def test_logistic_probes_fit_the_classes_the_training_rows_hold_as_sklearn_does():
+    """Oracle: scikit-learn, which fits a cell over the classes of its training rows: a
+    binary model (one weight vector) where they hold two, no logit for a class they lack.
+    Cell p0 stands only where the label is 0 or 1 (of 4), cell p1 where it is not 3."""
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(3)
+    n, d, alpha = 900, 10, 2.0
+    X = torch.randn(n, 2, d, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    X[torch.arange(n), :, y] += 1.2                      # feature k carries class k
+    present = torch.stack([y <= 1, y != 3], 1)
+    res = probes.fit(synthetic(X, present=present), y.numpy(), kind="class", alphas=[alpha],
+                     control=False)
+    part = res.parts.numpy()
+    for j, row in enumerate(res.frame().itertuples()):
+        yj = np.where(present[:, j].numpy(), y.numpy(), np.nan)
+        Xs, tr, te, mean, std = sk_features(X[:, j].double().numpy(), yj, part)
+        m = LogisticRegression(C=1 / alpha, max_iter=5000, tol=1e-10).fit(Xs[tr], yj[tr])
+        assert abs(row.score - (m.predict(Xs[te]) == yj[te]).mean()) <= 0.01
+        W, b = res.weights[("resid_pre", "decoder", 0, row.position)]
+        held = m.classes_.astype(int)
+        assert (b[[k for k in range(4) if k not in held]] < -1e8).all()   # never predicted
+        Wr = W[held] - W[held].mean(0)
+        if len(held) == 2:       # binary: sklearn's v = our w1 - w0, at the same penalty
+            np.testing.assert_allclose((Wr[1] - Wr[0]).numpy(), m.coef_[0] / std, atol=2e-3,
+                                       rtol=1e-2)
+        else:
+            np.testing.assert_allclose(Wr.numpy(), m.coef_ / std, atol=2e-3, rtol=1e-2)
+        assert res.direction("resid_pre", 0, row.position).shape == (len(held) - 1, d)
+
+
+def test_logistic_probes_on_few_rows_reach_sklearn_s_flat_optimum():
+    """Oracle: scikit-learn (float64, tol 1e-10) on a cell with fewer training rows than 4 x
+    its width and a weak penalty: the labels are nearly separable and the optimum flat; the
+    weights must still agree (float32 stops far from it)."""
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(8)
+    n, d, alpha = 200, 40, 0.05
+    X = torch.randn(n, 1, d, generator=g)
+    y = (X[:, 0, :3] @ torch.tensor([1.0, -1.0, 0.5]) + 0.8 * torch.randn(n, generator=g)
+         > 0).long() + (X[:, 0, 3] > 0.5).long()
+    res = probes.fit(synthetic(X), y.numpy(), kind="class", alphas=[alpha], control=False)
+    part = res.parts.numpy()
+    Xs, tr, te, mean, std = sk_features(X[:, 0].double().numpy(), y.double().numpy(), part)
+    assert tr.sum() <= 4 * d
+    m = LogisticRegression(C=1 / alpha, max_iter=100_000, tol=1e-10).fit(Xs[tr], y.numpy()[tr])
+    W, b = res.weights[("resid_pre", "decoder", 0, "in:p0#0")]
+    coef = W.numpy() - W.numpy().mean(0)
+    np.testing.assert_allclose(coef, m.coef_ / std, rtol=1e-3, atol=1e-3 * np.abs(coef).max())
+
+
 def test_ridge_probes_match_sklearn_coefficients_and_r2():
     from sklearn.linear_model import Ridge
 
