@@ -571,8 +571,6 @@ MUTANTS = [
       "idx = torch.arange(w.shape[1]).expand(w.shape[0], -1)[:, :m]"),
     M("L18", "probes/estimators.py", "logistic: cells with few rows left in float32",
       "FEW_ROWS = 4 ", "FEW_ROWS = 0 "),
-    M("L19", "probes/fitting.py", "validation cross-entropy not capped: a class the training "
-      "rows lack swamps the tie rule", ".clamp(max=-math.log(1e-15))", ""),
     # ---------------------------------------------------------------- probes/fitting.py
     M("L08", "probes/fitting.py", "regression: the penalty with the worst validation R^2 chosen",
       "nan=-math.inf).argmax(1)", "nan=math.inf).argmin(1)"),
