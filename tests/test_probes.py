@@ -20,7 +20,8 @@ def synthetic(X: torch.Tensor, groups=None, types=None, present=None) -> Activat
     keys = [f"in:p{j}#0" for j in range(P)]
     present = torch.ones(n, P, dtype=torch.bool) if present is None else present
     ti = torch.where(present, torch.arange(P).expand(n, P), torch.tensor(-1))
-    types = torch.randint(0, 10, (n, P)) if types is None else types
+    types = (torch.randint(0, 10, (n, P), generator=torch.Generator().manual_seed(n * 31 + P))
+             if types is None else types)
     groups = torch.arange(n) if groups is None else groups
     acts = Activations(keys, ["decoder"] * P, ("resid_pre",), {"decoder": [0]}, ("decoder",),
                        present, ti, torch.where(present, types, -1), groups,
