@@ -69,7 +69,7 @@ def _loss_grad(theta, Z, Zt, Y, w, alphas, n_c, K, P, Q, M):
     preconditioned rotated basis (P [C, A, d]). Z: [C, n, d] and Zt, its transpose stored
     contiguous (the first product runs faster on it); Y: [C, A, 1, n] class indices
     (per problem); w: [C, n]; alphas: [C, A]; M: [C, A, K] 0 for a class the problem's
-    training rows hold, -1e9 for one they lack (its logit is left out). Classes lie along
+    training rows hold, `NO_LOGIT` for one they lack (its logit is left out). Classes lie along
     dim 2 and examples last, so the reductions over the few classes run over long contiguous
     rows; every pass over [C, A, K, n] works in place."""
     C, A, _ = theta.shape
@@ -96,6 +96,7 @@ def _loss_grad(theta, Z, Zt, Y, w, alphas, n_c, K, P, Q, M):
     return f, g
 
 
+NO_LOGIT = -1e9   # the bias of a class a problem's training rows lack: never predicted
 FEW_ROWS = 4       # cells with at most FEW_ROWS * d training rows are fitted in float64 ...
 FEW_ITER = 1000    # ... for up to FEW_ITER iterations, to a largest gradient entry of FEW_TOL
 FEW_TOL = 1e-6
@@ -124,7 +125,7 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     0); w: [C, n]; alphas: [A]. Returns (W [C, A, d, K], b [C, A, K]).
 
     As scikit-learn, a problem is fitted over the classes its training rows hold: a class
-    they lack gets no logit (its b is -1e9: never predicted), and a problem with two
+    they lack gets no logit (its b is `NO_LOGIT`: never predicted), and a problem with two
     classes is sklearn's binary model (one weight vector v, penalty alpha/2 |v|^2), which is
     the two-class multinomial at twice the penalty (the same decision function).
 
@@ -164,7 +165,7 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     n_c = w.sum(1).clamp(min=1)
     present = torch.zeros(C, A, K, dtype=dt).scatter_add_(
         2, Y[:, :, 0], w[:, None, :].expand(-1, A, -1)) > 0               # [C, A, K]
-    M = torch.where(present, 0.0, -1e9).to(dt)
+    M = torch.where(present, 0.0, NO_LOGIT).to(dt)
     al = alphas.to(dt)[None] * torch.where(present.sum(-1) == 2, 2.0, 1.0).to(dt)  # [C, A]
     e, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
     Z = Xs @ V

@@ -25,7 +25,7 @@ import torch
 
 from interp.errors import InterpError
 from probes.controls import control_labels, split_groups
-from probes.estimators import logistic, ridge, standardize
+from probes.estimators import NO_LOGIT, logistic, ridge, standardize
 
 RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 LOGISTIC_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)   # alpha = 1 / sklearn's C
@@ -123,7 +123,7 @@ class ProbeResult:
         classes the cell's training rows hold)."""
         W, b = self.weights[self._cell(site, layer, position, stack)]
         if self.kind == "class":
-            W = W[b > -1e8]                   # the classes the probe was trained on
+            W = W[b > NO_LOGIT / 10]          # the classes the probe was trained on
             if len(W) < 2:
                 raise InterpError(f"the probe at {site} layer {layer} {position} was trained "
                                   "on one class; it has no direction")
@@ -262,7 +262,7 @@ def _fit_chunk(X, Ys, has, part, kind, K, grid):
         logits = torch.einsum("cnd,cadk->cank", Xs, Wj) + bj[:, :, None, :]
         correct = (logits.argmax(-1) == yi[:, None]).double()
         # cross-entropy per row, capped at -log(1e-15) as sklearn's log_loss clips: a
-        # validation class that the training rows lack has no logit (b = -1e9)
+        # validation class that the training rows lack has no logit (b = NO_LOGIT)
         ce = (torch.logsumexp(logits, -1) - logits.gather(
             -1, yi[:, None, :, None].expand(-1, A, -1, 1))[..., 0]).clamp(max=-math.log(1e-15))
         nv = val.sum(1).clamp(min=1)[:, None]

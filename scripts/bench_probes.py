@@ -8,7 +8,7 @@ The grid: every layer x every input position (role and occurrence) of `quadratic
 resid_pre, for 5 targets (class, D_sign, D_digit_0: logistic; D_value, ac: ridge), each
 with its control task. scikit-learn (`LogisticRegression(C=1/alpha)`, `Ridge(alpha)`) is
 run to convergence (tol 1e-6 and up to 10,000 iterations: the weakly penalised fits of
-D_digit_0 take up to ~5,000; the count left unconverged is printed) on `--sk-cells` cells
+D_digit_0 run past 5,000 on some cells; the count left unconverged is printed) on `--sk-cells` cells
 drawn at random (all if 0) and its time extrapolated to the whole grid, as printed. Prints
 our time, sklearn's (CPU seconds of this process, so that other load on the machine counts
 for neither), the ratio, the largest accuracy (and R^2) difference over the compared cells

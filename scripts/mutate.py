@@ -559,7 +559,7 @@ MUTANTS = [
     M("L07", "probes/estimators.py", "logistic: weights rotated back with V transposed",
       'W = torch.einsum("cde,kj,caje->cadk", V, Q, U)', 'W = torch.einsum("ced,kj,caje->cadk", V, Q, U)'),
     M("L14", "probes/estimators.py", "logistic: a class the training rows lack keeps a logit",
-      "M = torch.where(present, 0.0, -1e9).to(dt)", "M = torch.zeros_like(present, dtype=dt)"),
+      "M = torch.where(present, 0.0, NO_LOGIT).to(dt)", "M = torch.zeros_like(present, dtype=dt)"),
     M("L15", "probes/estimators.py", "logistic: two classes fitted as a multinomial, not "
       "sklearn's binary model", "torch.where(present.sum(-1) == 2, 2.0, 1.0)",
       "torch.where(present.sum(-1) == 2, 1.0, 1.0)"),
