@@ -61,64 +61,99 @@ def contrasts(K: int, dtype=torch.float32) -> torch.Tensor:
     return q[:, 1:].to(dtype)
 
 
-def _loss_grad(theta, Z, Zt, Y, w, alphas, n_c, K, P, Q, M):
-    """Mean-scaled logistic objective and gradient for theta [C, A, J*d + J] (J = K - 1).
+def _logits(theta, Zbt, Q):
+    """[C, A, K, n] logits of the weights theta [C, A, J, d1] (class contrasts; the last
+    column is the intercept) on the augmented features Zbt [C, d1, n]. With few classes the
+    product runs over the J contrasts and the K logits follow from them (one row fewer of
+    features to stream per problem)."""
+    C, A, J, d1 = theta.shape
+    K = Q.shape[0]
+    if K <= 3:
+        return torch.matmul(Q, torch.bmm(theta.reshape(C, A * J, d1), Zbt).reshape(C, A, J, -1))
+    return torch.bmm(torch.matmul(Q, theta).reshape(C, A * K, d1), Zbt).reshape(C, A, K, -1)
 
-    The class weights are W = Q (P * U): U [C, A, J, d] in class contrasts (Q [K, J]: a
-    shared row is dropped, as softmax ignores it and the penalty sets it to 0) and in the
-    preconditioned rotated basis (P [C, A, d]). Z: [C, n, d] and Zt, its transpose stored
-    contiguous (the first product runs faster on it); Y: [C, A, 1, n] class indices
-    (per problem); w: [C, n]; alphas: [C, A]; M: [C, A, K] 0 for a class the problem's
-    training rows hold, `NO_LOGIT` for one they lack (its logit is left out). Classes lie along
-    dim 2 and examples last, so the reductions over the few classes run over long contiguous
-    rows; every pass over [C, A, K, n] works in place."""
-    C, A, _ = theta.shape
-    n, d = Z.shape[1], Z.shape[2]
+
+def _gradient(p, theta, Zb, Yz, al, n_c, Q):
+    """Gradient [C, A, J, d1] of the mean-scaled objective at the class probabilities
+    p [C, A, K, n] (0 on the rows a cell does not train on): the products p Z less the
+    constant Yz [C, A, K, d1] (each class's training rows summed), in class contrasts."""
+    C, A, K, n = p.shape
     J = K - 1
-    Wc = P[:, :, None, :] * theta[..., : J * d].reshape(C, A, J, d)
-    W = torch.einsum("kj,cajd->cakd", Q, Wc)
-    b = theta[..., J * d:] @ Q.T
-    logits = torch.bmm(W.reshape(C, A * K, d), Zt).reshape(C, A, K, n)
-    logits += (b + M)[..., None]
-    picked = logits.gather(2, Y)[:, :, 0]                                # [C, A, n]
-    top = logits.amax(2, keepdim=True)
-    e = logits.sub_(top).exp_()
-    total = e.sum(2, keepdim=True)
-    lse = (top + total.log())[:, :, 0]
-    reg = 0.5 * alphas * (Wc * Wc).sum((2, 3))
-    f = ((w[:, None] * (lse - picked)).sum(-1) + reg) / n_c[:, None]
-    wr = w[:, None, None, :].expand(-1, A, -1, -1)
-    G = e.mul_(wr / total).scatter_add_(2, Y, -wr)                       # [C, A, K, n]
-    gW = torch.bmm(G.reshape(C, A * K, n), Z).reshape(C, A, K, d)
-    gWc = torch.einsum("kj,cakd->cajd", Q, gW) + alphas[..., None, None] * Wc
-    gb = G.sum(-1) @ Q
-    g = torch.cat([(P[:, :, None, :] * gWc).reshape(C, A, J * d), gb], -1) / n_c[:, None, None]
-    return f, g
+    if K <= 3:
+        g = torch.bmm(torch.matmul(Q.T, p).reshape(C, A * J, n), Zb).reshape(C, A, J, -1)
+    else:
+        g = torch.matmul(Q.T, torch.bmm(p.reshape(C, A * K, n), Zb).reshape(C, A, K, -1))
+    g -= torch.matmul(Q.T, Yz)
+    g[..., :-1] += al[..., None, None] * theta[..., :-1]
+    return g / n_c[:, None, None, None]
+
+
+def _curvature(p, Z2, w, n_c, al, Q):
+    """Each problem's initial inverse Hessian for L-BFGS, as scale factors: H0 R = Bi (R * sc)
+    for R [C, A, J, d1] in the rotated basis. Returns (sc [C, A, 1, d1], Bi [C, A, J, J]).
+
+    The Hessian of the mean cross-entropy is sum_i z_i z_i^T (x) S_i / n with S_i =
+    diag(p_i) - p_i p_i^T. It is approximated by A (x) B (K-FAC, Martens & Grosse 2015):
+    A = sum_i tau_i z_i z_i^T / n with tau_i = tr S_i (the rows that still carry curvature),
+    kept diagonal in the eigenbasis of the training Gram matrix (Z2 [C, n, d1]: the rotated
+    features squared), and B = sum_i S_i / sum_i tau_i in class contrasts. The penalty
+    gamma I enters as Tikhonov damping split between the factors (pi sqrt(gamma) and
+    sqrt(gamma) / pi, pi balancing their mean eigenvalues)."""
+    C, A, K, n = p.shape
+    J = K - 1
+    tau = w[:, None, :] - (p * p).sum(2)         # [C, A, n] (p is 0 where w is)
+    Af = torch.bmm(tau, Z2).double() / n_c.double()[:, None, None]         # [C, A, d1]
+    S = torch.diag_embed(p.sum(-1)) - torch.matmul(p, p.transpose(2, 3))    # [C, A, K, K]
+    B = (Q.T @ S @ Q).double() / tau.sum(-1).double().clamp(min=1e-30)[..., None, None]
+    gam = (al / n_c[:, None]).double().sqrt()                               # [C, A]
+    pi = ((Af.mean(-1) + 1e-12) / (torch.diagonal(B, dim1=-2, dim2=-1).mean(-1) + 1e-12)).sqrt()
+    sc = 1 / (Af + (pi * gam)[..., None])
+    Bi = torch.linalg.inv(B + (gam / pi)[..., None, None] * torch.eye(J, dtype=torch.float64))
+    return sc[:, :, None, :].to(p.dtype), Bi.to(p.dtype)
+
+
+def _change(D, p, L, lse, w, Dmax, t):
+    """The change of each row's log sum_k exp(L_k) when the logits move by t D ([..., K, n];
+    t [...]): as log1p(sum_k p_k expm1(t D_k)) while every |t D_k| <= 0.5 (no cancellation:
+    exact to the change's own resolution), else as a difference of two logsumexps (the
+    change is then large). 0 on the rows not trained on (w [..., n] is 0)."""
+    tD = D * t[..., None, None]
+    near = Dmax * t[..., None] <= 0.5
+    if bool(near.all()):
+        return tD.expm1_().mul_(p).sum(-2).log1p_()
+    big = torch.logsumexp(L + tD, -2).sub_(lse)
+    change = tD.clamp_(-0.5, 0.5).expm1_().mul_(p).sum(-2).log1p_()
+    return torch.where(near, change, big).masked_fill_(w <= 0, 0.0)
 
 
 NO_LOGIT = -1e9   # the bias of a class a problem's training rows lack: never predicted
-FEW_ROWS = 4       # cells with at most FEW_ROWS * d training rows are fitted in float64 ...
-FEW_ITER = 1000    # ... for up to FEW_ITER iterations, to a largest gradient entry of FEW_TOL
+FEW_ROWS = 4       # cells with at most FEW_ROWS * d training rows are fitted in float64
+MAX_ITER = 300     # L-BFGS iterations at most ...
+TOL = 3e-6         # ... until the largest gradient entry (objective / n_train) is below TOL
+FEW_ITER = 1000    # the same for the cells fitted in float64 (few training rows)
 FEW_TOL = 1e-6
+HISTORY = 5        # L-BFGS curvature pairs kept
+REFRESH = 5        # iterations between two evaluations of the curvature factors ...
+EXACT = 20         # ... and between two recomputations of the logits from the weights
+COMPACT = 0.75     # the batch is compacted when at most this share of its slots is live
 
 
-def _used_rows(Z, Y, w):
+def _used_rows(w):
     """Each cell's training rows first, and the rows that no cell trains on cut off (keys
-    that stand in a subset of the examples train on few rows)."""
+    that stand in a subset of the examples train on few rows): an index [C, m], or None
+    when there is little to cut."""
     m = int((w > 0).sum(1).max())
     if m >= 0.9 * w.shape[1]:
-        return Z, Y, w
-    idx = torch.sort((w <= 0).to(torch.int8), dim=1, stable=True).indices[:, :m]
-    Z = Z.gather(1, idx[..., None].expand(-1, -1, Z.shape[2]))
-    Y = Y.gather(3, idx[:, None, None, :].expand(-1, Y.shape[1], 1, -1))
-    return Z, Y, w.gather(1, idx)
+        return None
+    return torch.sort((w <= 0).to(torch.int8), dim=1, stable=True).indices[:, :m]
 
 
 def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.Tensor,
-             n_classes: int, max_iter: int = 200, tol: float = 1e-5, ftol: float = 1e-6,
-             history: int = 10):
-    """Multinomial logistic regression for every cell and penalty by batched, preconditioned
-    L-BFGS (each problem its own curvature pairs and its own backtracking step).
+             n_classes: int, max_iter: int | None = None, tol: float | None = None,
+             history: int | None = None):
+    """Multinomial logistic regression for every cell and penalty by batched L-BFGS with a
+    Kronecker-factored curvature as its initial inverse Hessian (each problem its own
+    factors, curvature pairs and backtracking step).
 
     Xs: [C, n, d] standardised; y: [C, n] or [C, A, n] (one label vector per penalty: the
     task's and the control's can share one call) long class indices (any value where w is
@@ -129,36 +164,33 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     classes is sklearn's binary model (one weight vector v, penalty alpha/2 |v|^2), which is
     the two-class multinomial at twice the penalty (the same decision function).
 
-    The features are first rotated onto the eigenvectors of each cell's training Gram
-    matrix (the L2 penalty does not change under a rotation) and each direction is scaled
-    by 1 / sqrt(e / 2n + alpha / n), the inverse square root of a bound on the Hessian's
-    diagonal there (Böhning's bound: the softmax Hessian is at most (I - 11^T/K) / 2);
-    the weights are written in class contrasts, which drops the one direction (a row
-    shared by every class) where only the penalty curves the objective. L-BFGS then sees
-    a problem of condition near 1 instead of that of the residual stream's correlated
-    features. A problem stops when its largest gradient entry
-    is below `tol` (objective divided by n_train) or two steps in a row lower the objective
-    by less than `ftol` of its value (float32 resolves about 1e-7). Finished problems leave
-    the batch (see `_lbfgs`). Cells with few training rows for their width (at most
-    `FEW_ROWS` * d) are fitted in float64 to `FEW_TOL`: their labels are nearly separable
-    and the optimum so flat that where float32 stops decides test rows."""
+    A problem stops when the largest entry of its gradient (of the objective divided by
+    n_train, as sklearn's `tol`, here in the rotated basis and class contrasts) is below
+    `tol` (default `TOL`), when no step lowers its objective (the decrease is computed from
+    the change of the logits, exact to float32's resolution of the change, not of the
+    objective), or after `max_iter` iterations (`MAX_ITER`). The weights are written in class
+    contrasts, which drops the one direction (a row shared by every class) that only the
+    penalty curves. Cells with few training rows for their width (at most `FEW_ROWS` * d)
+    are fitted in float64 to `FEW_TOL` (up to `FEW_ITER` iterations): their labels are
+    nearly separable and the optimum so flat that where float32 stops decides test rows."""
     C, _, d = Xs.shape
     K = n_classes
     A = len(alphas)
     dt = Xs.dtype
+    max_iter = MAX_ITER if max_iter is None else max_iter
+    tol = TOL if tol is None else tol
+    history = HISTORY if history is None else history
     if y.dim() == 2:
         y = y[:, None].expand(-1, A, -1)
     few = w.sum(1) <= FEW_ROWS * d
     if dt != torch.float64 and bool(few.any()):
-        # few training rows for the width: nearly separable, a flat optimum that float32
-        # cannot resolve (the test accuracy still moves by several rows where float32 stops)
         W = torch.empty(C, A, d, K, dtype=dt)
         b = torch.empty(C, A, K, dtype=dt)
         if not bool(few.all()):
             W[~few], b[~few] = logistic(Xs[~few], y[~few], w[~few], alphas, K, max_iter, tol,
-                                        ftol, history)
+                                        history)
         W64, b64 = logistic(Xs[few].double(), y[few], w[few].double(), alphas.double(), K,
-                            FEW_ITER, FEW_TOL, 1e-12, history)
+                            max(max_iter, FEW_ITER), min(tol, FEW_TOL), history)
         W[few], b[few] = W64.to(dt), b64.to(dt)
         return W, b
     Y = y.clamp(min=0, max=K - 1)[:, :, None, :].contiguous()           # [C, A, 1, n]
@@ -167,116 +199,160 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
         2, Y[:, :, 0], w[:, None, :].expand(-1, A, -1)) > 0               # [C, A, K]
     M = torch.where(present, 0.0, NO_LOGIT).to(dt)
     al = alphas.to(dt)[None] * torch.where(present.sum(-1) == 2, 2.0, 1.0).to(dt)  # [C, A]
-    e, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
-    Z = Xs @ V
-    P = (e.clamp(min=0)[:, None, :] / (2 * n_c[:, None, None])
-         + al[..., None] / n_c[:, None, None]).rsqrt()                     # [C, A, d]
+    # the features rotated onto the eigenvectors of each cell's training Gram matrix (the
+    # penalty does not change under a rotation), with a column of ones for the intercept
+    _, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
+    Zb = torch.cat([Xs @ V, torch.ones(C, Xs.shape[1], 1, dtype=dt)], 2)  # [C, n, d + 1]
     Q = contrasts(K, dt)
-    J = K - 1
-    theta = _lbfgs(torch.zeros(C, A, J * d + J, dtype=dt), Z, Y, w, al, n_c, K, P, Q, M,
-                   max_iter, tol, ftol, history)
-    U = P[:, :, None, :] * theta[..., : J * d].reshape(C, A, J, d)
-    W = torch.einsum("cde,kj,caje->cadk", V, Q, U)
-    return W, theta[..., J * d:] @ Q.T + M
+    theta = _lbfgs(torch.zeros(C, A, K - 1, d + 1, dtype=dt), Zb, Y, w, al, n_c, Q, M,
+                   max_iter, tol, history)
+    Wf = torch.matmul(Q, theta)                                          # [C, A, K, d + 1]
+    return torch.matmul(V[:, None], Wf[..., :d].transpose(2, 3)), Wf[..., d] + M
 
 
-def _lbfgs(theta, Z, Y, w, al, n_c, K, P, Q, M, max_iter, tol, ftol, history):
-    """Batched L-BFGS over the problems [C, A] of `_loss_grad` from `theta`; returns the
-    solutions [C, A, D].
+def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
+    """Batched L-BFGS over the problems [C, A] from `theta` [C, A, J, d1]; returns the
+    solutions.
 
-    Problems converge at very different speeds (a strong penalty in tens of iterations, a
-    weak one on nearly separable labels in hundreds), so the batch is compacted whenever
-    half its slots are finished: each cell's live problems move to the front of its row,
-    the row is cut to the largest live count, cells with none leave, and so do the rows
-    that no remaining cell trains on. A finished problem still in a row only pads it (its
-    step is 0)."""
-    C, A, D = theta.shape
+    The initial inverse Hessian of the two-loop recursion is the problem's Kronecker-factored
+    curvature (`_curvature`, evaluated every `REFRESH` iterations), scaled as usual by the
+    last curvature pair: the residual stream's correlated features (the basis is the
+    eigenbasis of their Gram matrix), the classes' coupling and the flat directions of
+    nearly separable labels are then far better conditioned than under a scalar.
+
+    Each iteration takes one product for the logits of the search direction D (the logits
+    move by t D along it: the line search needs no product, and the objective's decrease is
+    computed from D itself, not as a difference of two large sums) and one for the gradient.
+    Problems converge at very different speeds, so the batch is compacted whenever half its
+    slots are finished: each cell's live problems move to the front of its row, the row is
+    cut to the largest live count, cells with none leave, and so do the rows that no
+    remaining cell trains on. A finished problem still in a row only pads it (its step is
+    0)."""
+    C, A, J, d1 = theta.shape
+    K = J + 1
     dt = theta.dtype
     out = theta.clone()
     slot = torch.arange(C * A).reshape(C, A)        # each slot's problem in `out`
-    Zc, Yc, wc = _used_rows(Z, Y, w)
-    Zt = Zc.transpose(1, 2).contiguous()
-    nc, Pc, alc, Mc = n_c, P, al, M
-
-    def fg(th, rows=None):
-        """Objective and gradient of the problems of cells `rows` (others: zeros)."""
-        if rows is None or int(rows.sum()) > 0.75 * len(rows):
-            return _loss_grad(th, Zc, Zt, Yc, wc, alc, nc, K, Pc, Q, Mc)
-        f_all = torch.zeros(th.shape[:2], dtype=dt)
-        g_all = torch.zeros_like(th)
-        c = torch.nonzero(rows).flatten()
-        if len(c):
-            f_all[c], g_all[c] = _loss_grad(th[c], Zc[c], Zt[c], Yc[c], wc[c], alc[c], nc[c], K,
-                                            Pc[c], Q, Mc[c])
-        return f_all, g_all
-
-    f, g = fg(theta)
+    # each class's training rows summed: the constant part of the gradient
+    Yz = torch.bmm(torch.zeros(C, A * K, Zb.shape[1], dtype=dt).scatter_(
+        1, (Y[:, :, 0] + K * torch.arange(A)[None, :, None]).clamp(max=A * K - 1),
+        w[:, None, :].expand(-1, A, -1).to(dt)), Zb).reshape(C, A, K, d1)
+    Yz = Yz * (M == 0)[..., None]
+    idx = _used_rows(w)
+    if idx is not None:
+        Zb = Zb.gather(1, idx[..., None].expand(-1, -1, d1))
+        Y = Y.gather(3, idx[:, None, None, :].expand(-1, Y.shape[1], 1, -1))
+        w = w.gather(1, idx)
+    Zbt = Zb.transpose(1, 2).contiguous()
+    Z2 = Zb * Zb
     S, Yh, rho = [], [], []
     gamma = torch.ones(C, A, dtype=dt)
     done = torch.zeros(C, A, dtype=torch.bool)
-    slow = torch.zeros(C, A, dtype=torch.bool)
-    for _ in range(max_iter):
-        done |= g.abs().amax(-1) < tol
+    L = lse = p = g = sc = Bi = None
+    absent = bool((M < 0).any())
+    for it in range(max_iter):
+        if it % EXACT == 0:              # exact logits (their running sum drifts)
+            L = torch.add(_logits(theta, Zbt, Q), M[..., None], out=L)
+            lse = torch.logsumexp(L, 2).masked_fill_((w <= 0)[:, None, :], float("inf"))
+            p = torch.sub(L, lse[:, :, None], out=p).exp_()   # 0 on rows not trained on
+            g = _gradient(p, theta, Zb, Yz, al, n_c, Q)
+        if it % REFRESH == 0:
+            sc, Bi = _curvature(p, Z2, w, n_c, al, Q)
+        done |= g.abs().amax((2, 3)) < tol
         live = int((~done).sum())
         if live == 0:
             break
-        if live <= done.numel() // 2:                # compact the batch
-            out.view(-1, D)[slot[done]] = theta[done]
+        if live <= COMPACT * done.numel():           # compact the batch
+            out.view(-1, J, d1)[slot[done]] = theta[done]
             order = torch.sort(done.to(torch.int8), dim=1, stable=True).indices
             per = (~done).sum(1)
             keep = torch.nonzero(per).flatten()
             ic, ia = keep[:, None], order[keep, : int(per.max())]
-            theta, f, g, gamma, done, slow, slot, Yc, Pc, alc, Mc = (x[ic, ia] for x in (
-                theta, f, g, gamma, done, slow, slot, Yc, Pc, alc, Mc))
+            theta, g, gamma, done, slot, Y, Yz, al, M, sc, Bi, L, lse, p = (x[ic, ia] for x in (
+                theta, g, gamma, done, slot, Y, Yz, al, M, sc, Bi, L, lse, p))
             S, Yh, rho = [x[ic, ia] for x in S], [x[ic, ia] for x in Yh], [x[ic, ia] for x in rho]
-            Zc, Yc, wc = _used_rows(Zc[keep], Yc, wc[keep])
-            Zt = Zc.transpose(1, 2).contiguous()
-            nc = nc[keep]
+            if len(keep) < len(w):
+                Zb, Zbt, Z2, w, n_c = Zb[keep], Zbt[keep], Z2[keep], w[keep], n_c[keep]
+            idx = _used_rows(w)
+            if idx is not None:
+                rows = idx[:, None, None, :]
+                Zb = Zb.gather(1, idx[..., None].expand(-1, -1, d1))
+                Zbt = Zbt.gather(2, idx[:, None, :].expand(-1, d1, -1))
+                Z2 = Z2.gather(1, idx[..., None].expand(-1, -1, d1))
+                w = w.gather(1, idx)
+                Y = Y.gather(3, rows.expand(-1, Y.shape[1], 1, -1))
+                L = L.gather(3, rows.expand(-1, L.shape[1], K, -1))
+                p = p.gather(3, rows.expand(-1, p.shape[1], K, -1))
+                lse = lse.gather(2, idx[:, None, :].expand(-1, lse.shape[1], -1))
+        # two-loop recursion, H0 = gamma * (Kronecker-factored inverse curvature)
         q = g.clone()
         coeffs = []
         for s, yy, r in zip(reversed(S), reversed(Yh), reversed(rho)):
-            a = r * (s * q).sum(-1)
-            q -= a[..., None] * yy
+            a = r * (s * q).sum((2, 3))
+            q -= a[..., None, None] * yy
             coeffs.append(a)
-        z = gamma[..., None] * q
+        z = gamma[..., None, None] * torch.matmul(Bi, q * sc)
         for s, yy, r, a in zip(S, Yh, rho, reversed(coeffs)):
-            beta = r * (yy * z).sum(-1)
-            z += s * (a - beta)[..., None]
+            beta = r * (yy * z).sum((2, 3))
+            z += s * (a - beta)[..., None, None]
         direction = -z
-        slope = (g * direction).sum(-1)
-        bad = (slope >= 0)[..., None]
-        direction = torch.where(bad, -g, direction) * (~done)[..., None]
-        slope = torch.where(bad[..., 0], -(g * g).sum(-1), slope) * ~done
-        t = torch.ones_like(f)
-        pending = ~done
-        f_new, g_new = f.clone(), g.clone()
-        for _ in range(10):
-            ft, gt = fg(theta + t[..., None] * direction, pending.any(1))
-            ok = pending & (ft <= f + 1e-4 * t * slope)
-            f_new = torch.where(ok, ft, f_new)
-            g_new = torch.where(ok[..., None], gt, g_new)
-            pending &= ~ok
-            if not bool(pending.any()):
-                break
-            # the minimum of the quadratic through f, slope and ft, kept within [t/10, t/2]
-            fit = -slope * t * t / (2 * (ft - f - slope * t)).clamp(min=1e-30)
-            t = torch.where(pending, torch.minimum(torch.maximum(fit, t / 10), t / 2), t)
-        done |= pending          # no decrease within float32's resolution: converged
-        t = torch.where(pending, torch.zeros_like(t), t)      # no decrease found: stay
-        step = t[..., None] * direction
+        slope = (g * direction).sum((2, 3))
+        bad = (slope >= 0)[..., None, None]
+        direction = torch.where(bad, -g, direction) * (~done)[..., None, None]
+        slope = torch.where(bad[..., 0, 0], -(g * g).sum((2, 3)), slope) * ~done
+        # the objective along theta + t * direction, from the logits' change t * D
+        D = _logits(direction, Zbt, Q)
+        if absent:
+            D.masked_fill_((M < 0)[..., None], 0.0)
+        Dmax = D.abs().amax(2)                                          # [C, A, n]
+        Dy = D.gather(2, Y)[:, :, 0] * w[:, None]
+        pen1 = (theta[..., :-1] * direction[..., :-1]).sum((2, 3))
+        pen2 = (direction[..., :-1] ** 2).sum((2, 3))
+        t = torch.ones_like(slope)
+        change = _change(D, p, L, lse, w[:, None], Dmax, t)
+        df = ((change - t[..., None] * Dy).sum(-1) + al * (t * pen1 + 0.5 * pen2)) / n_c[:, None]
+        pending = ~done & ~(df <= 1e-4 * slope)
+        dlse = change
+        if bool(pending.any()):          # backtrack on the problems that need it only
+            ci, ai = torch.nonzero(pending, as_tuple=True)
+            sub = (D[ci, ai], p[ci, ai], L[ci, ai], lse[ci, ai], w[ci], Dmax[ci, ai], Dy[ci, ai])
+            sl, p1, p2, c_ = slope[ci, ai], pen1[ci, ai], pen2[ci, ai], n_c[ci]
+            a_, tt, fd, ch = al[ci, ai], t[ci, ai], df[ci, ai], change[ci, ai]
+            left = torch.ones_like(tt, dtype=torch.bool)
+            for _ in range(20):
+                # the minimum of the quadratic through 0, slope and df, within [t/10, t/2]
+                fit = -sl * tt * tt / (2 * (fd - sl * tt)).clamp(min=1e-30)
+                tt = torch.where(left, torch.minimum(torch.maximum(fit, tt / 10), tt / 2), tt)
+                c2 = _change(*sub[:6], tt)
+                fd = ((c2 - tt[:, None] * sub[6]).sum(-1) + a_ * (tt * p1 + 0.5 * tt * tt * p2)
+                      ) / c_
+                ok = left & (fd <= 1e-4 * tt * sl)
+                ch = torch.where(ok[:, None], c2, ch)
+                left &= ~ok
+                if not bool(left.any()):
+                    break
+            t[ci, ai] = torch.where(left, torch.zeros_like(tt), tt)
+            dlse[ci, ai] = ch
+            pending[ci, ai] = left
+        done |= pending          # no step lowers the objective: converged
+        t = torch.where(done, torch.zeros_like(t), t)
+        dlse.masked_fill_(done[..., None], 0.0)
+        step = t[..., None, None] * direction
         theta = theta + step
+        L.addcmul_(D, t[..., None, None])
+        lse += dlse
+        p = torch.sub(L, lse[:, :, None], out=p).exp_()
+        g_new = _gradient(p, theta, Zb, Yz, al, n_c, Q)
         dg = g_new - g
-        sy = (step * dg).sum(-1)
-        valid = sy > 1e-12
+        g = g_new
+        sy = (step * dg).sum((2, 3))
+        valid = sy > 1e-12 * (step * step).sum((2, 3)).sqrt() * (dg * dg).sum((2, 3)).sqrt()
         S.append(step)
         Yh.append(dg)
         rho.append(torch.where(valid, 1.0 / sy.clamp(min=1e-30), torch.zeros_like(sy)))
-        gamma = torch.where(valid, sy / (dg * dg).sum(-1).clamp(min=1e-30), gamma)
+        Hy = torch.matmul(Bi, dg * sc)
+        gamma = torch.where(valid & (sy > 0), sy / (dg * Hy).sum((2, 3)).clamp(min=1e-30), gamma)
         if len(S) > history:
             S.pop(0), Yh.pop(0), rho.pop(0)
-        small = (f - f_new) <= ftol * f.abs().clamp(min=1e-3)
-        done |= small & slow                                   # no progress left
-        slow = small
-        f, g = f_new, g_new
-    out.view(-1, D)[slot.flatten()] = theta.reshape(-1, D)
+    out.view(-1, J, d1)[slot.flatten()] = theta.reshape(-1, J, d1)
     return out
