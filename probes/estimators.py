@@ -135,7 +135,7 @@ FEW_TOL = 1e-6
 HISTORY = 5        # L-BFGS curvature pairs kept
 REFRESH = 5        # iterations between two evaluations of the curvature factors ...
 EXACT = 20         # ... and between two recomputations of the logits from the weights
-COMPACT = 0.75     # the batch is compacted when at most this share of its slots is live
+COMPACT = 0.75     # the batch is compacted when that leaves at most this share of its slots
 
 
 def _used_rows(w):
@@ -223,11 +223,11 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
     Each iteration takes one product for the logits of the search direction D (the logits
     move by t D along it: the line search needs no product, and the objective's decrease is
     computed from D itself, not as a difference of two large sums) and one for the gradient.
-    Problems converge at very different speeds, so the batch is compacted whenever half its
-    slots are finished: each cell's live problems move to the front of its row, the row is
-    cut to the largest live count, cells with none leave, and so do the rows that no
-    remaining cell trains on. A finished problem still in a row only pads it (its step is
-    0)."""
+    Problems converge at very different speeds, so the batch is compacted whenever that
+    leaves at most `COMPACT` of its slots: each cell's live problems move to the front of its
+    row, the row is cut to the largest live count, cells with none leave, and so do the rows
+    that no remaining cell trains on. A finished problem still in a row only pads it (its
+    step is 0)."""
     C, A, J, d1 = theta.shape
     K = J + 1
     dt = theta.dtype
@@ -262,10 +262,10 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
         live = int((~done).sum())
         if live == 0:
             break
-        if live <= COMPACT * done.numel():           # compact the batch
+        per = (~done).sum(1)
+        if int((per > 0).sum()) * int(per.max()) <= COMPACT * done.numel():   # compact
             out.view(-1, J, d1)[slot[done]] = theta[done]
             order = torch.sort(done.to(torch.int8), dim=1, stable=True).indices
-            per = (~done).sum(1)
             keep = torch.nonzero(per).flatten()
             ic, ia = keep[:, None], order[keep, : int(per.max())]
             theta, g, gamma, done, slot, Y, Yz, al, M, sc, Bi, L, lse, p = (x[ic, ia] for x in (

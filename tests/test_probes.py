@@ -92,6 +92,39 @@ def test_logistic_probes_fit_the_classes_the_training_rows_hold_as_sklearn_does(
         assert res.direction("resid_pre", 0, row.position).shape == (len(held) - 1, d)
 
 
+def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone():
+    """Oracle: scikit-learn, one problem at a time. The batch holds 3 cells (their own rows)
+    x 4 problems (their own labels and penalties), which finish at different iterations, so
+    the batch is compacted while problems are still running."""
+    from sklearn.linear_model import LogisticRegression
+
+    from probes.estimators import logistic
+
+    g = torch.Generator().manual_seed(11)
+    C, n, d, K = 3, 500, 6, 3
+    alphas = torch.tensor([0.05, 1.0, 20.0, 300.0])
+    X = torch.randn(C, n, d, generator=g)
+    w = (torch.rand(C, n, generator=g) < torch.tensor([[0.9], [0.7], [0.5]])).float()
+    y = torch.stack([torch.stack([torch.bucketize(
+        X[c, :, j] + X[c, :, (j + 1) % d] * (a - 1.5) + 0.7 * torch.randn(n, generator=g),
+        torch.tensor([-0.6, 0.6])) for a, j in enumerate((0, 2, 4, 1))]) for c in range(C)])
+    Xs = (X - (X * w[..., None]).sum(1, keepdim=True) / w.sum(1)[:, None, None])
+    W, b = logistic(Xs, y, w, alphas, K)
+    for c in range(C):
+        rows = w[c] > 0
+        for a in range(len(alphas)):
+            yc = y[c, a][rows].numpy()
+            assert len(np.unique(yc)) == K
+            m = LogisticRegression(C=1 / float(alphas[a]), max_iter=10_000, tol=1e-10).fit(
+                Xs[c][rows].double().numpy(), yc)
+            coef = W[c, a].T.double().numpy()
+            np.testing.assert_allclose(coef - coef.mean(0), m.coef_ - m.coef_.mean(0),
+                                       atol=2e-3, rtol=1e-2, err_msg=f"cell {c} problem {a}")
+            bb = b[c, a].double().numpy()
+            np.testing.assert_allclose(bb - bb.mean(), m.intercept_ - m.intercept_.mean(),
+                                       atol=2e-3, rtol=1e-2)
+
+
 def test_logistic_probes_on_few_rows_reach_sklearn_s_flat_optimum():
     """Oracle: scikit-learn (float64, tol 1e-10) on a cell with fewer training rows than 4 x
     its width and a weak penalty: the labels are nearly separable and the optimum flat; the
