@@ -127,11 +127,9 @@ def _change(D, p, L, lse, w, Dmax, t):
 
 
 NO_LOGIT = -1e9   # the bias of a class a problem's training rows lack: never predicted
-FEW_ROWS = 4       # cells with at most FEW_ROWS * d training rows are fitted in float64
+FEW_ROWS = 4       # cells with at most FEW_ROWS * d training rows are fitted as a batch apart
 MAX_ITER = 300     # L-BFGS iterations at most ...
 TOL = 3e-6         # ... until the largest gradient entry (objective / n_train) is below TOL
-FEW_ITER = 1000    # the same for the cells fitted in float64 (few training rows)
-FEW_TOL = 1e-6
 HISTORY = 5        # L-BFGS curvature pairs kept
 REFRESH = 5        # iterations between two evaluations of the curvature factors ...
 EXACT = 20         # ... and between two recomputations of the logits from the weights
@@ -171,8 +169,8 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     objective), or after `max_iter` iterations (`MAX_ITER`). The weights are written in class
     contrasts, which drops the one direction (a row shared by every class) that only the
     penalty curves. Cells with few training rows for their width (at most `FEW_ROWS` * d)
-    are fitted in float64 to `FEW_TOL` (up to `FEW_ITER` iterations): their labels are
-    nearly separable and the optimum so flat that where float32 stops decides test rows."""
+    are fitted as a batch of their own: their nearly separable labels converge slowly, and
+    in a mixed batch they would keep the other cells' rows streaming through every product."""
     C, _, d = Xs.shape
     K = n_classes
     A = len(alphas)
@@ -183,15 +181,14 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     if y.dim() == 2:
         y = y[:, None].expand(-1, A, -1)
     few = w.sum(1) <= FEW_ROWS * d
-    if dt != torch.float64 and bool(few.any()):
+    if bool(few.any()) and not bool(few.all()):
+        # few training rows for the width: nearly separable labels, slow to converge; a batch
+        # of their own keeps them from holding the others' rows in every product
         W = torch.empty(C, A, d, K, dtype=dt)
         b = torch.empty(C, A, K, dtype=dt)
-        if not bool(few.all()):
-            W[~few], b[~few] = logistic(Xs[~few], y[~few], w[~few], alphas, K, max_iter, tol,
+        for part in (few, ~few):
+            W[part], b[part] = logistic(Xs[part], y[part], w[part], alphas, K, max_iter, tol,
                                         history)
-        W64, b64 = logistic(Xs[few].double(), y[few], w[few].double(), alphas.double(), K,
-                            max(max_iter, FEW_ITER), min(tol, FEW_TOL), history)
-        W[few], b[few] = W64.to(dt), b64.to(dt)
         return W, b
     Y = y.clamp(min=0, max=K - 1)[:, :, None, :].contiguous()           # [C, A, 1, n]
     n_c = w.sum(1).clamp(min=1)

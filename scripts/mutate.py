@@ -570,8 +570,10 @@ MUTANTS = [
     M("L17", "probes/estimators.py", "logistic: rows cut by their position, not their weight",
       "return torch.sort((w <= 0).to(torch.int8), dim=1, stable=True).indices[:, :m]",
       "return torch.arange(w.shape[1]).expand(w.shape[0], -1)[:, :m]"),
-    M("L18", "probes/estimators.py", "logistic: cells with few rows left in float32",
-      "FEW_ROWS = 4 ", "FEW_ROWS = 0 "),
+    M("L18", "probes/estimators.py", "logistic: cells with few rows not fitted as a batch apart",
+      "FEW_ROWS = 4 ", "FEW_ROWS = 0 ",
+      equivalent="a problem's iterates depend on its own rows, labels and penalty and on the "
+      "iteration count only; the split moves slow problems out of the others' batch (speed)"),
     M("L19", "probes/estimators.py", "logistic: each class's feature sum taken from the first "
       "penalty's labels (the per-problem class offset lost)",
       "1, (Y[:, :, 0] + K * torch.arange(A)[None, :, None]).clamp(max=A * K - 1),",

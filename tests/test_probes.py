@@ -128,7 +128,7 @@ def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone():
 def test_logistic_probes_on_few_rows_reach_sklearn_s_flat_optimum():
     """Oracle: scikit-learn (float64, tol 1e-10) on a cell with fewer training rows than 4 x
     its width and a weak penalty: the labels are nearly separable and the optimum flat; the
-    weights must still agree (float32 stops short of it: left in float32, ~1% of them miss)."""
+    weights must still agree (the first float32 solver stopped short of it: ~1% missed)."""
     from sklearn.linear_model import LogisticRegression
 
     g = torch.Generator().manual_seed(8)
