@@ -63,13 +63,9 @@ def contrasts(K: int, dtype=torch.float32) -> torch.Tensor:
 
 def _logits(theta, Zbt, Q):
     """[C, A, K, n] logits of the weights theta [C, A, J, d1] (class contrasts; the last
-    column is the intercept) on the augmented features Zbt [C, d1, n]. With few classes the
-    product runs over the J contrasts and the K logits follow from them (one row fewer of
-    features to stream per problem)."""
+    column is the intercept) on the augmented features Zbt [C, d1, n]."""
     C, A, J, d1 = theta.shape
     K = Q.shape[0]
-    if K <= 3:
-        return torch.matmul(Q, torch.bmm(theta.reshape(C, A * J, d1), Zbt).reshape(C, A, J, -1))
     return torch.bmm(torch.matmul(Q, theta).reshape(C, A * K, d1), Zbt).reshape(C, A, K, -1)
 
 
@@ -78,31 +74,26 @@ def _gradient(p, theta, Zb, Yz, al, n_c, Q):
     p [C, A, K, n] (0 on the rows a cell does not train on): the products p Z less the
     constant Yz [C, A, K, d1] (each class's training rows summed), in class contrasts."""
     C, A, K, n = p.shape
-    J = K - 1
-    if K <= 3:
-        g = torch.bmm(torch.matmul(Q.T, p).reshape(C, A * J, n), Zb).reshape(C, A, J, -1)
-    else:
-        g = torch.matmul(Q.T, torch.bmm(p.reshape(C, A * K, n), Zb).reshape(C, A, K, -1))
-    g -= torch.matmul(Q.T, Yz)
+    g = torch.matmul(Q.T, torch.bmm(p.reshape(C, A * K, n), Zb).reshape(C, A, K, -1) - Yz)
     g[..., :-1] += al[..., None, None] * theta[..., :-1]
     return g / n_c[:, None, None, None]
 
 
-def _curvature(p, Z2, w, n_c, al, Q):
+def _curvature(p, Zb, w, n_c, al, Q):
     """Each problem's initial inverse Hessian for L-BFGS, as scale factors: H0 R = Bi (R * sc)
     for R [C, A, J, d1] in the rotated basis. Returns (sc [C, A, 1, d1], Bi [C, A, J, J]).
 
     The Hessian of the mean cross-entropy is sum_i z_i z_i^T (x) S_i / n with S_i =
     diag(p_i) - p_i p_i^T. It is approximated by A (x) B (K-FAC, Martens & Grosse 2015):
     A = sum_i tau_i z_i z_i^T / n with tau_i = tr S_i (the rows that still carry curvature),
-    kept diagonal in the eigenbasis of the training Gram matrix (Z2 [C, n, d1]: the rotated
-    features squared), and B = sum_i S_i / sum_i tau_i in class contrasts. The penalty
+    kept diagonal in the eigenbasis of the training Gram matrix (Zb [C, n, d1]: the rotated
+    features), and B = sum_i S_i / sum_i tau_i in class contrasts. The penalty
     gamma I enters as Tikhonov damping split between the factors (pi sqrt(gamma) and
     sqrt(gamma) / pi, pi balancing their mean eigenvalues)."""
     C, A, K, n = p.shape
     J = K - 1
     tau = w[:, None, :] - (p * p).sum(2)         # [C, A, n] (p is 0 where w is)
-    Af = torch.bmm(tau, Z2).double() / n_c.double()[:, None, None]         # [C, A, d1]
+    Af = torch.bmm(tau, Zb * Zb).double() / n_c.double()[:, None, None]         # [C, A, d1]
     S = torch.diag_embed(p.sum(-1)) - torch.matmul(p, p.transpose(2, 3))    # [C, A, K, K]
     B = (Q.T @ S @ Q).double() / tau.sum(-1).double().clamp(min=1e-30)[..., None, None]
     gam = (al / n_c[:, None]).double().sqrt()                               # [C, A]
@@ -232,16 +223,14 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
     slot = torch.arange(C * A).reshape(C, A)        # each slot's problem in `out`
     # each class's training rows summed: the constant part of the gradient
     Yz = torch.bmm(torch.zeros(C, A * K, Zb.shape[1], dtype=dt).scatter_(
-        1, (Y[:, :, 0] + K * torch.arange(A)[None, :, None]).clamp(max=A * K - 1),
+        1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],
         w[:, None, :].expand(-1, A, -1).to(dt)), Zb).reshape(C, A, K, d1)
-    Yz = Yz * (M == 0)[..., None]
     idx = _used_rows(w)
     if idx is not None:
         Zb = Zb.gather(1, idx[..., None].expand(-1, -1, d1))
         Y = Y.gather(3, idx[:, None, None, :].expand(-1, Y.shape[1], 1, -1))
         w = w.gather(1, idx)
     Zbt = Zb.transpose(1, 2).contiguous()
-    Z2 = Zb * Zb
     S, Yh, rho = [], [], []
     gamma = torch.ones(C, A, dtype=dt)
     done = torch.zeros(C, A, dtype=torch.bool)
@@ -254,7 +243,7 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
             p = torch.sub(L, lse[:, :, None], out=p).exp_()   # 0 on rows not trained on
             g = _gradient(p, theta, Zb, Yz, al, n_c, Q)
         if it % REFRESH == 0:
-            sc, Bi = _curvature(p, Z2, w, n_c, al, Q)
+            sc, Bi = _curvature(p, Zb, w, n_c, al, Q)
         done |= g.abs().amax((2, 3)) < tol
         live = int((~done).sum())
         if live == 0:
@@ -269,13 +258,12 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
                 theta, g, gamma, done, slot, Y, Yz, al, M, sc, Bi, L, lse, p))
             S, Yh, rho = [x[ic, ia] for x in S], [x[ic, ia] for x in Yh], [x[ic, ia] for x in rho]
             if len(keep) < len(w):
-                Zb, Zbt, Z2, w, n_c = Zb[keep], Zbt[keep], Z2[keep], w[keep], n_c[keep]
+                Zb, Zbt, w, n_c = Zb[keep], Zbt[keep], w[keep], n_c[keep]
             idx = _used_rows(w)
             if idx is not None:
                 rows = idx[:, None, None, :]
                 Zb = Zb.gather(1, idx[..., None].expand(-1, -1, d1))
                 Zbt = Zbt.gather(2, idx[:, None, :].expand(-1, d1, -1))
-                Z2 = Z2.gather(1, idx[..., None].expand(-1, -1, d1))
                 w = w.gather(1, idx)
                 Y = Y.gather(3, rows.expand(-1, Y.shape[1], 1, -1))
                 L = L.gather(3, rows.expand(-1, L.shape[1], K, -1))

@@ -576,8 +576,8 @@ MUTANTS = [
       "iteration count only; the split moves slow problems out of the others' batch (speed)"),
     M("L19", "probes/estimators.py", "logistic: each class's feature sum taken from the first "
       "penalty's labels (the per-problem class offset lost)",
-      "1, (Y[:, :, 0] + K * torch.arange(A)[None, :, None]).clamp(max=A * K - 1),",
-      "1, (Y[:, :1, 0] + 0 * torch.arange(A)[None, :, None]).clamp(max=A * K - 1),"),
+      "1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],",
+      "1, Y[:, :1, 0] + 0 * torch.arange(A)[None, :, None],"),
     M("L20", "probes/estimators.py", "logistic: the line search's change of the logsumexp not "
       "weighted by the class probabilities", "return tD.expm1_().mul_(p).sum(-2).log1p_()",
       "return tD.expm1_().sum(-2).log1p_()"),
