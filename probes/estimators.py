@@ -61,12 +61,32 @@ def contrasts(K: int, dtype=torch.float32) -> torch.Tensor:
     return q[:, 1:].to(dtype)
 
 
-def _logits(theta, Zbt, Q):
+def _logits(theta, Zbt, Q, keep=None):
     """[C, A, K, n] logits of the weights theta [C, A, J, d1] (class contrasts; the last
-    column is the intercept) on the augmented features Zbt [C, d1, n]."""
+    column is the intercept) on the augmented features Zbt [C, d1, n]; with `keep`
+    [C, A, K, 1] (1 for the classes a problem has, 0 for those it lacks), the lacking
+    classes' logits are 0."""
     C, A, J, d1 = theta.shape
     K = Q.shape[0]
-    return torch.bmm(torch.matmul(Q, theta).reshape(C, A * K, d1), Zbt).reshape(C, A, K, -1)
+    W = torch.matmul(Q, theta)
+    if keep is not None:
+        W = W * keep
+    return torch.bmm(W.reshape(C, A * K, d1), Zbt).reshape(C, A, K, -1)
+
+
+LOWEST = -87.0   # below about -87.3, float32 exp underflows to subnormals, on a path many
+                 # times slower in torch; exp(-87) ~ 1.6e-38 is below any probability that counts
+
+
+def _probabilities(theta, Zbt, Q, M, w):
+    """Class probabilities [C, A, K, n] computed from the weights: 0 exactly on the rows a
+    cell does not train on (w [C, n] is 0) and for the classes a problem lacks (M < 0)."""
+    P = _logits(theta, Zbt, Q).add_(M[..., None])
+    P.sub_(P.amax(2, keepdim=True)).clamp_(min=LOWEST).exp_()
+    P.div_(P.sum(2, keepdim=True))
+    if bool((M < 0).any()):
+        P.mul_((M == 0).to(P.dtype)[..., None])
+    return P.mul_(w.to(P.dtype)[:, None, None, :])
 
 
 def _gradient(p, theta, Zb, Yz, al, n_c, Q):
@@ -103,18 +123,19 @@ def _curvature(p, Zb, w, n_c, al, Q):
     return sc[:, :, None, :].to(p.dtype), Bi.to(p.dtype)
 
 
-def _change(D, p, L, lse, w, Dmax, t):
-    """The change of each row's log sum_k exp(L_k) when the logits move by t D ([..., K, n];
-    t [...]): as log1p(sum_k p_k expm1(t D_k)) while every |t D_k| <= 0.5 (no cancellation:
-    exact to the change's own resolution), else as a difference of two logsumexps (the
-    change is then large). 0 on the rows not trained on (w [..., n] is 0)."""
+def _change(D, p, w, t):
+    """Each row's change of log sum_k exp(L_k), log sum_k p_k exp(t D_k), when the logits
+    L move by t D (D, p: [..., K, n]; w [..., n]; t [...]), and the probabilities after the
+    move. Where the sum of p expm1(t D) is at least -1/2 and no logit rises by more than
+    80, as its log1p (no cancellation: exact to the change's own resolution, however small);
+    elsewhere (a large change) as a logsumexp. 0 on the rows not trained on (w is 0)."""
     tD = D * t[..., None, None]
-    near = Dmax * t[..., None] <= 0.5
-    if bool(near.all()):
-        return tD.expm1_().mul_(p).sum(-2).log1p_()
-    big = torch.logsumexp(L + tD, -2).sub_(lse)
-    change = tD.clamp_(-0.5, 0.5).expm1_().mul_(p).sum(-2).log1p_()
-    return torch.where(near, change, big).masked_fill_(w <= 0, 0.0)
+    lp = p.log()                                                       # -inf where p is 0
+    sp = tD.clamp(max=80.0).expm1_().mul_(p).sum(-2)
+    near = (sp >= -0.5) & (tD.amax(-2) <= 80.0)
+    change = torch.where(near, sp.log1p(), torch.logsumexp(lp + tD, -2))
+    change = change.masked_fill_(w <= 0, 0.0)
+    return change, (lp + tD - change[..., None, :]).exp_()
 
 
 NO_LOGIT = -1e9   # the bias of a class a problem's training rows lack: never predicted
@@ -123,8 +144,8 @@ MAX_ITER = 300     # L-BFGS iterations at most ...
 TOL = 3e-6         # ... until the largest gradient entry (objective / n_train) is below TOL
 HISTORY = 5        # L-BFGS curvature pairs kept
 REFRESH = 5        # iterations between two evaluations of the curvature factors ...
-EXACT = 20         # ... and between two recomputations of the logits from the weights
-COMPACT = 0.75     # the batch is compacted when that leaves at most this share of its slots
+EXACT = 20         # ... and between two computations of the probabilities from the weights
+COMPACT = 0.75     # the batch is laid out again when that leaves at most this share of its cost
 
 
 def _used_rows(w):
@@ -211,64 +232,129 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
     Each iteration takes one product for the logits of the search direction D (the logits
     move by t D along it: the line search needs no product, and the objective's decrease is
     computed from D itself, not as a difference of two large sums) and one for the gradient.
-    Problems converge at very different speeds, so the batch is compacted whenever that
-    leaves at most `COMPACT` of its slots: each cell's live problems move to the front of its
-    row, the row is cut to the largest live count, cells with none leave, and so do the rows
-    that no remaining cell trains on. A finished problem still in a row only pads it (its
-    step is 0)."""
+    The probabilities follow the step by a running update, recomputed from the weights every
+    `EXACT` iterations. Problems converge at very different speeds: see `_run` for how the
+    batch shrinks with them."""
     C, A, J, d1 = theta.shape
     K = J + 1
     dt = theta.dtype
     out = theta.clone()
-    slot = torch.arange(C * A).reshape(C, A)        # each slot's problem in `out`
     # each class's training rows summed: the constant part of the gradient
     Yz = torch.bmm(torch.zeros(C, A * K, Zb.shape[1], dtype=dt).scatter_(
         1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],
         w[:, None, :].expand(-1, A, -1).to(dt)), Zb).reshape(C, A, K, d1)
+    st = dict(theta=theta, slot=torch.arange(C * A).reshape(C, A), Yz=Yz, al=al, M=M,
+              gamma=torch.ones(C, A, dtype=dt), done=torch.zeros(C, A, dtype=torch.bool),
+              g=None, sc=None, Bi=None, p=None, S=[], Yh=[], rho=[], Zb=Zb, w=w, n_c=n_c)
     idx = _used_rows(w)
     if idx is not None:
-        Zb = Zb.gather(1, idx[..., None].expand(-1, -1, d1))
-        Y = Y.gather(3, idx[:, None, None, :].expand(-1, Y.shape[1], 1, -1))
-        w = w.gather(1, idx)
-    Zbt = Zb.transpose(1, 2).contiguous()
-    S, Yh, rho = [], [], []
-    gamma = torch.ones(C, A, dtype=dt)
-    done = torch.zeros(C, A, dtype=torch.bool)
-    L = lse = p = g = sc = Bi = None
+        st = _rows(st, idx)
+    st["Zbt"] = st["Zb"].transpose(1, 2).contiguous()
+    _run(st, 0, out, Q, max_iter, tol, history)
+    return out
+
+
+_PROBLEM = ("theta", "g", "gamma", "done", "slot", "Yz", "al", "M", "sc", "Bi", "p")
+GROUP_COST = 1e7   # a group's own cost per iteration (Python, small tensors), in the units of
+                   # its products' cost (classes x rows x features per live problem)
+
+
+def _rows(st, idx):
+    """The state with each cell's rows cut to idx [C, m] (see `_used_rows`)."""
+    st = dict(st)
+    d1 = st["Zb"].shape[2]
+    st["Zb"] = st["Zb"].gather(1, idx[..., None].expand(-1, -1, d1))
+    if st.get("Zbt") is not None:
+        st["Zbt"] = st["Zbt"].gather(2, idx[:, None, :].expand(-1, d1, -1))
+    st["w"] = st["w"].gather(1, idx)
+    if st["p"] is not None:
+        p = st["p"]
+        st["p"] = p.gather(3, idx[:, None, None, :].expand(-1, p.shape[1], p.shape[2], -1))
+    return st
+
+
+def _select(st, cells, order, width):
+    """The state of the first `width` problems in `order` [C, A] (an ordering of each cell's
+    slots) of the given cells, with the rows that none of them trains on cut off."""
+    ic, ia = cells[:, None], order[cells, :width]
+    new = {k: st[k][ic, ia] for k in _PROBLEM}
+    new.update({k: [x[ic, ia] for x in st[k]] for k in ("S", "Yh", "rho")})
+    for k in ("Zb", "Zbt", "w", "n_c"):
+        new[k] = st[k] if len(cells) == len(st["w"]) else st[k][cells]
+    idx = _used_rows(new["w"])
+    return new if idx is None else _rows(new, idx)
+
+
+def _plan(per, A, K, n, d1):
+    """How to lay out the live problems, per [C] of them in each cell of a batch A wide:
+    None to keep the batch, else a list of (cells, width) groups. The live cells are sorted
+    by their count and cut into one group or two, whichever costs least (each group is
+    padded to its largest count and costs `GROUP_COST` more); the layout changes when that
+    leaves at most `COMPACT` of the batch's cost."""
+    unit = K * n * d1
+    now = per.numel() * A * unit + GROUP_COST
+    counts, cells = torch.sort(per)
+    first = int((counts == 0).sum())
+    counts, cells = counts[first:], cells[first:]
+    top = int(counts[-1])
+    best, cut = len(counts) * top * unit + GROUP_COST, len(counts)
+    for v in torch.unique(counts)[:-1].tolist():
+        m = int((counts <= v).sum())
+        cost = (m * v + (len(counts) - m) * top) * unit + 2 * GROUP_COST
+        if cost < best:
+            best, cut = cost, m
+    if best > COMPACT * now:
+        return None
+    if cut == len(counts):
+        return [(torch.sort(cells).values, top)]
+    return [(torch.sort(cells[:cut]).values, int(counts[cut - 1])),
+            (torch.sort(cells[cut:]).values, top)]
+
+
+def _run(st, start, out, Q, max_iter, tol, history):
+    """L-BFGS iterations `start`.. on the batch in `st` (see `_lbfgs`); each problem's
+    solution is written to `out` [C * A, J, d1] when it stops.
+
+    Problems converge at very different speeds, and a problem that stops only pads its
+    cell's slots (its step is 0). The batch is therefore laid out again whenever that
+    leaves at most `COMPACT` of its slots: each cell's live problems move to the front, the
+    cells are sorted by how many they have and cut into one or two groups, each padded to
+    its own largest count and cut to the rows its cells train on; cells with none leave. A
+    group of its own goes on in a call of its own."""
+    theta, g, gamma, done, slot = (st[k] for k in ("theta", "g", "gamma", "done", "slot"))
+    Yz, al, M, sc, Bi, p = (st[k] for k in ("Yz", "al", "M", "sc", "Bi", "p"))
+    S, Yh, rho, Zb, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zb", "Zbt", "w", "n_c"))
+    J, d1 = theta.shape[2:]
+    dt = theta.dtype
+    pe = None
     absent = bool((M < 0).any())
-    for it in range(max_iter):
-        if it % EXACT == 0:              # exact logits (their running sum drifts)
-            L = torch.add(_logits(theta, Zbt, Q), M[..., None], out=L)
-            lse = torch.logsumexp(L, 2).masked_fill_((w <= 0)[:, None, :], float("inf"))
-            p = torch.sub(L, lse[:, :, None], out=p).exp_()   # 0 on rows not trained on
+    for it in range(start, max_iter):
+        if it % EXACT == 0 or p is None:       # exact probabilities (the update drifts)
+            p = _probabilities(theta, Zbt, Q, M, w)
             g = _gradient(p, theta, Zb, Yz, al, n_c, Q)
-        if it % REFRESH == 0:
+        if it % REFRESH == 0 or sc is None:
             sc, Bi = _curvature(p, Zb, w, n_c, al, Q)
         done |= g.abs().amax((2, 3)) < tol
-        live = int((~done).sum())
-        if live == 0:
-            break
         per = (~done).sum(1)
-        if int((per > 0).sum()) * int(per.max()) <= COMPACT * done.numel():   # compact
+        if int(per.max()) == 0:
+            break
+        groups = _plan(per, theta.shape[1], J + 1, Zb.shape[1], d1)
+        if groups is not None:
             out.view(-1, J, d1)[slot[done]] = theta[done]
             order = torch.sort(done.to(torch.int8), dim=1, stable=True).indices
-            keep = torch.nonzero(per).flatten()
-            ic, ia = keep[:, None], order[keep, : int(per.max())]
-            theta, g, gamma, done, slot, Y, Yz, al, M, sc, Bi, L, lse, p = (x[ic, ia] for x in (
-                theta, g, gamma, done, slot, Y, Yz, al, M, sc, Bi, L, lse, p))
-            S, Yh, rho = [x[ic, ia] for x in S], [x[ic, ia] for x in Yh], [x[ic, ia] for x in rho]
-            if len(keep) < len(w):
-                Zb, Zbt, w, n_c = Zb[keep], Zbt[keep], w[keep], n_c[keep]
-            idx = _used_rows(w)
-            if idx is not None:
-                rows = idx[:, None, None, :]
-                Zb = Zb.gather(1, idx[..., None].expand(-1, -1, d1))
-                Zbt = Zbt.gather(2, idx[:, None, :].expand(-1, d1, -1))
-                w = w.gather(1, idx)
-                Y = Y.gather(3, rows.expand(-1, Y.shape[1], 1, -1))
-                L = L.gather(3, rows.expand(-1, L.shape[1], K, -1))
-                p = p.gather(3, rows.expand(-1, p.shape[1], K, -1))
-                lse = lse.gather(2, idx[:, None, :].expand(-1, lse.shape[1], -1))
+            st = dict(theta=theta, g=g, gamma=gamma, done=done, slot=slot, Yz=Yz, al=al, M=M,
+                      sc=sc, Bi=Bi, p=p, S=S, Yh=Yh, rho=rho, Zb=Zb, Zbt=Zbt, w=w, n_c=n_c)
+            if len(groups) > 1:
+                for cells, width in groups:
+                    _run(_select(st, cells, order, width), it, out, Q, max_iter, tol, history)
+                return
+            st = _select(st, groups[0][0], order, groups[0][1])
+            theta, g, gamma, done, slot = (st[k] for k in ("theta", "g", "gamma", "done",
+                                                           "slot"))
+            Yz, al, M, sc, Bi, p = (st[k] for k in ("Yz", "al", "M", "sc", "Bi", "p"))
+            S, Yh, rho, Zb, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zb", "Zbt",
+                                                           "w", "n_c"))
+            absent = bool((M < 0).any())
         # two-loop recursion, H0 = gamma * (Kronecker-factored inverse curvature)
         q = g.clone()
         coeffs = []
@@ -285,48 +371,61 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
         bad = (slope >= 0)[..., None, None]
         direction = torch.where(bad, -g, direction) * (~done)[..., None, None]
         slope = torch.where(bad[..., 0, 0], -(g * g).sum((2, 3)), slope) * ~done
-        # the objective along theta + t * direction, from the logits' change t * D
-        D = _logits(direction, Zbt, Q)
-        if absent:
-            D.masked_fill_((M < 0)[..., None], 0.0)
-        Dmax = D.abs().amax(2)                                          # [C, A, n]
-        Dy = D.gather(2, Y)[:, :, 0] * w[:, None]
+        # the objective along theta + t * direction, from the logits' change t * D (the classes
+        # a problem lacks do not move)
+        D = _logits(direction, Zbt, Q, (M == 0).to(dt)[..., None] if absent else None)
+        # the true classes' logits move by sum_i D_{i, y_i}: the direction times Yz
+        dy = (torch.matmul(Q, direction) * Yz).sum((2, 3))
         pen1 = (theta[..., :-1] * direction[..., :-1]).sum((2, 3))
         pen2 = (direction[..., :-1] ** 2).sum((2, 3))
-        t = torch.ones_like(slope)
-        change = _change(D, p, L, lse, w[:, None], Dmax, t)
-        df = ((change - t[..., None] * Dy).sum(-1) + al * (t * pen1 + 0.5 * pen2)) / n_c[:, None]
-        pending = ~done & ~(df <= 1e-4 * slope)
-        dlse = change
+        # at t = 1: p expm1(D) per class, its sum s over the classes, the change log1p(s);
+        # a logit that rises past exp's range gives inf or nan, and the step is backtracked
+        pe = torch.expm1(D, out=pe if pe is not None and pe.shape == D.shape else None).mul_(p)
+        sp = pe.sum(2)
+        change = torch.log1p(sp)
+        df = (change.sum(-1) - dy + al * (pen1 + 0.5 * pen2)) / n_c[:, None]
+        # a large change (1 + s below 1/2: cancellation) or one past exp's range (inf, nan)
+        # is computed again, from the logits, on the problems that have one
+        unsafe = (sp < -0.5).any(-1) | ~torch.isfinite(df)
+        pending = ~done & (unsafe | ~(df <= 1e-4 * slope))
+        t = (~done).to(dt)
+        sub = None
         if bool(pending.any()):          # backtrack on the problems that need it only
             ci, ai = torch.nonzero(pending, as_tuple=True)
-            sub = (D[ci, ai], p[ci, ai], L[ci, ai], lse[ci, ai], w[ci], Dmax[ci, ai], Dy[ci, ai])
+            sub = (D[ci, ai], p[ci, ai], w[ci])
             sl, p1, p2, c_ = slope[ci, ai], pen1[ci, ai], pen2[ci, ai], n_c[ci]
-            a_, tt, fd, ch = al[ci, ai], t[ci, ai], df[ci, ai], change[ci, ai]
+            a_, dy_ = al[ci, ai], dy[ci, ai]
+            tt = torch.ones_like(sl)
+            pnew = sub[1]
             left = torch.ones_like(tt, dtype=torch.bool)
-            for _ in range(20):
-                # the minimum of the quadratic through 0, slope and df, within [t/10, t/2]
-                fit = -sl * tt * tt / (2 * (fd - sl * tt)).clamp(min=1e-30)
-                tt = torch.where(left, torch.minimum(torch.maximum(fit, tt / 10), tt / 2), tt)
-                c2 = _change(*sub[:6], tt)
-                fd = ((c2 - tt[:, None] * sub[6]).sum(-1) + a_ * (tt * p1 + 0.5 * tt * tt * p2)
-                      ) / c_
+            fd = df[ci, ai]
+            for trial in range(21):
+                if trial:
+                    # the minimum of the quadratic through 0, slope and df, in [t/10, t/2]
+                    fit = -sl * tt * tt / (2 * (fd - sl * tt)).clamp(min=1e-30)
+                    tt = torch.where(left, torch.minimum(torch.maximum(fit, tt / 10), tt / 2),
+                                     tt)
+                c2, p_ = _change(sub[0], sub[1], sub[2], tt)
+                fd = (c2.sum(-1) - tt * dy_ + a_ * (tt * p1 + 0.5 * tt * tt * p2)) / c_
+                fd = torch.nan_to_num(fd, nan=float("inf"))
                 ok = left & (fd <= 1e-4 * tt * sl)
-                ch = torch.where(ok[:, None], c2, ch)
+                pnew = torch.where(ok[:, None, None], p_, pnew)
                 left &= ~ok
                 if not bool(left.any()):
                     break
             t[ci, ai] = torch.where(left, torch.zeros_like(tt), tt)
-            dlse[ci, ai] = ch
             pending[ci, ai] = left
         done |= pending          # no step lowers the objective: converged
         t = torch.where(done, torch.zeros_like(t), t)
-        dlse.masked_fill_(done[..., None], 0.0)
         step = t[..., None, None] * direction
         theta = theta + step
-        L.addcmul_(D, t[..., None, None])
-        lse += dlse
-        p = torch.sub(L, lse[:, :, None], out=p).exp_()
+        # the probabilities after a full step: p exp(D) / (1 + s) = (p + p expm1(D)) / (1 + s)
+        if sub is not None:
+            pe[ci, ai] = 0.0
+            sp[ci, ai] = 0.0
+        p = p.add_(pe).div_(sp.add_(1)[:, :, None])
+        if sub is not None:
+            p[ci, ai] = pnew
         g_new = _gradient(p, theta, Zb, Yz, al, n_c, Q)
         dg = g_new - g
         g = g_new
@@ -340,4 +439,3 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
         if len(S) > history:
             S.pop(0), Yh.pop(0), rho.pop(0)
     out.view(-1, J, d1)[slot.flatten()] = theta.reshape(-1, J, d1)
-    return out
