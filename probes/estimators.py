@@ -89,31 +89,33 @@ def _probabilities(theta, Zbt, Q, M, w):
     return P.mul_(w.to(P.dtype)[:, None, None, :])
 
 
-def _gradient(p, theta, Zb, Yz, al, n_c, Q):
+def _gradient(p, theta, Zbt, Yz, al, n_c, Q):
     """Gradient [C, A, J, d1] of the mean-scaled objective at the class probabilities
     p [C, A, K, n] (0 on the rows a cell does not train on): the products p Z less the
     constant Yz [C, A, K, d1] (each class's training rows summed), in class contrasts."""
     C, A, K, n = p.shape
-    g = torch.matmul(Q.T, torch.bmm(p.reshape(C, A * K, n), Zb).reshape(C, A, K, -1) - Yz)
+    g = torch.matmul(Q.T, torch.bmm(p.reshape(C, A * K, n), Zbt.transpose(1, 2)).reshape(C, A, K, -1)
+                     - Yz)
     g[..., :-1] += al[..., None, None] * theta[..., :-1]
     return g / n_c[:, None, None, None]
 
 
-def _curvature(p, Zb, w, n_c, al, Q):
+def _curvature(p, Zbt, w, n_c, al, Q):
     """Each problem's initial inverse Hessian for L-BFGS, as scale factors: H0 R = Bi (R * sc)
     for R [C, A, J, d1] in the rotated basis. Returns (sc [C, A, 1, d1], Bi [C, A, J, J]).
 
     The Hessian of the mean cross-entropy is sum_i z_i z_i^T (x) S_i / n with S_i =
     diag(p_i) - p_i p_i^T. It is approximated by A (x) B (K-FAC, Martens & Grosse 2015):
     A = sum_i tau_i z_i z_i^T / n with tau_i = tr S_i (the rows that still carry curvature),
-    kept diagonal in the eigenbasis of the training Gram matrix (Zb [C, n, d1]: the rotated
-    features), and B = sum_i S_i / sum_i tau_i in class contrasts. The penalty
+    kept diagonal in the eigenbasis of the training Gram matrix (Zbt [C, d1, n]: the
+    rotated features), and B = sum_i S_i / sum_i tau_i in class contrasts. The penalty
     gamma I enters as Tikhonov damping split between the factors (pi sqrt(gamma) and
     sqrt(gamma) / pi, pi balancing their mean eigenvalues)."""
     C, A, K, n = p.shape
     J = K - 1
     tau = w[:, None, :] - (p * p).sum(2)         # [C, A, n] (p is 0 where w is)
-    Af = torch.bmm(tau, Zb * Zb).double() / n_c.double()[:, None, None]         # [C, A, d1]
+    Af = torch.bmm(Zbt * Zbt, tau.transpose(1, 2)).transpose(1, 2).double(
+        ) / n_c.double()[:, None, None]                                     # [C, A, d1]
     S = torch.diag_embed(p.sum(-1)) - torch.matmul(p, p.transpose(2, 3))    # [C, A, K, K]
     B = (Q.T @ S @ Q).double() / tau.sum(-1).double().clamp(min=1e-30)[..., None, None]
     gam = (al / n_c[:, None]).double().sqrt()                               # [C, A]
@@ -136,6 +138,17 @@ def _change(D, p, w, t):
     change = torch.where(near, sp.log1p(), torch.logsumexp(lp + tD, -2))
     change = change.masked_fill_(w <= 0, 0.0)
     return change, (lp + tD - change[..., None, :]).exp_()
+
+
+def _full_step(D, p, out=None):
+    """The step at t = 1, for every row (D, p: [..., K, n]): pe = p expm1(D) per class (in
+    `out`), s = its sum over the classes, the change log1p(s) of log sum_k exp(L_k), and
+    whether that is safe: 1 + s >= 1/2 (1 + s is then exact to float32's resolution, and so
+    are the change and the probabilities after the step, (p + pe) / (1 + s)). A row whose
+    logits move far (1 + s near 0, or exp past its range: inf, nan) is not safe."""
+    pe = torch.expm1(D, out=out).mul_(p)
+    sp = pe.sum(-2)
+    return pe, sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)
 
 
 NO_LOGIT = -1e9   # the bias of a class a problem's training rows lack: never predicted
@@ -211,15 +224,16 @@ def logistic(Xs: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alphas: torch.T
     # the features rotated onto the eigenvectors of each cell's training Gram matrix (the
     # penalty does not change under a rotation), with a column of ones for the intercept
     _, V = torch.linalg.eigh((Xs * w[..., None]).transpose(1, 2) @ Xs)
-    Zb = torch.cat([Xs @ V, torch.ones(C, Xs.shape[1], 1, dtype=dt)], 2)  # [C, n, d + 1]
+    Zbt = torch.cat([Xs @ V, torch.ones(C, Xs.shape[1], 1, dtype=dt)], 2).transpose(
+        1, 2).contiguous()                                                  # [C, d + 1, n]
     Q = contrasts(K, dt)
-    theta = _lbfgs(torch.zeros(C, A, K - 1, d + 1, dtype=dt), Zb, Y, w, al, n_c, Q, M,
+    theta = _lbfgs(torch.zeros(C, A, K - 1, d + 1, dtype=dt), Zbt, Y, w, al, n_c, Q, M,
                    max_iter, tol, history)
     Wf = torch.matmul(Q, theta)                                          # [C, A, K, d + 1]
     return torch.matmul(V[:, None], Wf[..., :d].transpose(2, 3)), Wf[..., d] + M
 
 
-def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
+def _lbfgs(theta, Zbt, Y, w, al, n_c, Q, M, max_iter, tol, history):
     """Batched L-BFGS over the problems [C, A] from `theta` [C, A, J, d1]; returns the
     solutions.
 
@@ -240,16 +254,15 @@ def _lbfgs(theta, Zb, Y, w, al, n_c, Q, M, max_iter, tol, history):
     dt = theta.dtype
     out = theta.clone()
     # each class's training rows summed: the constant part of the gradient
-    Yz = torch.bmm(torch.zeros(C, A * K, Zb.shape[1], dtype=dt).scatter_(
+    Yz = torch.bmm(torch.zeros(C, A * K, Zbt.shape[2], dtype=dt).scatter_(
         1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],
-        w[:, None, :].expand(-1, A, -1).to(dt)), Zb).reshape(C, A, K, d1)
+        w[:, None, :].expand(-1, A, -1).to(dt)), Zbt.transpose(1, 2)).reshape(C, A, K, d1)
     st = dict(theta=theta, slot=torch.arange(C * A).reshape(C, A), Yz=Yz, al=al, M=M,
               gamma=torch.ones(C, A, dtype=dt), done=torch.zeros(C, A, dtype=torch.bool),
-              g=None, sc=None, Bi=None, p=None, S=[], Yh=[], rho=[], Zb=Zb, w=w, n_c=n_c)
+              g=None, sc=None, Bi=None, p=None, S=[], Yh=[], rho=[], w=w, n_c=n_c, Zbt=Zbt)
     idx = _used_rows(w)
     if idx is not None:
         st = _rows(st, idx)
-    st["Zbt"] = st["Zb"].transpose(1, 2).contiguous()
     _run(st, 0, out, Q, max_iter, tol, history)
     return out
 
@@ -262,10 +275,8 @@ GROUP_COST = 1e7   # a group's own cost per iteration (Python, small tensors), i
 def _rows(st, idx):
     """The state with each cell's rows cut to idx [C, m] (see `_used_rows`)."""
     st = dict(st)
-    d1 = st["Zb"].shape[2]
-    st["Zb"] = st["Zb"].gather(1, idx[..., None].expand(-1, -1, d1))
-    if st.get("Zbt") is not None:
-        st["Zbt"] = st["Zbt"].gather(2, idx[:, None, :].expand(-1, d1, -1))
+    d1 = st["Zbt"].shape[1]
+    st["Zbt"] = st["Zbt"].gather(2, idx[:, None, :].expand(-1, d1, -1))
     st["w"] = st["w"].gather(1, idx)
     if st["p"] is not None:
         p = st["p"]
@@ -279,7 +290,7 @@ def _select(st, cells, order, width):
     ic, ia = cells[:, None], order[cells, :width]
     new = {k: st[k][ic, ia] for k in _PROBLEM}
     new.update({k: [x[ic, ia] for x in st[k]] for k in ("S", "Yh", "rho")})
-    for k in ("Zb", "Zbt", "w", "n_c"):
+    for k in ("Zbt", "w", "n_c"):
         new[k] = st[k] if len(cells) == len(st["w"]) else st[k][cells]
     idx = _used_rows(new["w"])
     return new if idx is None else _rows(new, idx)
@@ -323,7 +334,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
     group of its own goes on in a call of its own."""
     theta, g, gamma, done, slot = (st[k] for k in ("theta", "g", "gamma", "done", "slot"))
     Yz, al, M, sc, Bi, p = (st[k] for k in ("Yz", "al", "M", "sc", "Bi", "p"))
-    S, Yh, rho, Zb, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zb", "Zbt", "w", "n_c"))
+    S, Yh, rho, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zbt", "w", "n_c"))
     J, d1 = theta.shape[2:]
     dt = theta.dtype
     pe = None
@@ -331,19 +342,19 @@ def _run(st, start, out, Q, max_iter, tol, history):
     for it in range(start, max_iter):
         if it % EXACT == 0 or p is None:       # exact probabilities (the update drifts)
             p = _probabilities(theta, Zbt, Q, M, w)
-            g = _gradient(p, theta, Zb, Yz, al, n_c, Q)
+            g = _gradient(p, theta, Zbt, Yz, al, n_c, Q)
         if it % REFRESH == 0 or sc is None:
-            sc, Bi = _curvature(p, Zb, w, n_c, al, Q)
+            sc, Bi = _curvature(p, Zbt, w, n_c, al, Q)
         done |= g.abs().amax((2, 3)) < tol
         per = (~done).sum(1)
         if int(per.max()) == 0:
             break
-        groups = _plan(per, theta.shape[1], J + 1, Zb.shape[1], d1)
+        groups = _plan(per, theta.shape[1], J + 1, Zbt.shape[2], d1)
         if groups is not None:
             out.view(-1, J, d1)[slot[done]] = theta[done]
             order = torch.sort(done.to(torch.int8), dim=1, stable=True).indices
             st = dict(theta=theta, g=g, gamma=gamma, done=done, slot=slot, Yz=Yz, al=al, M=M,
-                      sc=sc, Bi=Bi, p=p, S=S, Yh=Yh, rho=rho, Zb=Zb, Zbt=Zbt, w=w, n_c=n_c)
+                      sc=sc, Bi=Bi, p=p, S=S, Yh=Yh, rho=rho, Zbt=Zbt, w=w, n_c=n_c)
             if len(groups) > 1:
                 for cells, width in groups:
                     _run(_select(st, cells, order, width), it, out, Q, max_iter, tol, history)
@@ -352,8 +363,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
             theta, g, gamma, done, slot = (st[k] for k in ("theta", "g", "gamma", "done",
                                                            "slot"))
             Yz, al, M, sc, Bi, p = (st[k] for k in ("Yz", "al", "M", "sc", "Bi", "p"))
-            S, Yh, rho, Zb, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zb", "Zbt",
-                                                           "w", "n_c"))
+            S, Yh, rho, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zbt", "w", "n_c"))
             absent = bool((M < 0).any())
         # two-loop recursion, H0 = gamma * (Kronecker-factored inverse curvature)
         q = g.clone()
@@ -378,15 +388,12 @@ def _run(st, start, out, Q, max_iter, tol, history):
         dy = (torch.matmul(Q, direction) * Yz).sum((2, 3))
         pen1 = (theta[..., :-1] * direction[..., :-1]).sum((2, 3))
         pen2 = (direction[..., :-1] ** 2).sum((2, 3))
-        # at t = 1: p expm1(D) per class, its sum s over the classes, the change log1p(s);
-        # a logit that rises past exp's range gives inf or nan, and the step is backtracked
-        pe = torch.expm1(D, out=pe if pe is not None and pe.shape == D.shape else None).mul_(p)
-        sp = pe.sum(2)
-        change = torch.log1p(sp)
+        pe, sp, change, safe = _full_step(D, p, pe if pe is not None and pe.shape == D.shape
+                                          else None)
         df = (change.sum(-1) - dy + al * (pen1 + 0.5 * pen2)) / n_c[:, None]
-        # a large change (1 + s below 1/2: cancellation) or one past exp's range (inf, nan)
-        # is computed again, from the logits, on the problems that have one
-        unsafe = (sp < -0.5).any(-1) | ~torch.isfinite(df)
+        # a problem with a row whose change is not safe here (see `_full_step`) has it
+        # computed again, from the logits (`_change`), with the problems that backtrack
+        unsafe = ~safe.all(-1) | ~torch.isfinite(df)
         pending = ~done & (unsafe | ~(df <= 1e-4 * slope))
         t = (~done).to(dt)
         sub = None
@@ -426,7 +433,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
         p = p.add_(pe).div_(sp.add_(1)[:, :, None])
         if sub is not None:
             p[ci, ai] = pnew
-        g_new = _gradient(p, theta, Zb, Yz, al, n_c, Q)
+        g_new = _gradient(p, theta, Zbt, Yz, al, n_c, Q)
         dg = g_new - g
         g = g_new
         sy = (step * dg).sum((2, 3))

@@ -92,14 +92,23 @@ def test_logistic_probes_fit_the_classes_the_training_rows_hold_as_sklearn_does(
         assert res.direction("resid_pre", 0, row.position).shape == (len(held) - 1, d)
 
 
-def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone():
+@pytest.mark.parametrize("layout", ["one group", "two groups"])
+def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone(layout, monkeypatch):
     """Oracle: scikit-learn, one problem at a time. The batch holds 3 cells (their own rows)
     x 4 problems (their own labels and penalties), which finish at different iterations, so
-    the batch is compacted while problems are still running."""
+    the batch is laid out again while problems are still running: as one group, or (a group
+    costing nothing of its own) cut into groups that go on apart."""
     from sklearn.linear_model import LogisticRegression
 
+    import probes.estimators as E
     from probes.estimators import logistic
 
+    runs = []
+    run = E._run
+    monkeypatch.setattr(E, "_run", lambda st, *a: runs.append(st["theta"].shape) or run(st, *a))
+    if layout == "two groups":         # any saving lays the batch out again, in groups
+        monkeypatch.setattr(E, "GROUP_COST", 0.0)
+        monkeypatch.setattr(E, "COMPACT", 0.99)
     g = torch.Generator().manual_seed(11)
     C, n, d, K = 3, 500, 6, 3
     alphas = torch.tensor([0.05, 1.0, 20.0, 300.0])
@@ -123,6 +132,87 @@ def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone():
             bb = b[c, a].double().numpy()
             np.testing.assert_allclose(bb - bb.mean(), m.intercept_ - m.intercept_.mean(),
                                        atol=2e-3, rtol=1e-2)
+    # the layout under test happened: one call, or groups going on in calls of their own
+    assert (len(runs) == 1) == (layout == "one group"), runs
+
+
+def test_logistic_follows_large_changes_of_separable_labels_as_sklearn_does():
+    """Oracle: scikit-learn (float64, tol 1e-10). Ten classes, each a tight cluster (as a
+    layer-0 residual at a digit, where a control label is a function of the token): at a
+    weak penalty the weights grow large, and single steps move a row's probabilities from one
+    class to another (the line search's large-change path). The optimum is flat (the logits
+    of classes far from a row barely matter), so the objectives are compared, and the
+    predictions."""
+    from sklearn.linear_model import LogisticRegression
+
+    from probes.estimators import logistic
+
+    g = torch.Generator().manual_seed(5)
+    n, d, K, alpha = 600, 12, 10, 0.01
+    y = torch.arange(n) % K
+    X = 3 * torch.randn(K, d, generator=g)[y] + 0.3 * torch.randn(n, d, generator=g)
+    Xs = (X - X.mean(0)) / X.std(0, unbiased=False)
+    W, b = logistic(Xs[None], y[None], torch.ones(1, n), torch.tensor([alpha]), K)
+    m = LogisticRegression(C=1 / alpha, max_iter=100_000, tol=1e-10).fit(
+        Xs.double().numpy(), y.numpy())
+    Xd = Xs.double().numpy()
+
+    def objective(coef, bias):          # sklearn's: summed cross-entropy + alpha/2 |W|^2
+        z = Xd @ coef + bias
+        z = z - z.max(1, keepdims=True)
+        ce = np.log(np.exp(z).sum(1)) - z[np.arange(n), y.numpy()]
+        return ce.sum() + alpha / 2 * (coef ** 2).sum()
+
+    ours = objective(W[0, 0].double().numpy(), b[0, 0].double().numpy())
+    best = objective(m.coef_.T, m.intercept_)
+    assert np.isfinite(ours) and ours >= best * (1 - 1e-9)
+    # within the stopping rule's reach (largest gradient entry 3e-6 of the mean objective):
+    # measured 8e-7 per row; a broken large-change step gives nan or stops far off
+    assert (ours - best) / n <= 1e-5, (ours, best)
+    pred = (Xs @ W[0, 0] + b[0, 0]).argmax(1).numpy()
+    assert (pred == m.predict(Xd)).all()
+
+
+def test_the_line_search_s_change_and_probabilities_match_float64_for_any_move():
+    """Oracle: numpy in float64, log sum_k p_k exp(t D_k) and p exp(t D - change). Rows from
+    confident to uniform, moves from tiny to past exp's range (as when a separable control
+    label's row swaps its class in one step): the full step must flag every row it cannot
+    compute exactly, and the recomputation (`_change`) must be right on every row."""
+    from probes.estimators import _change, _full_step
+
+    g = torch.Generator().manual_seed(3)
+    R, K, n = 6, 5, 400
+    spread = torch.tensor([0.0, 1.0, 5.0, 20.0, 60.0, 90.0])[:, None, None]
+    p = torch.softmax(spread * torch.randn(R, K, n, generator=g), 1)
+    p[:, :, :20] = 0.0                                     # rows not trained on
+    w = (p.sum(1) > 0).float()
+    move = torch.tensor([1e-6, 1e-3, 0.3, 5.0, 40.0, 100.0])[torch.randperm(R, generator=g)]
+    D = move[:, None, None] * torch.randn(R, K, n, generator=g)
+    D[1, 0, 30:40] = 95.0                                  # past exp's range
+    P, Dd = p.double().numpy(), D.double().numpy()
+    with np.errstate(divide="ignore"):                    # log 0 = -inf: rows not trained on
+        lpd = np.log(P) + Dd
+        top = lpd.max(1, keepdims=True)
+        top[~np.isfinite(top)] = 0.0
+        change = (top + np.log(np.exp(lpd - top).sum(1, keepdims=True)))[:, 0]
+    change = np.where(w.numpy() > 0, change, 0.0)
+    new = np.exp(lpd - change[:, None]) * (w.numpy() > 0)[:, None]
+    tol = 1e-5 * (1 + np.abs(change))
+    _, sp, ch, safe = _full_step(D, p)
+    fp = ((p + p * torch.expm1(D)) / (1 + sp[:, None])).double().numpy()
+    ok = safe.numpy()
+    assert 0.2 < ok.mean() < 1.0                           # both kinds of rows are there
+    np.testing.assert_array_less(np.abs(ch.double().numpy() - change)[ok], tol[ok])
+    np.testing.assert_allclose(fp.transpose(0, 2, 1)[ok], new.transpose(0, 2, 1)[ok], atol=1e-5)
+    c2, p2 = _change(D, p, w, torch.ones(R))
+    np.testing.assert_array_less(np.abs(c2.double().numpy() - change), tol)
+    np.testing.assert_allclose(p2.double().numpy(), new, atol=1e-5)
+    half = torch.full((R,), 0.5)                           # and at another step length
+    c3, _ = _change(D, p, w, half)
+    lph = np.log(np.maximum(P, 1e-300)) + 0.5 * Dd
+    ref = np.log(np.exp(lph - lph.max(1, keepdims=True)).sum(1)) + lph.max(1)
+    ref = np.where(w.numpy() > 0, ref, 0.0)
+    np.testing.assert_array_less(np.abs(c3.double().numpy() - ref), 1e-5 * (1 + np.abs(ref)))
 
 
 def test_logistic_probes_on_few_rows_reach_sklearn_s_flat_optimum():
