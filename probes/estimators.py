@@ -135,7 +135,9 @@ def _change(D, p, w, t):
     lp = p.log()                                                       # -inf where p is 0
     sp = tD.clamp(max=80.0).expm1_().mul_(p).sum(-2)
     near = (sp >= -0.5) & (tD.amax(-2) <= 80.0)
-    change = torch.where(near, sp.log1p(), torch.logsumexp(lp + tD, -2))
+    change = sp.log1p_()
+    if not bool(near.all()):
+        change = torch.where(near, change, torch.logsumexp(lp + tD, -2))
     change = change.masked_fill_(w <= 0, 0.0)
     return change, (lp + tD - change[..., None, :]).exp_()
 
@@ -406,7 +408,9 @@ def _run(st, start, out, Q, max_iter, tol, history):
             pnew = sub[1]
             left = torch.ones_like(tt, dtype=torch.bool)
             fd = df[ci, ai]
-            for trial in range(21):
+            # the full step is tried again (from the logits) where its change was not safe;
+            # where it was, its decrease stands, and backtracking starts at once
+            for trial in range(0 if bool(unsafe[ci, ai].any()) else 1, 21):
                 if trial:
                     # the minimum of the quadratic through 0, slope and df, in [t/10, t/2]
                     fit = -sl * tt * tt / (2 * (fd - sl * tt)).clamp(min=1e-30)
