@@ -74,8 +74,9 @@ def _logits(theta, Zbt, Q, keep=None):
     return torch.bmm(W.reshape(C, A * K, d1), Zbt).reshape(C, A, K, -1)
 
 
-LOWEST = -87.0   # below about -87.3, float32 exp underflows to subnormals, on a path many
-                 # times slower in torch; exp(-87) ~ 1.6e-38 is below any probability that counts
+LOWEST = -87.0   # torch's float32 exp of an argument below about -87.3 (a subnormal result)
+                 # takes a path about 35x slower; a probability under exp(-87) ~ 1.6e-38 of
+                 # the row's largest is kept at that (too large, never too small)
 
 
 def _probabilities(theta, Zbt, Q, M, w):
@@ -145,12 +146,19 @@ def _change(D, p, w, t):
 def _full_step(D, p, out=None):
     """The step at t = 1, for every row (D, p: [..., K, n]): pe = p expm1(D) per class (in
     `out`), s = its sum over the classes, the change log1p(s) of log sum_k exp(L_k), and
-    whether that is safe: 1 + s >= 1/2 (1 + s is then exact to float32's resolution, and so
-    are the change and the probabilities after the step, (p + pe) / (1 + s)). A row whose
-    logits move far (1 + s near 0, or exp past its range: inf, nan) is not safe."""
+    whether that is safe: 1 + s >= 1/2 (1 + s, and so the change, is then exact to float32's
+    resolution however small the change). A row whose logits move far (1 + s near 0, or exp
+    past its range: inf, nan) is not safe."""
     pe = torch.expm1(D, out=out).mul_(p)
     sp = pe.sum(-2)
     return pe, sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)
+
+
+def _moved(D, p, sp):
+    """The probabilities after a full step, p exp(D) / (1 + s), written over D: each to
+    float32's relative resolution (p + p expm1(D) would lose a small probability whose class
+    falls far, and with it the class's rise at a later step)."""
+    return D.exp_().mul_(p).div_(sp.add(1)[..., None, :])
 
 
 NO_LOGIT = -1e9   # the bias of a class a problem's training rows lack: never predicted
@@ -265,7 +273,12 @@ def _lbfgs(theta, Zbt, Y, w, al, n_c, Q, M, max_iter, tol, history):
     idx = _used_rows(w)
     if idx is not None:
         st = _rows(st, idx)
-    _run(st, 0, out, Q, max_iter, tol, history)
+    # the rows a cell does not train on read zero features: their logits never move
+    st["Zbt"] = st["Zbt"] * (st["w"] > 0).to(dt)[:, None, :]
+    todo = [(st, 0)]
+    while todo:                    # a batch cut into two groups hands them back: run each
+        st, start = todo.pop()
+        todo += _run(st, start, out, Q, max_iter, tol, history)
     return out
 
 
@@ -326,14 +339,17 @@ def _plan(per, A, K, n, d1):
 
 def _run(st, start, out, Q, max_iter, tol, history):
     """L-BFGS iterations `start`.. on the batch in `st` (see `_lbfgs`); each problem's
-    solution is written to `out` [C * A, J, d1] when it stops.
+    solution is written to `out` [C * A, J, d1] when it stops. Returns [] when every
+    problem has stopped, else the two groups the batch was cut into, as (state, iteration)
+    to go on from (their probabilities, gradient and curvature are those of that iteration).
 
     Problems converge at very different speeds, and a problem that stops only pads its
     cell's slots (its step is 0). The batch is therefore laid out again whenever that
-    leaves at most `COMPACT` of its slots: each cell's live problems move to the front, the
-    cells are sorted by how many they have and cut into one or two groups, each padded to
-    its own largest count and cut to the rows its cells train on; cells with none leave. A
-    group of its own goes on in a call of its own."""
+    leaves at most `COMPACT` of its cost (`_plan`): each cell's live problems move to the
+    front, the cells are sorted by how many they have and cut into one or two groups, each
+    padded to its own largest count and cut to the rows its cells train on; cells with none
+    leave. Each of two groups goes on in a call of its own."""
+    resumed = start
     theta, g, gamma, done, slot = (st[k] for k in ("theta", "g", "gamma", "done", "slot"))
     Yz, al, M, sc, Bi, p = (st[k] for k in ("Yz", "al", "M", "sc", "Bi", "p"))
     S, Yh, rho, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zbt", "w", "n_c"))
@@ -342,10 +358,10 @@ def _run(st, start, out, Q, max_iter, tol, history):
     pe = None
     absent = bool((M < 0).any())
     for it in range(start, max_iter):
-        if it % EXACT == 0 or p is None:       # exact probabilities (the update drifts)
+        if (it % EXACT == 0 and it != resumed) or p is None:   # exact (the update drifts)
             p = _probabilities(theta, Zbt, Q, M, w)
             g = _gradient(p, theta, Zbt, Yz, al, n_c, Q)
-        if it % REFRESH == 0 or sc is None:
+        if (it % REFRESH == 0 and it != resumed) or sc is None:
             sc, Bi = _curvature(p, Zbt, w, n_c, al, Q)
         done |= g.abs().amax((2, 3)) < tol
         per = (~done).sum(1)
@@ -358,9 +374,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
             st = dict(theta=theta, g=g, gamma=gamma, done=done, slot=slot, Yz=Yz, al=al, M=M,
                       sc=sc, Bi=Bi, p=p, S=S, Yh=Yh, rho=rho, Zbt=Zbt, w=w, n_c=n_c)
             if len(groups) > 1:
-                for cells, width in groups:
-                    _run(_select(st, cells, order, width), it, out, Q, max_iter, tol, history)
-                return
+                return [(_select(st, cells, order, width), it) for cells, width in groups]
             st = _select(st, groups[0][0], order, groups[0][1])
             theta, g, gamma, done, slot = (st[k] for k in ("theta", "g", "gamma", "done",
                                                            "slot"))
@@ -394,7 +408,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
                                           else None)
         df = (change.sum(-1) - dy + al * (pen1 + 0.5 * pen2)) / n_c[:, None]
         # a problem with a row whose change is not safe here (see `_full_step`) has it
-        # computed again, from the logits (`_change`), with the problems that backtrack
+        # computed again, in the log domain (`_change`), with the problems that backtrack
         unsafe = ~safe.all(-1) | ~torch.isfinite(df)
         pending = ~done & (unsafe | ~(df <= 1e-4 * slope))
         t = (~done).to(dt)
@@ -408,7 +422,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
             pnew = sub[1]
             left = torch.ones_like(tt, dtype=torch.bool)
             fd = df[ci, ai]
-            # the full step is tried again (from the logits) where its change was not safe;
+            # the full step is tried again (in the log domain) where its change was not safe;
             # where it was, its decrease stands, and backtracking starts at once
             for trial in range(0 if bool(unsafe[ci, ai].any()) else 1, 21):
                 if trial:
@@ -430,11 +444,8 @@ def _run(st, start, out, Q, max_iter, tol, history):
         t = torch.where(done, torch.zeros_like(t), t)
         step = t[..., None, None] * direction
         theta = theta + step
-        # the probabilities after a full step: p exp(D) / (1 + s) = (p + p expm1(D)) / (1 + s)
-        if sub is not None:
-            pe[ci, ai] = 0.0
-            sp[ci, ai] = 0.0
-        p = p.add_(pe).div_(sp.add_(1)[:, :, None])
+        # the probabilities after the step (the problems that backtracked: from `_change`)
+        p = _moved(D, p, sp)
         if sub is not None:
             p[ci, ai] = pnew
         g_new = _gradient(p, theta, Zbt, Yz, al, n_c, Q)
@@ -450,3 +461,4 @@ def _run(st, start, out, Q, max_iter, tol, history):
         if len(S) > history:
             S.pop(0), Yh.pop(0), rho.pop(0)
     out.view(-1, J, d1)[slot.flatten()] = theta.reshape(-1, J, d1)
+    return []

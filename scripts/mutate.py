@@ -579,10 +579,35 @@ MUTANTS = [
       "1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],",
       "1, Y[:, :1, 0] + 0 * torch.arange(A)[None, :, None],"),
     M("L20", "probes/estimators.py", "logistic: the line search's change of the logsumexp not "
-      "weighted by the class probabilities", "return tD.expm1_().mul_(p).sum(-2).log1p_()",
-      "return tD.expm1_().sum(-2).log1p_()"),
-    M("L21", "probes/estimators.py", "logistic: the logits never recomputed from the weights "
-      "(their running sum's drift kept)", "        if it % EXACT == 0:", "        if it == 0:"),
+      "weighted by the class probabilities", "pe = torch.expm1(D, out=out).mul_(p)",
+      "pe = torch.expm1(D, out=out)"),
+    M("L21", "probes/estimators.py", "logistic: the probabilities never recomputed from the "
+      "weights (their running update's drift kept)",
+      "if (it % EXACT == 0 and it != resumed) or p is None:", "if p is None:"),
+    M("L22", "probes/estimators.py", "logistic: the probabilities after a full step not "
+      "renormalised (p exp(D), not divided by 1 + s)",
+      "return D.exp_().mul_(p).div_(sp.add(1)[..., None, :])", "return D.exp_().mul_(p)"),
+    M("L27", "probes/estimators.py", "logistic: the probabilities after a full step as p + p "
+      "expm1(D) (a falling class's small probability lost, and its later rise unseen)",
+      "return D.exp_().mul_(p).div_(sp.add(1)[..., None, :])",
+      "return p.add(p * torch.expm1(D)).div_(sp.add(1)[..., None, :])"),
+    M("L28", "probes/estimators.py", "logistic: a relayout drops the L-BFGS curvature pairs",
+      'new.update({k: [x[ic, ia] for x in st[k]] for k in ("S", "Yh", "rho")})',
+      'new.update({k: [] for k in ("S", "Yh", "rho")})'),
+    M("L23", "probes/estimators.py", "logistic: a full step's change trusted however far the "
+      "logits move (1 + s near 0)",
+      "return pe, sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)",
+      "return pe, sp, torch.log1p(sp), torch.isfinite(sp)"),
+    M("L24", "probes/estimators.py", "logistic: the true classes' logit change counted with "
+      "the wrong sign in a step's decrease",
+      "dy = (torch.matmul(Q, direction) * Yz).sum((2, 3))",
+      "dy = -(torch.matmul(Q, direction) * Yz).sum((2, 3))"),
+    M("L25", "probes/estimators.py", "logistic: the first of two groups one slot too narrow "
+      "(its cells' last live problem dropped)",
+      "return [(torch.sort(cells[:cut]).values, int(counts[cut - 1])),",
+      "return [(torch.sort(cells[:cut]).values, int(counts[cut - 1]) - 1),"),
+    M("L26", "probes/estimators.py", "logistic: exact probabilities on the rows a cell does "
+      "not train on", "    return P.mul_(w.to(P.dtype)[:, None, None, :])", "    return P"),
     # ---------------------------------------------------------------- probes/fitting.py
     M("L08", "probes/fitting.py", "regression: the penalty with the worst validation R^2 chosen",
       "nan=-math.inf).argmax(1)", "nan=math.inf).argmin(1)"),

@@ -103,12 +103,14 @@ def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone(layout, mo
     import probes.estimators as E
     from probes.estimators import logistic
 
-    runs = []
-    run = E._run
+    runs, selects = [], []
+    run, select = E._run, E._select
     monkeypatch.setattr(E, "_run", lambda st, *a: runs.append(st["theta"].shape) or run(st, *a))
-    if layout == "two groups":         # any saving lays the batch out again, in groups
-        monkeypatch.setattr(E, "GROUP_COST", 0.0)
-        monkeypatch.setattr(E, "COMPACT", 0.99)
+    monkeypatch.setattr(E, "_select", lambda *a: selects.append(a[3]) or select(*a))
+    # any saving lays the batch out again: in one group when a group's own cost (1.3e5)
+    # exceeds what a second group could save (12 problems x 3 classes x <= 500 rows x 7)
+    monkeypatch.setattr(E, "GROUP_COST", 1.3e5 if layout == "one group" else 0.0)
+    monkeypatch.setattr(E, "COMPACT", 0.99)
     g = torch.Generator().manual_seed(11)
     C, n, d, K = 3, 500, 6, 3
     alphas = torch.tensor([0.05, 1.0, 20.0, 300.0])
@@ -132,8 +134,33 @@ def test_batched_logistic_fits_every_problem_as_sklearn_fits_it_alone(layout, mo
             bb = b[c, a].double().numpy()
             np.testing.assert_allclose(bb - bb.mean(), m.intercept_ - m.intercept_.mean(),
                                        atol=2e-3, rtol=1e-2)
-    # the layout under test happened: one call, or groups going on in calls of their own
-    assert (len(runs) == 1) == (layout == "one group"), runs
+    # the layout under test happened: one call laid out again, or groups going on apart
+    assert selects and (len(runs) == 1) == (layout == "one group"), (runs, selects)
+
+
+def test_a_problem_s_iterates_do_not_depend_on_how_the_batch_is_laid_out(monkeypatch):
+    """Problems are independent: stopped after 15 iterations (far from converged), each
+    problem's weights are the same whether the batch is never laid out again or is cut into
+    groups as soon as any problem stops (what a relayout must carry: the L-BFGS pairs, their
+    scaling, the curvature, the running probabilities)."""
+    import probes.estimators as E
+
+    g = torch.Generator().manual_seed(4)
+    C, n, d, K = 4, 400, 8, 4
+    alphas = torch.tensor([0.01, 0.3, 10.0, 1000.0])
+    X = torch.randn(C, n, d, generator=g)
+    w = (torch.rand(C, n, generator=g) < torch.tensor([[0.9], [0.6], [0.8], [0.5]])).float()
+    y = (X[..., :K] * torch.randn(C, 1, K, generator=g) + torch.randn(C, n, K, generator=g)
+         ).argmax(-1)
+    Xs = X - (X * w[..., None]).sum(1, keepdim=True) / w.sum(1)[:, None, None]
+    fits = []
+    for compact, cost in ((0.0, 1e7), (0.99, 0.0)):
+        monkeypatch.setattr(E, "COMPACT", compact)
+        monkeypatch.setattr(E, "GROUP_COST", cost)
+        W, b = E.logistic(Xs, y, w, alphas, K, max_iter=15, tol=1e-3)
+        fits.append(torch.cat([W.flatten(2), b], 2))
+    assert not torch.allclose(fits[0], torch.zeros_like(fits[0]))
+    torch.testing.assert_close(fits[1], fits[0], rtol=1e-4, atol=1e-4 * fits[0].abs().max())
 
 
 def test_logistic_follows_large_changes_of_separable_labels_as_sklearn_does():
@@ -178,7 +205,7 @@ def test_the_line_search_s_change_and_probabilities_match_float64_for_any_move()
     confident to uniform, moves from tiny to past exp's range (as when a separable control
     label's row swaps its class in one step): the full step must flag every row it cannot
     compute exactly, and the recomputation (`_change`) must be right on every row."""
-    from probes.estimators import _change, _full_step
+    from probes.estimators import _change, _full_step, _moved
 
     g = torch.Generator().manual_seed(3)
     R, K, n = 6, 5, 400
@@ -199,11 +226,13 @@ def test_the_line_search_s_change_and_probabilities_match_float64_for_any_move()
     new = np.exp(lpd - change[:, None]) * (w.numpy() > 0)[:, None]
     tol = 1e-5 * (1 + np.abs(change))
     _, sp, ch, safe = _full_step(D, p)
-    fp = ((p + p * torch.expm1(D)) / (1 + sp[:, None])).double().numpy()
+    fp = _moved(D.clone(), p, sp).double().numpy()
     ok = safe.numpy()
     assert 0.2 < ok.mean() < 1.0                           # both kinds of rows are there
     np.testing.assert_array_less(np.abs(ch.double().numpy() - change)[ok], tol[ok])
-    np.testing.assert_allclose(fp.transpose(0, 2, 1)[ok], new.transpose(0, 2, 1)[ok], atol=1e-5)
+    # the probabilities after it, each to float32's relative resolution (not only absolute)
+    np.testing.assert_allclose(fp.transpose(0, 2, 1)[ok], new.transpose(0, 2, 1)[ok],
+                               rtol=1e-5, atol=1e-36)
     c2, p2 = _change(D, p, w, torch.ones(R))
     np.testing.assert_array_less(np.abs(c2.double().numpy() - change), tol)
     np.testing.assert_allclose(p2.double().numpy(), new, atol=1e-5)
@@ -213,6 +242,22 @@ def test_the_line_search_s_change_and_probabilities_match_float64_for_any_move()
     ref = np.log(np.exp(lph - lph.max(1, keepdims=True)).sum(1)) + lph.max(1)
     ref = np.where(w.numpy() > 0, ref, 0.0)
     np.testing.assert_array_less(np.abs(c3.double().numpy() - ref), 1e-5 * (1 + np.abs(ref)))
+    # two full steps: a class falls far, then rises; its small probability must survive the
+    # first for the second's change to count it (float64 from the logits: the truth)
+    L0 = torch.randn(1, 3, 50, generator=g, dtype=torch.float64)
+    L0[0, 2] -= 3.0                      # a minor class: the fall is a safe full step
+    fall = torch.zeros(1, 3, 50, dtype=torch.float64)
+    fall[0, 2] = -torch.linspace(5, 60, 50, dtype=torch.float64)
+    rise = -fall * 1.2
+    p0 = torch.softmax(L0, 1).float()
+    _, s1, _, ok1 = _full_step(fall.float(), p0)
+    p1 = _moved(fall.float().clone(), p0, s1)
+    _, s2, c2, ok2 = _full_step(rise.float(), p1)
+    truth = (torch.logsumexp(L0 + fall + rise, 1) - torch.logsumexp(L0 + fall, 1))[0].numpy()
+    assert bool(ok1.all())
+    got = np.where(ok2[0].numpy(), c2[0].double().numpy(),
+                   _change(rise.float(), p1, torch.ones(1, 50), torch.ones(1))[0][0].numpy())
+    np.testing.assert_allclose(got, truth, rtol=1e-4, atol=1e-5)
 
 
 def test_logistic_probes_on_few_rows_reach_sklearn_s_flat_optimum():
