@@ -98,8 +98,8 @@ def _gradient(p, theta, Zbt, Yz, al, n_c, Q):
     p [C, A, K, n] (0 on the rows a cell does not train on): the products p Z less the
     constant Yz [C, A, K, d1] (each class's training rows summed), in class contrasts."""
     C, A, K, n = p.shape
-    g = torch.matmul(Q.T, torch.bmm(p.reshape(C, A * K, n), Zbt.transpose(1, 2)).reshape(C, A, K, -1)
-                     - Yz)
+    pz = torch.bmm(p.reshape(C, A * K, n), Zbt.transpose(1, 2)).reshape(C, A, K, -1)
+    g = torch.matmul(Q.T, pz - Yz)
     g[..., :-1] += al[..., None, None] * theta[..., :-1]
     return g / n_c[:, None, None, None]
 
@@ -137,24 +137,21 @@ def _change(D, p, w, t):
     elsewhere (a large change) as a logsumexp. 0 on the rows not trained on (w is 0)."""
     tD = D * t[..., None, None]
     lp = p.log()                                                       # -inf where p is 0
-    sp = tD.clamp(max=80.0).expm1_().mul_(p).sum(-2)
-    near = (sp >= -0.5) & (tD.amax(-2) <= 80.0)
-    change = sp.log1p_()
+    _, change, near = _full_step(tD.clamp(max=80.0), p)
+    near &= tD.amax(-2) <= 80.0
     if not bool(near.all()):
         change = torch.where(near, change, torch.logsumexp(lp + tD, -2))
     change = change.masked_fill_(w <= 0, 0.0)
     return change, (lp + tD - change[..., None, :]).exp_()
 
 
-def _full_step(D, p, out=None):
-    """The step at t = 1, for every row (D, p: [..., K, n]): pe = p expm1(D) per class (in
-    `out`), s = its sum over the classes, the change log1p(s) of log sum_k exp(L_k), and
-    whether that is safe: 1 + s >= 1/2 (1 + s, and so the change, is then exact to float32's
-    resolution however small the change). A row whose logits move far (1 + s near 0, or exp
-    past its range: inf, nan) is not safe."""
-    pe = torch.expm1(D, out=out).mul_(p)
-    sp = pe.sum(-2)
-    return pe, sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)
+def _full_step(D, p):
+    """The step at t = 1, for every row (D, p: [..., K, n]): s = sum_k p_k expm1(D_k), the
+    change log1p(s) of log sum_k exp(L_k), and whether that is safe: 1 + s >= 1/2 (1 + s,
+    and so the change, is then exact to float32's resolution however small the change). A
+    row whose logits move far (1 + s near 0, or exp past its range: inf, nan) is not safe."""
+    sp = torch.expm1(D).mul_(p).sum(-2)
+    return sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)
 
 
 def _moved(D, p, sp):
@@ -172,6 +169,8 @@ HISTORY = 5        # L-BFGS curvature pairs kept
 REFRESH = 5        # iterations between two evaluations of the curvature factors ...
 EXACT = 20         # ... and between two computations of the probabilities from the weights
 COMPACT = 0.75     # the batch is laid out again when that leaves at most this share of its cost
+GROUP_COST = 1e7   # a group's own cost per iteration (Python, small tensors), in the units of
+                   # its products' cost (classes x rows x features per live problem)
 
 
 def _used_rows(w):
@@ -286,8 +285,6 @@ def _lbfgs(theta, Zbt, Y, w, al, n_c, Q, M, max_iter, tol, history):
 
 
 _PROBLEM = ("theta", "g", "gamma", "done", "slot", "Yz", "al", "M", "sc", "Bi", "p")
-GROUP_COST = 1e7   # a group's own cost per iteration (Python, small tensors), in the units of
-                   # its products' cost (classes x rows x features per live problem)
 
 
 def _rows(st, idx):
@@ -358,7 +355,6 @@ def _run(st, start, out, Q, max_iter, tol, history):
     S, Yh, rho, Zbt, w, n_c = (st[k] for k in ("S", "Yh", "rho", "Zbt", "w", "n_c"))
     J, d1 = theta.shape[2:]
     dt = theta.dtype
-    pe = None
     absent = bool((M < 0).any())
     for it in range(start, max_iter):
         if (it % EXACT == 0 and it != resumed) or p is None:   # exact (the update drifts)
@@ -407,8 +403,7 @@ def _run(st, start, out, Q, max_iter, tol, history):
         dy = (torch.matmul(Q, direction) * Yz).sum((2, 3))
         pen1 = (theta[..., :-1] * direction[..., :-1]).sum((2, 3))
         pen2 = (direction[..., :-1] ** 2).sum((2, 3))
-        pe, sp, change, safe = _full_step(D, p, pe if pe is not None and pe.shape == D.shape
-                                          else None)
+        sp, change, safe = _full_step(D, p)
         df = (change.sum(-1) - dy + al * (pen1 + 0.5 * pen2)) / n_c[:, None]
         # a problem with a row whose change is not safe here (see `_full_step`) has it
         # computed again, in the log domain (`_change`), with the problems that backtrack

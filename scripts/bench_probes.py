@@ -1,7 +1,7 @@
 """Benchmark: the probe grid fitted at once in torch (`probes.fit`) against scikit-learn
 fitted cell by cell on the same features, splits, penalties and selection rule.
 
-    OMP_NUM_THREADS=1 python scripts/bench_probes.py --sk-cells 0   # every cell (~12 min)
+    OMP_NUM_THREADS=1 python scripts/bench_probes.py --sk-cells 0   # every cell (~13 min)
     OMP_NUM_THREADS=1 python scripts/bench_probes.py                # 24 cells per target
     python scripts/bench_probes.py --n 500 --sk-cells 8             # quicker
 

@@ -579,8 +579,8 @@ MUTANTS = [
       "1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],",
       "1, Y[:, :1, 0] + 0 * torch.arange(A)[None, :, None],"),
     M("L20", "probes/estimators.py", "logistic: the line search's change of the logsumexp not "
-      "weighted by the class probabilities", "pe = torch.expm1(D, out=out).mul_(p)",
-      "pe = torch.expm1(D, out=out)"),
+      "weighted by the class probabilities", "sp = torch.expm1(D).mul_(p).sum(-2)",
+      "sp = torch.expm1(D).sum(-2)"),
     M("L21", "probes/estimators.py", "logistic: the probabilities never recomputed from the "
       "weights (their running update's drift kept)",
       "if (it % EXACT == 0 and it != resumed) or p is None:", "if p is None:"),
@@ -596,8 +596,8 @@ MUTANTS = [
       'new.update({k: [] for k in ("S", "Yh", "rho")})'),
     M("L23", "probes/estimators.py", "logistic: a full step's change trusted however far the "
       "logits move (1 + s near 0)",
-      "return pe, sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)",
-      "return pe, sp, torch.log1p(sp), torch.isfinite(sp)"),
+      "return sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)",
+      "return sp, torch.log1p(sp), torch.isfinite(sp)"),
     M("L24", "probes/estimators.py", "logistic: the true classes' logit change counted with "
       "the wrong sign in a step's decrease",
       "dy = (torch.matmul(Q, direction) * Yz).sum((2, 3))",

@@ -225,7 +225,7 @@ def test_the_line_search_s_change_and_probabilities_match_float64_for_any_move()
     change = np.where(w.numpy() > 0, change, 0.0)
     new = np.exp(lpd - change[:, None]) * (w.numpy() > 0)[:, None]
     tol = 1e-5 * (1 + np.abs(change))
-    _, sp, ch, safe = _full_step(D, p)
+    sp, ch, safe = _full_step(D, p)
     fp = _moved(D.clone(), p, sp).double().numpy()
     ok = safe.numpy()
     assert 0.2 < ok.mean() < 1.0                           # both kinds of rows are there
@@ -250,9 +250,9 @@ def test_the_line_search_s_change_and_probabilities_match_float64_for_any_move()
     fall[0, 2] = -torch.linspace(5, 60, 50, dtype=torch.float64)
     rise = -fall * 1.2
     p0 = torch.softmax(L0, 1).float()
-    _, s1, _, ok1 = _full_step(fall.float(), p0)
+    s1, _, ok1 = _full_step(fall.float(), p0)
     p1 = _moved(fall.float().clone(), p0, s1)
-    _, s2, c2, ok2 = _full_step(rise.float(), p1)
+    _, c2, ok2 = _full_step(rise.float(), p1)
     truth = (torch.logsumexp(L0 + fall + rise, 1) - torch.logsumexp(L0 + fall, 1))[0].numpy()
     assert bool(ok1.all())
     got = np.where(ok2[0].numpy(), c2[0].double().numpy(),
