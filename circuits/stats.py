@@ -8,22 +8,48 @@ from __future__ import annotations
 import numpy as np
 
 
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-                 ) -> tuple[float, float]:
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                 groups=None) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (1-D, NaNs dropped).
 
     Examples are resampled with replacement `n_boot` times. With fewer than two values the
-    interval is (mean, mean)."""
+    interval is (mean, mean).
+
+    groups : optional labels of the same length (e.g. each row's equation, `Example.src`).
+        Then whole groups are resampled (a cluster bootstrap): rows that repeat one
+        equation move together, and each resample's mean is over all the rows it holds.
+        With one row per group this is the row bootstrap."""
     x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
+    keep = ~np.isnan(x)
+    x = x[keep]
     if len(x) == 0:
         return float("nan"), float("nan")
     if len(x) < 2:
         return float(x[0]), float(x[0])
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    if groups is None:
+        means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    else:
+        g = np.asarray(groups, dtype=object)
+        if len(g) != len(keep):
+            raise ValueError(f"groups has {len(g)} labels for {len(keep)} values")
+        import pandas as pd
+
+        code, _ = pd.factorize(pd.Series(g[keep]).astype(str))   # first-appearance order
+        m = int(code.max()) + 1
+        sums = np.bincount(code, weights=x, minlength=m)
+        counts = np.bincount(code, minlength=m).astype(float)
+        if m < 2:
+            return float(x.mean()), float(x.mean())
+        pick = rng.integers(0, m, size=(n_boot, m))
+        means = sums[pick].sum(1) / counts[pick].sum(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def distinct(groups) -> int:
+    """How many distinct labels (equations) `groups` holds: the independent observations."""
+    return len(set(map(str, groups)))
 
 
 def rank_p_value(target: float, controls) -> float:
@@ -38,6 +64,46 @@ def rank_p_value(target: float, controls) -> float:
     if np.isnan(target) or len(c) == 0:
         return float("nan")
     return float((1 + np.sum(c >= target)) / (1 + len(c)))
+
+
+#: the significance level every verdict is judged at
+ALPHA = 0.05
+
+
+def p_floor(n_controls: int) -> float:
+    """The smallest control-rank p-value `n_controls` controls can give: 1 / (n + 1)."""
+    return 1.0 / (1 + n_controls)
+
+
+def min_controls(alpha: float = ALPHA) -> int:
+    """The fewest controls whose p-value floor reaches `alpha` (19 for 0.05)."""
+    n = int(np.ceil(1.0 / alpha - 1 - 1e-9))
+    return max(n, 0)
+
+
+def testable(n_controls: int, alpha: float = ALPHA) -> bool:
+    """Whether `n_controls` controls can reach p <= alpha at all."""
+    return p_floor(n_controls) <= alpha + 1e-12
+
+
+def verdict(ci_low: float, p: float, n_controls: int, alpha: float = ALPHA) -> str:
+    """One word for a target-versus-control test: "untestable" when `n_controls` cannot
+    reach `alpha` (the floor 1/(n+1) is above it; never a silent "not confirmed"),
+    "confirmed" when the interval is above 0 and p <= alpha, else "not confirmed"."""
+    if not testable(n_controls, alpha):
+        return "untestable"
+    if np.isnan(ci_low) or np.isnan(p):
+        return "not confirmed"
+    return "confirmed" if (ci_low > 0 and p <= alpha) else "not confirmed"
+
+
+def untestable_note(n_controls: int, alpha: float = ALPHA) -> str:
+    """The line printed beside a verdict that `n_controls` cannot reach."""
+    return (f"untestable at {n_controls} controls: the smallest p-value they can give is "
+            f"1/{n_controls + 1} = {p_floor(n_controls):.3f} > {alpha}; use --controls "
+            f"{min_controls(alpha)} or more")
+
+
 
 
 
@@ -55,4 +121,5 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-__all__ = ["bootstrap_ci", "rank_p_value", "spearman"]
+__all__ = ["bootstrap_ci", "rank_p_value", "spearman", "distinct", "ALPHA", "p_floor",
+           "min_controls", "testable", "verdict", "untestable_note"]

@@ -112,22 +112,35 @@ class Task:
         raise NotImplementedError
 
     def generate(self, n: int, seed: int, mix: dict[str, float] | None = None,
-                 heldout: bool | None = None) -> list[Example]:
+                 heldout: bool | None = None, unique: bool = False) -> list[Example]:
         """`n` examples with exact class counts from `mix`, shuffled; same seed, same list.
 
         heldout: None keeps every input; True keeps only held-out inputs (for testing);
         False drops them (for training).
+        unique: every input at most once (draws that repeat an earlier input are skipped).
+        A class whose inputs run out (`EXHAUSTED` draws in a row bring nothing new) raises
+        `TaskError` naming how many distinct inputs were found, and what to ask for instead.
+        Analyses use unique examples: a repeated equation is no independent observation.
         """
         mix = mix or self.default_mix
         rng = random.Random(seed)
         counts = class_counts(n, mix)
         out: list[Example] = []
+        seen: set[str] = set()
         for cls, k in counts.items():
-            made = 0
+            made, dry = 0, 0
             while made < k:
                 ex = self.sample(rng, cls)
                 if heldout is not None and is_heldout(ex.src) != heldout:
                     continue
+                if unique:
+                    if ex.src in seen:
+                        dry += 1
+                        if dry >= EXHAUSTED:
+                            _exhausted(self, cls, made, k, n, mix, heldout)
+                        continue
+                    seen.add(ex.src)
+                    dry = 0
                 out.append(ex)
                 made += 1
         rng.shuffle(out)
@@ -206,6 +219,30 @@ def digit_info(name: str, what: str, places: int) -> dict[str, str]:
             f"{DIGIT_NONE} = no such digit" for k in range(places)}
 
 
+#: draws in a row that bring no new input before `generate(unique=True)` calls a class spent
+#: (held-out filtering happens first: only draws of the wanted partition count). With u of a
+#: class's m inputs unseen, such a run has probability (1 - u/m)^EXHAUSTED: negligible unless
+#: nearly every input of a class of many thousands is asked for.
+EXHAUSTED = 20_000
+
+
+def _exhausted(task: "Task", cls: str, made: int, k: int, n: int, mix: dict, heldout) -> None:
+    from interp.errors import TaskError
+
+    where = {True: "held-out ", False: "training "}.get(heldout, "")
+    share = mix[cls] / sum(mix.values())
+    most = int(made / share) if share > 0 else made
+    raise TaskError(f"unique examples: the {task.preset or task.name} generator gave only "
+                    f"{made} distinct {where}inputs of class {cls!r} ({EXHAUSTED:,} draws in a "
+                    f"row brought none new) for the {k} of {n} asked in that class; ask for "
+                    f"n <= {most} at this class mix, or a mix with a smaller {cls!r} share")
+
+
+def distinct_count(examples: Sequence[Example]) -> int:
+    """How many distinct inputs `examples` hold (the independent observations)."""
+    return len({ex.src for ex in examples})
+
+
 def class_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
     """Split n into exact per-class counts (largest remainder), e.g. 50/30/20."""
     total = sum(mix.values())
@@ -232,4 +269,4 @@ def sample_class(rng: random.Random, mix: dict[str, float]) -> str:
 
 __all__ = ["Example", "CheckResult", "Segment", "Task", "render", "split_examples",
            "is_heldout", "stable_hash", "class_counts", "sample_class", "digit_targets",
-           "digit_info", "DIGIT_NONE"]
+           "digit_info", "DIGIT_NONE", "distinct_count", "EXHAUSTED"]
