@@ -68,9 +68,10 @@ PATCHING_TESTS = [
 #: failure); files that do not exist (yet) are skipped
 TESTS = {
     "interp/hooks.py": ["tests/test_hooks.py"],
-    "circuits/stats.py": ["tests/test_oracles_stats.py",
+    "circuits/stats.py": ["tests/test_independence.py", "tests/test_oracles_stats.py",
                           "tests/test_ablation.py::test_rank_p_value_and_bootstrap_interval",
                           "tests/test_patching.py::test_attribution_tracks_exact_patching_on_the_tiny_model"],
+    "interp/tasks/base.py": ["tests/test_independence.py"],
     "interp/tasks/quadratic.py": ["tests/test_oracles_tasks.py", "tests/test_quadratic.py"],
     "interp/tasks/arithmetic.py": ["tests/test_oracles_tasks.py",
                                    "tests/test_arithmetic_and_tokenizer.py"],
@@ -134,7 +135,7 @@ MUTANTS = [
     M("S03", "circuits/stats.py", "bootstrap: resamples one value short (off by one)",
       "size=(n_boot, len(x))", "size=(n_boot, len(x) - 1)"),
     M("S04", "circuits/stats.py", "bootstrap: NaNs not dropped",
-      "    x = x[~np.isnan(x)]\n    if len(x) == 0:", "    if len(x) == 0:"),
+      "    keep = ~np.isnan(x)\n    x = x[keep]", "    keep = np.ones(len(x), bool)"),
     M("S05", "circuits/stats.py", "bootstrap: single-value shortcut from 1 instead of 2",
       "if len(x) < 2:\n        return float(x[0])", "if len(x) < 1:\n        return float(x[0])",
       equivalent="with one value every resample is that value, so the bootstrap also "
@@ -668,6 +669,20 @@ MUTANTS = [
       "worse_up = metric in HIGHER_IS_WORSE"),
     M("V08", "probes/causal.py", "steering_vector: from target to source (reversed)",
       "diff = X[t].mean(0) - X[s].mean(0)", "diff = X[s].mean(0) - X[t].mean(0)"),
+    # ---------------------------------------------------------------- #22: independence
+    M("FD01", "circuits/stats.py", "bootstrap: groups ignored (rows resampled as independent)",
+      "    if groups is None:\n        means = x[", "    if True:\n        means = x["),
+    M("FD02", "circuits/stats.py", "cluster bootstrap: the mean of group means (unweighted)",
+      "means = sums[pick].sum(1) / counts[pick].sum(1)", "means = (sums / counts)[pick].mean(1)"),
+    M("FD03", "interp/tasks/base.py", "generate: unique=True draws with replacement",
+      "                if unique:\n", "                if False:\n"),
+    M("FD04", "circuits/stats.py", "verdict: the p floor not applied (silent not confirmed)",
+      '    if not testable(n_controls, alpha):\n        return "untestable"\n', ""),
+    M("FD05", "interp/tasks/base.py", "generate: a spent class reported one input too many",
+      "_exhausted(self, cls, made, k, n, mix, heldout)",
+      "_exhausted(self, cls, made + 1, k, n, mix, heldout)"),
+    M("FD06", "circuits/stats.py", "p_floor: 1/n instead of 1/(n+1)",
+      "return 1.0 / (1 + n_controls)", "return 1.0 / max(n_controls, 1)"),
 ]
 
 
