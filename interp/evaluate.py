@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str] | None) -> int:
-    from interp.cli.common import check_device, load, positive
-    from interp.io import check_writable, write_json
+    from interp.cli.common import check_device, check_json, load, positive
+    from interp.io import write_json
     from interp.metrics import eval_examples, evaluate
 
     args = build_parser().parse_args(argv)
@@ -52,7 +52,7 @@ def _main(argv: list[str] | None) -> int:
              f"({MAX_BATCH:,} sequences)")
     check_device(args)
     if args.json:
-        check_writable(args.json)
+        check_json(args, "evaluate")
     ckpt = load(args)
     task = preset_task(ckpt, args.checkpoint, args.preset) if args.preset else ckpt.task
     examples = eval_examples(task, args.n, args.seed, holdout=not args.all_inputs)

@@ -54,7 +54,8 @@ def temp_path(target: str | os.PathLike, kind: str = "tmp") -> Path:
 
 def make_temp_dir(target: str | os.PathLike) -> Path:
     """Create a temporary folder beside `target` holding the sentinel PARTIAL (the folder
-    is the umask's mode, like mkdir's). Remove PARTIAL before the folder becomes output."""
+    is the umask's mode, like mkdir's). `replace_dir_atomic` removes PARTIAL only once the folder
+    has become the output, so a killed run never leaves a temporary that is not provably ours."""
     tmp = temp_path(target)
     tmp.mkdir()
     (tmp / PARTIAL).touch()
@@ -170,10 +171,42 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     return path
 
 
+#: --json files a command checked (`claim_json`): absolute path -> owner; `write_json` marks
+#: what it writes there with `OWNER_KEY`, so a later run recognises its own earlier output
+_CLAIMED: dict[str, str] = {}
+OWNER_KEY = "interp_output"
+#: an existing --json file larger than this is nobody's earlier output (not read whole)
+EARLIER_MAX = 256 * 2**20
+
+
+def claim_json(path: str | os.PathLike, owner: str) -> None:
+    """Mark `path` as a --json output of `owner` (e.g. "probes.json"): `write_json` adds
+    `{"interp_output": owner}` to the object it writes there."""
+    _CLAIMED[os.path.abspath(path)] = owner
+
+
+def earlier_output(path: str | os.PathLike, owner: str) -> bool:
+    """Whether the file at `path` is a JSON object that `owner` wrote (its `interp_output`
+    field); anything else -- a user's file, a checkpoint's config, another command's
+    output -- is not."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > EARLIER_MAX:
+            return False
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and obj.get(OWNER_KEY) == owner
+
+
 def write_json(path: str | os.PathLike, obj, sort_keys: bool = False, check: bool = True
                ) -> None:
-    """Write JSON (indented) atomically; with `check`, after checking the destination."""
+    """Write JSON (indented) atomically; with `check`, after checking the destination. A
+    path claimed by a command (`claim_json`) gets the owner field in its object."""
     path = check_writable(path) if check else Path(path)
+    owner = _CLAIMED.get(os.path.abspath(path))
+    if owner is not None and isinstance(obj, dict):
+        obj = {OWNER_KEY: owner, **obj}
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
@@ -181,6 +214,8 @@ def ignorable(folder: Path, name: str) -> bool:
     """An entry of `folder` that says nothing about whose folder it is: OS or editor
     metadata, or one of our own temporaries (removed or restored under the lock)."""
     p = folder / name
+    if name == PARTIAL:            # a sentinel left by a run killed right after its rename
+        return p.is_file() and not p.is_symlink()
     if is_os_metadata(name):
         return p.is_file() and not p.is_symlink()
     return _own_temp(p) is not None
@@ -293,6 +328,23 @@ def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = Tr
         os.close(fd)
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_modes(folder: Path) -> None:
+    """Give every regular file under `folder` the mode a plain `open` would (0666 less the
+    umask): some writers (safetensors) create 0600 files, which left a shared checkpoint's
+    weights unreadable to the others who may read its config."""
+    mode = 0o666 & ~current_umask()
+    for p in Path(folder).rglob("*"):
+        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
+            with contextlib.suppress(OSError):
+                os.chmod(p, mode)
+
+
 def replace_dir_atomic(fill, target: Path) -> None:
     """Build a directory with `fill(tmpdir)` next to `target`, then swap it into place.
 
@@ -312,11 +364,14 @@ def replace_dir_atomic(fill, target: Path) -> None:
     moved = False
     try:
         fill(tmp)
-        (tmp / PARTIAL).unlink(missing_ok=True)
+        umask_modes(tmp)
         if os.path.lexists(target):
             os.rename(target, old)
             moved = True
         os.rename(tmp, target)
+        # the sentinel leaves only now: a run killed before the rename left a temporary
+        # that is still provably ours (the next run removes it), never an orphan without it
+        (target / PARTIAL).unlink(missing_ok=True)
     except BaseException:
         if moved and os.path.lexists(old) and not os.path.lexists(target):
             try:

@@ -22,7 +22,7 @@ from interp.training.recipe import TrainConfig
 from interp.training.task import Trainer, check_new_out, train
 
 def build_parser() -> argparse.ArgumentParser:
-    from interp.cli.common import Parser, add_options
+    from interp.cli.common import Parser, add_options, seed_value
 
     p = Parser(prog="python -m interp.train", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--minutes", type=float)
     p.add_argument("--epochs", type=float, help="passes over the training set (--data fixed)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=seed_value, default=d.seed, help="0 to 2**63-1")
     p.add_argument("--layers", type=int, default=m.n_layers)
     p.add_argument("--d-model", type=int, default=m.d_model)
     p.add_argument("--heads", type=int, default=m.n_heads)
@@ -114,7 +114,7 @@ def _train(args) -> int:
         if not args.out:
             raise InterpError("give --out DIR for the checkpoint (or --resume DIR)")
         preset = args.preset or ("small" if task == "quadratic" else "default")
-        n_ctx = args.n_ctx or (192 if preset == "seed" else 128)
+        n_ctx = args.n_ctx if args.n_ctx is not None else (192 if preset == "seed" else 128)
         mcfg = ModelConfig(arch=args.arch, n_layers=args.layers, d_model=args.d_model,
                            n_heads=args.heads, d_ff=args.d_ff or 4 * args.d_model, n_ctx=n_ctx,
                            dropout=args.dropout)

@@ -64,6 +64,8 @@ PATCHING_TESTS = [
         "tests/test_patching.py::test_attribution_equals_exact_patching_on_a_linear_toy_model",
         "tests/test_patching.py::test_corrupted_pairs_are_valid_equations_of_one_layout"]
 
+BAD = "tests/test_bad_inputs.py::test_bad_input_is_one_line_exit_2_and_nothing_changes"
+
 #: the test files run for each module's mutants, fastest first (pytest -x stops at the first
 #: failure); files that do not exist (yet) are skipped
 TESTS = {
@@ -72,6 +74,21 @@ TESTS = {
                           "tests/test_ablation.py::test_rank_p_value_and_bootstrap_interval",
                           "tests/test_patching.py::test_attribution_tracks_exact_patching_on_the_tiny_model"],
     "interp/tasks/base.py": ["tests/test_independence.py"],
+    # issue #23's rules: the rows and tests of tests/test_bad_inputs.py that pin them
+    "interp/cli/common.py": [
+        f"{BAD}[evaluate-seed-negative]", f"{BAD}[train-seed-2-70]",
+        f"{BAD}[evaluate-json-over-a-users-file]", f"{BAD}[evaluate-json-into-the-checkpoint]",
+        f"{BAD}[patch-out-inside-the-checkpoint]",
+        "tests/test_bad_inputs.py::test_sigterm_is_handled_like_sigint_and_leaves_nothing_behind",
+        "tests/test_bad_inputs.py::test_an_allocation_torch_refuses_is_one_line_in_every_command"],
+    "interp/io.py": [
+        "tests/test_bad_inputs.py::test_a_saved_checkpoint_and_cache_shards_follow_the_umask",
+        "tests/test_bad_inputs.py::test_a_run_killed_at_any_point_of_a_save_leaves_only_what_the_next_run_removes",
+        "tests/test_bad_inputs.py::test_json_may_replace_its_own_earlier_output_and_force_overwrites_a_foreign_file"],
+    "interp/models/checkpoint.py": [f"{BAD}[classify-nan-weights]", f"{BAD}[evaluate-nan-weights]",
+                                    f"{BAD}[evaluate-interp-json-without-model]"],
+    "interp/models/__init__.py": [f"{BAD}[evaluate-context-shorter-than-the-embedding]",
+                                  f"{BAD}[evaluate-config-zero-heads]"],
     "interp/tasks/quadratic.py": ["tests/test_oracles_tasks.py", "tests/test_quadratic.py"],
     "interp/tasks/arithmetic.py": ["tests/test_oracles_tasks.py",
                                    "tests/test_arithmetic_and_tokenizer.py"],
@@ -683,6 +700,30 @@ MUTANTS = [
       "_exhausted(self, cls, made + 1, k, n, mix, heldout)"),
     M("FD06", "circuits/stats.py", "p_floor: 1/n instead of 1/(n+1)",
       "return 1.0 / (1 + n_controls)", "return 1.0 / max(n_controls, 1)"),
+    # ---------------------------------------------------------------- #23: bad input rules
+    M("BI01", "interp/cli/common.py", "seed: -1 accepted",
+      "if not 0 <= v <= SEED_MAX:", "if not -1 <= v <= SEED_MAX:"),
+    M("BI02", "interp/cli/common.py", "--json: a foreign file overwritten",
+      "not earlier_output(path, owner):", "False:"),
+    M("BI03", "interp/cli/common.py", "outputs inside the loaded checkpoint allowed",
+      "if ckpt is not None and (", "if False and ("),
+    M("BI04", "interp/models/checkpoint.py", "NaN/Inf weights not detected",
+      "not bool(t.isfinite().all())", "False"),
+    M("BI05", "interp/cli/common.py", "SIGTERM not handled like SIGINT",
+      "old_term = _catch_sigterm()", "old_term = None"),
+    M("BI06", "interp/io.py", "the sentinel removed before the rename (an orphan on SIGKILL)",
+      "        os.rename(tmp, target)\n        # the sentinel",
+      "        (tmp / PARTIAL).unlink(missing_ok=True)\n        os.rename(tmp, target)\n"
+      "        # the sentinel"),
+    M("BI07", "interp/io.py", "umask modes not applied (safetensors' 0600 kept)",
+      "    mode = 0o666 & ~current_umask()\n", "    return\n"),
+    M("BI08", "interp/models/__init__.py", "config against the weights' shapes not compared",
+      "if want is not None and want != have:", "if False:"),
+    M("BI09", "interp/cli/common.py", "torch's allocation failure not turned into one line",
+      'if type(e).__name__ != "OutOfMemoryError" and "can\'t allocate memory" not in text:',
+      "if True:"),
+    M("BI10", "interp/models/checkpoint.py", "interp.json without 'model' not named",
+      '    if "model" not in meta:\n', '    if False:\n'),
 ]
 
 

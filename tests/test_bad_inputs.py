@@ -474,6 +474,87 @@ CASES += [row for name, module, argv in DEVICE_COMMANDS for row in (
     (f"{name}-dtype-unknown", module, argv + ["--dtype", "int8"],
      ["--dtype", "invalid choice: 'int8'"], None))]
 
+# issue #23: rules, not cases. Output paths (never inside the loaded checkpoint, never over
+# a file that is not this command's earlier output, never empty), one seed domain, one
+# validation of every loaded model (config in range, config against the weights' shapes,
+# finite weights, the fields interp.json needs)
+def nan_weight(rel, key=None):
+    """Overwrite one float tensor of a model.safetensors with a NaN at its first entry."""
+    def setup(tmp):
+        from safetensors.torch import load_file, save_file
+
+        w = load_file(str(tmp / rel))
+        k = key or sorted(w)[0]
+        w[k] = w[k].clone()
+        w[k].view(-1)[0] = float("nan")
+        save_file(w, str(tmp / rel), metadata={"format": "pt"})
+    return setup
+
+
+SEED_WORDS = ["--seed", "0 to 2**63-1"]
+CASES += [
+    ("evaluate-json-into-the-checkpoint", "interp.evaluate",
+     ["{dec}", "--n", "1", "--quiet", "--json", "dec/config.json"],
+     ["--json dec/config.json", "inside the checkpoint"], None),
+    ("evaluate-json-new-file-inside-the-checkpoint", "interp.evaluate",
+     ["{dec}", "--n", "1", "--quiet", "--json", "dec/metrics.json"],
+     ["inside the checkpoint"], None),
+    ("ablate-json-onto-the-weights", "circuits.ablate",
+     ["{dec}", "--tokens", "x", "--n", "2", "--json", "dec/model.safetensors"],
+     ["--json dec/model.safetensors", "inside the checkpoint"], None),
+    ("patch-out-inside-the-checkpoint", "circuits.patch", ["{dec}", "--out", "dec/o"],
+     ["--out dec/o", "inside the checkpoint"], None),
+    ("evaluate-json-over-a-users-file", "interp.evaluate",
+     ["{dec}", "--n", "1", "--quiet", "--json", "data.txt"],
+     ["--json data.txt exists", "not an earlier output", "--force"],
+     write("data.txt", "my data\n")),
+    ("evaluate-json-over-another-commands-json", "interp.evaluate",
+     ["{dec}", "--n", "1", "--quiet", "--json", "existing.json"],
+     ["--json existing.json exists", "--force"],
+     write("existing.json", '{"interp_output": "patching.json", "x": 1}\n')),
+    ("patch-json-over-a-users-json", "circuits.patch",
+     ["{dec}", "--json", "existing.json"], ["--json existing.json exists", "--force"],
+     write("existing.json", '{"mine": true}\n')),
+    ("evaluate-json-empty", "interp.evaluate", ["{dec}", "--json", ""],
+     ["--json", "is empty"], None),
+    ("classify-out-empty", "interp.classify_heads", ["{dec}", "--out", ""],
+     ["--out", "is empty"], None),
+    ("patch-out-empty", "circuits.patch", ["{dec}", "--out", ""], ["--out", "is empty"], None),
+    ("evaluate-seed-negative", "interp.evaluate", ["{dec}", "--seed=-1"], SEED_WORDS, None),
+    ("evaluate-seed-2-70", "interp.evaluate", ["{dec}", "--seed", str(2**70)], SEED_WORDS,
+     None),
+    ("classify-seed-negative", "interp.classify_heads", ["{dec}", "--seed=-1"], SEED_WORDS,
+     None),
+    ("induction-seed-2-70", "circuits.induction.__main__", ["{text}", "--seed", str(2**70)],
+     SEED_WORDS, None),
+    ("train-seed-2-70", "interp.train", ["arithmetic", "--steps", "1", "--seed", str(2**70),
+                                         "--out", "o"], ["--seed", "0 to 2**63-1"], None),
+    ("train-seed-words", "interp.train", ["arithmetic", "--steps", "1", "--seed", "one",
+                                          "--out", "o"], ["--seed", "not a whole number"],
+     None),
+    ("train-zero-heads", "interp.train", ["arithmetic", "--steps", "1", "--heads", "0",
+                                          "--out", "o"], ["n_heads must be a positive"], None),
+    ("train-zero-context", "interp.train", ["arithmetic", "--steps", "1", "--n-ctx", "0",
+                                            "--out", "o"], ["n_ctx must be a positive"], None),
+    ("evaluate-config-zero-heads", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["config.json: n_head is 0", "positive integer"],
+     edit_json("dec/config.json", lambda d: d.update(n_head=0))),
+    ("evaluate-config-negative-heads", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["n_head is -4"], edit_json("dec/config.json", lambda d: d.update(n_head=-4))),
+    ("evaluate-t5-config-zero-heads", "interp.evaluate", ["{t5}", "--n", "1"],
+     ["num_heads is 0"], edit_json("t5/config.json", lambda d: d.update(num_heads=0))),
+    ("evaluate-context-shorter-than-the-embedding", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["transformer.wpe.weight", "[128, 32]", "describes [16, 32]"],
+     edit_json("dec/config.json", lambda d: d.update(n_positions=16))),
+    ("classify-nan-weights", "interp.classify_heads", ["{dec}", "--n", "2", "--out", "o"],
+     ["NaN or infinite", "tensor"], nan_weight("dec/model.safetensors")),
+    ("evaluate-nan-weights", "interp.evaluate", ["{t5}", "--n", "1"],
+     ["NaN or infinite"], nan_weight("t5/model.safetensors")),
+    ("evaluate-interp-json-without-model", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["interp.json has no 'model' object"],
+     edit_json("dec/interp.json", lambda d: d.pop("model"))),
+]
+
 # inputs that work but are probably not what was meant: (id, module, argv, words, setup)
 WARNINGS = [
     ("solve-outside-the-training-ranges", "interp.solve",
@@ -790,3 +871,178 @@ def test_out_dot_in_an_empty_folder_is_refused_not_swapped_away(tmp_path, monkey
     rc, err = call("interp.classify_heads", ["no-such-model", "--out", "."], capsys)
     one_line(rc, err, "--out . is the current folder")
     assert empty.stat().st_ino == inode and list(empty.iterdir()) == []
+
+
+# -- issue #23: the --json rule's other side, and SIGTERM like SIGINT ----------------------
+def test_json_may_replace_its_own_earlier_output_and_force_overwrites_a_foreign_file(
+        scratch, capsys):
+    """The output names its command (`interp_output`), so a second run may replace it; a
+    user's file is kept unless --force, which then replaces it."""
+    argv = ["dec", "--n", "1", "--quiet", "--json", "m.json"]
+    assert call("interp.evaluate", argv, capsys)[0] == 0
+    first = json.loads((scratch / "m.json").read_text())
+    assert first["interp_output"] == "evaluate" and "exact_match" in json.dumps(first)
+    assert call("interp.evaluate", argv, capsys)[0] == 0           # its own earlier output
+    (scratch / "mine.json").write_text('{"mine": 1}\n')
+    rc, err = call("interp.evaluate", ["dec", "--n", "1", "--quiet", "--json", "mine.json"],
+                   capsys)
+    one_line(rc, err, "--force")
+    assert (scratch / "mine.json").read_text() == '{"mine": 1}\n'
+    rc, _ = call("interp.evaluate", ["dec", "--n", "1", "--quiet", "--json", "mine.json",
+                                     "--force"], capsys)
+    assert rc == 0 and json.loads((scratch / "mine.json").read_text())["interp_output"] \
+        == "evaluate"
+
+
+def test_sigterm_is_handled_like_sigint_and_leaves_nothing_behind(tmp_path, capsys):
+    """A SIGTERM that arrives while a command builds its output folder under its lock: one
+    line, exit status 143, no temporary folder and no lock file left (the code that made
+    them removes them, as for Ctrl-C)."""
+    import signal
+
+    from interp.cli.common import run_cli
+    from interp.io import output_lock, replace_dir_atomic
+
+    out = tmp_path / "o"
+
+    def fill(tmp):
+        (tmp / "half.csv").write_text("a,b\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+        (tmp / "never.csv").write_text("c\n")
+
+    def command(argv):
+        with output_lock(out):
+            replace_dir_atomic(fill, out)
+
+    before = signal.getsignal(signal.SIGTERM)
+    rc = run_cli(command, [])
+    err = capsys.readouterr().err
+    assert rc == 143, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("terminated"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGTERM) == before            # the handler given back
+
+
+def test_sigterm_to_a_real_classify_run_removes_its_lock_and_temporaries(scratch):
+    """`python -m interp.classify_heads ... --out o` killed by SIGTERM once it holds its
+    lock: exit 143, one line, and nothing of ours left beside or in the output."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "interp.classify_heads", "dec", "--n", "64",
+                             "--out", "o", "--quiet"], cwd=scratch, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lock = scratch / ".o.interp-lock"
+    deadline = time.time() + 120
+    while not lock.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the run ended before it could be signalled")
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    assert [ln for ln in err.splitlines() if ln.strip()][-1].startswith("terminated"), err
+    left = [p.name for p in scratch.iterdir() if "interp-" in p.name or p.name == "o"]
+    assert left == [], left
+
+
+def test_a_saved_checkpoint_and_cache_shards_follow_the_umask(tmp_path):
+    """safetensors creates its files 0600; every file a save writes gets 0666 less the
+    umask instead (checked against os.stat and the umask read here)."""
+    import stat
+
+    from interp.models import build_model, save_checkpoint
+    from interp.models.config import ModelConfig
+    from interp.tasks import get_task
+
+    old = os.umask(0o022)
+    try:
+        task = get_task("arithmetic", "default")
+        cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, n_ctx=16)
+        path = save_checkpoint(build_model(cfg, seed=0), tmp_path / "m",
+                               {"task": task.describe(), "model": cfg.to_dict(),
+                                "arch": "decoder", "metrics": {}})
+        from interp.io import replace_dir_atomic
+
+        def fill(tmp):
+            from safetensors.torch import save_file
+            import torch
+            save_file({"x": torch.zeros(2)}, str(tmp / "shard-00000.safetensors"))
+
+        replace_dir_atomic(fill, tmp_path / "cache")
+        files = [*path.iterdir(), tmp_path / "cache" / "shard-00000.safetensors"]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files if p.is_file()}
+        assert set(modes.values()) == {0o644}, modes
+    finally:
+        os.umask(old)
+
+
+def test_interp_models_help_prints_help_and_exits_0(capsys):
+    rc = importlib.import_module("interp.cli").main(["models", "--help"])
+    out = capsys.readouterr()
+    assert rc == 0 and out.out.startswith("usage: interp models") and out.err == ""
+
+
+def test_an_allocation_torch_refuses_is_one_line_in_every_command(capsys):
+    """torch's CPU allocator raises a RuntimeError, not MemoryError: `run_cli` (which every
+    command runs through) turns it into one line naming the size; other RuntimeErrors are
+    not hidden."""
+    import torch
+
+    from interp.cli.common import run_cli
+
+    def greedy(argv):
+        return torch.empty(2**42)          # 16 TiB: refused by the allocator, not faked
+
+    rc = run_cli(greedy, [])
+    err = capsys.readouterr().err
+    one_line(rc, err, "out of memory", "16,384.0 GiB", "--n")
+
+    def broken(argv):
+        raise RuntimeError("a bug, not memory")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_cli(broken, [])
+
+
+@pytest.mark.parametrize("at", ["fill", "rename"])
+def test_a_run_killed_at_any_point_of_a_save_leaves_only_what_the_next_run_removes(
+        tmp_path, at):
+    """SIGKILL (os._exit, no handler runs) inside `replace_dir_atomic`, while filling or
+    right at the rename into place, in a fresh process: what is left in the run folder is
+    provably ours (the sentinel is still in it), so a new `train --out` into that folder is
+    not refused as "holds other files", and the lock's cleaning removes it."""
+    import textwrap
+
+    from interp.io import clean_stale_temps
+    from interp.training.task import check_new_out
+
+    run = tmp_path / "run"
+    run.mkdir()
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from interp import io
+        real = os.rename
+        def rename(a, b):
+            if {at!r} == "rename" and ".interp-tmp-" in str(a):
+                os._exit(9)
+            return real(a, b)
+        os.rename = rename
+        def fill(tmp):
+            (tmp / "model.safetensors").write_bytes(b"x" * 100)
+            if {at!r} == "fill":
+                os._exit(9)
+        io.replace_dir_atomic(fill, Path({str(run / 'resume')!r}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
+    assert proc.returncode == 9
+    left = [p.name for p in run.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".resume.interp-tmp-"), left
+    check_new_out(run)                              # not "holds other files"
+    assert clean_stale_temps(run) == left
+    assert list(run.iterdir()) == []

@@ -36,6 +36,11 @@ def _models(argv) -> int:
     from interp.models.checkpoint import SHIPPED_DIR, shipped_models
     from interp.tasks import task_from_description
 
+    if argv in (["-h"], ["--help"]):
+        print("usage: interp models\n\nList the shipped models: architecture, task and "
+              "preset, parameters, held-out exact match, training CPU-minutes and the "
+              "input ranges each was trained on. Takes no arguments.")
+        return 0
     if argv:
         print(f"error: interp models takes no arguments, got {' '.join(argv)[:60]!r}; run "
               "`interp models`", file=sys.stderr)

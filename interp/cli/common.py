@@ -10,6 +10,8 @@ error, an unwritable path, a request too large for memory) becomes one line on s
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +21,42 @@ from interp.errors import InterpError, InterpWarning, shorten_words
 
 class UsageError(InterpError):
     """A command-line argument argparse could not read."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` (locks, temporaries) runs."""
+
+
+#: the one domain of every seed option: what numpy, torch and Python's random all take
+SEED_MAX = 2**63 - 1
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed is an integer from 0 to 2**63-1, in every command."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; a seed is an "
+                                         "integer from 0 to 2**63-1") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 to 2**63-1 "
+                                         f"({SEED_MAX:,}); give a seed in that range")
+    return v
+
+
+def path_value(text: str) -> str:
+    """An argparse type: a path that is not empty (an empty string is no default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path, or leave the option out")
+    return text
+
+
+def nonempty(text: str) -> str:
+    """An argparse type: a list or name that is not empty (leave the option out instead)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a value, or leave the option out "
+                                         "for the default")
+    return text
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,6 +94,7 @@ def run_cli(fn, argv) -> int:
     `InterpWarning` raised on the way is printed as one `warning: ` line."""
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
+    old_term = _catch_sigterm()
     try:
         return fn(argv) or 0
     except InterpError as e:
@@ -67,14 +106,58 @@ def run_cli(fn, argv) -> int:
               "permissions", file=sys.stderr)
         return 2
     except MemoryError:
-        print("error: out of memory; ask for less (a smaller --n or --batch-size)",
-              file=sys.stderr)
+        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 2
+    except RuntimeError as e:          # torch's allocators: CPU (a RuntimeError), CUDA (OOM)
+        size = out_of_memory(e)
+        if size is None:
+            raise
+        print(f"error: {OUT_OF_MEMORY}{size}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("terminated: stopped by SIGTERM; nothing half-written was left",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = old_show
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+OUT_OF_MEMORY = ("out of memory; ask for less (a smaller --n or --batch-size, fewer positions, "
+                 "layers or targets)")
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """" (N GB asked)" (or "") when `e` is an allocator's out-of-memory error; None else."""
+    import re
+
+    text = str(e)
+    if type(e).__name__ != "OutOfMemoryError" and "can't allocate memory" not in text:
+        return None
+    m = re.search(r"allocate (\d+) bytes", text)
+    return f" (one allocation of {int(m[1]) / 2**30:,.1f} GiB was refused)" if m else ""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _catch_sigterm():
+    """SIGTERM handled like SIGINT: raised as an exception, so locks and temporaries are
+    removed by the code that made them. Returns the handler to restore (None off the main
+    thread, where Python cannot set one)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return None
 
 
 def at_most(option: str, value: int, limit: int, why: str) -> int:
@@ -110,11 +193,15 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
     if n is not None:
         p.add_argument("--n", type=int, default=n[0], help=n[1])
     if seed is not None:
-        p.add_argument("--seed", type=int, default=seed[0], help=seed[1])
+        p.add_argument("--seed", type=seed_value, default=seed[0],
+                       help=f"{seed[1] + ' ' if seed[1] else ''}(0 to 2**63-1)")
     if out is not None:
-        p.add_argument("--out", metavar="DIR", help=out)
+        p.add_argument("--out", metavar="DIR", type=path_value, help=out)
     if json is not None:
-        p.add_argument("--json", metavar="FILE", help=json)
+        p.add_argument("--json", metavar="FILE", type=path_value, help=json)
+        p.add_argument("--force", action="store_true",
+                       help="let --json overwrite an existing file that is not an earlier "
+                            "output of this command")
     if device:
         p.add_argument("--device", default="cpu",
                        help="cpu (default), cuda, cuda:N, mps, or auto (CUDA when present)")
@@ -154,9 +241,55 @@ def check_outputs(args, marker: str, own) -> Path | None:
     the file must be writable and outside the folder, the folder new, empty or an earlier
     output of this command (recognised by `marker` and holding only `own` files). Returns
     the --out path, or None when no folder was asked for."""
-    from interp.io import check_file_outside, check_replaceable_dir, check_writable
+    from interp.io import check_file_outside, check_replaceable_dir
 
     if getattr(args, "json", None):
         check_file_outside(args.json, args.out)
-        check_writable(args.json)
+        check_json(args, marker)
+    if args.out:
+        outside_checkpoint(args, args.out, "--out")
     return check_replaceable_dir(args.out, marker, "--out", own=own) if args.out else None
+
+
+def checkpoint_dir(args) -> Path | None:
+    """The folder of the checkpoint a command line names (None when it names none, or one
+    the loader will refuse with its own message)."""
+    name = getattr(args, "checkpoint", None)
+    if not name:
+        return None
+    from interp.models.checkpoint import resolve
+
+    try:
+        return resolve(name)
+    except InterpError:
+        return None
+
+
+def outside_checkpoint(args, path, option: str) -> None:
+    """Refuse an output path inside the checkpoint being analysed (it would overwrite or
+    clutter the model: a `--json CKPT/config.json` replaced the model's config)."""
+    from interp.io import same_or_inside
+
+    ckpt = checkpoint_dir(args)
+    full = Path(os.path.abspath(path))
+    if ckpt is not None and (same_or_inside(full, ckpt) or same_or_inside(full.parent, ckpt)):
+        raise InterpError(f"{option} {path} lies inside the checkpoint {ckpt} that this "
+                          "command reads; write it outside the checkpoint folder")
+
+
+def check_json(args, owner: str) -> Path:
+    """The one check of a --json FILE, before any work: not empty, not inside the loaded
+    checkpoint, writable, and either new or an earlier output of the same command
+    (recognised by its `interp_output` field) unless --force; the file is then marked as
+    this command's (`interp.io.claim_json`)."""
+    from interp.io import check_writable, claim_json, earlier_output
+
+    path = Path(args.json)
+    outside_checkpoint(args, path, "--json")
+    check_writable(path)
+    if path.is_file() and not getattr(args, "force", False) and \
+            not earlier_output(path, owner):
+        raise InterpError(f"--json {args.json} exists and is not an earlier output of this "
+                          "command; give a new file name, or add --force to overwrite it")
+    claim_json(path, owner)
+    return path

@@ -183,6 +183,7 @@ def _load_task_model(path: Path, meta: dict):
         raise InterpError(f"{path}/interp.json has an unreadable model or task description "
                           f"({type(e).__name__}: {e}); re-save the checkpoint") from None
     cls = GPT2LMHeadModel if cfg.arch == "decoder" else T5ForConditionalGeneration
+    check_config_and_shapes(path, cls)
     try:
         model, info = cls.from_pretrained(str(path), use_safetensors=True,
                                           output_loading_info=True)
@@ -200,6 +201,48 @@ def _load_task_model(path: Path, meta: dict):
                           "the same model")
     model.eval()
     return model, task, cfg
+
+
+#: config.json fields that must be positive integers, per model type
+_POSITIVE = {"gpt2": ("n_head", "n_embd", "n_layer", "n_positions", "vocab_size"),
+             "t5": ("num_heads", "d_model", "d_kv", "num_layers", "d_ff", "vocab_size")}
+
+
+def check_config_and_shapes(path: Path, cls) -> None:
+    """One line, before HF builds anything, when config.json is out of range (a count of 0
+    or below, a width its heads do not divide) or does not fit the weights: the model the
+    config describes is built on the meta device (no memory) and every tensor's shape is
+    compared with model.safetensors, naming the first that differs."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+
+    hf = json.loads((path / "config.json").read_text())
+    kind = hf.get("model_type")
+    for name in _POSITIVE.get(kind, ()):
+        v = hf.get(name, 1 if name == "num_layers" else None)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise InterpError(f"{path}/config.json: {name} is {v!r}; it must be a positive "
+                              "integer (re-save the checkpoint, or fix the config)")
+    if kind == "gpt2" and hf.get("n_embd", 1) % hf.get("n_head", 1):
+        raise InterpError(f"{path}/config.json: n_embd {hf['n_embd']} is not divisible by "
+                          f"n_head {hf['n_head']}; the config must describe the saved model")
+    try:
+        config = cls.config_class.from_dict(hf)
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
+        raise InterpError(f"{path}/config.json describes no buildable model "
+                          f"({type(e).__name__}: {str(e).splitlines()[0]}); fix the config "
+                          "or re-save the checkpoint") from None
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        for k in f.keys():
+            want, have = shapes.get(k), tuple(f.get_slice(k).get_shape())
+            if want is not None and want != have:
+                raise InterpError(f"{path}: tensor {k} of model.safetensors has shape "
+                                  f"{list(have)}, but config.json describes {list(want)}; the "
+                                  "weights and the config must come from the same model")
 
 
 def _make_bridge(ckpt: Checkpoint):

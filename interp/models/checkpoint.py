@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.io import PARTIAL, make_temp_dir, replace_dir_atomic
+from interp.io import PARTIAL, make_temp_dir, replace_dir_atomic, umask_modes
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "interp.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -109,17 +109,29 @@ def validate(directory: Path) -> dict:
                           "object (interp.json with a 'model' object); re-save the checkpoint")
     from safetensors import SafetensorError, safe_open
 
+    nonfinite = None
     try:
         with safe_open(str(directory / "model.safetensors"), "pt") as f:
             keys = list(f.keys())
-            for k in keys:  # reading every tensor catches truncated files
-                f.get_slice(k)
-    except (SafetensorError, OSError, ValueError) as e:
+            for k in keys:  # reading every tensor catches truncated files and NaN/Inf
+                t = f.get_tensor(k)
+                if nonfinite is None and t.is_floating_point() and \
+                        not bool(t.isfinite().all()):
+                    nonfinite = (k, int((~t.isfinite()).sum()), t.numel())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise InterpError(f"{directory / 'model.safetensors'} is corrupt or truncated ({e}); "
                           "rebuild the checkpoint") from None
+    if nonfinite is not None:
+        k, bad, n = nonfinite
+        raise InterpError(f"{directory / 'model.safetensors'}: tensor {k} holds {bad} NaN or "
+                          f"infinite value(s) of {n}; the weights are broken (a diverged run?): "
+                          "retrain, or load an earlier checkpoint")
     if not keys:
         raise InterpError(f"{directory / 'model.safetensors'} holds no tensors; rebuild the "
                           "checkpoint")
+    if "model" not in meta:
+        raise InterpError(f"{directory}/interp.json has no 'model' object (the architecture "
+                          "and sizes); re-save the checkpoint with interp")
     arch = meta.get("model", {}).get("arch")
     model_type = hf.get("model_type")
     if (arch, model_type) not in {("decoder", "gpt2"), ("t5", "t5"),
@@ -185,6 +197,7 @@ def save_checkpoint(model, directory: str | Path, meta: dict) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(tmp)
         write_meta(tmp, meta)
+        umask_modes(tmp)             # safetensors writes 0600; the rest is 0666 - umask
         names = sorted((f.name for f in tmp.iterdir() if f.name != PARTIAL),
                        key=lambda n: n == "interp.json")
         for name in names:

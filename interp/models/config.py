@@ -43,12 +43,12 @@ class ModelConfig(PlainConfig):
         if self.arch not in ARCHS:
             raise InterpError(f"unknown architecture {self.arch!r}; choose one of "
                               f"{', '.join(ARCHS)}")
-        if self.d_model % self.n_heads:
-            raise InterpError(f"d_model {self.d_model} is not divisible by n_heads "
-                              f"{self.n_heads}; pick sizes with d_model % n_heads == 0")
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "n_ctx"):
             if getattr(self, name) < 1:
                 raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise InterpError(f"d_model {self.d_model} is not divisible by n_heads "
+                              f"{self.n_heads}; pick sizes with d_model % n_heads == 0")
 
 
 def build_model(cfg: ModelConfig, seed: int = 0):
