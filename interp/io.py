@@ -109,11 +109,11 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
             continue
         try:
             if p.is_dir():
+                if m["kind"] == "old" and not os.path.lexists(folder / m["name"]):
+                    os.rename(p, folder / m["name"])        # restore an interrupted swap:
+                    continue                                # never delete the only copy
                 if (p / PARTIAL).is_file():
                     shutil.rmtree(p)
-                elif m["kind"] == "old" and not os.path.lexists(folder / m["name"]):
-                    os.rename(p, folder / m["name"])        # restore an interrupted swap
-                    continue
                 else:
                     continue
             else:
@@ -329,6 +329,12 @@ def output_lock(path: str | os.PathLike, option: str = "--out", clean: bool = Tr
 
 
 def current_umask() -> int:
+    """The process's umask, read without changing it where /proc says it (Linux); else by
+    the set-and-restore dance (not thread-safe, used only where /proc is absent)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -366,6 +372,10 @@ def replace_dir_atomic(fill, target: Path) -> None:
         fill(tmp)
         umask_modes(tmp)
         if os.path.lexists(target):
+            # a complete output still holding a sentinel (its writer was killed right after
+            # its rename): the sentinel goes first, so the copy set aside is never deletable
+            with contextlib.suppress(OSError):
+                (target / PARTIAL).unlink(missing_ok=True)
             os.rename(target, old)
             moved = True
         os.rename(tmp, target)

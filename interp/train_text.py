@@ -26,7 +26,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from interp.cli.common import Parser, add_options
+    from interp.cli.common import Parser, add_options, seed_value
     from interp.training.text import PRESETS, TextTrainConfig
 
     d = TextTrainConfig()
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "atomically at the end)")
     for name in ("steps", "batch_size", "n_ctx", "d_model", "n_heads", "vocab", "conv_width",
                  "warmup", "seed", "eval_every", "eval_windows", "threads"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+        p.add_argument(f"--{name.replace('_', '-')}", default=getattr(d, name),
+                       type=seed_value if name == "seed" else int)
     for name in ("lr", "weight_decay", "mix"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     add_options(p)                                           # --device, --dtype, --quiet

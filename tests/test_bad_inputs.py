@@ -550,6 +550,19 @@ CASES += [
      ["NaN or infinite", "tensor"], nan_weight("dec/model.safetensors")),
     ("evaluate-nan-weights", "interp.evaluate", ["{t5}", "--n", "1"],
      ["NaN or infinite"], nan_weight("t5/model.safetensors")),
+    ("evaluate-config-more-layers-than-the-weights", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["n_layer is 2000", "holds 2 such layers"],
+     edit_json("dec/config.json", lambda d: d.update(n_layer=2000))),
+    ("evaluate-config-without-n-embd", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["config.json describes"], edit_json("dec/config.json", lambda d: d.pop("n_embd"))),
+    ("evaluate-config-negative-inner-width", "interp.evaluate", ["{dec}", "--n", "1"],
+     ["describes no buildable model"],
+     edit_json("dec/config.json", lambda d: d.update(n_inner=-5))),
+    ("evaluate-t5-config-fewer-decoder-layers", "interp.evaluate", ["{t5}", "--n", "1"],
+     ["num_decoder_layers is 1", "holds 2 such layers"],
+     edit_json("t5/config.json", lambda d: d.update(num_decoder_layers=1))),
+    ("train-text-seed-2-70", "interp.train_text", ["attn1l", "--steps", "1", "--seed",
+                                                   str(2**70), "--out", "o"], SEED_WORDS, None),
     ("evaluate-interp-json-without-model", "interp.evaluate", ["{dec}", "--n", "1"],
      ["interp.json has no 'model' object"],
      edit_json("dec/interp.json", lambda d: d.pop("model"))),
@@ -1046,3 +1059,60 @@ def test_a_run_killed_at_any_point_of_a_save_leaves_only_what_the_next_run_remov
     check_new_out(run)                              # not "holds other files"
     assert clean_stale_temps(run) == left
     assert list(run.iterdir()) == []
+
+
+def test_two_runs_killed_in_a_row_never_lose_the_finished_output(tmp_path):
+    """Run A was killed right after renaming its output into place (the output is whole but
+    still holds the sentinel); run B is killed right after setting A's output aside. The
+    cleaning that the next run's lock does must put A's output back, not delete it."""
+    import textwrap
+
+    from interp.io import PARTIAL, clean_stale_temps
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "results.csv").write_text("run A\n")
+    (out / PARTIAL).touch()                          # A's state at its kill
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from interp import io
+        real = os.rename
+        def rename(a, b):
+            real(a, b)
+            if ".interp-old-" in str(b):
+                os._exit(9)
+        os.rename = rename
+        io.replace_dir_atomic(lambda tmp: (tmp / "results.csv").write_text("run B\\n"),
+                              Path({str(out)!r}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
+    assert proc.returncode == 9 and not out.exists()
+    clean_stale_temps(tmp_path)
+    assert (out / "results.csv").read_text() == "run A\n"
+
+
+def test_a_plain_hf_folder_with_nan_weights_is_refused_in_one_line(tiny_bert_dir, tmp_path,
+                                                                    capsys, monkeypatch):
+    """HF folders (no interp.json) get the same finite-weights check as task models."""
+    import shutil
+
+    d = tmp_path / "bert"
+    shutil.copytree(tiny_bert_dir, d)
+    nan_weight("bert/model.safetensors")(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    rc, err = call("interp.classify_heads", ["bert", "--n", "2", "--out", "o"], capsys)
+    one_line(rc, err, "NaN or infinite", "bert/model.safetensors")
+    assert snapshot(tmp_path) == before
+
+
+def test_train_takes_the_largest_seed_of_the_domain(tmp_path, capsys):
+    """2**63-1 is in the seed domain: the seeds train derives from it (seed * k + step) are
+    folded into torch's range instead of overflowing."""
+    rc = call("interp.train", ["arithmetic", "--steps", "1", "--layers", "1", "--d-model",
+                               "16", "--heads", "2", "--batch-size", "4", "--eval-every", "1",
+                               "--eval-n", "4", "--seed", str(2**63 - 1), "--quiet", "--out",
+                               str(tmp_path / "o")], capsys)[0]
+    assert rc == 0 and (tmp_path / "o" / "model.safetensors").is_file()

@@ -22,6 +22,7 @@ COMMANDS = [
     ("probes.__main__", ["quadratic-small", "--target", "D_sign"],
      {"--seed", "--n", "--out", "--json"}),
     ("interp.train", ["arithmetic", "--steps", "1"], {"--seed"}),
+    ("interp.train_text", ["attn1l", "--steps", "1", "--out", "o"], {"--seed"}),
 ]
 
 BAD_SEEDS = st.one_of(st.integers(max_value=-1), st.integers(min_value=2**63, max_value=2**200),

@@ -134,6 +134,10 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str
     path = resolve(name_or_path)
     if not (path / "interp.json").is_file():
         if (path / "config.json").is_file():
+            from interp.models.checkpoint import check_weights
+
+            for file in sorted(path.glob("*.safetensors")):   # an HF folder: finite weights
+                check_weights(file)
             return Checkpoint(None, None, None, {}, path, "hf", dev, dt)
     meta = validate(path)
     if meta["model"]["arch"] == "native":
@@ -225,24 +229,48 @@ def check_config_and_shapes(path: Path, cls) -> None:
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise InterpError(f"{path}/config.json: {name} is {v!r}; it must be a positive "
                               "integer (re-save the checkpoint, or fix the config)")
-    if kind == "gpt2" and hf.get("n_embd", 1) % hf.get("n_head", 1):
-        raise InterpError(f"{path}/config.json: n_embd {hf['n_embd']} is not divisible by "
-                          f"n_head {hf['n_head']}; the config must describe the saved model")
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    _check_layer_counts(path, kind, hf, have)          # before a build of a wrong size
     try:
         config = cls.config_class.from_dict(hf)
         with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
+            want = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    except Exception as e:        # HF's own checks: ValueError, strict dataclass errors ...
         raise InterpError(f"{path}/config.json describes no buildable model "
-                          f"({type(e).__name__}: {str(e).splitlines()[0]}); fix the config "
-                          "or re-save the checkpoint") from None
-    with safe_open(str(path / "model.safetensors"), "pt") as f:
-        for k in f.keys():
-            want, have = shapes.get(k), tuple(f.get_slice(k).get_shape())
-            if want is not None and want != have:
-                raise InterpError(f"{path}: tensor {k} of model.safetensors has shape "
-                                  f"{list(have)}, but config.json describes {list(want)}; the "
-                                  "weights and the config must come from the same model")
+                          f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); fix the "
+                          "config or re-save the checkpoint") from None
+    for k, shape in have.items():
+        if k in want and want[k] != shape:
+            raise InterpError(f"{path}: tensor {k} of model.safetensors has shape "
+                              f"{list(shape)}, but config.json describes {list(want[k])}; the "
+                              "weights and the config must come from the same model")
+    tied = getattr(cls, "_tied_weights_keys", None) or ()       # stored once, under a source
+    tied = set(tied.keys() if isinstance(tied, dict) else tied)
+    missing = [k for k in want if k not in have and k not in tied]
+    if missing:
+        raise InterpError(f"{path}: config.json describes tensors that model.safetensors lacks "
+                          f"({len(missing)}, e.g. {missing[0]}); the weights and the config "
+                          "must come from the same model")
+
+
+_LAYER_KEYS = {"gpt2": (("n_layer", r"^transformer\.h\.(\d+)\."),),
+               "t5": (("num_layers", r"^encoder\.block\.(\d+)\."),
+                      ("num_decoder_layers", r"^decoder\.block\.(\d+)\."))}
+
+
+def _check_layer_counts(path: Path, kind, hf: dict, have: dict) -> None:
+    """The number of layers config.json names against the blocks model.safetensors holds
+    (read from the tensor names: no model is built)."""
+    import re
+
+    for field_name, pattern in _LAYER_KEYS.get(kind, ()):
+        said = hf.get(field_name, hf.get("num_layers"))
+        found = {int(m[1]) for k in have if (m := re.match(pattern, k))}
+        if said is not None and found and said != max(found) + 1:
+            raise InterpError(f"{path}/config.json: {field_name} is {said}, but "
+                              f"model.safetensors holds {max(found) + 1} such layers; the "
+                              "weights and the config must come from the same model")
 
 
 def _make_bridge(ckpt: Checkpoint):

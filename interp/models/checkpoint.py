@@ -76,6 +76,32 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                       f"give a directory holding {', '.join(REQUIRED)} or one of: {names}")
 
 
+def check_weights(file: Path) -> list[str]:
+    """Read every tensor of a safetensors file once: one line naming the file when it is
+    truncated or corrupt, or the first tensor holding NaN or infinite values. Returns the
+    tensor names."""
+    from safetensors import SafetensorError, safe_open
+
+    nonfinite = None
+    try:
+        with safe_open(str(file), "pt") as f:
+            keys = list(f.keys())
+            for k in keys:  # reading every tensor catches truncated files and NaN/Inf
+                t = f.get_tensor(k)
+                if nonfinite is None and t.is_floating_point() and \
+                        not bool(t.isfinite().all()):
+                    nonfinite = (k, int((~t.isfinite()).sum()), t.numel())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise InterpError(f"{file} is corrupt or truncated ({e}); rebuild the "
+                          "checkpoint") from None
+    if nonfinite is not None:
+        k, bad, n = nonfinite
+        raise InterpError(f"{file}: tensor {k} holds {bad} NaN or infinite value(s) of {n}; "
+                          "the weights are broken (a diverged run?): retrain, or load an "
+                          "earlier checkpoint")
+    return keys
+
+
 def validate(directory: Path) -> dict:
     """Check a checkpoint directory and return its interp.json; raise InterpError if unusable.
 
@@ -107,25 +133,7 @@ def validate(directory: Path) -> dict:
             not isinstance(meta.get("model", {}), dict):
         raise InterpError(f"{directory}: interp.json and config.json must each hold a JSON "
                           "object (interp.json with a 'model' object); re-save the checkpoint")
-    from safetensors import SafetensorError, safe_open
-
-    nonfinite = None
-    try:
-        with safe_open(str(directory / "model.safetensors"), "pt") as f:
-            keys = list(f.keys())
-            for k in keys:  # reading every tensor catches truncated files and NaN/Inf
-                t = f.get_tensor(k)
-                if nonfinite is None and t.is_floating_point() and \
-                        not bool(t.isfinite().all()):
-                    nonfinite = (k, int((~t.isfinite()).sum()), t.numel())
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise InterpError(f"{directory / 'model.safetensors'} is corrupt or truncated ({e}); "
-                          "rebuild the checkpoint") from None
-    if nonfinite is not None:
-        k, bad, n = nonfinite
-        raise InterpError(f"{directory / 'model.safetensors'}: tensor {k} holds {bad} NaN or "
-                          f"infinite value(s) of {n}; the weights are broken (a diverged run?): "
-                          "retrain, or load an earlier checkpoint")
+    keys = check_weights(directory / "model.safetensors")
     if not keys:
         raise InterpError(f"{directory / 'model.safetensors'} holds no tensors; rebuild the "
                           "checkpoint")

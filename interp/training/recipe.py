@@ -17,6 +17,12 @@ from interp.models.config import ModelConfig
 from interp.tasks import Task, is_heldout, split_examples
 from interp.tasks.base import Example, sample_class
 
+
+def fold_seed(x: int) -> int:
+    """A derived seed (seed * k + step) folded into 0..2**63-1, which torch's generators
+    take; unchanged for every seed below about 9e12 / k (the runs made so far)."""
+    return x % 2**63
+
 MAX_BATCH = 8_192        # examples per optimiser step
 MAX_EVAL_N = 100_000     # held-out examples decoded at each evaluation
 MAX_ROWS = 2_000_000     # --data fixed: examples generated and held in memory

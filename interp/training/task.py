@@ -43,7 +43,7 @@ from interp.models.checkpoint import (
 from interp.models.config import build_model, n_params
 from interp.tasks import CharCodec, get_task
 from interp.tokens import IGNORE, Batch, make_batch
-from interp.training.recipe import Data, TrainConfig, lr_at, rank
+from interp.training.recipe import Data, TrainConfig, fold_seed, lr_at, rank
 
 def scheduled_sampling(model, arch: str, batch: Batch, share: float, gen: torch.Generator
                        ) -> Batch:
@@ -242,7 +242,7 @@ class Trainer:
                     self.total = max(step + 1, step + int(0.85 * budget / per_step))
                     bar.total = self.total
                     bar.refresh()
-                torch.manual_seed(cfg.seed * 1_000_003 + step)
+                torch.manual_seed(fold_seed(cfg.seed * 1_000_003 + step))
                 lr = lr_at(cfg, step, self.total, self.plateau["scale"])
                 for g in self.opt.param_groups:
                     g["lr"] = lr
@@ -252,7 +252,7 @@ class Trainer:
                 with self.autocast():
                     if cfg.scheduled_sampling and self.total:
                         share = cfg.scheduled_sampling * min(1.0, step / self.total)
-                        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+                        gen = torch.Generator().manual_seed(fold_seed(cfg.seed * 7919 + step))
                         batch = scheduled_sampling(self.model, arch, batch, share, gen)
                     loss = answer_loss(self.model, arch, batch)
                 self.opt.zero_grad(set_to_none=True)

@@ -40,6 +40,7 @@ from interp.attention.induction import (
     token_losses,
 )
 from interp.errors import InterpError
+from interp.training.recipe import fold_seed
 
 PRESETS = {
     "attn2l": {"n_layers": 2, "mixing": "none"},
@@ -161,7 +162,7 @@ class TextTrainer:
         self.bridge.to(self.device)           # in place: native_params stay the parameters
         self.params = list(self.bridge.native_params.values())
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        g = torch.Generator().manual_seed(cfg.seed + 1)
+        g = torch.Generator().manual_seed(fold_seed(cfg.seed + 1))
         self.val_windows = T.sample_windows(self.val_ids, cfg.eval_windows, cfg.n_ctx - 1, g,
                                             self.bos)
         self.setup_cpu_s = time.process_time() - t0
@@ -171,7 +172,7 @@ class TextTrainer:
         from interp.tasks.text import sample_windows
 
         cfg = self.cfg
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(fold_seed(cfg.seed * 1_000_003 + step))
         x = sample_windows(self.train_ids, cfg.batch_size, cfg.n_ctx - 1, g, self.bos)
         k = int(round(cfg.batch_size * cfg.mix))
         if k:
