@@ -1116,3 +1116,16 @@ def test_train_takes_the_largest_seed_of_the_domain(tmp_path, capsys):
                                "--eval-n", "4", "--seed", str(2**63 - 1), "--quiet", "--out",
                                str(tmp_path / "o")], capsys)[0]
     assert rc == 0 and (tmp_path / "o" / "model.safetensors").is_file()
+
+
+def test_an_old_copy_is_restored_whenever_its_name_is_missing(tmp_path):
+    """The cleaning never deletes the only copy of an output: a set-aside folder of a dead
+    writer is put back under its name when that name is missing, sentinel or not."""
+    from interp.io import PARTIAL, clean_stale_temps
+
+    old = tmp_path / f".results.interp-old-{dead_pid()}-0123abcd"
+    old.mkdir()
+    (old / "results.csv").write_text("the only copy\n")
+    (old / PARTIAL).touch()
+    clean_stale_temps(tmp_path)
+    assert (tmp_path / "results" / "results.csv").read_text() == "the only copy\n"
