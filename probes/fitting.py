@@ -340,6 +340,38 @@ def _positional(acts, res, y, part, kind, K, grid) -> None:
         r["positional"] = score.get((r["stack"], r["position"]), math.nan)
 
 
+def coincide(a, b) -> bool:
+    """Whether two label arrays are one split under two names: on the examples where both
+    are defined, each value of `a` goes with exactly one value of `b` and back (a bijection),
+    and they are missing on the same examples. Values are compared as given (classes or
+    numbers; NaN or None is missing)."""
+    a, b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    if a.shape != b.shape:
+        return False
+
+    def missing(v):
+        return np.array([x is None or (isinstance(x, float) and math.isnan(x)) for x in v])
+
+    ma, mb = missing(a), missing(b)
+    if not np.array_equal(ma, mb) or ma.all():
+        return False
+    pairs = set(zip(a[~ma].tolist(), b[~mb].tolist()))
+    return len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs})
+
+
+def coinciding(task, examples, targets: Sequence[str]) -> dict[str, str]:
+    """target -> the earlier target it coincides with (`coincide`) on these examples: the
+    same finding under two names, to be fitted and reported once."""
+    values = {t: [task.probe_targets(ex)[t] for ex in examples] for t in targets}
+    out: dict[str, str] = {}
+    for j, t in enumerate(targets):
+        for u in targets[:j]:
+            if u not in out and coincide(values[u], values[t]):
+                out[t] = u
+                break
+    return out
+
+
 def _cells(acts, cells):
     """[(site, stack, layer, key, column within the stack's store)] to fit."""
     out = []
