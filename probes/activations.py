@@ -283,12 +283,11 @@ def collect(bridge, task, examples: Sequence, sites: Sequence[str] = ("resid_pre
 def control_types_all(acts: Activations) -> torch.Tensor:
     """[n, P] control types of every key (token + role), one id space over all stacks."""
     types = torch.full(acts.token_index.shape, -1, dtype=torch.long)
-    raw = acts.examples and not isinstance(acts.examples[0], Example)
     offset = 0
-    for st in acts.stacks:
+    for st in acts.stacks:          # raw text: the key `in:<token>#k` makes the role the token
         c = acts.columns(st)
         t, table = control_types(acts.tokens[st], acts.token_index[:, c],
-                                 None if raw else [acts.keys[p] for p in c])
+                                 [acts.keys[p] for p in c])
         types[:, c] = torch.where(t >= 0, t + offset, t)
         offset += len(table)
     return types
