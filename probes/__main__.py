@@ -67,8 +67,9 @@ def parser():
     p.add_argument("--positions", default="input",
                    help="input (default), all, or roles/keys, e.g. 'x,^,=,a,b,c' or 'out:=#1'")
     p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
-    add_options(p, n=(DEFAULT_N, f"distinct equations (default {DEFAULT_N}: the small preset "
-                                 f"has 200 one-root inputs, 30% of the mix; at most {MAX_N:,})"),
+    add_options(p, n=(DEFAULT_N, (f"distinct equations (default {DEFAULT_N}: the small preset "
+                                  f"has 200 one-root inputs, 30 percent of the mix; at most "
+                                  f"{MAX_N:,})")),
                 seed=(0, "seed of the split, the control task and the random directions"),
                 quiet=False, device=False)
     p.add_argument("--data-seed", type=int, default=12345, help="seed of the examples")
@@ -160,11 +161,11 @@ def _run(a, targets, out) -> int:
     from interp.cli.common import load
     from interp.hooks import arch_of, n_layers
     from interp.io import replace_dir_atomic, write_json
-    from interp.viz.reports.probe import build_page, format_table, to_json
     from interp.tasks.base import distinct_count
+    from interp.viz.reports.probe import build_page, format_table, to_json
     from probes import collect, fit
-    from probes.fitting import coinciding
     from probes.positions import STACKS
+    from probes.scores import coinciding
 
     ckpt = load(a)
     task = ckpt.task

@@ -301,7 +301,7 @@ def embedding_features(bridge, acts: Activations, ids: dict) -> dict:
     W_E = bridge.W_E.detach().to("cpu", torch.float32)
     try:
         W_pos = bridge.W_pos.detach().to("cpu", torch.float32)
-    except Exception:             # relative positions (T5): no absolute position embedding
+    except AttributeError:        # relative positions (T5): no absolute position embedding
         W_pos = None
     out = {}
     for st in acts.stacks:

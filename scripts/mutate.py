@@ -114,6 +114,7 @@ TESTS = {
     "probes/causal.py": ["tests/test_probes_causal.py"],
     # probe scores (issue #22): the command runs in process in tests/test_probe_scores.py
     "probes/activations.py": ["tests/test_probe_scores.py"],
+    "probes/scores.py": ["tests/test_probe_scores.py"],
     "probes/__main__.py": ["tests/test_probe_scores.py"],
     "interp/viz/reports/probe.py": ["tests/test_probe_scores.py"],
 }
@@ -139,7 +140,7 @@ MUTANTS = [
     M("S03", "circuits/stats.py", "bootstrap: resamples one value short (off by one)",
       "size=(n_boot, len(x))", "size=(n_boot, len(x) - 1)"),
     M("S04", "circuits/stats.py", "bootstrap: NaNs not dropped",
-      "    x = x[~np.isnan(x)]\n    if len(x) == 0:", "    if len(x) == 0:"),
+      "    x = x[keep]\n    if len(x) == 0:", "    if len(x) == 0:"),
     M("S05", "circuits/stats.py", "bootstrap: single-value shortcut from 1 instead of 2",
       "if len(x) < 2:\n        return float(x[0])", "if len(x) < 1:\n        return float(x[0])",
       equivalent="with one value every resample is that value, so the bootstrap also "
@@ -693,17 +694,17 @@ MUTANTS = [
       "X = torch.stack([acts.store[list(acts.store)[-1]][:, j] for j, _ in chunk])"),
     M("PS06", "probes/activations.py", "the positional features without the position embedding",
       "E = E + W_pos[safe]", "E = E + 0 * W_pos[safe]"),
-    M("PS07", "probes/fitting.py", "within-class R^2 pooled across classes (around the overall "
+    M("PS07", "probes/scores.py", "within-class R^2 pooled across classes (around the overall "
       "mean)",
       "tot_k = float(((yt[m] - yt[m].mean()) ** 2).sum())",
       "tot_k = float(((yt[m] - yt.mean()) ** 2).sum())"),
-    M("PS08", "probes/fitting.py", "the class-mean oracle fitted on the test rows",
+    M("PS08", "probes/scores.py", "the class-mean oracle fitted on the test rows",
       "means = {k: y[train & (cls == k)].mean() if (train & (cls == k)).any() else mean_all",
       "means = {k: y[test & (cls == k)].mean() if (test & (cls == k)).any() else mean_all"),
     M("PS09", "probes/fitting.py", "the accuracy interval resamples rows, not equations",
       'return bootstrap_ci(task["pred"][c][test], n_boot=n_boot, seed=seed, groups=g)',
       'return bootstrap_ci(task["pred"][c][test], n_boot=n_boot, seed=seed)'),
-    M("PS10", "probes/fitting.py", "the R^2 interval resamples rows, not equations",
+    M("PS10", "probes/scores.py", "the R^2 interval resamples rows, not equations",
       "pick = np.random.default_rng(seed).integers(0, m, size=(n_boot, m))",
       "code, m = np.arange(len(y)), len(y)\n    sums = [np.bincount(code, weights=w, minlength=m)"
       "\n            for w in (np.ones_like(y), y, y * y, (y - pred) ** 2)]\n"
@@ -711,14 +712,14 @@ MUTANTS = [
     M("PS11", "probes/__main__.py", "examples drawn without unique (repeated equations)",
       "heldout=True if a.heldout else None,\n                             unique=True)",
       "heldout=True if a.heldout else None,\n                             unique=False)"),
-    M("PS12", "probes/fitting.py", "coincide: a function one way counts as the same split",
+    M("PS12", "probes/scores.py", "coincide: a function one way counts as the same split",
       "return len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs})",
       "return len(pairs) == len({x for x, _ in pairs})"),
     M("PS13", "probes/fitting.py", "n_eq_test counts test rows, not distinct equations",
-      '"n_eq_test": int(len(np.unique(groups[test]))),', '"n_eq_test": int(test.sum()),'),
+      '"n_eq_test": len(np.unique(groups[test])),', '"n_eq_test": int(test.sum()),'),
     M("PS14", "interp/viz/reports/probe.py", "class_only: the flag inverted",
-      "return within_r2 is not None and within_r2 == within_r2 and within_r2 < ACCURATE",
-      "return within_r2 is not None and within_r2 == within_r2 and within_r2 > ACCURATE"),
+      "return within_r2 is not None and not pd.isna(within_r2) and within_r2 < ACCURATE",
+      "return within_r2 is not None and not pd.isna(within_r2) and within_r2 > ACCURATE"),
     M("PS15", "probes/__main__.py", "a target that coincides with an earlier one is fitted again",
       "        if t in same:\n            continue\n", ""),
     M("PS16", "probes/controls.py", "control labels drawn per key's examples, not over every "

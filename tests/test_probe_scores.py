@@ -17,7 +17,8 @@ from interp.tasks import get_task
 from interp.tasks.base import Example
 from probes.activations import Activations, control_types_all
 from probes.controls import control_labels, split_groups
-from probes.fitting import LOGISTIC_ALPHAS, RIDGE_ALPHAS, coincide, coinciding, r2_interval
+from probes.fitting import LOGISTIC_ALPHAS, RIDGE_ALPHAS
+from probes.scores import coincide, coinciding, r2_interval
 
 
 def sk_score(X, y, part, kind, alphas):

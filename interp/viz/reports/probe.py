@@ -37,14 +37,14 @@ def flag(score: float, baseline: float, selectivity: float) -> str:
     control is undefined there) or '' (see the module docstring)."""
     if not score - baseline >= ACCURATE:
         return ""
-    if selectivity != selectivity:
+    if pd.isna(selectivity):
         return "accurate, no control"
     return "selective" if selectivity >= SELECTIVE else "accurate, not selective"
 
 
 def class_only(within_r2) -> bool:
     """Whether a regression row's R^2 is the class's: within-class R^2 below `ACCURATE`."""
-    return within_r2 is not None and within_r2 == within_r2 and within_r2 < ACCURATE
+    return within_r2 is not None and not pd.isna(within_r2) and within_r2 < ACCURATE
 
 
 def with_flags(frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +58,7 @@ def with_flags(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _num(v, fmt: str, width: int) -> str:
-    return f"{'-':>{width}}" if v is None or v != v else format(v, fmt).rjust(width)
+    return f"{'-':>{width}}" if v is None or pd.isna(v) else format(v, fmt).rjust(width)
 
 
 def _stack(v) -> str:
@@ -93,8 +93,7 @@ def format_table(frame: pd.DataFrame, causal: pd.DataFrame | None, title: str,
             mark = {"accurate, not selective": "  !", "selective": "  *"}.get(r.flag, "")
             if r.class_only:
                 mark += "  c"
-            ci = (f"[{r.score_lo:+.3f}, {r.score_hi:+.3f}]" if r.score_lo == r.score_lo
-                  else "-")
+            ci = ("-" if pd.isna(r.score_lo) else f"[{r.score_lo:+.3f}, {r.score_hi:+.3f}]")
             lines.append(f"  L{int(r.layer):<5}{str(r.position)[:21]:<22}{int(r.n_test):>7}"
                          f"{int(r.n_eq_test):>5}{r.score:>8.3f}{ci:>17}{r.baseline:>9.3f}"
                          f"{_num(r.control, '.3f', 9)}{_num(r.selectivity, '+.3f', 9)}"
@@ -153,9 +152,9 @@ def grid_figure(g: pd.DataFrame, column: str, title: str):
     vals = [[None if pd.isna(v) else round(float(v), 4) for v in row] for row in z.to_numpy()]
     diverging = column == "selectivity"
     top = g[column].abs().max()
-    hi = max(1.0, float(top)) if diverging and top == top else 1.0
+    hi = max(1.0, float(top)) if diverging and not pd.isna(top) else 1.0
     low = g[column].min()
-    lo = -hi if diverging else min(0.0, float(low) if low == low else 0.0)
+    lo = -hi if diverging else min(0.0, 0.0 if pd.isna(low) else float(low))
     fig = go.Figure(go.Heatmap(
         z=vals, x=esc_all(positions), y=[f"L{l}" for l in layers], zmin=lo, zmax=hi,
         colorscale="RdBu" if diverging else "Blues", reversescale=diverging,
