@@ -161,9 +161,9 @@ class ProbeResult:
 
         from interp.viz.figures import esc, esc_all
 
-        if metric not in ("score", "control", "selectivity", "baseline"):
+        if metric not in ("score", "control", "selectivity", "baseline", "positional"):
             raise InterpError(f"unknown metric {metric!r}; choose score, control, "
-                              "selectivity or baseline")
+                              "selectivity, baseline or positional")
         df = self.frame()
         panels = list(dict.fromkeys(zip(df["site"], df["stack"])))
         fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[
