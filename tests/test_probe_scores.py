@@ -393,6 +393,15 @@ def test_the_command_probes_distinct_equations_and_names_coinciding_targets(tiny
     assert ((ok.score_lo <= ok.score + 1e-12) & (ok.score <= ok.score_hi + 1e-12)).all()
     html = (out / "report.html").read_text()
     assert "coincides with D_sign" in html and "positional" in html
+    # held out: 18 one-root equations of the 21 there; drawn with replacement they repeat
+    js = tmp_path / "h.json"
+    assert cli.main([str(tiny_checkpoints["decoder"]), "--target", "D_sign", "--n", "60",
+                     "--heldout", "--positions", "=", "--layers", "0", "--json", str(js),
+                     "--quiet"]) == 0
+    meta = json.loads(js.read_text())["meta"]
+    assert meta["heldout"] and meta["distinct_equations"] == 60
+    drawn = task.generate(60, seed=12345, heldout=True)            # with replacement
+    assert len({ex.src for ex in drawn}) < 60
 
 
 @pytest.fixture(scope="module")
