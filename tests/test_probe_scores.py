@@ -96,6 +96,25 @@ def test_one_token_in_one_role_has_one_control_label_at_every_occurrence(tiny):
         assert abs((ctrl[occ] == k).mean() - (pooled == k).mean()) <= counts.max() / occ.sum()
 
 
+def test_control_labels_follow_the_labels_of_every_occurrence():
+    """A key present only where the label is 2 (as `in:a_sign#0` only where a < 0) doubles
+    label 2's occurrences: the control labels, over all occurrences, follow that pooled
+    distribution (label 2: 1/2), not the examples' (1/3), within the widest type's share."""
+    g = np.random.default_rng(7)
+    n = 600
+    labels = np.repeat([0.0, 1.0, 2.0], n // 3)
+    types = torch.tensor(g.integers(0, 40, (n, 2)))
+    types[:, 1] += 40
+    types[labels != 2, 1] = -1
+    for seed in range(3):
+        c = control_labels(types, ["in:u#0", "in:v#0"], labels, seed)
+        occ = ~np.isnan(c)
+        pooled = np.broadcast_to(labels[:, None], c.shape)[occ]
+        assert (pooled == 2).mean() == pytest.approx(0.5)
+        widest = np.bincount(types[types >= 0].numpy()).max() / occ.sum()
+        assert abs((c[occ] == 2).mean() - 0.5) <= widest + 1e-12
+
+
 def test_selectivity_of_a_planted_signal_is_the_same_whatever_the_context():
     """Two positions generated alike (token from 6 values, features = its embedding + the
     label's direction + noise), one after a context that varies (all distinct prefixes) and
