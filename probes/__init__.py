@@ -2,7 +2,7 @@
 
     import interp, probes
     bridge, task = interp.load_model("quadratic-small")
-    examples = task.generate(2000, seed=0)
+    examples = task.generate(600, seed=0, unique=True)   # distinct equations
     acts = probes.collect(bridge, task, examples, sites=("resid_pre",), positions="input")
     res = probes.fit(acts, "D_sign")        # or any labels [n_examples] a user brings
     res.frame()                             # site, stack, layer, position, score, control ...
@@ -12,9 +12,12 @@
     probes.remove_direction(bridge, task, test_examples, "resid_pre", 2, ["in:=#0"],
                             res.direction("resid_pre", 2, "in:=#0"))  # does the model use it?
 
-Modules: `positions` (aligned keys, stacks, control types), `activations` (collect, store,
-load), `estimators` (batched ridge and logistic regression), `controls` (control labels,
-split by equation), `fitting` (the grid of probes and its result: `fit`, `ProbeResult`),
+Modules: `positions` (aligned keys, stacks, control types: token + role), `activations`
+(collect, store, load; the layer-0 token+position features), `estimators` (batched ridge and
+logistic regression), `controls` (control labels, split by equation), `fitting` (the grid of
+probes and its result: `fit`, `ProbeResult`, with the positional baseline, equation
+intervals and distinct test equations), `scores` (within-class and class-mean R^2, the R^2
+cluster bootstrap, targets that coincide),
 `causal` (remove a probe's direction against random directions; steering vectors).
 """
 

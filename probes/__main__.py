@@ -5,8 +5,17 @@
     interp probe quadratic-t5-small --target D_sign,D_value,class --causal-at "x,^,="
 
 Prints per target one line per (layer, position): the probe's test score (accuracy, or R^2
-for regression targets), the majority / mean baseline, the control task's score and the
-selectivity (score - control); '!' marks a probe that is accurate but not selective.
+for regression targets) with its 95% interval (resampling equations), the distinct test
+equations, the majority / mean baseline, the control task's score (a random label per token
+and role; '-' where every example has one token there), the selectivity (score - control),
+the positional baseline (the same probe on the layer-0 token+position embedding) and, for
+regression targets, the R^2 within classes and the class-mean oracle's R^2; '!' marks a
+probe that is accurate but not selective, 'c' one that the class alone explains.
+
+Examples are distinct equations (`task.generate(..., unique=True)`), drawn from every input
+(--heldout: only the held-out partition) at the task's class mix, split 60/20/20 by
+equation. Targets that coincide on the examples (D_sign and class: the same three-way split)
+are fitted and reported once, with a line saying so.
 
 --causal removes, at each layer, the direction of the most selective probe of that layer
 (--causal-at ROLES: each probe's own direction at every position of those roles, jointly)
@@ -31,6 +40,7 @@ import time
 from pathlib import Path
 
 MAX_N = 10_000        # examples probed (activations: n x positions x d_model x layers floats)
+DEFAULT_N = 600       # distinct equations: the small preset has 200 one-root inputs (30%)
 MAX_CONTROLS = 1_000
 MAX_BATCH = 4_096
 OWN_FILES = ("probes.csv", "probes.json", "causal.csv", "report.html")
@@ -57,12 +67,17 @@ def parser():
     p.add_argument("--positions", default="input",
                    help="input (default), all, or roles/keys, e.g. 'x,^,=,a,b,c' or 'out:=#1'")
     p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
-    add_options(p, n=(2000, f"examples (default 2000, at most {MAX_N:,})"),
+    add_options(p, n=(DEFAULT_N, (f"distinct equations (default {DEFAULT_N}: the small preset "
+                                  f"has 200 one-root inputs, 30 percent of the mix; at most "
+                                  f"{MAX_N:,})")),
                 seed=(0, "seed of the split, the control task and the random directions"),
                 quiet=False, device=False)
     p.add_argument("--data-seed", type=int, default=12345, help="seed of the examples")
+    p.add_argument("--heldout", action="store_true",
+                   help="draw only held-out inputs (the small preset has 21 one-root ones: "
+                        "n <= 70 at its mix)")
     p.add_argument("--all-inputs", action="store_true",
-                   help="draw examples from every input, not only the held-out partition")
+                   help="every input (the default; kept for older command lines)")
     p.add_argument("--causal", action="store_true",
                    help="remove the most selective probe's direction at each layer")
     p.add_argument("--causal-at", metavar="ROLES", default=None,
@@ -146,15 +161,23 @@ def _run(a, targets, out) -> int:
     from interp.cli.common import load
     from interp.hooks import arch_of, n_layers
     from interp.io import replace_dir_atomic, write_json
+    from interp.tasks.base import distinct_count
     from interp.viz.reports.probe import build_page, format_table, to_json
     from probes import collect, fit
     from probes.positions import STACKS
+    from probes.scores import coinciding
 
     ckpt = load(a)
     task = ckpt.task
     bridge = ckpt.bridge()
-    examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True)
+    if a.heldout and a.all_inputs:
+        from interp.errors import InterpError
+
+        raise InterpError("--heldout and --all-inputs contradict each other; give one")
+    examples = task.generate(a.n, seed=a.data_seed, heldout=True if a.heldout else None,
+                             unique=True)
     _check_inputs(bridge, task, examples, a, targets)
+    same = coinciding(task, examples, targets)
     say = (lambda m: None) if a.quiet else (
         lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     first = next(iter(STACKS[arch_of(bridge)].values()))[0]
@@ -170,6 +193,8 @@ def _run(a, targets, out) -> int:
     results = {}
     t0 = time.perf_counter()
     for t in targets:
+        if t in same:
+            continue
         say(f"probes for {t}")
         results[t] = fit(acts, t, seed=a.seed)
     timing["fit_s"] = round(time.perf_counter() - t0, 2)
@@ -181,14 +206,19 @@ def _run(a, targets, out) -> int:
         timing["causal_s"] = round(time.perf_counter() - t0, 2)
     causal = (pd.concat([_causal_frame(r) for r in causal_results], ignore_index=True)
               if causal_results else None)
+    distinct = distinct_count(examples)
     title = (f"probe {','.join(targets)} at {a.site} ({a.positions}) on {a.checkpoint}: "
-             f"{acts.n} {'' if a.all_inputs else 'held-out '}examples, {len(acts.keys)} "
-             f"positions" + (f", causal check on {causal_results[0].meta['n']} test-split "
+             f"{acts.n} {'held-out ' if a.heldout else ''}examples ({distinct} distinct "
+             f"equations, split by equation), {len(acts.keys)} positions" + (f", causal check on {causal_results[0].meta['n']} test-split "
                              f"examples, {a.controls} controls" if causal_results else ""))
-    print(format_table(frame, causal, title))
+    notes = [f"{t} coincides with {u} on these {distinct} equations (each value of one goes "
+             f"with exactly one of the other): one finding, reported once as {u}"
+             for t, u in same.items()]
+    print(format_table(frame, causal, title, notes))
     meta = {"checkpoint": str(a.checkpoint), "targets": targets, "site": a.site,
             "positions": a.positions, "keys": acts.keys, "n": acts.n, "seed": a.seed,
-            "data_seed": a.data_seed, "layers": acts.layers, "controls": a.controls,
+            "data_seed": a.data_seed, "heldout": a.heldout, "distinct_equations": distinct,
+            "coincide": same, "layers": acts.layers, "controls": a.controls,
             "causal_at": a.causal_at, "timing_s": timing}
     data = to_json(frame, causal, meta)
     if a.json:
@@ -201,7 +231,7 @@ def _run(a, targets, out) -> int:
         (causal if causal is not None else pd.DataFrame(columns=CAUSAL_COLUMNS)).to_csv(
             tmp / "causal.csv", index=False)
         write_json(tmp / "probes.json", data)
-        build_page(frame, causal_results, title).write(tmp / "report.html")
+        build_page(frame, causal_results, title, notes).write(tmp / "report.html")
 
     replace_dir_atomic(fill, out)
     if not a.quiet:
@@ -219,6 +249,13 @@ def _causal_frame(res):
     f = res.frame()
     f.insert(0, "target", res.meta["target"])
     return f.reindex(columns=CAUSAL_COLUMNS)
+
+
+def most_selective(g):
+    """The index of the most selective row of a probe frame; where no row has a control
+    (every example has one token at those positions), the row furthest above its baseline."""
+    sel = g.selectivity
+    return (sel if sel.notna().any() else g.score - g.baseline).idxmax()
 
 
 def _causal(bridge, task, acts, results, a, say) -> list:
@@ -242,11 +279,11 @@ def _causal(bridge, task, acts, results, a, say) -> list:
             for layer in acts.layers[st]:
                 if a.causal_layers is not None and layer not in a.causal_layers:
                     continue
-                g = f[(f["stack"] == st) & (f["layer"] == layer)].dropna(subset=["selectivity"])
+                g = f[(f["stack"] == st) & (f["layer"] == layer)].dropna(subset=["score"])
                 if chosen is not None:
                     keys = [k for k in acts.keys if k in chosen and k in set(g.position)]
                 elif len(g):
-                    keys = [g.loc[g.selectivity.idxmax(), "position"]]
+                    keys = [g.loc[most_selective(g), "position"]]
                 else:
                     keys = []
                 if not keys:

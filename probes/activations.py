@@ -60,7 +60,8 @@ class Activations:
         `[n_examples, P]` long, the key's position in that example's sequence of its stack's
         side (`interp.tokens.build_sides`: `seq`, `src` or `tgt`), -1 where absent.
     types : Tensor
-        `[n_examples, P]` long, the control task's type (`positions.control_types`), -1 absent.
+        `[n_examples, P]` long, the control task's type (`positions.control_types`: the
+        token and its role, one id space for every key), -1 absent.
     groups : Tensor
         `[n_examples]` long, the equation (input string) id: splits never cut a group.
     examples : list
@@ -69,6 +70,11 @@ class Activations:
         stack -> per example, the tokens of its side.
     d_model : int
     task : Task | None
+    embed : dict
+        stack -> `[n_examples, P_stack, d_model]` float32: what the model has at each
+        position before any attention, the embedding of the current token plus that of
+        its position (`W_E[token] + W_pos[index]`; T5, with relative positions only:
+        `W_E[token]`). The positional baseline of `probes.fit` is a probe on it.
     """
 
     keys: list[str]
@@ -86,6 +92,7 @@ class Activations:
     task: object = None
     store: dict = field(default_factory=dict, repr=False)   # (site, stack, layer) -> [n, Ps, d]
     folder: Path | None = None
+    embed: dict = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
@@ -217,6 +224,8 @@ def collect(bridge, task, examples: Sequence, sites: Sequence[str] = ("resid_pre
     acts = Activations(keys, key_stack, sites, held, stacks, token_index >= 0, token_index,
                        torch.zeros(0), _groups(examples), list(examples), tokens, d, task)
     acts.types = control_types_all(acts)
+    acts.embed = embedding_features(bridge, acts, {st: sides[STACKS[arch][st][1]].ids
+                                                   for st in stacks})
     main = sides["seq" if arch == "decoder" else "src"]
 
     def batches():
@@ -260,6 +269,11 @@ def collect(bridge, task, examples: Sequence, sites: Sequence[str] = ("resid_pre
         finally:
             for f, _ in handles.values():
                 f.close()
+        for st, E in acts.embed.items():
+            f, offset = _open_shard(tmp / _embed_file(st), tuple(E.shape))
+            with f:
+                f.seek(offset)
+                f.write(E.contiguous().numpy().astype("<f4").tobytes())
         (tmp / "acts.json").write_text(json.dumps(_meta(acts)))
 
     replace_dir_atomic(fill, Path(folder))
@@ -267,11 +281,42 @@ def collect(bridge, task, examples: Sequence, sites: Sequence[str] = ("resid_pre
 
 
 def control_types_all(acts: Activations) -> torch.Tensor:
+    """[n, P] control types of every key (token + role), one id space over all stacks."""
     types = torch.full(acts.token_index.shape, -1, dtype=torch.long)
-    for st in acts.stacks:
+    offset = 0
+    for st in acts.stacks:          # raw text: the key `in:<token>#k` makes the role the token
         c = acts.columns(st)
-        types[:, c] = control_types(acts.tokens[st], acts.token_index[:, c])
+        t, table = control_types(acts.tokens[st], acts.token_index[:, c],
+                                 [acts.keys[p] for p in c])
+        types[:, c] = torch.where(t >= 0, t + offset, t)
+        offset += len(table)
     return types
+
+
+def embedding_features(bridge, acts: Activations, ids: dict) -> dict:
+    """stack -> [n, P_stack, d] float32: W_E of the token at each key plus W_pos of its index
+    (the model's learned absolute positions; none for T5, whose positions enter only as
+    attention biases), zeros where the key is absent. `ids`: stack -> [n, len] token ids of
+    the stack's side. Read from the bridge's own matrices (TransformerLens names)."""
+    W_E = bridge.W_E.detach().to("cpu", torch.float32)
+    try:
+        W_pos = bridge.W_pos.detach().to("cpu", torch.float32)
+    except AttributeError:        # relative positions (T5): no absolute position embedding
+        W_pos = None
+    out = {}
+    for st in acts.stacks:
+        ti = acts.token_index[:, acts.columns(st)]
+        safe = ti.clamp(min=0)
+        tok = ids[st].gather(1, safe.clamp(max=ids[st].shape[1] - 1))
+        E = W_E[tok]
+        if W_pos is not None:
+            E = E + W_pos[safe]
+        out[st] = E * (ti >= 0)[..., None]
+    return out
+
+
+def _embed_file(stack: str) -> str:
+    return f"embed.{stack}.safetensors"
 
 
 def _file(cell) -> str:
@@ -328,4 +373,6 @@ def load(folder: str | Path, task=None) -> Activations:
                        int(m["d_model"]), task, folder=folder)
     acts.store = {(s, st, l): _map_shard(folder / _file((s, st, l)))
                   for s in acts.sites for st in acts.stacks for l in acts.layers[st]}
+    acts.embed = {st: _map_shard(folder / _embed_file(st)) for st in acts.stacks
+                  if (folder / _embed_file(st)).is_file()}      # older folders have none
     return acts

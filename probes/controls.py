@@ -1,11 +1,17 @@
 """Control tasks (Hewitt & Liang 2019) and the split by equation.
 
 A control task keeps the label set and its distribution but gives every input *type* a
-label at random, fixed across examples: a probe that does as well on it as on the real
-task is reading the type, not the property. Here the type of an example at a position is
-its `Activations.types` entry (the window of the last tokens ending there,
-`positions.control_types`), so the map is (position key, type) -> label. It is drawn once per seed and key: the same for every site,
-stack and layer, the same for every example of that type, different for another seed.
+label at random, fixed across examples and occurrences: a probe that does as well on it as
+on the real task is reading the type, not the property. The type at a position is its
+`Activations.types` entry: the current token and its role (`positions.control_types`), one
+definition at every position. The map type -> label is drawn once per seed and holds at
+every key where the type occurs (a digit `7` of a gets one label at a's first and second
+digit), for every site, stack and layer; another seed draws another map.
+
+Where every example has one type at a key (`x`, `^`, `=`: the same token in the same role)
+the control labels are constant there, a control probe is trivially right, and the control
+says nothing: `fit` reports no control (NaN) at such a key rather than a selectivity that is
+<= 0 by construction.
 """
 
 from __future__ import annotations
@@ -14,39 +20,38 @@ import numpy as np
 import torch
 
 from interp.errors import InterpError
-from interp.tasks.base import stable_hash
 
 
 def control_labels(types: torch.Tensor, keys: list[str], labels: np.ndarray, seed: int = 0
                    ) -> np.ndarray:
     """[n, P] control labels (NaN where a key is absent or no label exists).
 
-    types: [n, P] long (-1 absent); labels: [n] float (class indices or values, NaN =
-    missing). At each key the types are put in a random order (a generator seeded by
-    (seed, key)) and given the task's labels by stratified sampling: the type whose
-    examples fill the share (u0, u1] of the position's examples gets the label at quantile
-    (u0 + u1) / 2 of the task's sorted labels at that key (the examples where the key
-    stands). The map is random, but the control labels keep the task's distribution at the
-    key up to one type's share (independent draws would give,
-    with few types, a control majority class much larger than the task's, and a noise
-    probe a spurious negative selectivity)."""
+    types: [n, P] long type ids shared by every key (-1 absent); labels: [n] float (class
+    indices or values, NaN = missing); `keys` names the positions (kept for the callers;
+    the map does not depend on them). The types are put in a random order (a generator
+    seeded by `seed`) and given the task's labels by stratified sampling over every
+    (example, key) occurrence that has a label: the type whose occurrences fill the share
+    (u0, u1] of all occurrences gets the label at quantile (u0 + u1) / 2 of the task's
+    sorted labels over those occurrences. The map is random, but the control labels keep
+    the task's distribution up to one type's share (independent draws would give, with few
+    types, a control majority class much larger than the task's, and a noise probe a
+    spurious negative selectivity)."""
     labels = np.asarray(labels, dtype=float)
     n, P = types.shape
     out = np.full((n, P), np.nan)
     t = types.numpy()
-    for p in range(P):
-        rows = (t[:, p] >= 0) & ~np.isnan(labels)
-        if not rows.any():
-            continue
-        pool = np.sort(labels[rows])      # the task's labels where this key stands
-        counts = np.bincount(t[rows, p])
-        rng = np.random.default_rng([seed, stable_hash(keys[p]) % 2**32])
-        order = rng.permutation(len(counts))
-        ends = np.cumsum(counts[order]) / counts.sum()
-        mids = ends - counts[order] / counts.sum() / 2
-        table = np.empty(len(counts))
-        table[order] = pool[np.minimum((mids * len(pool)).astype(int), len(pool) - 1)]
-        out[rows, p] = table[t[rows, p]]
+    rows = (t >= 0) & ~np.isnan(labels)[:, None]
+    if not rows.any():
+        return out
+    pool = np.sort(np.broadcast_to(labels[:, None], (n, P))[rows])  # one label per occurrence
+    counts = np.bincount(t[rows], minlength=int(t.max()) + 1)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(counts))
+    ends = np.cumsum(counts[order]) / counts.sum()
+    mids = ends - counts[order] / counts.sum() / 2
+    table = np.empty(len(counts))
+    table[order] = pool[np.minimum((mids * len(pool)).astype(int), len(pool) - 1)]
+    out[rows] = table[t[rows]]
     return out
 
 

@@ -9,8 +9,25 @@
 Examples are split by equation (`acts.groups`) into train / validation / test; each cell
 standardises its features with its training rows, picks the L2 penalty with the best
 validation score (accuracy, ties to the lower cross-entropy; R^2 for regression), and is
-scored on the test rows it has. The control probe (`probes.controls`) is fitted the same way
-on the control labels. Selectivity = score - control.
+scored on the test rows it has, with a 95% bootstrap interval that resamples equations
+(`circuits.stats.bootstrap_ci(..., groups=)` for accuracy; the same cluster bootstrap of
+R^2 for regression) and the number of distinct test equations (`n_eq_test`).
+
+Beside each score:
+- control: the control probe (`probes.controls`: a random label per token + role) fitted the
+  same way, floored at its own majority / mean baseline (a control probe that overfits
+  below the baseline would inflate the selectivity past 1); NaN where the control labels
+  are constant at the key (every example has one type there: `x`, `^`, `=`).
+  Selectivity = score - control: at most 1 - the control's baseline, at least -1 for
+  accuracy; the same definition at every position.
+- positional: the same probe on the layer-0 token-and-position features
+  (`Activations.embed`: what the model has there before any attention), one per position.
+- regression targets, given each example's class (`Example.cls`, or `classes=`):
+  `within_r2`, the probe's R^2 measured against the class means of the test rows (pooled
+  over classes: 1 - SS_res / sum over classes of SS around the class mean; <= 0 when it
+  reads nothing beyond the class), `within_r2_by_class`, and `class_r2`, the R^2 of
+  predicting each test row by its class's training mean (the class-mean oracle).
+These measures, and the test for targets that coincide, are in `probes.scores`.
 """
 
 from __future__ import annotations
@@ -23,14 +40,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from circuits.stats import bootstrap_ci
 from interp.errors import InterpError
 from probes.controls import control_labels, split_groups
 from probes.estimators import NO_LOGIT, logistic, ridge, standardize
+from probes.scores import N_BOOT, r2_interval, within_class
 
 RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 LOGISTIC_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)   # alpha = 1 / sklearn's C
 COLUMNS = ["site", "stack", "layer", "position", "target", "kind", "n_train", "n_test",
-           "metric", "score", "baseline", "control", "selectivity", "alpha"]
+           "n_eq_test", "metric", "score", "score_lo", "score_hi", "baseline", "control",
+           "selectivity", "positional", "within_r2", "class_r2", "within_r2_by_class", "alpha"]
 CELL_BUDGET = 1 << 24     # floats of features per chunk of cells (64 MiB)
 
 
@@ -92,6 +112,8 @@ class ProbeResult:
     rows: list[dict]
     weights: dict = field(repr=False, default_factory=dict)
     parts: torch.Tensor | None = field(repr=False, default=None)
+    raw_control: dict = field(repr=False, default_factory=dict)   # cell -> control probe's
+    # own test score, before the floor at its baseline and the constant-label rule
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
@@ -139,9 +161,9 @@ class ProbeResult:
 
         from interp.viz.figures import esc, esc_all
 
-        if metric not in ("score", "control", "selectivity", "baseline"):
+        if metric not in ("score", "control", "selectivity", "baseline", "positional"):
             raise InterpError(f"unknown metric {metric!r}; choose score, control, "
-                              "selectivity or baseline")
+                              "selectivity, baseline or positional")
         df = self.frame()
         panels = list(dict.fromkeys(zip(df["site"], df["stack"])))
         fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[
@@ -161,19 +183,24 @@ class ProbeResult:
 
 def fit(acts, labels, kind: str = "auto", control: bool = True, seed: int = 0,
         split: Sequence[float] = (0.6, 0.2, 0.2), alphas: Sequence[float] | None = None,
-        cells: Sequence[tuple] | None = None) -> ProbeResult:
+        cells: Sequence[tuple] | None = None, classes=None, positional: bool = True,
+        n_boot: int = N_BOOT) -> ProbeResult:
     """Probe every (site, stack, layer, position) cell of `acts` (or only `cells`, tuples
     (site, stack, layer, position)) for `labels` (a target name of the task or an array
     [n_examples]). See the module docstring; `alphas` are sklearn's L2 units (Ridge alpha,
-    LogisticRegression C = 1/alpha)."""
-    y, kind, name, classes = resolve_labels(acts, labels, kind)
+    LogisticRegression C = 1/alpha). classes: [n] labels of each example's class for the
+    within-class metrics of a regression target (default: the examples' `cls`; none for
+    raw text). positional: also fit the positional baseline (needs `acts.embed`)."""
+    y, kind, name, classes_ = resolve_labels(acts, labels, kind)
     part = split_groups(acts.groups, split, seed)
     grid = torch.tensor(alphas if alphas is not None else
                         RIDGE_ALPHAS if kind == "regression" else LOGISTIC_ALPHAS,
                         dtype=torch.float64)
     ctrl = control_labels(acts.types, acts.keys, y, seed) if control else None
+    cls = _example_classes(acts, classes) if kind == "regression" else None
     todo = _cells(acts, cells)
-    res = ProbeResult(name, kind, classes, [], {}, part)
+    res = ProbeResult(name, kind, classes_, [], {}, part)
+    groups = acts.groups.numpy()
     budget = max(1, CELL_BUDGET // max(1, acts.n * acts.d_model))
     for start in range(0, len(todo), budget):
         chunk = todo[start:start + budget]
@@ -183,19 +210,83 @@ def fit(acts, labels, kind: str = "auto", control: bool = True, seed: int = 0,
         Ys = [torch.from_numpy(y).expand(len(chunk), -1)]
         if control:
             Ys.append(torch.from_numpy(ctrl[:, cols].T))
-        task, *rest = _fit_chunk(X, Ys, has, part, kind, len(classes), grid)
+        task, *rest = _fit_chunk(X, Ys, has, part, kind, len(classes_), grid)
         ctl = rest[0] if rest else None
         for c, (s, st, l, k, _) in enumerate(chunk):
             score = task["score"][c]
-            cscore = ctl["score"][c] if ctl else math.nan
-            res.rows.append({
-                "site": s, "stack": st, "layer": l, "position": k, "target": name,
-                "kind": kind, "n_train": task["n_train"][c], "n_test": task["n_test"][c],
-                "metric": "accuracy" if kind == "class" else "r2", "score": score,
-                "baseline": task["baseline"][c], "control": cscore,
-                "selectivity": score - cscore, "alpha": task["alpha"][c]})
+            test = task["test"][c]
+            row = {"site": s, "stack": st, "layer": l, "position": k, "target": name,
+                   "kind": kind, "n_train": task["n_train"][c], "n_test": task["n_test"][c],
+                   "n_eq_test": len(np.unique(groups[test])),
+                   "metric": "accuracy" if kind == "class" else "r2", "score": score,
+                   "baseline": task["baseline"][c], "alpha": task["alpha"][c]}
+            row["score_lo"], row["score_hi"] = _interval(kind, task, c, y, groups, n_boot, seed)
+            if ctl is not None:
+                res.raw_control[(s, st, l, k)] = ctl["score"][c]
+            cscore = math.nan
+            if ctl is not None and _varies(ctrl[:, cols[c]], has[c].numpy()):
+                cscore = max(ctl["score"][c], ctl["baseline"][c])
+            row["control"], row["selectivity"] = cscore, score - cscore
+            row["positional"] = math.nan
+            row.update(within_class(cls, y, task["pred"][c], part, has[c].numpy())
+                       if cls is not None else
+                       {"within_r2": math.nan, "class_r2": math.nan, "within_r2_by_class": ""})
+            res.rows.append(row)
             res.weights[(s, st, l, k)] = (task["W"][c], task["b"][c])
+    if positional and acts.embed:
+        _positional(acts, res, y, part, kind, len(classes_), grid)
     return res
+
+
+def _example_classes(acts, classes):
+    """[n] object array of each example's class, or None when none is known."""
+    if classes is not None:
+        out = np.asarray(classes, dtype=object)
+        if out.shape != (acts.n,):
+            raise InterpError(f"classes have shape {out.shape}; give one class per example "
+                              f"({acts.n})")
+        return out
+    if acts.examples and all(getattr(ex, "cls", None) is not None for ex in acts.examples):
+        return np.array([ex.cls for ex in acts.examples], dtype=object)
+    return None
+
+
+def _varies(ctrl: np.ndarray, has: np.ndarray) -> bool:
+    """Whether the control labels at a key take two values or more (else the control task
+    is trivial there and says nothing)."""
+    v = ctrl[has & ~np.isnan(ctrl)]
+    return len(v) > 0 and bool((v != v[0]).any())
+
+
+def _interval(kind, task, c, y, groups, n_boot, seed) -> tuple[float, float]:
+    """95% bootstrap interval of a cell's test score, resampling equations (groups)."""
+    test = task["test"][c]
+    if n_boot < 1 or test.sum() < 2 or math.isnan(task["score"][c]):
+        return math.nan, math.nan
+    g = groups[test]
+    if kind == "class":
+        return bootstrap_ci(task["pred"][c][test], n_boot=n_boot, seed=seed, groups=g)
+    return r2_interval(y[test], task["pred"][c][test], g, n_boot=n_boot, seed=seed)
+
+
+def _positional(acts, res, y, part, kind, K, grid) -> None:
+    """The positional baseline: the same probe on each position's layer-0 token+position
+    features (`acts.embed`), written into every row of that (stack, position)."""
+    wanted = {(r["stack"], r["position"]) for r in res.rows}
+    score = {}
+    for st, E in acts.embed.items():
+        cols = acts.columns(st)
+        todo = [(j, acts.keys[p]) for j, p in enumerate(cols) if (st, acts.keys[p]) in wanted]
+        for start in range(0, len(todo), 64):
+            chunk = todo[start:start + 64]
+            X = torch.stack([E[:, j] for j, _ in chunk])
+            has = acts.present[:, [acts.position_index(k) for _, k in chunk]].T
+            out = _fit_chunk(X, [torch.from_numpy(y).expand(len(chunk), -1)], has, part,
+                             kind, K, grid)[0]
+            for c, (_, k) in enumerate(chunk):
+                score[(st, k)] = out["score"][c]
+    for r in res.rows:
+        r["positional"] = score.get((r["stack"], r["position"]), math.nan)
 
 
 def _cells(acts, cells):
@@ -245,7 +336,8 @@ def _fit_chunk(X, Ys, has, part, kind, K, grid):
             mu = (train * yj).sum(1) / train.sum(1).clamp(min=1)
             baseline = _r2(mu[:, None].expand_as(yj), yj, test)
             outs.append(_summary(score, baseline, train, test, grid[best],
-                                 (Wb / std)[:, None, :], (bb - (Wb * mean / std).sum(1))[:, None]))
+                                 (Wb / std)[:, None, :], (bb - (Wb * mean / std).sum(1))[:, None],
+                                 pred[pick, best]))
         return outs
     # classification: the task's train rows decide the standardisation of every label set
     # (the control's rows are the same: its labels are missing exactly where the task's are)
@@ -277,17 +369,20 @@ def _fit_chunk(X, Ys, has, part, kind, K, grid):
         baseline = ((yi == major[:, None]) & (test > 0)).sum(1) / nt
         outs.append(_summary(score, baseline, train, test, grid[best],
                              (Wb / std[..., None]).transpose(1, 2),
-                             bb - torch.einsum("cdk,cd->ck", Wb, mean / std)))
+                             bb - torch.einsum("cdk,cd->ck", Wb, mean / std), correct[pick, best]))
     return outs
 
 
-def _summary(score, baseline, train, test, alpha, W, b):
+def _summary(score, baseline, train, test, alpha, W, b, pred):
+    """Per-cell lists; `pred` [C, n]: the chosen probe's prediction (regression) or whether
+    it is right (classification) on every row, `test` [C, n] bool its test rows."""
     n_train, n_test = train.sum(1), test.sum(1)
     bad = (n_train < 2) | (n_test < 1)
     score = torch.where(bad, torch.full_like(score, math.nan), score)
     return {"score": score.tolist(), "baseline": baseline.double().tolist(),
             "n_train": n_train.long().tolist(), "n_test": n_test.long().tolist(),
-            "alpha": alpha.tolist(), "W": list(W), "b": list(b)}
+            "alpha": alpha.tolist(), "W": list(W), "b": list(b),
+            "pred": pred.double().numpy(), "test": (test > 0).numpy()}
 
 
 def _r2(pred, y, w):

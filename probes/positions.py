@@ -1,5 +1,5 @@
 """Positions aligned across examples: one key per (role, occurrence), the stacks a model has,
-the positions a user selects, and the control task's token types.
+the positions a user selects, and the control task's token types (token + role).
 
 Keys are the ablation's (`circuits.ablation.positions.occurrence_key`): an input position is
 `in:<role>#<k>` (the k-th position of that role in the equation: `in:x#1` is the second `x`),
@@ -33,9 +33,7 @@ STACKS = {
     "t5": {"encoder": ("encoder", "src"), "decoder": ("decoder_self", "tgt")},
 }
 SPECIAL_ROLES = ("<bos>", "<sep>", "<eos>", "<start>")
-# the control task's window grows until a position has this many types: one per 20
-# examples (each type then recurs about 12 times in a 60% training split), 10 to 100
-MIN_TYPES = (10, 20, 100)
+
 
 
 def side_keys(arch: str, side_name: str, side: Side, lengths_src: Sequence[int] | None
@@ -136,34 +134,24 @@ def select(all_keys: list[str], positions, has_roles: bool) -> set[str]:
 
 
 def control_types(tokens: Sequence[Sequence[str]], token_index: torch.Tensor,
-                  min_types: int | None = None) -> torch.Tensor:
-    """[n, P] long: the control task's type of each aligned position (-1 where absent).
+                  keys: Sequence[str] | None = None) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """([n, P] long type ids, -1 where absent; the types, id -> (role, token)).
 
-    The type at a position is the window of the last w tokens of its sequence, ending at it,
-    with w the smallest window (1, 2, ...) that gives at least `min_types` distinct windows
-    at that position across the examples (or the whole prefix); by default one type per 20
-    examples, at least 10 and at most 100. The token alone would not do: at `x`, `^` or `=`
-    it is the same for every example (a constant control label, which any probe predicts),
-    and at a digit its 10 values are linearly separable in any residual stream (every
-    random map of them is learnt, so every probe would look unselective). A window of the
-    last few tokens (`c`'s last digits and `=`) is a surface type of the kind a probe could
-    memorise but that does not determine D. Types are numbered per position in sorted order
-    of their text."""
+    Hewitt & Liang's (2019) control type: the current token's identity plus its role. The
+    role is the key without its occurrence (`in:a_digit#1` -> `in:a_digit`), so the same
+    token in the same role is one type at every occurrence (`7` as a digit of a is one type
+    whether it is a's first or second digit); without `keys` the token alone is the type.
+    One definition at every position: unlike a window of preceding tokens, whose length
+    would have to change with the position to give enough types, the type never reads the
+    context. Types are numbered in sorted order of (role, token)."""
     n, P = token_index.shape
-    if min_types is None:
-        lo, per, hi = MIN_TYPES
-        min_types = max(lo, min(hi, n // per))
-    out = torch.full((n, P), -1, dtype=torch.long)
     ti = token_index.numpy()
-    for p in range(P):
-        rows = np.nonzero(ti[:, p] >= 0)[0]
-        if len(rows) == 0:
-            continue
-        longest = int(ti[rows, p].max()) + 1
-        for w in range(1, longest + 1):
-            wins = [tuple(tokens[i][max(0, ti[i, p] - w + 1): ti[i, p] + 1]) for i in rows]
-            if len(set(wins)) >= min_types:
-                break
-        ids = {t: j for j, t in enumerate(sorted(set(wins)))}
-        out[rows, p] = torch.tensor([ids[t] for t in wins])
-    return out
+    roles = [_base(k) if keys is not None else "" for k in (keys or [""] * P)]
+    cells = [(i, p) for p in range(P) for i in np.nonzero(ti[:, p] >= 0)[0]]
+    pairs = [(roles[p], tokens[i][ti[i, p]]) for i, p in cells]
+    table = sorted(set(pairs))
+    ids = {t: j for j, t in enumerate(table)}
+    out = torch.full((n, P), -1, dtype=torch.long)
+    for (i, p), t in zip(cells, pairs):
+        out[i, p] = ids[t]
+    return out, table

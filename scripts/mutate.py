@@ -128,10 +128,16 @@ TESTS = {
     # probes: the command-line tests (tests/test_probes_cli.py, subprocesses) are left out;
     # tests/test_probe_targets.py checks the tasks' targets and imports nothing of probes/
     "probes/estimators.py": ["tests/test_probes.py"],
-    "probes/fitting.py": ["tests/test_probes.py"],
-    "probes/controls.py": ["tests/test_probes.py"],
-    "probes/positions.py": ["tests/test_probes.py", "tests/test_probes_causal.py"],
+    "probes/fitting.py": ["tests/test_probes.py", "tests/test_probe_scores.py"],
+    "probes/controls.py": ["tests/test_probes.py", "tests/test_probe_scores.py"],
+    "probes/positions.py": ["tests/test_probes.py", "tests/test_probes_causal.py",
+                            "tests/test_probe_scores.py"],
     "probes/causal.py": ["tests/test_probes_causal.py"],
+    # probe scores (issue #22): the command runs in process in tests/test_probe_scores.py
+    "probes/activations.py": ["tests/test_probe_scores.py"],
+    "probes/scores.py": ["tests/test_probe_scores.py"],
+    "probes/__main__.py": ["tests/test_probe_scores.py"],
+    "interp/viz/reports/probe.py": ["tests/test_probe_scores.py"],
 }
 
 M = Mutant
@@ -646,11 +652,10 @@ MUTANTS = [
     # ---------------------------------------------------------------- probes/controls.py
     M("U01", "probes/controls.py", "control_labels: types not shuffled (one map for every seed)",
       "order = rng.permutation(len(counts))", "order = np.arange(len(counts))"),
-    M("U02", "probes/controls.py", "control_labels: one map at every key (key not in the seed)",
-      "rng = np.random.default_rng([seed, stable_hash(keys[p]) % 2**32])",
-      "rng = np.random.default_rng(seed)"),
+    M("U02", "probes/controls.py", "control_labels: the seed ignored (one map for every seed)",
+      "rng = np.random.default_rng(seed)", "rng = np.random.default_rng(0)"),
     M("U03", "probes/controls.py", "control_labels: examples without a label get a control label",
-      "rows = (t[:, p] >= 0) & ~np.isnan(labels)", "rows = t[:, p] >= 0"),
+      "rows = (t >= 0) & ~np.isnan(labels)[:, None]", "rows = t >= 0"),
     M("U04", "probes/controls.py", "control_labels: labels drawn independently per type, "
       "not stratified",
       "table[order] = pool[np.minimum((mids * len(pool)).astype(int), len(pool) - 1)]",
@@ -660,10 +665,13 @@ MUTANTS = [
     M("U06", "probes/controls.py", "split_groups: a part of exactly `minimum` groups refused",
       "if min(counts) < minimum:", "if min(counts) <= minimum:"),
     # ---------------------------------------------------------------- probes/positions.py
-    M("U07", "probes/positions.py", "control_types: the window grows one past enough types",
-      "if len(set(wins)) >= min_types:", "if len(set(wins)) > min_types:"),
-    M("U08", "probes/positions.py", "control_types: the window ends before the position",
-      "tokens[i][max(0, ti[i, p] - w + 1): ti[i, p] + 1]", "tokens[i][max(0, ti[i, p] - w): ti[i, p]]"),
+    M("U07", "probes/positions.py", "control_types: the role keeps its occurrence (a's first and "
+      "second digit are different types)",
+      'roles = [_base(k) if keys is not None else "" for k in (keys or [""] * P)]',
+      'roles = [k if keys is not None else "" for k in (keys or [""] * P)]'),
+    M("U08", "probes/positions.py", "control_types: the type is the token before the position",
+      "pairs = [(roles[p], tokens[i][ti[i, p]]) for i, p in cells]",
+      "pairs = [(roles[p], tokens[i][max(0, ti[i, p] - 1)]) for i, p in cells]"),
     M("U09", "probes/positions.py", "side_keys: the equation's last character keyed as solution",
       'elif side_name == "src" or p <= ns:', 'elif side_name == "src" or p < ns:'),
     M("U10", "probes/positions.py", "select: a bare role also selects solution positions",
@@ -733,8 +741,57 @@ MUTANTS = [
       "if True:"),
     M("BI10", "interp/models/checkpoint.py", "interp.json without 'model' not named",
       '    if "model" not in meta:\n', '    if False:\n'),
+    # ------------------------------------------- probe scores without artifacts (issue #22)
+    M("PS01", "probes/positions.py", "control_types: the type is a window again (the whole "
+      "prefix up to the position)",
+      "pairs = [(roles[p], tokens[i][ti[i, p]]) for i, p in cells]",
+      "pairs = [(roles[p], tuple(tokens[i][:ti[i, p] + 1])) for i, p in cells]"),
+    M("PS02", "probes/positions.py", "control_types: the token alone, its role ignored",
+      'roles = [_base(k) if keys is not None else "" for k in (keys or [""] * P)]',
+      'roles = ["" for k in (keys or [""] * P)]'),
+    M("PS03", "probes/fitting.py", "the control not floored at its own baseline",
+      'cscore = max(ctl["score"][c], ctl["baseline"][c])', 'cscore = ctl["score"][c]'),
+    M("PS04", "probes/fitting.py", "a control reported where its labels are constant",
+      "if ctl is not None and _varies(ctrl[:, cols[c]], has[c].numpy()):",
+      "if ctl is not None:"),
+    M("PS05", "probes/fitting.py", "the positional baseline read from the last collected layer",
+      "X = torch.stack([E[:, j] for j, _ in chunk])",
+      "X = torch.stack([acts.store[list(acts.store)[-1]][:, j] for j, _ in chunk])"),
+    M("PS06", "probes/activations.py", "the positional features without the position embedding",
+      "E = E + W_pos[safe]", "E = E + 0 * W_pos[safe]"),
+    M("PS07", "probes/scores.py", "within-class R^2 pooled across classes (around the overall "
+      "mean)",
+      "tot_k = float(((yt[m] - yt[m].mean()) ** 2).sum())",
+      "tot_k = float(((yt[m] - yt.mean()) ** 2).sum())"),
+    M("PS08", "probes/scores.py", "the class-mean oracle fitted on the test rows",
+      "means = {k: y[train & (cls == k)].mean() if (train & (cls == k)).any() else mean_all",
+      "means = {k: y[test & (cls == k)].mean() if (test & (cls == k)).any() else mean_all"),
+    M("PS09", "probes/fitting.py", "the accuracy interval resamples rows, not equations",
+      'return bootstrap_ci(task["pred"][c][test], n_boot=n_boot, seed=seed, groups=g)',
+      'return bootstrap_ci(task["pred"][c][test], n_boot=n_boot, seed=seed)'),
+    M("PS10", "probes/scores.py", "the R^2 interval resamples rows, not equations",
+      "pick = np.random.default_rng(seed).integers(0, m, size=(n_boot, m))",
+      "code, m = np.arange(len(y)), len(y)\n    sums = [np.bincount(code, weights=w, minlength=m)"
+      "\n            for w in (np.ones_like(y), y, y * y, (y - pred) ** 2)]\n"
+      "    pick = np.random.default_rng(seed).integers(0, m, size=(n_boot, m))"),
+    M("PS11", "probes/__main__.py", "examples drawn without unique (repeated equations)",
+      "heldout=True if a.heldout else None,\n                             unique=True)",
+      "heldout=True if a.heldout else None,\n                             unique=False)"),
+    M("PS12", "probes/scores.py", "coincide: a function one way counts as the same split",
+      "return len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs})",
+      "return len(pairs) == len({x for x, _ in pairs})"),
+    M("PS13", "probes/fitting.py", "n_eq_test counts test rows, not distinct equations",
+      '"n_eq_test": len(np.unique(groups[test])),', '"n_eq_test": int(test.sum()),'),
+    M("PS14", "interp/viz/reports/probe.py", "class_only: the flag inverted",
+      "return within_r2 is not None and not pd.isna(within_r2) and within_r2 < ACCURATE",
+      "return within_r2 is not None and not pd.isna(within_r2) and within_r2 > ACCURATE"),
+    M("PS15", "probes/__main__.py", "a target that coincides with an earlier one is fitted again",
+      "        if t in same:\n            continue\n", ""),
+    M("PS16", "probes/controls.py", "control labels drawn per key's examples, not over every "
+      "occurrence (the pool misses repeated keys)",
+      "pool = np.sort(np.broadcast_to(labels[:, None], (n, P))[rows])",
+      "pool = np.sort(labels[rows.any(1)])"),
 ]
-
 
 def select(mutants, module: str | None, only: str | None):
     out = list(mutants)

@@ -348,55 +348,53 @@ def test_the_control_map_is_fixed_per_type_and_changes_with_the_seed():
     assert not np.array_equal(c0, c1)
 
 
-def test_control_labels_keep_the_task_distribution_per_key_and_skip_missing_labels():
-    """Stratified: at each key, every label's share of the control labels is the task's
-    within the largest type's share (each type takes the label at the middle of its share
-    of the sorted labels); the map is drawn per (seed, key); an example without a label
-    (NaN) or without the key (type -1) gets none."""
+def test_control_labels_keep_the_task_distribution_and_one_map_across_keys():
+    """Stratified over every (example, key) occurrence: every label's share of the control
+    labels is the task's within the largest type's share (each type takes the label at the
+    middle of its share of the sorted labels); one map for every key (Hewitt & Liang: a
+    type keeps its label at every occurrence); an example without a label (NaN) or without
+    the key (type -1) gets none."""
     g = torch.Generator().manual_seed(4)
     types = torch.randint(0, 6, (600, 3), generator=g)
     labels = torch.randint(0, 3, (600,), generator=g).double().numpy()
     keys = ["in:a#0", "in:b#0", "in:c#0"]
     for seed in range(5):
         c = control_labels(types, keys, labels, seed)
-        for p in range(3):
-            widest = np.bincount(types[:, p].numpy()).max() / len(labels)
-            for k in range(3):
-                assert abs((c[:, p] == k).mean() - (labels == k).mean()) <= widest + 1e-12
-    # the same 20 types at two keys: two different maps, each the key's own
+        widest = np.bincount(types.flatten().numpy()).max() / types.numel()
+        for k in range(3):
+            assert abs((c == k).mean() - (labels == k).mean()) <= widest + 1e-12
+    # the same 20 types at two keys: one map, the same labels at both
     same = torch.randint(0, 20, (600, 1), generator=g).repeat(1, 2)
     c = control_labels(same, ["in:a#0", "in:b#0"], labels, seed=0)
-    assert not np.array_equal(c[:, 0], c[:, 1])
-    np.testing.assert_array_equal(control_labels(same[:, 1:], ["in:b#0"], labels, 0)[:, 0],
-                                  c[:, 1])
+    np.testing.assert_array_equal(c[:, 0], c[:, 1])
     missing = labels.copy()
     missing[::7] = np.nan
     absent = types.clone()
     absent[::5, 0] = -1
     c = control_labels(absent, keys, missing, seed=0)
     np.testing.assert_array_equal(np.isnan(c), np.isnan(missing)[:, None] | (absent < 0).numpy())
-    # a key present only where the label is 2 (as `in:a_sign#0` only where a < 0): its
-    # control labels are the labels found there, not the whole dataset's
-    sub = types.clone()
-    sub[labels != 2, 0] = -1
-    c = control_labels(sub, keys, labels, seed=0)
-    assert (c[labels == 2, 0] == 2).all()
 
 
-def test_control_types_are_the_shortest_window_with_enough_distinct_values():
-    """Hand-built: twelve sequences `a b =` with b = i % 4 and a = i // 6. At the `=` every
-    example has the same token, two tokens (`b =`) give exactly 4 types: with min_types 4
-    that window is the type, numbered by b. At `a` (the first token) the whole prefix gives 2
-    types, fewer than 4: the prefix is the type. An absent position stays -1."""
+def test_control_types_are_the_token_and_its_role():
+    """Hand-built: twelve sequences `a b =`. The type is (role, token): the role is the key
+    without its occurrence, so `in:d#0` and `in:d#1` share types and `7` in role d is one
+    type at both; the same token in another role (`in:e#0`) is another type; at `=` every
+    example has one type. An absent position stays -1."""
     from probes.positions import control_types
 
-    tokens = [[str(i // 6), str(i % 4), "="] for i in range(12)]
-    ti = torch.tensor([[2, 0]] * 12)
-    ti[5] = torch.tensor([-1, -1])
-    got = control_types(tokens, ti, min_types=4)
-    want = torch.tensor([[i % 4, i // 6] for i in range(12)])
-    want[5] = -1
-    assert torch.equal(got, want)
+    tokens = [[str(i % 3), str(i % 2), "="] for i in range(12)]
+    ti = torch.tensor([[0, 1, 2, 0]] * 12)
+    ti[5] = torch.tensor([-1, -1, -1, -1])
+    got, table = control_types(tokens, ti, ["in:d#0", "in:d#1", "in:=#0", "in:e#0"])
+    assert table == sorted({("in:d", str(i % 3)) for i in range(12)}
+                           | {("in:d", str(i % 2)) for i in range(12)}
+                           | {("in:=", "="), ("in:e", "0"), ("in:e", "1"), ("in:e", "2")})
+    for i in range(12):
+        if i == 5:
+            assert (got[i] == -1).all()
+            continue
+        for p, key in enumerate(["in:d", "in:d", "in:=", "in:e"]):
+            assert table[int(got[i, p])] == (key, tokens[i][int(ti[i, p])])
 
 
 def test_a_bare_role_selects_input_positions_and_fields_their_roles():

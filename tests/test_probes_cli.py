@@ -14,7 +14,9 @@ from interp.models import load_checkpoint
 from probes import __main__ as cli
 
 PROBE_COLUMNS = ["site", "stack", "layer", "position", "target", "kind", "n_train", "n_test",
-                 "metric", "score", "baseline", "control", "selectivity", "alpha"]
+                 "n_eq_test", "metric", "score", "score_lo", "score_hi", "baseline", "control",
+                 "selectivity", "positional", "within_r2", "class_r2", "within_r2_by_class",
+                 "alpha"]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,16 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
     data = json.loads((out / "probes.json").read_text())
     assert set(data) == {"meta", "probes", "causal"}
     assert json.loads((root / "p.json").read_text()) == data
-    assert list(data["probes"][0]) == PROBE_COLUMNS + ["flag"]
-    for rec in data["probes"]:                       # the flag, by its definition
+    assert list(data["probes"][0]) == PROBE_COLUMNS + ["flag", "class_only"]
+    for rec in data["probes"]:                       # the flags, by their definitions
         accurate = rec["score"] - rec["baseline"] >= 0.05
-        want = "" if not accurate else ("selective" if rec["selectivity"] >= 0.05
-                                        else "accurate, not selective")
+        sel = rec["selectivity"]
+        want = "" if not accurate else ("accurate, no control" if sel is None else
+                                        "selective" if sel >= 0.05 else
+                                        "accurate, not selective")
         assert rec["flag"] == want, rec
+        w = rec["within_r2"]
+        assert rec["class_only"] == (w is not None and w < 0.05), rec
     causal = pd.read_csv(out / "causal.csv")
     assert list(causal.columns) == cli.CAUSAL_COLUMNS
     # one check per target and layer: the most selective probe of that layer
@@ -58,7 +64,9 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
         ("D_sign", 0), ("D_sign", 1), ("D_value", 0), ("D_value", 1)]
     for (t, layer), g in causal.groupby(["target", "layer"]):
         grid = probes[(probes.target == t) & (probes.layer == layer)]
-        assert g.positions.iloc[0] == grid.loc[grid.selectivity.idxmax(), "position"]
+        rank = (grid.selectivity if grid.selectivity.notna().any()
+                else grid.score - grid.baseline)       # no control at x ^ =: one token each
+        assert g.positions.iloc[0] == grid.loc[rank.idxmax(), "position"]
     assert {"answer_loss", "exact_match", "field:D_value", "loss:D_value"} <= set(causal.metric)
     # every probe and every causal check printed
     for _, r in probes.iterrows():
@@ -74,7 +82,7 @@ def test_the_causal_checks_clean_run_is_the_ablations_clean_run_of_the_test_spli
     data = json.loads((root / "out" / "probes.json").read_text())
     ckpt = load_checkpoint(tiny_checkpoints["decoder"])
     task = ckpt.task
-    examples = task.generate(150, seed=12345, heldout=True)
+    examples = task.generate(150, seed=12345, unique=True)
     from probes.activations import _groups
     from probes.controls import split_groups
 

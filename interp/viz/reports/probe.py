@@ -5,7 +5,15 @@ text/dict/Page out (`probes` makes them; `interp` never imports `probes`).
 A probe is *accurate but not selective* when its score beats the baseline by at least
 `ACCURATE` (accuracy points, or R^2) while its selectivity (score - control task score,
 Hewitt & Liang 2019) is below `SELECTIVE`: the probe could have learnt as much from the token
-types alone, so its accuracy says little about what the representation holds.
+types alone, so its accuracy says little about what the representation holds. Where the
+control task is undefined (every example has the same token at the position) the flag says
+`accurate, no control`.
+
+A regression row is *explained by the class* (`class_only`) when its R^2 within classes is
+below `ACCURATE`: what the probe reads beyond the class means is next to nothing, so its R^2
+is the class's (compare `class_r2`, the class-mean oracle). Each row also carries its 95%
+interval (equations resampled), the distinct test equations, and the positional baseline
+(the same probe on the layer-0 token+position features).
 """
 
 from __future__ import annotations
@@ -19,52 +27,90 @@ from interp.viz.page import Page
 
 ACCURATE = 0.05    # score - baseline at least this: the probe reads something
 SELECTIVE = 0.05   # selectivity below this: not more than the control task reads
-COLUMNS = ["target", "site", "stack", "layer", "position", "metric", "n_test", "score",
-           "baseline", "control", "selectivity", "flag"]
+COLUMNS = ["target", "site", "stack", "layer", "position", "metric", "n_test", "n_eq_test",
+           "score", "score_lo", "score_hi", "baseline", "control", "selectivity", "positional",
+           "within_r2", "class_r2", "within_r2_by_class", "flag", "class_only"]
 
 
 def flag(score: float, baseline: float, selectivity: float) -> str:
-    """'accurate, not selective', 'selective' or '' (see the module docstring)."""
+    """'accurate, not selective', 'selective', 'accurate, no control' (selectivity NaN: the
+    control is undefined there) or '' (see the module docstring)."""
     if not score - baseline >= ACCURATE:
         return ""
+    if pd.isna(selectivity):
+        return "accurate, no control"
     return "selective" if selectivity >= SELECTIVE else "accurate, not selective"
 
 
+def class_only(within_r2) -> bool:
+    """Whether a regression row's R^2 is the class's: within-class R^2 below `ACCURATE`."""
+    return within_r2 is not None and not pd.isna(within_r2) and within_r2 < ACCURATE
+
+
 def with_flags(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with a `flag` column (see `flag`)."""
+    """`frame` with a `flag` column (see `flag`) and `class_only` (see `class_only`)."""
     out = frame.copy()
     out["flag"] = [flag(s, b, v) for s, b, v in
                    zip(out.score, out.baseline, out.selectivity)]
+    within = out["within_r2"] if "within_r2" in out else [float("nan")] * len(out)
+    out["class_only"] = [class_only(w) for w in within]
     return out
+
+
+def _num(v, fmt: str, width: int) -> str:
+    return f"{'-':>{width}}" if v is None or pd.isna(v) else format(v, fmt).rjust(width)
 
 
 def _stack(v) -> str:
     return "" if v is None or pd.isna(v) else str(v)
 
 
-def format_table(frame: pd.DataFrame, causal: pd.DataFrame | None, title: str) -> str:
-    """The terminal table: per target and site, one line per (layer, position) with score,
-    baseline, control and selectivity, flagged; then one line per causal check."""
+def format_table(frame: pd.DataFrame, causal: pd.DataFrame | None, title: str,
+                 notes=()) -> str:
+    """The terminal table: per target and site, one line per (layer, position) with score
+    and interval, distinct test equations, baseline, control, selectivity and positional
+    baseline (regression: within-class and class-mean R^2), flagged; `notes` (e.g. targets
+    that coincide) after the title; then one line per causal check."""
     f = with_flags(frame)
-    lines = [title, "",
-             (f"score: accuracy (classes) or R^2 (regression) on the test split; control: the "
-             f"control task's score; selectivity = score - control; '!' accurate (>= "
-             f"{ACCURATE:+.2f} over the baseline) but not selective (< {SELECTIVE:.2f})")]
+    lines = [title, *notes, "",
+             (f"score: accuracy (classes) or R^2 (regression) on the test split, [95% interval "
+              f"resampling equations]; eq: distinct test equations; control: the control "
+              f"task's score (a random label per token and role, floored at its baseline; '-' "
+              f"where every example has one token there); selectivity = score - control (at "
+              f"most 1 - the control's baseline); positional: the same probe on the layer-0 "
+              f"token+position embedding; '!' accurate (>= {ACCURATE:+.2f} over the baseline) "
+              f"but not selective (< {SELECTIVE:.2f})")]
     for (target, site, stack), g in f.groupby(["target", "site", "stack"], sort=False,
                                               dropna=False):
         metric = g.metric.iloc[0]
+        reg = metric == "r2"
         lines += ["", (f"{target} at {site}{' (' + _stack(stack) + ')' if _stack(stack) else ''}"
                       f" ({metric}):"),
-                  (f"  {'layer':<6}{'position':<22}{'n_test':>7}{'score':>8}{'baseline':>9}"
-                  f"{'control':>9}{'select.':>9}")]
+                  (f"  {'layer':<6}{'position':<22}{'n_test':>7}{'eq':>5}{'score':>8}"
+                   f"{'[95% interval]':>17}{'baseline':>9}{'control':>9}{'select.':>9}"
+                   f"{'position.':>10}" + (f"{'within':>8}{'class':>7}" if reg else ""))]
         for _, r in g.iterrows():
             mark = {"accurate, not selective": "  !", "selective": "  *"}.get(r.flag, "")
+            if r.class_only:
+                mark += "  c"
+            ci = ("-" if pd.isna(r.score_lo) else f"[{r.score_lo:+.3f}, {r.score_hi:+.3f}]")
             lines.append(f"  L{int(r.layer):<5}{str(r.position)[:21]:<22}{int(r.n_test):>7}"
-                         f"{r.score:>8.3f}{r.baseline:>9.3f}{r.control:>9.3f}"
-                         f"{r.selectivity:>+9.3f}{mark}")
-        best = g.loc[g.selectivity.idxmax()]
-        lines.append(f"  most selective: L{int(best.layer)} {best.position} (score "
-                     f"{best.score:.3f}, selectivity {best.selectivity:+.3f}); '*' selective")
+                         f"{int(r.n_eq_test):>5}{r.score:>8.3f}{ci:>17}{r.baseline:>9.3f}"
+                         f"{_num(r.control, '.3f', 9)}{_num(r.selectivity, '+.3f', 9)}"
+                         f"{_num(r.positional, '.3f', 10)}"
+                         + (f"{_num(r.within_r2, '+.3f', 8)}{_num(r.class_r2, '.3f', 7)}"
+                            if reg else "") + mark)
+        sel = g.dropna(subset=["selectivity"])
+        if len(sel):
+            best = sel.loc[sel.selectivity.idxmax()]
+            lines.append(f"  most selective: L{int(best.layer)} {best.position} (score "
+                         f"{best.score:.3f}, selectivity {best.selectivity:+.3f}); '*' "
+                         "selective")
+        if reg and g.class_only.any():
+            lines.append(f"  c: explained by the class: {int(g.class_only.sum())} of {len(g)} "
+                         f"rows read less than {ACCURATE:.2f} of R^2 within classes (within); "
+                         f"predicting each row by its class's training mean gives class R^2 "
+                         f"up to {g.class_r2.max():.3f}")
     if causal is not None and len(causal):
         lines += ["", ("causal check: remove the probe direction at the cell, teacher-forced "
                   "(damage = answer loss up / accuracy points down), against random "
@@ -105,8 +151,10 @@ def grid_figure(g: pd.DataFrame, column: str, title: str):
     z = z.reindex(index=layers, columns=positions)
     vals = [[None if pd.isna(v) else round(float(v), 4) for v in row] for row in z.to_numpy()]
     diverging = column == "selectivity"
-    hi = max(1.0, float(g[column].abs().max())) if diverging else 1.0
-    lo = -hi if diverging else min(0.0, float(g[column].min()))
+    top = g[column].abs().max()
+    hi = max(1.0, float(top)) if diverging and not pd.isna(top) else 1.0
+    low = g[column].min()
+    lo = -hi if diverging else min(0.0, 0.0 if pd.isna(low) else float(low))
     fig = go.Figure(go.Heatmap(
         z=vals, x=esc_all(positions), y=[f"L{l}" for l in layers], zmin=lo, zmax=hi,
         colorscale="RdBu" if diverging else "Blues", reversescale=diverging,
@@ -118,24 +166,32 @@ def grid_figure(g: pd.DataFrame, column: str, title: str):
     return fig
 
 
-def build_page(frame: pd.DataFrame, causal_results: list, title: str) -> Page:
-    """The report page: per target and site the layer x position heatmaps of score, control
-    and selectivity, the table, then each causal check's table and figure."""
+def build_page(frame: pd.DataFrame, causal_results: list, title: str, notes=()) -> Page:
+    """The report page: per target and site the layer x position heatmaps of score, control,
+    selectivity and the positional baseline, the table, then each causal check's table and
+    figure."""
     page = Page(title)
+    for note in notes:
+        page.paragraph(note)
     page.paragraph(
         "Each cell is a linear probe fitted on the activation at one layer and one aligned "
         "position (in:<role>#<k> is the k-th input token of that role, out:<token>#<k> the "
         "k-th such token of the solution), on a train split, its regularisation chosen on a "
         "validation split, scored on a test split; equations never cross splits. The control "
-        "task (Hewitt & Liang 2019) reassigns labels at random per token type; selectivity = "
-        "score - control. A probe that is accurate but not selective says little about the "
-        "representation.")
+        "task (Hewitt & Liang 2019) gives each token in its role a random label, the same at "
+        "every occurrence; selectivity = score - control (no control where every example has "
+        "the same token). A probe that is accurate but not selective says little about the "
+        "representation. The positional baseline is the same probe on what the model has "
+        "before any attention: the embedding of the current token plus its position. "
+        "Intervals resample equations; for regression targets, 'within' is the R^2 within "
+        "classes and 'class' the R^2 of predicting each row by its class's training mean; "
+        "class_only marks rows the class alone explains.")
     f = with_flags(frame)
     for (target, site, stack), g in f.groupby(["target", "site", "stack"], sort=False,
                                               dropna=False):
         where = f"{site}{' (' + _stack(stack) + ')' if _stack(stack) else ''}"
         page.heading(f"{target} at {where}")
-        for column in ("score", "control", "selectivity"):
+        for column in ("score", "control", "selectivity", "positional"):
             name = g.metric.iloc[0] if column == "score" else column
             page.plotly(grid_figure(g, column, f"{target}: {name} at {where}"))
     page.heading("Every probe")
