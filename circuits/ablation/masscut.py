@@ -10,8 +10,9 @@ same row, by one of two pools, tried in this order:
    orders them at random (probability of coming first proportional to attention**beta,
    beta cycling through `BETAS`: uniform orders, and orders leaning to the heavier keys) and
    takes the prefix whose summed clean mass is closest to m (at least one key; any number of
-   keys, so a control may cut more keys than the target). Of `DRAWS` draws the one closest
-   to m is kept. It MATCHES when its mass / m lies in [`LOW`, `HIGH`] = [0.8, 1.25].
+   keys, so a control may cut more keys than the target); every second draw orders only
+   the keys lighter than `HIGH` * m (a heavier key alone overshoots). Of `DRAWS` draws the
+   one closest to m is kept. It MATCHES when its mass / m lies in [`LOW`, `HIGH`] = [0.8, 1.25].
 2. other-heads, where the same head cannot match (its other keys hold less than 0.8 m, or
    no prefix of any draw lands in the band): the (head, key) entries of the OTHER heads of
    the same layer in the same query row, again not the target's keys, drawn and cut the same
@@ -91,16 +92,20 @@ def _draw(a: torch.Tensor, pool: torch.Tensor, m: torch.Tensor, n_controls: int,
     leaving any group with less than LEFT of its mass is refused (group totals are 1)."""
     r, e = a.shape
     betas = torch.tensor(np.resize(np.array(BETAS), draws))[:, None, None]     # [D, 1, 1]
+    # every second draw leaves out the keys heavier than HIGH * m on their own (no prefix
+    # holding one can match): orders of the lighter keys, where the mass can be met
+    light = torch.arange(draws)[:, None, None] % 2 == 1
+    pool = pool[None] & ~(light & (a > HIGH * m[:, None])[None])               # [D, r, E]
     u = torch.rand((n_controls, draws, r, e), generator=gen, dtype=torch.float64
                    ).clamp(1e-12, 1 - 1e-12)
     keys = betas * a.clamp_min(1e-30).log()[None] - (-u.log()).log()          # + Gumbel
-    keys = keys.masked_fill(~pool, float("-inf"))
+    keys = keys.masked_fill(~pool[None], float("-inf"))
     order = keys.argsort(-1, descending=True)                                 # [C, D, r, E]
     a_s = (a * pool).expand(n_controls, draws, r, e).gather(-1, order)
     cum = a_s.cumsum(-1)
-    npool = pool.sum(-1)                                                       # [r]
+    npool = pool.sum(-1)                                                       # [D, r]
     k = torch.arange(e)
-    bad = k[None, None, None, :] >= npool[None, None, :, None]
+    bad = k[None, None, None, :] >= npool[None, :, :, None]
     if cap is not None:
         # the mass left to each group after cutting each prefix: refuse prefixes that leave
         # a group with less than LEFT (groups are few: loop over them)
@@ -119,7 +124,6 @@ def _draw(a: torch.Tensor, pool: torch.Tensor, m: torch.Tensor, n_controls: int,
     found = ~dbest.gather(1, best[:, None])[:, 0].isinf()                      # [C, r]
     take = (k[None, None, :] <= kb[..., None]) & found[..., None]
     sel = torch.zeros(n_controls, r, e, dtype=torch.bool).scatter_(-1, ob, take)
-    sel &= pool[None]
     return sel, mass.gather(1, best[:, None])[:, 0]
 
 

@@ -72,7 +72,7 @@ def route_figure(summary: pd.DataFrame):
                             showlegend=col == 1, row=1, col=col)
     fig.add_hline(y=0, line_color="grey", line_width=1)
     fig.update_xaxes(type="category")
-    fig.update_layout(height=440, title="Route knockout: damage beyond mass-matched controls")
+    fig.update_layout(height=440, title="Route knockout: damage beyond equal-mass controls")
     return fig
 
 
