@@ -243,9 +243,17 @@ def test_value_path_patch_equals_hf_with_the_values_replaced_by_hand(tiny_checkp
     cut = R.target_cut(prep, ko)
     donors, has = RD.find_donors(bridge, task, prep, "seq", cut.any(1), seed=0, pool=400)
     assert has.sum() >= 4
+    from interp.tasks.tokenizer import CharCodec
+
+    itos = CharCodec().itos
     for i in torch.nonzero(has).flatten().tolist():              # same layout, K differs
         assert bool((donors["seq"][i][cut[i].any(0)] != prep.sides["seq"].ids[i][
             cut[i].any(0)]).any())
+        # the layout read off the tokens: a digit where the example has a digit, the same
+        # literal everywhere else (padding included)
+        for a, b in zip(donors["seq"][i].tolist(), prep.sides["seq"].ids[i].tolist()):
+            assert itos[a].isdigit() == itos[b].isdigit()
+            assert itos[a].isdigit() or a == b
     vd = {("self", 1): RD.donor_values(bridge, prep, donors, "self", 1, batch_size=8)}
     got = R.run_reads(bridge, prep, [(ko, cut)], vd, batch_size=8, max_rows=16)[0].loss
 
