@@ -80,7 +80,9 @@ class MassControls:
             return "same-head"
         if self.other_heads == 1:
             return "other-heads"
-        return f"mixed ({100 * self.other_heads:.0f}% other-heads)"
+        share = 100 * self.other_heads
+        text = "<1" if share < 0.5 else ">99" if share > 99.5 else f"{share:.0f}"
+        return f"mixed ({text}% other-heads)"
 
 
 def _draw(a: torch.Tensor, pool: torch.Tensor, m: torch.Tensor, n_controls: int,

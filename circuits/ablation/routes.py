@@ -573,12 +573,19 @@ def _reads(bridge, task, prep, kos, conds, info, clean, n_controls, seed, batch_
         donors, has = find_donors(bridge, task, prep, side, cut.any(1), seed)
         vd = {(ko.kind, ko.layer): donor_values(bridge, prep, donors, ko.kind, ko.layer,
                                                 batch_size)}
-        runs = run_reads(bridge, prep, conds[at:at + 1 + n_controls], vd, batch_size,
-                         max_rows, say)
         keep = torch.nonzero(has).flatten()
+        runs = run_reads(bridge, prep, conds[at:at + 1 + n_controls], vd, batch_size,
+                         max_rows, say) if len(keep) else []
         sub = lambda d: {m: v[keep] for m, v in d.items()}  # noqa: E731
         mets = [sub(r.metrics(names, field_loss=True)) for r in runs]
-        table = compare(sub(cm), mets[0], mets[1:], seed) if len(keep) else pd.DataFrame()
+        if not len(keep):          # K holds only literals: no donor can differ there
+            nan = float("nan")
+            rows.append({"knockout": ko.spec, "kind": ko.kind, "layer": ko.layer,
+                         "head": ko.head, "measure": "answer_loss", "effect": nan,
+                         "ci_lo": nan, "ci_hi": nan, "p": nan, "verdict": None, **info[j],
+                         "donors": 0})
+            continue
+        table = compare(sub(cm), mets[0], mets[1:], seed)
         for _, r in table.iterrows():
             rows.append({**_row(ko, r, info[j], n_controls), "donors": int(len(keep))})
     return pd.DataFrame(rows)

@@ -122,6 +122,10 @@ def format_routes(res, title: str) -> str:
                   "query rows only; controls resample the equal-mass controls' entries):"]
         for spec, part in rd.groupby("knockout", sort=False):
             r = part.set_index("measure").loc["answer_loss"]
+            if int(r.donors) == 0:
+                lines.append(f"  {spec}: no test (no same-layout donor differs at K: its "
+                             "keys hold literals only)")
+                continue
             lines.append(f"  {spec}: {verdict_text(r.verdict, n_controls)} (answer loss "
                          f"effect {effect_text(r.effect, r.ci_lo, r.ci_hi)}, p = {r.p:.3f}, "
                          f"{int(r.donors)} examples with a donor)")
