@@ -29,15 +29,22 @@ Groups are `interp.attention.groups.group_role` of each position's task role: by
 (`b_digit`, `b_sign` -> `b`; literals such as `x`, `^`, `=` stay themselves), or the fine
 roles with grouping "fine".
 
-Controls matched in attention mass: for each example and each affected query row, a control
-cuts as many OTHER keys of that row (allowed to the query, not among the target keys),
-chosen as the closest in clean attention mass to the target keys among `DRAWS` random draws
-(uniform, and leaning towards heavier keys: probability proportional to attention**beta,
-beta in `BETAS`; all the other keys when there are fewer than the target has). The mean
-target and control mass per affected row are reported (`target_mass`, `control_mass`).
+Controls of equal attention mass (the default, `controls="mass"`; the rule and its
+report are `circuits.ablation.masscut`'s): each control cuts, in each affected query row,
+the same clean attention mass as the target, never the target's keys: other keys of the same
+head (any number of them) where they can match it within [0.8, 1.25], else entries of the
+other heads of the same layer in the same row. Reported: target_mass, control_mass,
+mass_ratio, control_rule, other_heads, unmatched, ratio_min. The rule before issue #22
+(`controls="count"`, `control_cuts`): as many other keys of the row, the closest in mass
+among `DRAWS` random draws; kept for comparison.
+
+With `reads=True` the value path patch (`circuits.ablation.reads`) runs beside each
+knockout: the head's values at K, in the rows of Q only, from a same-layout donor, against
+the same controls' entries resampled alike (`RouteResult.reads`).
 
 Effect = damage(target) - mean damage(controls) per example, its bootstrap interval over
-examples, and the control-rank p-value (`circuits.stats`). Measures: teacher-forced answer
+examples, the control-rank p-value (`circuits.stats`) and the verdict of
+`circuits.stats.verdict` ("untestable" where the controls cannot reach p <= 0.05). Measures: teacher-forced answer
 loss, its mean per solution field (`loss:<field>`), exact match and field correctness; with
 `decode`, free-running greedy decoding under the knockout and the task checker per step.
 
