@@ -112,10 +112,15 @@ def format_routes(res, title: str) -> str:
     for spec, part in s.groupby("knockout", sort=False):
         r = part.set_index("measure").loc["answer_loss"]
         word = verdict_text(r.get("verdict"), n_controls)
+        un = r.get("unmatched", float("nan"))
+        why = (f"; {100 * un:.1f}% of control rows outside [0.8, 1.25] of the target's mass: "
+               "neither the head's other keys nor the other heads could match there"
+               if isinstance(un, float) and un > 0 else "")
         lines.append(f"  {spec}: {word} against equal-mass controls (answer loss effect "
                      f"{effect_text(r.effect, r.ci_lo, r.ci_hi)}, p = {r.p:.3f}; mass "
                      f"{r.target_mass:.2f} target / {r.control_mass:.2f} controls, ratio "
-                     f"{r.get('mass_ratio', float('nan')):.2f}, {r.get('control_rule', '?')})")
+                     f"{r.get('mass_ratio', float('nan')):.2f}, {r.get('control_rule', '?')}"
+                     f"{why})")
     rd = getattr(res, "reads", None)
     if rd is not None and len(rd):
         lines += ["", "reads K (the head's values at K from a same-layout donor, in the "
