@@ -403,3 +403,23 @@ def test_small_effects_print_with_significant_digits():
     assert effect_text(0.0031, -0.0002, 0.0064) == "+0.0031 [-0.0002, +0.0064]"
     assert verdict_text("untestable", 10) == "untestable at 10 controls"
     assert verdict_text("not confirmed", 20) == "NOT confirmed"
+
+
+def test_ablate_route_cli_prints_untestable_masses_and_reads(tiny_checkpoints, tmp_path, capsys):
+    from circuits.ablate import main
+
+    out = tmp_path / "r"
+    rc = main([str(tiny_checkpoints["decoder"]), "--route", "L1H0:D_value->b,c", "--n", "6",
+               "--controls", "10", "--reads", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "untestable at 10 controls" in printed.out and "NOT" not in printed.out
+    assert "equal-mass controls" in printed.out and "ratio" in printed.out
+    assert "reads K" in printed.out
+    summary = pd.read_csv(out / "routes.csv")
+    assert (summary.verdict == "untestable").all()
+    assert {"mass_ratio", "control_rule", "target_mass", "control_mass"} <= set(summary.columns)
+    reads = pd.read_csv(out / "reads.csv")
+    assert set(reads.knockout) == {"L1H0:D_value->b,c"} and "donors" in reads.columns
+    data = json.loads((out / "routes.json").read_text())
+    assert "untestable at 10 controls" in data["meta"]["note"] and "reads" in data
