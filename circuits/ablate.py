@@ -3,7 +3,7 @@
     ablate --tokens "x,^,=" [CKPT] [--mode knockout|mean|zero|resample] [--layers 0-3]
            [--scope input|all] [--n 500] [--controls 20] [--out DIR] [--json FILE]
     ablate --route "L2H0:D_value->b,c" [--route "L1H2:offset=1;L0H3:token=="] [CKPT]
-           [--n 500] [--controls 20] [--decode] [--out DIR] [--json FILE]
+           [--n 500] [--controls 20] [--decode] [--reads] [--out DIR] [--json FILE]
 
 (also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; with --tokens
 --out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
@@ -11,8 +11,11 @@ report.html, with --route routes.csv, routes.json and report.html; --json writes
 alone. A route is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
 groups; `->K` for every query, `*->K` too unless `*` is a group, such as the
 solution's multiplication sign), `offset=d` or `token=t`: in that one head the attention from
-Q to K is cut and the rows renormalised, against controls that cut as many other keys of
-the same rows, matched in attention mass. See `circuits.ablation` for the definitions.
+Q to K is cut and the rows renormalised, against controls that cut the same clean attention
+mass in the same rows (other keys of the same head, else other heads of the layer; see
+`circuits.ablation.masscut`); --reads adds the value path patch (the head's values at K
+from a same-layout donor, in the rows of Q only). Fewer than 19 controls cannot reach
+p <= 0.05: the verdict is then "untestable at N controls". See `circuits.ablation`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ MAX_CONTROLS = 1_000  # random control position sets
 MAX_BATCH = 4_096     # examples run at once
 OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
              "report.html")
-ROUTE_FILES = ("routes.csv", "routes.json", "report.html")
+ROUTE_FILES = ("routes.csv", "routes.json", "report.html", "reads.csv")
 
 
 def main(argv=None) -> int:
@@ -64,6 +67,9 @@ def parser():
     p.add_argument("--no-decode", action="store_true", help="skip free-running decoding")
     p.add_argument("--decode", action="store_true", help="with --route: also decode greedily "
                    "under each knockout and its controls, the checker per step (slower)")
+    p.add_argument("--reads", action="store_true", help="with --route: also test whether the "
+                   "head reads K (its values at K from a same-layout donor, in the rows of Q "
+                   "only, against the controls' entries resampled alike)")
     p.add_argument("--batch-size", type=int, default=128)
     return add_options(p, out="write CSV, JSON and report.html there",
                        json="write the results as JSON", quiet=True, device=True)
@@ -97,6 +103,9 @@ def _main(argv) -> int:
             return _run_routes(a, routes, out)
     if a.decode:
         raise InterpError("--decode applies to --route; --tokens decodes unless --no-decode")
+    if a.reads:
+        raise InterpError("--reads applies to --route (the value path patch of one head's "
+                          "route); drop it with --tokens")
     tokens = [t.strip() for t in a.tokens.split(",")]
     if "" in tokens:
         # a literal comma cannot be named; an empty name is almost always a typo
@@ -132,11 +141,12 @@ def _run_routes(a, routes, out) -> int:
     examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     res = ablate_route(ckpt.bridge(), task, examples, routes, n_controls=a.controls,
-                       seed=a.seed, decode=a.decode, batch_size=a.batch_size, progress=say)
+                       seed=a.seed, decode=a.decode, batch_size=a.batch_size, progress=say,
+                       reads=a.reads)
     res.meta["checkpoint"] = str(a.checkpoint)
     title = (f"route knockout on {a.checkpoint}: {res.meta['n']} "
-             f"{'' if a.all_inputs else 'held-out '}examples, {a.controls} mass-matched "
-             "controls per route")
+             f"{'' if a.all_inputs else 'held-out '}examples ({res.meta['distinct']} distinct "
+             f"equations), {a.controls} equal-mass controls per route")
     print(format_routes(res, title))
     data = to_json(res)
     if a.json:
@@ -146,12 +156,15 @@ def _run_routes(a, routes, out) -> int:
 
     def fill(tmp: Path) -> None:
         res.summary.to_csv(tmp / "routes.csv", index=False)
+        if res.reads is not None:
+            res.reads.to_csv(tmp / "reads.csv", index=False)
         write_json(tmp / "routes.json", data)
         build_page(res, title).write(tmp / "report.html")
 
     replace_dir_atomic(fill, out)
     if not a.quiet:
-        print(f"wrote {out}/routes.csv, routes.json, report.html", file=sys.stderr)
+        print(f"wrote {out}/routes.csv, routes.json, report.html"
+              f"{', reads.csv' if res.reads is not None else ''}", file=sys.stderr)
     return 0
 
 

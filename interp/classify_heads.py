@@ -2,14 +2,16 @@
 
     python -m interp.classify_heads [CKPT] [--n 256] [--out DIR] [--format table|csv|json]
                                     [--kinds self|encoder,decoder_self,cross] [--seed S]
-                                    [--roles field|fine] [--verify [--verify-n 200]
+                                    [--roles field|fine] [--verify [--verify-n 70]
                                     [--controls 20]]
 
 CKPT defaults to the shipped `quadratic-small`. Each head gets its labels (shapes, `broad`,
 `routed(Q->K)`) and what it reads (its top routes, their share and lifts over the uniform head
 and the offset-only model). --verify checks each head's first label by an intervention
 (`circuits.verify_heads`: the route, stripe or diagonal knocked out in that head, against
-mass-matched random knockouts) and adds effect, interval and p columns. Writes heads.csv,
+random knockouts of the same attention mass in the same rows; and whether the head reads
+K's content, its values at K resampled from a same-layout donor) on held-out, distinct
+equations, and adds verdict, effect, interval, p, mass and reads columns. Writes heads.csv,
 heads.json and report.html to --out (default: classify-<model name>). CKPT may also be any HF checkpoint directory the
 TransformerBridge can boot (GPT-2, BERT ...): its heads are read on --prompts FILE (one text a
 line) or on a few built-in English sentences, and roles are the token strings.
@@ -99,12 +101,15 @@ def parser():
                         "together; the default for task models) or fine (every role); text "
                         "models use token classes")
     p.add_argument("--verify", action="store_true", help="check every head's first label by "
-                   "knocking out what it reads, against mass-matched random knockouts "
-                   "(task models)")
-    p.add_argument("--verify-n", type=int, default=200, help="examples of the verification "
-                   f"(default 200, at most {MAX_VERIFY_N:,})")
+                   "knocking out what it reads, against random knockouts of the same "
+                   "attention mass, and whether it reads K (value path patch; task models)")
+    p.add_argument("--verify-n", type=int, default=70, help="held-out, distinct equations "
+                   "of the verification (default 70: the small quadratic preset holds 21 "
+                   "held-out one-root inputs, 30%% of its mix; at most "
+                   f"{MAX_VERIFY_N:,})")
     p.add_argument("--controls", type=int, default=20, help="random knockouts per head in "
-                   f"--verify (default 20, at least 19 for p <= 0.05, at most {MAX_CONTROLS})")
+                   f"--verify (default 20; below 19 p <= 0.05 cannot be reached and every "
+                   f"verdict is 'untestable'; at most {MAX_CONTROLS})")
     return p
 
 
@@ -203,6 +208,9 @@ def _main(argv) -> int:
 
         replace_dir_atomic(fill, out)
     print(report.text(table, a.format), end="")
+    note = table.attrs.get("verify", {}).get("note")
+    if note and a.format != "table":
+        print(note, file=sys.stderr)
     if not a.quiet:
         print(f"wrote {out / 'heads.csv'}, heads.json" +
               ("" if a.no_report else ", report.html"), file=sys.stderr)
@@ -218,29 +226,47 @@ def _verify(a, bridge, task, table, stats):
     # that the library `interp` stays free of circuits (the umbrella `interp` command does
     # the same)
     verify_heads = importlib.import_module("circuits.ablation").verify_heads
-    examples = task.generate(a.verify_n, seed=a.seed + 1)
+    stats_mod = importlib.import_module("circuits.stats")
+    # held-out inputs, each at most once: a repeated equation is no independent observation
+    examples = task.generate(a.verify_n, seed=a.seed + 1, heldout=True, unique=True)
+    distinct = len({e.src for e in examples})
     t0 = time.perf_counter()
     grouping = next(iter(stats.values())).grouping if stats else "field"
     v = verify_heads(bridge, task, examples, table, n_controls=a.controls, seed=a.seed,
                      grouping=grouping, batch_size=a.batch_size)
     if not a.quiet:
-        print(f"verified {int(v.knockout.notna().sum())} labels on {len(examples)} examples "
-              f"x {a.controls} controls in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return merge_verification(table, v)
+        print(f"verified {int(v.knockout.notna().sum())} labels on {len(examples)} held-out "
+              f"examples ({distinct} distinct equations) x {a.controls} equal-mass controls "
+              f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    out = merge_verification(table, v)
+    out.attrs["verify"] = {"n": len(examples), "distinct": distinct, "controls": a.controls,
+                           "note": "" if stats_mod.testable(a.controls)
+                           else stats_mod.untestable_note(a.controls)}
+    return out
 
 
 def merge_verification(table, v):
     """`table` with `verify_knockout`, `verify_measure`, `verify_effect`, `verify_ci_lo`,
-    `verify_ci_hi`, `verify_p`, `verify_answer_loss`, `verify_target_mass`,
-    `verify_control_mass` (the clean attention the knockout and its controls remove per
-    affected row: where a route holds most of its rows' attention, no control can match it)
-    and `verified` (True: damage above the controls, interval above 0 and p <= 0.05; False:
-    not; None: the label has no check) from `circuits.verify_heads` output `v` (one row per
-    head)."""
+    `verify_ci_hi`, `verify_p`, `verify_verdict` ("confirmed", "not confirmed",
+    "untestable"), `verify_answer_loss`, `verify_target_mass`, `verify_control_mass` (the
+    clean attention the knockout and its equal-mass controls remove per affected row),
+    `verify_mass_ratio`, `verify_control_rule` (same-head / other-heads / mixed),
+    `verify_other_heads`, `verify_unmatched`, the reads-K test's `verify_reads_effect`,
+    `verify_reads_ci_lo`, `verify_reads_ci_hi`, `verify_reads_p`, `verify_reads_verdict`,
+    `verify_reads_n`, and `verified` (True: damage above the controls, interval above 0 and
+    p <= 0.05; False: not; None: the label has no check, or the controls cannot reach p <=
+    0.05) from `circuits.verify_heads` output `v` (one row per head)."""
     cols = {"knockout": "verify_knockout", "measure": "verify_measure", "effect": "verify_effect",
             "ci_lo": "verify_ci_lo", "ci_hi": "verify_ci_hi", "p": "verify_p",
-            "answer_loss_effect": "verify_answer_loss", "target_mass": "verify_target_mass",
-            "control_mass": "verify_control_mass", "supported": "verified"}
+            "verdict": "verify_verdict", "answer_loss_effect": "verify_answer_loss",
+            "target_mass": "verify_target_mass", "control_mass": "verify_control_mass",
+            "mass_ratio": "verify_mass_ratio", "control_rule": "verify_control_rule",
+            "other_heads": "verify_other_heads", "unmatched": "verify_unmatched",
+            "reads_effect": "verify_reads_effect", "reads_ci_lo": "verify_reads_ci_lo",
+            "reads_ci_hi": "verify_reads_ci_hi", "reads_p": "verify_reads_p",
+            "reads_verdict": "verify_reads_verdict", "reads_n": "verify_reads_n",
+            "supported": "verified"}
+    cols = {k: c for k, c in cols.items() if k in v.columns}
     keep = v[["kind", "layer", "head", *cols]].rename(columns=cols)
     out = table.merge(keep, on=["kind", "layer", "head"], how="left")
     out["verified"] = out["verified"].astype(object).where(out["verified"].notna(), None)

@@ -123,7 +123,7 @@ TESTS = {
     "circuits/patching/fast.py": PATCHING_TESTS,
     "circuits/patching/experiments.py": PATCHING_TESTS,
     # route knockout: the whole file takes about 20 s (its command-line test runs in-process)
-    "circuits/ablation/routes.py": ["tests/test_routes.py"],
+    "circuits/ablation/routes.py": ["tests/test_routes.py", "tests/test_routes_mass.py"],
     "interp/attention/maps.py": ["tests/test_flow.py", "tests/test_maps.py"],
     # probes: the command-line tests (tests/test_probes_cli.py, subprocesses) are left out;
     # tests/test_probe_targets.py checks the tasks' targets and imports nothing of probes/
@@ -138,6 +138,19 @@ TESTS = {
     "probes/scores.py": ["tests/test_probe_scores.py"],
     "probes/__main__.py": ["tests/test_probe_scores.py"],
     "interp/viz/reports/probe.py": ["tests/test_probe_scores.py"],
+    # equal-mass route controls and the reads-K path patch (issue #22)
+    "circuits/ablation/masscut.py": [
+        "tests/test_routes_mass.py::test_equal_mass_controls_match_the_target_mass_recomputed_by_hand",
+        "tests/test_routes_mass.py::test_without_the_fallback_a_heavy_target_cannot_be_matched",
+        "tests/test_routes_mass.py"],
+    "circuits/ablation/reads.py": [
+        "tests/test_routes_mass.py::test_value_path_patch_touches_only_the_selected_query_rows",
+        "tests/test_routes_mass.py"],
+    "interp/classify_heads.py": [
+        "tests/test_routes_mass.py::test_verify_draws_held_out_distinct_equations",
+        "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls"],
+    "interp/viz/reports/routes.py": [
+        "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
 }
 
 M = Mutant
@@ -791,6 +804,35 @@ MUTANTS = [
       "occurrence (the pool misses repeated keys)",
       "pool = np.sort(np.broadcast_to(labels[:, None], (n, P))[rows])",
       "pool = np.sort(labels[rows.any(1)])"),
+    # ------------------------------------------ equal-mass route controls, reads K (#22)
+    M("EM01", "circuits/ablation/masscut.py", "equal mass: the control mass ignored (the "
+      "first key of each order kept, whatever its mass)",
+      "diff = (cum - m[None, None, :, None]).abs()", "diff = (cum * 0).abs()"),
+    M("EM02", "circuits/ablation/masscut.py", "equal mass: the other-heads fallback never taken",
+      "        if bool(need.any()):", "        if False:"),
+    M("EM03", "circuits/ablation/masscut.py", "equal mass: controls may cut the target's keys",
+      "        pool = ok[i, q] & ~tk\n", "        pool = ok[i, q]\n"),
+    M("EM04", "circuits/ablation/masscut.py", "equal mass: the fallback may cut the target's "
+      "own head", "others = [g for g in range(h_all) if g != head]",
+      "others = list(range(h_all))"),
+    M("EM05", "circuits/ablation/reads.py", "reads K: a donor of any layout",
+      "return tuple(tuple(prep.sides[s].roles[i]) for s in sorted(prep.sides))",
+      "return ()"),
+    M("EM06", "circuits/ablation/reads.py", "reads K: the values patched for every query that "
+      "reads K, not the route's query rows",
+      "w = (sel.to(pattern.dtype) * pattern)",
+      "w = (sel.any(2, keepdim=True).to(pattern.dtype) * pattern)"),
+    M("EM07", "circuits/ablation/routes.py", "verify_heads: the p floor not applied (too few "
+      "controls read as not supported)", '            if word == "untestable":',
+      "            if False:"),
+    M("EM08", "circuits/ablation/routes.py", "ablate_route: the verdict judged as if there "
+      "were 20 controls", '"verdict": verdict(lo, p, n_controls)', '"verdict": verdict(lo, p, 20)'),
+    M("EM09", "interp/classify_heads.py", "--verify drawn without heldout",
+      "heldout=True, unique=True)", "heldout=None, unique=True)"),
+    M("EM10", "interp/classify_heads.py", "--verify drawn with repeats",
+      "heldout=True, unique=True)", "heldout=True, unique=False)"),
+    M("EM11", "interp/viz/reports/routes.py", "a small effect printed with three decimals "
+      "(reads as zero)", "return min(12, 1 - math.floor(math.log10(m)))", "return 3"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

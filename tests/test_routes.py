@@ -465,7 +465,8 @@ def test_verify_heads_checks_first_labels_and_skips_the_rest(planted):
         {"kind": "self", "layer": 1, "head": 1, "labels": ["heterogeneous"], "band_centre": 0},
         {"kind": "self", "layer": 0, "head": 1, "labels": ["blurred_diagonal"],
          "band_centre": 1.2}])
-    out = R.verify_heads(bridge, task, examples, table, n_controls=19)
+    # the planted hooks know only these 40 examples: no donors drawn (reads=False)
+    out = R.verify_heads(bridge, task, examples, table, n_controls=19, reads=False)
     assert list(out.knockout[[0, 2]]) == ["L1H0:Dexpr_b->b", "L0H1:offset=1"]
     assert out.measure[0] == "loss:Dexpr_b" and out.supported[0] is True
     assert out.supported[1] is None and pd.isna(out.knockout[1]) and np.isnan(out.effect[1])

@@ -37,7 +37,9 @@ character accuracy and the task checker's verdict per step.
 
 Route knockout (`routes`): in one head, cut the attention from the queries of one field to
 the keys of another (`ablate_route(bridge, task, examples, ["L2H0:D_value->b,c"])`), against
-controls matched in attention mass; `verify_heads` checks each head's taxonomy label so.
+controls that cut the same attention mass in the same rows (`masscut`), and (`reads=True`)
+the head's values at K resampled from a same-layout donor (`reads`); `verify_heads` checks
+each head's taxonomy label so.
 
 Modules: `positions` (the dataset prepared once, targets, controls, layers), `interventions`
 (hooks, one forward pass, teacher-forced runs, replacement residuals), `decoding` (greedy

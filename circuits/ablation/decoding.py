@@ -19,6 +19,7 @@ from interp.tasks.tokenizer import CharCodec
 from interp.tokens import pad_rows
 
 from .interventions import Run, build_hooks, forward, head_hooks
+from .masscut import cut_hooks
 from .positions import Prepared, occurrence_key
 
 #: free-running decoding stops at <eos> or this many tokens past the solution's length
@@ -50,7 +51,8 @@ def decode_condition(bridge, prep: Prepared, run: Run, mode: str, layers: Sequen
     masks : side -> `[N, W]` the teacher-forced target positions (None: the clean run)
     values : side -> `[layer, N, W, d_model]` replacement residuals (`mean`, `resample`)
     means : side -> {key: `[layer, d_model]`} per-key means, for generated positions
-    route : (kind, layer, head, cut `[N, Wq, Wk]`) a route knockout (`circuits.ablation.routes`)
+    route : (kind, layer, head, cut `[N, Wq, Wk]`, or `[N, H, Wq, Wk]` entries of any heads of
+        the layer) a route knockout (`circuits.ablation.routes`)
         instead of `mode`/`masks`: a generated position keeps the cut row of the solution
         position it stands at (its teacher-forced role), positions past the solution cut nothing
     """
@@ -110,10 +112,17 @@ def _step(bridge, prep, chunk, seqs, start, mode, layers, masks, values, means, 
     if route is not None:
         kind, layer, head, cut = route
         wq, wk = (ids[s].shape[1] for s in (KINDS[kind].query_side, KINDS[kind].key_side))
-        c = torch.zeros(len(chunk), wq, wk, dtype=torch.bool)
-        part = cut[idx, :wq, :wk]
-        c[:, : part.shape[1], : part.shape[2]] = part
-        hooks = head_hooks(bridge, prep.arch, {(kind, layer): (torch.full((len(chunk),), head), c)})
+        if cut.dim() == 4:          # entries of several heads (an equal-mass control)
+            c = torch.zeros(len(chunk), cut.shape[1], wq, wk, dtype=torch.bool)
+            part = cut[idx, :, :wq, :wk]
+            c[:, :, : part.shape[2], : part.shape[3]] = part
+            hooks = cut_hooks(bridge, prep.arch, {(kind, layer): c})
+        else:
+            c = torch.zeros(len(chunk), wq, wk, dtype=torch.bool)
+            part = cut[idx, :wq, :wk]
+            c[:, : part.shape[1], : part.shape[2]] = part
+            hooks = head_hooks(bridge, prep.arch,
+                               {(kind, layer): (torch.full((len(chunk),), head), c)})
     logits = forward(bridge, prep.arch, ids, valid, hooks)
     nxt = logits[torch.arange(len(chunk)), lens - 1].argmax(-1).tolist()
     for i, tok in zip(chunk, nxt):

@@ -29,15 +29,22 @@ Groups are `interp.attention.groups.group_role` of each position's task role: by
 (`b_digit`, `b_sign` -> `b`; literals such as `x`, `^`, `=` stay themselves), or the fine
 roles with grouping "fine".
 
-Controls matched in attention mass: for each example and each affected query row, a control
-cuts as many OTHER keys of that row (allowed to the query, not among the target keys),
-chosen as the closest in clean attention mass to the target keys among `DRAWS` random draws
-(uniform, and leaning towards heavier keys: probability proportional to attention**beta,
-beta in `BETAS`; all the other keys when there are fewer than the target has). The mean
-target and control mass per affected row are reported (`target_mass`, `control_mass`).
+Controls of equal attention mass (the default, `controls="mass"`; the rule and its
+report are `circuits.ablation.masscut`'s): each control cuts, in each affected query row,
+the same clean attention mass as the target, never the target's keys: other keys of the same
+head (any number of them) where they can match it within [0.8, 1.25], else entries of the
+other heads of the same layer in the same row. Reported: target_mass, control_mass,
+mass_ratio, control_rule, other_heads, unmatched, ratio_min. The rule before issue #22
+(`controls="count"`, `control_cuts`): as many other keys of the row, the closest in mass
+among `DRAWS` random draws; kept for comparison.
+
+With `reads=True` the value path patch (`circuits.ablation.reads`) runs beside each
+knockout: the head's values at K, in the rows of Q only, from a same-layout donor, against
+the same controls' entries resampled alike (`RouteResult.reads`).
 
 Effect = damage(target) - mean damage(controls) per example, its bootstrap interval over
-examples, and the control-rank p-value (`circuits.stats`). Measures: teacher-forced answer
+examples, the control-rank p-value (`circuits.stats`) and the verdict of
+`circuits.stats.verdict` ("untestable" where the controls cannot reach p <= 0.05). Measures: teacher-forced answer
 loss, its mean per solution field (`loss:<field>`), exact match and field correctness; with
 `decode`, free-running greedy decoding under the knockout and the task checker per step.
 
@@ -64,10 +71,18 @@ from interp.errors import InterpError
 from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers, run
 from interp.tasks.base import Example, Task
 
+from circuits.stats import testable, untestable_note, verdict
+
 from .decoding import decode_route
 from .experiment import compare
-from .interventions import Scores, batches, forward, head_hooks, run_condition
+from .interventions import Scores, batches, forward, run_condition
+from .masscut import MassControls, cut_hooks, equal_mass_controls
 from .positions import Prepared, prepare
+from .reads import donor_values, find_donors, z_delta, z_hook
+
+#: the control rules: "mass" (equal mass, `circuits.ablation.masscut`), "count" (as many
+#: other keys of the same head, the closest in mass: the rule before issue #22)
+RULES = ("mass", "count")
 
 #: random draws per control and query row; the one closest in attention mass is kept
 DRAWS = 16
@@ -266,16 +281,25 @@ def _check_groups(ko: HeadKnockout, queries, qg, kg) -> None:
 def clean_pattern(bridge, prep: Prepared, ko: HeadKnockout, batch_size: int = 128
                   ) -> torch.Tensor:
     """`[N, Wq, Wk]` float32: the clean attention of `ko`'s head."""
-    k = KINDS[ko.kind]
+    return clean_patterns(bridge, prep, ko.kind, ko.layer, batch_size)[:, ko.head]
+
+
+def clean_patterns(bridge, prep: Prepared, kind: str, layer: int, batch_size: int = 128
+                   ) -> torch.Tensor:
+    """`[N, H, Wq, Wk]` float32: the clean attention of every head of `kind` at `layer`."""
+    k = KINDS[kind]
     qs, ks = _side(prep, k.query_side), _side(prep, k.key_side)
-    out = torch.zeros(prep.n, prep.sides[qs].ids.shape[1], prep.sides[ks].ids.shape[1])
-    name = hook_name(bridge, ko.kind, ko.layer, "hook_pattern")
+    name = hook_name(bridge, kind, layer, "hook_pattern")
+    out = None
     for index, widths, ids, valid, _, _ in batches(prep, batch_size):
         kw = {"attention_mask": valid[prep.main_side].long()}
         if prep.arch == "t5":
             kw["decoder_input"] = ids["tgt"]
-        p = capture(bridge, ids[prep.main_side], names=[name], **kw)[name][:, ko.head]
-        out[index, : p.shape[1], : p.shape[2]] = p.float().cpu()
+        p = capture(bridge, ids[prep.main_side], names=[name], **kw)[name]
+        if out is None:
+            out = torch.zeros(prep.n, p.shape[1], prep.sides[qs].ids.shape[1],
+                              prep.sides[ks].ids.shape[1])
+        out[index, :, : p.shape[2], : p.shape[3]] = p.float().cpu()
     return out
 
 
@@ -326,10 +350,55 @@ def _mean(v: list) -> float:
 
 def run_cuts(bridge, prep: Prepared, conditions: Sequence[tuple[HeadKnockout, torch.Tensor]],
              batch_size: int = 128, max_rows: int = 128, progress=None) -> list:
-    """Teacher-forced `Run` of each (knockout, cut `[N, Wq, Wk]`) condition; conditions are
-    stacked along the batch, up to `max_rows` rows per forward pass. Decoder models start
-    each pass at the knockout's layer from the clean residual stream there (the layers below
-    are the clean run's, computed once per batch)."""
+    """Teacher-forced `Run` of each (knockout, cut) condition: cut `[N, Wq, Wk]` (entries of
+    the knockout's head) or `[N, H, Wq, Wk]` (entries of any heads of its layer: an
+    equal-mass control). Conditions are stacked along the batch, up to `max_rows` rows per
+    forward pass. Decoder models start each pass at the knockout's layer from the clean
+    residual stream there (the layers below are the clean run's, computed once per batch)."""
+    n_heads = int(bridge.cfg.n_heads)
+
+    def hooks(part, index, widths, ids, valid):
+        return cut_hooks(bridge, prep.arch, _stack(prep, part, index, widths, n_heads))
+    return _run_stacked(bridge, prep, conditions, hooks, batch_size, max_rows, progress)
+
+
+def run_reads(bridge, prep: Prepared, conditions: Sequence[tuple[HeadKnockout, torch.Tensor]],
+              v_donor: dict[tuple[str, int], torch.Tensor], batch_size: int = 128,
+              max_rows: int = 128, progress=None) -> list:
+    """Teacher-forced `Run` of each (knockout, cut) condition under the value path patch
+    (`circuits.ablation.reads`): the clean attention kept, the values at the cut (head,
+    query, key) entries read from the donor's values `v_donor[(kind, layer)]: [N, Wk, H, d]`."""
+    n_heads = int(bridge.cfg.n_heads)
+    state: dict = {}
+
+    def hooks(part, index, widths, ids, valid):
+        key = tuple(index.tolist())
+        if state.get("index") != key:           # a new batch: its clean patterns and values
+            names = {kl: (hook_name(bridge, kl[0], kl[1], "hook_pattern"),
+                          hook_name(bridge, kl[0], kl[1], "hook_v")) for kl in v_donor}
+            kw = {"attention_mask": valid[prep.main_side].long()}
+            if prep.arch == "t5":
+                kw["decoder_input"] = ids["tgt"]
+            got = capture(bridge, ids[prep.main_side],
+                          names=[n for pair in names.values() for n in pair], **kw)
+            state.clear()
+            state.update(index=key, clean={kl: (got[a].float().cpu(), got[b].float().cpu())
+                                           for kl, (a, b) in names.items()})
+        tl = []
+        for (kind, layer), sel in _stack(prep, part, index, widths, n_heads).items():
+            pat, v = state["clean"][(kind, layer)]
+            reps = len(sel) // len(index)
+            vd = v_donor[(kind, layer)][index, : v.shape[1]]
+            delta = z_delta(sel[:, :, : pat.shape[2], : pat.shape[3]], pat.repeat(reps, 1, 1, 1),
+                            v.repeat(reps, 1, 1, 1), vd.repeat(reps, 1, 1, 1))
+            tl.append((hook_name(bridge, kind, layer, "hook_z"), z_hook(delta)))
+        return tl, []
+    return _run_stacked(bridge, prep, conditions, hooks, batch_size, max_rows, progress)
+
+
+def _run_stacked(bridge, prep, conditions, make_hooks, batch_size, max_rows, progress) -> list:
+    """The stacked teacher-forced runs of `conditions` with `make_hooks(part, index, widths,
+    ids, valid) -> (hooks, pre_hooks)` building each stacked pass's intervention."""
     scores = [Scores(prep) for _ in conditions]
     skip = prep.arch == "decoder"
     by_layer: dict[int, list[int]] = {}
@@ -347,8 +416,7 @@ def run_cuts(bridge, prep: Prepared, conditions: Sequence[tuple[HeadKnockout, to
                 part = members[start:start + step]
                 if progress:
                     progress(f"{len(part)} conditions at layer {layer}, {b} examples")
-                hooks = head_hooks(bridge, prep.arch, _stack(prep, [conditions[j] for j in part],
-                                                             index, widths))
+                hooks = make_hooks([conditions[j] for j in part], index, widths, ids, valid)
                 if layer in names:
                     logits = run(bridge, resid[names[layer]].repeat(len(part), 1, 1),
                                  hooks=hooks[0], start_at_layer=layer,
@@ -363,20 +431,23 @@ def run_cuts(bridge, prep: Prepared, conditions: Sequence[tuple[HeadKnockout, to
     return [s.run() for s in scores]
 
 
-def _stack(prep: Prepared, conds, index: torch.Tensor, widths: dict[str, int]) -> dict:
-    """(kind, layer) -> (heads `[rows]`, cut `[rows, Wq, Wk]`) of conditions stacked on the
-    examples `index`, cut to the batch's widths."""
+def _stack(prep: Prepared, conds, index: torch.Tensor, widths: dict[str, int], n_heads: int
+           ) -> dict:
+    """(kind, layer) -> `[rows, H, Wq, Wk]` the entries cut by the conditions stacked on the
+    examples `index`, cut to the batch's widths (a `[N, Wq, Wk]` cut is its knockout's head)."""
     b = len(index)
     out: dict = {}
     for r, (ko, cut) in enumerate(conds):
         k = KINDS[ko.kind]
         wq, wk = widths[_side(prep, k.query_side)], widths[_side(prep, k.key_side)]
         if (ko.kind, ko.layer) not in out:
-            out[(ko.kind, ko.layer)] = (torch.full((b * len(conds),), -1, dtype=torch.long),
-                                        torch.zeros(b * len(conds), wq, wk, dtype=torch.bool))
-        heads, c = out[(ko.kind, ko.layer)]
-        heads[r * b:(r + 1) * b] = ko.head
-        c[r * b:(r + 1) * b] = cut[index, :wq, :wk]
+            out[(ko.kind, ko.layer)] = torch.zeros(b * len(conds), n_heads, wq, wk,
+                                                   dtype=torch.bool)
+        c = out[(ko.kind, ko.layer)]
+        if cut.dim() == 3:
+            c[r * b:(r + 1) * b, ko.head] = cut[index, :wq, :wk]
+        else:
+            c[r * b:(r + 1) * b] = cut[index, :, :wq, :wk]
     return out
 
 
@@ -390,17 +461,27 @@ class RouteResult:
         One row per knockout x measure: knockout (spec), measure, clean, target (the measure
         under the knockout), control (its mean under the controls), target_damage,
         control_damage, effect (target - control damage, mean over examples), ci_lo, ci_hi
-        (95% bootstrap), p (control rank), target_mass, control_mass (mean clean attention
-        mass cut per affected query row), rows (affected query rows per example).
+        (95% bootstrap over examples), p (control rank), verdict (`circuits.stats.verdict`:
+        "confirmed", "not confirmed" or "untestable" when the controls cannot reach p <=
+        0.05), target_mass, control_mass (mean clean attention mass cut per affected query
+        row), mass_ratio (control / target), control_rule ("same-head", "other-heads",
+        "mixed (x% other-heads)" or "count"), other_heads and unmatched (shares of control
+        rows cut in other heads / outside the [0.8, 1.25] mass band), ratio_min (the
+        smallest per-row mass ratio), rows (affected query rows per example).
     meta : dict
-        What was run (knockouts, n, controls, seed, family, decode).
+        What was run (knockouts, n, distinct equations, controls, seed, family, decode, rule).
     decoded : dict
         knockout spec -> {"clean", "target"}: greedy outputs under the knockout (with decode).
+    reads : DataFrame or None
+        With `reads`: the value path patch (`circuits.ablation.reads`), one row per knockout
+        x measure with the same columns as `summary` (the same controls' entries resampled
+        instead of cut) and `donors`, the examples that had a same-layout donor.
     """
 
     summary: pd.DataFrame
     meta: dict = field(default_factory=dict)
     decoded: dict = field(default_factory=dict)
+    reads: pd.DataFrame | None = None
 
     def frame(self) -> pd.DataFrame:
         """The summary table (see the class docstring for its columns)."""
@@ -416,17 +497,22 @@ class RouteResult:
 def ablate_route(bridge, task: Task, examples: Sequence[Example],
                  knockouts: Sequence[HeadKnockout | str], n_controls: int = 20, seed: int = 0,
                  decode: bool = False, batch_size: int = 128, max_rows: int = 128,
-                 grouping: str = "field", progress=None) -> RouteResult:
-    """Knock out each route in one head and measure the damage against mass-matched controls.
+                 grouping: str = "field", progress=None, controls: str = "mass",
+                 reads: bool = False) -> RouteResult:
+    """Knock out each route in one head and measure the damage against equal-mass controls.
 
     Parameters
     ----------
     bridge : TransformerBridge of a decoder-only or T5 task model
     task, examples : the task and its examples (`task.generate(...)`)
     knockouts : `HeadKnockout`s or specs for `parse_route` (e.g. "L2H0:D_value->b,c")
-    n_controls : control cuts per knockout (19 or more for p <= 0.05 to be reachable)
+    n_controls : control cuts per knockout (19 or more for p <= 0.05 to be reachable; fewer
+        give the verdict "untestable")
     decode : also greedy-decode under each knockout, with the checker per step (slower)
     max_rows : example x condition rows stacked into one forward pass
+    controls : "mass" (equal mass in the same rows: `circuits.ablation.masscut`) or "count"
+        (as many other keys of the same head, closest in mass: the rule before issue #22)
+    reads : also the value path patch (does the head read K?), in `RouteResult.reads`
 
     Returns
     -------
@@ -436,11 +522,13 @@ def ablate_route(bridge, task: Task, examples: Sequence[Example],
     say = progress or (lambda _m: None)
     if n_controls < 0:
         raise InterpError(f"the number of controls must be 0 or more, got {n_controls}")
+    if controls not in RULES:
+        raise InterpError(f"unknown control rule {controls!r}; choose one of {', '.join(RULES)}")
     prep = prepare(bridge, task, examples)
     kos = [parse_route(k, prep.arch, grouping) if isinstance(k, str) else k for k in knockouts]
     if not kos:
         raise InterpError("no route to knock out; give at least one, e.g. 'L2H0:D_value->b,c'")
-    conds, info = _conditions(bridge, prep, kos, n_controls, seed, batch_size, say)
+    conds, info = _conditions(bridge, prep, kos, n_controls, seed, batch_size, say, controls)
     say("clean run")
     clean = run_condition(bridge, prep, batch_size=batch_size)
     runs = run_cuts(bridge, prep, conds, batch_size, max_rows, say)
@@ -466,23 +554,76 @@ def ablate_route(bridge, task: Task, examples: Sequence[Example],
         table = compare(c0, t0, cs, seed)
         for _, r in table.iterrows():
             rows.append(_row(ko, r, info[j], n_controls))
-    meta = {"knockouts": [k.spec for k in kos], "n": prep.n, "controls": n_controls,
-            "seed": seed, "family": prep.arch, "decode": decode, "draws": DRAWS}
-    return RouteResult(pd.DataFrame(rows), meta, decoded)
+    meta = {"knockouts": [k.spec for k in kos], "n": prep.n,
+            "distinct": len({e.src for e in prep.examples}), "controls": n_controls,
+            "seed": seed, "family": prep.arch, "decode": decode, "draws": DRAWS,
+            "rule": controls,
+            "note": "" if testable(n_controls) else untestable_note(n_controls)}
+    read_rows = _reads(bridge, task, prep, kos, conds, info, clean, n_controls, seed,
+                       batch_size, max_rows, say) if reads else None
+    return RouteResult(pd.DataFrame(rows), meta, decoded, read_rows)
 
 
-def _conditions(bridge, prep, kos, n_controls, seed, batch_size, say):
+def _reads(bridge, task, prep, kos, conds, info, clean, n_controls, seed, batch_size, max_rows,
+           say) -> pd.DataFrame:
+    """The value path patch of every knockout against its controls' entries, one row per
+    knockout x measure (over the examples that have a same-layout donor)."""
+    names = prep.field_names
+    cm = clean.metrics(names, field_loss=True)
+    rows = []
+    for j, ko in enumerate(kos):
+        at = j * (1 + n_controls)
+        k = KINDS[ko.kind]
+        side = _side(prep, k.key_side)
+        cut = conds[at][1]
+        say(f"{ko.spec}: same-layout donors and their values")
+        donors, has = find_donors(bridge, task, prep, side, cut.any(1), seed)
+        vd = {(ko.kind, ko.layer): donor_values(bridge, prep, donors, ko.kind, ko.layer,
+                                                batch_size)}
+        keep = torch.nonzero(has).flatten()
+        runs = run_reads(bridge, prep, conds[at:at + 1 + n_controls], vd, batch_size,
+                         max_rows, say) if len(keep) else []
+        sub = lambda d: {m: v[keep] for m, v in d.items()}  # noqa: E731
+        mets = [sub(r.metrics(names, field_loss=True)) for r in runs]
+        if not len(keep):          # K holds only literals: no donor can differ there
+            nan = float("nan")
+            rows.append({"knockout": ko.spec, "kind": ko.kind, "layer": ko.layer,
+                         "head": ko.head, "measure": "answer_loss", "effect": nan,
+                         "ci_lo": nan, "ci_hi": nan, "p": nan, "verdict": None, **info[j],
+                         "donors": 0})
+            continue
+        table = compare(sub(cm), mets[0], mets[1:], seed)
+        for _, r in table.iterrows():
+            rows.append({**_row(ko, r, info[j], n_controls), "donors": int(len(keep))})
+    return pd.DataFrame(rows)
+
+
+def _conditions(bridge, prep, kos, n_controls, seed, batch_size, say, rule="mass"):
     """The target and control cuts of every knockout, in order, and their masses."""
     conds, info = [], []
     for ko in kos:
         _check_head(bridge, ko)
         cut = target_cut(prep, ko)
         rng = np.random.default_rng([seed, zlib.crc32(ko.spec.encode())])
-        say(f"{ko.spec}: clean attention and {n_controls} matched controls")
-        pattern = clean_pattern(bridge, prep, ko, batch_size)
-        ctl, tm, cmass = control_cuts(cut, allowed(prep, ko.kind), pattern, n_controls, rng)
         rows = float(cut.any(-1).sum()) / prep.n
-        info.append({"target_mass": tm, "control_mass": cmass, "rows": rows})
+        ok = allowed(prep, ko.kind)
+        if rule == "count":
+            say(f"{ko.spec}: clean attention and {n_controls} count-matched controls")
+            pattern = clean_pattern(bridge, prep, ko, batch_size)
+            ctl, tm, cmass = control_cuts(cut, ok, pattern, n_controls, rng)
+            info.append({"target_mass": tm, "control_mass": cmass,
+                         "mass_ratio": cmass / tm if tm > 0 else float("nan"),
+                         "control_rule": "count", "other_heads": 0.0,
+                         "unmatched": float("nan"), "ratio_min": float("nan"), "rows": rows})
+        else:
+            say(f"{ko.spec}: clean attention and {n_controls} equal-mass controls")
+            pats = clean_patterns(bridge, prep, ko.kind, ko.layer, batch_size)
+            mc: MassControls = equal_mass_controls(cut, ok, pats, ko.head, n_controls, rng)
+            ctl = list(mc.cuts)
+            info.append({"target_mass": mc.target_mass, "control_mass": mc.control_mass,
+                         "mass_ratio": mc.mass_ratio, "control_rule": mc.rule,
+                         "other_heads": mc.other_heads, "unmatched": mc.unmatched,
+                         "ratio_min": mc.ratio_min, "rows": rows})
         conds += [(ko, cut)] + [(ko, c) for c in ctl]
     return conds, info
 
@@ -503,12 +644,14 @@ def _row(ko, r, info, n_controls) -> dict:
     td = r["target_damage"]
     cd = r.get("control_damage_mean", nan) if n_controls else nan
     sign = 1 if r["metric"] == "answer_loss" or r["metric"].startswith("loss:") else -1
+    lo, p = r.get("ci_low", nan), r.get("p_value", nan)
     return {"knockout": ko.spec, "kind": ko.kind, "layer": ko.layer, "head": ko.head,
             "measure": r["metric"], "clean": clean, "target": target,
             "control": clean + sign * cd if not np.isnan(cd) else nan,
             "target_damage": td, "control_damage": cd,
-            "effect": r.get("difference", nan), "ci_lo": r.get("ci_low", nan),
-            "ci_hi": r.get("ci_high", nan), "p": r.get("p_value", nan), **info}
+            "effect": r.get("difference", nan), "ci_lo": lo,
+            "ci_hi": r.get("ci_high", nan), "p": p, "verdict": verdict(lo, p, n_controls),
+            **info}
 
 
 CHECKABLE = ("routed", "vertical", "sharp_diagonal", "blurred_diagonal")
@@ -543,48 +686,79 @@ def label_knockout(row, grouping: str = "field", groups: set | None = None
 
 def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.DataFrame,
                  n_controls: int = 20, seed: int = 0, grouping: str = "field",
-                 batch_size: int = 128, max_rows: int = 128, progress=None) -> pd.DataFrame:
-    """Check each head's first label by knocking out what it claims the head reads.
+                 batch_size: int = 128, max_rows: int = 128, progress=None,
+                 controls: str = "mass", reads: bool = True) -> pd.DataFrame:
+    """Check each head's first label by knocking out what it claims the head reads, and
+    (with `reads`) whether the head reads K's content (the value path patch).
 
     Parameters
     ----------
     table : a head table (`interp.head_taxonomy(...).frame()`): columns kind, layer, head,
         labels (list of strings), and band_centre for `blurred_diagonal`
-    n_controls : mass-matched controls per head (19 or more for p <= 0.05 to be reachable)
+    n_controls : equal-mass controls per head (19 or more for p <= 0.05 to be reachable;
+        fewer: every verdict is "untestable")
+    controls : "mass" (the default) or "count" (the rule before issue #22), see
+        `ablate_route`
 
     Returns
     -------
     DataFrame
         One row per head of `table`: kind, layer, head, label, knockout (spec), measure (the
         effect's measure: `loss:<Q>` for a route from a solution field Q, else answer_loss),
-        effect, ci_lo, ci_hi, p, supported (ci_lo > 0 and p <= 0.05; None when the label
-        has no check), answer_loss_effect (mean over the solution tokens), target_mass,
-        control_mass. Every head's targets and controls run stacked (`ablate_route`).
+        effect, ci_lo, ci_hi, p, verdict ("confirmed", "not confirmed", "untestable"; None
+        when the label has no check), supported (ci_lo > 0 and p <= 0.05; None when the
+        label has no check or the controls cannot reach p <= 0.05), answer_loss_effect (mean
+        over the solution tokens), target_mass, control_mass, mass_ratio, control_rule,
+        other_heads, unmatched, ratio_min (see `RouteResult`), and with `reads`
+        reads_effect, reads_ci_lo, reads_ci_hi, reads_p, reads_verdict, reads_n (the value
+        path patch on the same measure, over the reads_n examples with a donor). Every
+        head's targets and controls run stacked (`ablate_route`).
     """
     prep = prepare(bridge, task, examples)
     groups = {g for s in prep.sides for g in _groups_set(prep, s, grouping)}
     kos = [label_knockout(r, grouping, groups) for _, r in table.iterrows()]
     todo = list(dict.fromkeys(k for k in kos if k is not None))
     res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
-                       max_rows, grouping, progress) if todo else None
+                       max_rows, grouping, progress, controls=controls, reads=reads) \
+        if todo else None
+    nan = np.nan
     rows = []
     for (_, r), ko in zip(table.iterrows(), kos):
         labels = r["labels"]
         out = {"kind": r["kind"], "layer": int(r["layer"]), "head": int(r["head"]),
                "label": labels if isinstance(labels, str) else labels[0], "knockout": None,
-               "measure": None, "effect": np.nan, "ci_lo": np.nan, "ci_hi": np.nan,
-               "p": np.nan, "supported": None, "answer_loss_effect": np.nan,
-               "target_mass": np.nan, "control_mass": np.nan}
+               "measure": None, "effect": nan, "ci_lo": nan, "ci_hi": nan,
+               "p": nan, "verdict": None, "supported": None, "answer_loss_effect": nan,
+               "target_mass": nan, "control_mass": nan, "mass_ratio": nan,
+               "control_rule": None, "other_heads": nan, "unmatched": nan, "ratio_min": nan}
+        if reads:
+            out.update(reads_effect=nan, reads_ci_lo=nan, reads_ci_hi=nan, reads_p=nan,
+                       reads_verdict=None, reads_n=0)
         if ko is not None:
             s = res.summary[res.summary.knockout == ko.spec].set_index("measure")
             measure = "answer_loss"
             if ko.queries and len(ko.queries) == 1 and f"loss:{ko.queries[0]}" in s.index:
                 measure = f"loss:{ko.queries[0]}"
             e = s.loc[measure]
+            word = e.get("verdict", verdict(e.ci_lo, e.p, n_controls))
             out.update(knockout=ko.spec, measure=measure, effect=e.effect, ci_lo=e.ci_lo,
-                       ci_hi=e.ci_hi, p=e.p, supported=bool(e.ci_lo > 0 and e.p <= 0.05),
+                       ci_hi=e.ci_hi, p=e.p, verdict=word,
+                       supported=bool(e.ci_lo > 0 and e.p <= 0.05),
                        answer_loss_effect=s.loc["answer_loss", "effect"],
-                       target_mass=e.target_mass, control_mass=e.control_mass)
+                       target_mass=e.target_mass, control_mass=e.control_mass,
+                       **{c: e.get(c, nan) for c in ("mass_ratio", "other_heads", "unmatched",
+                                                     "ratio_min")},
+                       control_rule=e.get("control_rule", None))
+            if word == "untestable":
+                out["supported"] = None          # never a silent "not supported"
+            rd = res.reads
+            if reads and rd is not None and len(rd) and (rd.knockout == ko.spec).any():
+                g = rd[rd.knockout == ko.spec].set_index("measure")
+                if measure in g.index:
+                    x = g.loc[measure]
+                    out.update(reads_effect=x.effect, reads_ci_lo=x.ci_lo,
+                               reads_ci_hi=x.ci_hi, reads_p=x.p, reads_verdict=x.verdict,
+                               reads_n=int(x.donors))
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -593,6 +767,6 @@ def _groups_set(prep: Prepared, side: str, grouping: str) -> set:
     return {g for row in _groups(prep, side, grouping) for g in row}
 
 
-__all__ = ["DRAWS", "HeadKnockout", "RouteResult", "parse_route", "ablate_route",
+__all__ = ["DRAWS", "RULES", "HeadKnockout", "RouteResult", "parse_route", "ablate_route",
            "verify_heads", "label_knockout", "target_cut", "control_cuts", "clean_pattern",
-           "allowed", "run_cuts"]
+           "clean_patterns", "allowed", "run_cuts", "run_reads"]

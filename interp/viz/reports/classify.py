@@ -12,6 +12,10 @@ from interp.attention.taxonomy import label_counts, operations_table
 
 SHOW = ["kind", "layer", "head", "label", "main_score", "reads"]
 VERIFY = ["check", "verify_effect", "verify_ci_lo", "verify_ci_hi", "verify_p"]
+#: the verification as a person reads it (the table and the page): verdict, effect [CI] with
+#: significant digits, p, the masses cut by target and controls, the rule, the reads-K test
+VERIFY_SHOWN = ["check", "verify_effect", "verify_p", "mass t/c", "ratio", "control",
+                "reads K", "reads_p"]
 SIDE_NAMES = {"seq": "sequence", "src": "encoder input", "tgt": "decoder input"}
 
 
@@ -33,30 +37,77 @@ def records(table: pd.DataFrame) -> list[dict]:
     return json.loads(out.to_json(orient="records"))
 
 
+def _controls(table: pd.DataFrame):
+    return table.attrs.get("verify", {}).get("controls", "too few")
+
+
 def check_column(table: pd.DataFrame) -> pd.Series:
     """`yes` where the intervention confirms the first label, `NOT CONFIRMED` where it does
-    not, `-` where the label has no check."""
-    return table["verified"].map(lambda v: "-" if v is None else "yes" if v
-                                 else "NOT CONFIRMED")
+    not, `untestable at N controls` where N controls cannot reach p <= 0.05, `-` where the
+    label has no check."""
+    n = _controls(table)
+    word = table["verify_verdict"] if "verify_verdict" in table else \
+        table["verified"].map(lambda v: None if v is None else
+                              "confirmed" if v else "not confirmed")
+    return word.map(lambda w: "-" if not isinstance(w, str) else "yes" if w == "confirmed"
+                    else f"untestable at {n} controls" if w == "untestable"
+                    else "NOT CONFIRMED")
+
+
+def _reads_column(table: pd.DataFrame, n) -> pd.Series:
+    from .routes import effect_text, verdict_text
+
+    return table.apply(lambda r: "-" if not isinstance(r.get("verify_reads_verdict"), str)
+                       else f"{verdict_text(r['verify_reads_verdict'], n)} "
+                            f"{effect_text(r['verify_reads_effect'], r['verify_reads_ci_lo'], r['verify_reads_ci_hi'])}",  # noqa: E501
+                       axis=1)
 
 
 def shown(table: pd.DataFrame, digits: int | None = 3) -> pd.DataFrame:
     """The columns a person reads (with the verification's when there is one), rounded to
-    `digits` (None: full precision, as heads.csv holds them)."""
+    `digits` (None: full precision and numbers only, as heads.csv holds them; else the
+    effect as text with significant digits, the masses and the reads-K test)."""
+    from .routes import effect_text
+
     cols = list(SHOW)
-    if "verified" in table:
-        table = table.assign(check=check_column(table))
-        cols += VERIFY
-    return table[cols] if digits is None else table[cols].round(digits)
+    if "verified" not in table:
+        return table[cols] if digits is None else table[cols].round(digits)
+    n = _controls(table)
+    table = table.assign(check=check_column(table))
+    if digits is None:
+        extra = [c for c in table.columns if c.startswith("verify_") and c not in VERIFY]
+        return table[cols + VERIFY + extra]
+    t = table.copy()
+    t["verify_effect"] = [effect_text(e, lo, hi) for e, lo, hi in
+                          zip(t.verify_effect, t.verify_ci_lo, t.verify_ci_hi)]
+    t["verify_p"] = t["verify_p"].round(3)
+    if "verify_target_mass" in t:
+        t["mass t/c"] = [("-" if pd.isna(a) else f"{a:.2f}/{b:.2f}") for a, b in
+                         zip(t.verify_target_mass, t.verify_control_mass)]
+    if "verify_mass_ratio" in t:
+        t["ratio"] = t["verify_mass_ratio"].round(2)
+        t["control"] = t["verify_control_rule"].map(lambda x: x if isinstance(x, str) else "-")
+    if "verify_reads_verdict" in t:
+        t["reads K"] = _reads_column(t, n)
+        t["reads_p"] = t["verify_reads_p"].round(3)
+    t["main_score"] = t["main_score"].round(digits)
+    return t[cols + [c for c in VERIFY_SHOWN if c in t]]
 
 
 def text(table: pd.DataFrame, fmt: str = "table") -> str:
     """What the command prints: the shown columns as a table (and the class counts), as CSV
     or as JSON."""
     if fmt == "table":
-        with pd.option_context("display.max_rows", 500, "display.width", 160,
+        v = table.attrs.get("verify")
+        head = ""
+        if v:
+            head = (f"verification: {v['n']} held-out examples ({v['distinct']} distinct "
+                    f"equations), {v['controls']} equal-mass controls per head\n")
+            if v.get("note"):
+                head += v["note"] + "\n"
+        with pd.option_context("display.max_rows", 500, "display.width", 250,
                                "display.max_colwidth", 60):
-            return (f"{shown(table).to_string(index=False)}\n\n"
+            return (f"{head}{shown(table).to_string(index=False)}\n\n"
                     f"{label_counts(table).to_string()}\n")
     if fmt == "csv":
         return shown(table, None).to_csv(index=False)
@@ -92,10 +143,13 @@ def head_titles(table: pd.DataFrame) -> dict:
         lines = [f"L{r['layer']}H{r['head']}: {r['label']}"]
         if r.get("reads"):
             lines.append(str(r["reads"]).split("; ")[0])
-        if "verified" in r and r["verified"] is not None:
-            word = "confirmed" if r["verified"] else "NOT confirmed"
-            lines.append(f"{word} {r['verify_effect']:+.3f} [{r['verify_ci_lo']:+.3f}, "
-                         f"{r['verify_ci_hi']:+.3f}] p={r['verify_p']:.2f}")
+        if "verified" in r and isinstance(r.get("verify_knockout"), str):
+            from .routes import effect_text, verdict_text
+
+            word = verdict_text(r.get("verify_verdict", "confirmed" if r["verified"] else
+                                      "not confirmed"), _controls(table))
+            lines.append(f"{word} {effect_text(r['verify_effect'], r['verify_ci_lo'], r['verify_ci_hi'])}"  # noqa: E501
+                         f" p={r['verify_p']:.3f}")
         out[(r["kind"], int(r["layer"]), int(r["head"]))] = " | ".join(lines)
     return out
 
@@ -187,6 +241,16 @@ def build_report(title: str, table: pd.DataFrame, stats: dict, examples_cache,
                    "claims about what a position stores need an intervention (ablation or "
                    "patching), not a map.")
     page.heading("Taxonomy")
+    v = table.attrs.get("verify")
+    if v:
+        page.paragraph(f"Verification (--verify): {v['n']} held-out examples ({v['distinct']} "
+                       f"distinct equations), {v['controls']} controls per head that cut the "
+                       "same clean attention mass in the same query rows (other keys of the "
+                       "same head, else other heads of the layer: the control column; mass "
+                       "t/c = mean mass cut per affected row by target / controls). reads K: "
+                       "the head's values at K resampled from a same-layout donor, in the "
+                       "query rows only, against the controls' entries resampled alike."
+                       + (" " + v["note"] if v.get("note") else ""))
     page.table(shown(table))
     counts = label_counts(table)
     page.heading("Classes per layer")
