@@ -46,7 +46,9 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
     assert ((probes.n_train + probes.n_test) < 150).all() and (probes.n_test > 0).all()
     data = json.loads((out / "probes.json").read_text())
     assert set(data) == {"meta", "probes", "causal"}
-    assert json.loads((root / "p.json").read_text()) == data
+    written = json.loads((root / "p.json").read_text())
+    assert written.pop("interp_output") == "probes.json"      # names its command (#23)
+    assert written == data
     assert list(data["probes"][0]) == PROBE_COLUMNS + ["flag", "class_only"]
     for rec in data["probes"]:                       # the flags, by their definitions
         accurate = rec["score"] - rec["baseline"] >= 0.05
