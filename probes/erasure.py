@@ -246,7 +246,7 @@ def holding_positions(frame: pd.DataFrame, layer: int, stack=None, holds: float 
                       ) -> list[str]:
     """The positions of `layer` whose task probe beats its baseline by `holds` (the probe
     grid's `frame()`): the places that hold the target."""
-    g = frame[frame.layer == layer]
-    if stack is not None and "stack" in g:
-        g = g[g.stack == stack]
+    g = frame[frame["layer"] == layer]
+    if stack is not None and "stack" in g.columns:
+        g = g[g["stack"] == stack]
     return [str(r.position) for r in g.itertuples() if r.score - r.baseline >= holds]
