@@ -15,7 +15,8 @@
 Modules: `positions` (aligned keys, stacks, control types), `activations` (collect, store,
 load), `estimators` (batched ridge and logistic regression), `controls` (control labels,
 split by equation), `fitting` (the grid of probes and its result: `fit`, `ProbeResult`),
-`causal` (remove a probe's direction against random directions; steering vectors).
+`erasure` (LEACE, iterated INLP, the fresh-probe power check), `causal` (the erasure check
+against random erasures; a probe's direction removed; steering vectors).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from probes.activations import SITES, Activations, collect, load
-from probes.causal import CausalResult, remove_direction, steering_vector
+from probes.causal import (CausalResult, ErasureResult, erasure_check, remove_direction,
+                           steering_vector)
 from probes.fitting import ProbeResult, fit, resolve_labels
 from probes.positions import STACKS
 
@@ -52,8 +54,10 @@ __all__ = [
     "STACKS",
     "Activations",
     "CausalResult",
+    "ErasureResult",
     "ProbeResult",
     "collect",
+    "erasure_check",
     "fit",
     "load",
     "probe",

@@ -1,5 +1,13 @@
-"""Readable is not used: remove a probe's direction from the activation during the forward pass
-and measure what the answer loses, against random directions of the same rank at the same place.
+"""The causal checks of probes: erase what a probe reads, check that it is gone, then test
+whether the answer needs it (`erasure_check`, the erasers in `probes.erasure`); and the single
+probe direction removed or added (`remove_direction`, steering). Over 400 lines because both
+checks share one set of hooks, the position lookup and the teacher-forced runs.
+
+    res = erasure_check(bridge, task, acts, "D_value", "resid_pre", 2, ["in:=#0"])
+    res.power       # a fresh probe after erasure, here and one step on (read it first)
+    res.frame()     # the effect against random erasures; res.meta["verdict"], ["conclusion"]
+
+`remove_direction` (amnesic probing / INLP, one step) removes a probe's own direction:
 
     res = remove_direction(bridge, task, examples, "resid_pre", 1, "in:=#0",
                            probe.direction("resid_pre", 1, "in:=#0"))
@@ -392,8 +400,9 @@ class ErasureResult:
 
         fig = ablation_figure(keep(self.summary), keep(self.control_damage))
         m = self.meta
-        what = "erasing" if m["reached"] else "swapping (interchange) the erased subspace at"
-        fig.update_layout(title=esc(f"{what} {m['target']} at {m['site']} L{m['layer']} "
+        what = (f"erasing {m['target']}" if m["reached"] else
+                f"swapping the erased subspace of {m['target']} (interchange)")
+        fig.update_layout(title=esc(f"{what} at {m['site']} L{m['layer']} "
                                     f"{' '.join(m['positions'])} vs random subspaces"))
         return fig
 
