@@ -195,35 +195,82 @@ COEFS = [(1, -5, 6), (-2, 1, -3), (1, 1, 1), (3, 3, -6), (-1, 2, -5), (2, 8, 6),
 
 def test_the_next_layer_under_erasure_equals_the_hf_model_run_with_the_erasure_by_hand(
         tiny_checkpoints):
+    """Two positions, each with its own eraser: the model run with the hook equals the HF
+    model run alone on embeddings edited by hand at both positions."""
     ckpt = load_checkpoint(tiny_checkpoints["decoder"])
     bridge = ckpt.bridge()
     ex = [Example(format_input(*c)[0], format_output(*c)[0], "?") for c in COEFS]
     prep = C.prepare(bridge, ckpt.task, ex)
     d = bridge.cfg.d_model
     rng = np.random.default_rng(0)
-    Xfit = torch.tensor(rng.standard_normal((40, d)))
-    er = E.leace(Xfit, rng.standard_normal(40), "regression")
-    _, name, at = C.locate(bridge, prep, "resid_pre", 0, ["in:=#0"])
+    keys = ["in:x#0", "in:=#0"]
+    ers = {k: E.leace(torch.tensor(rng.standard_normal((40, d))), rng.standard_normal(40),
+                      "regression") for k in keys}
+    _, name, at = C.locate(bridge, prep, "resid_pre", 0, keys)
     nxt = C.hook_name(bridge, "self", 0, "hook_resid_post")
 
     def hooks(index):
-        return [(name, C._edit_hook(index, at, lambda k, gi, x: er.apply(x)))]
+        return [(name, C._edit_hook(index, at, lambda k, gi, x: ers[k].apply(x)))]
 
-    got = C._capture(bridge, prep, at, nxt, hooks, batch_size=5)["in:=#0"]
-    clean = C._capture(bridge, prep, at, nxt, None, batch_size=5)["in:=#0"]
+    got = C._capture(bridge, prep, at, nxt, hooks, batch_size=5)
+    clean = C._capture(bridge, prep, at, nxt, None, batch_size=5)
     hf, codec = ckpt.model.double(), CharCodec()
     wte, wpe = hf.transformer.wte.weight, hf.transformer.wpe.weight
     for i, e in enumerate(ex):
         seq = [codec.bos] + codec.encode(e.src) + [codec.sep] + codec.encode(e.tgt) + [codec.eos]
-        p = 1 + e.src.index("=")
+        where = {"in:x#0": 1 + e.src.index("x"), "in:=#0": 1 + e.src.index("=")}
         resid = wte[seq] + wpe[: len(seq)]
-        resid[p] = er.apply(resid[p][None])[0]
+        for k, p in where.items():
+            resid[p] = ers[k].apply(resid[p][None])[0]
         with torch.no_grad():
             out = hf(inputs_embeds=(resid - wpe[: len(seq)])[None], output_hidden_states=True)
-        want = out.hidden_states[1][0, p]              # after block 0: resid_post L0
-        np.testing.assert_allclose(got[i].double().numpy(), want.numpy(), atol=1e-4)
-        assert not np.allclose(got[i].numpy(), clean[i].numpy(), atol=1e-4)
+        for k, p in where.items():
+            want = out.hidden_states[1][0, p]              # after block 0: resid_post L0
+            np.testing.assert_allclose(got[k][i].double().numpy(), want.numpy(), atol=1e-4)
+            assert not np.allclose(got[k][i].numpy(), clean[k][i].numpy(), atol=1e-4)
     hf.float()
+
+
+def test_the_check_gives_no_use_verdict_when_the_next_layer_still_reads_the_target(
+        tiny_checkpoints):
+    """Planted: whether c < 0 (the sign before c; the layout is the same either way). At
+    layer 0's `x` and `=` the embedding does not hold it (LEACE has nothing to remove); one
+    block on, attention at `=` has mixed the sign token in, and a fresh probe reads it. The
+    check must
+    say the erasure failed, give no erasure verdict and run the interchange instead, on
+    examples with a same-layout donor whose label differs."""
+    import probes
+
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    bridge, task = ckpt.bridge(), ckpt.task
+    ex = task.generate(240, seed=7)
+    acts = probes.collect(bridge, task, ex, sites=("resid_pre",), positions="x,^,=")
+    labels = np.array([float(e.src[e.src.rindex("x") + 1] == "-") for e in ex])
+    assert 0.2 < labels.mean() < 0.8
+    keys = ["in:x#0", "in:=#0"]
+    res = C.erasure_check(bridge, task, acts, labels, "resid_pre", 0, keys, n_controls=2,
+                          n_test=60, seed=0)
+    p = res.power
+    for where in ("erased", "next", "next, clean"):
+        assert sorted(p[p["where"] == where].position) == sorted(keys)
+    assert set(p[p["where"] == "next"]["at"]) == {"resid_post L0"}
+    assert p[p["where"] == "erased"].at_baseline.all()
+    nxt = p[p["where"] == "next"]
+    assert (nxt.score - nxt.baseline > E.MARGIN).any()
+    assert (nxt.at_baseline == (nxt.score - nxt.baseline <= E.MARGIN)).all()
+    assert not res.meta["reached"]
+    assert set(res.summary.test) == {"interchange"}
+    assert res.meta["conclusion"] not in ("used", "not shown to be used")
+    assert "erasure failed" in res.meta["note"]
+    assert res.meta["rank"] == {k: 1 for k in keys}
+    # the interchange ran the test examples that have a same-layout donor with another label
+    parts = np.asarray(probes.controls.split_groups(acts.groups, seed=0))
+    test = [i for i in range(acts.n) if parts[i] == 2][:60]
+    lay = {}
+    for i in test:
+        lay.setdefault(tuple(ch.isdigit() for ch in ex[i].src), set()).add(labels[i])
+    n_with = sum(len(lay[tuple(ch.isdigit() for ch in ex[i].src)]) > 1 for i in test)
+    assert res.meta["n"] == n_with and res.meta["dropped"] == len(test) - n_with
 
 
 def test_the_check_refuses_no_position_and_an_unknown_method(tiny_checkpoints):
