@@ -414,7 +414,8 @@ def _edit_hook(index: torch.Tensor, at: dict[str, torch.Tensor], edit):
         x = x.clone()
         for key, idx in at.items():
             pos = idx[index].to(x.device)
-            rows = torch.nonzero((pos >= 0) & (pos < x.shape[1])).flatten()
+            inside = (pos >= 0) & (pos < x.shape[1])
+            rows = torch.nonzero(inside).flatten()
             if len(rows) == 0:
                 continue
             cols = pos[rows]

@@ -110,7 +110,8 @@ TESTS = {
     "probes/fitting.py": ["tests/test_probes.py"],
     "probes/controls.py": ["tests/test_probes.py"],
     "probes/positions.py": ["tests/test_probes.py", "tests/test_probes_causal.py"],
-    "probes/causal.py": ["tests/test_probes_causal.py"],
+    "probes/causal.py": ["tests/test_probes_causal.py", "tests/test_probes_erasure.py"],
+    "probes/erasure.py": ["tests/test_probes_erasure.py"],
 }
 
 M = Mutant
@@ -668,6 +669,38 @@ MUTANTS = [
       "worse_up = metric in HIGHER_IS_WORSE"),
     M("V08", "probes/causal.py", "steering_vector: from target to source (reversed)",
       "diff = X[t].mean(0) - X[s].mean(0)", "diff = X[s].mean(0) - X[t].mean(0)"),
+    # ---------------------------------------------------------------- erasure (issue #22)
+    M("ER01", "probes/erasure.py", "inlp: a single step (no iteration to baseline)",
+      "        if at_baseline(p, margin):\n            return er, steps",
+      "        if len(basis) or at_baseline(p, margin):\n            return er, steps"),
+    M("ER02", "probes/erasure.py", "leace: no whitening (orthogonal projection off W S_xz)",
+      "    Q = W_pinv @ U @ U.T @ W\n", "    Q = U @ U.T\n"),
+    M("ER03", "probes/erasure.py", "leace: the subspace from S_xz, not the whitened W S_xz",
+      "torch.linalg.svd(W @ C, full_matrices=False)", "torch.linalg.svd(C, full_matrices=False)"),
+    M("ER04", "probes/causal.py", "erasure_check: the power check skipped (always reached)",
+      "reached = bool(checked.at_baseline.all())", "reached = True"),
+    M("ER05", "probes/causal.py", "erasure_check: the next layer left out of the power check",
+      'checked = power[power["where"].isin(["erased", "next"])]',
+      'checked = power[power["where"].isin(["erased"])]'),
+    M("ER06", "probes/causal.py", "_edit_hook: the erasure applied at one position only",
+      "        for key, idx in at.items():\n            pos = idx[index].to(x.device)",
+      "        for key, idx in list(at.items())[:1]:\n            pos = idx[index].to(x.device)"),
+    M("ER07", "probes/erasure.py", "random_like: the control one rank below the target",
+      "g = torch.from_numpy(rng.standard_normal((R.shape[1], er.rank)))",
+      "g = torch.from_numpy(rng.standard_normal((R.shape[1], max(1, er.rank - 1))))"),
+    M("ER08", "probes/erasure.py", "random_like: LEACE's control orthogonal (not whitened)",
+      "    if er.whiten is not None:\n        W, W_pinv, R = er.whiten",
+      "    if False:\n        W, W_pinv, R = er.whiten"),
+    M("ER09", "probes/causal.py", "_conclude: a failed erasure not said to have failed",
+      "    if not reached:\n        worst = checked", "    if False:\n        worst = checked"),
+    M("ER10", "probes/causal.py", "_donors: a donor of any layout",
+      "        pool = [j for j in by[s] if j != i",
+      "        pool = [j for j in range(len(sig)) if j != i"),
+    M("ER11", "probes/erasure.py", "at_baseline: the margin not applied (any excess passes)",
+      'return bool(probe["excess"] == probe["excess"] and probe["excess"] <= margin)',
+      'return bool(probe["excess"] == probe["excess"] and probe["excess"] <= 1.0)'),
+    M("ER12", "probes/erasure.py", "leace: the concept mean not removed from Z",
+      "    Xc, Zc = Xd - mu, Z - Z.mean(0)", "    Xc, Zc = Xd - mu, Z"),
 ]
 
 
