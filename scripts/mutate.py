@@ -700,7 +700,9 @@ MUTANTS = [
       'return bool(probe["excess"] == probe["excess"] and probe["excess"] <= margin)',
       'return bool(probe["excess"] == probe["excess"] and probe["excess"] <= 1.0)'),
     M("ER12", "probes/erasure.py", "leace: the concept mean not removed from Z",
-      "    Xc, Zc = Xd - mu, Z - Z.mean(0)", "    Xc, Zc = Xd - mu, Z"),
+      "    Xc, Zc = Xd - mu, Z - Z.mean(0)", "    Xc, Zc = Xd - mu, Z",
+      equivalent="the cross-covariance Xc^T Z / n is unchanged: the centred rows sum to 0, "
+                 "so Xc^T (Z - mean) = Xc^T Z (kept as a record of the check)"),
 ]
 
 
