@@ -12,7 +12,7 @@ selectivity (score - control); '!' marks a probe that is accurate but not select
 the baseline by 0.05; --causal-at ROLES: at those roles/keys instead), with LEACE (the
 least-squares closed form after which no linear predictor of the target beats a constant;
 --causal-method inlp: INLP iterated until a fresh probe is at baseline, at most 32
-dimensions). The power check is printed first: a fresh probe on the erased activations of
+dimensions or half of d_model). The power check is printed first: a fresh probe on the erased activations of
 held-out equations, at the erased positions and one step on (the erasure applied during the
 forward pass). Only where both are within --causal-margin (0.02) of the baseline does the
 erasure get a verdict: the change in teacher-forced loss and accuracies of --causal-n

@@ -20,7 +20,8 @@ training rows and applied to every row):
 - **Iterated INLP** (Ravfogel et al. 2020): fit a linear probe (ridge / logistic, penalty on
   the validation rows), add its direction(s) to a basis V, project the training activations
   onto V's complement (`Q = V^T V`), fit again; stop when a fresh probe on the validation
-  rows is at baseline (`at_baseline`), or at `MAX_INLP_RANK` dimensions (then it failed).
+  rows is at baseline (`at_baseline`), or at `MAX_INLP_RANK` dimensions or half of d_model,
+  whichever is fewer (then it failed).
 - **Random** (the control): `Q = V^T V` with V a uniformly random orthonormal basis of the
   same rank, the same mean, at the same positions.
 
@@ -217,12 +218,13 @@ def inlp(X: torch.Tensor, y, kind: str, parts, K: int | None = None,
          max_rank: int = MAX_INLP_RANK, margin: float = MARGIN) -> tuple[Eraser, list[dict]]:
     """Iterated INLP: remove probe directions (fitted on the training rows, `parts == 0`)
     until a fresh probe scored on the validation rows (`parts == 1`) is at baseline, or
-    `max_rank` dimensions are gone. Returns the eraser and one dict per step
+    `max_rank` dimensions (at most half of d) are gone. Returns the eraser and one dict per step
     (rank, validation score, baseline); the eraser's method is "inlp" if it reached
     baseline, "inlp (failed)" if it stopped at `max_rank`."""
     Xd = torch.as_tensor(X).double()
     parts = torch.as_tensor(np.asarray(parts))
     mean = Xd[parts == 0].mean(0)
+    max_rank = min(max_rank, Xd.shape[1] // 2)   # more than half the space is not a concept
     basis = torch.zeros(0, Xd.shape[1], dtype=torch.float64)
     steps = []
     while True:

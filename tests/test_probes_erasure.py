@@ -106,7 +106,7 @@ def test_leace_moves_x_least_among_valid_erasures():
 
 @pytest.mark.parametrize("kind", ["regression", "class"])
 def test_one_inlp_step_leaves_a_planted_concept_but_leace_and_iterated_inlp_remove_it(kind):
-    X, y, parts = planted(kind=kind, seed=1)
+    X, y, parts = planted(kind=kind, seed=1, d=24)
     tr = parts == 0
     clean, base = sk_score(X, y, parts, kind)
     assert clean - base > 0.3
