@@ -12,9 +12,9 @@ selectivity (score - control); '!' marks a probe that is accurate but not select
 the baseline by 0.05; --causal-at ROLES: at those roles/keys instead), with LEACE (the
 least-squares closed form after which no linear predictor of the target beats a constant;
 --causal-method inlp: INLP iterated until a fresh probe is at baseline, at most 32
-dimensions or half of d_model). The power check is printed first: a fresh probe on the erased activations of
-held-out equations, at the erased positions and one step on (the erasure applied during the
-forward pass). Only where both are within --causal-margin (0.02) of the baseline does the
+dimensions or half of d_model). The power check is printed first: a fresh probe on the
+erased activations of held-out equations, at the erased positions and one step on (the
+erasure applied during the forward pass). Only where both are within --causal-margin (0.02) of the baseline does the
 erasure get a verdict: the change in teacher-forced loss and accuracies of --causal-n
 test-split examples against --controls random erasures of the same rank at the same
 positions (interval resampled by equation, control-rank p-value; "untestable" below 19
@@ -24,7 +24,8 @@ value, against random subspaces of the same rank. See `probes.erasure`.
 Cost: per target and layer 2 forward passes of --n examples (the power check one step on)
 and 1 + --controls teacher-forced runs of --causal-n examples.
 
---out writes probes.csv, probes.json, causal.csv and a self-contained report.html; --json
+--out writes probes.csv, probes.json, causal.csv, causal_power.csv and a self-contained
+report.html; --json
 writes probes.json alone. See `probes` and `probes.causal` for the definitions.
 """
 
