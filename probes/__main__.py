@@ -25,7 +25,8 @@ Cost: per target and layer 2 forward passes of --n examples (the power check one
 and 1 + --controls teacher-forced runs of --causal-n examples.
 
 --out writes probes.csv, probes.json, causal.csv, causal_power.csv and a self-contained
-report.html; --json writes probes.json alone. See `probes` and `probes.causal` for the definitions.
+report.html; --json writes probes.json alone. See `probes`, `probes.causal` and
+`probes.erasure` for the definitions.
 """
 
 from __future__ import annotations
