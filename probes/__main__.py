@@ -14,13 +14,14 @@ least-squares closed form after which no linear predictor of the target beats a 
 --causal-method inlp: INLP iterated until a fresh probe is at baseline, at most 32
 dimensions or half of d_model). The power check is printed first: a fresh probe on the
 erased activations of held-out equations, at the erased positions and one step on (the
-erasure applied during the forward pass). Only where both are within --causal-margin
-(0.02) of the baseline does the erasure get a verdict: the change in teacher-forced loss and accuracies of --causal-n
-test-split examples against --controls random erasures of the same rank at the same
-positions (interval resampled by equation, control-rank p-value; "untestable" below 19
-controls). Where the erasure fails it says so and runs an interchange intervention instead:
-the erased subspace's component replaced by that of a same-layout donor with another target
-value, against random subspaces of the same rank. See `probes.erasure`.
+erasure applied during the forward pass). Only where both are within --causal-margin (0.02)
+of the baseline does the erasure get a verdict: the change in teacher-forced loss and
+accuracies of --causal-n test-split examples against --controls random erasures of the same
+rank at the same positions (interval resampled by equation, control-rank p-value;
+"untestable" below 19 controls). Where the erasure fails it says so and runs an interchange
+intervention instead: the erased subspace's component replaced by that of a same-layout
+donor with another target value, against random subspaces of the same rank. See
+`probes.erasure`.
 Cost: per target and layer 2 forward passes of --n examples (the power check one step on)
 and 1 + --controls teacher-forced runs of --causal-n examples.
 
