@@ -17,8 +17,9 @@ Modules: `positions` (aligned keys, stacks, control types: token + role), `activ
 logistic regression), `controls` (control labels, split by equation), `fitting` (the grid of
 probes and its result: `fit`, `ProbeResult`, with the positional baseline, equation
 intervals and distinct test equations), `scores` (within-class and class-mean R^2, the R^2
-cluster bootstrap, targets that coincide),
-`causal` (remove a probe's direction against random directions; steering vectors).
+cluster bootstrap, targets that coincide), `erasure` (LEACE, iterated INLP, the fresh-probe
+power check), `causal` (the erasure check against random erasures; a probe's direction
+removed; steering vectors).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from probes.activations import SITES, Activations, collect, load
-from probes.causal import CausalResult, remove_direction, steering_vector
+from probes.causal import (CausalResult, ErasureResult, erasure_check, remove_direction,
+                           steering_vector)
 from probes.fitting import ProbeResult, fit, resolve_labels
 from probes.positions import STACKS
 
@@ -55,8 +57,10 @@ __all__ = [
     "STACKS",
     "Activations",
     "CausalResult",
+    "ErasureResult",
     "ProbeResult",
     "collect",
+    "erasure_check",
     "fit",
     "load",
     "probe",

@@ -17,19 +17,26 @@ Examples are distinct equations (`task.generate(..., unique=True)`), drawn from 
 equation. Targets that coincide on the examples (D_sign and class: the same three-way split)
 are fitted and reported once, with a line saying so.
 
---causal removes, at each layer, the direction of the most selective probe of that layer
-(--causal-at ROLES: each probe's own direction at every position of those roles, jointly)
-during the forward pass of --causal-n held-out examples (the probe's test split), against
---controls random directions of the same rank there: the change in teacher-forced answer
-loss and accuracies, with a bootstrap interval and a control-rank p-value. The component is
-projected to 0 (amnesic probing), or with --causal-center to its mean over the training
-split (the activation stays near the data; the controls are centred the same way).
-Cost: per target and layer 1 + --controls teacher-forced runs of --causal-n examples
-(quadratic-small, 300 examples: about 3 s a run on a busy 2-core machine; 10 controls at 4
-layers for 3 targets took 7 minutes, the probe grid of 3 targets on 2,000 examples 2.5).
+--causal erases the target at each layer, at every position that holds it (its probe beats
+the baseline by 0.05; --causal-at ROLES: at those roles/keys instead), with LEACE (the
+least-squares closed form after which no linear predictor of the target beats a constant;
+--causal-method inlp: INLP iterated until a fresh probe is at baseline, at most 32
+dimensions or half of d_model). The power check is printed first: a fresh probe on the
+erased activations of held-out equations, at the erased positions and one step on (the
+erasure applied during the forward pass). Only where both are within --causal-margin (0.02)
+of the baseline does the erasure get a verdict: the change in teacher-forced loss and
+accuracies of --causal-n test-split examples against --controls random erasures of the same
+rank at the same positions (interval resampled by equation, control-rank p-value;
+"untestable" below 19 controls). Where the erasure fails it says so and runs an interchange
+intervention instead: the erased subspace's component replaced by that of a same-layout
+donor with another target value, against random subspaces of the same rank. See
+`probes.erasure`.
+Cost: per target and layer 2 forward passes of --n examples (the power check one step on)
+and 1 + --controls teacher-forced runs of --causal-n examples.
 
---out writes probes.csv, probes.json, causal.csv and a self-contained report.html; --json
-writes probes.json alone. See `probes` and `probes.causal` for the definitions.
+--out writes probes.csv, probes.json, causal.csv, causal_power.csv and a self-contained
+report.html; --json writes probes.json alone. See `probes`, `probes.causal` and
+`probes.erasure` for the definitions.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ MAX_N = 10_000        # examples probed (activations: n x positions x d_model x 
 DEFAULT_N = 600       # distinct equations: the small preset has 200 one-root inputs (30%)
 MAX_CONTROLS = 1_000
 MAX_BATCH = 4_096
-OWN_FILES = ("probes.csv", "probes.json", "causal.csv", "report.html")
+OWN_FILES = ("probes.csv", "probes.json", "causal.csv", "causal_power.csv", "report.html")
 
 
 def main(argv=None) -> int:
@@ -79,14 +86,21 @@ def parser():
     p.add_argument("--all-inputs", action="store_true",
                    help="every input (the default; kept for older command lines)")
     p.add_argument("--causal", action="store_true",
-                   help="remove the most selective probe's direction at each layer")
+                   help="erase the target at each layer where its probe reads it, then test "
+                        "whether the answer needs it")
     p.add_argument("--causal-at", metavar="ROLES", default=None,
-                   help="remove each probe's direction at these roles/keys jointly, per layer "
-                        "(implies --causal), e.g. 'x,^,='")
+                   help="erase at these roles/keys jointly, per layer (implies --causal), "
+                        "e.g. 'x,^,='")
+    p.add_argument("--causal-method", default="leace", choices=("leace", "inlp"),
+                   help="LEACE (default) or INLP iterated to baseline")
+    p.add_argument("--causal-margin", type=float, default=0.02,
+                   help="a fresh probe within this of its baseline (accuracy or R^2) counts "
+                        "as erased (default 0.02)")
     p.add_argument("--causal-layers", default=None,
                    help="layers of the causal check, e.g. 0-1 (default: every probed layer)")
     p.add_argument("--causal-center", action="store_true",
-                   help="move the removed component to its dataset mean instead of to 0")
+                   help="kept for old scripts: every erasure now moves the component to its "
+                        "training mean")
     p.add_argument("--causal-n", type=int, default=400,
                    help="test-split examples the causal check runs (default 400)")
     p.add_argument("--controls", type=int, default=20,
@@ -109,6 +123,9 @@ def _main(argv) -> int:
     positive("--n", a.n, MAX_N, f"one probe run holds ({MAX_N:,} examples)")
     positive("--causal-n", a.causal_n, MAX_N, f"one causal check runs ({MAX_N:,} examples)")
     positive("--batch-size", a.batch_size, MAX_BATCH, f"one batch holds ({MAX_BATCH:,})")
+    if not 0 < a.causal_margin < 1:
+        raise InterpError(f"--causal-margin must lie between 0 and 1 (accuracy points or "
+                          f"R^2), got {a.causal_margin}")
     if a.controls < 0:
         raise InterpError(f"--controls must be 0 or more, got {a.controls}")
     at_most("--controls", a.controls, MAX_CONTROLS, f"one check draws ({MAX_CONTROLS} "
@@ -161,8 +178,10 @@ def _run(a, targets, out) -> int:
     from interp.cli.common import load
     from interp.hooks import arch_of, n_layers
     from interp.io import replace_dir_atomic, write_json
+    import json
+
     from interp.tasks.base import distinct_count
-    from interp.viz.reports.probe import build_page, format_table, to_json
+    from interp.viz.reports.probe import build_page, format_causal, format_table, to_json
     from probes import collect, fit
     from probes.positions import STACKS
     from probes.scores import coinciding
@@ -207,6 +226,8 @@ def _run(a, targets, out) -> int:
     causal = (pd.concat([_causal_frame(r) for r in causal_results], ignore_index=True)
               if causal_results else None)
     distinct = distinct_count(examples)
+    power = (pd.concat([_power_frame(r) for r in causal_results], ignore_index=True)
+             if causal_results else pd.DataFrame(columns=POWER_COLUMNS))
     title = (f"probe {','.join(targets)} at {a.site} ({a.positions}) on {a.checkpoint}: "
              f"{acts.n} {'held-out ' if a.heldout else ''}examples ({distinct} distinct "
              f"equations, split by equation), {len(acts.keys)} positions" + (f", causal check on {causal_results[0].meta['n']} test-split "
@@ -214,13 +235,20 @@ def _run(a, targets, out) -> int:
     notes = [f"{t} coincides with {u} on these {distinct} equations (each value of one goes "
              f"with exactly one of the other): one finding, reported once as {u}"
              for t, u in same.items()]
-    print(format_table(frame, causal, title, notes))
+    print(format_table(frame, None, title, notes))
+    if causal_results:
+        print(format_causal(power, causal_results))
     meta = {"checkpoint": str(a.checkpoint), "targets": targets, "site": a.site,
             "positions": a.positions, "keys": acts.keys, "n": acts.n, "seed": a.seed,
             "data_seed": a.data_seed, "heldout": a.heldout, "distinct_equations": distinct,
             "coincide": same, "layers": acts.layers, "controls": a.controls,
             "causal_at": a.causal_at, "timing_s": timing}
     data = to_json(frame, causal, meta)
+    data["causal_power"] = json.loads(power.to_json(orient="records"))
+    data["causal_verdicts"] = [{k: r.meta[k] for k in ("target", "layer", "positions",
+                                                       "method", "reached", "verdict",
+                                                       "conclusion", "note")}
+                               for r in causal_results]
     if a.json:
         write_json(a.json, data)
     if out is None:
@@ -230,48 +258,48 @@ def _run(a, targets, out) -> int:
         frame.to_csv(tmp / "probes.csv", index=False)
         (causal if causal is not None else pd.DataFrame(columns=CAUSAL_COLUMNS)).to_csv(
             tmp / "causal.csv", index=False)
+        power.to_csv(tmp / "causal_power.csv", index=False)
         write_json(tmp / "probes.json", data)
         build_page(frame, causal_results, title, notes).write(tmp / "report.html")
 
     replace_dir_atomic(fill, out)
     if not a.quiet:
-        print(f"wrote {out}/probes.csv, probes.json, causal.csv, report.html", file=sys.stderr)
+        print(f"wrote {out}/probes.csv, probes.json, causal.csv, causal_power.csv, "
+              "report.html", file=sys.stderr)
     return 0
 
 
-CAUSAL_COLUMNS = ["target", "site", "stack", "layer", "positions", "rank", "mode", "centered",
-                  "metric", "clean", "ablated", "target_damage", "control_damage_mean",
-                  "control_damage_sd", "control_damage_min", "control_damage_max",
-                  "difference", "ci_low", "ci_high", "p_value"]
+CAUSAL_COLUMNS = ["target", "site", "stack", "layer", "positions", "method", "rank",
+                  "reached", "verdict", "test", "metric", "clean", "ablated", "target_damage",
+                  "control_damage_mean", "control_damage_sd", "difference", "ci_low",
+                  "ci_high", "p_value"]
+POWER_COLUMNS = ["target", "layer", "positions", "where", "at", "position", "method", "rank",
+                 "score", "baseline", "excess", "at_baseline", "n_train", "n_test",
+                 "distinct_test"]
 
 
 def _causal_frame(res):
-    f = res.frame()
+    return res.frame().reindex(columns=CAUSAL_COLUMNS)
+
+
+def _power_frame(res):
+    f = res.power.copy()
+    f.insert(0, "positions", " ".join(res.meta["positions"]))
+    f.insert(0, "layer", res.meta["layer"])
     f.insert(0, "target", res.meta["target"])
-    return f.reindex(columns=CAUSAL_COLUMNS)
-
-
-def most_selective(g):
-    """The index of the most selective row of a probe frame; where no row has a control
-    (every example has one token at those positions), the row furthest above its baseline."""
-    sel = g.selectivity
-    return (sel if sel.notna().any() else g.score - g.baseline).idxmax()
+    return f.reindex(columns=POWER_COLUMNS)
 
 
 def _causal(bridge, task, acts, results, a, say) -> list:
-    """One causal check per target, stack and layer: the most selective cell of the layer,
-    or (--causal-at) every position of those roles, each with its own probe's direction."""
-    from circuits.ablation.positions import prepare
-    from probes.causal import remove_direction, teacher_forced
+    """One erasure check per target, stack and layer (`probes.causal.erasure_check`): at the
+    positions whose probe beats its baseline by `probes.erasure.HOLDS`, or (--causal-at)
+    at every position of those roles."""
+    from probes.causal import erasure_check
+    from probes.erasure import holding_positions
     from probes.positions import select
 
-    res0 = next(iter(results.values()))
-    test = [i for i in range(acts.n) if int(res0.parts[i]) == 2][: a.causal_n]
-    examples = [acts.examples[i] for i in test]
-    prep = prepare(bridge, task, examples)
-    say(f"causal check: clean run of {len(examples)} test-split examples")
-    clean = teacher_forced(bridge, prep, None, a.batch_size)
     chosen = select(acts.keys, a.causal_at, True) if a.causal_at else None
+    shared: dict = {}
     out = []
     for t, res in results.items():
         f = res.frame()
@@ -279,30 +307,21 @@ def _causal(bridge, task, acts, results, a, say) -> list:
             for layer in acts.layers[st]:
                 if a.causal_layers is not None and layer not in a.causal_layers:
                     continue
-                g = f[(f["stack"] == st) & (f["layer"] == layer)].dropna(subset=["score"])
+                own = [k for k, s in zip(acts.keys, acts.key_stack) if s == st]
                 if chosen is not None:
-                    keys = [k for k in acts.keys if k in chosen and k in set(g.position)]
-                elif len(g):
-                    keys = [g.loc[most_selective(g), "position"]]
+                    keys = [k for k in own if k in chosen]
                 else:
-                    keys = []
+                    hold = set(holding_positions(f, layer, st))
+                    keys = [k for k in own if k in hold]
                 if not keys:
+                    say(f"causal check {t}: {st} L{layer}: no position holds it; skipped")
                     continue
-                dirs = {k: res.direction(a.site, layer, k, st) for k in keys}
-                centers = None
-                if a.causal_center:          # the mean activation at each key (train part)
-                    X = acts.get(a.site, layer, st)
-                    centers = {}
-                    for k in keys:
-                        c = acts.position_index(k)
-                        rows = acts.present[:, c] & (res0.parts == 0)
-                        centers[k] = X[rows, c].mean(0)
                 say(f"causal check {t}: {st} L{layer} {' '.join(keys)}")
-                r = remove_direction(bridge, task, examples, a.site, layer, keys, dirs,
-                                     stack=st, n_controls=a.controls, seed=a.seed,
-                                     batch_size=a.batch_size, prep=prep, clean=clean,
-                                     center=centers)
-                r.meta["target"] = t
+                r = erasure_check(bridge, task, acts, t, a.site, layer, keys, stack=st,
+                                  method=a.causal_method, n_controls=a.controls, seed=a.seed,
+                                  n_test=a.causal_n, batch_size=a.batch_size,
+                                  margin=a.causal_margin, parts=res.parts, progress=say,
+                                  shared=shared)
                 out.append(r)
     return out
 

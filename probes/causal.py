@@ -1,5 +1,13 @@
-"""Readable is not used: remove a probe's direction from the activation during the forward pass
-and measure what the answer loses, against random directions of the same rank at the same place.
+"""The causal checks of probes: erase what a probe reads, check that it is gone, then test
+whether the answer needs it (`erasure_check`, the erasers in `probes.erasure`); and the single
+probe direction removed or added (`remove_direction`, steering). Over 400 lines because both
+checks share one set of hooks, the position lookup and the teacher-forced runs.
+
+    res = erasure_check(bridge, task, acts, "D_value", "resid_pre", 2, ["in:=#0"])
+    res.power       # a fresh probe after erasure, here and one step on (read it first)
+    res.frame()     # the effect against random erasures; res.meta["verdict"], ["conclusion"]
+
+`remove_direction` (amnesic probing / INLP, one step) removes a probe's own direction:
 
     res = remove_direction(bridge, task, examples, "resid_pre", 1, "in:=#0",
                            probe.direction("resid_pre", 1, "in:=#0"))
@@ -41,10 +49,11 @@ import pandas as pd
 import torch
 
 from circuits.ablation import HIGHER_IS_WORSE, Run, compare
+from circuits.stats import bootstrap_ci, distinct, rank_p_value, untestable_note, verdict
 from circuits.ablation.interventions import Scores, batches, forward
 from circuits.ablation.positions import Prepared, prepare
 from interp.errors import InterpError
-from interp.hooks import hook_name
+from interp.hooks import hook_name, n_layers
 from probes.positions import STACKS, side_keys
 
 MODES = ("remove", "steer")
@@ -333,3 +342,376 @@ def steering_vector(X: torch.Tensor, labels, source, target) -> tuple[torch.Tens
     if norm == 0:
         raise InterpError("the two classes have the same mean activation here; nothing to steer")
     return (diff / norm)[None], norm
+
+
+# --------------------------------------------------------------------------------------
+# Erasure with a power check (issue #22): `erasure_check`; the erasers are `probes.erasure`.
+
+#: the residual stream one step after each site of layer L, as (site, layer offset): what
+#: the next-layer power check reads (resid_pre L's next is resid_post L = resid_pre L + 1)
+NEXT = {"resid_pre": ("resid_post", 0), "resid_post": ("resid_post", 1),
+        "attn_out": ("resid_post", 0), "mlp_out": ("resid_post", 0)}
+
+
+@dataclass
+class ErasureResult:
+    """What `erasure_check` found.
+
+    Attributes
+    ----------
+    power : DataFrame
+        The power check, one row per (where, position): where is "erased" (the erased layer),
+        "next" (one layer on, the erasure applied in the forward pass) or "next, clean"
+        (the same place without erasure); method, rank, score, baseline, excess, at_baseline,
+        n_train, n_test (rows), distinct_test (equations).
+    summary : DataFrame
+        One row per metric: test ("erasure" when the erasure reached baseline, else
+        "interchange"), clean, ablated, target_damage, control_damage_mean/sd, difference,
+        ci_low, ci_high (resampled by equation), p_value.
+    control_damage : DataFrame
+        One row per (control, metric): its mean damage.
+    meta : dict
+        target, site, stack, layer, positions, method, rank, reached, verdict, conclusion,
+        note, next_site, next_layer, n, distinct, controls, moved_target, moved_controls,
+        dropped (examples with no same-layout donor), seed, arch.
+    """
+
+    power: pd.DataFrame
+    summary: pd.DataFrame
+    control_damage: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def frame(self) -> pd.DataFrame:
+        """The summary with the cell, method, rank, power and verdict in front."""
+        m = self.meta
+        head = {"target": m["target"], "site": m["site"], "stack": m["stack"],
+                "layer": m["layer"], "positions": " ".join(m["positions"]),
+                "method": m["method"], "rank": max(m["rank"].values(), default=0),
+                "reached": m["reached"], "verdict": m["verdict"]}
+        return pd.concat([pd.DataFrame([head] * len(self.summary)),
+                          self.summary.reset_index(drop=True)], axis=1)
+
+    def figure(self):
+        """The target's damage (red diamond) against each random erasure (grey dots)."""
+        from interp.viz.figures import ablation_figure, esc
+
+        def keep(df):
+            return df[~df.metric.str.startswith("loss:")]
+
+        fig = ablation_figure(keep(self.summary), keep(self.control_damage))
+        m = self.meta
+        what = (f"erasing {m['target']}" if m["reached"] else
+                f"swapping the erased subspace of {m['target']} (interchange)")
+        fig.update_layout(title=esc(f"{what} at {m['site']} L{m['layer']} "
+                                    f"{' '.join(m['positions'])} vs random subspaces"))
+        return fig
+
+
+def _edit_hook(index: torch.Tensor, at: dict[str, torch.Tensor], edit):
+    """A hook editing, for each key, the batch rows at their token index `at[key]`:
+    `edit(key, global example indices [r], x [r, d]) -> x'`."""
+    def hook(x, hook):
+        x = x.clone()
+        for key, idx in at.items():
+            pos = idx[index].to(x.device)
+            inside = (pos >= 0) & (pos < x.shape[1])
+            rows = torch.nonzero(inside).flatten()
+            if len(rows) == 0:
+                continue
+            cols = pos[rows]
+            x[rows, cols] = edit(key, index[rows.cpu()], x[rows, cols]).to(x)
+        return x
+    return hook
+
+
+def _capture(bridge, prep: Prepared, at_next: dict[str, torch.Tensor], next_name: str,
+             hooks_for=None, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """key -> `[N, d]` activations at `next_name` at each key's token index (zeros where
+    absent), with `hooks_for(index)` attached (None: clean)."""
+    d = None
+    out: dict[str, torch.Tensor] = {}
+    for index, _, ids, valid, _, _ in batches(prep, batch_size):
+        got = {}
+
+        def grab(x, hook):
+            got["x"] = x.detach().float().cpu()
+
+        hooks = (hooks_for(index) if hooks_for else []) + [(next_name, grab)]
+        forward(bridge, prep.arch, ids, valid, (hooks, []))
+        x = got["x"]
+        d = x.shape[-1]
+        for key, idx in at_next.items():
+            if key not in out:
+                out[key] = torch.zeros(prep.n, d)
+            pos = idx[index]
+            ok = (pos >= 0) & (pos < x.shape[1])
+            out[key][index[ok]] = x[torch.nonzero(ok).flatten(), pos[ok]]
+    return out
+
+
+def _donors(prep: Prepared, y: np.ndarray, side: str, rng: np.random.Generator) -> np.ndarray:
+    """Per example a donor of the same input layout (the same input keys in the same order)
+    whose label differs, -1 where there is none."""
+    sig = [tuple(k for k in row if k is not None and k.startswith("in:"))
+           for row in prep.keys[side]]
+    out = np.full(len(sig), -1)
+    by: dict[tuple, list[int]] = {}
+    for i, s in enumerate(sig):
+        by.setdefault(s, []).append(i)
+    for i, s in enumerate(sig):
+        pool = [j for j in by[s] if j != i and y[j] == y[j] and y[j] != y[i]]
+        if pool:
+            out[i] = pool[int(rng.integers(len(pool)))]
+    return out
+
+
+def _compare_grouped(clean: dict, target: dict, controls: list[dict], groups, seed: int
+                     ) -> list[dict]:
+    """`circuits.ablation.compare`'s rows, the interval resampled by equation (`groups`)."""
+    import warnings
+
+    rows = []
+    for metric, c in clean.items():
+        dt = _damage(metric, target[metric], c).numpy()
+        if np.all(np.isnan(dt)):
+            continue
+        dcs = np.stack([_damage(metric, ctl[metric], c).numpy() for ctl in controls]) \
+            if controls else np.full((0, len(dt)), np.nan)
+        ctl_means = np.array([np.nanmean(x) for x in dcs])
+        row = {"metric": metric, "clean": float(np.nanmean(c.numpy())),
+               "ablated": float(np.nanmean(target[metric].numpy())),
+               "target_damage": float(np.nanmean(dt))}
+        if controls:
+            with warnings.catch_warnings():      # an example without the field: NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                diff = dt - np.nanmean(dcs, axis=0)
+            lo, hi = bootstrap_ci(diff, seed=seed, groups=groups)
+            row.update(control_damage_mean=float(np.mean(ctl_means)),
+                       control_damage_sd=float(np.std(ctl_means, ddof=1))
+                       if len(ctl_means) > 1 else 0.0,
+                       difference=float(np.nanmean(diff)), ci_low=lo, ci_high=hi,
+                       p_value=rank_p_value(row["target_damage"], ctl_means))
+        rows.append(row)
+    return rows
+
+
+def erasure_check(bridge, task, acts, target, site: str, layer: int, keys: Sequence[str],
+                  stack: str | None = None, method: str = "leace", n_controls: int = 20,
+                  seed: int = 0, n_test: int = 400, batch_size: int = 64,
+                  margin: float | None = None, parts=None, progress=None,
+                  shared: dict | None = None) -> ErasureResult:
+    """Erase `target` at `keys` of (site, layer), check that it is gone, then measure its use.
+
+    Parameters
+    ----------
+    acts : `probes.collect` activations holding (site, layer) and `keys`
+    target : a target name of the task or labels `[acts.n]` (`probes.resolve_labels`)
+    method : "leace" or "inlp" (iterated to baseline, at most `probes.erasure.MAX_INLP_RANK`)
+    parts : `[acts.n]` 0/1/2 train/validation/test by equation (default: the probe grid's
+        split, `probes.controls.split_groups(acts.groups, seed=seed)`)
+    n_test : test-split examples run through the model for the loss effect
+    margin : at-baseline margin of the power check (default `probes.erasure.MARGIN`)
+    shared : a dict kept between calls on the same `acts` and parts (a grid of checks): the
+        prepared examples and the clean runs are computed once
+
+    1. Fit one eraser per key on the training rows of its activations.
+    2. Power check (first): a fresh probe on the erased activations, scored on the test
+       rows, at each key; then, with the erasure in the forward pass of every example, at
+       the same keys one step on (`NEXT`), beside the same probe on the clean run.
+    3. Reached baseline everywhere: teacher-forced loss and accuracies of `n_test` test
+       examples under the erasure, against `n_controls` random orthogonal erasures of the
+       same rank at the same keys around the same means; the verdict through
+       `circuits.stats.verdict`. Not reached: no verdict on the erasure; the interchange
+       intervention on the erased subspace (same-layout donors whose target differs)
+       against random subspaces of the same rank, and its verdict.
+    """
+    from circuits.stats import ALPHA
+    from probes.controls import split_groups
+    from probes.erasure import (MARGIN, METHODS, at_baseline, fresh_probe, inlp, leace,
+                                random_like)
+    from probes.fitting import resolve_labels
+
+    if method not in METHODS:
+        raise InterpError(f"unknown erasure method {method!r}; choose one of "
+                          f"{', '.join(METHODS)}")
+    if n_controls < 0:
+        raise InterpError(f"the number of controls must be 0 or more, got {n_controls}")
+    margin = MARGIN if margin is None else float(margin)
+    say = progress or (lambda _m: None)
+    keys = list(keys)
+    if not keys:
+        raise InterpError("no position to erase at; name at least one key, e.g. 'in:=#0'")
+    y, kind, name, classes = resolve_labels(acts, target)
+    K = len(classes) or None
+    parts = split_groups(acts.groups, seed=seed) if parts is None else torch.as_tensor(parts)
+    pnp = np.asarray(parts)
+    stack = acts.stack_or_default(stack) if stack is not None or len(acts.stacks) == 1 else \
+        acts.key_stack[acts.position_index(keys[0])]
+    X = acts.get(site, layer, stack)
+    srcs = np.array([getattr(e, "src", str(e)) for e in acts.examples], dtype=object)
+    # 1. the erasers, one per key, fitted on the training rows that have the key and a label
+    erasers, power, cols = {}, [], {}
+    for k in keys:
+        c = acts.position_index(k)
+        cols[k] = c
+        has = (acts.present[:, c].numpy()) & ~np.isnan(y)
+        if method == "leace":
+            tr = has & (pnp == 0)
+            erasers[k] = leace(X[tr, c], y[tr], kind, K)
+        else:
+            er, _steps = inlp(X[has, c], y[has], kind, pnp[has], K, margin=margin)
+            erasers[k] = er
+        # 2a. power at the erased place
+        p = fresh_probe(erasers[k].apply(X[has, c]), y[has], kind, pnp[has], K)
+        power.append(_power_row("erased", f"{site} L{layer}", k, erasers[k], p, srcs[has],
+                                pnp[has], margin))
+    # 2b. power one step on, the erasure in the forward pass of every example
+    next_site, off = NEXT[site]
+    first = STACKS[_arch(bridge)][stack][0]
+    next_layer = layer + off
+    shared = {} if shared is None else shared
+    if "prep_all" not in shared:
+        shared["prep_all"] = prepare(bridge, task, acts.examples)
+    prep_all = shared["prep_all"]
+    _, name_here, at_all = locate(bridge, prep_all, site, layer, keys, stack)
+    next_name = None
+    if next_layer < n_layers(bridge, first):
+        next_name = name_next = hook_name(bridge, first, next_layer, SITE_HOOKS[next_site])
+
+        def erase_all(index):
+            return [(name_here, _edit_hook(index, at_all,
+                                           lambda k, gi, x: erasers[k].apply(x)))]
+
+        say(f"power check one step on ({next_site} L{next_layer}): clean and erased runs of "
+            f"{prep_all.n} examples")
+        ck = ("clean_next", name_next, tuple(keys))
+        if ck not in shared:
+            shared[ck] = _capture(bridge, prep_all, at_all, name_next, None, batch_size)
+        clean_next = shared[ck]
+        erased_next = _capture(bridge, prep_all, at_all, name_next, erase_all, batch_size)
+        for k in keys:
+            has = acts.present[:, cols[k]].numpy() & ~np.isnan(y)
+            for where, Z in (("next", erased_next), ("next, clean", clean_next)):
+                p = fresh_probe(Z[k][has], y[has], kind, pnp[has], K)
+                power.append(_power_row(where, f"{next_site} L{next_layer}", k, erasers[k], p,
+                                        srcs[has], pnp[has], margin))
+    power = pd.DataFrame(power)
+    checked = power[power["where"].isin(["erased", "next"])]
+    reached = bool(checked.at_baseline.all())
+    # 3. the loss effect on test examples: the erasure, or (failed) the interchange
+    test = [i for i in range(acts.n) if int(parts[i]) == 2][:n_test]
+    if "prep_test" not in shared:
+        shared["prep_test"] = prepare(bridge, task, [acts.examples[i] for i in test])
+    prep = shared["prep_test"]
+    _, _, at = locate(bridge, prep, site, layer, keys, stack)
+    test_t = torch.tensor(test)
+    rng = np.random.default_rng(seed)
+    donors = None
+    if reached:
+        def edit_for(ers):
+            return lambda k, gi, x: ers[k].apply(x)
+        use = torch.arange(prep.n)
+    else:
+        donors = _donors(prep, y[test], prep.main_side, rng)
+        use = torch.from_numpy(np.nonzero(donors >= 0)[0])
+        if len(use) == 0:
+            raise InterpError("the erasure failed and no test example has a same-layout donor "
+                              "with another target value; use more examples (--n)")
+        prep = prepare(bridge, task, [prep.examples[int(i)] for i in use])
+        _, _, at = locate(bridge, prep, site, layer, keys, stack)
+        donor_acts = {k: X[test_t[torch.from_numpy(donors[use.numpy()])], cols[k]]
+                      for k in keys}
+
+        def edit_for(ers):
+            return lambda k, gi, x: ers[k].swap(x, donor_acts[k][gi])
+    groups = [e.src for e in prep.examples]
+
+    def hooks(ers):
+        return lambda index: [(name_here, _edit_hook(index, at, edit_for(ers)))]
+
+    test_label = "erasure" if reached else "interchange"
+    if reached and "clean_test" in shared:
+        clean = shared["clean_test"]
+    else:
+        say(f"{test_label}: clean run of {prep.n} test examples")
+        clean = teacher_forced(bridge, prep, None, batch_size)
+        if reached:
+            shared["clean_test"] = clean
+    say(f"{test_label} of {name} at {site} L{layer} {' '.join(keys)}")
+    tgt = teacher_forced(bridge, prep, hooks(erasers), batch_size)
+    ctl_runs, moved_c = [], []
+    Xt = {k: X[test_t[use], cols[k]] for k in keys}
+    for j in range(n_controls):
+        say(f"control {j + 1}/{n_controls}")
+        r = np.random.default_rng([seed, j])
+        ctl = {k: random_like(er, r) for k, er in erasers.items()}
+        moved_c.append(np.mean([ctl[k].moved(Xt[k]) for k in keys]))
+        ctl_runs.append(teacher_forced(bridge, prep, hooks(ctl), batch_size))
+    names = prep.field_names
+    cm = clean.metrics(names, field_loss=True)
+    rows = _compare_grouped(cm, tgt.metrics(names, field_loss=True),
+                            [r.metrics(names, field_loss=True) for r in ctl_runs], groups, seed)
+    summary = pd.DataFrame(rows)
+    summary.insert(0, "test", test_label)
+    control_damage = pd.DataFrame(
+        [{"control": j, "metric": k, "damage": float(np.nanmean(_damage(k, v, cm[k])))}
+         for j, r in enumerate(ctl_runs) for k, v in r.metrics(names, field_loss=True).items()
+         if bool((~torch.isnan(v)).any())], columns=["control", "metric", "damage"])
+    loss = summary[summary.metric == "answer_loss"].iloc[0]
+    v = verdict(loss.get("ci_low", float("nan")), loss.get("p_value", float("nan")),
+                n_controls, ALPHA)
+    conclusion, note = _conclude(reached, v, n_controls, checked, margin)
+    meta = {"target": name, "site": site, "stack": stack, "layer": int(layer),
+            "positions": keys, "method": method if method == "leace" else
+            ("inlp" if all(er.method == "inlp" for er in erasers.values()) else
+             "inlp (failed)"),
+            "rank": {k: er.rank for k, er in erasers.items()}, "reached": reached,
+            "verdict": v, "conclusion": conclusion, "note": note, "margin": margin,
+            "next_site": next_site if next_name is not None else None,
+            "next_layer": next_layer if next_name is not None else None,
+            "n": prep.n, "distinct": distinct(groups), "controls": n_controls,
+            "moved_target": float(np.mean([erasers[k].moved(Xt[k]) for k in keys])),
+            "moved_controls": float(np.mean(moved_c)) if moved_c else float("nan"),
+            "dropped": 0 if donors is None else int((donors < 0).sum()),
+            "seed": seed, "arch": prep.arch}
+    return ErasureResult(power, summary, control_damage, meta)
+
+
+def _arch(bridge) -> str:
+    from interp.hooks import arch_of
+    return arch_of(bridge)
+
+
+def _power_row(where, at, key, er, p, srcs, parts, margin) -> dict:
+    return {"where": where, "at": at, "position": key, "method": er.method, "rank": er.rank,
+            "score": p["score"], "baseline": p["baseline"], "excess": p["excess"],
+            "at_baseline": (p["excess"] <= margin) if p["excess"] == p["excess"] else False,
+            "n_train": p["n_train"], "n_test": p["n_test"],
+            "distinct_test": distinct(srcs[parts == 2])}
+
+
+def _conclude(reached: bool, v: str, n_controls: int, checked: pd.DataFrame,
+              margin: float) -> tuple[str, str]:
+    """(conclusion, note): what the figures support, in words."""
+    why = ""
+    if not reached:
+        worst = checked.loc[checked.excess.fillna(np.inf).idxmax()]
+        why = (f"erasure failed: a fresh probe still reads it at {worst['at']} "
+               f"{worst.position} ({worst.score:.3f} vs baseline {worst.baseline:.3f}, margin "
+               f"{margin}); no verdict from erasure")
+    if v == "untestable":
+        return ("erasure failed" if why else "untestable",
+                (why + "; " if why else "") + untestable_note(n_controls))
+    if not reached:
+        if v == "confirmed":
+            return "subspace used (interchange)", why + ("; swapping the erased subspace for "
+                                                         "a donor's costs more than random "
+                                                         "subspaces")
+        return "not shown (interchange)", why + ("; swapping it for a donor's costs no more "
+                                                  "than random subspaces")
+    if v == "confirmed":
+        return "used", ("erased to baseline here and one step on; the answer loses more than "
+                        "under random erasures of the same rank")
+    return "not shown to be used", ("erased to baseline here and one step on; the answer "
+                                    "loses no more than under random erasures of the same "
+                                    "rank")

@@ -45,7 +45,7 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
     # every example is in one part: train + test never exceed the examples
     assert ((probes.n_train + probes.n_test) < 150).all() and (probes.n_test > 0).all()
     data = json.loads((out / "probes.json").read_text())
-    assert set(data) == {"meta", "probes", "causal"}
+    assert set(data) == {"meta", "probes", "causal", "causal_power", "causal_verdicts"}
     written = json.loads((root / "p.json").read_text())
     assert written.pop("interp_output") == "probes.json"      # names its command (#23)
     assert written == data
@@ -61,19 +61,37 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
         assert rec["class_only"] == (w is not None and w < 0.05), rec
     causal = pd.read_csv(out / "causal.csv")
     assert list(causal.columns) == cli.CAUSAL_COLUMNS
-    # one check per target and layer: the most selective probe of that layer
-    assert sorted(set(zip(causal.target, causal.layer))) == [
-        ("D_sign", 0), ("D_sign", 1), ("D_value", 0), ("D_value", 1)]
-    for (t, layer), g in causal.groupby(["target", "layer"]):
-        grid = probes[(probes.target == t) & (probes.layer == layer)]
-        rank = (grid.selectivity if grid.selectivity.notna().any()
-                else grid.score - grid.baseline)       # no control at x ^ =: one token each
-        assert g.positions.iloc[0] == grid.loc[rank.idxmax(), "position"]
+    # one check per target and layer where some position holds the target (its probe beats
+    # the baseline by 0.05), erasing at exactly those positions
+    want = {}
+    for (t, layer), grid in probes.groupby(["target", "layer"]):
+        hold = [p for p, s, b in zip(grid.position, grid.score, grid.baseline) if s - b >= 0.05]
+        if hold:
+            want[(t, layer)] = " ".join(hold)
+    assert want, "the tiny model's probes should read something somewhere"
+    assert {k: g.positions.iloc[0] for k, g in causal.groupby(["target", "layer"])} == want
     assert {"answer_loss", "exact_match", "field:D_value", "loss:D_value"} <= set(causal.metric)
-    # every probe and every causal check printed
+    # the power check: per check, erased and next-layer rows at every erased position; the
+    # verdict "used"/"not shown to be used" only where all of them are at baseline
+    power = pd.read_csv(out / "causal_power.csv")
+    assert list(power.columns) == cli.POWER_COLUMNS
+    for v in data["causal_verdicts"]:
+        p = power[(power.target == v["target"]) & (power.layer == v["layer"])]
+        keys = v["positions"]
+        for where in ("erased", "next", "next, clean"):
+            assert sorted(p[p["where"] == where].position) == sorted(keys)
+        checked = p[p["where"].isin(["erased", "next"])]
+        ok = ((checked.score - checked.baseline) <= 0.02).all()
+        assert v["reached"] == ok
+        if not ok:
+            assert v["conclusion"] not in ("used", "not shown to be used")
+            assert "erasure failed" in v["note"]
+    assert (power.at_baseline == ((power.score - power.baseline) <= 0.02)).all()
+    # every probe and every causal check printed, the power check before the effect
     for _, r in probes.iterrows():
         assert f"{r.position:<22}" in printed
-    assert printed.count("answer_loss") == 4
+    assert printed.count("answer_loss") == len(want)
+    assert printed.index("power check first") < printed.index("answer_loss")
     html = (out / "report.html").read_text()
     assert "<script src" not in html and "in:=#0" in html
 
@@ -91,10 +109,13 @@ def test_the_causal_checks_clean_run_is_the_ablations_clean_run_of_the_test_spli
     part = split_groups(_groups(examples), seed=0)
     test = [examples[i] for i in range(150) if int(part[i]) == 2][:24]
     clean = A.run_condition(ckpt.bridge(), A.prepare(ckpt.bridge(), task, test))
-    rows = [r for r in data["causal"] if r["metric"] == "answer_loss"]
+    # checks that reached baseline run the whole test split (interchange runs only the
+    # examples that have a same-layout donor)
+    rows = [r for r in data["causal"] if r["metric"] == "answer_loss" and r["test"] == "erasure"]
     assert rows and all(r["clean"] == pytest.approx(float(clean.loss.mean()), rel=1e-5)
                         for r in rows)
-    exact = [r for r in data["causal"] if r["metric"] == "exact_match"]
+    exact = [r for r in data["causal"] if r["metric"] == "exact_match" and
+             r["test"] == "erasure"]
     assert all(r["clean"] == pytest.approx(float(clean.exact.float().mean())) for r in exact)
 
 
@@ -114,6 +135,7 @@ def test_t5_checks_the_encoder_at_every_x_caret_and_equals_sign_jointly(tiny_che
     causal = pd.DataFrame(data["causal"])
     assert set(causal["stack"]) == {"encoder"} and set(causal.layer) == {1}
     assert set(causal.positions) == {"in:x#0 in:^#0 in:x#1 in:=#0"}
-    # D_sign has three classes: each position's direction has rank 2 (or 1 if two classes)
+    # D_sign has three classes: LEACE of the one-hot labels has rank 2 (1 if two classes)
     assert set(causal["rank"]) <= {1, 2}
+    assert set(pd.DataFrame(data["causal_power"])["at"]) == {"resid_pre L1", "resid_post L1"}
     assert "most selective" in capsys.readouterr().out

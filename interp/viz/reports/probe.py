@@ -132,6 +132,56 @@ def format_table(frame: pd.DataFrame, causal: pd.DataFrame | None, title: str,
     return "\n".join(lines)
 
 
+def format_causal(power: pd.DataFrame, results: list) -> str:
+    """The erasure checks (`probes.causal.ErasureResult`s) for the terminal: the power check
+    first (a fresh probe after erasure, at the erased positions and one step on), then per
+    check the effect against random erasures and what it supports."""
+    lines = ["", ("erasure, power check first: a fresh probe on the erased activations of "
+                  "held-out equations (score vs its baseline; 'ok' within the margin), at the "
+                  "erased positions and one step on with the erasure in the forward pass; "
+                  "'clean' the same probe without erasure")]
+    for r in results:
+        m = r.meta
+        ranks = sorted(set(m["rank"].values()))
+        lines += ["", (f"{m['target']} at {m['site']} L{m['layer']} "
+                       f"{' '.join(m['positions'])}: {m['method']}, rank "
+                       f"{'/'.join(map(str, ranks))} per position, margin {m['margin']}"),
+                  f"  {'where':<28}{'position':<12}{'score':>8}{'baseline':>9}{'clean':>8}"
+                  f"{'':>5}{'n_test':>8}{'equations':>10}"]
+        p = r.power
+        clean = {row.position: row.score for row in p[p["where"] == "next, clean"].itertuples()}
+        for row in p[p["where"] != "next, clean"].itertuples():
+            c = clean.get(row.position, float("nan")) if row.where == "next" else float("nan")
+            lines.append(f"  {row.where + ' (' + row.at + ')':<28}{row.position:<12}"
+                         f"{row.score:>8.3f}{row.baseline:>9.3f}"
+                         f"{(f'{c:.3f}' if c == c else '-'):>8}"
+                         f"{'ok' if row.at_baseline else 'LEFT':>5}{int(row.n_test):>8}"
+                         f"{int(row.distinct_test):>10}")
+        test = "erasure" if m["reached"] else "interchange (same-layout donor)"
+        lines.append(f"  {test} vs {m['controls']} random subspaces of the same rank on "
+                     f"{m['n']} test examples ({m['distinct']} equations); mean displacement "
+                     f"{m['moved_target']:.3f} vs controls {m['moved_controls']:.3f}"
+                     + (f"; {m['dropped']} without a donor" if m["dropped"] else ""))
+        shown = r.summary[r.summary.metric.isin(["answer_loss", "exact_match",
+                                                 "field:D_value", "loss:D_value"])]
+        for row in shown.itertuples():
+            pct = row.metric in ("exact_match", "field:D_value")
+            k = 100.0 if pct else 1.0
+            diff = getattr(row, "difference", float("nan"))
+            ci = (f"{k * diff:+.4f} [{k * row.ci_low:+.4f}, {k * row.ci_high:+.4f}]"
+                  if diff == diff else "-")
+            pv = getattr(row, "p_value", float("nan"))
+            ctl = getattr(row, "control_damage_mean", float("nan"))
+            lines.append(f"    {row.metric.replace('field:', 'field '):<16} damage "
+                         f"{k * row.target_damage:+.4f} controls {k * ctl:+.4f} difference "
+                         f"{ci}{'' if pv != pv else f'  p = {pv:.3f}'}"
+                         f"{'  (points)' if pct else ''}")
+        lines.append(f"  verdict: {m['verdict']}"
+                     + ("" if m["conclusion"] == m["verdict"] else f" ({m['conclusion']})")
+                     + f": {m['note']}")
+    return "\n".join(lines)
+
+
 def to_json(frame: pd.DataFrame, causal: pd.DataFrame | None, meta: dict) -> dict:
     """The machine-readable result: meta, the probe grid (with flags), the causal checks."""
     out = {"meta": meta,
@@ -197,18 +247,24 @@ def build_page(frame: pd.DataFrame, causal_results: list, title: str, notes=()) 
     page.heading("Every probe")
     page.table(f[[c for c in COLUMNS if c in f.columns]].round(4), max_rows=2000)
     if causal_results:
-        page.heading("Causal check: removing the probe direction")
+        page.heading("Causal check: erasing the target")
         page.paragraph(
-            "During the forward pass the activation at the cell loses its component along "
-            "the probe's direction (its row space for several classes), as in amnesic probing "
-            "(Elazar et al. 2021); teacher-forced answer loss and accuracies are compared with "
-            "the clean run. Each grey dot removes a random direction of the same rank at the "
-            "same place; the difference target - controls has a 95% bootstrap interval over "
-            "examples, p is the control-rank p-value.")
+            "At each checked layer the target is erased at the positions that hold it (LEACE, "
+            "Belrose et al. 2023, or INLP iterated to baseline). Power check first: a fresh "
+            "probe on the erased activations of held-out equations, at the erased positions "
+            "and one step on with the erasure in the forward pass; a verdict is given only "
+            "where both are within the margin of the baseline. Then teacher-forced loss and "
+            "accuracies against random erasures of the same rank at the same positions "
+            "(interval resampled by equation, control-rank p-value). Where the erasure "
+            "fails, the erased subspace is swapped for a same-layout donor's instead "
+            "(interchange intervention), against random subspaces of the same rank.")
         for res in causal_results:
             m = res.meta
             page.heading(f"{m.get('target', '')}: {m['site']} L{m['layer']} "
-                         f"{' '.join(m['positions'])}", level=3)
+                         f"{' '.join(m['positions'])}: {m['verdict']} ({m['conclusion']})",
+                         level=3)
+            page.paragraph(m["note"])
+            page.table(res.power.round(4))
             page.table(res.summary.round(4))
             page.plotly(res.figure())
     return page
