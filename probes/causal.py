@@ -527,7 +527,7 @@ def erasure_check(bridge, task, acts, target, site: str, layer: int, keys: Seque
     """
     from circuits.stats import ALPHA
     from probes.controls import split_groups
-    from probes.erasure import (MARGIN, METHODS, at_baseline, fresh_probe, inlp, leace,
+    from probes.erasure import (MARGIN, METHODS, fresh_probe, inlp, leace,
                                 random_like)
     from probes.fitting import resolve_labels
 

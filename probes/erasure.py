@@ -43,14 +43,12 @@ random subspaces.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from circuits.stats import bootstrap_ci, distinct, rank_p_value, untestable_note, verdict
 from interp.errors import InterpError
 from probes.estimators import NO_LOGIT, logistic, ridge, standardize
 

@@ -48,7 +48,6 @@ def main(argv=None) -> int:
     acts = probes.collect(bridge, task, ex, sites=("resid_pre",), positions=a.positions)
     print(f"{a.checkpoint}: {len(ex)} examples, {distinct_count(ex)} distinct, "
           f"{'all inputs' if a.all_inputs else 'held-out'}, keys {acts.keys}", flush=True)
-    import pandas as pd
     for t in a.targets.split(","):
         res = probes.fit(acts, t, control=False)
         y, kind, _, classes = probes.resolve_labels(acts, t)
