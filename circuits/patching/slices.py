@@ -81,10 +81,23 @@ class PairGroups:
         return out
 
 
+_DRAWN: dict[tuple, list[Example]] = {}
+
+
 def unique_draw(task: Task, n: int, seed: int, cls: str, heldout: bool | None
                 ) -> list[Example]:
     """Up to `n` distinct problems of class `cls` (`task.generate(unique=True)`); all the
-    generator has when it has fewer."""
+    generator has when it has fewer (finding that out takes the generator's 20,000 fruitless
+    draws, so the answer is kept for the same task, n, seed, class and partition)."""
+    key = (task.name, repr(task.describe()), repr(getattr(task, "ranges", None)), n, seed,
+           cls, heldout)
+    if key not in _DRAWN:
+        _DRAWN[key] = _unique_draw(task, n, seed, cls, heldout)
+    return list(_DRAWN[key])
+
+
+def _unique_draw(task: Task, n: int, seed: int, cls: str, heldout: bool | None
+                 ) -> list[Example]:
     try:
         return task.generate(n, seed=seed, mix={cls: 1.0}, heldout=heldout, unique=True)
     except TaskError as e:
@@ -253,10 +266,10 @@ def slice_patch(bridge, groups: PairGroups | list[Pairs], targets=TARGETS,
         raise InterpError("no pairs to patch")
     rng = random.Random(seed)
     runs = []
-    for gi, pairs in enumerate(gs):
+    found = [_target_positions(pairs, targets) for pairs in gs]     # refuse before running
+    for gi, (pairs, (tpos, tlab)) in enumerate(zip(gs, found)):
         if progress:
             progress(f"layout group {gi + 1}/{len(gs)}: {pairs.n} pairs")
-        tpos, tlab = _target_positions(pairs, targets)
         _, pos, labels = input_labels(pairs)
         first = 1 if pairs.arch == "decoder" else 0
         others = [p for p in pos if p not in tpos]
