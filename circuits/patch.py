@@ -193,7 +193,7 @@ def _run_slices(a, ckpt, out, targets, classes) -> int:
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     groups = pair_groups(bridge, ckpt.task, field=a.corrupt, answer=a.answer,
                          token=a.answer_token, seed=a.seed, classes=classes,
-                         per_class=a.per_class, max_pairs=a.n)
+                         per_class=a.per_class, min_pairs=1, max_pairs=a.n)
     res = slice_patch(bridge, groups, targets, a.controls, a.direction, a.metric, a.seed,
                       progress=say)
     df = res.frame()

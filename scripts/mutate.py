@@ -704,7 +704,7 @@ MUTANTS = [
       "p = rank_p_value(float(v.mean()), ctrl.mean(1))",
       "p = rank_p_value(float(v.mean()), ctrl.mean(0))"),
     M("PX12", "circuits/patching/slice_result.py", "verdict: the control count not passed",
-      '"verdict": verdict(elo, p, k_used)', '"verdict": verdict(elo, p, 19)'),
+      "word = verdict(elo, p, k_used)", "word = verdict(elo, p, 19)"),
     M("PX13", "circuits/patching/slice_result.py", "pooled: control k taken from group 0 only",
       "self._share(r, r.cells[l, s + k], gap) for r, s in zip(have, start)])",
       "self._share(r, r.cells[l, start[0] + k], gap) for r in have])"),

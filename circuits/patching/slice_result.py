@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from circuits.stats import bootstrap_ci, distinct, rank_p_value, verdict
+from circuits.stats import bootstrap_ci, distinct, rank_p_value, untestable_note, verdict
 
 
 def layout_name(pairs) -> str:
@@ -104,12 +104,14 @@ class SliceResult:
                         for j in range(r.n_singles)])
                 else:
                     p = float("nan")
+                word = verdict(elo, p, k_used)
                 rows.append({**base, "layer": l, "cell": lab,
                              "size": (have[0].n_targets if lab == "joint" else 1),
                              "restored": float(v.mean()), "lo": lo, "hi": hi,
                              "control": float(cmean.mean()), "effect": float(eff.mean()),
                              "effect_lo": elo, "effect_hi": ehi, "p": p,
-                             "n_controls": k_used, "verdict": verdict(elo, p, k_used)})
+                             "n_controls": k_used, "verdict": word,
+                             "note": untestable_note(k_used) if word == "untestable" else ""})
         return rows
 
     def frame(self, groups: bool = True, n_boot: int = 2000):
@@ -119,7 +121,7 @@ class SliceResult:
         `lo`/`hi`), `control` (the mean share of the controls: the joint patch's equal-size
         sets; a single position's other input positions), `effect` = restored - control with
         `effect_lo`/`effect_hi`, `p` (control rank; NaN for a pooled single position),
-        `n_controls` and `verdict`."""
+        `n_controls`, `verdict` and `note` (the line an untestable verdict prints)."""
         import pandas as pd
 
         rows = self._scope_rows("pooled", self.runs, n_boot)

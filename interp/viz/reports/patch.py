@@ -103,8 +103,6 @@ def slice_lines(checkpoint: str, groups, res, df, corrupt: str, answer: str,
     """The terminal lines of `--slices`: the counts, then per layer the pooled share of the
     gap at each target alone and jointly (95% intervals over equations), the joint patch's
     equal-size controls, the effect over them and its verdict."""
-    from circuits.stats import untestable_note
-
     pooled = df[df.scope == "pooled"]
     first = pooled.iloc[0]
     lines = [f"patching {checkpoint} --slices: {_counts(groups)}",
@@ -120,7 +118,7 @@ def slice_lines(checkpoint: str, groups, res, df, corrupt: str, answer: str,
                      f"{j.effect:+.3f} [{j.effect_lo:+.3f}, {j.effect_hi:+.3f}], "
                      f"p {j.p:.3f}: {j.verdict.upper()}")
         if j.verdict == "untestable":
-            lines.append("      " + untestable_note(int(j.n_controls)))
+            lines.append("      " + j.note)
     return lines
 
 
