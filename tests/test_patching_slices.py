@@ -38,9 +38,19 @@ def hf_logit_diffs(model, arch, recv, src, layer, positions, clean_tok, bad_tok)
             hs = model(src["seq"], output_hidden_states=True).hidden_states[layer]
     else:
         blocks = model.encoder.block
-        with torch.no_grad():
-            hs = model.encoder(input_ids=src["src"], output_hidden_states=True
-                               ).hidden_states[layer]
+        if layer == len(blocks):   # the encoder's output before its final norm
+            blocks = list(blocks) + [model.encoder.final_layer_norm]
+            keep = {}
+            h = model.encoder.block[-1].register_forward_hook(
+                lambda m, a, out: keep.__setitem__("h", out[0]))
+            with torch.no_grad():
+                model.encoder(input_ids=src["src"])
+            h.remove()
+            hs = keep["h"]
+        else:
+            with torch.no_grad():
+                hs = model.encoder(input_ids=src["src"], output_hidden_states=True
+                                   ).hidden_states[layer]
 
     def pre(module, args, kwargs):
         h = (args[0] if args else kwargs["hidden_states"]).clone()
@@ -142,6 +152,8 @@ def test_joint_patch_equals_the_hf_model_with_the_positions_replaced_by_hand(req
     sets = [tpos, [tpos[0]], pos[:3]]
     got, recv_m, src_m = SL.patch_sets(bridge, pairs, sets, "denoise", "logit_diff")
     L = got.shape[0]
+    assert L == len(ckpt.model.transformer.h if arch == "decoder" else
+                    ckpt.model.encoder.block) + (arch == "t5")
     moved = 0
     for layer in range(L):
         for j, ps in enumerate(sets):

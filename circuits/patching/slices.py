@@ -39,7 +39,7 @@ from circuits.patching.pairs import (
 )
 from circuits.patching.sites import forward_keep, site
 from interp.errors import InterpError, TaskError
-from interp.hooks import run
+from interp.hooks import hook_name, run
 from interp.tasks.base import Example, Task
 from interp.tasks.tokenizer import BOS, EOS, SEP
 
@@ -180,12 +180,16 @@ def _target_positions(pairs: Pairs, targets) -> tuple[list[int], list[str]]:
 def patch_sets(bridge, pairs: Pairs, sets: list[list[int]], direction: str = "denoise",
                metric: str = "logit_diff", max_rows: int = 256):
     """The metric after patching the residual stream entering each layer at every position
-    of one set together (decoder `resid_pre`, T5 `enc.resid_pre`), one run per (layer, set).
+    of one set together (decoder `resid_pre`, T5 `enc.resid_pre` and, as one layer more,
+    the encoder's last `resid_post`: its output before the final norm, which the decoder's
+    cross attention reads), one run per (layer, set).
 
     Returns (patched [layer, set, batch], receiving [batch], source [batch]) metrics, float32
     on the CPU. Positions index the input side (`seq` or `src`)."""
     s = site(bridge, "resid_pre" if pairs.arch == "decoder" else "enc.resid_pre")
     names = s.names(bridge)
+    if pairs.arch == "t5":
+        names.append(hook_name(bridge, "encoder", len(names) - 1, "hook_resid_post"))
     recv, src = _inputs(pairs, direction)
     src_logits, src_acts = forward_keep(bridge, src, names)
     recv_logits, recv_acts = forward_keep(bridge, recv, names)
