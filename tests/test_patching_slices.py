@@ -106,6 +106,9 @@ def test_pooled_and_group_statistics_against_numpy():
     one = df[(df.scope == "pooled") & (df.layer == 0) & (df.cell == "=")].iloc[0]
     assert one.verdict == "untestable" and one.n_controls == 2
     assert set(df.scope) - {"pooled"}                          # the groups have their rows
+    # a group of one equation has no interval, so no "confirmed" however its p falls
+    lone = SliceResult([fake(1, 50.0)], ("=", "0"), "denoise", "logit_diff", {}).frame()
+    assert lone.lo.isna().all() and (lone.verdict != "confirmed").all()
 
 def test_controls_have_the_targets_size_avoid_them_and_are_distinct():
     rng = random.Random(0)

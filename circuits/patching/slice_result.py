@@ -95,6 +95,8 @@ class SliceResult:
                 eff = v - cmean
                 lo, hi = bootstrap_ci(v, n_boot=n_boot, groups=g)
                 elo, ehi = bootstrap_ci(eff, n_boot=n_boot, groups=g)
+                if distinct(g) < 2:   # one equation: no interval, so no verdict either
+                    lo = hi = elo = ehi = float("nan")
                 if lab == "joint":
                     p = rank_p_value(float(v.mean()), ctrl.mean(1))
                 elif len(have) == 1:   # exact: the target among every other single position
