@@ -140,6 +140,15 @@ def test_answer_index_reads_the_sqrt_and_x1_digit_on_hand_written_solutions():
     assert P.answer_index(rc, rb, tc, tb, "x1", "digit") is None             # '1' both
     assert P.answer_index(rc, rb, tc, tb, "x1", "differ") == tc.index("=-12;") + 3
     assert P.answer_index(rc, rb, tc, tb, "x7", "first") is None             # no such field
+    # x1 < 0 in both: its first token is the sign, equal; its first digit differs
+    clean, bad = "1x^2+34x+280=0", "1x^2+34x+285=0"
+    tc, tb = task.solve(clean), task.solve(bad)
+    assert tc.startswith("D=(34^2-4*1*280)=36;x=(-34-6)/(2*1)=-20;")
+    assert tb.startswith("D=(34^2-4*1*285)=16;x=(-34-4)/(2*1)=-19;")
+    rc, rb = task.roles(clean)[1], task.roles(bad)[1]
+    assert P.answer_index(rc, rb, tc, tb, "x1", "first") is None
+    assert P.answer_index(rc, rb, tc, tb, "x1", "digit") == tc.index("=-20;") + 2
+    assert P.answer_index(rc, rb, tc, tb, "sqrt", "first") == tc.index("-6)") + 1
     with pytest.raises(Exception, match="unknown answer token"):
         P.answer_index(rc, rb, tc, tb, "x1", "last")
 
@@ -199,19 +208,18 @@ def test_slice_patch_controls_match_the_target_set_in_size(dec):
     df = res.frame()
     joint = df[df.cell == "joint"]
     assert (joint["size"] == 2).all()
-    # the controls' values are real patches of two other input positions: one re-run by hand
     _, pos, _ = SL.input_labels(pairs)
     tpos, _ = SL._target_positions(pairs, ("=", "0"))
     first = run.n_targets + 1 + run.n_singles
-    hits = 0
-    for a in pos:
-        for b in pos:
-            if a < b and a not in tpos and b not in tpos:
-                v = hf_logit_diffs(ckpt.model, "decoder", pairs.corrupt, pairs.clean, 0,
-                                   [a, b], pairs.clean_token, pairs.corrupt_token)
-                hits += any(torch.allclose(run.cells[0, first + k], v, atol=1e-5)
-                            for k in range(run.n_controls))
-    assert hits >= 1
+    assert run.sets[run.n_targets] == tpos
+    for k in range(run.n_controls):
+        ctrl = run.sets[first + k]
+        assert len(ctrl) == len(tpos) == len(set(ctrl))          # equal size
+        assert not set(ctrl) & set(tpos) and set(ctrl) <= set(pos)
+        # its value is that set patched, re-run by hand (layer 1: after c reached them)
+        v = hf_logit_diffs(ckpt.model, "decoder", pairs.corrupt, pairs.clean, 1, ctrl,
+                           pairs.clean_token, pairs.corrupt_token)
+        assert torch.allclose(run.cells[1, first + k], v, atol=1e-4)
 
 
 SOLUTION = re.compile(r"^D=\([^)]*\)=(?P<D>-?\d+);(x=\((?P<negb>-?\d+)[-+](?P<s>\d+)\)/"

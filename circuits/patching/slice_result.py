@@ -21,6 +21,16 @@ def layout_name(pairs) -> str:
     return f"{t} @{pairs.answer_index}"
 
 
+def _control_size(runs, label: str) -> int:
+    """The number of positions in each control set of `label` (joint: its control sets;
+    a single position: one), -1 if they differ (they never should)."""
+    if label != "joint" or not runs[0].sets:
+        return 1
+    sizes = {len(r.sets[r.n_targets + 1 + r.n_singles + k]) for r in runs
+             for k in range(r.n_controls)}
+    return sizes.pop() if len(sizes) == 1 else -1
+
+
 @dataclass
 class SliceResult:
     """Position-set patching over layout groups (`slice_patch`).
@@ -108,7 +118,9 @@ class SliceResult:
                     p = float("nan")
                 word = verdict(elo, p, k_used)
                 rows.append({**base, "layer": l, "cell": lab,
-                             "size": (have[0].n_targets if lab == "joint" else 1),
+                             "size": len(have[0].sets[have[0].labels.index(lab)])
+                             if have[0].sets else 1,
+                             "control_size": _control_size(have, lab),
                              "restored": float(v.mean()), "lo": lo, "hi": hi,
                              "control": float(cmean.mean()), "effect": float(eff.mean()),
                              "effect_lo": elo, "effect_hi": ehi, "p": p,

@@ -243,8 +243,8 @@ def control_sets(pool: list[int], size: int, n: int, rng: random.Random
 class GroupRun:
     """One layout group's patched metrics: cells [layer, set, batch] for the sets `labels`
     (targets one by one, then "joint", then the single non-target positions, then the
-    joint controls, the first `distinct_controls` of them distinct), and its unpatched
-    clean and corrupted metrics [batch]."""
+    joint controls, the first `distinct_controls` of them distinct; `sets`: their
+    positions), and its unpatched clean and corrupted metrics [batch]."""
 
     pairs: Pairs
     labels: list[str]
@@ -256,6 +256,7 @@ class GroupRun:
     corrupt: torch.Tensor
     eqs: list[str] = field(default_factory=list)
     distinct_controls: int = 0
+    sets: list[list[int]] = field(default_factory=list)
 
 
 def slice_patch(bridge, groups: PairGroups | list[Pairs], targets=TARGETS,
@@ -284,7 +285,8 @@ def slice_patch(bridge, groups: PairGroups | list[Pairs], targets=TARGETS,
         cells, recv_m, src_m = patch_sets(bridge, pairs, sets, direction, metric)
         clean, corrupt = (src_m, recv_m) if direction == "denoise" else (recv_m, src_m)
         runs.append(GroupRun(pairs, names, len(tpos), len(others), len(ctrls), cells, clean,
-                             corrupt, [c.src for c, _ in pairs.examples], n_distinct))
+                             corrupt, [c.src for c, _ in pairs.examples], n_distinct,
+                             sets))
     drawn = groups.drawn if isinstance(groups, PairGroups) else {}
     return SliceResult(runs, tuple(targets), direction, metric, drawn,
                        groups.dropped if isinstance(groups, PairGroups) else 0)
