@@ -79,22 +79,25 @@ def test_pooled_and_group_statistics_against_numpy():
 
     g = torch.Generator().manual_seed(0)
 
-    def fake(n, shift):
+    def fake(n, shift, singles=2):
+        """A group whose layout has `singles` other input positions (they differ between
+        layouts, so pooled control k sits at a different index in each group)."""
         ex = [(type("E", (), {"src": f"eq{shift}-{i}", "cls": "two"})(), None)
               for i in range(n)]
         pairs = type("Pp", (), {"examples": ex, "answer_index": 3})()
         clean, corrupt = torch.full((n,), 4.0), torch.full((n,), -2.0)
-        cells = torch.randn(2, 2 + 1 + 2 + 19, n, generator=g) + shift
-        labels = ["=", "0", "joint", "a", "b"] + [f"control {k}" for k in range(19)]
-        return SL.GroupRun(pairs, labels, 2, 2, 19, cells, clean, corrupt,
+        cells = torch.randn(2, 2 + 1 + singles + 19, n, generator=g) + shift
+        labels = ["=", "0", "joint"] + [f"s{j}" for j in range(singles)] + \
+            [f"control {k}" for k in range(19)]
+        return SL.GroupRun(pairs, labels, 2, singles, 19, cells, clean, corrupt,
                            [e.src for e, _ in ex], 19)
-    runs = [fake(5, 0.0), fake(7, 3.0)]
+    runs = [fake(5, 0.0), fake(7, 3.0, singles=3)]
     res = SliceResult(runs, ("=", "0"), "denoise", "logit_diff", {})
     df = res.frame()
     row = df[(df.scope == "pooled") & (df.layer == 1) & (df.cell == "joint")].iloc[0]
     v = np.concatenate([(r.cells[1, 2] + 2.0).numpy() / 6.0 for r in runs])
-    ctrl = np.stack([np.concatenate([(r.cells[1, 5 + k] + 2.0).numpy() / 6.0 for r in runs])
-                     for k in range(19)])
+    ctrl = np.stack([np.concatenate([(r.cells[1, 3 + r.n_singles + k] + 2.0).numpy() / 6.0
+                                     for r in runs]) for k in range(19)])
     assert row.restored == pytest.approx(v.mean(), abs=1e-6)
     assert row.control == pytest.approx(ctrl.mean(), abs=1e-6)
     p = (1 + np.sum(ctrl.mean(1) >= v.mean())) / 20
