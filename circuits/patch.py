@@ -4,6 +4,9 @@
         [--n 32] [--corrupt c] [--answer D_value] [--direction denoise|noise]
         [--metric logit_diff|logprob] [--no-attribution] [--out DIR] [--json FILE]
         [--device cpu] [--dtype float32]
+        [--answer-token first|digit|differ]
+    python -m circuits.patch [CKPT] --slices [--targets "x,^,=,0,<sep>"] [--controls 20]
+        [--classes two,one,none] [--per-class 200] [--answer D|sqrt|x1|FIELD] ...
 
 (also `interp patch ...`). Pairs: one digit of coefficient --corrupt changed (the corrupted
 equation is one the task accepts), cut before the first token of --answer where the two
@@ -11,6 +14,13 @@ solutions differ. Prints, per site, the cells that restore (denoise) or remove (
 largest share of the clean-corrupt gap, and how well attribution patching ranks the cells
 (Spearman against the exact result). --out writes one CSV per site, patching.json and
 report.html (heatmaps); see `circuits.patching`.
+
+--slices: every layout group of pairs from unique held-out problems of every class (not one
+layout), the residual stream entering each layer patched at each target position alone, at
+all of them jointly, and at --controls sets of as many other input positions jointly;
+prints the pooled shares of the gap with intervals over equations and the joint patch's
+verdict against its controls; --out writes slices.csv (pooled and per group),
+patching.json and report.html. See `circuits.patching.slices` and docs/patching.md.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ def _own_files() -> tuple[str, ...]:
     knows (`<site>.csv`); any other CSV there is someone else's."""
     from circuits.patching import DECODER_SITES, T5_SITES
 
-    return ("patching.json", "report.html") + tuple(f"{s}.csv" for s in
+    return ("patching.json", "report.html", "slices.csv") + tuple(f"{s}.csv" for s in
                                                     dict.fromkeys(DECODER_SITES + T5_SITES))
 
 
@@ -43,8 +53,9 @@ def OWN_FILES(name: str) -> bool:
 
 
 def _main(argv) -> int:
-    from circuits.patching import DIRECTIONS, METRICS
+    from circuits.patching import DIRECTIONS, METRICS, TOKENS
     from interp.cli.common import Parser, add_options, check_device, check_outputs, load, positive
+    from interp.errors import InterpError, shorten
     from interp.io import output_lock
 
     p = Parser(prog="python -m circuits.patch", description=__doc__,
@@ -57,18 +68,46 @@ def _main(argv) -> int:
                    "MLP outputs, heads, heads by position)")
     p.add_argument("--corrupt", help="number whose digit changes: quadratic a, b or c "
                    "(default c), arithmetic a or b (default b)")
-    p.add_argument("--answer", help="solution field read at its first differing token: "
-                   "quadratic D_value (default), x1, x2, ...; arithmetic result")
+    p.add_argument("--answer", help="solution field read (at the token --answer-token "
+                   "names): quadratic D_value or D (default), sqrt (the square root in x1's "
+                   "expression), x1, x2, ... or any field; arithmetic result")
+    p.add_argument("--answer-token", choices=TOKENS, default="first",
+                   help="which token of the answer field the metric reads: its first "
+                   "(default), its first digit (after a sign), or the first where the two "
+                   "solutions differ (lets no-root pairs, whose D starts with '-' in both, "
+                   "be read)")
+    p.add_argument("--slices", action="store_true", help="every layout group and position-"
+                   "set patches with equal-size controls instead of the site sweeps")
+    p.add_argument("--targets", default="x,^,=,0,<sep>", help="--slices: input roles "
+                   "patched alone and jointly (default x,^,=,0,<sep>; <sep> is T5's <eos>)")
+    p.add_argument("--controls", type=int, default=20, help="--slices: control sets of as "
+                   "many other input positions (default 20; 19 or more can reach p <= 0.05)")
+    p.add_argument("--classes", help="--slices: classes drawn (default: all of the task's)")
+    p.add_argument("--per-class", type=int, default=200, help="--slices: unique problems "
+                   "drawn per class (default 200; fewer when the class has fewer)")
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
     p.add_argument("--no-attribution", action="store_true")
     a = p.parse_args(argv)
     positive("--n", a.n)
+    positive("--controls", a.controls)
+    positive("--per-class", a.per_class)
+    targets = [t.strip() for t in a.targets.split(",") if t.strip()]
+    if not targets:
+        raise InterpError("--targets names no role; give e.g. --targets \"x,^,=\"")
     check_device(a)
     out = check_outputs(a, "patching.json", OWN_FILES)
     ckpt = load(a)
     _check_fields(ckpt.task, a.corrupt, a.answer)
+    classes = [c.strip() for c in (a.classes or "").split(",") if c.strip()] or None
+    for c in classes or ():
+        if c not in ckpt.task.classes:
+            raise InterpError(f"--classes {shorten(c)!r}: unknown class of the "
+                              f"{ckpt.task.name} task; choose among "
+                              f"{', '.join(ckpt.task.classes)}")
     with output_lock(out):
+        if a.slices:
+            return _run_slices(a, ckpt, out, targets, classes)
         return _run(a, ckpt, out)
 
 
@@ -76,6 +115,10 @@ def _check_fields(task, corrupt: str | None, answer: str | None) -> None:
     """Refuse an unknown --corrupt or --answer, listing the task's fields."""
     from interp.errors import InterpError, shorten
 
+    from circuits.patching import ANSWER_ALIASES
+
+    if answer in ANSWER_ALIASES and task.name == "quadratic":
+        answer = ANSWER_ALIASES[answer]
     src_fields, out_fields = set(), set()
     for ex in task.generate(3 * len(task.classes), seed=0):
         for roles, into in zip(task.roles(ex.src, ex.tgt), (src_fields, out_fields)):
@@ -111,7 +154,7 @@ def _run(a, ckpt, out) -> int:
     a.corrupt = a.corrupt or DEFAULT_FIELDS.get(ckpt.task.name, ("c",))[0]
     a.answer = a.answer or DEFAULT_FIELDS.get(ckpt.task.name, ("", "D_value"))[1]
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
-                          seed=a.seed)
+                          seed=a.seed, token=a.answer_token)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     print(report.header(a.checkpoint, pairs, a.answer, a.direction, a.metric))
     results = {}
@@ -136,6 +179,39 @@ def _run(a, ckpt, out) -> int:
         replace_dir_atomic(fill, out)
         if not a.quiet:
             print(f"wrote {out}/<site>.csv, patching.json, report.html", file=sys.stderr)
+    return 0
+
+
+def _run_slices(a, ckpt, out, targets, classes) -> int:
+    from circuits.patching import DEFAULT_FIELDS, pair_groups, slice_patch
+    from interp.io import replace_dir_atomic, write_json
+    from interp.viz.reports import patch as report
+
+    bridge = ckpt.bridge()
+    a.corrupt = a.corrupt or DEFAULT_FIELDS.get(ckpt.task.name, ("c",))[0]
+    a.answer = a.answer or DEFAULT_FIELDS.get(ckpt.task.name, ("", "D_value"))[1]
+    say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
+    groups = pair_groups(bridge, ckpt.task, field=a.corrupt, answer=a.answer,
+                         token=a.answer_token, seed=a.seed, classes=classes,
+                         per_class=a.per_class, min_pairs=1, max_pairs=a.n)
+    res = slice_patch(bridge, groups, targets, a.controls, a.direction, a.metric, a.seed,
+                      progress=say)
+    df = res.frame()
+    print("\n".join(report.slice_lines(a.checkpoint, groups, res, df, a.corrupt, a.answer,
+                                        a.answer_token)))
+    data = report.slice_summary(a.checkpoint, groups, res, df, a.corrupt, a.answer,
+                                a.answer_token)
+    if a.json:
+        write_json(a.json, data)
+    if out is not None:
+        def fill(tmp: Path) -> None:
+            df.to_csv(tmp / "slices.csv", index=False)
+            write_json(tmp / "patching.json", data)
+            report.slice_page(data, res).write(tmp / "report.html")
+
+        replace_dir_atomic(fill, out)
+        if not a.quiet:
+            print(f"wrote {out}/slices.csv, patching.json, report.html", file=sys.stderr)
     return 0
 
 

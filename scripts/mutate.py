@@ -118,7 +118,7 @@ TESTS = {
     "circuits/ablation/positions.py": ABLATION_TESTS,
     "circuits/ablation/experiment.py": ABLATION_TESTS,
     "circuits/ablation/interventions.py": ABLATION_TESTS,
-    "circuits/patching/pairs.py": PATCHING_TESTS,
+    "circuits/patching/pairs.py": PATCHING_TESTS + ["tests/test_patching_slices.py"],
     "circuits/patching/sites.py": PATCHING_TESTS,
     "circuits/patching/fast.py": PATCHING_TESTS,
     "circuits/patching/experiments.py": PATCHING_TESTS,
@@ -152,6 +152,11 @@ TESTS = {
         "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls"],
     "interp/viz/reports/routes.py": [
         "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
+    # patching beyond one slice (#22): the slice tests (pairs.py's entry above includes them)
+    "circuits/patching/slices.py": ["tests/test_patching_slices.py"],
+    "circuits/patching/slice_result.py": [
+        "tests/test_patching_slices.py::test_pooled_and_group_statistics_against_numpy",
+        "tests/test_patching_slices.py"],
 }
 
 M = Mutant
@@ -868,6 +873,39 @@ MUTANTS = [
       "    Xc, Zc = Xd - mu, Z - Z.mean(0)", "    Xc, Zc = Xd - mu, Z",
       equivalent="the cross-covariance Xc^T Z / n is unchanged: the centred rows sum to 0, "
                  "so Xc^T (Z - mean) = Xc^T Z (kept as a record of the check)"),
+    # ---------------------------------------------------------------- patching slices (#22)
+    M("PX01", "circuits/patching/slices.py", "pair_groups: only the largest layout group",
+      "keep = [g[:max_pairs] for g in ranked if len(g) >= min_pairs]",
+      "keep = [g[:max_pairs] for g in ranked[:1] if len(g) >= min_pairs]"),
+    M("PX02", "circuits/patching/pairs.py", "answer_index: D's first token whatever is asked",
+      "    f = answer_field(answer)\n", "    f = \"D_value\"\n"),
+    M("PX03", "circuits/patching/pairs.py", "answer_index: the token choice ignored (first)",
+      'if token == "first":', "if True:"),
+    M("PX04", "circuits/patching/pairs.py", "answer_index: digit reads the field's first token",
+      'k = next((i for i in idx if roles_c[i].endswith("_digit")), None)', "k = idx[0]"),
+    M("PX05", "circuits/patching/slices.py", "slice_patch: the joint patch patches one position",
+      "sets = [[p] for p in tpos] + [tpos] +", "sets = [[p] for p in tpos] + [tpos[:1]] +"),
+    M("PX06", "circuits/patching/slices.py", "slice_patch: controls one position smaller",
+      "control_sets(others, len(tpos), n_controls, rng)",
+      "control_sets(others, max(1, len(tpos) - 1), n_controls, rng)"),
+    M("PX07", "circuits/patching/slices.py", "control_sets: sets drawn one position smaller",
+      "return rng.sample(combos, n), n", "return [c[1:] for c in rng.sample(combos, n)], n"),
+    M("PX08", "circuits/patching/slices.py", "pair_groups: no-root problems never drawn",
+      "classes = tuple(classes or task.classes)",
+      'classes = tuple(c for c in (classes or task.classes) if c != "none")'),
+    M("PX09", "circuits/patching/slices.py", "patch_sets: the receiving run's own activation",
+      "view[j, :, ps] = src_acts[names[l]][:, ps].to(act.dtype)",
+      "view[j, :, ps] = recv_acts[names[l]][:, ps].to(act.dtype)"),
+    M("PX10", "circuits/patching/slice_result.py", "share: the corrupted metric not subtracted",
+      "v = (patched - run.corrupt) / gap", "v = patched / gap"),
+    M("PX11", "circuits/patching/slice_result.py", "joint p-value: controls ranked per pair",
+      "p = rank_p_value(float(v.mean()), ctrl.mean(1))",
+      "p = rank_p_value(float(v.mean()), ctrl.mean(0))"),
+    M("PX12", "circuits/patching/slice_result.py", "verdict: the control count not passed",
+      "word = verdict(elo, p, k_used)", "word = verdict(elo, p, 19)"),
+    M("PX13", "circuits/patching/slice_result.py", "pooled: control k taken from group 0 only",
+      "self._share(r, r.cells[l, s + k], gap) for r, s in zip(have, start)])",
+      "self._share(r, r.cells[l, start[0] + k], gap) for r in have])"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

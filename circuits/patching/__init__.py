@@ -30,16 +30,26 @@ Sites (`what`), named after the TransformerLens hooks they patch:
                    cross.head, cross.head_pos, cross.pattern (positions are encoder positions
                    for enc.*, decoder positions otherwise)
 
+Beyond one slice (`slices`): `pair_groups` gives the pairs of every layout group from
+unique problems of every class, `slice_patch` patches the residual stream at each target
+position (`x ^ = 0 <sep>` by default) alone, at all of them jointly and at equal-size control
+sets, per group and pooled (`SliceResult`); the answer read may be a later token (`answer=
+"sqrt"`, `"x1"`, `token="digit"` or `"differ"`).
+
 The stages, one module each: `pairs` (the inputs and the metric), `sites` (what is patched,
 the setters that write one cell, the forward passes), `fast` (the exact GPT-2 tail that runs
 only what a patch can change) and `experiments` (`patch`, `attribute`, `PatchResult`).
 """
 
 from circuits.patching.experiments import DIRECTIONS, PatchResult, attribute, patch
-from circuits.patching.pairs import (DEFAULT_FIELDS, METRICS, Pairs, corrupt_equation,
-                                     corrupt_pairs, metric_values)
+from circuits.patching.pairs import (ANSWER_ALIASES, DEFAULT_FIELDS, METRICS, TOKENS, Pairs,
+                                     answer_index, corrupt_equation, corrupt_pairs,
+                                     metric_values)
+from circuits.patching.slice_result import SliceResult
+from circuits.patching.slices import TARGETS, PairGroups, pair_groups, patch_sets, slice_patch
 from circuits.patching.sites import DECODER_SITES, T5_SITES, Site, site
 
 __all__ = ["Pairs", "PatchResult", "Site", "METRICS", "DIRECTIONS", "DEFAULT_FIELDS",
            "DECODER_SITES", "T5_SITES", "corrupt_equation", "corrupt_pairs", "metric_values",
-           "site", "patch", "attribute"]
+           "site", "patch", "attribute", "ANSWER_ALIASES", "TOKENS", "answer_index",
+           "TARGETS", "PairGroups", "SliceResult", "pair_groups", "patch_sets", "slice_patch"]

@@ -40,6 +40,10 @@ class Pairs:
         the first pair's).
     examples : list of (Example, Example)
         The clean and corrupted problems.
+    answer, token : str
+        The solution field read and which of its tokens (`TOKENS`).
+    answer_index : int
+        The index of the answer token in the solution (the same in every pair).
     """
 
     arch: str
@@ -51,6 +55,9 @@ class Pairs:
     tokens: dict[str, list[str]]
     roles: dict[str, list[str]]
     examples: list[tuple[Example, Example]] = field(default_factory=list)
+    answer: str = ""
+    token: str = "first"
+    answer_index: int = -1
 
     @property
     def n(self) -> int:
@@ -125,63 +132,96 @@ def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
                       f"this model's task is {task.name!r}")
 
 
-def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
-                  answer: str | None = None, seed: int = 0, heldout: bool | None = True,
-                  max_tries: int = 20_000) -> Pairs:
-    """`n` clean/corrupted pairs of one layout, cut before the first token of `answer` (a
-    solution field: D_value, x1, x2, ... or result); only pairs whose two solutions differ
-    at that token are kept.
-    field / answer default to `DEFAULT_FIELDS` of the task (quadratic: c and D_value;
-    arithmetic: b and result).
+#: short names of answer fields: D is D's value, sqrt the square root written in x1's
+#: expression (the first place the solution writes it)
+ANSWER_ALIASES = {"D": "D_value", "sqrt": "x1expr_s"}
+#: which token of the answer field the metric reads: its first token (kept only where the
+#: two solutions differ there), its first digit (after a sign), or the first token where the
+#: two solutions differ
+TOKENS = ("first", "digit", "differ")
 
-    Problems are drawn from the task (held-out partition by default) until one layout has
-    `n` pairs, so positions line up."""
+
+def answer_field(answer: str) -> str:
+    """The solution field an `--answer` name means (`ANSWER_ALIASES` resolved)."""
+    return ANSWER_ALIASES.get(answer, answer)
+
+
+def answer_index(roles_c: list[str], roles_b: list[str], tgt_c: str, tgt_b: str,
+                 answer: str, token: str = "first") -> int | None:
+    """The index in the solution of the token the metric reads for one pair, or None when
+    the pair cannot be read there (the field is absent, the two solutions' roles differ up
+    to it, or their tokens there are equal).
+
+    roles_c / roles_b: the solution roles of the clean and corrupted problem; tgt_c / tgt_b
+    their solutions; answer: a solution field (or `ANSWER_ALIASES` name); token: one of
+    `TOKENS`."""
+    if token not in TOKENS:
+        raise InterpError(f"unknown answer token {token!r}; choose one of {', '.join(TOKENS)}")
+    f = answer_field(answer)
+    idx = [i for i, r in enumerate(roles_c) if r == f or r.startswith(f + "_")]
+    if not idx:
+        return None
+    if token == "first":
+        k = idx[0]
+    elif token == "digit":
+        k = next((i for i in idx if roles_c[i].endswith("_digit")), None)
+    else:
+        k = next((i for i in idx if i >= len(tgt_b) or tgt_c[i] != tgt_b[i]), None)
+    if k is None or k >= len(tgt_b) or roles_b[:k + 1] != roles_c[:k + 1] \
+            or tgt_c[k] == tgt_b[k]:
+        return None
+    return k
+
+
+def _check_task(bridge, task: Task, n: int) -> str:
     if task.name not in DEFAULT_FIELDS:
         raise InterpError(f"corrupted pairs are defined for the "
                           f"{' and '.join(DEFAULT_FIELDS)} tasks; this model's task is "
                           f"{task.name!r}")
-    field = field or DEFAULT_FIELDS[task.name][0]
-    answer = answer or DEFAULT_FIELDS[task.name][1]
     if n < 1:
         raise InterpError(f"the number of pairs must be at least 1, got {n}")
     arch = arch_of(bridge)
     if arch not in ("decoder", "t5"):
         raise InterpError(f"patching needs a decoder-only or T5 model; this one is {arch!r}")
-    rng = random.Random(seed)
-    codec = CharCodec()
-    by_layout: dict[tuple, list] = {}
+    return arch
 
-    def pool():  # drawn in chunks until one layout has n pairs
-        for chunk in range(0, max_tries, 500):
-            yield from task.generate(500, seed=seed * 1_000_003 + chunk, heldout=heldout)
-    for ex in pool():
+
+def _group_pairs(task: Task, pool, field: str, answer: str, token: str,
+                 rng: random.Random, stop_at: int | None = None) -> dict[tuple, list]:
+    """Layout -> [(clean, corrupted, answer index)] for the problems of `pool` that give a
+    pair readable at the answer token; a layout is (input roles, solution roles before the
+    answer). Stops when one layout has `stop_at` pairs."""
+    by_layout: dict[tuple, list] = {}
+    for ex in pool:
         bad = corrupt_equation(task, ex, field, rng)
         if bad is None:
             continue
         roles_c = task.roles(ex.src, ex.tgt)[1]
         roles_b = task.roles(bad.src, bad.tgt)[1]
-        k = next((i for i, r in enumerate(roles_c) if r.startswith(answer + "_") or r == answer),
-                 None)
-        if k is None or roles_b[:k + 1] != roles_c[:k + 1] or ex.tgt[k] == bad.tgt[k]:
+        k = answer_index(roles_c, roles_b, ex.tgt, bad.tgt, answer, token)
+        if k is None:
             continue
         layout = (tuple(task.roles(ex.src, ex.tgt)[0]), tuple(roles_c[:k]))
         group = by_layout.setdefault(layout, [])
         if any(e.src == ex.src for e, _, _ in group):
             continue
         group.append((ex, bad, k))
-        if len(group) >= n:
+        if stop_at is not None and len(group) >= stop_at:
             break
-    if not by_layout:
-        raise InterpError(f"no equation gives a usable pair for field {field!r} and answer "
-                          f"{answer!r} (the answer field must exist and differ); try another "
-                          "--corrupt or --answer")
-    chosen = max(by_layout.values(), key=len)
-    chosen = chosen[:n]
-    if len(chosen) < n:
-        raise InterpError(f"only {len(chosen)} pairs of one layout found for field {field!r} "
-                          f"and answer {answer!r}; ask for fewer (--n {len(chosen)})")
+    return by_layout
 
-    # one layout: every side has the first pair's length when cut before the answer token
+
+def _no_pair(field: str, answer: str, token: str) -> InterpError:
+    return InterpError(f"no equation gives a usable pair for field {field!r} and answer "
+                       f"{answer!r} ({token} token: the answer field must exist and differ "
+                       "there); try another --corrupt, --answer or --answer-token")
+
+
+def _make_pairs(arch: str, task: Task, chosen: list, answer: str = "",
+                token: str = "first") -> Pairs:
+    """The Pairs of `chosen` [(clean, corrupted, answer index)], all of one layout: every
+    side has the first pair's length when cut before the answer token."""
+    codec = CharCodec()
     ex0, _, k0 = chosen[0]
     width = {"seq": len(decoder_prompt(codec, ex0.src)) + k0,
              "src": len(encoder_input(codec, ex0.src)), "tgt": 1 + k0}  # tgt: <start> tgt[:k]
@@ -195,7 +235,40 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
                  torch.tensor([codec.vocab[b.tgt[k]] for _, b, k in chosen]),
                  {s: shown_tokens(side, 0)[:width[s]] for s, side in clean.items()},
                  {s: side.roles[0][:width[s]] for s, side in clean.items()},
-                 [(e, b) for e, b, _ in chosen])
+                 [(e, b) for e, b, _ in chosen], answer, token, k0)
+
+
+def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
+                  answer: str | None = None, seed: int = 0, heldout: bool | None = True,
+                  max_tries: int = 20_000, token: str = "first") -> Pairs:
+    """`n` clean/corrupted pairs of one layout, cut before the answer token: the first token
+    of `answer` (a solution field: D_value, x1, x2, ... or result; or `ANSWER_ALIASES`: D,
+    sqrt), or with `token="digit"` its first digit, with `token="differ"` its first token
+    where the two solutions differ; only pairs whose two solutions differ at that token are
+    kept.
+    field / answer default to `DEFAULT_FIELDS` of the task (quadratic: c and D_value;
+    arithmetic: b and result).
+
+    Problems are drawn from the task (held-out partition by default) until one layout has
+    `n` pairs, so positions line up; that layout (the first to reach `n`) is the one
+    returned. Every layout group at once, from unique problems: `pair_groups`."""
+    arch = _check_task(bridge, task, n)
+    field = field or DEFAULT_FIELDS[task.name][0]
+    answer = answer or DEFAULT_FIELDS[task.name][1]
+    rng = random.Random(seed)
+
+    def pool():  # drawn in chunks until one layout has n pairs
+        for chunk in range(0, max_tries, 500):
+            yield from task.generate(500, seed=seed * 1_000_003 + chunk, heldout=heldout)
+    by_layout = _group_pairs(task, pool(), field, answer, token, rng, stop_at=n)
+    if not by_layout:
+        raise _no_pair(field, answer, token)
+    chosen = max(by_layout.values(), key=len)
+    chosen = chosen[:n]
+    if len(chosen) < n:
+        raise InterpError(f"only {len(chosen)} pairs of one layout found for field {field!r} "
+                          f"and answer {answer!r}; ask for fewer (--n {len(chosen)})")
+    return _make_pairs(arch, task, chosen, answer, token)
 
 
 def metric_values(logits: torch.Tensor, pairs: Pairs, metric: str = "logit_diff",

@@ -85,3 +85,64 @@ def page(data: dict, results: dict):
             out.plotly(att.figure(f"{s}: attribution patching (Spearman "
                                   f"{data['sites'][s]['attribution_spearman']:.3f})"))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# --slices: every layout group, position-set patches against equal-size controls
+def _counts(groups) -> str:
+    cls = ", ".join(f"{c} {k}" for c, k in sorted(groups.classes().items()))
+    drawn = ", ".join(f"{c} {k}" for c, k in groups.drawn.items())
+    return (f"{groups.n} pairs ({groups.distinct()} distinct clean equations; {cls}) in "
+            f"{len(groups.groups)} layout groups"
+            + (f" (+{groups.dropped} pairs in groups of 1, not patched)" if groups.dropped
+               else "") + f"; unique held-out problems drawn: {drawn}")
+
+
+def slice_lines(checkpoint: str, groups, res, df, corrupt: str, answer: str,
+                token: str) -> list[str]:
+    """The terminal lines of `--slices`: the counts, then per layer the pooled share of the
+    gap at each target alone and jointly (95% intervals over equations), the joint patch's
+    equal-size controls, the effect over them and its verdict."""
+    pooled = df[df.scope == "pooled"]
+    first = pooled.iloc[0]
+    lines = [f"patching {checkpoint} --slices: {_counts(groups)}",
+             f"  corrupt {corrupt}, answer {answer} ({token} token), {res.direction}, "
+             f"{res.metric}; clean {first.clean:+.3f}, corrupted {first.corrupt:+.3f} (pooled)"]
+    for layer, d in pooled.groupby("layer"):
+        cells = "  ".join(f"{r.cell} {r.restored:+.3f}" for r in d.itertuples()
+                          if r.cell != "joint")
+        j = d[d.cell == "joint"].iloc[0]
+        lines.append(f"  layer {layer}: {cells}")
+        lines.append(f"    joint ({j['size']} positions) {j.restored:+.3f} "
+                     f"[{j.lo:+.3f}, {j.hi:+.3f}]; controls {j.control:+.3f}; effect "
+                     f"{j.effect:+.3f} [{j.effect_lo:+.3f}, {j.effect_hi:+.3f}], "
+                     f"p {j.p:.3f}: {j.verdict.upper()}")
+        if j.verdict == "untestable":
+            lines.append("      " + j.note)
+    return lines
+
+
+def slice_summary(checkpoint: str, groups, res, df, corrupt: str, answer: str,
+                  token: str) -> dict:
+    """The JSON of `--slices`: the counts and every row of the frame."""
+    return {"checkpoint": str(checkpoint), "mode": "slices", "corrupt": corrupt,
+            "answer": answer, "answer_token": token, "direction": res.direction,
+            "metric": res.metric, "targets": list(res.targets), "pairs": groups.n,
+            "distinct": groups.distinct(), "classes": groups.classes(),
+            "drawn": groups.drawn, "groups": len(groups.groups), "dropped": groups.dropped,
+            "rows": df.to_dict(orient="records")}
+
+
+def slice_page(data: dict, res):
+    """The HTML page of `--slices`: the pooled shares by layer (bars with intervals)."""
+    from interp.viz.page import Page
+
+    out = Page(f"Patching {data['checkpoint']} over every layout group: {data['pairs']} "
+               f"pairs, {data['distinct']} distinct equations, {data['groups']} groups, "
+               f"answer {data['answer']} ({data['answer_token']} token)")
+    out.paragraph("Share of the clean-corrupt gap restored by patching the residual stream "
+                  "entering each layer at each target position, at all of them jointly, and "
+                  "(mean) at equal-size sets of other input positions; 95% intervals "
+                  "resample equations. Per group: slices.csv.")
+    out.plotly(res.figure())
+    return out
