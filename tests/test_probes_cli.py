@@ -97,9 +97,16 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
 
 
 def test_the_causal_checks_clean_run_is_the_ablations_clean_run_of_the_test_split(
-        decoder_run, tiny_checkpoints):
-    root, _ = decoder_run
-    data = json.loads((root / "out" / "probes.json").read_text())
+        decoder_run, tiny_checkpoints, tmp_path, capsys):
+    # a margin of 0.99 lets every erasure count as reaching baseline, so the erasure itself runs
+    # on the whole test split (the module's run may have none that reach it: then only the
+    # interchange runs, on the examples that have a same-layout donor)
+    root, argv = decoder_run
+    argv = [a if a != str(root / "out") else str(tmp_path / "o") for a in argv
+            if a not in ("--json", str(root / "p.json"))] + ["--causal-margin", "0.99"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    data = json.loads((tmp_path / "o" / "probes.json").read_text())
     ckpt = load_checkpoint(tiny_checkpoints["decoder"])
     task = ckpt.task
     examples = task.generate(150, seed=12345, unique=True)
