@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from circuits.stats import bootstrap_ci, distinct, rank_p_value, verdict
+from circuits.stats import bootstrap_ci, distinct, rank_p_value, untestable_note, verdict
 from interp.errors import InterpError
 from interp.hooks import n_layers as kind_layers
 from interp.tasks.base import Example, Task
@@ -292,17 +292,15 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
         return run_condition(bridge, prep, mode, layer_set, masks, vals, batch_size)
 
     def runs(layer_set, sets, what):
-        out = []
         for j, cm in enumerate(sets):
             say(f"{what} {j + 1}/{len(sets)}")
-            out.append(ablated(layer_set, cm))
-        return out
+            yield ablated(layer_set, cm)
 
     names = prep.field_names
     say(f"target ({n_targets} positions), layers {chosen}")
     target = ablated(chosen, targets)
-    ctl_runs = runs(chosen, controls, "control")
-    role_runs = runs(chosen, roles, "role-matched control")
+    ctl_runs = list(runs(chosen, controls, "control"))
+    role_runs = list(runs(chosen, roles, "role-matched control"))
     cm_clean = clean.metrics(names)
     summary = compare(cm_clean, target.metrics(names), [r.metrics(names) for r in ctl_runs],
                       seed, groups, [r.metrics(names) for r in role_runs])
@@ -336,7 +334,9 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
             "target_positions_per_example": n_targets / prep.n,
             "distinct": distinct(groups), "n_asked": asked,
             "donors": donors if mode == "resample" else None,
-            "no_donor": len(no_donor), "no_donor_examples": no_donor, "role": role_meta}
+            "no_donor": len(no_donor), "no_donor_examples": no_donor, "role": role_meta,
+            "untestable_note": untestable_note(n_controls), "role_untestable_note":
+            f"untestable at {distinct(groups)} equations (sign-flip floor above 0.05)"}
     return AblationResult(summary, pd.DataFrame(sweep_rows), decoded,
                           _per_example(prep, targets, clean, target, ctl_runs, role_runs),
                           _damage_frame(ctl_runs, cm_clean, names), meta,

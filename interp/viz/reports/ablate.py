@@ -29,8 +29,6 @@ def controls_frame(res) -> pd.DataFrame:
 
 def verdict_lines(res, metric: str = "answer_loss") -> list[str]:
     """Which control the target beats on `metric`, each with effect [CI], p and verdict."""
-    from circuits.stats import untestable_note
-
     s = res.summary.set_index("metric")
     if metric not in s.index or "difference" not in s.columns:
         return []
@@ -50,8 +48,7 @@ def verdict_lines(res, metric: str = "answer_loss") -> list[str]:
                      f"[{r[f'{pre}ci_low']:+.3f}, {r[f'{pre}ci_high']:+.3f}], p = "
                      f"{r[f'{pre}p_value']:.3f}, {k} {how})")
         if v == "untestable":
-            lines.append("    " + (untestable_note(k) if tests is not None else
-                                   f"untestable at {k} sign patterns: too few equations"))
+            lines.append("    " + res.meta.get(f"{pre}untestable_note", f"untestable at {k}"))
         if v == "confirmed":
             beats.append("random positions" if pre == "" else "role-matched positions")
     if lines:
