@@ -111,6 +111,10 @@ TESTS = {
     "probes/controls.py": ["tests/test_probes.py"],
     "probes/positions.py": ["tests/test_probes.py", "tests/test_probes_causal.py"],
     "probes/causal.py": ["tests/test_probes_causal.py"],
+    # token ablation's controls (#22): the controls' own tests first (planted models, fast)
+    "circuits/ablation/positions.py": ["tests/test_ablation_controls.py", *ABLATION_TESTS],
+    "circuits/ablation/experiment.py": ["tests/test_ablation_controls.py", *ABLATION_TESTS],
+    "circuits/ablation/interventions.py": ["tests/test_ablation_controls.py", *ABLATION_TESTS],
 }
 
 M = Mutant
@@ -668,6 +672,36 @@ MUTANTS = [
       "worse_up = metric in HIGHER_IS_WORSE"),
     M("V08", "probes/causal.py", "steering_vector: from target to source (reversed)",
       "diff = X[t].mean(0) - X[s].mean(0)", "diff = X[s].mean(0) - X[t].mean(0)"),
+    # ---------------------------------------------------------------- token ablation's controls (#22)
+    M("TA01", "circuits/ablation/experiment.py", "resample takes donors of any layout by default",
+      'progress=None, donors: str = "layout"', 'progress=None, donors: str = "any"'),
+    M("TA02", "circuits/ablation/positions.py", "layout donors: one group of every example",
+      "for g in layout_groups(prep):", "for g in [list(range(prep.n))]:"),
+    M("TA03", "circuits/ablation/positions.py", "layout donors: an example donates to itself",
+      "donor[g[order]] = g[np.roll(order, -1)]", "donor[g[order]] = g[order]"),
+    M("TA04", "circuits/ablation/positions.py", "layout: every role of the side, not the input's",
+      "return tuple(roles[p] for p in torch.nonzero(prep.input_region[side][i]).flatten().tolist())",
+      "return tuple(roles)"),
+    M("TA05", "circuits/ablation/experiment.py", "examples without a same-layout donor kept",
+      "alone = {g[0] for g in layout_groups(prep) if len(g) == 1}", "alone = set()"),
+    M("TA06", "circuits/ablation/positions.py", "role-matched controls drawn from digits",
+      "if not digit_role(roles[i][p]):", "if digit_role(roles[i][p]):"),
+    M("TA07", "circuits/ablation/positions.py", "role-matched controls may hit the targets",
+      "for i, p in torch.nonzero(region[name] & ~tmask).tolist():",
+      "for i, p in torch.nonzero(region[name]).tolist():"),
+    M("TA08", "circuits/ablation/positions.py", "role-matched controls one smaller than the target",
+      "rng.choice(pool, n_t, replace=False)", "rng.choice(pool, n_t - 1, replace=False)"),
+    M("TA09", "circuits/ablation/experiment.py", "random-control verdict without the p floor",
+      'row["verdict"] = verdict(lo, row["p_value"], len(controls))',
+      'row["verdict"] = "confirmed" if lo > 0 and row["p_value"] <= 0.05 else "not confirmed"'),
+    M("TA10", "circuits/ablation/experiment.py", "intervals resample rows, not equations",
+      "lo, hi = bootstrap_ci(diff, seed=seed, groups=groups)", "lo, hi = bootstrap_ci(diff, seed=seed)"),
+    M("TA11", "circuits/ablation/experiment.py", "sign-flip p: ties with the observed mean not counted",
+      "return float(np.mean(stats >= obs - tol)), 2 ** m - 1",
+      "return float(np.mean(stats > obs + tol)), 2 ** m - 1"),
+    M("TA12", "circuits/ablation/experiment.py", "sign-flip p: rows of one equation flipped apart",
+      "d = pd.Series(x[keep]).groupby(g.to_numpy(), sort=False).mean().to_numpy()",
+      "d = x[keep]"),
 ]
 
 

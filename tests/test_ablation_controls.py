@@ -272,3 +272,26 @@ def test_sign_flip_p_equals_enumeration_by_hand():
     assert n == 20000 and pr == pytest.approx(exact_like, abs=0.02)
     # five equations: 32 patterns, floor 1/32 <= 0.05; four: 16, floor 1/16 > 0.05
     assert sign_flip_p(np.ones(4))[1] == 15 and sign_flip_p(np.ones(4))[0] == 1 / 16
+
+
+def test_compare_resamples_equations_not_rows():
+    """Three equations, one of them repeated five times: the interval over equations is the
+    exact bootstrap of the per-equation means (27 equally likely resamples of 3 equations,
+    each weighted by its rows), not the row bootstrap."""
+    t = lambda *v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    groups = ["a", "b", "b", "b", "b", "b", "c"]
+    clean = {"answer_loss": t(*[0.0] * 7)}
+    target = {"answer_loss": t(1.0, 3.0, 3.0, 3.0, 3.0, 3.0, 0.0)}
+    ctl = [{"answer_loss": t(*[0.0] * 7)}]
+    rows = A.compare(clean, target, ctl, seed=0, groups=groups, role=ctl, n_flips=99)
+    r = rows.iloc[0]
+    sums, counts = {"a": 1.0, "b": 15.0, "c": 0.0}, {"a": 1, "b": 5, "c": 1}
+    means = [sum(sums[g] for g in pick) / sum(counts[g] for g in pick)
+             for pick in itertools.product("abc", repeat=3)]
+    lo, hi = np.quantile(means, [0.025, 0.975], method="inverted_cdf")
+    # 2000 resamples of 27 atoms: the quantiles land on the extreme atoms
+    assert (r.ci_low, r.ci_high) == pytest.approx((lo, hi))
+    assert (r.role_ci_low, r.role_ci_high) == pytest.approx((lo, hi))
+    assert (lo, hi) == pytest.approx((0.0, 3.0))
+    # per equation the differences are 1, 3, 0: 8 sign patterns, 1 + 3 + 0 reached by 2
+    assert r.role_tests == 7 and r.role_p_value == pytest.approx(2 / 8)

@@ -167,7 +167,7 @@ def _role_rows(clean, target, role, seed, groups, n_flips) -> list[dict]:
         dt = _damage(metric, target[metric], c).numpy()
         dcs, means = _control_stats(metric, c, role)
         diff = dt - np.nanmean(dcs, 0)           # per example: target minus its role controls
-        lo, hi = bootstrap_ci(diff, seed=seed, groups=groups)
+        lo, hi = bootstrap_ci(diff, groups=groups, seed=seed)
         p, tests = sign_flip_p(diff, groups, n_flips, seed)
         rows.append({"role_damage_mean": float(np.nanmean(means)),
                      "role_damage_sd": float(np.nanstd(means, ddof=1)) if len(means) > 1

@@ -251,16 +251,16 @@ def role_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: int
             for region in regions:
                 r = region[name]
                 for i in range(prep.n):
-                    k = int((tmask[i] & r[i]).sum())
-                    if k == 0:
+                    n_t = int((r[i] & tmask[i]).sum())
+                    if n_t == 0:
                         continue
                     pool = torch.nonzero(r[i] & pools[name][i]).flatten().numpy()
-                    if len(pool) < k:
+                    if len(pool) < n_t:
                         raise InterpError(
-                            f"example {prep.examples[i].src!r} has {k} target positions but "
+                            f"example {prep.examples[i].src!r} has {n_t} target positions but "
                             f"only {len(pool)} other structural (non-digit) positions: no "
                             "role-matched control of the same size exists")
-                    m[i, torch.from_numpy(rng.choice(pool, size=k, replace=False))] = True
+                    m[i, torch.from_numpy(rng.choice(pool, n_t, replace=False))] = True
             masks[name] = m
         out.append(masks)
     return out
