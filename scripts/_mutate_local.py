@@ -1,0 +1,933 @@
+"""A mutation pass over the core: plant one small bug at a time, run the tests that exercise
+that module, and report which bugs the suite notices. Over 400 lines: most of it is the list of
+mutants, one entry per planted bug.
+
+    python scripts/mutate.py                      # every mutant (12 min on 2 quiet cores, ~80 on busy ones)
+    python scripts/mutate.py --module stats       # the mutants of one module (substring match)
+    python scripts/mutate.py --only Q01,S05       # chosen mutants
+    python scripts/mutate.py --list               # the mutants, nothing run
+    python scripts/mutate.py --json results.json  # also write the results
+
+Each mutant is a text replacement that must match its module's source exactly once (the list
+fails loudly when the code moves on). Nothing in the checkout is modified: the packages and
+tests are copied to a temporary folder, the mutant is written into the copy, the module's test
+files run there (`pytest -x`, one worker, with a timeout, bytecode caching off so a mutant is
+always recompiled), and the copy's file is restored and checked byte for byte before the next.
+
+A mutant is `killed` when a test fails (or the run times out), `survived` when every test
+passes. Mutants declared `equivalent` (no behaviour change, reason given) are reported apart
+and left out of the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPY = ("interp", "circuits", "probes", "tests", "pyproject.toml", "README.md")
+LINK = ("interp/checkpoints",)   # large and never mutated: symlinked into the copy
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    module: str
+    what: str
+    old: str
+    new: str
+    equivalent: str = ""          # why the mutant cannot change behaviour
+
+
+# the command-line tests (subprocesses) are left out: they add minutes per mutant and
+# exercise these modules through the same functions
+ABLATION_TESTS = [
+        "tests/test_oracles_ablation.py", "tests/test_ablation.py",
+        "--deselect=tests/test_ablation.py::test_cli_writes_tables_json_and_a_self_contained_page",
+        "--deselect=tests/test_ablation.py::test_cli_errors_are_one_line"]
+# patching: the decoder tests against TransformerLens and the exact linear toy; the T5
+# and command-line tests take minutes and no mutant touches T5-only code
+PATCHING_TESTS = [
+        "tests/test_oracles_patching.py",
+        "tests/test_patching.py::test_exact_patching_equals_transformer_lens",
+        "tests/test_patching.py::test_noising_equals_transformer_lens_with_inputs_swapped",
+        "tests/test_patching.py::test_attribution_equals_exact_patching_on_a_linear_toy_model",
+        "tests/test_patching.py::test_corrupted_pairs_are_valid_equations_of_one_layout"]
+
+#: the test files run for each module's mutants, fastest first (pytest -x stops at the first
+#: failure); files that do not exist (yet) are skipped
+TESTS = {
+    "interp/hooks.py": ["tests/test_hooks.py"],
+    "circuits/stats.py": ["tests/test_oracles_stats.py",
+                          "tests/test_ablation.py::test_rank_p_value_and_bootstrap_interval",
+                          "tests/test_patching.py::test_attribution_tracks_exact_patching_on_the_tiny_model"],
+    "interp/tasks/quadratic.py": ["tests/test_oracles_tasks.py", "tests/test_quadratic.py"],
+    "interp/tasks/arithmetic.py": ["tests/test_oracles_tasks.py",
+                                   "tests/test_arithmetic_and_tokenizer.py"],
+    "interp/metrics.py": ["tests/test_oracles_tasks.py",
+                           "tests/test_evaluate_and_cli.py::test_char_accuracy_is_positionwise_over_the_label_length",
+                           "tests/test_evaluate_and_cli.py::test_score_outputs_counts_by_hand"],
+    "interp/attention/scores.py": ["tests/test_oracles_attention.py", "tests/test_scores.py",
+                                   "tests/test_stats.py", "tests/test_maps.py"],
+    # classify() is pure: the synthetic-head tests exercise it; HeadStats is compared with the
+    # plain definitions by test_stats' streaming test
+    "interp/attention/taxonomy.py": ["tests/test_oracles_attention.py", "tests/test_taxonomy.py"],
+    "interp/attention/stats.py": [
+        "tests/test_oracles_attention.py", "tests/test_taxonomy.py",
+        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions"],
+    "interp/attention/routes.py": [
+        "tests/test_oracles_attention.py", "tests/test_taxonomy_routes.py::test_route_tables_equal_loops",
+        "tests/test_taxonomy_routes.py", "tests/test_taxonomy.py"],
+    "interp/attention/groups.py": [
+        "tests/test_oracles_attention.py", "tests/test_taxonomy_routes.py", "tests/test_taxonomy.py",
+        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions"],
+    "interp/attention/induction.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
+    "circuits/induction/weights.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
+    "circuits/induction/checks.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
+    "circuits/ablation/positions.py": ABLATION_TESTS,
+    "circuits/ablation/experiment.py": ABLATION_TESTS,
+    "circuits/ablation/interventions.py": ABLATION_TESTS,
+    "circuits/patching/pairs.py": PATCHING_TESTS,
+    "circuits/patching/sites.py": PATCHING_TESTS,
+    "circuits/patching/fast.py": PATCHING_TESTS,
+    "circuits/patching/experiments.py": PATCHING_TESTS,
+    # route knockout: the whole file takes about 20 s (its command-line test runs in-process)
+    "circuits/ablation/routes.py": ["tests/test_routes.py"],
+    "interp/attention/maps.py": ["tests/test_flow.py", "tests/test_maps.py"],
+    # probes: the command-line tests (tests/test_probes_cli.py, subprocesses) are left out;
+    # tests/test_probe_targets.py checks the tasks' targets and imports nothing of probes/
+    "probes/estimators.py": ["tests/test_probes.py"],
+    "probes/fitting.py": ["tests/test_probes.py"],
+    "probes/controls.py": ["tests/test_probes.py"],
+    "probes/positions.py": ["tests/test_probes.py", "tests/test_probes_causal.py"],
+    "probes/causal.py": ["tests/test_probes_causal.py"],
+    # token ablation's controls (#22): the controls' own tests first (planted models, fast)
+    "circuits/ablation/positions.py": ["tests/test_ablation_controls.py", *ABLATION_TESTS],
+    "circuits/ablation/experiment.py": ["tests/test_ablation_controls.py", *ABLATION_TESTS],
+    "circuits/ablation/interventions.py": ["tests/test_ablation_controls.py", *ABLATION_TESTS],
+}
+
+M = Mutant
+MUTANTS = [
+    # ---------------------------------------------------------------- interp/hooks.py
+    M("K01", "interp/hooks.py", "eval_mode: the training flag is not restored",
+      "            model.train(was_training)\n", "            model.eval()\n"),
+    M("K02", "interp/hooks.py", "capture: the pass never stops early",
+      "            if stop and len(store) == len(wanted):", "            if False:"),
+    M("K03", "interp/hooks.py", "run: pre-hooks stay attached after the call",
+      "            for h in handles:\n                h.remove()", "            pass"),
+    M("K04", "interp/hooks.py", "hook_name: cross attention read from the self-attention module",
+      '{"cross": "cross_attn", "decoder_self": "self_attn"}', '{"cross": "self_attn", "decoder_self": "self_attn"}'),
+    M("K05", "interp/hooks.py", "run: gradients kept by default",
+      "torch.set_grad_enabled(grad)", "torch.set_grad_enabled(True)"),
+    # ---------------------------------------------------------------- circuits/stats.py
+    M("S01", "circuits/stats.py", "bootstrap: lower quantile at 1 - level",
+      "np.quantile(means, [(1 - level) / 2,", "np.quantile(means, [(1 - level),"),
+    M("S02", "circuits/stats.py", "bootstrap: upper quantile too far out",
+      "1 - (1 - level) / 2])", "1 - (1 - level) / 4])"),
+    M("S03", "circuits/stats.py", "bootstrap: resamples one value short (off by one)",
+      "size=(n_boot, len(x))", "size=(n_boot, len(x) - 1)"),
+    M("S04", "circuits/stats.py", "bootstrap: NaNs not dropped",
+      "    x = x[keep]\n    if len(x) == 0:", "    if len(x) == 0:"),
+    M("S05", "circuits/stats.py", "bootstrap: single-value shortcut from 1 instead of 2",
+      "if len(x) < 2:\n        return float(x[0])", "if len(x) < 1:\n        return float(x[0])",
+      equivalent="with one value every resample is that value, so the bootstrap also "
+                 "returns (x, x)"),
+    M("S06", "circuits/stats.py", "bootstrap: resamples without replacement (a permutation)",
+      "means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)",
+      "means = np.stack([rng.permutation(x) for _ in range(n_boot)]).mean(1)"),
+    M("S07", "circuits/stats.py", "rank p: strict > (ties with the target not counted)",
+      "np.sum(c >= target)", "np.sum(c > target)"),
+    M("S08", "circuits/stats.py", "rank p: counts controls below the target",
+      "np.sum(c >= target)", "np.sum(c <= target)"),
+    M("S09", "circuits/stats.py", "rank p: no +1 in the numerator",
+      "(1 + np.sum(c >= target))", "(np.sum(c >= target))"),
+    M("S10", "circuits/stats.py", "rank p: no +1 in the denominator",
+      "/ (1 + len(c)))", "/ (len(c)))"),
+    M("S11", "circuits/stats.py", "rank p: NaN controls kept",
+      "    c = c[~np.isnan(c)]\n    if np.isnan(target)", "    if np.isnan(target)"),
+    M("S12", "circuits/stats.py", "spearman: Pearson on raw values",
+      "rx = pd.Series(x[keep]).rank().to_numpy()\n    ry = pd.Series(y[keep]).rank().to_numpy()",
+      "rx = x[keep]\n    ry = y[keep]"),
+    M("S13", "circuits/stats.py", "spearman: ties broken by order, not averaged",
+      "rx = pd.Series(x[keep]).rank()", "rx = pd.Series(x[keep]).rank(method='first')"),
+    M("S14", "circuits/stats.py", "spearman: NaN pairs dropped by x only",
+      "keep = ~(np.isnan(x) | np.isnan(y))", "keep = ~np.isnan(x)"),
+    M("S15", "circuits/stats.py", "spearman: the sign of the correlation flipped",
+      "return float(np.corrcoef(rx, ry)[0, 1])", "return float(np.corrcoef(rx, -ry)[0, 1])"),
+    # ---------------------------------------------------------------- quadratic check
+    M("Q01", "interp/tasks/quadratic.py", "check: the two final answers in either order",
+      'verdict("final", finals == [x1, x2],', 'verdict("final", finals in ([x1, x2], [x2, x1]),'),
+    M("Q02", "interp/tasks/quadratic.py", "check: a in the D expression not checked",
+      "(pb, pa, pc) == (b, a, c)", "(pb, pc) == (b, c)"),
+    M("Q03", "interp/tasks/quadratic.py", "check: D value up to sign",
+      'verdict("D_value", pd == d,', 'verdict("D_value", abs(pd) == abs(d),'),
+    M("Q04", "interp/tasks/quadratic.py", "check: the +/- of a root expression not checked",
+      "(nb, pop, pa) == (-b, op, a)", "(nb, pa) == (-b, a)"),
+    M("Q05", "interp/tasks/quadratic.py", "check: a root value may be either root",
+      "pv == (x1 if i == 1 else x2),", "pv in (x1, x2),"),
+    M("Q06", "interp/tasks/quadratic.py", "check: one right sqrt is enough",
+      "all(v == s for v in svals)", "any(v == s for v in svals)"),
+    M("Q07", "interp/tasks/quadratic.py", "check: sqrt passes with one root statement",
+      'verdict("sqrt", len(svals) == 2 and all', 'verdict("sqrt", all'),
+    M("Q08", "interp/tasks/quadratic.py", "check: trailing text after the last ';' accepted",
+      'verdict("format", trailing == "" and len(stmts)', 'verdict("format", len(stmts)'),
+    M("Q09", "interp/tasks/quadratic.py", "check: extra statements accepted",
+      "len(stmts) == n_expected,", "len(stmts) >= n_expected,"),
+    M("Q10", "interp/tasks/quadratic.py", "check: names the last wrong step, not the first",
+      "return CheckResult(steps, errors[0] if errors else None)",
+      "return CheckResult(steps, errors[-1] if errors else None)"),
+    M("Q11", "interp/tasks/quadratic.py", "check: final answer regex accepts trailing text",
+      '_FINAL_RE = re.compile(rf"^x={_NUM}$")', '_FINAL_RE = re.compile(rf"^x={_NUM}")'),
+    M("Q12", "interp/tasks/quadratic.py", "roots: not sorted",
+      "x1, x2 = sorted((n1 // (2 * a), n2 // (2 * a)))", "x1, x2 = (n1 // (2 * a), n2 // (2 * a))",
+      equivalent="a > 0 whenever roots exist (checked just above) and s >= 0, so "
+                 "n1 = -b - s <= n2 = -b + s and n1 / 2a <= n2 / 2a already"),
+    M("Q13", "interp/tasks/quadratic.py", "check: the nan step looks at the last statement",
+      'stmts[1] == "x=nan"', 'stmts[-1] == "x=nan"'),
+    M("Q14", "interp/tasks/quadratic.py", "discriminant: + 4ac",
+      "return b * b - 4 * a * c", "return b * b + 4 * a * c"),
+    # ---------------------------------------------------------------- arithmetic check
+    M("A01", "interp/tasks/arithmetic.py", "check: format always right",
+      "ok_format = bool(_OUT_RE.match(out))", "ok_format = True"),
+    M("A02", "interp/tasks/arithmetic.py", "check: result compared as numbers (leading zeros)",
+      'steps["result"] = out == want', 'steps["result"] = out.lstrip("0") == want.lstrip("0")'),
+    M("A03", "interp/tasks/arithmetic.py", "solve: b - a",
+      "return str(a + b if op == \"+\" else a - b)", "return str(a + b if op == \"+\" else b - a)"),
+    M("A04", "interp/tasks/arithmetic.py", "check: output regex allows leading zeros",
+      '_OUT_RE = re.compile(r"^(0|-?[1-9][0-9]*)$")', '_OUT_RE = re.compile(r"^(-?[0-9]+)$")'),
+    M("A05", "interp/tasks/arithmetic.py", "check: a wrong result gives no error message",
+      "elif out != want:", "elif False:"),
+    M("A06", "interp/tasks/arithmetic.py", "check: result right if the digits match in any order",
+      'steps["result"] = out == want', 'steps["result"] = sorted(out) == sorted(want)'),
+    M("A07", "interp/tasks/arithmetic.py", "check: output regex without the end anchor",
+      '_OUT_RE = re.compile(r"^(0|-?[1-9][0-9]*)$")', '_OUT_RE = re.compile(r"^(0|-?[1-9][0-9]*)")'),
+    # ---------------------------------------------------------------- evaluate
+    M("E01", "interp/metrics.py", "char_accuracy: counts mismatches",
+      "pred[i] == ch), len(label)", "pred[i] != ch), len(label)"),
+    M("E02", "interp/metrics.py", "char_accuracy: over the prediction's length",
+      "pred[i] == ch), len(label)", "pred[i] == ch), len(pred)"),
+    M("E03", "interp/metrics.py", "char_accuracy: compares against the previous character",
+      "if i < len(pred) and pred[i] == ch)", "if 0 < i <= len(pred) and pred[i - 1] == ch)"),
+    M("E04", "interp/metrics.py", "score: label characters counted from the output",
+      "t[3] += n_chars", "t[3] += len(out)"),
+    M("E05", "interp/metrics.py", "score: a step counted right when wrong",
+      "steps[step][1] += v", "steps[step][1] += not v"),
+    M("E06", "interp/metrics.py", "score: per-class exact match over all examples",
+      '"exact_match": v[1] / v[0], "char_accuracy"', '"exact_match": v[1] / n, "char_accuracy"'),
+    M("E07", "interp/metrics.py", "score: steps that do not apply counted as wrong",
+      "if v is not None:\n                steps[step][0] += 1",
+      "if True:\n                steps[step][0] += 1\n                v = bool(v)"),
+    M("E08", "interp/metrics.py", "score: char accuracy as the mean of per-example shares",
+      '"char_accuracy": ok_chars / n_chars if n_chars else 0.0,',
+      '"char_accuracy": sum(v[2] / v[3] for c, v in tot.items() if c != "all") '
+      '/ max(1, len(tot) - 1),'),
+    M("E09", "interp/metrics.py", "score: exact match from the checker's format step",
+      "exact = out == ex.tgt", "exact = bool(verdict.steps.get('format'))"),
+    # ---------------------------------------------------------------- attention scores
+    M("P01", "interp/attention/scores.py", "uniform: rows with one key get 1/2",
+      "m.sum(-1, keepdim=True).clamp_min(1))[None, :, None]",
+      "m.sum(-1, keepdim=True).clamp_min(2))[None, :, None]"),
+    M("P02", "interp/attention/scores.py", "offset profile: offset -K wraps around",
+      "inside = (offsets > -K) & (offsets < Q)", "inside = (offsets >= -K) & (offsets < Q)"),
+    M("P03", "interp/attention/scores.py", "detection: drops key 1, not BOS",
+      "        P = P.clone()\n        P[..., 0] = 0", "        P = P.clone()\n        P[..., 1] = 0"),
+    M("P04", "interp/attention/scores.py", "detection: no division by all attention",
+      "return (num / den).mean(1)", "return num.mean(1)"),
+    M("P05", "interp/attention/scores.py", "previous token: k == q + 1",
+      "torch.diag(torch.ones(n - 1), -1)", "torch.diag(torch.ones(n - 1), 1)"),
+    M("P06", "interp/attention/scores.py", "duplicate token: includes the token itself",
+      "return torch.tril(eq, -1)", "return torch.tril(eq, 0)"),
+    M("P07", "interp/attention/scores.py", "induction: the token before the copy",
+      "out[:, :, 1:] = dup[:, :, :-1]", "out[:, :, :-1] = dup[:, :, 1:]"),
+    M("P08", "interp/attention/scores.py", "entropy: sign flipped",
+      "h = -(P * p.log()).sum(-1)", "h = (P * p.log()).sum(-1)"),
+    M("P09", "interp/attention/scores.py", "mean over queries: every padded query counted",
+      "return (x * w).sum((1, 3)) / w.sum((1, 3)).clamp_min(1)",
+      "return (x * w).sum((1, 3)) / (w.shape[1] * x.shape[3])"),
+    M("P10", "interp/attention/scores.py", "segment share: segment -1 counts as a segment",
+      "same = (q_seg[:, :, None] == k_seg[:, None, :]) & (q_seg[:, :, None] >= 0)",
+      "same = (q_seg[:, :, None] == k_seg[:, None, :])"),
+    M("P11", "interp/attention/scores.py", "offset model: rows not renormalised",
+      "return w / w.sum(-1, keepdim=True).clamp_min(1e-12)", "return w"),
+    M("P12", "interp/attention/scores.py", "exclude_current: drops the previous token",
+      "P = P * (1 - torch.eye(P.shape[-2], P.shape[-1]))",
+      "P = P * (1 - torch.diag(torch.ones(P.shape[-1] - 1), -1)[:P.shape[-2]])"),
+    M("P13", "interp/attention/scores.py", "role mass: invalid queries averaged in",
+      "w = query_valid(mask).float()[None, :, None, :, None]",
+      "w = torch.ones_like(query_valid(mask)).float()[None, :, None, :, None]"),
+    # ---------------------------------------------------------------- routes (#13)
+    M("R01", "interp/attention/routes.py", "uniform baseline divided by all queries",
+      "uniform = u_mass / counts.clamp_min(1)[:, None]", "uniform = u_mass / total"),
+    M("R02", "interp/attention/routes.py", "offset-only model not normalised per query group",
+      "offset_model = num / num.sum(-1, keepdim=True).clamp_min(1e-30)",
+      "offset_model = num / num.sum((-1, -2), keepdim=True).clamp_min(1e-30)"),
+    M("R03", "interp/attention/routes.py", "route: lift over uniform not required",
+      "r.share >= th.route_key and r.lift >= th.route_lift", "r.share >= th.route_key"),
+    M("R04", "interp/attention/routes.py", "route: specificity not required",
+      "\n                    and r.specific >= th.route_specific):", "):"),
+    M("R05", "interp/attention/routes.py", "MI normalised by the larger entropy",
+      "torch.minimum(hq, hk)", "torch.maximum(hq, hk)"),
+    M("R06", "interp/attention/routes.py", "routed label: > instead of >=",
+      "sum(r.share for r in rs) >= th.route_share", "sum(r.share for r in rs) > th.route_share"),
+    M("R07", "interp/attention/routes.py", "route: excess over the offset-only model not required",
+      "(off is None or r.share - r.offset_model >= th.route_excess)", "True"),
+    M("R08", "interp/attention/routes.py", "a query group's own keys count as a route",
+      "            if k == q:\n                continue\n", ""),
+    M("R09", "interp/attention/routes.py", "visible queries summed over key roles, not the max",
+      "seen = torch.stack([(seen * Gk[:, b]).amax(-1)", "seen = torch.stack([(seen * Gk[:, b]).sum(-1)"),
+    M("R10", "interp/attention/taxonomy.py", "broad: any entropy above 0.9 of the maximum log(n)",
+      'g["entropy"] >= th.broad * g["entropy_uniform"]', 'g["entropy"] >= th.broad * 1.0'),
+    M("R11", "interp/attention/taxonomy.py", "routed label not suppressed by a sharp diagonal",
+      "if routed and not sharp:", "if routed:"),
+    M("G01", "interp/attention/groups.py", "field: the sign is its own group",
+      'FIELD_SUFFIXES = ("_digit", "_sign")', 'FIELD_SUFFIXES = ("_digit",)'),
+    M("G02", "interp/attention/groups.py", "token class: digits are words",
+      '    if core.isdigit():\n        return "digit"\n', ""),
+    # ---------------------------------------------------------------- taxonomy thresholds
+    M("T01", "interp/attention/taxonomy.py", "sharp: > instead of >=",
+      'g["sharp_mass"] >= th.sharp', 'g["sharp_mass"] > th.sharp'),
+    M("T02", "interp/attention/taxonomy.py", "block: lift not required",
+      "and blift >= th.block_lift\n", "\n"),
+    M("T03", "interp/attention/taxonomy.py", "block: excess over the offset model not required",
+      "\n                 and excess >= th.block_excess)", ")"),
+    M("T04", "interp/attention/taxonomy.py", "sharp: not suppressed by block",
+      'g["sharp_mass"] >= th.sharp and not block', 'g["sharp_mass"] >= th.sharp'),
+    M("T05", "interp/attention/taxonomy.py", "blurred: excess over uniform not required",
+      '\n          and g["band_mass"] - g["band_uniform"] >= th.band_excess):', "):"),
+    M("T06", "interp/attention/taxonomy.py", "vertical: lift not required",
+      'g["vertical_share"] >= th.vertical and lift >= th.vertical_lift',
+      'g["vertical_share"] >= th.vertical'),
+    M("T07", "interp/attention/taxonomy.py", "vertical: names the second role",
+      "vertical({g['vertical_roles'][0]})", "vertical({g['vertical_roles'][-1]})"),
+    M("T08", "interp/attention/taxonomy.py", "heterogeneous always added",
+      'return labels or ["heterogeneous"]', 'return labels + ["heterogeneous"]'),
+    M("T09", "interp/attention/taxonomy.py", "vertical: > instead of >=",
+      'g["vertical_share"] >= th.vertical', 'g["vertical_share"] > th.vertical'),
+    M("T10", "interp/attention/taxonomy.py", "blurred also when sharp",
+      "    elif (\"band_mass\" in g and not block", "    if (\"band_mass\" in g and not block"),
+    M("T11", "interp/attention/taxonomy.py", "block: share threshold ignored",
+      'block = (g["block_share"] >= th.block and', 'block = ('),
+    M("T12", "interp/attention/taxonomy.py", "blurred: band threshold ignored",
+      'and g["band_mass"] >= th.band\n', "\n"),
+    M("T13", "interp/attention/taxonomy.py", "block lift against the vertical baseline",
+      'blift = g["block_share"] / max(g["block_uniform"], 1e-9)',
+      'blift = g["block_share"] / max(g["vertical_uniform"], 1e-9)'),
+    # ---------------------------------------------------------------- attention stats
+    M("H01", "interp/attention/stats.py", "uniform first-token mass from key 1",
+      "self.u_first += float(u_keys[:, 0].sum())", "self.u_first += float(u_keys[:, 1].sum())"),
+    M("H02", "interp/attention/stats.py", "uniform entropy counts invalid queries",
+      "self.u_entropy += float((nk.log() * qvalid).sum())",
+      "self.u_entropy += float(nk.log().sum())",
+      equivalent="a query with no valid key has nk clamped to 1, log 1 = 0: the sum is the same"),
+    M("H03", "interp/attention/stats.py", "uniform entropy in bits",
+      "self.u_entropy += float((nk.log() * qvalid).sum())",
+      "self.u_entropy += float((nk.log2() * qvalid).sum())"),
+    M("H04", "interp/attention/stats.py", "previous-token mask: every earlier key",
+      "previous = torch.ones(Q, K, dtype=torch.bool).tril(-1).triu(-1)",
+      "previous = torch.ones(Q, K, dtype=torch.bool).tril(-1)"),
+    M("H05", "interp/attention/stats.py", "vertical baseline: mean instead of sum of top roles",
+      'f["vertical_uniform"] = urm[top.indices].sum(-1)',
+      'f["vertical_uniform"] = urm[top.indices].mean(-1)'),
+    M("H06", "interp/attention/stats.py", "sharp baseline at offset 0 always",
+      'f["sharp_uniform"] = uprof[idx]', 'f["sharp_uniform"] = uprof[0].expand_as(mass)'),
+    M("H07", "interp/attention/stats.py", "offset range of bidirectional heads one too wide",
+      "lo = 0 if self.causal else -min(self.k_width - 1, D)",
+      "lo = 0 if self.causal else -min(self.k_width, D)"),
+    M("H08", "interp/attention/stats.py", "offset range one short",
+      "return list(range(lo, min(self.q_width, D + 1)))",
+      "return list(range(lo, min(self.q_width - 1, D + 1)))"),
+    M("H09", "interp/attention/stats.py", "uniform block share not divided by key count",
+      "self.u_block += float((same.float().sum(-1) / nk * qvalid).sum())",
+      "self.u_block += float((same.float().sum(-1) * qvalid).sum())"),
+    M("H10", "interp/attention/stats.py", "band: centre off by one",
+      "best_c = torch.where(better, i + w, best_c)", "best_c = torch.where(better, i + w - 1, best_c)"),
+    M("H11", "interp/attention/stats.py", "band: widest band preferred on ties",
+      "better = m > best_mass + 1e-9", "better = m >= best_mass - 1e-9"),
+    M("H12", "interp/attention/groups.py", "segments: the boundary starts the next segment",
+      "                ids.append(sid)\n                if r in BOUNDARIES:\n                    sid += 1",
+      "                if r in BOUNDARIES:\n                    sid += 1\n                ids.append(sid)"),
+    M("H13", "interp/attention/groups.py", "number segments: a sign does not start a number",
+      'if field is None or field != prev_field or r.endswith("_sign"):',
+      "if field is None or field != prev_field:"),
+    M("H14", "interp/attention/stats.py", "entropy sign",
+      "self.entropy -= torch.matmul(", "self.entropy += torch.matmul("),
+    M("H15", "interp/attention/groups.py", "role index: role names shifted by one",
+      "index = {r: i for i, r in enumerate(names)}\n    rows",
+      "index = {r: i + 1 for i, r in enumerate(names)}\n    rows"),
+    # ---------------------------------------------------------------- induction scores
+    M("I01", "interp/attention/induction.py", "renormalisation drops key 1, not BOS",
+      "    P = P.clone()\n    P[..., 0] = 0\n    return P / P.sum",
+      "    P = P.clone()\n    P[..., 1] = 0\n    return P / P.sum"),
+    M("I02", "interp/attention/induction.py", "induction: the copy itself, not its successor",
+      "P[..., q, q - half + 1].mean(-1)", "P[..., q, q - half].mean(-1)"),
+    M("I03", "interp/attention/induction.py", "induction: first second-half query skipped",
+      "q = torch.arange(half + 1, 2 * half + 1)", "q = torch.arange(half + 2, 2 * half + 1)"),
+    M("I04", "interp/attention/induction.py", "prefix matching: includes the last query of the first repeat",
+      "mass[..., first_repeat_len + 1:].mean((1, -1))", "mass[..., first_repeat_len:].mean((1, -1))"),
+    M("I05", "circuits/induction/weights.py", "copying: share not rescaled to [-1, 1]",
+      "return (2 * share - 1).mean(-1)", "return share.mean(-1)"),
+    M("I06", "circuits/induction/weights.py", "copying: mean not subtracted",
+      "x = torch.relu(logits - logits.mean(-1, keepdim=True))", "x = torch.relu(logits)"),
+    M("I07", "circuits/induction/weights.py", "copying: absolute value instead of ReLU",
+      "x = torch.relu(logits - logits.mean(-1, keepdim=True))",
+      "x = (logits - logits.mean(-1, keepdim=True)).abs()"),
+    M("I08", "circuits/induction/weights.py", "eigen positivity: |real part| in the denominator",
+      "lam.abs().sum(-1).clamp_min(1e-30)", "lam.real.abs().sum(-1).clamp_min(1e-30)"),
+    M("I09", "interp/attention/induction.py", "ICL: off by one position",
+      "d = losses[:, late - 1] - losses[:, early - 1]", "d = losses[:, late] - losses[:, early]"),
+    M("I10", "interp/attention/induction.py", "ICL: standard error over n, not sqrt(n)",
+      "float(d.std() / math.sqrt(len(d)))", "float(d.std() / len(d))"),
+    M("I11", "circuits/induction/weights.py", "composition z not divided by the sd",
+      '"z": (v - mean) / sd})', '"z": (v - mean)})'),
+    M("I12", "circuits/induction/checks.py", "mean ablation writes head 0's mean",
+      "means[name][h].to(z.dtype)", "means[name][0].to(z.dtype)"),
+    M("I13", "circuits/induction/checks.py", "mean ablation skips position 0",
+      "means = {n: cache[n].float().mean((0, 1)) for n in names}",
+      "means = {n: cache[n].float()[:, 1:].mean((0, 1)) for n in names}"),
+    M("I14", "circuits/induction/weights.py", "random baseline: K composition not transposed",
+      '    if mode == "K":\n        right = right.T', '    if mode == "Q":\n        right = right.T',
+      equivalent="the transpose of a product of i.i.d. Gaussian matrices has the same "
+                 "distribution, so the baseline's mean and sd change by Monte-Carlo noise only"),
+    M("I15", "interp/attention/induction.py", "ICL positions: late at n_ctx - 1",
+      "late = max(early + 1, min(n_ctx - 2, round(500 * n_ctx / 512)))",
+      "late = max(early + 1, min(n_ctx - 1, round(500 * n_ctx / 512)))"),
+    # ---------------------------------------------------------------- ablation
+    M("B01", "circuits/ablation/positions.py", "targets: region ignored",
+      "out[name] = torch.isin(s.ids, want) & region", "out[name] = torch.isin(s.ids, want)"),
+    M("B02", "circuits/ablation/positions.py", "targets: scope all behaves as input",
+      '(prep.solution_region[name] if scope == "all" else',
+      '(prep.solution_region[name] if scope == "input" else'),
+    M("B03", "circuits/ablation/positions.py", "controls may hit target positions",
+      "pool = torch.nonzero(r[i] & ~tmask[i])", "pool = torch.nonzero(r[i])"),
+    M("B04", "circuits/ablation/positions.py", "controls: target count over all regions",
+      "k = int((tmask[i] & r[i]).sum())", "k = int(tmask[i].sum())"),
+    M("B05", "circuits/ablation/positions.py", "controls: every control set the same",
+      "rng = np.random.default_rng([seed, j])", "rng = np.random.default_rng(seed)"),
+    M("B06", "circuits/ablation/positions.py", "controls drawn with replacement",
+      "size=k, replace=False)", "size=k, replace=True)"),
+    M("B07", "circuits/ablation/experiment.py", "damage sign swapped",
+      "return ablated - clean if worse_up else clean - ablated",
+      "return clean - ablated if worse_up else ablated - clean"),
+    M("B08", "circuits/ablation/experiment.py", "p-value of the negated damage",
+      'p_value=rank_p_value(row["target_damage"], ctl_means)',
+      'p_value=rank_p_value(-row["target_damage"], ctl_means)'),
+    M("B09", "circuits/ablation/interventions.py", "knockout: rows not renormalised",
+      "return out / torch.where(total > 0, total, torch.ones_like(total))", "return out"),
+    M("B10", "circuits/ablation/interventions.py", "mean: divided by the dataset size",
+      "means[s] = {k: v / counts[k] for k, v in sums.items()}",
+      "means[s] = {k: v / prep.n for k, v in sums.items()}"),
+    M("B11", "circuits/ablation/interventions.py", "resample: own value at the donor's position",
+      "V[:, i, p] = R[:, d, where[key]] if key in where", "V[:, i, p] = R[:, i, where[key]] if key in where"),
+    M("B12", "circuits/ablation/interventions.py", "loss over ignored positions too",
+      "loss[index] = (ce * keep).sum(1) / keep.sum(1)", "loss[index] = ce.sum(1) / keep.sum(1)"),
+    M("B13", "circuits/ablation/interventions.py", "field right when another field is wrong only",
+      "val = (~(fm & wrong).any(1)).float()", "val = (~wrong.any(1)).float()"),
+    M("B14", "circuits/ablation/positions.py", "layer range 'a-b' excludes b",
+      "(int(hi) if hi else n_layers - 1) + 1))", "(int(hi) if hi else n_layers - 1)))"),
+    M("B15", "circuits/ablation/experiment.py", "difference against the overall control mean",
+      "diff = dt - np.nanmean(dcs, axis=0)", "diff = dt - np.nanmean(dcs)"),
+    M("B16", "circuits/ablation/experiment.py", "control sd without ddof",
+      "control_damage_sd=float(np.nanstd(ctl_means, ddof=1))",
+      "control_damage_sd=float(np.nanstd(ctl_means))"),
+    # ---------------------------------------------------------------- patching
+    M("C01", "circuits/patching/pairs.py", "logit diff sign flipped",
+      "return last[rows, good] - last[rows, pairs.corrupt_token.repeat(repeats)]",
+      "return last[rows, pairs.corrupt_token.repeat(repeats)] - last[rows, good]"),
+    M("C02", "circuits/patching/pairs.py", "logprob: probability instead",
+      "return torch.log_softmax(last, -1)[rows, good]", "return torch.softmax(last, -1)[rows, good]"),
+    M("C03", "circuits/patching/pairs.py", "metric read one position early",
+      "last = logits[:, pairs.answer_pos if pos is None else pos].to(\"cpu\", torch.float32)",
+      "last = logits[:, pairs.answer_pos - 1 if pos is None else pos].to(\"cpu\", torch.float32)"),
+    M("C04", "circuits/patching/pairs.py", "answer tokens interleaved, not tiled",
+      "good = pairs.clean_token.repeat(repeats)", "good = pairs.clean_token.repeat_interleave(repeats)"),
+    M("C05", "circuits/patching/sites.py", "setter: position p takes the source at p - 1",
+      "                view[k, :, cell[1]] = source[:, cell[1]]\n            elif",
+      "                view[k, :, cell[1]] = source[:, cell[1] - 1]\n            elif"),
+    M("C06", "circuits/patching/sites.py", "setter: a whole head at the last position only",
+      "view[k, :, :, cell[1]] = source[:, :, cell[1]]", "view[k, :, -1, cell[1]] = source[:, -1, cell[1]]"),
+    M("C07", "circuits/patching/sites.py", "setter: pattern patch of the next head",
+      "            else:  # pattern [b, head, q, k]\n                view[k, :, cell[1]] = source[:, cell[1]]",
+      "            else:  # pattern [b, head, q, k]\n                view[k, :, cell[1]] = source[:, (cell[1] + 1) % source.shape[1]]"),
+    M("C08", "circuits/patching/experiments.py", "directions swapped",
+      "return (pairs.corrupt, pairs.clean) if direction == \"denoise\" else \\\n        (pairs.clean, pairs.corrupt)",
+      "return (pairs.clean, pairs.corrupt) if direction == \"denoise\" else \\\n        (pairs.corrupt, pairs.clean)"),
+    M("C09", "circuits/patching/experiments.py", "a patch that partly differs is skipped",
+      ".flatten(1).all(1).cpu()", ".flatten(1).any(1).cpu()"),
+    M("C10", "circuits/patching/fast.py", "fast path: attn_out added, not swapped",
+      "            r = r_mid.clone()\n            r[:, 0] += sc[name][:, p] - rc[name][:, p]",
+      "            r = r_mid.clone()\n            r[:, 0] += sc[name][:, p]"),
+    M("C11", "circuits/patching/fast.py", "fast path: attention scaled by 1/d_head",
+      "scores = scores / (self.dh ** 0.5)", "scores = scores / self.dh"),
+    M("C12", "circuits/patching/fast.py", "fast path: a query sees itself masked",
+      "torch.arange(n_k, device=scores.device)[None, :] > qpos",
+      "torch.arange(n_k, device=scores.device)[None, :] >= qpos"),
+    M("C13", "circuits/patching/experiments.py", "attribution: difference reversed",
+      "(src_acts[n] - a) * g", "(a - src_acts[n]) * g"),
+    M("C14", "circuits/patching/experiments.py", "clean and corrupted metric swapped in the result",
+      "clean_m, corrupt_m = (src_m, recv_m) if direction == \"denoise\" else (recv_m, src_m)",
+      "clean_m, corrupt_m = (recv_m, src_m) if direction == \"denoise\" else (src_m, recv_m)"),
+    M("C15", "circuits/patching/pairs.py", "corruption may change the input's length",
+      "            if len(src) == len(ex.src):\n                return Example(src, tgt",
+      "            if True:\n                return Example(src, tgt",
+      equivalent="_digit_changes keeps the sign and the number of digits (no leading zero), "
+                 "so the rewritten input always has the original length: the check is a guard"),
+    M("C16", "circuits/patching/fast.py", "fast path: mlp_out of the last layer skips the final norm",
+      "else tail.head(tail.ln_f(r[:, -1]))", "else tail.head(r[:, -1])"),
+    # ---------------------------------------------------------------- circuits/ablation/routes.py
+    M("N01", "circuits/ablation/routes.py", "parse_route: the query groups before '->' dropped",
+      "        queries = None if not q.strip() else _names(q, spec)\n",
+      "        queries = None\n"),
+    M("N02", "circuits/ablation/routes.py", "_offset: the diagonal at q + d instead of q - d",
+      "return torch.arange(wk)[None, :] == q - d", "return torch.arange(wk)[None, :] == q + d"),
+    M("N03", "circuits/ablation/routes.py", "_queries: a lone '*' is every query even where '*' "
+      "is a group", 'if ko.queries == ("*",) and not any("*" in row for row in qg):',
+      'if ko.queries == ("*",):'),
+    M("N04", "circuits/ablation/routes.py", "target_cut: a row left without keys not refused",
+      "dead = cut.any(-1) & ~(ok & ~cut).any(-1)", "dead = cut.any(-1) & ~ok.any(-1)"),
+    M("N05", "circuits/ablation/routes.py", "target_cut: the cut not restricted to allowed "
+      "entries (later and padding keys)",
+      "cut = qsel[:, :, None] & ksel[:, None, :] & ok", "cut = qsel[:, :, None] & ksel[:, None, :]"),
+    M("N06", "circuits/ablation/routes.py", "allowed: a causal query may not read its own position",
+      "ok = ok & torch.ones(ok.shape[1:], dtype=torch.bool).tril()",
+      "ok = ok & torch.ones(ok.shape[1:], dtype=torch.bool).tril(-1)"),
+    M("N07", "circuits/ablation/routes.py", "control_cuts: controls may cut the target's keys",
+      "pool = ok[i, q] & ~tk", "pool = ok[i, q]"),
+    M("N08", "circuits/ablation/routes.py", "control_cuts: one key too many (off by one) where "
+      "a row's target is smaller than the largest",
+      "take = (torch.arange(kmax) < size[:, None])", "take = (torch.arange(kmax) <= size[:, None])"),
+    M("N09", "circuits/ablation/routes.py", "control_cuts: the draw furthest in mass kept",
+      "best = (mass - m_t).abs().argmin(1)", "best = (mass - m_t).abs().argmax(1)"),
+    M("N10", "circuits/ablation/routes.py", "control_cuts: beta ignored (every draw uniform, "
+      "none leaning to heavy keys)",
+      "keys = (betas * a.clamp_min(1e-30).log()[None])",
+      "keys = (0 * betas * a.clamp_min(1e-30).log()[None])"),
+    M("N11", "circuits/ablation/routes.py", "label_knockout: the last label checked, not the first",
+      "label = str(labels if isinstance(labels, str) else labels[0]).strip()",
+      "label = str(labels if isinstance(labels, str) else labels[-1]).strip()"),
+    M("N12", "circuits/ablation/routes.py", "label_knockout: a vertical role that is no group not "
+      "cut as a fine role", '            head["grouping"] = "fine"\n', "            pass\n"),
+    M("N13", "circuits/ablation/routes.py", "label_knockout: blurred_diagonal offset truncated, "
+      "not rounded", 'offset=round(float(row["band_centre"]))',
+      'offset=int(float(row["band_centre"]))'),
+    M("N14", "circuits/ablation/routes.py", "verify_heads: supported when the interval OR the "
+      "p-value says so", "supported=bool(e.ci_lo > 0 and e.p <= 0.05)",
+      "supported=bool(e.ci_lo > 0 or e.p <= 0.05)"),
+    # ---------------------------------------------------------------- interp/attention/maps.py
+    M("F01", "interp/attention/maps.py", "rollout: the layers multiplied in reverse order",
+      "        out = a @ out\n", "        out = out @ a\n"),
+    M("F02", "interp/attention/maps.py", "rollout: rows not renormalised after the mask",
+      "        a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)\n", ""),
+    M("F03", "interp/attention/maps.py", "rollout: identity and attention weights swapped",
+      "a = residual * torch.eye(Q)[None] + (1 - residual) * P[layer].mean(1)",
+      "a = (1 - residual) * torch.eye(Q)[None] + residual * P[layer].mean(1)"),
+    M("F04", "interp/attention/maps.py", "flow capacities: mean over the batch, not the heads "
+      "(wrong axis; broadcasts when batch = heads)",
+      "P[layer].double().mean(1)", "P[layer].double().mean(0)"),
+    M("F05", "interp/attention/maps.py", "max-flow distances: backward residual edges ignored",
+      "resf, resb = (C - F) > eps, F > eps", "resf, resb = (C - F) > eps, F < -1.0"),
+    M("F06", "interp/attention/maps.py", "max-flow push: each edge offered the whole excess "
+      "(earlier edges' share not subtracted)",
+      "send = torch.minimum(r, e[bi, layer, vi, None] - (r.cumsum(1) - r))",
+      "send = torch.minimum(r, e[bi, layer, vi, None])"),
+    M("F07", "interp/attention/maps.py", "flow normalize: divided by the column sums (wrong axis)",
+      "out = out / out.sum(-1, keepdim=True).clamp_min(1e-12)",
+      "out = out / out.sum(-2, keepdim=True).clamp_min(1e-12)"),
+    M("F08", "interp/attention/maps.py", "flow with one layer: the edge read transposed",
+      "out[:, rows] = C[:, 0, rows]", "out[:, rows] = C[:, 0, :, rows].transpose(1, 2)"),
+    # ---------------------------------------------------------------- probes/estimators.py
+    M("L01", "probes/estimators.py", "standardize: sample (n - 1) instead of population std",
+      'var = torch.einsum("cn,cnd->cd", w, (X - mean[:, None]) ** 2) / sw',
+      'var = torch.einsum("cn,cnd->cd", w, (X - mean[:, None]) ** 2) / (sw - 1).clamp(min=1)'),
+    M("L02", "probes/estimators.py", "ridge: intercept from every row, not the training rows",
+      "ym = (w[:, None] * y).sum(-1) / sw[:, None]", "ym = y.mean(-1)"),
+    M("L03", "probes/estimators.py", "ridge: penalty counted twice (2 alpha)",
+      "+ alphas.double()[None, None, :, None])", "+ 2 * alphas.double()[None, None, :, None])"),
+    M("L04", "probes/estimators.py", "ridge: eigenbasis rotation undone with V transposed",
+      'W = torch.einsum("cdk,cjak->cjad", V, coef)', 'W = torch.einsum("ckd,cjak->cjad", V, coef)'),
+    M("L05", "probes/estimators.py", "logistic: the gradient misses the penalty term",
+      "g[..., :-1] += al[..., None, None] * theta[..., :-1]",
+      "g[..., :-1] += 0 * theta[..., :-1]"),
+    M("L06", "probes/estimators.py", "contrasts: the all-ones direction kept, one contrast dropped",
+      "return q[:, 1:].to(dtype)", "return q[:, :-1].to(dtype)"),
+    M("L07", "probes/estimators.py", "logistic: weights rotated back with V transposed",
+      "torch.matmul(V[:, None], Wf[..., :d].transpose(2, 3))",
+      "torch.matmul(V.transpose(1, 2)[:, None], Wf[..., :d].transpose(2, 3))"),
+    M("L14", "probes/estimators.py", "logistic: a class the training rows lack keeps a logit",
+      "M = torch.where(present, 0.0, NO_LOGIT).to(dt)", "M = torch.zeros_like(present, dtype=dt)"),
+    M("L15", "probes/estimators.py", "logistic: two classes fitted as a multinomial, not "
+      "sklearn's binary model", "torch.where(present.sum(-1) == 2, 2.0, 1.0)",
+      "torch.where(present.sum(-1) == 2, 1.0, 1.0)"),
+    M("L16", "probes/estimators.py", "logistic: compaction writes finished problems to the "
+      "wrong slots", "out.view(-1, J, d1)[slot[done]] = theta[done]",
+      "out.view(-1, J, d1)[slot[done].flip(0)] = theta[done]"),
+    M("L17", "probes/estimators.py", "logistic: rows cut by their position, not their weight",
+      "return torch.sort((w <= 0).to(torch.int8), dim=1, stable=True).indices[:, :m]",
+      "return torch.arange(w.shape[1]).expand(w.shape[0], -1)[:, :m]"),
+    M("L18", "probes/estimators.py", "logistic: cells with few rows not fitted as a batch apart",
+      "FEW_ROWS = 4 ", "FEW_ROWS = 0 ",
+      equivalent="a problem's iterates depend on its own rows, labels and penalty and on the "
+      "iteration count only; the split moves slow problems out of the others' batch (speed)"),
+    M("L19", "probes/estimators.py", "logistic: each class's feature sum taken from the first "
+      "penalty's labels (the per-problem class offset lost)",
+      "1, Y[:, :, 0] + K * torch.arange(A)[None, :, None],",
+      "1, Y[:, :1, 0] + 0 * torch.arange(A)[None, :, None],"),
+    M("L20", "probes/estimators.py", "logistic: the line search's change of the logsumexp not "
+      "weighted by the class probabilities", "sp = torch.expm1(D).mul_(p).sum(-2)",
+      "sp = torch.expm1(D).sum(-2)"),
+    M("L21", "probes/estimators.py", "logistic: the probabilities never recomputed from the "
+      "weights (their running update's drift kept)",
+      "if (it % EXACT == 0 and it != resumed) or p is None:", "if p is None:"),
+    M("L22", "probes/estimators.py", "logistic: the probabilities after a full step not "
+      "renormalised (p exp(D), not divided by 1 + s)",
+      "return D.exp_().mul_(p).div_(sp.add(1)[..., None, :])", "return D.exp_().mul_(p)"),
+    M("L27", "probes/estimators.py", "logistic: the probabilities after a full step as p + p "
+      "expm1(D) (a falling class's small probability lost, and its later rise unseen)",
+      "return D.exp_().mul_(p).div_(sp.add(1)[..., None, :])",
+      "return p.add(p * torch.expm1(D)).div_(sp.add(1)[..., None, :])"),
+    M("L28", "probes/estimators.py", "logistic: a relayout drops the L-BFGS curvature pairs",
+      'new.update({k: [x[ic, ia] for x in st[k]] for k in ("S", "Yh", "rho")})',
+      'new.update({k: [] for k in ("S", "Yh", "rho")})'),
+    M("L23", "probes/estimators.py", "logistic: a full step's change trusted however far the "
+      "logits move (1 + s near 0)",
+      "return sp, torch.log1p(sp), (sp >= -0.5) & torch.isfinite(sp)",
+      "return sp, torch.log1p(sp), torch.isfinite(sp)"),
+    M("L24", "probes/estimators.py", "logistic: the true classes' logit change counted with "
+      "the wrong sign in a step's decrease",
+      "dy = (torch.matmul(Q, direction) * Yz).sum((2, 3))",
+      "dy = -(torch.matmul(Q, direction) * Yz).sum((2, 3))"),
+    M("L25", "probes/estimators.py", "logistic: the first of two groups one slot too narrow "
+      "(its cells' last live problem dropped)",
+      "return [(torch.sort(cells[:cut]).values, int(counts[cut - 1])),",
+      "return [(torch.sort(cells[:cut]).values, int(counts[cut - 1]) - 1),"),
+    M("L26", "probes/estimators.py", "logistic: exact probabilities on the rows a cell does "
+      "not train on", "    return P.mul_(w.to(P.dtype)[:, None, None, :])", "    return P"),
+    # ---------------------------------------------------------------- probes/fitting.py
+    M("L08", "probes/fitting.py", "regression: the penalty with the worst validation R^2 chosen",
+      "nan=-math.inf).argmax(1)", "nan=math.inf).argmin(1)"),
+    M("L09", "probes/fitting.py", "classification: the penalty with the worst validation "
+      "accuracy chosen", "best = crit.argmax(1)", "best = crit.argmin(1)"),
+    M("L10", "probes/fitting.py", "classification baseline: the rarest training class",
+      "major = counts.argmax(1)", "major = counts.argmin(1)"),
+    M("L11", "probes/fitting.py", "regression baseline: the mean of the test rows, not train",
+      "mu = (train * yj).sum(1) / train.sum(1).clamp(min=1)",
+      "mu = (test * yj).sum(1) / test.sum(1).clamp(min=1)"),
+    M("L12", "probes/fitting.py", "_r2: the mean over every row, not the weighted rows",
+      "mean = (w * y).sum(-1) / n.clamp(min=1)", "mean = y.mean(-1)"),
+    M("L13", "probes/fitting.py", "regression: raw-space intercept forgets the std",
+      "(bb - (Wb * mean / std).sum(1))", "(bb - (Wb * mean).sum(1))"),
+    # ---------------------------------------------------------------- probes/controls.py
+    M("U01", "probes/controls.py", "control_labels: types not shuffled (one map for every seed)",
+      "order = rng.permutation(len(counts))", "order = np.arange(len(counts))"),
+    M("U02", "probes/controls.py", "control_labels: one map at every key (key not in the seed)",
+      "rng = np.random.default_rng([seed, stable_hash(keys[p]) % 2**32])",
+      "rng = np.random.default_rng(seed)"),
+    M("U03", "probes/controls.py", "control_labels: examples without a label get a control label",
+      "rows = (t[:, p] >= 0) & ~np.isnan(labels)", "rows = t[:, p] >= 0"),
+    M("U04", "probes/controls.py", "control_labels: labels drawn independently per type, "
+      "not stratified",
+      "table[order] = pool[np.minimum((mids * len(pool)).astype(int), len(pool) - 1)]",
+      "table[order] = pool[rng.integers(len(pool), size=len(counts))]"),
+    M("U05", "probes/controls.py", "split_groups: validation boundary off by one",
+      "1 if j < counts[0] + counts[1] else 2", "1 if j <= counts[0] + counts[1] else 2"),
+    M("U06", "probes/controls.py", "split_groups: a part of exactly `minimum` groups refused",
+      "if min(counts) < minimum:", "if min(counts) <= minimum:"),
+    # ---------------------------------------------------------------- probes/positions.py
+    M("U07", "probes/positions.py", "control_types: the window grows one past enough types",
+      "if len(set(wins)) >= min_types:", "if len(set(wins)) > min_types:"),
+    M("U08", "probes/positions.py", "control_types: the window ends before the position",
+      "tokens[i][max(0, ti[i, p] - w + 1): ti[i, p] + 1]", "tokens[i][max(0, ti[i, p] - w): ti[i, p]]"),
+    M("U09", "probes/positions.py", "side_keys: the equation's last character keyed as solution",
+      'elif side_name == "src" or p <= ns:', 'elif side_name == "src" or p < ns:'),
+    M("U10", "probes/positions.py", "select: a bare role also selects solution positions",
+      'or (not k.startswith("out:") and item == _base(k).split(":", 1)[-1])',
+      'or (item == _base(k).split(":", 1)[-1])'),
+    # ---------------------------------------------------------------- probes/causal.py
+    M("V01", "probes/causal.py", "orthonormal: basis rows not normalised",
+      "basis.append(row / n)", "basis.append(row)"),
+    M("V02", "probes/causal.py", "project_out: the centre added instead of subtracted",
+      "c = xf if center is None else xf - center.to(xf)",
+      "c = xf if center is None else xf + center.to(xf)"),
+    M("V03", "probes/causal.py", "random_basis: QR signs not fixed (not uniform on the sphere)",
+      "(q * np.sign(np.diag(r))).T.copy()", "q.T.copy()"),
+    M("V04", "probes/causal.py", "_hook: a key at token index 0 skipped",
+      "rows = torch.nonzero((pos >= 0) & (pos < x.shape[1]))",
+      "rows = torch.nonzero((pos > 0) & (pos < x.shape[1]))"),
+    M("V05", "probes/causal.py", "steer: the direction subtracted",
+      "x[rows, cols].float() + alpha * V[0]", "x[rows, cols].float() - alpha * V[0]"),
+    M("V06", "probes/causal.py", "remove_direction: every control the same random direction",
+      "rng = np.random.default_rng([seed, j])", "rng = np.random.default_rng(seed)"),
+    M("V07", "probes/causal.py", "_damage: a field's loss (loss:<name>) counted as an accuracy",
+      'worse_up = metric in HIGHER_IS_WORSE or metric.startswith("loss:")',
+      "worse_up = metric in HIGHER_IS_WORSE"),
+    M("V08", "probes/causal.py", "steering_vector: from target to source (reversed)",
+      "diff = X[t].mean(0) - X[s].mean(0)", "diff = X[s].mean(0) - X[t].mean(0)"),
+    # ---------------------------------------------------------------- token ablation's controls (#22)
+    M("TA01", "circuits/ablation/experiment.py", "resample takes donors of any layout by default",
+      'progress=None, donors: str = "layout"', 'progress=None, donors: str = "any"'),
+    M("TA02", "circuits/ablation/positions.py", "layout donors: one group of every example",
+      "for g in layout_groups(prep):", "for g in [list(range(prep.n))]:"),
+    M("TA03", "circuits/ablation/positions.py", "layout donors: an example donates to itself",
+      "donor[g[order]] = g[np.roll(order, -1)]", "donor[g[order]] = g[order]"),
+    M("TA04", "circuits/ablation/positions.py", "layout: every role of the side, not the input's",
+      "return tuple(roles[p] for p in torch.nonzero(prep.input_region[side][i]).flatten().tolist())",
+      "return tuple(roles)"),
+    M("TA05", "circuits/ablation/experiment.py", "examples without a same-layout donor kept",
+      "alone = {g[0] for g in layout_groups(prep) if len(g) == 1}", "alone = set()"),
+    M("TA06", "circuits/ablation/positions.py", "role-matched controls drawn from digits",
+      "if not digit_role(roles[i][p]):", "if digit_role(roles[i][p]):"),
+    M("TA07", "circuits/ablation/positions.py", "role-matched controls may hit the targets",
+      "for i, p in torch.nonzero(region[name] & ~tmask).tolist():",
+      "for i, p in torch.nonzero(region[name]).tolist():"),
+    M("TA08", "circuits/ablation/positions.py", "role-matched controls one smaller than the target",
+      "rng.choice(pool, n_t, replace=False)", "rng.choice(pool, n_t - 1, replace=False)"),
+    M("TA09", "circuits/ablation/experiment.py", "random-control verdict without the p floor",
+      'row["verdict"] = verdict(lo, row["p_value"], len(controls))',
+      'row["verdict"] = "confirmed" if lo > 0 and row["p_value"] <= 0.05 else "not confirmed"'),
+    M("TA10", "circuits/ablation/experiment.py", "intervals resample rows, not equations",
+      "lo, hi = bootstrap_ci(diff, seed=seed, groups=groups)", "lo, hi = bootstrap_ci(diff, seed=seed)"),
+    M("TA11", "circuits/ablation/experiment.py", "sign-flip p: ties with the observed mean not counted",
+      "return float(np.mean(stats >= obs - tol)), 2 ** m - 1",
+      "return float(np.mean(stats > obs + tol)), 2 ** m - 1"),
+    M("TA12", "circuits/ablation/experiment.py", "sign-flip p: rows of one equation flipped apart",
+      "d = pd.Series(x[keep]).groupby(g.to_numpy(), sort=False).mean().to_numpy()",
+      "d = x[keep]"),
+]
+
+
+def select(mutants, module: str | None, only: str | None):
+    out = list(mutants)
+    if module:
+        out = [m for m in out if module in m.module]
+    if only:
+        want = {x.strip() for x in only.split(",") if x.strip()}
+        unknown = want - {m.id for m in mutants}
+        if unknown:
+            raise SystemExit(f"error: unknown mutant ids {sorted(unknown)}; see --list")
+        out = [m for m in out if m.id in want]
+    return out
+
+
+def apply(text: str, m: Mutant) -> str:
+    n = text.count(m.old)
+    if n != 1:
+        raise SystemExit(f"error: mutant {m.id} ({m.module}): the text to replace occurs {n} "
+                         "times, expected once; update the mutant list to the current code")
+    return text.replace(m.old, m.new)
+
+
+def make_copy() -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="mut-"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", "checkpoints")
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    for name in LINK:
+        (dest / name).symlink_to(ROOT / name, target_is_directory=True)
+    return dest
+
+
+def env_for(copy: Path) -> dict:
+    return dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1",
+                HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+
+
+def check_copy_is_imported(copy: Path, python: str) -> None:
+    code = "import interp, circuits; print(interp.__file__); print(circuits.__file__)"
+    out = subprocess.run([python, "-c", code], cwd=copy, env=env_for(copy), capture_output=True,
+                         text=True, timeout=120)
+    paths = out.stdout.split()
+    if out.returncode or len(paths) != 2 or not all(p.startswith(str(copy)) for p in paths):
+        raise SystemExit(f"error: the copy's packages are not the ones imported ({out.stdout!r} "
+                         f"{out.stderr[-500:]!r}); a mutant would be tested against the checkout")
+
+
+#: --tests: one list of test files for every mutant instead of TESTS (a quick re-check: a
+#: mutant these kill is killed by its module's list too, which runs them first)
+OVERRIDE: list[str] = []
+
+
+def test_args(module: str, copy: Path) -> list[str]:
+    """The module's test files that exist in the copy (node ids: their file must exist), and
+    options such as --deselect."""
+    wanted = OVERRIDE or TESTS[module]
+    files = [t for t in wanted if not t.startswith("-") and (copy / t.split("::")[0]).exists()]
+    return files + [t for t in wanted if t.startswith("-")]
+
+
+def pytest_cmd(python: str, module: str, copy: Path) -> list[str]:
+    return [python, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider",
+            "--no-header", "-o", "addopts=", *test_args(module, copy)]
+
+
+def baseline(module: str, copy: Path, python: str, timeout: float) -> str:
+    """'' when the module's tests pass on the unmutated copy, else what failed."""
+    try:
+        proc = subprocess.run(pytest_cmd(python, module, copy), cwd=copy, env=env_for(copy),
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timeout after {timeout:.0f}s"
+    if proc.returncode == 0:
+        return ""
+    hit = re.search(r"^(?:FAILED|ERROR) (\S+)", proc.stdout + proc.stderr, re.M)
+    return hit.group(1) if hit else (proc.stdout + proc.stderr)[-300:]
+
+
+def run_one(m: Mutant, copy: Path, python: str, timeout: float) -> dict:
+    path = copy / m.module
+    original = path.read_bytes()
+    digest = hashlib.sha256(original).hexdigest()
+    t0 = time.time()
+    try:
+        path.write_text(apply(original.decode(), m))
+        cmd = pytest_cmd(python, m.module, copy)
+        try:
+            proc = subprocess.run(cmd, cwd=copy, env=env_for(copy), capture_output=True,
+                                  text=True, timeout=timeout)
+            out = proc.stdout + proc.stderr
+            if proc.returncode == 0:
+                status, by = "survived", ""
+            elif proc.returncode == 1:
+                status = "killed"
+                hit = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+                by = hit.group(1) if hit else "?"
+            else:
+                status, by = "killed", f"pytest exit {proc.returncode}: " + \
+                    (out.strip().splitlines() or ["?"])[-1][:80]
+        except subprocess.TimeoutExpired:
+            status, by = "killed", f"timeout after {timeout:.0f}s"
+    finally:
+        path.write_bytes(original)
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise SystemExit(f"error: could not restore {path} after mutant {m.id}")
+    if m.equivalent and status == "survived":
+        status = "equivalent"
+    return {"id": m.id, "module": m.module, "what": m.what, "status": status, "by": by,
+            "seconds": round(time.time() - t0, 1), "equivalent": m.equivalent}
+
+
+def scores(results: list[dict]) -> dict[str, tuple[int, int, int]]:
+    """module -> (killed, survived, equivalent), plus 'all'."""
+    out: dict[str, list[int]] = {}
+    for r in results:
+        for key in (r["module"], "all"):
+            s = out.setdefault(key, [0, 0, 0])
+            s[("killed", "survived", "equivalent").index(r["status"])] += 1
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def score_line(k: int, s: int, e: int) -> str:
+    n = k + s
+    return f"{k}/{n} killed = {k / n:.0%}" + (f" ({e} equivalent, not counted)" if e else "") \
+        if n else f"no counted mutants ({e} equivalent)"
+
+
+def markdown(before: list[dict], after: list[dict]) -> str:
+    """A before/after table per module (after: results of a later run, e.g. of the
+    survivors; a mutant missing from it keeps its earlier result)."""
+    later = {r["id"]: r for r in after}
+    merged = [later.get(r["id"], r) for r in before]
+    b, a = scores(before), scores(merged)
+    lines = ["| module | mutants | equivalent | killed before | killed after |",
+             "| --- | --- | --- | --- | --- |"]
+    for key in [k for k in b if k != "all"] + ["all"]:
+        kb, sb, eb = b[key]
+        ka, sa, ea = a.get(key, (0, 0, 0))
+        name = "**all**" if key == "all" else f"`{key}`"
+        lines.append(f"| {name} | {kb + sb + eb} | {ea} | {kb}/{kb + sb} ({kb / max(1, kb + sb):.0%}) "
+                     f"| {ka}/{ka + sa} ({ka / max(1, ka + sa):.0%}) |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    global ROOT
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--module", help="only mutants of modules whose path contains this")
+    p.add_argument("--only", help="comma-separated mutant ids")
+    p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per mutant (default 600)")
+    p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the check that each module's tests pass without a mutant")
+    p.add_argument("--python", default=sys.executable, help="interpreter that runs pytest")
+    p.add_argument("--root", type=Path, default=ROOT,
+                   help="the checkout to mutate (default: the one holding this script), e.g. "
+                        "a snapshot taken before tests were added")
+    p.add_argument("--markdown", nargs="+", metavar="JSONS",
+                   help="print a before/after table from --json result files: BEFORE "
+                        "[AFTER], each a comma-separated list of files")
+    p.add_argument("--tests", help="comma-separated test files/ids run for every chosen mutant "
+                                   "instead of its module's list")
+    args = p.parse_args(argv)
+    ROOT = args.root.resolve()
+    OVERRIDE[:] = args.tests.split(",") if args.tests else []
+    if args.markdown:
+        load = lambda spec: [r for f in spec.split(",") if f  # noqa: E731
+                             for r in json.loads(Path(f).read_text())["results"]]
+        print(markdown(load(args.markdown[0]),
+                       load(args.markdown[1]) if len(args.markdown) > 1 else []))
+        return 0
+    chosen = select(MUTANTS, args.module, args.only)
+    ids = [m.id for m in MUTANTS]
+    assert len(ids) == len(set(ids)), "duplicate mutant ids"
+    for m in MUTANTS:   # every mutant must still apply to the checkout's code
+        apply((ROOT / m.module).read_text(), m)
+    if args.list:
+        for m in chosen:
+            print(f"{m.id}  {m.module:<30} {m.what}" + ("  [equivalent]" if m.equivalent else ""))
+        print(f"{len(chosen)} mutants")
+        return 0
+    if not chosen:
+        print("error: no mutant matches", file=sys.stderr)
+        return 2
+    copy = make_copy()
+    results = []
+    try:
+        check_copy_is_imported(copy, args.python)
+        print(f"{'id':<4} {'module':<30} {'result':<10} {'s':>5}  mutant / killed by", flush=True)
+        broken = {}
+        for m in chosen:
+            if m.module not in broken:
+                broken[m.module] = "" if args.no_baseline else \
+                    baseline(m.module, copy, args.python, args.timeout)
+                if broken[m.module]:
+                    print(f"     {m.module:<30} its tests fail without a mutant "
+                          f"({broken[m.module]}): its mutants are not run", flush=True)
+            if broken[m.module]:
+                continue
+            r = run_one(m, copy, args.python, args.timeout)
+            results.append(r)
+            print(f"{r['id']:<4} {r['module']:<30} {r['status']:<10} {r['seconds']:>5.0f}  "
+                  f"{r['what']}" + (f"  <- {r['by']}" if r["by"] else ""), flush=True)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    print("\nmutation score per module:")
+    sc = scores(results)
+    for key, (k, s, e) in sc.items():
+        print(f"  {key:<30} {score_line(k, s, e)}")
+    surv = [r for r in results if r["status"] == "survived"]
+    if surv:
+        print("\nsurvivors:")
+        for r in surv:
+            print(f"  {r['id']} {r['module']}: {r['what']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "scores": sc}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
