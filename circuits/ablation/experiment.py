@@ -34,9 +34,6 @@ from .positions import (DONORS, control_masks, layout_groups, parse_layers, prep
 HIGHER_IS_WORSE = {"answer_loss"}
 #: random sign patterns of the role-matched test (exact enumeration when fewer exist)
 N_FLIPS = 9999
-#: the two control kinds: summary column prefix and how they are named in reports
-KINDS = {"random": ("", "random input positions"),
-         "role": ("role_", "role-matched structural positions")}
 
 
 @dataclass
@@ -236,6 +233,7 @@ def ablate_tokens(bridge, task: Task, examples: Sequence[Example], tokens: Seque
     donors : `resample` only: "layout" (default) donors of the same layout, "any" the old
         rule (any other equation, matched by key). Under "layout" an example alone in its
         layout has no donor and is left out (all conditions); `meta["no_donor"]` counts them
+        (with repeated equations a donor may be the same equation: use unique examples)
     role_controls : also draw role-matched controls (structural positions, never a digit or
         a target); when some example has too few, they are left out and `meta["role"]` says
         why

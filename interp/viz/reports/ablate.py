@@ -42,8 +42,9 @@ def verdict_lines(res, metric: str = "answer_loss") -> list[str]:
             continue
         k = int(r[f"{pre}tests"]) if tests is None else tests
         v = r[f"{pre}verdict"]
-        word = {"confirmed": "MORE", "not confirmed": "NOT more"}.get(v, "UNTESTABLE")
-        lines.append(f"  {metric.replace('_', ' ')}: the target matters {word} than {name}: "
+        word = {"confirmed": "the target matters MORE than", "not confirmed":
+                "the target matters NOT more than"}.get(v, "the target against")
+        lines.append(f"  {metric.replace('_', ' ')}: {word} {name}: "
                      f"{v} (difference {r[f'{pre}difference']:+.3f}, 95% CI "
                      f"[{r[f'{pre}ci_low']:+.3f}, {r[f'{pre}ci_high']:+.3f}], p = "
                      f"{r[f'{pre}p_value']:.3f}, {k} {how})")
