@@ -9,7 +9,10 @@
 (also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; with --tokens
 --out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
 report.html, with --route routes.csv, routes.json and report.html; --json writes the JSON
-alone. A route is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
+alone. --tokens draws unique held-out equations and compares the target with as many random
+positions and as many role-matched (structural, non-digit) positions, each with its verdict;
+`resample` takes donors of the same layout unless --donors any (docs/ablation.md). A route
+is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
 groups; `->K` for every query, `*->K` too unless `*` is a group, such as the
 solution's multiplication sign), `offset=d` or `token=t`: in that one head the attention from
 Q to K is cut and the rows renormalised, against controls that cut as many other keys of
