@@ -1,14 +1,18 @@
 """Ablate tokens, or one head's route, and measure what the answer loses, against controls.
 
     ablate --tokens "x,^,=" [CKPT] [--mode knockout|mean|zero|resample] [--layers 0-3]
-           [--scope input|all] [--n 500] [--controls 20] [--out DIR] [--json FILE]
+           [--scope input|all] [--donors layout|any] [--n 70] [--controls 20]
+           [--out DIR] [--json FILE]
     ablate --route "L2H0:D_value->b,c" [--route "L1H2:offset=1;L0H3:token=="] [CKPT]
            [--n 500] [--controls 20] [--decode] [--reads] [--out DIR] [--json FILE]
 
 (also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; with --tokens
 --out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
 report.html, with --route routes.csv, routes.json and report.html; --json writes the JSON
-alone. A route is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
+alone. --tokens draws unique held-out equations and compares the target with as many random
+positions and as many role-matched (structural, non-digit) positions, each with its verdict;
+`resample` takes donors of the same layout unless --donors any (docs/ablation.md). A route
+is `[enc.|dec.|cross.]L<layer>H<head>:` then `Q->K` (query groups -> key
 groups; `->K` for every query, `*->K` too unless `*` is a group, such as the
 solution's multiplication sign), `offset=d` or `token=t`: in that one head the attention from
 Q to K is cut and the rows renormalised, against controls that cut the same clean attention
@@ -25,6 +29,9 @@ import sys
 from pathlib import Path
 
 MAX_N = 10_000       # examples of one run (each control and sweep layer reruns them all)
+#: --tokens' default --n: unique held-out equations at the training mix 50/30/20; the small
+#: preset has only 21 held-out one-root inputs, so 70 (= 21 / 0.3) is the most it allows
+TOKENS_N = 70
 MAX_CONTROLS = 1_000  # random control position sets
 MAX_BATCH = 4_096     # examples run at once
 OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
@@ -40,6 +47,7 @@ def main(argv=None) -> int:
 
 def parser():
     from circuits.ablation import MODES, SCOPES
+    from circuits.ablation.positions import DONORS
     from interp.cli.common import Parser, add_options
 
     p = Parser(prog="ablate", description=__doc__,
@@ -56,10 +64,15 @@ def parser():
     p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
     p.add_argument("--scope", choices=SCOPES, default="input",
                    help="input: the equation's tokens; all: also in the solution")
-    add_options(p, n=(500, f"examples (default 500, at most {MAX_N:,})"),
+    add_options(p, n=(None, f"examples (default {TOKENS_N} with --tokens: distinct held-out "
+                          f"equations; 500 with --route; at most {MAX_N:,})"),
                 seed=(0, "seed of controls and donors"), quiet=False, device=False)
-    p.add_argument("--controls", type=int, default=20, help="random control position sets "
+    p.add_argument("--controls", type=int, default=20, help="random control position sets, "
+                   "and as many role-matched ones with --tokens "
                    f"(default 20; 0 for none; at most {MAX_CONTROLS})")
+    p.add_argument("--donors", choices=DONORS, default=None,
+                   help="--mode resample: layout (default) donors of the same layout, only "
+                   "the values differ; any: any other equation (the old rule)")
     p.add_argument("--data-seed", type=int, default=12345, help="seed of the examples")
     p.add_argument("--all-inputs", action="store_true",
                    help="draw examples from every input, not only the held-out partition")
@@ -81,6 +94,8 @@ def _main(argv) -> int:
     from interp.io import output_lock
 
     a = parser().parse_args(argv)
+    if a.n is None:
+        a.n = TOKENS_N if a.tokens is not None else 500
     if (a.tokens is None) == (a.route is None):
         raise InterpError("give either --tokens (ablate token positions) or --route (knock "
                           "out one head's route), e.g. --tokens 'x,^,=' or --route "
@@ -94,7 +109,7 @@ def _main(argv) -> int:
                               "separate routes with single semicolons")
         for flag, bad in (("--mode", a.mode != "knockout"), ("--layers", a.layers is not None),
                           ("--scope", a.scope != "input"), ("--no-sweep", a.no_sweep),
-                          ("--no-decode", a.no_decode)):
+                          ("--no-decode", a.no_decode), ("--donors", a.donors is not None)):
             if bad:
                 raise InterpError(f"{flag} applies to --tokens; a --route names its own layer "
                                   "and head (decoding: --decode)")
@@ -106,6 +121,9 @@ def _main(argv) -> int:
     if a.reads:
         raise InterpError("--reads applies to --route (the value path patch of one head's "
                           "route); drop it with --tokens")
+    if a.donors is not None and a.mode != "resample":
+        raise InterpError(f"--donors applies to --mode resample (here --mode {a.mode}); drop "
+                          "it or add --mode resample")
     tokens = [t.strip() for t in a.tokens.split(",")]
     if "" in tokens:
         # a literal comma cannot be named; an empty name is almost always a typo
@@ -172,24 +190,25 @@ def _run(a, tokens, out) -> int:
     from circuits.ablation import ablate_tokens
     from interp.cli.common import load
     from interp.io import replace_dir_atomic, write_json
-    from interp.viz.reports.ablate import build_page, format_summary, to_json
+    from interp.viz.reports.ablate import build_page, controls_frame, format_summary, to_json
 
     ckpt = load(a)
     task = ckpt.task
-    examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True)
+    examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True,
+                             unique=True)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     res = ablate_tokens(ckpt.bridge(), task, examples, tokens, mode=a.mode, layers=a.layers,
                         scope=a.scope, n_controls=a.controls, seed=a.seed,
                         sweep=not a.no_sweep, decode=not a.no_decode,
-                        batch_size=a.batch_size, progress=say)
+                        batch_size=a.batch_size, progress=say, donors=a.donors or "layout")
     res.meta["checkpoint"] = str(a.checkpoint)
     layers = res.meta["layers"]
     title = (f"ablate {','.join(tokens)} ({a.mode}, layers {layers[0]}-{layers[-1]}"
              f"{'' if len(layers) == layers[-1] - layers[0] + 1 else ' ' + str(layers)}, "
              f"scope {a.scope}) on {a.checkpoint}: {res.meta['n']} "
-             f"{'' if a.all_inputs else 'held-out '}examples, "
-             f"{res.meta['target_positions_per_example']:.2f} target positions each, "
-             f"{a.controls} controls")
+             f"{'' if a.all_inputs else 'held-out '}equations ({res.meta['distinct']} "
+             f"distinct), {res.meta['target_positions_per_example']:.2f} target positions "
+             f"each, {a.controls} random and {res.meta['role']['drawn']} role-matched controls")
     print(format_summary(res, title))
     data = to_json(res)
     if a.json:
@@ -200,7 +219,7 @@ def _run(a, tokens, out) -> int:
     def fill(tmp: Path) -> None:
         res.summary.to_csv(tmp / "summary.csv", index=False)
         res.sweep.to_csv(tmp / "sweep.csv", index=False)
-        res.control_damage.to_csv(tmp / "controls.csv", index=False)
+        controls_frame(res).to_csv(tmp / "controls.csv", index=False)
         res.per_example.to_csv(tmp / "per_example.csv", index=False)
         write_json(tmp / "ablation.json", data)
         build_page(res, title).write(tmp / "report.html")

@@ -52,6 +52,7 @@ class Mutant:
 # the command-line tests (subprocesses) are left out: they add minutes per mutant and
 # exercise these modules through the same functions
 ABLATION_TESTS = [
+        "tests/test_ablation_controls.py",            # the controls' own tests (#22), fast
         "tests/test_oracles_ablation.py", "tests/test_ablation.py",
         "--deselect=tests/test_ablation.py::test_cli_writes_tables_json_and_a_self_contained_page",
         "--deselect=tests/test_ablation.py::test_cli_errors_are_one_line"]
@@ -906,6 +907,36 @@ MUTANTS = [
     M("PX13", "circuits/patching/slice_result.py", "pooled: control k taken from group 0 only",
       "self._share(r, r.cells[l, s + k], gap) for r, s in zip(have, start)])",
       "self._share(r, r.cells[l, start[0] + k], gap) for r in have])"),
+    # ---------------------------------------------------------------- token ablation's controls (#22)
+    M("TA01", "circuits/ablation/experiment.py", "resample takes donors of any layout by default",
+      'progress=None, donors: str = "layout"', 'progress=None, donors: str = "any"'),
+    M("TA02", "circuits/ablation/positions.py", "layout donors: one group of every example",
+      "for g in layout_groups(prep):", "for g in [list(range(prep.n))]:"),
+    M("TA03", "circuits/ablation/positions.py", "layout donors: an example donates to itself",
+      "donor[g[order]] = g[np.roll(order, -1)]", "donor[g[order]] = g[order]"),
+    M("TA04", "circuits/ablation/positions.py", "layout: every role of the side, not the input's",
+      "return tuple(roles[p] for p in torch.nonzero(prep.input_region[side][i]).flatten().tolist())",
+      "return tuple(roles)"),
+    M("TA05", "circuits/ablation/experiment.py", "examples without a same-layout donor kept",
+      "alone = {g[0] for g in layout_groups(prep) if len(g) == 1}", "alone = set()"),
+    M("TA06", "circuits/ablation/positions.py", "role-matched controls drawn from digits",
+      "if not digit_role(roles[i][p]):", "if digit_role(roles[i][p]):"),
+    M("TA07", "circuits/ablation/positions.py", "role-matched controls may hit the targets",
+      "for i, p in torch.nonzero(region[name] & ~tmask).tolist():",
+      "for i, p in torch.nonzero(region[name]).tolist():"),
+    M("TA08", "circuits/ablation/positions.py", "role-matched controls one smaller than the target",
+      "rng.choice(pool, n_t, replace=False)", "rng.choice(pool, n_t - 1, replace=False)"),
+    M("TA09", "circuits/ablation/experiment.py", "random-control verdict without the p floor",
+      'row["verdict"] = verdict(lo, row["p_value"], len(controls))',
+      'row["verdict"] = "confirmed" if lo > 0 and row["p_value"] <= 0.05 else "not confirmed"'),
+    M("TA10", "circuits/ablation/experiment.py", "intervals resample rows, not equations",
+      "lo, hi = bootstrap_ci(diff, seed=seed, groups=groups)", "lo, hi = bootstrap_ci(diff, seed=seed)"),
+    M("TA11", "circuits/ablation/experiment.py", "sign-flip p: ties with the observed mean not counted",
+      "return float(np.mean(stats >= obs - tol)), 2 ** m - 1",
+      "return float(np.mean(stats > obs + tol)), 2 ** m - 1"),
+    M("TA12", "circuits/ablation/experiment.py", "sign-flip p: rows of one equation flipped apart",
+      "d = pd.Series(x[keep]).groupby(g.to_numpy(), sort=False).mean().to_numpy()",
+      "d = x[keep]"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -260,7 +260,8 @@ def test_cli_writes_tables_json_and_a_self_contained_page(tiny_checkpoints, tmp_
                "--n", "8", "--controls", "2", "--out", str(out), "--json",
                str(tmp_path / "a.json"), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "target - controls" in proc.stdout and "sweep" in proc.stdout
+    assert "target - random" in proc.stdout and "target - role" in proc.stdout  # two kinds (#22)
+    assert "sweep" in proc.stdout
     for f in ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
               "report.html"):
         assert (out / f).is_file()

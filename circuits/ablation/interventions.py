@@ -14,7 +14,7 @@ from interp.errors import InterpError
 from interp.hooks import capture, hook_name, module_at, run
 from interp.tokens import IGNORE, length_batches
 
-from .positions import Prepared
+from .positions import Prepared, donor_indices
 
 MODES = ("knockout", "mean", "zero", "resample")
 #: the attention kind whose block holds a side's residual stream
@@ -345,9 +345,11 @@ def clean_residuals(bridge, prep: Prepared, layers: Sequence[int], batch_size: i
 
 
 def replacement_values(prep: Prepared, resid: dict[str, torch.Tensor], mode: str,
-                       seed: int = 0) -> tuple[dict[str, torch.Tensor] | None, dict]:
+                       seed: int = 0, donors: str = "any"
+                       ) -> tuple[dict[str, torch.Tensor] | None, dict]:
     """side -> `[layer, N, W, d]` what `mean` or `resample` writes at each position, and
-    side -> {key: `[layer, d]`} the per-key means (also used for generated tokens)."""
+    side -> {key: `[layer, d]`} the per-key means (also used for generated tokens).
+    `donors`: `positions.donor_indices`' rule ("layout" needs every example to have one)."""
     if mode not in ("mean", "resample"):
         return None, {}
     means: dict[str, dict[str, torch.Tensor]] = {}
@@ -361,17 +363,20 @@ def replacement_values(prep: Prepared, resid: dict[str, torch.Tensor], mode: str
                 sums[key] = sums.get(key, 0) + R[:, i, p]
                 counts[key] = counts.get(key, 0) + 1
         means[s] = {k: v / counts[k] for k, v in sums.items()}
-    donors = derangement(prep.n, seed) if mode == "resample" else None
+    donor = donor_indices(prep, seed, donors) if mode == "resample" else None
+    if donor is not None and bool((donor < 0).any()):
+        raise InterpError(f"{int((donor < 0).sum())} examples have no same-layout donor; "
+                          "leave them out first (ablate_tokens does) or use donors='any'")
     values = {}
     for s, R in resid.items():
         V = torch.zeros_like(R)
         for i in range(prep.n):
-            if donors is None:
+            if donor is None:
                 for p, key in enumerate(prep.keys[s][i]):
                     if key is not None:
                         V[:, i, p] = means[s][key]
                 continue
-            d = int(donors[i])
+            d = int(donor[i])
             where = {key: p for p, key in enumerate(prep.keys[s][d]) if key is not None}
             for p, key in enumerate(prep.keys[s][i]):
                 if key is None:

@@ -1,6 +1,7 @@
 """Which positions an ablation touches: the dataset prepared once (ids, regions, matching
-keys, answer labels), the target positions of the named tokens, random control positions, and
-the layers to ablate at."""
+keys, answer labels), the target positions of the named tokens, random control positions,
+role-matched control positions (the other structural, non-digit positions), the donors of
+`resample` (same layout by default), and the layers to ablate at."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from interp.tasks.tokenizer import CharCodec
 from interp.tokens import IGNORE, Side, build_sides, check_length
 
 SCOPES = ("input", "all")
+#: who donates `resample`'s values: "layout" an equation of the same layout (the same role at
+#: every input position, so a donor's value sits at the same absolute position; only the
+#: values differ), "any" any other equation (matched by key; the rule before #22)
+DONORS = ("layout", "any")
 
 
 @dataclass
@@ -202,6 +207,118 @@ def control_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: 
             masks[name] = m
         out.append(masks)
     return out
+
+
+def digit_role(role: str) -> bool:
+    """Whether a position's role is a digit of a number (`b_digit`, `D_value_digit`): the
+    values an equation is made of. Everything else (signs, `x`, `^`, the `2` of `^2`, `=`, the
+    trailing `0`, literals of the solution) is structure."""
+    return role.endswith("_digit")
+
+
+def role_pool(prep: Prepared, targets: dict[str, torch.Tensor], scope: str = "input"
+              ) -> dict[str, torch.Tensor]:
+    """side -> `[N, W]` bool: the positions a role-matched control may take: in the chosen
+    scope's regions, structural (not `digit_role`) and not a target."""
+    regions = [prep.input_region] + ([prep.solution_region] if scope == "all" else [])
+    out = {}
+    for name, tmask in targets.items():
+        roles = prep.sides[name].roles
+        pool = torch.zeros_like(tmask)
+        for region in regions:
+            for i, p in torch.nonzero(region[name] & ~tmask).tolist():
+                if not digit_role(roles[i][p]):
+                    pool[i, p] = True
+        out[name] = pool
+    return out
+
+
+def role_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: int,
+               seed: int = 0, scope: str = "input") -> list[dict[str, torch.Tensor]]:
+    """`n_controls` role-matched position sets (side -> `[N, W]` bool): per example and region
+    exactly as many positions as the targets have there, drawn uniformly among that region's
+    other structural positions (`role_pool`: never a digit, never a target). An example
+    whose pool is smaller than its targets is an `InterpError` (a smaller control would
+    remove less than the target); `role_sets` counts the distinct sets each example allows."""
+    regions = [prep.input_region] + ([prep.solution_region] if scope == "all" else [])
+    pools = role_pool(prep, targets, scope)
+    out = []
+    for j in range(n_controls):
+        rng = np.random.default_rng([seed, j, 1])
+        masks = {}
+        for name, tmask in targets.items():
+            m = torch.zeros_like(tmask)
+            for region in regions:
+                r = region[name]
+                for i in range(prep.n):
+                    n_t = int((r[i] & tmask[i]).sum())
+                    if n_t == 0:
+                        continue
+                    pool = torch.nonzero(r[i] & pools[name][i]).flatten().numpy()
+                    if len(pool) < n_t:
+                        raise InterpError(
+                            f"example {prep.examples[i].src!r} has {n_t} target positions but "
+                            f"only {len(pool)} other structural (non-digit) positions: no "
+                            "role-matched control of the same size exists")
+                    m[i, torch.from_numpy(rng.choice(pool, n_t, replace=False))] = True
+            masks[name] = m
+        out.append(masks)
+    return out
+
+
+def role_sets(prep: Prepared, targets: dict[str, torch.Tensor], scope: str = "input"
+              ) -> np.ndarray:
+    """`[N]` how many distinct role-matched position sets each example allows: the product
+    over regions of C(pool, targets) (1 means every role-matched control is the same set)."""
+    from math import comb
+
+    regions = [prep.input_region] + ([prep.solution_region] if scope == "all" else [])
+    pools = role_pool(prep, targets, scope)
+    out = np.ones(prep.n, dtype=float)
+    for name, tmask in targets.items():
+        for region in regions:
+            r = region[name]
+            for i in range(prep.n):
+                out[i] *= comb(int((r[i] & pools[name][i]).sum()), int((tmask[i] & r[i]).sum()))
+    return out
+
+
+def input_layout(prep: Prepared, i: int) -> tuple[str, ...]:
+    """The roles of example i's input positions, in order: its layout (two equations of one
+    layout differ only in their values: digits and signs)."""
+    side = prep.main_side
+    roles = prep.sides[side].roles[i]
+    return tuple(roles[p] for p in torch.nonzero(prep.input_region[side][i]).flatten().tolist())
+
+
+def layout_groups(prep: Prepared) -> list[list[int]]:
+    """The examples grouped by `input_layout`, groups in order of first appearance."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i in range(prep.n):
+        groups.setdefault(input_layout(prep, i), []).append(i)
+    return list(groups.values())
+
+
+def donor_indices(prep: Prepared, seed: int = 0, donors: str = "layout") -> np.ndarray:
+    """`[N]` the equation that donates to each example under `resample`: "any" a random
+    derangement of all examples (`interventions.derangement`, the old rule), "layout" a
+    random derangement within each layout group (`layout_groups`), -1 for an example that is
+    alone in its layout (no same-layout donor among the examples)."""
+    if donors not in DONORS:
+        raise InterpError(f"unknown donor rule {donors!r}; choose one of {', '.join(DONORS)}")
+    if donors == "any":
+        from .interventions import derangement
+
+        return derangement(prep.n, seed)
+    rng = np.random.default_rng(seed)
+    donor = np.full(prep.n, -1, dtype=int)
+    for g in layout_groups(prep):
+        if len(g) < 2:
+            continue
+        g = np.asarray(g)
+        order = rng.permutation(len(g))
+        donor[g[order]] = g[np.roll(order, -1)]
+    return donor
 
 
 def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:

@@ -17,14 +17,62 @@ def _fmt(v, pct: bool) -> str:
     return f"{v:+.1%}" if pct else f"{v:+.3f}"
 
 
+def controls_frame(res) -> pd.DataFrame:
+    """Every control's mean damage per metric, with its kind ("random" or "role")."""
+    parts = [d.assign(kind=kind) for kind, d in (("random", res.control_damage),
+                                                 ("role", getattr(res, "role_damage", None)))
+             if d is not None]
+    if not parts:
+        return pd.DataFrame(columns=["kind", "control", "metric", "damage"])
+    return pd.concat(parts, ignore_index=True)[["kind", "control", "metric", "damage"]]
+
+
+def verdict_lines(res, metric: str = "answer_loss") -> list[str]:
+    """Which control the target beats on `metric`, each with effect [CI], p and verdict."""
+    s = res.summary.set_index("metric")
+    if metric not in s.index or "difference" not in s.columns:
+        return []
+    r = s.loc[metric]
+    n = res.meta.get("controls", 0)
+    beats, lines = [], []
+    for pre, name, tests, how in (("", "as many random input positions", n, "controls"),
+                                  ("role_", "as many role-matched structural positions "
+                                   "(never a digit)", None, "sign patterns")):
+        if f"{pre}difference" not in r.index or r.get(f"{pre}verdict") != r.get(f"{pre}verdict"):
+            continue
+        k = int(r[f"{pre}tests"]) if tests is None else tests
+        v = r[f"{pre}verdict"]
+        word = {"confirmed": "the target matters MORE than", "not confirmed":
+                "the target matters NOT more than"}.get(v, "the target against")
+        lines.append(f"  {metric.replace('_', ' ')}: {word} {name}: "
+                     f"{v} (difference {r[f'{pre}difference']:+.3f}, 95% CI "
+                     f"[{r[f'{pre}ci_low']:+.3f}, {r[f'{pre}ci_high']:+.3f}], p = "
+                     f"{r[f'{pre}p_value']:.3f}, {k} {how})")
+        if v == "untestable":
+            lines.append("    " + res.meta.get(f"{pre}untestable_note", f"untestable at {k}"))
+        if v == "confirmed":
+            beats.append("random positions" if pre == "" else "role-matched positions")
+    if lines:
+        lines.append("  the target beats: " + (" and ".join(beats) if beats else "neither"))
+    why = res.meta.get("role", {}).get("why")
+    if why and res.meta.get("role", {}).get("drawn", 0) == 0:
+        lines.append(f"  role-matched controls: none ({why})")
+    return lines
+
+
 def format_summary(res, title: str) -> str:
-    """The terminal table: one line per metric, then the sweep and the decoded run."""
+    """The terminal table: one line per metric (target, random controls, role-matched
+    controls), the verdicts, then the sweep and the decoded run."""
     s = res.summary
     has_ctl = "difference" in s.columns
+    has_role = "role_difference" in s.columns
     lines = [title, "", "damage = how much worse than the clean run (loss up, accuracy down)"]
+    lines += _notes(res)
     head = f"  {'metric':<22}{'clean':>8}{'ablated':>9}{'damage':>9}"
     if has_ctl:
-        head += f"   {'controls: mean [min, max]':<27}{'target - controls [95% CI]':<30}{'p':>6}"
+        head += f"   {'random: mean [min, max]':<27}{'target - random [95% CI]':<30}{'p':>6}"
+    if has_role:
+        head += f"   {'role-matched: mean':<19}{'target - role [95% CI]':<30}{'p':>6}"
     lines.append(head)
     for _, r in s.iterrows():
         pct = r.metric != "answer_loss"
@@ -36,26 +84,29 @@ def format_summary(res, title: str) -> str:
                    f"{_fmt(r.control_damage_max, pct)}]")
             diff = f"{_fmt(r.difference, pct)} [{_fmt(r.ci_low, pct)}, {_fmt(r.ci_high, pct)}]"
             line += f"   {ctl:<27}{diff:<30}{r.p_value:>6.3f}"
+        if has_role:
+            diff = (f"{_fmt(r.role_difference, pct)} [{_fmt(r.role_ci_low, pct)}, "
+                    f"{_fmt(r.role_ci_high, pct)}]")
+            line += f"   {_fmt(r.role_damage_mean, pct):<19}{diff:<30}{r.role_p_value:>6.3f}"
         lines.append(line)
-    if has_ctl:
-        r = s.set_index("metric").loc["answer_loss"]
-        more = r.ci_low > 0 and r.p_value < 0.05
-        lines.append("")
-        lines.append(f"  answer loss: the target positions matter "
-                     f"{'MORE' if more else 'NOT more'} than as many random input positions "
-                     f"(difference {r.difference:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}],"
-                     f" p = {r.p_value:.3f}, {res.meta['controls']} controls)")
+    if has_ctl or has_role:
+        lines += [""] + verdict_lines(res)
     if len(res.sweep):
+        sw = res.sweep[res.sweep.metric == "answer_loss"]
         lines += ["", "sweep: ablate from layer l on (answer loss damage)",
-                  f"  {'from':<6}{'target':>9}{'controls mean':>15}{'difference [95% CI]':>32}"
-                  f"{'p':>7}"]
-        for _, r in res.sweep[res.sweep.metric == "answer_loss"].iterrows():
+                  f"  {'from':<6}{'target':>9}{'random mean':>13}{'target - random [95% CI]':>32}"
+                  f"{'p':>7}" + (f"{'role mean':>11}{'target - role [95% CI]':>32}{'p':>7}"
+                                 if "role_difference" in sw else "")]
+        for _, r in sw.iterrows():
             ctl = r.get("control_damage_mean", float("nan"))
             diff = (f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
                     if "difference" in r else "-")
             p = f"{r.p_value:.3f}" if "p_value" in r else "-"
-            lines.append(f"  L{int(r.from_layer):<5}{r.target_damage:>+9.3f}{ctl:>+15.3f}"
-                         f"{diff:>32}{p:>7}")
+            line = f"  L{int(r.from_layer):<5}{r.target_damage:>+9.3f}{ctl:>+13.3f}{diff:>32}{p:>7}"
+            if "role_difference" in r:
+                rd = f"{r.role_difference:+.3f} [{r.role_ci_low:+.3f}, {r.role_ci_high:+.3f}]"
+                line += f"{r.role_damage_mean:>+11.3f}{rd:>32}{r.role_p_value:>7.3f}"
+            lines.append(line)
     if res.decoded:
         c, t = res.decoded["clean"], res.decoded["target"]
         lines += ["", "free-running greedy decoding (clean -> target ablated):",
@@ -67,29 +118,67 @@ def format_summary(res, title: str) -> str:
     return "\n".join(lines)
 
 
+def _notes(res) -> list[str]:
+    """What the controls are and which examples a rule left out, in words."""
+    m, out = res.meta, []
+    role = m.get("role") or {}
+    if role.get("drawn"):
+        out.append(f"role-matched controls: {role['positions_per_example']:.2f} positions per "
+                   "equation, as many as the target, drawn among its other structural (non-"
+                   f"digit) positions ({role['pool_per_example']:.2f} per equation; "
+                   f"{role['distinct_sets_min']:.0f}-{role['distinct_sets_max']:.0f} distinct "
+                   f"sets per equation, a single one for {role['single_set_examples']}): p is "
+                   "a paired sign-flip test over equations")
+    if m.get("donors"):
+        out.append(f"resample donors: {m['donors']}" + (
+            f"; {m['no_donor']} of {m['n_asked']} equations are alone in their layout (no "
+            "same-layout donor among them) and are left out of every condition"
+            if m.get("no_donor") else ""))
+    if "distinct" in m:
+        out.append(f"{m['n']} equations, {m['distinct']} distinct; intervals resample "
+                   "equations")
+    return out
+
+
 def to_json(res) -> dict:
-    """The machine-readable result: meta, summary, sweep, controls and decoded metrics."""
+    """The machine-readable result: meta, summary, sweep, both kinds of controls and the
+    decoded metrics."""
     out = {"meta": res.meta,
            "summary": json.loads(res.summary.to_json(orient="records")),
            "sweep": json.loads(res.sweep.to_json(orient="records")),
            "controls": json.loads(res.control_damage.to_json(orient="records"))}
+    role = getattr(res, "role_damage", None)
+    if role is not None:
+        out["role_controls"] = json.loads(role.to_json(orient="records"))
     if res.decoded:
         out["decoded"] = {k: v for k, v in res.decoded.items() if k != "outputs"}
     return out
 
 
 def build_page(res, title: str) -> Page:
-    """The report page: the summary table and figure, the sweep, the decoded run."""
+    """The report page: the verdicts, the summary table and a figure per control kind, the
+    sweep, the decoded run."""
     page = Page(title)
     page.paragraph(
         "Damage is how much worse the ablated run is than the clean one (answer loss up, "
-        "accuracies down), teacher-forced on the same examples. Each grey dot is one control: "
-        "as many positions as the target, drawn at random among the other tokens of the same "
-        "region. The difference target - controls has a 95% bootstrap interval over examples; "
-        "p is the share of controls that damage at least as much as the target (plus one, "
-        "over controls plus one).")
+        "accuracies down), teacher-forced on the same examples. Two kinds of controls, each "
+        "removing as many positions as the target in every equation: random positions (drawn "
+        "among the other tokens of the same region; mostly digits) and role-matched positions "
+        "(drawn among the other structural, non-digit positions: signs, the 2 of ^2, the "
+        "trailing 0; never a target). The differences target - controls have 95% bootstrap "
+        "intervals over equations; p against random controls is the share of controls that "
+        "damage at least as much as the target (plus one, over controls plus one); p against "
+        "role-matched controls is a paired sign-flip test over equations (their few distinct "
+        "sets make a rank among them no test).")
+    for line in _notes(res) + verdict_lines(res):
+        page.paragraph(line.strip())
     page.table(res.summary.round(4))
-    page.plotly(ablation_figure(res.summary, res.control_damage))
+    page.plotly(ablation_figure(res.summary, res.control_damage).update_layout(
+        title="Damage of the ablation: target vs random-position controls"))
+    role = getattr(res, "role_damage", None)
+    if role is not None and len(role):
+        page.plotly(ablation_figure(res.summary, role).update_layout(
+            title="Damage of the ablation: target vs role-matched controls"))
     if len(res.sweep):
         page.heading("Where is the information read? Ablating from layer l on")
         page.plotly(sweep_figure(res.sweep))
