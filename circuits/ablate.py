@@ -4,7 +4,7 @@
            [--scope input|all] [--donors layout|any] [--n 70] [--controls 20]
            [--out DIR] [--json FILE]
     ablate --route "L2H0:D_value->b,c" [--route "L1H2:offset=1;L0H3:token=="] [CKPT]
-           [--n 500] [--controls 20] [--decode] [--reads] [--out DIR] [--json FILE]
+           [--n 70] [--controls 20] [--decode] [--reads] [--out DIR] [--json FILE]
 
 (also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; with --tokens
 --out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 def parser():
     from circuits.ablation import MODES, SCOPES
     from circuits.ablation.positions import DONORS
-    from interp.cli.common import Parser, add_options
+    from interp.cli.common import Parser, add_options, seed_value
 
     p = Parser(prog="ablate", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,8 +64,8 @@ def parser():
     p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
     p.add_argument("--scope", choices=SCOPES, default="input",
                    help="input: the equation's tokens; all: also in the solution")
-    add_options(p, n=(None, f"examples (default {TOKENS_N} with --tokens: distinct held-out "
-                          f"equations; 500 with --route; at most {MAX_N:,})"),
+    add_options(p, n=(None, f"distinct examples (default {TOKENS_N}: held-out equations at the "
+                          f"training mix, the most the small preset has; at most {MAX_N:,})"),
                 seed=(0, "seed of controls and donors"), quiet=False, device=False)
     p.add_argument("--controls", type=int, default=20, help="random control position sets, "
                    "and as many role-matched ones with --tokens "
@@ -73,7 +73,8 @@ def parser():
     p.add_argument("--donors", choices=DONORS, default=None,
                    help="--mode resample: layout (default) donors of the same layout, only "
                    "the values differ; any: any other equation (the old rule)")
-    p.add_argument("--data-seed", type=int, default=12345, help="seed of the examples")
+    p.add_argument("--data-seed", type=seed_value, default=12345,
+                   help="seed of the examples (0 to 2**63-1)")
     p.add_argument("--all-inputs", action="store_true",
                    help="draw examples from every input, not only the held-out partition")
     p.add_argument("--no-sweep", action="store_true", help="skip the per-layer sweep")
@@ -95,7 +96,7 @@ def _main(argv) -> int:
 
     a = parser().parse_args(argv)
     if a.n is None:
-        a.n = TOKENS_N if a.tokens is not None else 500
+        a.n = TOKENS_N              # --route too: distinct held-out equations (#22)
     if (a.tokens is None) == (a.route is None):
         raise InterpError("give either --tokens (ablate token positions) or --route (knock "
                           "out one head's route), e.g. --tokens 'x,^,=' or --route "
@@ -156,7 +157,8 @@ def _run_routes(a, routes, out) -> int:
 
     ckpt = load(a)
     task = ckpt.task
-    examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True)
+    examples = task.generate(a.n, seed=a.data_seed, heldout=None if a.all_inputs else True,
+                             unique=True)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     res = ablate_route(ckpt.bridge(), task, examples, routes, n_controls=a.controls,
                        seed=a.seed, decode=a.decode, batch_size=a.batch_size, progress=say,

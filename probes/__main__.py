@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
 
 def parser():
-    from interp.cli.common import Parser, add_options
+    from interp.cli.common import Parser, add_options, seed_value
     from probes import SITES
 
     p = Parser(prog="python -m probes", description=__doc__,
@@ -79,7 +79,8 @@ def parser():
                                   f"{MAX_N:,})")),
                 seed=(0, "seed of the split, the control task and the random directions"),
                 quiet=False, device=False)
-    p.add_argument("--data-seed", type=int, default=12345, help="seed of the examples")
+    p.add_argument("--data-seed", type=seed_value, default=12345,
+                   help="seed of the examples (0 to 2**63-1)")
     p.add_argument("--heldout", action="store_true",
                    help="draw only held-out inputs (the small preset has 21 one-root ones: "
                         "n <= 70 at its mix)")

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 COMMANDS = [
     ("interp.evaluate", ["quadratic-small"], {"--seed", "--n", "--json"}),
     ("interp.classify_heads", ["quadratic-small"], {"--seed", "--n", "--out"}),
-    ("circuits.ablate", ["quadratic-small", "--tokens", "x"], {"--seed", "--n", "--out", "--json"}),
+    ("circuits.ablate", ["quadratic-small", "--tokens", "x"],
+     {"--seed", "--data-seed", "--n", "--out", "--json"}),
     ("circuits.patch", ["quadratic-small"], {"--seed", "--n", "--out", "--json"}),
     ("circuits.induction.__main__", ["induction-attn1l"], {"--seed", "--out"}),
     ("probes.__main__", ["quadratic-small", "--target", "D_sign"],
-     {"--seed", "--n", "--out", "--json"}),
+     {"--seed", "--data-seed", "--n", "--out", "--json"}),
     ("interp.train", ["arithmetic", "--steps", "1"], {"--seed"}),
     ("interp.train_text", ["attn1l", "--steps", "1", "--out", "o"], {"--seed"}),
 ]
@@ -59,13 +60,15 @@ SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("module, base, opts", [c for c in COMMANDS if "--seed" in c[2]],
-                         ids=[c[0] for c in COMMANDS if "--seed" in c[2]])
+SEEDS = [(m, b, o) for m, b, opts in COMMANDS for o in ("--seed", "--data-seed") if o in opts]
+
+
+@pytest.mark.parametrize("module, base, option", SEEDS, ids=[f"{m}{o}" for m, _, o in SEEDS])
 @SETTINGS
 @given(value=BAD_SEEDS)
-def test_a_seed_outside_0_to_2_63_is_refused_in_one_line(module, base, opts, value, capsys,
+def test_a_seed_outside_0_to_2_63_is_refused_in_one_line(module, base, option, value, capsys,
                                                          tmp_path, monkeypatch, no_loading):
-    _check(module, base, "--seed", value, capsys, tmp_path, monkeypatch)
+    _check(module, base, option, value, capsys, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("module, base, opts", [c for c in COMMANDS if "--n" in c[2]],
