@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 def parser():
     from circuits.ablation import MODES, SCOPES
     from circuits.ablation.positions import DONORS
-    from interp.cli.common import Parser, add_options, seed_value
+    from interp.cli.common import Parser, add_options, nonempty, seed_value
 
     p = Parser(prog="ablate", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +61,8 @@ def parser():
                    '"L1H2:offset=1", "L0H3:token=="; T5: "cross.L1H3:D_value->b" (enc., '
                    'dec., cross.); repeatable or ";"-separated')
     p.add_argument("--mode", choices=MODES, default="knockout")
-    p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
+    p.add_argument("--layers", default=None, type=nonempty,
+                   help="e.g. 0-3, 1,3 or 2- (default: all)")
     p.add_argument("--scope", choices=SCOPES, default="input",
                    help="input: the equation's tokens; all: also in the solution")
     add_options(p, n=(None, f"distinct examples (default {TOKENS_N}: held-out equations at the "
@@ -108,6 +109,10 @@ def _main(argv) -> int:
         if "" in routes:
             raise InterpError(f"--route {shorten(';'.join(a.route))!r} has an empty route; "
                               "separate routes with single semicolons")
+        twice = sorted({r for r in routes if routes.count(r) > 1})
+        if twice:
+            raise InterpError(f"--route names {shorten(twice[0])!r} more than once; give each "
+                              "route once")
         for flag, bad in (("--mode", a.mode != "knockout"), ("--layers", a.layers is not None),
                           ("--scope", a.scope != "input"), ("--no-sweep", a.no_sweep),
                           ("--no-decode", a.no_decode), ("--donors", a.donors is not None)):
@@ -141,6 +146,10 @@ def _check_numbers(a) -> None:
 
     positive("--n", a.n, MAX_N, f"one ablation run takes ({MAX_N:,} examples; every control "
              "and layer of the sweep runs them all again)")
+    if a.tokens is not None and a.mode in ("mean", "resample") and a.n < 2:
+        raise InterpError(f"--mode {a.mode} with --n {a.n}: a mean over one example, or a "
+                          "donor from it, is the example itself and changes nothing; give "
+                          "--n 2 or more")
     if a.controls < 0:
         raise InterpError(f"--controls must be 0 or more, got {a.controls}")
     at_most("--controls", a.controls, MAX_CONTROLS, f"one run draws ({MAX_CONTROLS} control "

@@ -78,7 +78,7 @@ def _check_prompt_lengths(bridge, texts: list[str], source: str) -> None:
 
 
 def parser():
-    from interp.cli.common import Parser, add_options
+    from interp.cli.common import Parser, add_options, nonempty, path_value
 
     p = Parser(prog="python -m interp.classify_heads", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,14 +86,14 @@ def parser():
                                           f"{MAX_N:,})"), seed=(0, None),
                 out="output folder (default classify-<name>)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--kinds", help="comma-separated attention kinds (default: all)")
+    p.add_argument("--kinds", type=nonempty, help="comma-separated attention kinds (default: all)")
     p.add_argument("--segments", choices=["statement", "number"], default="statement")
-    p.add_argument("--prompts", help="text file, one prompt a line (HF checkpoints without "
+    p.add_argument("--prompts", type=path_value, help="text file, one prompt a line (HF checkpoints without "
                    "interp.json; default: built-in sentences)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--examples", type=int, default=3, help="examples drawn head by head in "
                    f"the report (default 3, at most {MAX_EXAMPLES})")
-    p.add_argument("--save-cache", metavar="DIR", help="also save the attention patterns "
+    p.add_argument("--save-cache", metavar="DIR", type=path_value, help="also save the attention patterns "
                    "there as safetensors shards (interp.cache.ShardedCache reads them)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--roles", choices=["field", "fine"], default=None,
@@ -115,7 +115,7 @@ def parser():
 
 def _folders(a):
     """Check the option values and the output folders before any work: (out, save_cache)."""
-    from interp.cli.common import check_device, positive
+    from interp.cli.common import check_device, outside_checkpoint, positive
     from interp.errors import InterpError
     from interp.io import check_replaceable_dir, same_or_inside
 
@@ -130,14 +130,41 @@ def _folders(a):
                  f"({MAX_VERIFY_N:,} examples)")
         positive("--controls", a.controls, MAX_CONTROLS, "--verify draws per head "
                  f"({MAX_CONTROLS})")
-    out = check_replaceable_dir(a.out or f"classify-{Path(str(a.checkpoint)).name}",
-                                "heads.json", "--out", own=OWN_FILES)
+    out = a.out or f"classify-{Path(str(a.checkpoint)).name}"
+    outside_checkpoint(a, out, "--out")
+    out = check_replaceable_dir(out, "heads.json", "--out", own=OWN_FILES)
     if a.save_cache:
+        outside_checkpoint(a, a.save_cache, "--save-cache")
         if same_or_inside(a.save_cache, out) or same_or_inside(out, a.save_cache):
             raise InterpError(f"--save-cache {a.save_cache} and --out {out} overlap (each "
                               "folder is replaced whole); give two separate folders")
         check_replaceable_dir(a.save_cache, "cache.json", "--save-cache", own=CACHE_FILES)
     return out
+
+
+#: the most a --prompts file may hold (read in one bounded call: /dev/zero or a pipe ends there)
+PROMPTS_MAX_BYTES = 16 * 2**20
+
+
+def read_prompts(path: str) -> list[str]:
+    """The non-empty lines of a --prompts file: UTF-8, at most PROMPTS_MAX_BYTES (checked
+    while reading, so an endless file or device is refused without being read whole)."""
+    from interp.errors import InterpError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(PROMPTS_MAX_BYTES + 1)
+    except OSError as e:
+        raise InterpError(f"cannot read --prompts {path}: {e.strerror}") from None
+    if len(data) > PROMPTS_MAX_BYTES:
+        raise InterpError(f"--prompts {path} holds more than {PROMPTS_MAX_BYTES // 2**20} MiB; "
+                          "give a text file of prompts, one a line (only --n of them are used)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InterpError(f"--prompts {path} is not UTF-8 text (byte {e.start}: "
+                          f"{data[e.start:e.start + 1]!r}); save it as UTF-8") from None
+    return [t for t in text.splitlines() if t.strip()]
 
 
 def _inputs(a, ckpt):
@@ -153,10 +180,7 @@ def _inputs(a, ckpt):
         return ckpt.bridge(), ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
     bridge = ckpt.bridge()
     if a.prompts:
-        try:
-            texts = [t for t in Path(a.prompts).read_text().splitlines() if t.strip()]
-        except OSError as e:
-            raise InterpError(f"cannot read --prompts {a.prompts}: {e.strerror}") from None
+        texts = read_prompts(a.prompts)
     elif ckpt.arch == "native":   # the model reads Python source: windows of the validation files
         from interp.tasks.text import validation_snippets
 

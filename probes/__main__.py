@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
 
 def parser():
-    from interp.cli.common import Parser, add_options, seed_value
+    from interp.cli.common import Parser, add_options, nonempty, seed_value
     from probes import SITES
 
     p = Parser(prog="python -m probes", description=__doc__,
@@ -71,9 +71,10 @@ def parser():
                    help="probe target(s) of the task, comma-separated, e.g. D_sign,D_value,class")
     p.add_argument("--site", default="resid_pre", choices=SITES,
                    help="where in each block (default resid_pre)")
-    p.add_argument("--positions", default="input",
+    p.add_argument("--positions", default="input", type=nonempty,
                    help="input (default), all, or roles/keys, e.g. 'x,^,=,a,b,c' or 'out:=#1'")
-    p.add_argument("--layers", default=None, help="e.g. 0-3, 1,3 or 2- (default: all)")
+    p.add_argument("--layers", default=None, type=nonempty,
+                   help="e.g. 0-3, 1,3 or 2- (default: all)")
     add_options(p, n=(DEFAULT_N, (f"distinct equations (default {DEFAULT_N}: the small preset "
                                   f"has 200 one-root inputs, 30 percent of the mix; at most "
                                   f"{MAX_N:,})")),
@@ -89,7 +90,7 @@ def parser():
     p.add_argument("--causal", action="store_true",
                    help="erase the target at each layer where its probe reads it, then test "
                         "whether the answer needs it")
-    p.add_argument("--causal-at", metavar="ROLES", default=None,
+    p.add_argument("--causal-at", metavar="ROLES", default=None, type=nonempty,
                    help="erase at these roles/keys jointly, per layer (implies --causal), "
                         "e.g. 'x,^,='")
     p.add_argument("--causal-method", default="leace", choices=("leace", "inlp"),
@@ -97,7 +98,7 @@ def parser():
     p.add_argument("--causal-margin", type=float, default=0.02,
                    help="a fresh probe within this of its baseline (accuracy or R^2) counts "
                         "as erased (default 0.02)")
-    p.add_argument("--causal-layers", default=None,
+    p.add_argument("--causal-layers", default=None, type=nonempty,
                    help="layers of the causal check, e.g. 0-1 (default: every probed layer)")
     p.add_argument("--causal-center", action="store_true",
                    help="kept for old scripts: every erasure now moves the component to its "
@@ -157,7 +158,19 @@ def _check_inputs(bridge, task, examples, a, targets) -> None:
     for t in targets:
         resolve_labels(SimpleNamespace(task=task, examples=examples, n=len(examples)), t)
     if a.causal_at:
-        plan(bridge, task, examples[:50], a.causal_at)
+        from interp.errors import InterpError
+        from probes.positions import select
+
+        probed = plan(bridge, task, examples[:50], a.positions)[2]
+        at = plan(bridge, task, examples[:50], a.causal_at)[2]   # names real positions
+        for item in (p.strip() for p in a.causal_at.split(",") if p.strip()):
+            try:
+                select(probed, item, True)
+            except InterpError:
+                raise InterpError(f"--causal-at {item!r} names positions that are not among "
+                                  f"the probed ones (--positions {a.positions!r}); add them "
+                                  "to --positions, e.g. --positions input") from None
+        del at
 
 
 def _listing(names: list[str]) -> str:
@@ -204,6 +217,18 @@ def _run(a, targets, out) -> int:
     total = n_layers(bridge, first)
     layers = None if a.layers is None else parse_layers(a.layers, total)
     a.causal_layers = None if a.causal_layers is None else parse_layers(a.causal_layers, total)
+    if a.causal_layers is not None and layers is not None and \
+            not set(a.causal_layers) <= set(layers):
+        from interp.errors import InterpError
+
+        raise InterpError(f"--causal-layers {sorted(set(a.causal_layers) - set(layers))} are "
+                          f"not among the probed --layers {sorted(layers)}; a causal check "
+                          "needs that layer's probes: add it to --layers")
+    if a.causal_layers is not None and not (a.causal or a.causal_at):
+        from interp.errors import InterpError
+
+        raise InterpError("--causal-layers applies to the causal check; add --causal or "
+                          "--causal-at")
     timing = {}
     t0 = time.perf_counter()
     say(f"activations of {len(examples)} examples at {a.site}")

@@ -1130,3 +1130,60 @@ def test_an_old_copy_is_restored_whenever_its_name_is_missing(tmp_path):
     (old / PARTIAL).touch()
     clean_stale_temps(tmp_path)
     assert (tmp_path / "results" / "results.csv").read_text() == "the only copy\n"
+
+
+# -- issue #23: the remaining cases, now that the commands' owners have merged ---------------
+def _prompts(rel, data: bytes):
+    def setup(tmp):
+        (tmp / rel).write_bytes(data)
+    return setup
+
+
+CASES_23 = [
+    ("classify-kinds-empty", "interp.classify_heads", ["{dec}", "--kinds", ""], ["--kinds", "is empty"]),
+    ("ablate-layers-empty", "circuits.ablate", ["{dec}", "--tokens", "x", "--layers", ""], ["--layers", "is empty"]),
+    ("probe-layers-empty", "probes.__main__", ["{dec}", "--target", "D_sign", "--layers", ""], ["--layers", "is empty"]),
+    ("probe-causal-at-empty", "probes.__main__", ["{dec}", "--target", "D_sign", "--causal-at", ""], ["--causal-at", "is empty"]),
+    ("probe-causal-layers-empty", "probes.__main__", ["{dec}", "--target", "D_sign", "--causal", "--causal-layers", ""], ["--causal-layers", "is empty"]),
+    ("classify-save-cache-empty", "interp.classify_heads", ["{dec}", "--save-cache", ""], ["--save-cache", "is empty"]),
+    ("classify-out-inside-the-checkpoint", "interp.classify_heads", ["{dec}", "--out", "dec/o"], ["--out dec/o", "inside the checkpoint"]),
+    ("classify-save-cache-inside-the-checkpoint", "interp.classify_heads", ["{dec}", "--out", "o", "--save-cache", "dec/cache"], ["--save-cache dec/cache", "inside the checkpoint"]),
+    ("ablate-data-seed-negative", "circuits.ablate", ["{dec}", "--tokens", "x", "--data-seed=-1"], ["--data-seed", "0 to 2**63-1"]),
+    ("probe-data-seed-2-70", "probes.__main__", ["{dec}", "--target", "D_sign", "--data-seed", str(2**70)], ["--data-seed", "0 to 2**63-1"]),
+    ("ablate-mean-one-example", "circuits.ablate", ["{dec}", "--tokens", "x", "--mode", "mean", "--n", "1"], ["--mode mean with --n 1", "--n 2 or more"]),
+    ("ablate-route-twice", "circuits.ablate", ["{dec}", "--route", "L1H2:->c;L1H2:->c", "--n", "4"], ["L1H2:->c", "more than once"]),
+    ("ablate-route-offset-beyond", "circuits.ablate", ["{dec}", "--route", "L1H2:offset=999", "--n", "4", "--controls", "1"], ["no selected query has a key at offset 999", "positions long"]),
+    ("ablate-route-offset-negative", "circuits.ablate", ["{dec}", "--route", "L1H2:offset=-1", "--n", "4", "--controls", "1"], ["offset -1", "causal attention never reads"]),
+    ("probe-causal-layers-not-probed", "probes.__main__", ["{dec}", "--target", "D_sign", "--n", "40", "--layers", "0", "--causal", "--causal-layers", "1"], ["--causal-layers [1]", "not among the probed --layers [0]"]),
+    ("probe-causal-layers-without-causal", "probes.__main__", ["{dec}", "--target", "D_sign", "--n", "40", "--causal-layers", "1"], ["--causal-layers applies to the causal check"]),
+    ("probe-causal-at-not-probed", "probes.__main__", ["{dec}", "--target", "D_sign", "--n", "40", "--positions", "x,^", "--causal-at", "="], ["--causal-at '='", "not among the probed ones"]),
+]
+
+
+@pytest.mark.parametrize("case_id, module, argv, words", CASES_23, ids=[c[0] for c in CASES_23])
+def test_issue_23_cases_are_one_line_and_change_nothing(case_id, module, argv, words, scratch,
+                                                        capsys):
+    before = snapshot(scratch)
+    rc, err = call(module, fill(argv), capsys)
+    one_line(rc, err, *words)
+    assert snapshot(scratch) == before
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"def f():\n    return 1\n\xff\xfe not text\n", ["not UTF-8 text", "byte"]),
+    (b"x" * (16 * 2**20 + 10), ["more than 16 MiB"]),
+], ids=["not-utf8", "too-large"])
+def test_a_prompts_file_is_read_bounded_and_as_utf8(data, words, scratch, capsys):
+    _prompts("p.txt", data)(scratch)
+    before = snapshot(scratch)
+    rc, err = call("interp.classify_heads", ["text", "--prompts", "p.txt", "--out", "o"], capsys)
+    one_line(rc, err, "--prompts p.txt", *words)
+    assert snapshot(scratch) == before
+
+
+def test_prompts_from_an_endless_device_are_refused_without_reading_it_all(scratch, capsys):
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    rc, err = call("interp.classify_heads", ["text", "--prompts", "/dev/zero", "--out", "o"],
+                   capsys)
+    one_line(rc, err, "more than 16 MiB")

@@ -234,6 +234,14 @@ def target_cut(prep: Prepared, ko: HeadKnockout) -> torch.Tensor:
     qsel = _select(qg, ok.shape[1], queries)
     if ko.offset is not None:
         cut = qsel[:, :, None] & _offset(ok.shape[1], ok.shape[2], ko.offset)[None] & ok
+        if not bool(cut.any()):
+            causal = KINDS[ko.kind].causal
+            raise InterpError(
+                f"route {ko.spec}: no selected query has a key at offset {ko.offset} "
+                + ("(a key after its query, which causal attention never reads); "
+                   if ko.offset < 0 and causal else
+                   f"(these sequences are at most {ok.shape[2]} positions long); ")
+                + "give an offset from 0 to the length minus 1, e.g. 'offset=1'")
     else:
         ksel = _select(kg, ok.shape[2], ko.key_groups)
         cut = qsel[:, :, None] & ksel[:, None, :] & ok
