@@ -177,7 +177,7 @@ def _inputs(a, ckpt):
             raise InterpError(f"--prompts is for text models and HF checkpoints; "
                               f"{a.checkpoint} is a task model whose examples its task "
                               "generates (choose them with --n and --seed)")
-        return ckpt.bridge(), ckpt.task, ckpt.task.generate(a.n, seed=a.seed)
+        return ckpt.bridge(), ckpt.task, ckpt.task.generate(a.n, seed=a.seed, unique=True)
     bridge = ckpt.bridge()
     if a.prompts:
         texts = read_prompts(a.prompts)

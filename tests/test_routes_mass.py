@@ -423,3 +423,24 @@ def test_ablate_route_cli_prints_untestable_masses_and_reads(tiny_checkpoints, t
     assert set(reads.knockout) == {"L1H0:D_value->b,c"} and "donors" in reads.columns
     data = json.loads((out / "routes.json").read_text())
     assert "untestable at 10 controls" in data["meta"]["note"] and "reads" in data
+
+
+def test_the_taxonomy_reads_distinct_equations(tiny_checkpoints, tmp_path, monkeypatch):
+    """The classification's own examples are distinct too (#22: a repeated equation is no
+    independent observation): 300 draws from the small preset, where draws with
+    replacement repeat some."""
+    import interp.attention.taxonomy as T
+    import interp.classify_heads as C
+
+    seen = {}
+    real = T.head_taxonomy
+
+    def spy(bridge, task, examples, *args, **kw):
+        seen["examples"] = list(examples)
+        return real(bridge, task, examples, *args, **kw)
+
+    monkeypatch.setattr(T, "head_taxonomy", spy)
+    assert C._main([str(tiny_checkpoints["decoder"]), "--n", "300", "--out",
+                    str(tmp_path / "o"), "--quiet", "--no-report", "--format", "csv"]) == 0
+    ex = seen["examples"]
+    assert len(ex) == 300 and len({e.src for e in ex}) == 300
