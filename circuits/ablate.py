@@ -33,6 +33,7 @@ MAX_N = 10_000       # examples of one run (each control and sweep layer reruns 
 #: preset has only 21 held-out one-root inputs, so 70 (= 21 / 0.3) is the most it allows
 TOKENS_N = 70
 MAX_CONTROLS = 1_000  # random control position sets
+MAX_ROUTES = 64       # routes of one run (each runs its target and every control)
 MAX_BATCH = 4_096     # examples run at once
 OWN_FILES = ("summary.csv", "sweep.csv", "controls.csv", "per_example.csv", "ablation.json",
              "report.html")
@@ -109,6 +110,10 @@ def _main(argv) -> int:
         if "" in routes:
             raise InterpError(f"--route {shorten(';'.join(a.route))!r} has an empty route; "
                               "separate routes with single semicolons")
+        if len(routes) > MAX_ROUTES:
+            raise InterpError(f"--route names {len(routes)} routes; one run takes at most "
+                              f"{MAX_ROUTES} (each runs its target and every control); split "
+                              "them over several runs")
         twice = sorted({r for r in routes if routes.count(r) > 1})
         if twice:
             raise InterpError(f"--route names {shorten(twice[0])!r} more than once; give each "

@@ -286,6 +286,7 @@ def merge_verification(table, v):
             "target_mass": "verify_target_mass", "control_mass": "verify_control_mass",
             "mass_ratio": "verify_mass_ratio", "control_rule": "verify_control_rule",
             "other_heads": "verify_other_heads", "unmatched": "verify_unmatched",
+            "ratio_min": "verify_ratio_min",
             "reads_effect": "verify_reads_effect", "reads_ci_lo": "verify_reads_ci_lo",
             "reads_ci_hi": "verify_reads_ci_hi", "reads_p": "verify_reads_p",
             "reads_verdict": "verify_reads_verdict", "reads_n": "verify_reads_n",

@@ -1,7 +1,7 @@
 """Linear probes at every layer and aligned position, with control tasks and a causal check.
 
     python -m probes [CKPT] --target D_sign [--site resid_pre] [--positions input|all|ROLE,...]
-                     [--layers 0-3] [--n 2000] [--causal] [--causal-at x,^,=] [--out DIR]
+                     [--layers 0-3] [--n 600] [--heldout] [--causal] [--causal-at x,^,=] [--out DIR]
     interp probe quadratic-t5-small --target D_sign,D_value,class --causal-at "x,^,="
 
 Prints per target one line per (layer, position): the probe's test score (accuracy, or R^2
@@ -108,7 +108,7 @@ def parser():
     p.add_argument("--controls", type=int, default=20,
                    help=f"random directions per causal check (default 20, at most {MAX_CONTROLS})")
     p.add_argument("--batch-size", type=int, default=64)
-    return add_options(p, out="write probes.csv, probes.json, causal.csv and report.html there",
+    return add_options(p, out="write probes.csv, probes.json, causal.csv, causal_power.csv and report.html there",
                        json="write the results as JSON", quiet=True, device=True)
 
 
@@ -122,6 +122,10 @@ def _main(argv) -> int:
     if "" in targets:
         raise InterpError(f"--target {shorten(a.target)!r} has an empty name; separate "
                           "targets with single commas, e.g. D_sign,D_value")
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        raise InterpError(f"--target names {shorten(twice[0])!r} more than once; give each "
+                          "target once")
     positive("--n", a.n, MAX_N, f"one probe run holds ({MAX_N:,} examples)")
     positive("--causal-n", a.causal_n, MAX_N, f"one causal check runs ({MAX_N:,} examples)")
     positive("--batch-size", a.batch_size, MAX_BATCH, f"one batch holds ({MAX_BATCH:,})")

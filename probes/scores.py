@@ -96,7 +96,7 @@ def coinciding(task, examples, targets: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for j, t in enumerate(targets):
         for u in targets[:j]:
-            if u not in out and coincide(values[u], values[t]):
+            if u != t and u not in out and coincide(values[u], values[t]):
                 out[t] = u
                 break
     return out

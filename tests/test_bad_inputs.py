@@ -1151,6 +1151,8 @@ CASES_23 = [
     ("ablate-data-seed-negative", "circuits.ablate", ["{dec}", "--tokens", "x", "--data-seed=-1"], ["--data-seed", "0 to 2**63-1"]),
     ("probe-data-seed-2-70", "probes.__main__", ["{dec}", "--target", "D_sign", "--data-seed", str(2**70)], ["--data-seed", "0 to 2**63-1"]),
     ("ablate-mean-one-example", "circuits.ablate", ["{dec}", "--tokens", "x", "--mode", "mean", "--n", "1"], ["--mode mean with --n 1", "--n 2 or more"]),
+    ("ablate-route-too-many", "circuits.ablate", ["{dec}", "--route", ";".join(f"L1H{h % 4}:offset={d}" for h in range(4) for d in range(17)), "--n", "4"], ["--route names 68 routes", "at most 64"]),
+    ("probe-target-twice", "probes.__main__", ["{dec}", "--target", "D_sign,D_sign"], ["--target names 'D_sign' more than once"]),
     ("ablate-route-twice", "circuits.ablate", ["{dec}", "--route", "L1H2:->c;L1H2:->c", "--n", "4"], ["L1H2:->c", "more than once"]),
     ("ablate-route-offset-beyond", "circuits.ablate", ["{dec}", "--route", "L1H2:offset=999", "--n", "4", "--controls", "1"], ["no selected query has a key at offset 999", "positions long"]),
     ("ablate-route-offset-negative", "circuits.ablate", ["{dec}", "--route", "L1H2:offset=-1", "--n", "4", "--controls", "1"], ["offset -1", "causal attention never reads"]),

@@ -269,14 +269,15 @@ def test_the_induction_report_shows_token_text_not_ids(pages, reports):
 def test_the_probe_report_draws_a_heatmap_per_measure_and_a_causal_check_per_layer(pages):
     _, page = pages["probe"]
     titles = [p["title"] for p in page["plots"]]
-    # score (accuracy), control and selectivity over layer x position
-    assert titles[:3] == [f"D_sign: {m} at resid_pre (decoder)"
-                          for m in ("accuracy", "control", "selectivity")]
-    for p in page["plots"][:3]:
+    # score (accuracy) and the positional baseline over layer x position; at x ^ = every
+    # example has one token, so there is no control task and no control/selectivity figure
+    assert titles[:2] == [f"D_sign: {m} at resid_pre (decoder)"
+                          for m in ("accuracy", "positional")]
+    for p in page["plots"][:2]:
         assert p["x"] == ["in:x#0", "in:^#0", "in:x#1", "in:=#0"] and sorted(p["y"]) == ["L0", "L1"]
     # then one figure per erasure check (a layer where some position holds D_sign): the
     # erasure, or where it failed the interchange on its subspace, against random subspaces
-    assert 3 < len(titles) <= 5 and all(
+    assert 2 < len(titles) <= 4 and all(
         t.startswith(("erasing D_sign at resid_pre L",
                       "swapping the erased subspace of D_sign (interchange) at resid_pre L"))
-        for t in titles[3:])
+        for t in titles[2:])

@@ -60,10 +60,12 @@ def test_plain_hf_bert_directory_is_classified_on_text(tiny_bert_dir, tmp_path):
 def test_hf_directory_with_only_pickled_weights_is_refused(tmp_path):
     from interp.errors import InterpError
 
-    (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(InterpError, match="never loads"):
-        _main([str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"])
+        _main([str(ckpt), "--out", str(tmp_path / "o"), "--quiet"])
 
 
 def test_save_cache_writes_shards_that_reproduce_the_table(tiny_checkpoints, tmp_path):

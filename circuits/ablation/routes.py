@@ -559,7 +559,7 @@ def ablate_route(bridge, task: Task, examples: Sequence[Example],
             t0.update(dec["conditions"][0])
             for c, d in zip(cs, dec["conditions"][1:]):
                 c.update(d)
-        table = compare(c0, t0, cs, seed)
+        table = compare(c0, t0, cs, seed, groups=[e.src for e in prep.examples])
         for _, r in table.iterrows():
             rows.append(_row(ko, r, info[j], n_controls))
     meta = {"knockouts": [k.spec for k in kos], "n": prep.n,
@@ -600,7 +600,8 @@ def _reads(bridge, task, prep, kos, conds, info, clean, n_controls, seed, batch_
                          "ci_lo": nan, "ci_hi": nan, "p": nan, "verdict": None, **info[j],
                          "donors": 0})
             continue
-        table = compare(sub(cm), mets[0], mets[1:], seed)
+        table = compare(sub(cm), mets[0], mets[1:], seed,
+                        groups=[prep.examples[int(i)].src for i in keep])
         for _, r in table.iterrows():
             rows.append({**_row(ko, r, info[j], n_controls), "donors": int(len(keep))})
     return pd.DataFrame(rows)
@@ -751,7 +752,7 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
             word = e.get("verdict", verdict(e.ci_lo, e.p, n_controls))
             out.update(knockout=ko.spec, measure=measure, effect=e.effect, ci_lo=e.ci_lo,
                        ci_hi=e.ci_hi, p=e.p, verdict=word,
-                       supported=bool(e.ci_lo > 0 and e.p <= 0.05),
+                       supported=word == "confirmed",
                        answer_loss_effect=s.loc["answer_loss", "effect"],
                        target_mass=e.target_mass, control_mass=e.control_mass,
                        **{c: e.get(c, nan) for c in ("mass_ratio", "other_heads", "unmatched",

@@ -176,7 +176,8 @@ def format_causal(power: pd.DataFrame, results: list) -> str:
                          f"{k * row.target_damage:+.4f} controls {k * ctl:+.4f} difference "
                          f"{ci}{'' if pv != pv else f'  p = {pv:.3f}'}"
                          f"{'  (points)' if pct else ''}")
-        lines.append(f"  verdict: {m['verdict']}"
+        label = "verdict" if m.get("reached", True) else "interchange verdict"
+        lines.append(f"  {label}: {m['verdict']}"
                      + ("" if m["conclusion"] == m["verdict"] else f" ({m['conclusion']})")
                      + f": {m['note']}")
     return "\n".join(lines)
@@ -243,6 +244,10 @@ def build_page(frame: pd.DataFrame, causal_results: list, title: str, notes=()) 
         page.heading(f"{target} at {where}")
         for column in ("score", "control", "selectivity", "positional"):
             name = g.metric.iloc[0] if column == "score" else column
+            if g[column].isna().all():        # no control where every example has one token
+                page.paragraph(f"{target}: no {name} at these positions (every example has the "
+                          "same token at each, so a control task has nothing to vary).")
+                continue
             page.plotly(grid_figure(g, column, f"{target}: {name} at {where}"))
     page.heading("Every probe")
     page.table(f[[c for c in COLUMNS if c in f.columns]].round(4), max_rows=2000)
