@@ -563,9 +563,10 @@ MUTANTS = [
     M("N13", "circuits/ablation/routes.py", "label_knockout: blurred_diagonal offset truncated, "
       "not rounded", 'offset=round(float(row["band_centre"]))',
       'offset=int(float(row["band_centre"]))'),
-    M("N14", "circuits/ablation/routes.py", "verify_heads: supported when the interval OR the "
-      "p-value says so", "supported=bool(e.ci_lo > 0 and e.p <= 0.05)",
-      "supported=bool(e.ci_lo > 0 or e.p <= 0.05)"),
+    M("N14", "circuits/stats.py", "verdict (verify_heads' `supported` since #22): confirmed "
+      "when the interval OR the p-value says so",
+      'return "confirmed" if (ci_low > 0 and p <= alpha) else "not confirmed"',
+      'return "confirmed" if (ci_low > 0 or p <= alpha) else "not confirmed"'),
     # ---------------------------------------------------------------- interp/attention/maps.py
     M("F01", "interp/attention/maps.py", "rollout: the layers multiplied in reverse order",
       "        out = a @ out\n", "        out = out @ a\n"),
