@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 # (module, argv before the bad option, the options it takes)
 COMMANDS = [
-    ("interp.evaluate", ["quadratic-small"], {"--seed", "--n", "--json"}),
-    ("interp.classify_heads", ["quadratic-small"], {"--seed", "--n", "--out"}),
+    ("interp.evaluate", ["quadratic-small"], {"--seed", "--n", "--json", "--batch-size"}),
+    ("interp.classify_heads", ["quadratic-small"], {"--seed", "--n", "--out", "--batch-size"}),
     ("circuits.ablate", ["quadratic-small", "--tokens", "x"],
-     {"--seed", "--data-seed", "--n", "--out", "--json"}),
+     {"--seed", "--data-seed", "--n", "--out", "--json", "--batch-size"}),
     ("circuits.patch", ["quadratic-small"], {"--seed", "--n", "--out", "--json"}),
     ("circuits.induction.__main__", ["induction-attn1l"], {"--seed", "--out"}),
     ("probes.__main__", ["quadratic-small", "--target", "D_sign"],
-     {"--seed", "--data-seed", "--n", "--out", "--json"}),
+     {"--seed", "--data-seed", "--n", "--out", "--json", "--batch-size"}),
     ("interp.train", ["arithmetic", "--steps", "1"], {"--seed"}),
     ("interp.train_text", ["attn1l", "--steps", "1", "--out", "o"], {"--seed"}),
 ]
@@ -71,13 +71,27 @@ def test_a_seed_outside_0_to_2_63_is_refused_in_one_line(module, base, option, v
     _check(module, base, option, value, capsys, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("module, base, opts", [c for c in COMMANDS if "--n" in c[2]],
-                         ids=[c[0] for c in COMMANDS if "--n" in c[2]])
+COUNTS = [(m, b, o) for m, b, opts in COMMANDS for o in ("--n", "--batch-size") if o in opts]
+
+
+@pytest.mark.parametrize("module, base, option", COUNTS, ids=[f"{m}{o}" for m, _, o in COUNTS])
 @SETTINGS
 @given(value=BAD_COUNTS)
-def test_a_count_below_one_is_refused_in_one_line(module, base, opts, value, capsys, tmp_path,
-                                                  monkeypatch, no_loading):
-    _check(module, base, "--n", value, capsys, tmp_path, monkeypatch, "at least 1")
+def test_a_count_below_one_is_refused_in_one_line(module, base, option, value, capsys,
+                                                  tmp_path, monkeypatch, no_loading):
+    _check(module, base, option, value, capsys, tmp_path, monkeypatch, "at least 1")
+
+
+CONTROLS = [("circuits.ablate", ["quadratic-small", "--tokens", "x"]),
+            ("probes.__main__", ["quadratic-small", "--target", "D_sign"])]
+
+
+@pytest.mark.parametrize("module, base", CONTROLS, ids=[c[0] for c in CONTROLS])
+@SETTINGS
+@given(value=st.integers(min_value=-10**9, max_value=-1))
+def test_negative_controls_are_refused_in_one_line(module, base, value, capsys, tmp_path,
+                                                   monkeypatch, no_loading):
+    _check(module, base, "--controls", value, capsys, tmp_path, monkeypatch, "0 or more")
 
 
 @pytest.mark.parametrize("module, base, option",
