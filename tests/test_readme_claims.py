@@ -14,7 +14,8 @@ from conftest import tiny_config
 from test_shipped import quadratic_population, quadratic_src
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+# the README and the pages its details moved to (docs/)
+README = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
 # -- the held-out counts of the small preset ---------------------------------------------------

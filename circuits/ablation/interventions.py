@@ -1,6 +1,7 @@
 """Running the model under an intervention: the knockout and replacement hooks, one forward
 pass through `interp.hooks.run`, the teacher-forced run of a whole condition, and the clean
-residual stream with the values `mean` and `resample` write."""
+residual stream with the values `mean` and `resample` write. (Just over 400 lines: the pattern
+cut that route knockout and its equal-mass controls share, `cut_renormalised`, lives here.)"""
 
 from __future__ import annotations
 
@@ -96,17 +97,23 @@ def _head_knock(heads: torch.Tensor, cut: torch.Tensor):
     zero the entries in `cut: [rows, Q, K]` and renormalise the rows that lost any; every
     other entry is returned as it was (bit for bit)."""
     def hook(pattern, hook):
-        sel = _head_cut(heads, cut, pattern.shape[1], pattern.device)
-        touched = sel.any(-1, keepdim=True)
-        out = pattern.masked_fill(sel, 0)
-        total = out.sum(-1, keepdim=True)
-        if bool((touched & (total <= 0)).any()):
-            b, h, q, _ = torch.nonzero(touched & (total <= 0))[0].tolist()
-            raise InterpError(f"route knockout removes every key that position {q} may attend "
-                              f"to (row {b} of the batch, head {h}, {hook.name}); cut fewer keys")
-        return torch.where(touched, out / torch.where(total > 0, total, torch.ones_like(total)),
-                           pattern)
+        return cut_renormalised(pattern, _head_cut(heads, cut, pattern.shape[1], pattern.device),
+                                hook.name)
     return hook
+
+
+def cut_renormalised(pattern: torch.Tensor, sel: torch.Tensor, name: str) -> torch.Tensor:
+    """`pattern` with the entries `sel` (both `[rows, head, Q, K]`) zeroed and the rows that
+    lost any renormalised (others bit for bit); a row left with nothing to read is an error."""
+    touched = sel.any(-1, keepdim=True)
+    out = pattern.masked_fill(sel, 0)
+    total = out.sum(-1, keepdim=True)
+    if bool((touched & (total <= 0)).any()):
+        b, h, q, _ = torch.nonzero(touched & (total <= 0))[0].tolist()
+        raise InterpError(f"route knockout removes every key that position {q} may attend "
+                          f"to (row {b} of the batch, head {h}, {name}); cut fewer keys")
+    return torch.where(touched, out / torch.where(total > 0, total, torch.ones_like(total)),
+                       pattern)
 
 
 def _t5_head_knock(heads: torch.Tensor, cut: torch.Tensor):

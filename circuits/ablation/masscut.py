@@ -37,6 +37,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.hooks import hook_name, module_at
+from .interventions import cut_renormalised
 
 #: random orders per control and row; the one closest in mass is kept
 DRAWS = 16
@@ -212,16 +213,9 @@ def _knock(sel: torch.Tensor):
     """A pattern hook: zero the entries `sel: [rows, H, Q, K]` of `pattern` and renormalise
     the rows that lost any; every other entry is returned as it was."""
     def hook(pattern, hook):
-        s = sel[:, :, : pattern.shape[2], : pattern.shape[3]].to(pattern.device)
-        touched = s.any(-1, keepdim=True)
-        out = pattern.masked_fill(s, 0)
-        total = out.sum(-1, keepdim=True)
-        if bool((touched & (total <= 0)).any()):
-            b, h, q, _ = torch.nonzero(touched & (total <= 0))[0].tolist()
-            raise InterpError(f"route knockout removes every key that position {q} may attend "
-                              f"to (row {b} of the batch, head {h}, {hook.name}); cut fewer keys")
-        return torch.where(touched, out / torch.where(total > 0, total, torch.ones_like(total)),
-                           pattern)
+        return cut_renormalised(
+            pattern, sel[:, :, : pattern.shape[2], : pattern.shape[3]].to(pattern.device),
+            hook.name)
     return hook
 
 
