@@ -11,6 +11,7 @@ The notebook API (every name is loaded on first use)::
     sweep = circuits.activation_patch(bridge, pairs, "resid_pre")   # PatchResult
     grads = circuits.attribute(bridge, pairs, "head_pos")           # attribution patching
     ind = circuits.induction_heads(bridge)                      # InductionResult (decoders)
+    res = circuits.discover(bridge, task, pairs, method="eap-ig")  # DiscoveryResult (a circuit)
 
 `activation_patch` is `circuits.patching.patch` (the name `circuits.patch` is the command).
 """
@@ -30,6 +31,8 @@ _API = {
     "activation_patch": ("circuits.patching", "patch"),
     "attribute": ("circuits.patching", "attribute"),
     "PatchResult": ("circuits.patching", "PatchResult"),
+    "discover": ("circuits.discovery", "discover"),
+    "DiscoveryResult": ("circuits.discovery", "DiscoveryResult"),
     "induction_heads": ("circuits.induction", "analyse"),
     "InductionResult": ("circuits.induction", "InductionResult"),
     "induction_head_scores": ("circuits.induction", "head_scores"),

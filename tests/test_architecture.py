@@ -94,6 +94,7 @@ def test_no_module_is_over_400_lines_without_a_reason_in_its_docstring(path):
 
 
 COMMANDS = ["interp.classify_heads", "circuits.ablate", "circuits.patch", "circuits.induction",
+            "circuits.discover",
             "interp.evaluate", "interp.solve", "interp.train", "interp.train_text", "probes"]
 
 

@@ -135,6 +135,10 @@ def corrupt_equation(task: Task, ex: Example, field: str, rng: random.Random
 #: short names of answer fields: D is D's value, sqrt the square root written in x1's
 #: expression (the first place the solution writes it)
 ANSWER_ALIASES = {"D": "D_value", "sqrt": "x1expr_s"}
+#: the class decision: pairs whose two problems are of different classes (two, one or no
+#: roots), read at D's first token, the first token where the classes' solutions part ('-'
+#: for no root, '0' for one, another digit for two)
+CLASS_ANSWER = "class"
 #: which token of the answer field the metric reads: its first token (kept only where the
 #: two solutions differ there), its first digit (after a sign), or the first token where the
 #: two solutions differ
@@ -147,14 +151,15 @@ def answer_field(answer: str) -> str:
 
 
 def answer_index(roles_c: list[str], roles_b: list[str], tgt_c: str, tgt_b: str,
-                 answer: str, token: str = "first") -> int | None:
+                 answer: str, token: str = "first", same_role: bool = True) -> int | None:
     """The index in the solution of the token the metric reads for one pair, or None when
     the pair cannot be read there (the field is absent, the two solutions' roles differ up
     to it, or their tokens there are equal).
 
     roles_c / roles_b: the solution roles of the clean and corrupted problem; tgt_c / tgt_b
     their solutions; answer: a solution field (or `ANSWER_ALIASES` name); token: one of
-    `TOKENS`."""
+    `TOKENS`; same_role: the two roles at the answer token must agree too (False for the
+    class decision, where a sign in one solution faces a digit in the other)."""
     if token not in TOKENS:
         raise InterpError(f"unknown answer token {token!r}; choose one of {', '.join(TOKENS)}")
     f = answer_field(answer)
@@ -167,8 +172,8 @@ def answer_index(roles_c: list[str], roles_b: list[str], tgt_c: str, tgt_b: str,
         k = next((i for i in idx if roles_c[i].endswith("_digit")), None)
     else:
         k = next((i for i in idx if i >= len(tgt_b) or tgt_c[i] != tgt_b[i]), None)
-    if k is None or k >= len(tgt_b) or roles_b[:k + 1] != roles_c[:k + 1] \
-            or tgt_c[k] == tgt_b[k]:
+    if k is None or k >= len(tgt_b) or roles_b[:k + int(same_role)] != \
+            roles_c[:k + int(same_role)] or tgt_c[k] == tgt_b[k]:
         return None
     return k
 
@@ -198,7 +203,13 @@ def _group_pairs(task: Task, pool, field: str, answer: str, token: str,
             continue
         roles_c = task.roles(ex.src, ex.tgt)[1]
         roles_b = task.roles(bad.src, bad.tgt)[1]
-        k = answer_index(roles_c, roles_b, ex.tgt, bad.tgt, answer, token)
+        if answer == CLASS_ANSWER:     # the class decision: D's first token across classes
+            if bad.cls == ex.cls:
+                continue
+            k = answer_index(roles_c, roles_b, ex.tgt, bad.tgt, "D_value", "first",
+                             same_role=False)
+        else:
+            k = answer_index(roles_c, roles_b, ex.tgt, bad.tgt, answer, token)
         if k is None:
             continue
         layout = (tuple(task.roles(ex.src, ex.tgt)[0]), tuple(roles_c[:k]))
@@ -245,7 +256,8 @@ def corrupt_pairs(bridge, task: Task, n: int = 64, field: str | None = None,
     of `answer` (a solution field: D_value, x1, x2, ... or result; or `ANSWER_ALIASES`: D,
     sqrt), or with `token="digit"` its first digit, with `token="differ"` its first token
     where the two solutions differ; only pairs whose two solutions differ at that token are
-    kept.
+    kept. `answer="class"` (`CLASS_ANSWER`): the class decision, pairs of problems of
+    different classes read at D's first token.
     field / answer default to `DEFAULT_FIELDS` of the task (quadratic: c and D_value;
     arithmetic: b and result).
 
