@@ -14,14 +14,12 @@ is checked against the bridge's and HF's logits in the tests.
 
 Sizes: b pairs, K copies (K masks evaluated in one batched pass), S senders of a side, R
 receivers of a step, p positions, d d_model.
-
 The receiver input under a mask w (1 = kept) is
     x_r = resid + sum_s (1 - w[s, r, pos]) * (ref_s - out_s)
 which is the clean residual where every edge is kept, and the sender's reference output
 where an edge is cut. `delta` replaces (ref_s - out_s) by a fixed difference: attribution
 (EAP, EAP-IG) differentiates the metric with respect to w at w = 1, which then gives
--(delta_s . grad x_r), the first-order effect of cutting the edge.
-"""
+-(delta_s . grad x_r), the first-order effect of cutting the edge."""
 
 from __future__ import annotations
 
