@@ -286,3 +286,9 @@ def test_agreement_recall_and_correlation_on_planted_scores():
     rev = agreement(exact, approx, G()).set_index("component")
     assert rev.loc["all", "spearman"] == pytest.approx(-1.0)
     assert rev.loc["all", "worst_rank_of_top10"] == 8
+    # spearman_large reads only the edges of at least 1% of the largest exact effect
+    tiny = torch.tensor([8., 7, 6, 5, 1e-3, 2e-3, 3e-3, 4e-3])
+    noisy = torch.tensor([8., 7, 6, 5, 4e-3, 3e-3, 2e-3, 1e-3])
+    df = agreement(tiny, noisy, G()).set_index("component")
+    assert df.loc["all", "large"] == 4 and df.loc["all", "spearman_large"] == pytest.approx(1)
+    assert df.loc["all", "spearman"] < 0.9

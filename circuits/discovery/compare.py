@@ -40,8 +40,10 @@ def agreement(exact: torch.Tensor, approx: torch.Tensor, graph) -> pd.DataFrame:
     """One row per component type and `all`: edges, Spearman and Pearson of the scores,
     top-10 and top-20 recall of the exact top edges by |score|, the worst underestimate
     among the exact top-10 (the exact share of the total |exact| and the attributed share of
-    the total |approx| of that edge) and the worst rank the approximate scores give any edge
-    of the exact top-10."""
+    the total |approx| of that edge), the worst rank the approximate scores give any edge
+    of the exact top-10, and `spearman_large`: Spearman over the edges whose exact |score| is
+    at least 1% of the largest (`large` of them; the full Spearman is dominated by the many
+    edges that change the metric by almost nothing)."""
     ex, ap = exact.numpy(), approx.numpy()
     types = np.array(component_types(graph))
     rows = []
@@ -52,6 +54,7 @@ def agreement(exact: torch.Tensor, approx: torch.Tensor, graph) -> pd.DataFrame:
         rank_a = np.empty(len(a), int)
         rank_a[np.argsort(-np.abs(a), kind="stable")] = np.arange(1, len(a) + 1)
         se, sa = np.abs(e).sum() or 1.0, np.abs(a).sum() or 1.0
+        big = np.abs(e) >= 0.01 * np.abs(ex).max()
         worst = max(top, key=lambda i: np.abs(e[i]) / se - np.abs(a[i]) / sa) if len(top) \
             else None
         rows.append({"component": name, "edges": int(m.sum()),
@@ -62,5 +65,8 @@ def agreement(exact: torch.Tensor, approx: torch.Tensor, graph) -> pd.DataFrame:
                      else float("nan"),
                      "worst_attributed_share": float(np.abs(a[worst]) / sa)
                      if worst is not None else float("nan"),
-                     "worst_rank_of_top10": int(rank_a[top].max()) if len(top) else 0})
+                     "worst_rank_of_top10": int(rank_a[top].max()) if len(top) else 0,
+                     "large": int(big.sum()),
+                     "spearman_large": spearman(a[big], e[big]) if big.sum() > 2
+                     else float("nan")})
     return pd.DataFrame(rows)
