@@ -158,6 +158,9 @@ TESTS = {
     "circuits/patching/slice_result.py": [
         "tests/test_patching_slices.py::test_pooled_and_group_statistics_against_numpy",
         "tests/test_patching_slices.py"],
+    # tracr known circuits (#24): the programs on every input, the graph, pairs, AUROC
+    "circuits/discovery/known.py": ["tests/test_tracr_known.py"],
+    "interp/models/native.py": ["tests/test_tracr_known.py", "tests/test_native.py"],
 }
 
 M = Mutant
@@ -938,6 +941,30 @@ MUTANTS = [
     M("TA12", "circuits/ablation/experiment.py", "sign-flip p: rows of one equation flipped apart",
       "d = pd.Series(x[keep]).groupby(g.to_numpy(), sort=False).mean().to_numpy()",
       "d = x[keep]"),
+    # ---------------------------------------------------------------- tracr known circuits (#24)
+    M("TR01", "circuits/discovery/known.py", "auroc: tied scores not given their average rank",
+      "ranks[order[k]] = (i + j) / 2 + 1", "ranks[order[k]] = k + 1"),
+    M("TR02", "circuits/discovery/known.py", "auroc: signed scores ranked as they are",
+      "vals = [abs(v) for v in vals] if absolute else vals", "vals = vals"),
+    M("TR03", "circuits/discovery/known.py", "pairs: the corrupted input gives the same answer",
+      "if o != outs[i]])", "if o == outs[i]])"),
+    M("TR04", "circuits/discovery/known.py", "frac metric: the per-pair sign dropped",
+      "return sign.repeat(rows // sign.shape[0]) *", "return sign.abs().repeat(rows // sign.shape[0]) *"),
+    M("TR05", "circuits/discovery/known.py", "graph: an MLP does not receive its own layer's heads",
+      "senders_before(layer, True)", "senders_before(layer)"),
+    M("TR06", "circuits/discovery/known.py", "frac metric: the answer position's token left out",
+      "return (ids[:, 1:pos + 1] == x_id)", "return (ids[:, 1:pos] == x_id)"),
+    M("TR07", "interp/models/native.py", "spec: attention always causal",
+      "attention_dir=self.attention, seed=0)", 'attention_dir="causal", seed=0)'),
+    M("TR08", "interp/models/native.py", "spec: normalization always LayerNorm",
+      'normalization_type=None if self.normalization == "none" else self.normalization,',
+      'normalization_type="LN",'),
+    M("TR09", "interp/models/native.py", "spec: default head width is d_model",
+      "self.d_head = self.d_model // self.n_heads", "self.d_head = self.d_model"),
+    M("TR10", "interp/models/native.py", "spec: d_vocab_out ignored",
+      "d_vocab_out=self.d_vocab_out or self.d_vocab,", "d_vocab_out=self.d_vocab,"),
+    M("TR11", "interp/models/native.py", "spec: act_fn ignored (always gelu_new)",
+      "act_fn=self.act_fn, d_vocab_out", 'act_fn="gelu_new", d_vocab_out'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -70,10 +70,12 @@ class NativeSpec(PlainConfig):
     attention: str = "causal"
 
     def __post_init__(self):
-        for name, allowed in (("mixing", MIXINGS), ("normalization", NORMALIZATIONS),
-                              ("act_fn", ACT_FNS), ("attention", ATTENTIONS)):
+        for name, what, allowed in (("mixing", "key mixing", MIXINGS),
+                                    ("normalization", "normalization", NORMALIZATIONS),
+                                    ("act_fn", "act_fn", ACT_FNS),
+                                    ("attention", "attention", ATTENTIONS)):
             if getattr(self, name) not in allowed:
-                raise InterpError(f"unknown {name} {getattr(self, name)!r}; choose one of "
+                raise InterpError(f"unknown {what} {getattr(self, name)!r}; choose one of "
                                   f"{', '.join(allowed)}")
         for name in ("d_head", "d_vocab_out"):
             v = getattr(self, name)
