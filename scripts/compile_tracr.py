@@ -1,5 +1,7 @@
 """Compile RASP programs to transformer weights with tracr and write them as interp native
-checkpoints with their known circuits (circuits/known/tracr-<name>/).
+checkpoints with their known circuits (circuits/known/tracr-<name>/). Over 400 lines: it runs
+alone in tracr's own environment (no interp there), so compiling, exporting, the three checks
+and the circuit derivation live in this one file.
 
 Run with a separate virtual environment (never the project's lock or .venv; tracr needs jax):
 

@@ -333,3 +333,15 @@ def test_finder_auroc_scores_a_finder_that_knows_the_circuit(monkeypatch):
     assert K.finder_auroc("frac_prevs", "exact", n=8)["edges"] == 1.0
     monkeypatch.setattr(D, "discover", fake(True), raising=False)
     assert K.finder_auroc("frac_prevs", "exact", n=8)["edges"] == 0.0
+
+
+def test_a_tracr_checkpoint_has_no_task_and_says_what_it_is():
+    from interp.models import load_checkpoint
+
+    ckpt = load_checkpoint(K.known_dir("sort"))
+    assert (ckpt.arch, ckpt.task_or_none) == ("native", None)
+    with pytest.raises(InterpError, match=r"compiled RASP program \('sort'.*without a task"):
+        ckpt.task
+    assert K.known_names() == sorted(NAMES)
+    from interp.models.checkpoint import shipped_models
+    assert not any(n.startswith("tracr") for n in shipped_models())   # not in interp/checkpoints
