@@ -345,3 +345,88 @@ def test_a_tracr_checkpoint_has_no_task_and_says_what_it_is():
     assert K.known_names() == sorted(NAMES)
     from interp.models.checkpoint import shipped_models
     assert not any(n.startswith("tracr") for n in shipped_models())   # not in interp/checkpoints
+
+
+def sender_outputs_and_logits(p, spec, ids, patch=None):
+    """A plain forward pass that keeps every sender's output ("input", "L{l}H{h}" with
+    b_O / n_heads, "MLP{l}"); `patch` = (sender, receiver, delta) adds delta (the sender's
+    corrupted minus clean output) to that one receiver's input: exact edge patching."""
+    dh, nh = spec.d_head, spec.n_heads
+    out = {"input": p["tok_embed.weight"][ids] + p["pos.weight"][: ids.shape[1]]}
+    x = out["input"]
+    b, s, _ = x.shape
+
+    def inp(recv, resid):
+        return resid + patch[2] if patch and patch[1] == recv else resid
+
+    for layer in range(spec.n_layers):
+        a = f"layers.{layer}.attn."
+        proj = {}
+        for part in "qkv":
+            w, bias = p[a + part + ".weight"], p[a + part + ".bias"]
+            proj[part] = torch.stack([
+                torch.nn.functional.linear(inp(f"L{layer}H{h}.{part}", x),
+                                           w[h * dh:(h + 1) * dh], bias[h * dh:(h + 1) * dh])
+                for h in range(nh)], 2)
+        pat = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", proj["q"], proj["k"]) / dh ** 0.5,
+                            -1)
+        z = torch.einsum("bhqk,bkhd->bqhd", pat, proj["v"])
+        for h in range(nh):
+            out[f"L{layer}H{h}"] = (z[:, :, h] @ p[a + "o.weight"][:, h * dh:(h + 1) * dh].T
+                                    + p[a + "o.bias"] / nh)
+            x = x + out[f"L{layer}H{h}"]
+        m = f"layers.{layer}.mlp."
+        hid = torch.relu(torch.nn.functional.linear(inp(f"MLP{layer}", x),
+                                                    p[m + "fc_in.weight"], p[m + "fc_in.bias"]))
+        out[f"MLP{layer}"] = torch.nn.functional.linear(hid, p[m + "fc_out.weight"],
+                                                        p[m + "fc_out.bias"])
+        x = x + out[f"MLP{layer}"]
+    return out, inp("logits", x) @ p["head.weight"].T
+
+
+def exact_edge_effects(bridge, name, pairs):
+    """{edge: mean over pairs of metric(clean) - metric(clean with that one edge taking the
+    corrupted sender's output)}, for every edge of the graph contract (positions none)."""
+    p = {k: v.detach() for k, v in bridge.native_params.items()}
+    spec = bridge.native_spec
+    info = K.program_info(name)
+    rows = torch.arange(pairs.n)
+
+    def metric(logits):
+        last = logits[:, pairs.answer_pos]
+        if info["metric"] is not None:
+            return info["metric"](last, pairs)
+        return last[rows, pairs.clean_token] - last[rows, pairs.corrupt_token]
+
+    clean, base = sender_outputs_and_logits(p, spec, pairs.clean["seq"])
+    corrupt, _ = sender_outputs_and_logits(p, spec, pairs.corrupt["seq"])
+    m0 = metric(base)
+    effects = {}
+    for e in K.contract_edges(spec.n_layers, spec.n_heads):
+        s, r = e.split("->")
+        _, logits = sender_outputs_and_logits(p, spec, pairs.clean["seq"],
+                                              (s, r, corrupt[s] - clean[s]))
+        effects[e] = float((m0 - metric(logits)).mean())
+    return effects
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_edge_patching_moves_the_metric_on_edges_varying_and_nowhere_else(models, name):
+    """The known circuit checked causally: on same-length pairs, patching one edge of
+    `edges_varying` moves the metric; every other edge of the graph (the rest of the known
+    circuit included) moves it by nothing. So exact patching gets AUROC 1 against
+    edges_varying, and the AUROC against the whole circuit is what same-length pairs allow."""
+    bridge = models[name]
+    c = circuit(name)
+    with torch.no_grad():
+        eff = exact_edge_effects(bridge, name, K.known_pairs(bridge, name, n=48, seed=1))
+    moved = {e for e, v in eff.items() if abs(v) > 1e-3}
+    assert moved == set(c["edges_varying"]), (sorted(moved), c["edges_varying"])
+    spec = bridge.native_spec
+    graph = K.contract_edges(spec.n_layers, spec.n_heads)
+    assert K.auroc(eff, set(c["edges_varying"]), graph) == 1.0
+    n_var, n_all = len(c["edges_varying"]), len(c["edges"])
+    # zero-effect known edges tie with the zero-effect others: (varying + ties) / all known
+    want = (n_var * (len(graph) - n_all) + (n_all - n_var) * (len(graph) - n_all) / 2) / \
+        (n_all * (len(graph) - n_all))
+    assert K.auroc(eff, set(c["edges"]), graph) == pytest.approx(want)
