@@ -430,3 +430,18 @@ def test_exact_edge_patching_moves_the_metric_on_edges_varying_and_nowhere_else(
     want = (n_var * (len(graph) - n_all) + (n_all - n_var) * (len(graph) - n_all) / 2) / \
         (n_all * (len(graph) - n_all))
     assert K.auroc(eff, set(c["edges"]), graph) == pytest.approx(want)
+
+
+def test_docs_state_each_model_s_sizes_and_edge_counts(models):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "tracr.md").read_text()
+    for name, bridge in models.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `tracr-{name}`"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        s, c = bridge.native_spec, circuit(name)
+        assert cells[3] == f"{s.n_layers} x {s.n_heads}"
+        assert [int(x) for x in cells[4:7]] == [s.d_model, s.d_head, s.d_mlp]
+        assert cells[7].startswith(f"{s.d_vocab_out} ")
+        assert [int(x) for x in cells[8:11]] == [len(K.contract_edges(s.n_layers, s.n_heads)),
+                                                 len(c["edges"]), len(c["edges_varying"])]
