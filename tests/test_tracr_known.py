@@ -354,7 +354,6 @@ def sender_outputs_and_logits(p, spec, ids, patch=None):
     dh, nh = spec.d_head, spec.n_heads
     out = {"input": p["tok_embed.weight"][ids] + p["pos.weight"][: ids.shape[1]]}
     x = out["input"]
-    b, s, _ = x.shape
 
     def inp(recv, resid):
         return resid + patch[2] if patch and patch[1] == recv else resid

@@ -44,7 +44,7 @@ def known_names() -> list[str]:
 
 
 def known_dir(name: str) -> Path:
-    short = name[len("tracr-"):] if name.startswith("tracr-") else name
+    short = name.removeprefix("tracr-")
     path = KNOWN_DIR / f"tracr-{short}"
     if not (path / "circuit.json").is_file():
         raise InterpError(f"no known-circuit model named {name!r}; choose one of "
