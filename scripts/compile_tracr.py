@@ -37,6 +37,8 @@ import argparse
 import itertools
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,6 +46,7 @@ import numpy as np
 
 MAX_SEQ_LEN = 5
 BOS, PAD = "BOS", "PAD"
+PROGRAMS = ("reverse", "frac_prevs", "sort")
 
 
 def programs():
@@ -429,15 +432,29 @@ def main(argv=None):
                                          / "circuits" / "known"))
     ap.add_argument("--only", default="", help="comma-separated program names")
     args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(PROGRAMS)
+    bad = [n for n in names if n not in PROGRAMS]
+    if bad:                        # before tracr is imported and before anything is written
+        print(f"error: unknown program {bad[0]!r} in --only; choose from "
+              f"{', '.join(PROGRAMS)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if len(names) > 1:
+        # one fresh process per program: tracr numbers its expressions from a global counter
+        # when their labels are first read, so the residual labels ("sort_1:3") then do not
+        # depend on which programs were compiled before
+        for n in names:
+            rc = subprocess.run([sys.executable, __file__, "--only", n, "--out", str(out)]
+                                ).returncode
+            if rc:
+                return rc
+        return 0
     progs = programs()
-    names = [n for n in args.only.split(",") if n] or list(progs)
-    for n in names:
-        if n not in progs:
-            raise SystemExit(f"error: unknown program {n!r}; choose from {', '.join(progs)}")
-        print(build(n, progs[n], out))
+    assert tuple(progs) == PROGRAMS
+    print(build(names[0], progs[names[0]], out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

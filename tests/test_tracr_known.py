@@ -444,3 +444,17 @@ def test_docs_state_each_model_s_sizes_and_edge_counts(models):
         assert cells[7].startswith(f"{s.d_vocab_out} ")
         assert [int(x) for x in cells[8:11]] == [len(K.contract_edges(s.n_layers, s.n_heads)),
                                                  len(c["edges"]), len(c["edges_varying"])]
+
+
+def test_the_compile_script_refuses_an_unknown_program_in_one_line_without_jax(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from clihelp import one_line
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "compile_tracr.py"
+    proc = subprocess.run([sys.executable, str(script), "--only", "reverse,nope", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    one_line(proc.returncode, proc.stderr, "'nope'", "reverse, frac_prevs, sort")
+    assert not (tmp_path / "out").exists()
