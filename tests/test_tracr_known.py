@@ -256,6 +256,7 @@ def test_pairs_line_up_and_the_model_prefers_each_side_s_answer(models, name):
     length, pos = K.PAIR_LAYOUT[name]
     assert pairs.clean["seq"].shape == pairs.corrupt["seq"].shape == (40, length + 1)
     assert (pairs.clean["seq"][:, 0] == m["input_ids"]["BOS"]).all() and pairs.answer_pos == pos
+    assert len({tuple(r) for r in pairs.clean["seq"].tolist()}) == 40      # distinct inputs
     inv = {v: k for k, v in m["input_ids"].items()}
     for side, tok in (("clean", pairs.clean_token), ("corrupt", pairs.corrupt_token)):
         for row, t in zip(getattr(pairs, side)["seq"].tolist(), tok.tolist()):
@@ -286,6 +287,8 @@ def test_pairs_line_up_and_the_model_prefers_each_side_s_answer(models, name):
 def test_known_pairs_refuse_a_layout_without_pairs(models):
     with pytest.raises(InterpError, match="no corrupted pair"):
         K.known_pairs(models["sort"], "sort", n=4, length=5, answer_pos=1)
+    with pytest.raises(InterpError, match="only 120 distinct inputs of length 4"):
+        K.known_pairs(models["sort"], "sort", n=121)
     with pytest.raises(InterpError, match="no known-circuit model"):
         K.load_known("nope")
 

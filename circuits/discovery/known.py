@@ -33,7 +33,7 @@ from interp.errors import InterpError
 
 KNOWN_DIR = Path(__file__).resolve().parent.parent / "known"
 #: per program: the input length of the pairs and the output position read (BOS is 0)
-PAIR_LAYOUT = {"reverse": (5, 1), "frac_prevs": (5, 5), "sort": (3, 2)}
+PAIR_LAYOUT = {"reverse": (5, 1), "frac_prevs": (5, 5), "sort": (4, 2)}
 EDGE_SETS = ("edges", "edges_varying")
 
 
@@ -108,8 +108,9 @@ def _inputs(info: dict, length: int) -> list[list[str]]:
 def known_pairs(bridge, name: str, n: int = 64, seed: int = 0, length: int | None = None,
                 answer_pos: int | None = None):
     """`n` clean/corrupted pairs (a circuits.patching.Pairs, arch "decoder", side "seq") of
-    one input length; the corrupted input is drawn among those whose output at `answer_pos`
-    differs from the clean one's. Defaults: PAIR_LAYOUT."""
+    one input length: `n` distinct clean inputs (InterpError when fewer exist: 243 for
+    reverse and frac_prevs, 120 for sort at the default lengths), each with a corrupted input
+    drawn among those whose output at `answer_pos` differs. Defaults: PAIR_LAYOUT."""
     from circuits.patching.pairs import Pairs
     from interp.tasks.base import Example
 
@@ -126,13 +127,12 @@ def known_pairs(bridge, name: str, n: int = 64, seed: int = 0, length: int | Non
     if len(set(outs)) < 2:
         raise InterpError(f"every input of length {length} gives the same output at "
                           f"position {pos}: no corrupted pair exists; pick another length")
+    if n > len(pool):
+        raise InterpError(f"only {len(pool)} distinct inputs of length {length} exist for "
+                          f"{info['program']}; ask for n <= {len(pool)}")
     rng = random.Random(seed)
-    clean, corrupt = [], []
-    for _ in range(n):
-        i = rng.randrange(len(pool))
-        j = rng.choice([k for k, o in enumerate(outs) if o != outs[i]])
-        clean.append(i)
-        corrupt.append(j)
+    clean = rng.sample(range(len(pool)), n)          # distinct clean inputs
+    corrupt = [rng.choice([k for k, o in enumerate(outs) if o != outs[i]]) for i in clean]
     out_ids = {v: k for k, v in enumerate(info["output_vocab"])}
 
     def token(k):
