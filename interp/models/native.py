@@ -1,4 +1,6 @@
-"""Small language models on TransformerLens's native architecture (for induction-head work).
+"""Small language models on TransformerLens's native architecture (for induction-head work),
+and models compiled from RASP programs by tracr (no norm, ReLU, bidirectional attention; see
+`NativeSpec` and docs/tracr.md), loaded the same way.
 
     spec = NativeSpec(n_layers=2, mixing="none", d_vocab=2048)   # attention-only, 2 layers
     bridge = build_native(spec, seed=0, tokenizer=tok)           # a TransformerBridge
