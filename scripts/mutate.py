@@ -66,6 +66,10 @@ PATCHING_TESTS = [
         "tests/test_patching.py::test_corrupted_pairs_are_valid_equations_of_one_layout"]
 
 BAD = "tests/test_bad_inputs.py::test_bad_input_is_one_line_exit_2_and_nothing_changes"
+TRACR_TESTS = [
+        "tests/test_tracr_known.py",
+        "--deselect=tests/test_tracr_known.py::test_docs_state_each_model_s_sizes_and_edge_counts",
+        "--deselect=tests/test_tracr_known.py::test_the_compile_script_refuses_an_unknown_program_in_one_line_without_jax"]
 
 #: the test files run for each module's mutants, fastest first (pytest -x stops at the first
 #: failure); files that do not exist (yet) are skipped
@@ -165,6 +169,10 @@ TESTS = {
     "circuits/discovery/faithfulness.py": ["tests/test_discovery.py"],
     "circuits/discovery/compare.py": ["tests/test_discovery.py"],
     "circuits/discovery/induction.py": ["tests/test_discovery_known.py"],
+    # tracr known circuits (#24): the programs on every input, the graph, pairs, AUROC (the
+    # tests that read docs/ and scripts/, which the copy lacks, are left out)
+    "circuits/discovery/known.py": TRACR_TESTS,
+    "interp/models/native.py": TRACR_TESTS + ["tests/test_native.py"],
 }
 
 M = Mutant
@@ -991,6 +999,32 @@ MUTANTS = [
       "top_a = set(np.argsort(-approx, kind=\"stable\")[:k].tolist())"),
     M("CD18", "circuits/discovery/induction.py", "induction pairs: the answer token corrupted",
       "        c[k] = r[length]", "        c[k + 1] = r[length]"),
+    # ---------------------------------------------------------------- tracr known circuits (#24)
+    M("TR01", "circuits/discovery/known.py", "auroc: tied scores not given their average rank",
+      "ranks[order[k]] = (i + j) / 2 + 1", "ranks[order[k]] = k + 1"),
+    M("TR02", "circuits/discovery/known.py", "auroc: signed scores ranked as they are",
+      "vals = [abs(v) for v in vals] if absolute else vals", "vals = vals"),
+    M("TR03", "circuits/discovery/known.py", "pairs: the corrupted input gives the same answer",
+      "if o != outs[i]])", "if o == outs[i]])"),
+    M("TR04", "circuits/discovery/known.py", "frac metric: the per-pair sign dropped",
+      "return sign.repeat(rows // sign.shape[0]) *", "return sign.abs().repeat(rows // sign.shape[0]) *"),
+    M("TR05", "circuits/discovery/known.py", "graph: an MLP does not receive its own layer's heads",
+      "senders_before(layer, True)", "senders_before(layer)"),
+    M("TR06", "circuits/discovery/known.py", "frac metric: the answer position's token left out",
+      "return (ids[:, 1:pos + 1] == x_id)", "return (ids[:, 1:pos] == x_id)"),
+    M("TR07", "interp/models/native.py", "spec: attention always causal",
+      "attention_dir=self.attention, seed=0)", 'attention_dir="causal", seed=0)'),
+    M("TR08", "interp/models/native.py", "spec: normalization always LayerNorm",
+      'normalization_type=None if self.normalization == "none" else self.normalization,',
+      'normalization_type="LN",'),
+    M("TR09", "interp/models/native.py", "spec: default head width is d_model",
+      "self.d_head = self.d_model // self.n_heads", "self.d_head = self.d_model"),
+    M("TR10", "interp/models/native.py", "spec: d_vocab_out ignored",
+      "d_vocab_out=self.d_vocab_out or self.d_vocab,", "d_vocab_out=self.d_vocab,"),
+    M("TR11", "interp/models/native.py", "spec: act_fn ignored (always gelu_new)",
+      "act_fn=self.act_fn, d_vocab_out", 'act_fn="gelu_new", d_vocab_out'),
+    M("TR12", "circuits/discovery/known.py", "pairs: clean inputs drawn with replacement",
+      "clean = rng.sample(range(len(pool)), n)", "clean = [rng.randrange(len(pool)) for _ in range(n)]"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

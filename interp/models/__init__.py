@@ -104,8 +104,11 @@ class Checkpoint:
     @property
     def task(self):
         if self.task_or_none is None:
-            what = ("a language model (arch 'native')" if self.arch == "native" else
-                    "an HF checkpoint without interp.json")
+            what = ("an HF checkpoint without interp.json" if self.arch != "native" else
+                    "a language model (arch 'native')"
+                    if self.meta.get("task", {}).get("task") != "tracr" else
+                    f"a compiled RASP program ({self.meta['task'].get('program')!r}, arch "
+                    "'native'; its pairs: circuits.discovery.known)")
             raise InterpError(f"{self.path} is {what}, without a task; this needs a task model "
                               "(`interp models` lists them); analyse it with interp.load_model, "
                               "classify_heads or circuits.induction")

@@ -1,4 +1,6 @@
-"""Small language models on TransformerLens's native architecture (for induction-head work).
+"""Small language models on TransformerLens's native architecture (for induction-head work),
+and models compiled from RASP programs by tracr (no norm, ReLU, bidirectional attention; see
+`NativeSpec` and docs/tracr.md), loaded the same way.
 
     spec = NativeSpec(n_layers=2, mixing="none", d_vocab=2048)   # attention-only, 2 layers
     bridge = build_native(spec, seed=0, tokenizer=tok)           # a TransformerBridge
@@ -38,12 +40,22 @@ from interp.errors import InterpError
 from interp.models.config import PlainConfig
 
 MIXINGS = ("none", "smeared", "conv")
+NORMALIZATIONS = ("LN", "none")
+ACT_FNS = ("gelu_new", "relu")
+ATTENTIONS = ("causal", "bidirectional")
 MODEL_TYPE = "interp-native"
 
 
 @dataclass
 class NativeSpec(PlainConfig):
-    """Size and kind of a native language model. `d_mlp` 0 means attention only."""
+    """Size and kind of a native model. `d_mlp` 0 means attention only.
+
+    The fields after `conv_width` describe models compiled from programs (tracr, see
+    circuits/known/); their defaults are the language models' (and every config.json written
+    before they existed loads as before): `normalization` "LN" or "none" (identity),
+    `act_fn` of the MLP, `d_head` the width of each head (0: d_model // n_heads; the
+    attention scale is sqrt(d_head) either way), `d_vocab_out` the number of logits (0:
+    d_vocab), `attention` "causal" or "bidirectional" (every query sees every key)."""
 
     n_layers: int = 2
     d_model: int = 128
@@ -53,16 +65,30 @@ class NativeSpec(PlainConfig):
     d_mlp: int = 0
     mixing: str = "none"
     conv_width: int = 3
+    normalization: str = "LN"
+    act_fn: str = "gelu_new"
+    d_head: int = 0
+    d_vocab_out: int = 0
+    attention: str = "causal"
 
     def __post_init__(self):
-        if self.mixing not in MIXINGS:
-            raise InterpError(f"unknown key mixing {self.mixing!r}; choose one of "
-                              f"{', '.join(MIXINGS)}")
+        for name, what, allowed in (("mixing", "key mixing", MIXINGS),
+                                    ("normalization", "normalization", NORMALIZATIONS),
+                                    ("act_fn", "act_fn", ACT_FNS),
+                                    ("attention", "attention", ATTENTIONS)):
+            if getattr(self, name) not in allowed:
+                raise InterpError(f"unknown {what} {getattr(self, name)!r}; choose one of "
+                                  f"{', '.join(allowed)}")
+        for name in ("d_head", "d_vocab_out"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InterpError(f"{name} must be 0 (the default size) or a positive "
+                                  f"integer, got {v!r}")
         for name in ("n_layers", "d_model", "n_heads", "n_ctx", "d_vocab"):
             if int(getattr(self, name)) < 1:
                 raise InterpError(f"{name} must be a positive integer, got "
                                   f"{getattr(self, name)}")
-        if self.d_model % self.n_heads:
+        if not self.d_head and self.d_model % self.n_heads:
             raise InterpError(f"d_model {self.d_model} is not divisible by n_heads "
                               f"{self.n_heads}; pick sizes with d_model % n_heads == 0")
         if self.d_mlp < 0:
@@ -70,10 +96,8 @@ class NativeSpec(PlainConfig):
         if self.mixing == "conv" and self.conv_width < 2:
             raise InterpError(f"conv_width must be at least 2 to reach the previous token, "
                               f"got {self.conv_width}")
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        if not self.d_head:
+            self.d_head = self.d_model // self.n_heads
 
     @property
     def attn_only(self) -> bool:
@@ -86,7 +110,9 @@ class NativeSpec(PlainConfig):
             d_model=self.d_model, d_head=self.d_head, n_heads=self.n_heads,
             n_layers=self.n_layers, n_ctx=self.n_ctx, d_vocab=self.d_vocab,
             attn_only=self.attn_only, d_mlp=self.d_mlp or 4 * self.d_model,
-            normalization_type="LN", act_fn="gelu_new", seed=0)
+            normalization_type=None if self.normalization == "none" else self.normalization,
+            act_fn=self.act_fn, d_vocab_out=self.d_vocab_out or self.d_vocab,
+            attention_dir=self.attention, seed=0)
         cfg.architecture = "TransformerLensNative"
         return cfg
 
