@@ -1,0 +1,339 @@
+"""The report of `discover` (`python -m circuits.discover`): its terminal lines, its JSON and
+its page, from a discovery result (any object with the attributes of
+`circuits.discovery.DiscoveryResult`: method, positions, metric, ablation, n_pairs, m_full,
+m_empty, cpr, cmd, circuit_f, circuit_edges, compare, frame(), nodes(), faithfulness(), and
+for the page figure() and faithfulness_figure()). Pure: nothing here runs a model, prints or
+writes.
+
+The JSON (`summary`) holds the run's facts once; `lines` and `page` are both made from it, so
+the terminal and the page say the same sentences. Several methods' summaries of one run merge
+with `combine`. Findings come first: the gap the circuit is measured against, per method the
+circuit chosen with its faithfulness and interval, the size that reaches f >= 0.8 (or the best
+f reached), CPR and CMD, and whether an edge at the `x`, `^` or `=` positions carries into it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from interp.viz.reports.routes import decimals
+
+WIDTH = 100                       # no terminal line is longer
+TARGET = 0.8                      # the faithfulness the size is reported at
+GUARD = ("x", "^", "=")           # the positions asked about: does the circuit use them?
+TOP = 10                          # edges in the top-edges table
+
+
+# ---------------------------------------------------------------------------------------
+# JSON
+def clean(obj):
+    """JSON-ready: numpy and pandas scalars as floats/ints/bools, NaN and inf as None."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, bool) or type(obj).__name__ == "bool_":
+        return bool(obj)
+    if isinstance(obj, int) or type(obj).__name__.startswith(("int", "uint")):
+        return int(obj)
+    try:
+        v = float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+    return v if math.isfinite(v) else None
+
+
+def base_group(group: str) -> str:
+    """A position group without a stack prefix ("enc:x" -> "x")."""
+    return str(group).rsplit(":", 1)[-1]
+
+
+def _size_rows(faith: pd.DataFrame, target: float = TARGET):
+    """(the smallest measured circuit with f >= target or None, the circuit of largest f)."""
+    f = faith.sort_values("edges")
+    reached = f[f.f >= target]
+    at = reached.iloc[0] if len(reached) else None
+    best = f.loc[f.f.idxmax()] if f.f.notna().any() else None
+    def pick(r):
+        if r is None:
+            return None
+        return {"percent": float(r["percent"]), "edges": int(r["edges"]),
+                **{k: r[k] for k in ("f", "f_lo", "f_hi")}}
+    return pick(at), pick(best)
+
+
+def _guard(frame: pd.DataFrame, positions: str) -> dict:
+    """The circuit's edges at the x, ^ and = groups: how many, their share of the circuit's
+    |score|, the largest five."""
+    if positions == "none" or not (frame.group.astype(str) != "*").any():
+        return {"measured": False, "groups": list(GUARD)}
+    inc = frame[frame.in_circuit.astype(bool)]
+    at = inc[inc.group.map(base_group).isin(GUARD)].sort_values("abs_score", ascending=False)
+    total = float(inc.abs_score.sum())
+    return {"measured": True, "groups": list(GUARD), "n": len(at), "of": len(inc),
+            "share": float(at.abs_score.sum()) / total if total > 0 else None,
+            "edges": at.head(5)[["edge", "group", "score"]].to_dict(orient="records")}
+
+
+def summary(res, checkpoint, extra: dict | None = None) -> dict:
+    """The JSON of one result: the run (checkpoint, answer, positions, metric, ablation,
+    pairs, m(full), m(empty) and their gap) and, under "methods", this method's circuit,
+    sizes, areas, top edges, labelled heads, x/^/= edges and agreement with exact. `extra`
+    (e.g. the answer, the pairs' description) is merged into the top level."""
+    frame = res.frame()
+    nodes = res.nodes()
+    faith = res.faithfulness()
+    at, best = _size_rows(faith)
+    f, lo, hi = (list(res.circuit_f) + [None] * 3)[:3]
+    heads = nodes[(nodes.kind == "head") & nodes.in_circuit.astype(bool)]
+    top = frame.sort_values("rank").head(TOP)
+    compare = getattr(res, "compare", None)
+    method = {
+        "graph_edges": len(frame), "circuit_edges": res.circuit_edges,
+        "circuit_nodes": int(nodes.in_circuit.astype(bool).sum()),
+        "f": f, "f_lo": lo, "f_hi": hi, "cpr": res.cpr, "cmd": res.cmd,
+        "target": TARGET, "at_target": at, "best": best,
+        "faithfulness": faith.to_dict(orient="records"),
+        "top_edges": top[["rank", "edge", "sender", "receiver", "group", "score", "abs_score",
+                          "in_circuit"]].to_dict(orient="records"),
+        "heads": [{"node": r.node, "label": r.label or ""} for r in heads.itertuples()],
+        "guard": _guard(frame, res.positions),
+        "compare": None if compare is None else compare.to_dict(orient="records"),
+    }
+    m_full, m_empty = res.m_full, res.m_empty
+    data = {"checkpoint": str(checkpoint), "answer": getattr(res, "answer", None),
+            "positions": res.positions, "metric": res.metric, "ablation": res.ablation,
+            "n_pairs": res.n_pairs, "m_full": m_full, "m_empty": m_empty,
+            "gap": None if m_full is None or m_empty is None else m_full - m_empty,
+            "methods": {res.method: method}}
+    data.update(extra or {})
+    return clean(data)
+
+
+def combine(*datas: dict) -> dict:
+    """One JSON from the summaries of several methods on the same run ("methods" merged)."""
+    out = dict(datas[0])
+    out["methods"] = {}
+    for d in datas:
+        for key in ("checkpoint", "positions", "metric", "n_pairs"):
+            if d.get(key) != out.get(key):
+                raise ValueError(f"summaries of different runs: {key} {d.get(key)!r} "
+                                 f"against {out.get(key)!r}")
+        out["methods"].update(d["methods"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# terminal
+def fit(line: str, width: int = WIDTH) -> str:
+    """`line` cut to `width` characters (an ellipsis marks the cut)."""
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _f(d: dict | None) -> str:
+    if d is None or d.get("f") is None:
+        return "f -"
+    return f"f {d['f']:.3f} [{_num(d.get('f_lo'))}, {_num(d.get('f_hi'))}]"
+
+
+def _arrow(edge: str) -> str:
+    return edge.replace("->", " -> ")
+
+
+def findings(data: dict) -> list[str]:
+    """The findings, first on the terminal and on the page: the run, the gap, and per method
+    the circuit chosen, its size at f >= 0.8 (or the best f), CPR and CMD, its x/^/= edges
+    and, against exact, the Spearman correlation per component type."""
+    ans = f"answer {data['answer']}, " if data.get("answer") else ""
+    out = [f"circuit of {data['checkpoint']}: {ans}{data['n_pairs']} pairs",
+           f"  metric {data['metric']}, {data['ablation']} ablation outside the circuit, "
+           f"positions {data['positions']}"]
+    gap = data.get("gap")
+    if gap is None or gap == 0:
+        out.append(f"  m(full) {_num(data.get('m_full'), '+.3f')}, m(empty) "
+                   f"{_num(data.get('m_empty'), '+.3f')}: no gap, faithfulness is undefined")
+    else:
+        out.append(f"  gap m(full) - m(empty) = {data['m_full']:+.3f} - ({data['m_empty']:+.3f})"
+                   f" = {gap:+.3f} (f = 1: the full model, f = 0: empty)")
+    for name, m in data["methods"].items():
+        out.append(f"  {name}: circuit of {m['circuit_edges']} of {m['graph_edges']} edges, "
+                   f"{m['circuit_nodes']} nodes: {_f(m)}")
+        at, best = m.get("at_target"), m.get("best")
+        if at is not None:
+            size = (f"f >= {m['target']:g} from {at['edges']} edges ({at['percent']:g}% of the "
+                    f"graph), {_f(at)}")
+        elif best is not None:
+            size = (f"f never reaches {m['target']:g}: best {_f(best)} at {best['edges']} edges "
+                    f"({best['percent']:g}%)")
+        else:
+            size = "faithfulness not measured"
+        out.append(f"    {size}")
+        out.append(f"    CPR {_num(m.get('cpr'))} (area under f, higher is better), CMD "
+                   f"{_num(m.get('cmd'))} (area between f and 1, 0 is best)")
+        out.append("    " + _guard_text(m["guard"]))
+        if m.get("compare"):
+            rho = ", ".join(f"{r['component']} {_num(r.get('spearman'), '.2f')}"
+                            for r in m["compare"])
+            out.append(f"    against exact, Spearman per component: {rho}")
+    return [fit(x) for x in out]
+
+
+def _guard_text(g: dict) -> str:
+    names = ", ".join(g["groups"])
+    if not g["measured"]:
+        return (f"{names}: not measured (positions none sums edges over positions; use "
+                "--positions field)")
+    if not g["n"]:
+        return f"{names}: no edge at {names} is in the circuit ({g['of']} edges)"
+    top = ", ".join(f"{_arrow(e['edge'])} @{e['group']} {e['score']:+.3g}" for e in g["edges"][:2])
+    share = "" if g.get("share") is None else f", {g['share']:.0%} of its |score|"
+    return f"{names}: {g['n']} of the circuit's {g['of']} edges sit there{share}: {top}"
+
+
+def top_table(m: dict) -> list[str]:
+    """The top edges as an aligned table: rank, edge, group, score, in the circuit."""
+    rows = m["top_edges"]
+    if not rows:
+        return ["    (no edges)"]
+    d = decimals(*(r["score"] for r in rows))
+    w = min(44, max(len("edge"), *(len(_arrow(r["edge"])) for r in rows)))
+    g = min(12, max(len("group"), *(len(str(r["group"])) for r in rows)))
+    s = max(len("score"), *(len(f"{r['score']:+.{d}f}") for r in rows if r["score"] is not None))
+    out = [f"    {'rank':>4}  {'edge':<{w}}  {'group':<{g}}  {'score':>{s}}  in circuit"]
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:+.{d}f}"
+        out.append(f"    {r['rank']:>4}  {_arrow(r['edge'])[:w]:<{w}}  {str(r['group'])[:g]:<{g}}"
+                   f"  {score:>{s}}  {'yes' if r['in_circuit'] else 'no'}")
+    return out
+
+
+def heads_lines(m: dict) -> list[str]:
+    if not m["heads"]:
+        return ["    none"]
+    w = max(len(h["node"]) for h in m["heads"])
+    return [f"    {h['node']:<{w}}  {h['label'] or '(no label)'}" for h in m["heads"]]
+
+
+def compare_lines(m: dict) -> list[str]:
+    """Agreement with exact per component type, as an aligned table."""
+    rows = m.get("compare") or []
+    w = max([len("component")] + [len(str(r["component"])) for r in rows])
+    out = [f"    {'component':<{w}}  Spearman  Pearson  top-10  top-20  worst underestimate "
+           "(exact -> estimated)"]
+    for r in rows:
+        worst = (f"{_num(r.get('worst_exact_share'), '.1%')} -> "
+                 f"{_num(r.get('worst_attributed_share'), '.1%')}")
+        if r.get("worst_edge"):
+            worst += f" ({_arrow(str(r['worst_edge']))})"
+        out.append(f"    {str(r['component']):<{w}}  {_num(r.get('spearman')):>8}  "
+                   f"{_num(r.get('pearson')):>7}  {_num(r.get('recall10'), '.2f'):>6}  "
+                   f"{_num(r.get('recall20'), '.2f'):>6}  {worst}")
+    return out
+
+
+def lines(data: dict) -> list[str]:
+    """The terminal summary: the findings, then per method the top edges, the heads in the
+    circuit with their taxonomy labels and, when measured, the agreement with exact. Every
+    line fits 100 columns."""
+    out = findings(data)
+    for name, m in data["methods"].items():
+        out.append(f"  {name}: top {len(m['top_edges'])} edges (score: the change of "
+                   f"{data['metric']} when that edge alone is corrupted)")
+        out += top_table(m)
+        out.append(f"  {name}: heads in the circuit ({len(m['heads'])}) and their labels")
+        out += heads_lines(m)
+        if m.get("compare"):
+            out.append(f"  {name}: agreement with exact per component type")
+            out += compare_lines(m)
+    return [fit(x) for x in out]
+
+
+# ---------------------------------------------------------------------------------------
+# page
+SECTIONS = ["The circuit", "Faithfulness", "Top edges", "Details"]
+
+
+def _top_frame(data: dict) -> pd.DataFrame:
+    rows = [{"method": name, **{k: r[k] for k in ("rank", "edge", "group", "score",
+                                                  "in_circuit")}}
+            for name, m in data["methods"].items() for r in m["top_edges"]]
+    return pd.DataFrame(rows, columns=["method", "rank", "edge", "group", "score",
+                                       "in_circuit"])
+
+
+def page(data: dict, res, circuit=None, faithfulness=None):
+    """The HTML page: the findings (the terminal's sentences), a table of contents, the
+    circuit figure (`circuit`, else `res.figure()`), the faithfulness figure
+    (`faithfulness`, else `res.faithfulness_figure()` where it exists), the top edges, and
+    folded away every circuit edge, the nodes, the faithfulness table, the agreement with
+    exact and the run's settings."""
+    from interp.viz.page import Page
+
+    methods = ", ".join(data["methods"])
+    ans = f", answer {data['answer']}" if data.get("answer") else ""
+    out = Page(f"Circuit of {data['checkpoint']}{ans} ({methods}, positions "
+               f"{data['positions']})")
+    out.findings(findings(data))
+    out.toc(SECTIONS)
+    out.section(SECTIONS[0])
+    out.paragraph("Layers run left to right (input at the left, logits at the right), heads "
+                  "stacked within a layer, the MLP below. Width: |score|; colour: its sign; "
+                  "dash: the input the edge enters (q, k, v, or an MLP / the logits). Hover a "
+                  "node for its taxonomy label, an edge for its score and position groups.")
+    out.plotly(circuit if circuit is not None else res.figure())
+    out.section(SECTIONS[1])
+    faith = faithfulness
+    if faith is None and hasattr(res, "faithfulness_figure"):
+        faith = res.faithfulness_figure()
+    out.paragraph("f = (m(C) - m(empty)) / (m(full) - m(empty)), measured by running each "
+                  "circuit; the band is its 95% interval over pairs.")
+    if faith is not None:
+        out.plotly(faith)
+    out.section(SECTIONS[2])
+    out.table(_rounded(_top_frame(data)))
+    for name, m in data["methods"].items():
+        if m["heads"]:
+            out.details(f"{name}: heads in the circuit ({len(m['heads'])}) and their labels",
+                        _sub(lambda p, m=m: p.table(pd.DataFrame(m["heads"]))))
+    out.section(SECTIONS[3])
+    frame = res.frame()
+    inc = frame[frame.in_circuit.astype(bool)].sort_values("rank")
+    out.details(f"{getattr(res, 'method', '')}: every edge of the circuit ({len(inc)})",
+                _sub(lambda p: p.table(_rounded(inc), max_rows=2000)))
+    out.details("Nodes", _sub(lambda p: p.table(res.nodes())))
+    for name, m in data["methods"].items():
+        out.details(f"{name}: faithfulness at each size",
+                    _sub(lambda p, m=m: p.table(_rounded(pd.DataFrame(m["faithfulness"])))))
+        if m.get("compare"):
+            out.details(f"{name}: agreement with exact per component type",
+                        _sub(lambda p, m=m: p.table(_rounded(pd.DataFrame(m["compare"])))))
+    settings = {k: v for k, v in data.items() if k != "methods"}
+    out.details("Run settings", _sub(lambda p: p.table(pd.DataFrame(
+        {"setting": list(settings), "value": [str(v) for v in settings.values()]}))))
+    return out
+
+
+def _sub(fill):
+    from interp.viz.page import Page
+
+    p = Page("")
+    fill(p)
+    return p
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers with at least two significant digits (a small score is not a zero)."""
+    out = frame.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].map(lambda x: x if pd.isna(x) else float(f"{x:.3g}")
+                                if abs(x) < 0.01 else round(x, 4))
+    return out
