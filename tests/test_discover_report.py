@@ -332,7 +332,8 @@ def test_edges_at_x_caret_and_equals_are_found_with_positions():
     assert [e["edge"] for e in g["edges"]] == ["L1H3->logits@=", "L0H1->L1H3.k@x",
                                                "L0H2->MLP1@enc:^"]
     text = "\n".join(R.lines(R.summary(res, "m")))
-    assert "3 of the circuit's 4 edges sit there, 76% of its |score|" in text
+    assert "x, ^, =: 3 of the circuit's 4 edges sit there (76% of its |score|)\n" in text
+    assert "the largest: L1H3->logits@= +1, L0H1->L1H3.k@x -0.5, L0H2->MLP1@enc:^ +0.1" in text
     none = result("field", {"input->L0H1.v@b": 0.5}, groups=("x", "b"))
     assert "no edge at x, ^, = is in the circuit" in "\n".join(R.lines(R.summary(none, "m")))
 
@@ -394,3 +395,23 @@ def test_page_in_the_browser_draws_both_figures_without_errors(tmp_path):
         assert all(u.startswith(("file:", "data:", "about:")) for u in tab.requests)
     assert got["plots"] >= 2 and got["edges"] > 2 and got["first"] == "Findings"
     assert got["alerts"] == 0 and EVIL in got["text"]
+
+
+def test_page_details_fold_escaped_parts_and_keep_their_plotly():
+    import plotly.graph_objects as go
+
+    from interp.viz.page import Page, anchor
+
+    inner = Page("").plotly(go.Figure(go.Scatter(x=[1], y=[1]))).table(
+        pd.DataFrame({"a": [EVIL]}))
+    page = Page("t").findings(["top <b>", "  indented"]).toc(["A b", "<c>"])
+    page.section("A b").section("<c>").details(f"more {EVIL}", inner)
+    assert page.uses_plotly and not Page("u").details("x", ["<p>y</p>"]).uses_plotly
+    out = page.render()
+    body = re.sub(r"<script>.*?</script>", "", out[out.index("<body>"):], flags=re.S)
+    assert f"<details><summary>more {html.escape(EVIL)}</summary>" in body
+    assert body.count("<details>") == body.count("</details>") == 1
+    assert body.index("<details>") < body.index("plotly-graph-div") < body.index("</details>")
+    assert 'href="#s-a-b"' in body and 'id="s-a-b"' in body and anchor("<c>") == "s-c"
+    assert "top &lt;b&gt;" in body and 'margin:2px 0 2px 1em">indented' in body
+    assert "<script>alert" not in out

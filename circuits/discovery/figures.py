@@ -106,7 +106,7 @@ def layout(names) -> dict[str, tuple[float, float]]:
         else:
             x = start.get(i["stack"], 1) + i["layer"]
             if i["kind"] == "cross":
-                pos[n] = (x + 0.32, -float(i["head"]))
+                pos[n] = (x + 0.4, -float(i["head"]))
             elif i["kind"] == "head":
                 pos[n] = (float(x), -float(i["head"]))
             else:
@@ -219,7 +219,8 @@ def circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame, title: str = "",
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in ns], y=[pos[n][1] for n in ns], mode="markers+text",
             marker=dict(size=16, color=colour, symbol=symbol, line=dict(color="white", width=1)),
-            text=[esc(n) for n in ns], textposition="top center", textfont=dict(size=10),
+            text=[esc(n) for n in ns], textfont=dict(size=10),
+            textposition="bottom center" if kind == "cross" else "top center",
             hovertext=[_node_hover(n, labels) for n in ns], hoverinfo="text",
             name=esc(NODE_NAMES[kind]), meta={"legend": "node", "kind": kind}))
     tickvals, ticktext = column_ticks(pos)
@@ -294,7 +295,7 @@ def faithfulness_figure(curves: dict, title: str = "", areas: dict | None = None
     for level, text in ((1.0, "f = 1: the full model"), (0.8, "f = 0.8")):
         fig.add_hline(y=level, line=dict(color="#777777", width=1,
                                          dash="solid" if level == 1 else "dash"),
-                      annotation_text=esc(text), annotation_position="bottom right")
+                      annotation_text=esc(text), annotation_position="top left")
     fig.update_layout(
         title=esc(title or "Faithfulness against circuit size"), height=460,
         plot_bgcolor="white", legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),

@@ -178,7 +178,7 @@ def findings(data: dict) -> list[str]:
         out.append(f"    {size}")
         out.append(f"    CPR {_num(m.get('cpr'))} (area under f, higher is better), CMD "
                    f"{_num(m.get('cmd'))} (area between f and 1, 0 is best)")
-        out.append("    " + _guard_text(m["guard"]))
+        out += ["    " + x for x in _guard_text(m["guard"])]
         if m.get("compare"):
             rho = ", ".join(f"{r['component']} {_num(r.get('spearman'), '.2f')}"
                             for r in m["compare"])
@@ -186,16 +186,17 @@ def findings(data: dict) -> list[str]:
     return [fit(x) for x in out]
 
 
-def _guard_text(g: dict) -> str:
+def _guard_text(g: dict) -> list[str]:
     names = ", ".join(g["groups"])
     if not g["measured"]:
-        return (f"{names}: not measured (positions none sums edges over positions; use "
-                "--positions field)")
+        return [f"{names}: not measured (positions none sums edges over positions; use "
+                "--positions field)"]
     if not g["n"]:
-        return f"{names}: no edge at {names} is in the circuit ({g['of']} edges)"
-    top = ", ".join(f"{_arrow(e['edge'])} @{e['group']} {e['score']:+.3g}" for e in g["edges"][:2])
-    share = "" if g.get("share") is None else f", {g['share']:.0%} of its |score|"
-    return f"{names}: {g['n']} of the circuit's {g['of']} edges sit there{share}: {top}"
+        return [f"{names}: no edge at {names} is in the circuit ({g['of']} edges)"]
+    top = ", ".join(f"{e['edge']} {e['score']:+.3g}" for e in g["edges"][:3])
+    share = "" if g.get("share") is None else f" ({g['share']:.0%} of its |score|)"
+    return [f"{names}: {g['n']} of the circuit's {g['of']} edges sit there{share}",
+            f"  the largest: {top}"]
 
 
 def top_table(m: dict) -> list[str]:
@@ -262,11 +263,15 @@ SECTIONS = ["The circuit", "Faithfulness", "Top edges", "Details"]
 
 
 def _top_frame(data: dict) -> pd.DataFrame:
-    rows = [{"method": name, **{k: r[k] for k in ("rank", "edge", "group", "score",
-                                                  "in_circuit")}}
-            for name, m in data["methods"].items() for r in m["top_edges"]]
+    """The top edges of every method, scores as text with at least two significant digits."""
+    rows = []
+    for name, m in data["methods"].items():
+        d = decimals(*(r["score"] for r in m["top_edges"]))
+        rows += [{"method": name, "rank": r["rank"], "edge": r["edge"], "group": r["group"],
+                  "score": "-" if r["score"] is None else f"{r['score']:+.{d}f}",
+                  "in circuit": "yes" if r["in_circuit"] else "no"} for r in m["top_edges"]]
     return pd.DataFrame(rows, columns=["method", "rank", "edge", "group", "score",
-                                       "in_circuit"])
+                                       "in circuit"])
 
 
 def page(data: dict, res, circuit=None, faithfulness=None):
@@ -298,7 +303,7 @@ def page(data: dict, res, circuit=None, faithfulness=None):
     if faith is not None:
         out.plotly(faith)
     out.section(SECTIONS[2])
-    out.table(_rounded(_top_frame(data)))
+    out.table(_top_frame(data))
     for name, m in data["methods"].items():
         if m["heads"]:
             out.details(f"{name}: heads in the circuit ({len(m['heads'])}) and their labels",
