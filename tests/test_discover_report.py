@@ -287,6 +287,9 @@ def test_summary_is_json_without_nan_and_holds_the_planted_facts():
     assert m["circuit_edges"] == len(PLANTED) and data["pairs"] == "32 pairs"
     assert {h["node"] for h in m["heads"]} == {"L0H1", "L0H2", "L1H3"}
     assert m["compare"][2]["spearman"] is None and "NaN" not in text
+    assert R.clean({"a": np.True_, "b": np.int64(3), "c": np.float32("nan"), "d": (np.inf,)}) \
+        == {"a": True, "b": 3, "c": None, "d": [None]}
+    assert all(type(r["in_circuit"]) is bool for r in m["top_edges"])
 
 
 def test_terminal_lines_fit_100_columns_lead_with_findings_and_name_the_top_edge_first():

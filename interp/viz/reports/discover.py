@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from interp.viz.reports.routes import decimals
@@ -36,9 +37,9 @@ def clean(obj):
         return [clean(v) for v in obj]
     if obj is None or isinstance(obj, str):
         return obj
-    if isinstance(obj, bool) or type(obj).__name__ == "bool_":
+    if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
-    if isinstance(obj, int) or type(obj).__name__.startswith(("int", "uint")):
+    if isinstance(obj, (int, np.integer)):
         return int(obj)
     try:
         v = float(obj)
@@ -88,7 +89,7 @@ def summary(res, checkpoint, extra: dict | None = None) -> dict:
     nodes = res.nodes()
     faith = res.faithfulness()
     at, best = _size_rows(faith)
-    f, lo, hi = (list(res.circuit_f) + [None] * 3)[:3]
+    f, lo, hi = (list(res.circuit_f or ()) + [None] * 3)[:3]
     heads = nodes[(nodes.kind == "head") & nodes.in_circuit.astype(bool)]
     top = frame.sort_values("rank").head(TOP)
     compare = getattr(res, "compare", None)
@@ -102,7 +103,8 @@ def summary(res, checkpoint, extra: dict | None = None) -> dict:
                           "in_circuit"]].to_dict(orient="records"),
         "heads": [{"node": r.node, "label": r.label or ""} for r in heads.itertuples()],
         "guard": _guard(frame, res.positions),
-        "compare": None if compare is None else compare.to_dict(orient="records"),
+        "compare": None if compare is None or not len(compare) else
+        compare.to_dict(orient="records"),
     }
     m_full, m_empty = res.m_full, res.m_empty
     data = {"checkpoint": str(checkpoint), "answer": getattr(res, "answer", None),
@@ -240,10 +242,10 @@ def compare_lines(m: dict) -> list[str]:
     return out
 
 
-def lines(data: dict) -> list[str]:
+def lines(data: dict, width: int = WIDTH) -> list[str]:
     """The terminal summary: the findings, then per method the top edges, the heads in the
     circuit with their taxonomy labels and, when measured, the agreement with exact. Every
-    line fits 100 columns."""
+    line fits `width` columns (100 by default)."""
     out = findings(data)
     for name, m in data["methods"].items():
         out.append(f"  {name}: top {len(m['top_edges'])} edges (score: the change of "
@@ -254,7 +256,7 @@ def lines(data: dict) -> list[str]:
         if m.get("compare"):
             out.append(f"  {name}: agreement with exact per component type")
             out += compare_lines(m)
-    return [fit(x) for x in out]
+    return [fit(x, width) for x in out]
 
 
 # ---------------------------------------------------------------------------------------
