@@ -335,6 +335,7 @@ def test_edges_at_x_caret_and_equals_are_found_with_positions():
     assert [e["edge"] for e in g["edges"]] == ["L1H3->logits@=", "L0H1->L1H3.k@x",
                                                "L0H2->MLP1@enc:^"]
     text = "\n".join(R.lines(R.summary(res, "m")))
+    assert re.search(r"\n +1  L1H3 -> logits +=  +\+1\.000  yes\n", text)   # edge, then group
     assert "x, ^, =: 3 of the circuit's 4 edges sit there (76% of its |score|)\n" in text
     assert "the largest: L1H3->logits@= +1, L0H1->L1H3.k@x -0.5, L0H2->MLP1@enc:^ +0.1" in text
     none = result("field", {"input->L0H1.v@b": 0.5}, groups=("x", "b"))

@@ -201,19 +201,27 @@ def _guard_text(g: dict) -> list[str]:
             f"  the largest: {top}"]
 
 
+def _bare(r: dict) -> str:
+    """The edge without its "@group" (the table has a group column), arrow spaced."""
+    edge, group = str(r["edge"]), str(r["group"])
+    if group != "*" and edge.endswith("@" + group):
+        edge = edge[:-len(group) - 1]
+    return _arrow(edge)
+
+
 def top_table(m: dict) -> list[str]:
     """The top edges as an aligned table: rank, edge, group, score, in the circuit."""
     rows = m["top_edges"]
     if not rows:
         return ["    (no edges)"]
     d = decimals(*(r["score"] for r in rows))
-    w = min(44, max(len("edge"), *(len(_arrow(r["edge"])) for r in rows)))
+    w = min(44, max(len("edge"), *(len(_bare(r)) for r in rows)))
     g = min(12, max(len("group"), *(len(str(r["group"])) for r in rows)))
     s = max(len("score"), *(len(f"{r['score']:+.{d}f}") for r in rows if r["score"] is not None))
     out = [f"    {'rank':>4}  {'edge':<{w}}  {'group':<{g}}  {'score':>{s}}  in circuit"]
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:+.{d}f}"
-        out.append(f"    {r['rank']:>4}  {_arrow(r['edge'])[:w]:<{w}}  {str(r['group'])[:g]:<{g}}"
+        out.append(f"    {r['rank']:>4}  {_bare(r)[:w]:<{w}}  {str(r['group'])[:g]:<{g}}"
                    f"  {score:>{s}}  {'yes' if r['in_circuit'] else 'no'}")
     return out
 
@@ -269,7 +277,7 @@ def _top_frame(data: dict) -> pd.DataFrame:
     rows = []
     for name, m in data["methods"].items():
         d = decimals(*(r["score"] for r in m["top_edges"]))
-        rows += [{"method": name, "rank": r["rank"], "edge": r["edge"], "group": r["group"],
+        rows += [{"method": name, "rank": r["rank"], "edge": _bare(r), "group": r["group"],
                   "score": "-" if r["score"] is None else f"{r['score']:+.{d}f}",
                   "in circuit": "yes" if r["in_circuit"] else "no"} for r in m["top_edges"]]
     return pd.DataFrame(rows, columns=["method", "rank", "edge", "group", "score",
