@@ -419,3 +419,17 @@ def test_page_details_fold_escaped_parts_and_keep_their_plotly():
     assert 'href="#s-a-b"' in body and 'id="s-a-b"' in body and anchor("<c>") == "s-c"
     assert "top &lt;b&gt;" in body and 'margin:2px 0 2px 1em">indented' in body
     assert "<script>alert" not in out
+
+
+def test_an_empty_circuit_draws_no_edge_and_says_so():
+    from circuits.discovery.figures import result_figures
+
+    res = result(planted={})
+    circuit, faith = result_figures(res)
+    assert edge_traces(circuit) == [] and "0 of 0 circuit edges drawn" in circuit.layout.title.text
+    assert all(t.meta.get("legend") in ("sign", "input", "faint", "node") for t in circuit.data)
+    assert [t.meta["method"] for t in faith.data] == ["eap-ig", "eap-ig"]
+    data = R.summary(res, "m")
+    m = data["methods"]["eap-ig"]
+    assert m["circuit_nodes"] == 0 and m["heads"] == []
+    assert "    none" in R.lines(data) and R.page(data, res).render()

@@ -309,3 +309,13 @@ def faithfulness_figure(curves: dict, title: str = "", areas: dict | None = None
 
 def _num(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
+
+
+def result_figures(res, title: str = "", max_edges: int = 60):
+    """(circuit figure, faithfulness figure) of a discovery result (its frame(), nodes(),
+    faithfulness(), method, cpr and cmd): what `DiscoveryResult.figure()` and the page draw."""
+    name = getattr(res, "method", "circuit")
+    circuit = circuit_figure(res.frame(), res.nodes(), title or f"{name} circuit", max_edges)
+    faith = faithfulness_figure({name: res.faithfulness()}, f"Faithfulness of the {name} "
+                                "circuits by size", {name: (res.cpr, res.cmd)})
+    return circuit, faith
