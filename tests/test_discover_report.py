@@ -103,8 +103,6 @@ def result(positions="none", planted=PLANTED, groups=("*",), compare=True, check
         compare=cmp if compare else None, answer="D_value",
         frame=lambda: frame, nodes=lambda: nodes, faithfulness=lambda: faith)
     res.figure = lambda: circuit_figure(frame, nodes, "circuit")
-    res.faithfulness_figure = lambda: faithfulness_figure(
-        {"eap-ig": faith}, "faithfulness", {"eap-ig": (res.cpr, res.cmd)})
     return res
 
 
@@ -350,6 +348,11 @@ def test_combine_merges_methods_of_one_run_and_refuses_two_runs():
     assert list(both["methods"]) == ["eap-ig", "exact"]
     text = "\n".join(R.lines(both))
     assert "  eap-ig: circuit of" in text and "  exact: circuit of" in text
+    fig = R.faith_figure(both)            # the page's: every method of the JSON
+    lines = {t.meta["method"]: t for t in fig.data if not t.meta["band"]}
+    assert set(lines) == {"eap-ig", "exact"} and list(lines["exact"].y) == F_CURVE
+    assert "CPR 0.810, CMD -" in lines["eap-ig"].name
+    assert lines["eap-ig"].line.color != lines["exact"].line.color
     with pytest.raises(ValueError, match="n_pairs"):
         R.combine(a, {**b, "n_pairs": 7})
 
@@ -370,6 +373,8 @@ def test_page_leads_with_findings_then_contents_and_escapes_every_label():
     for href in re.findall(r'href="#([^"]+)"', body_text):
         assert f'id="{href}"' in body_text
     assert body_text.count('class="plotly-graph-div"') == 2
+    del res.figure                                   # a result that draws nothing itself
+    assert R.page(data, res).render().count('class="plotly-graph-div"') == 2
     assert "<script>alert" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in body_text
     assert "<b>ckpt" not in out
     assert not re.search(r"<(b|img|i)[ >]", body_text)

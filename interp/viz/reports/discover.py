@@ -2,7 +2,7 @@
 its page, from a discovery result (any object with the attributes of
 `circuits.discovery.DiscoveryResult`: method, positions, metric, ablation, n_pairs, m_full,
 m_empty, cpr, cmd, circuit_f, circuit_edges, compare, frame(), nodes(), faithfulness(), and
-for the page figure() and faithfulness_figure()). Pure: nothing here runs a model, prints or
+figure() where the result draws its own circuit). Pure: nothing here runs a model, prints or
 writes.
 
 The JSON (`summary`) holds the run's facts once; `lines` and `page` are both made from it, so
@@ -19,6 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from interp.viz.circuit_figures import circuit_figure, faithfulness_figure
 from interp.viz.reports.routes import decimals
 
 WIDTH = 100                       # no terminal line is longer
@@ -286,8 +287,8 @@ def _top_frame(data: dict) -> pd.DataFrame:
 
 def page(data: dict, res, circuit=None, faithfulness=None):
     """The HTML page: the findings (the terminal's sentences), a table of contents, the
-    circuit figure (`circuit`, else `res.figure()`), the faithfulness figure
-    (`faithfulness`, else `res.faithfulness_figure()` where it exists), the top edges, and
+    circuit figure (`circuit`, else `res.figure()`, else drawn from res's frames), the
+    faithfulness figure of every method in `data` (or `faithfulness`), the top edges, and
     folded away every circuit edge, the nodes, the faithfulness table, the agreement with
     exact and the run's settings."""
     from interp.viz.page import Page
@@ -303,15 +304,14 @@ def page(data: dict, res, circuit=None, faithfulness=None):
                   "stacked within a layer, the MLP below. Width: |score|; colour: its sign; "
                   "dash: the input the edge enters (q, k, v, or an MLP / the logits). Hover a "
                   "node for its taxonomy label, an edge for its score and position groups.")
-    out.plotly(circuit if circuit is not None else res.figure())
+    if circuit is None:
+        circuit = res.figure() if hasattr(res, "figure") else circuit_figure(
+            res.frame(), res.nodes(), f"{getattr(res, 'method', '')} circuit")
+    out.plotly(circuit)
     out.section(SECTIONS[1])
-    faith = faithfulness
-    if faith is None and hasattr(res, "faithfulness_figure"):
-        faith = res.faithfulness_figure()
     out.paragraph("f = (m(C) - m(empty)) / (m(full) - m(empty)), measured by running each "
                   "circuit; the band is its 95% interval over pairs.")
-    if faith is not None:
-        out.plotly(faith)
+    out.plotly(faithfulness if faithfulness is not None else faith_figure(data))
     out.section(SECTIONS[2])
     out.table(_top_frame(data))
     for name, m in data["methods"].items():
@@ -334,6 +334,15 @@ def page(data: dict, res, circuit=None, faithfulness=None):
     out.details("Run settings", _sub(lambda p: p.table(pd.DataFrame(
         {"setting": list(settings), "value": [str(v) for v in settings.values()]}))))
     return out
+
+
+def faith_figure(data: dict):
+    """The faithfulness figure of every method in the JSON `data`, CPR and CMD in the legend."""
+    curves = {name: pd.DataFrame(m["faithfulness"]).apply(pd.to_numeric, errors="coerce")
+              for name, m in data["methods"].items() if m.get("faithfulness")}
+    areas = {name: (m.get("cpr"), m.get("cmd")) for name, m in data["methods"].items()}
+    return faithfulness_figure(curves, f"Faithfulness against circuit size ({data['metric']}, "
+                               f"{data['ablation']} ablation)", areas)
 
 
 def _sub(fill):
