@@ -41,14 +41,15 @@ def decoder_graph(n_layers=2, n_heads=4):
     return out
 
 
-def edge_frame(pairs, planted, groups=("*",), seed=0):
+def edge_frame(pairs, planted, groups=("*",), seed=0, answer=None):
     """The result's frame: small random scores, planted ones large; in_circuit = planted.
-    `planted` keys are SENDER->RECEIVER or SENDER->RECEIVER@GROUP."""
+    `planted` keys are SENDER->RECEIVER or SENDER->RECEIVER@GROUP. With positions, edges
+    into the logits exist at the `answer` group only (as in the engine's graph)."""
     rng = np.random.default_rng(seed)
     rows = []
     for s, r in pairs:
-        for g in groups:
-            e = f"{s}->{r}" + ("" if g == "*" else f"@{g}")
+        for g in (groups if r != "logits" or answer is None else (answer,)):
+            e = f"{s}->{r}" + ("" if tuple(groups) == ("*",) else f"@{g}")
             score = planted.get(e, float(rng.uniform(-0.01, 0.01)))
             rows.append({"edge": e, "sender": s, "receiver": r, "group": g, "score": score,
                          "in_circuit": e in planted})
@@ -83,9 +84,9 @@ def endpoints(frame):
                               for r in inc.receiver}
 
 
-def result(positions="none", planted=PLANTED, groups=("*",), compare=True, checkpoint=None):
+def result(positions="none", planted=PLANTED, groups=("*",), compare=True, answer=None):
     """A synthetic DiscoveryResult (the attributes the report reads)."""
-    frame = edge_frame(decoder_graph(), planted, groups)
+    frame = edge_frame(decoder_graph(), planted, groups, answer=answer)
     names = sorted({s for s, _ in decoder_graph()} | {"logits"})
     nodes = node_frame(names, endpoints(frame), {"L1H3": "routed('-'->D_value)",
                                                   "L0H1": EVIL, "L0H0": "previous-token"})
@@ -194,8 +195,12 @@ def test_with_positions_an_edge_at_several_groups_is_drawn_once_with_summed_widt
     assert w["L0H1->L1H3.k"] == pytest.approx(1 + 7 * 0.6 / 1.5)
     hover = html.unescape(drawn["L1H3->logits"].text[0])
     assert "=" in hover and "D_value" in hover and "2 groups" in hover
-    assert "3 of 3 circuit sender->receiver pairs drawn (4 edges" in html.unescape(
-        fig.layout.title.text)
+    assert "3 of 3 circuit sender->receiver pairs drawn; 4 edges over position groups" in \
+        html.unescape(fig.layout.title.text)
+    two = circuit_figure(res.frame(), res.nodes(), "<b>t</b>", max_edges=2)
+    assert html.unescape(two.layout.title.text) == (
+        "<b>t</b>\n2 of 3 circuit sender->receiver pairs drawn (largest |score|); 4 edges over "
+        "position groups".replace("\n", "<br>"))
 
 
 def test_t5_nodes_sit_encoder_left_and_cross_attention_beside_self_attention():
@@ -327,14 +332,22 @@ def test_best_f_is_reported_when_the_target_is_never_reached():
 def test_edges_at_x_caret_and_equals_are_found_with_positions():
     planted = {"L1H3->logits@=": 1.0, "L0H1->L1H3.k@x": -0.5, "input->L0H1.v@b": 0.5,
                "L0H2->MLP1@enc:^": 0.1}
-    res = result("field", planted, groups=("x", "b", "=", "enc:^"))
+    res = result("field", planted, groups=("x", "b", "=", "enc:^"), answer="=")
     g = R.summary(res, "m")["methods"]["eap-ig"]["guard"]
     assert g["n"] == 3 and g["of"] == 4 and g["share"] == pytest.approx(1.6 / 2.1)
+    # the logits read at =: the = group mixes the input's = with the answer's position
+    assert g["answer_group"] == "=" and g["apart"]["groups"] == ["x", "^"]
+    assert g["apart"]["n"] == 2 and g["apart"]["share"] == pytest.approx(0.6 / 2.1)
     assert [e["edge"] for e in g["edges"]] == ["L1H3->logits@=", "L0H1->L1H3.k@x",
                                                "L0H2->MLP1@enc:^"]
     text = "\n".join(R.lines(R.summary(res, "m")))
     assert re.search(r"\n +1  L1H3 -> logits +=  +\+1\.000  yes\n", text)   # edge, then group
     assert "x, ^, =: 3 of the circuit's 4 edges sit there (76% of its |score|)\n" in text
+    assert ("      = also holds the answer's position (the logits read it); x and ^ alone: 2 "
+            "edges (29%)\n") in text
+    other = R.summary(result("field", planted, groups=("x", "b", "=", "enc:^"), answer="b"),
+                      "m")["methods"]["eap-ig"]["guard"]
+    assert other["answer_group"] == "b" and "apart" not in other
     assert "the largest: L1H3->logits@= +1, L0H1->L1H3.k@x -0.5, L0H2->MLP1@enc:^ +0.1" in text
     none = result("field", {"input->L0H1.v@b": 0.5}, groups=("x", "b"))
     assert "no edge at x, ^, = is in the circuit" in "\n".join(R.lines(R.summary(none, "m")))
@@ -438,3 +451,15 @@ def test_an_empty_circuit_draws_no_edge_and_says_so():
     m = data["methods"]["eap-ig"]
     assert m["circuit_nodes"] == 0 and m["heads"] == []
     assert "    none" in R.lines(data) and R.page(data, res).render()
+
+
+def test_a_position_group_named_like_the_no_position_mark_is_still_a_position():
+    """With positions, `*` is the group of the multiplication sign, not "no position"."""
+    planted = {"L0H1->L1H3.k@*": -1.0, "L1H3->logits@=": 0.5}
+    res = result("field", planted, groups=("*", "="), answer="=")
+    data = R.summary(res, "m")
+    rows = [x for x in R.lines(data) if x.strip().startswith("1  ")]
+    assert rows[0].split()[1:5] == ["L0H1", "->", "L1H3.k", "*"]       # no "@*" left on it
+    assert data["methods"]["eap-ig"]["guard"]["measured"]
+    fig = circuit_figure(res.frame(), res.nodes())
+    assert "over position groups" in fig.layout.title.text

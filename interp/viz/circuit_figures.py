@@ -29,8 +29,8 @@ from interp.viz.figures import ARROW, esc
 
 #: colour of an edge by the sign of its score (explicit: plotly never cycles colours here)
 SIGN_COLOURS = {"+": "#1f5fbf", "-": "#d62728"}
-SIGN_NAMES = {"+": "score > 0 (edge raises the metric)",
-              "-": "score < 0 (edge lowers the metric)"}
+SIGN_NAMES = {"+": "score > 0: corrupting the edge raises the metric",
+              "-": "score < 0: corrupting the edge lowers the metric"}
 #: dash of an edge by the input of the receiver it enters
 DASHES = {"q": "dot", "k": "dash", "v": "dashdot", "mlp": "solid", "logits": "solid"}
 INPUT_NAMES = {"q": "into a query (q)", "k": "into a key (k)", "v": "into a value (v)",
@@ -169,7 +169,7 @@ def circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame, title: str = "",
     import plotly.graph_objects as go
 
     inc = edges[edges.in_circuit.astype(bool)]
-    positions = bool(len(inc)) and bool((inc.group.astype(str) != "*").any())
+    positions = bool(inc.edge.astype(str).str.contains("@", regex=False).any())
     merged = merge_groups(inc).sort_values("abs_score", ascending=False, kind="stable")
     drawn = merged.head(max_edges)
     names = set(nodes.node.astype(str)) | set(drawn.sender) | {
@@ -229,12 +229,12 @@ def circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame, title: str = "",
     tickvals, ticktext = column_ticks(pos)
     unit = "sender->receiver pairs" if positions else "edges"
     count = (f"{len(drawn)} of {len(merged)} circuit {unit} drawn"
-             + (f" ({len(inc)} edge{'s' * (len(inc) != 1)} at their position groups)"
-                if positions else "")
-             + (f", the {len(drawn)} of largest |score|" if len(drawn) < len(merged) else ""))
+             + (" (largest |score|)" if len(drawn) < len(merged) else "")
+             + (f"; {len(inc)} edge{'s' * (len(inc) != 1)} over position groups"
+                if positions else ""))
     n_rows = max(1, len({round(y, 2) for _, y in pos.values()}))
     fig.update_layout(
-        title=esc(f"{title}: {count}" if title else count),
+        title=esc(title) + "<br>" + esc(count) if title else esc(count),
         height=max(480, 70 * n_rows + 160), plot_bgcolor="white",
         margin=dict(l=30, r=30, t=70, b=60), hovermode="closest",
         legend=dict(orientation="v", yanchor="top", y=1, x=1.02, font=dict(size=11)),

@@ -70,15 +70,27 @@ def _size_rows(faith: pd.DataFrame, target: float = TARGET):
 
 def _guard(frame: pd.DataFrame, positions: str) -> dict:
     """The circuit's edges at the x, ^ and = groups: how many, their share of the circuit's
-    |score|, the largest five."""
-    if positions == "none" or not (frame.group.astype(str) != "*").any():
+    |score|, the largest five. The logits read the answer's position, so their edges all sit
+    at its group (`answer_group`): where that is one of x, ^, =, the group mixes the input's
+    tokens with the answer's position, and the other groups are counted alone (`apart`)."""
+    if positions == "none" or not frame.edge.astype(str).str.contains("@", regex=False).any():
         return {"measured": False, "groups": list(GUARD)}
     inc = frame[frame.in_circuit.astype(bool)]
-    at = inc[inc.group.map(base_group).isin(GUARD)].sort_values("abs_score", ascending=False)
     total = float(inc.abs_score.sum())
-    return {"measured": True, "groups": list(GUARD), "n": len(at), "of": len(inc),
-            "share": float(at.abs_score.sum()) / total if total > 0 else None,
-            "edges": at.head(5)[["edge", "group", "score"]].to_dict(orient="records")}
+
+    def count(groups):
+        at = inc[inc.group.map(base_group).isin(groups)].sort_values("abs_score",
+                                                                      ascending=False)
+        return at, {"groups": list(groups), "n": len(at),
+                    "share": float(at.abs_score.sum()) / total if total > 0 else None}
+
+    answer = sorted({base_group(g) for g in frame.group[frame.receiver == "logits"]})
+    at, out = count(GUARD)
+    out.update(measured=True, of=len(inc), answer_group=answer[0] if len(answer) == 1 else None,
+               edges=at.head(5)[["edge", "group", "score"]].to_dict(orient="records"))
+    if out["answer_group"] in GUARD:
+        out["apart"] = count([g for g in GUARD if g != out["answer_group"]])[1]
+    return out
 
 
 def summary(res, checkpoint, extra: dict | None = None) -> dict:
@@ -197,15 +209,23 @@ def _guard_text(g: dict) -> list[str]:
     if not g["n"]:
         return [f"{names}: no edge at {names} is in the circuit ({g['of']} edges)"]
     top = ", ".join(f"{e['edge']} {e['score']:+.3g}" for e in g["edges"][:3])
-    share = "" if g.get("share") is None else f" ({g['share']:.0%} of its |score|)"
-    return [f"{names}: {g['n']} of the circuit's {g['of']} edges sit there{share}",
-            f"  the largest: {top}"]
+    out = [f"{names}: {g['n']} of the circuit's {g['of']} edges sit there{_share(g)}"]
+    if g.get("apart"):
+        a = g["apart"]
+        share = "" if a.get("share") is None else f" ({a['share']:.0%})"
+        out.append(f"  {g['answer_group']} also holds the answer's position (the logits read it); "
+                   f"{' and '.join(a['groups'])} alone: {a['n']} edges{share}")
+    return out + [f"  the largest: {top}"]
+
+
+def _share(g: dict) -> str:
+    return "" if g.get("share") is None else f" ({g['share']:.0%} of its |score|)"
 
 
 def _bare(r: dict) -> str:
     """The edge without its "@group" (the table has a group column), arrow spaced."""
     edge, group = str(r["edge"]), str(r["group"])
-    if group != "*" and edge.endswith("@" + group):
+    if edge.endswith("@" + group):
         edge = edge[:-len(group) - 1]
     return _arrow(edge)
 
