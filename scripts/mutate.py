@@ -996,9 +996,9 @@ MUTANTS = [
     M("RP20", "interp/viz/reports/discover.py", "top edges: the smallest first",
       'top = frame.sort_values("rank").head(TOP)', 'top = frame.sort_values("abs_score").head(TOP)'),
     M("RP21", "interp/viz/reports/discover.py", "x/^/=: a stack-prefixed group missed",
-      "at = inc[inc.group.map(base_group).isin(GUARD)]", "at = inc[inc.group.isin(GUARD)]"),
+      "at = inc[inc.group.map(base_group).isin(groups)]", "at = inc[inc.group.isin(groups)]"),
     M("RP22", "interp/viz/reports/discover.py", "x/^/=: edges outside the circuit counted",
-      "    inc = frame[frame.in_circuit.astype(bool)]\n    at = ", "    inc = frame\n    at = "),
+      "    inc = frame[frame.in_circuit.astype(bool)]\n    total", "    inc = frame\n    total"),
     M("RP23", "interp/viz/reports/discover.py", "heads outside the circuit listed",
       'heads = nodes[(nodes.kind == "head") & nodes.in_circuit.astype(bool)]',
       'heads = nodes[nodes.kind == "head"]'),
@@ -1017,6 +1017,15 @@ MUTANTS = [
       """self.parts.append(f'<h{level} id="{anchor(text)}">""", """self.parts.append(f'<h{level} id="{text}">"""),
     M("RP30", "interp/viz/page.py", "findings unescaped",
       "{html.escape(line.strip())}</p>'", "{line.strip()}</p>'"),
+    M("RP31", "interp/viz/reports/discover.py", "page's faithfulness legend: CPR and CMD swapped",
+      'areas = {name: (m.get("cpr"), m.get("cmd"))', 'areas = {name: (m.get("cmd"), m.get("cpr"))'),
+    M("RP32", "interp/viz/reports/discover.py", "x/^/=: the answer's own group not set apart",
+      'if out["answer_group"] in GUARD:', "if False:"),
+    M("RP33", "interp/viz/reports/discover.py", "table: a position group named * kept on the edge",
+      'if edge.endswith("@" + group):', 'if group != "*" and edge.endswith("@" + group):'),
+    M("RP34", "interp/viz/circuit_figures.py", "a position group named * read as no positions",
+      'positions = bool(inc.edge.astype(str).str.contains("@", regex=False).any())',
+      'positions = bool((inc.group.astype(str) != "*").any())'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -461,5 +461,8 @@ def test_a_position_group_named_like_the_no_position_mark_is_still_a_position():
     rows = [x for x in R.lines(data) if x.strip().startswith("1  ")]
     assert rows[0].split()[1:5] == ["L0H1", "->", "L1H3.k", "*"]       # no "@*" left on it
     assert data["methods"]["eap-ig"]["guard"]["measured"]
-    fig = circuit_figure(res.frame(), res.nodes())
-    assert "over position groups" in fig.layout.title.text
+    only = result("field", {"L0H1->L1H3.k@*": -1.0}, groups=("*", "="), answer="=")
+    fig = circuit_figure(only.frame(), only.nodes())
+    assert "1 of 1 circuit sender-&gt;receiver pairs drawn; 1 edge over position groups" in \
+        fig.layout.title.text
+    assert "groups: *" in html.unescape(edge_traces(fig)[0].text[0])

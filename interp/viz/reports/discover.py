@@ -114,7 +114,9 @@ def summary(res, checkpoint, extra: dict | None = None) -> dict:
         "faithfulness": faith.to_dict(orient="records"),
         "top_edges": top[["rank", "edge", "sender", "receiver", "group", "score", "abs_score",
                           "in_circuit"]].to_dict(orient="records"),
-        "heads": [{"node": r.node, "label": r.label or ""} for r in heads.itertuples()],
+        "heads": [{"node": r.node, "label": r.label if isinstance(r.label, str) else ""}
+                  for r in heads.itertuples()],
+        "steps": getattr(res, "steps", None) if res.method == "eap-ig" else None,
         "guard": _guard(frame, res.positions),
         "compare": None if compare is None or not len(compare) else
         compare.to_dict(orient="records"),
