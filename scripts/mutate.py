@@ -1026,6 +1026,10 @@ MUTANTS = [
     M("RP34", "interp/viz/circuit_figures.py", "a position group named * read as no positions",
       'positions = bool(inc.edge.astype(str).str.contains("@", regex=False).any())',
       'positions = bool((inc.group.astype(str) != "*").any())'),
+    M("RP35", "interp/viz/reports/discover.py", "T5: cross-attention queries read as the encoder's",
+      'and receiver.endswith((".k", ".v")))', 'and receiver.endswith((".q", ".k", ".v")))'),
+    M("RP36", "interp/viz/reports/discover.py", "T5: the decoder's = counted as the input's",
+      "side = inc.receiver.map(encoder_side) if t5", "side = inc.receiver.map(bool) if t5"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

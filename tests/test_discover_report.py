@@ -466,3 +466,22 @@ def test_a_position_group_named_like_the_no_position_mark_is_still_a_position():
     assert "1 of 1 circuit sender-&gt;receiver pairs drawn; 1 edge over position groups" in \
         fig.layout.title.text
     assert "groups: *" in html.unescape(edge_traces(fig)[0].text[0])
+
+
+def test_t5_counts_x_caret_and_equals_on_the_encoder_side_only():
+    """The decoder's `=` are the solution's; the encoder's (and cross-attention's keys and
+    values, which read the encoder) are the input's."""
+    planted = {"enc.L0H1->enc.L1H0.q@x": 1.0, "enc.L1H0->cross.L0H1.k@=": 0.5,
+               "dec.L0H1->cross.L0H1.q@=": 2.0, "cross.L0H1->logits@=": 3.0,
+               "enc.input->enc.MLP0@b": 0.5}
+    frame = edge_frame([tuple(e.split("@")[0].split("->")) for e in planted], planted,
+                       groups=("x", "=", "b"), answer="=")
+    res = result("field")
+    res.frame = lambda: frame
+    g = R.summary(res, "t5")["methods"]["eap-ig"]["guard"]
+    assert g["side"] == "encoder" and g["n"] == 2 and "apart" not in g
+    assert g["share"] == pytest.approx(1.5 / 7.0)
+    assert [e["edge"] for e in g["edges"]] == ["enc.L0H1->enc.L1H0.q@x",
+                                               "enc.L1H0->cross.L0H1.k@="]
+    text = "\n".join(R.lines(R.summary(res, "t5")))
+    assert "x, ^, = of the encoder (the input): 2 of the circuit's 5 edges sit there (21%" in text

@@ -68,27 +68,39 @@ def _size_rows(faith: pd.DataFrame, target: float = TARGET):
     return pick(at), pick(best)
 
 
+def encoder_side(receiver: str) -> bool:
+    """Whether a T5 receiver reads the encoder's positions: the encoder's own receivers and
+    the keys and values of cross-attention (its queries read the decoder's)."""
+    return receiver.startswith("enc.") or (receiver.startswith("cross.")
+                                           and receiver.endswith((".k", ".v")))
+
+
 def _guard(frame: pd.DataFrame, positions: str) -> dict:
     """The circuit's edges at the x, ^ and = groups: how many, their share of the circuit's
-    |score|, the largest five. The logits read the answer's position, so their edges all sit
-    at its group (`answer_group`): where that is one of x, ^, =, the group mixes the input's
-    tokens with the answer's position, and the other groups are counted alone (`apart`)."""
+    |score|, the largest five. T5: only the encoder's groups count (the input's x, ^ and =;
+    the decoder's `=` are the solution's). Decoder-only: the logits read the answer's
+    position, so their edges all sit at its group (`answer_group`); where that is one of
+    x, ^, =, the group mixes the input's tokens with the answer's position, and the other
+    groups are counted alone (`apart`)."""
     if positions == "none" or not frame.edge.astype(str).str.contains("@", regex=False).any():
         return {"measured": False, "groups": list(GUARD)}
+    t5 = bool(frame.receiver.astype(str).str.startswith(("enc.", "dec.", "cross.")).any())
     inc = frame[frame.in_circuit.astype(bool)]
     total = float(inc.abs_score.sum())
+    side = inc.receiver.map(encoder_side) if t5 else pd.Series(True, index=inc.index)
 
     def count(groups):
-        at = inc[inc.group.map(base_group).isin(groups)].sort_values("abs_score",
-                                                                      ascending=False)
+        at = inc[side & inc.group.map(base_group).isin(groups)].sort_values("abs_score",
+                                                                             ascending=False)
         return at, {"groups": list(groups), "n": len(at),
                     "share": float(at.abs_score.sum()) / total if total > 0 else None}
 
-    answer = sorted({base_group(g) for g in frame.group[frame.receiver == "logits"]})
     at, out = count(GUARD)
-    out.update(measured=True, of=len(inc), answer_group=answer[0] if len(answer) == 1 else None,
+    out.update(measured=True, of=len(inc), side="encoder" if t5 else "",
                edges=at.head(5)[["edge", "group", "score"]].to_dict(orient="records"))
-    if out["answer_group"] in GUARD:
+    answer = sorted({base_group(g) for g in frame.group[frame.receiver == "logits"]})
+    out["answer_group"] = answer[0] if len(answer) == 1 else None
+    if not t5 and out["answer_group"] in GUARD:
         out["apart"] = count([g for g in GUARD if g != out["answer_group"]])[1]
     return out
 
@@ -209,9 +221,11 @@ def _guard_text(g: dict) -> list[str]:
         return [f"{names}: not measured (positions none sums edges over positions; use "
                 "--positions field)"]
     if not g["n"]:
-        return [f"{names}: no edge at {names} is in the circuit ({g['of']} edges)"]
+        where = " of the encoder (the input)" if g.get("side") == "encoder" else ""
+        return [f"{names}{where}: no edge at {names} is in the circuit ({g['of']} edges)"]
     top = ", ".join(f"{e['edge']} {e['score']:+.3g}" for e in g["edges"][:3])
-    out = [f"{names}: {g['n']} of the circuit's {g['of']} edges sit there{_share(g)}"]
+    where = " of the encoder (the input)" if g.get("side") == "encoder" else ""
+    out = [f"{names}{where}: {g['n']} of the circuit's {g['of']} edges sit there{_share(g)}"]
     if g.get("apart"):
         a = g["apart"]
         share = "" if a.get("share") is None else f" ({a['share']:.0%})"
