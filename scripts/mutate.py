@@ -996,7 +996,7 @@ MUTANTS = [
     M("RP20", "interp/viz/reports/discover.py", "top edges: the smallest first",
       'top = frame.sort_values("rank").head(TOP)', 'top = frame.sort_values("abs_score").head(TOP)'),
     M("RP21", "interp/viz/reports/discover.py", "x/^/=: a stack-prefixed group missed",
-      "at = inc[inc.group.map(base_group).isin(groups)]", "at = inc[inc.group.isin(groups)]"),
+      "inc.group.map(base_group).isin(groups)", "inc.group.isin(groups)"),
     M("RP22", "interp/viz/reports/discover.py", "x/^/=: edges outside the circuit counted",
       "    inc = frame[frame.in_circuit.astype(bool)]\n    total", "    inc = frame\n    total"),
     M("RP23", "interp/viz/reports/discover.py", "heads outside the circuit listed",
