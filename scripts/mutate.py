@@ -1020,7 +1020,7 @@ MUTANTS = [
     M("RP31", "interp/viz/reports/discover.py", "page's faithfulness legend: CPR and CMD swapped",
       'areas = {name: (m.get("cpr"), m.get("cmd"))', 'areas = {name: (m.get("cmd"), m.get("cpr"))'),
     M("RP32", "interp/viz/reports/discover.py", "x/^/=: the answer's own group not set apart",
-      'if out["answer_group"] in GUARD:', "if False:"),
+      'if not t5 and out["answer_group"] in GUARD:', "if False:"),
     M("RP33", "interp/viz/reports/discover.py", "table: a position group named * kept on the edge",
       'if edge.endswith("@" + group):', 'if group != "*" and edge.endswith("@" + group):'),
     M("RP34", "interp/viz/circuit_figures.py", "a position group named * read as no positions",
