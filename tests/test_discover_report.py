@@ -484,4 +484,4 @@ def test_t5_counts_x_caret_and_equals_on_the_encoder_side_only():
     assert [e["edge"] for e in g["edges"]] == ["enc.L0H1->enc.L1H0.q@x",
                                                "enc.L1H0->cross.L0H1.k@="]
     text = "\n".join(R.lines(R.summary(res, "t5")))
-    assert "x, ^, = of the encoder (the input): 2 of the circuit's 5 edges sit there (21%" in text
+    assert "x, ^, = (encoder): 2 of the circuit's 5 edges sit there (21% of its |score|)" in text

@@ -221,10 +221,15 @@ def _guard_text(g: dict) -> list[str]:
         return [f"{names}: not measured (positions none sums edges over positions; use "
                 "--positions field)"]
     if not g["n"]:
-        where = " of the encoder (the input)" if g.get("side") == "encoder" else ""
+        where = " (encoder)" if g.get("side") == "encoder" else ""
         return [f"{names}{where}: no edge at {names} is in the circuit ({g['of']} edges)"]
-    top = ", ".join(f"{e['edge']} {e['score']:+.3g}" for e in g["edges"][:3])
-    where = " of the encoder (the input)" if g.get("side") == "encoder" else ""
+    top = ""
+    for e in g["edges"][:3]:                     # as many as fit the line
+        item = f"{e['edge']} {e['score']:+.3g}"
+        if top and len(top) + len(item) + 2 > WIDTH - 22:
+            break
+        top += (", " if top else "") + item
+    where = " (encoder)" if g.get("side") == "encoder" else ""
     out = [f"{names}{where}: {g['n']} of the circuit's {g['of']} edges sit there{_share(g)}"]
     if g.get("apart"):
         a = g["apart"]
