@@ -1030,6 +1030,8 @@ MUTANTS = [
       'and receiver.endswith((".k", ".v")))', 'and receiver.endswith((".q", ".k", ".v")))'),
     M("RP36", "interp/viz/reports/discover.py", "T5: the decoder's = counted as the input's",
       "side = inc.receiver.map(encoder_side) if t5", "side = inc.receiver.map(bool) if t5"),
+    M("RP37", "interp/viz/reports/discover.py", "a head's weight misses the edges into its value",
+      r'str.replace(r"\.[qkv]$"', r'str.replace(r"\.[qk]$"'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -288,7 +288,8 @@ def test_summary_is_json_without_nan_and_holds_the_planted_facts():
     assert m["at_target"]["percent"] == 5 and m["at_target"]["f"] == 0.8
     assert m["top_edges"][0]["edge"] == TOP_EDGE and len(m["top_edges"]) == 10
     assert m["circuit_edges"] == len(PLANTED) and data["pairs"] == "32 pairs"
-    assert {h["node"] for h in m["heads"]} == {"L0H1", "L0H2", "L1H3"}
+    assert [(h["node"], h["abs_score"]) for h in m["heads"]] == [
+        ("L1H3", pytest.approx(4.1)), ("L0H1", pytest.approx(2.5)), ("L0H2", pytest.approx(0.25))]
     assert m["compare"][2]["spearman"] is None and "NaN" not in text
     assert R.clean({"a": np.True_, "b": np.int64(3), "c": np.float32("nan"), "d": (np.inf,)}) \
         == {"a": True, "b": 3, "c": None, "d": [None]}
@@ -314,7 +315,10 @@ def test_terminal_lines_fit_100_columns_lead_with_findings_and_name_the_top_edge
     planted = sorted(PLANTED, key=lambda e: -abs(PLANTED[e]))
     assert [r.split()[1] + "->" + r.split()[3] for r in rows[:7]] == planted
     assert len({r.index("*") for r in rows}) == 1                # an aligned table
-    assert "L1H3  routed('-'->D_value)" in text
+    heads = out[out.index(next(x for x in out if "heads in the circuit (3)" in x)) + 2:][:3]
+    assert [h.split()[:2] for h in heads] == [["L1H3", "4.100"], ["L0H1", "2.500"],
+                                               ["L0H2", "0.250"]]   # planted: summed |score|
+    assert heads[0].endswith("routed('-'->D_value)") and heads[2].endswith("(no label)")
     assert "heads q/k/v" in text and "12.0% -> 1.0%" in text
     assert "x, ^, =: not measured" in text
 

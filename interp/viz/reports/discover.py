@@ -105,6 +105,18 @@ def _guard(frame: pd.DataFrame, positions: str) -> dict:
     return out
 
 
+def _heads(frame: pd.DataFrame, heads: pd.DataFrame) -> list[dict]:
+    """The heads in the circuit, each with its label and the summed |score| of the circuit's
+    edges it sends or receives (its weight in the circuit), largest first."""
+    inc = frame[frame.in_circuit.astype(bool)]
+    node = inc.receiver.astype(str).str.replace(r"\.[qkv]$", "", regex=True)
+    weight = (inc.abs_score.groupby(inc.sender).sum().add(
+        inc.abs_score.groupby(node).sum(), fill_value=0.0))
+    rows = [{"node": r.node, "label": r.label if isinstance(r.label, str) else "",
+             "abs_score": float(weight.get(r.node, 0.0))} for r in heads.itertuples()]
+    return sorted(rows, key=lambda h: -h["abs_score"])
+
+
 def summary(res, checkpoint, extra: dict | None = None) -> dict:
     """The JSON of one result: the run (checkpoint, answer, positions, metric, ablation,
     pairs, m(full), m(empty) and their gap) and, under "methods", this method's circuit,
@@ -126,8 +138,7 @@ def summary(res, checkpoint, extra: dict | None = None) -> dict:
         "faithfulness": faith.to_dict(orient="records"),
         "top_edges": top[["rank", "edge", "sender", "receiver", "group", "score", "abs_score",
                           "in_circuit"]].to_dict(orient="records"),
-        "heads": [{"node": r.node, "label": r.label if isinstance(r.label, str) else ""}
-                  for r in heads.itertuples()],
+        "heads": _heads(frame, heads),
         "steps": getattr(res, "steps", None) if res.method == "eap-ig" else None,
         "guard": _guard(frame, res.positions),
         "compare": None if compare is None or not len(compare) else
@@ -271,8 +282,12 @@ def top_table(m: dict) -> list[str]:
 def heads_lines(m: dict) -> list[str]:
     if not m["heads"]:
         return ["    none"]
-    w = max(len(h["node"]) for h in m["heads"])
-    return [f"    {h['node']:<{w}}  {h['label'] or '(no label)'}" for h in m["heads"]]
+    w = max(len("head"), *(len(h["node"]) for h in m["heads"]))
+    d = decimals(*(h.get("abs_score") for h in m["heads"]))
+    s = max(len("|score|"), *(len(f"{h.get('abs_score') or 0:.{d}f}") for h in m["heads"]))
+    return [f"    {'head':<{w}}  {'|score|':>{s}}  label (|score|: the circuit's edges it sends "
+            "or receives)"] + [f"    {h['node']:<{w}}  {h.get('abs_score') or 0:>{s}.{d}f}  "
+                               f"{h['label'] or '(no label)'}" for h in m["heads"]]
 
 
 def compare_lines(m: dict) -> list[str]:
@@ -301,7 +316,8 @@ def lines(data: dict, width: int = WIDTH) -> list[str]:
         out.append(f"  {name}: top {len(m['top_edges'])} edges (score: the change of "
                    f"{data['metric']} when that edge alone is corrupted)")
         out += top_table(m)
-        out.append(f"  {name}: heads in the circuit ({len(m['heads'])}) and their labels")
+        out.append(f"  {name}: heads in the circuit ({len(m['heads'])}), largest |score| first, "
+                   "with their labels")
         out += heads_lines(m)
         if m.get("compare"):
             out.append(f"  {name}: agreement with exact per component type")
