@@ -3,7 +3,8 @@ its page, from a discovery result (any object with the attributes of
 `circuits.discovery.DiscoveryResult`: method, positions, metric, ablation, n_pairs, m_full,
 m_empty, cpr, cmd, circuit_f, circuit_edges, compare, frame(), nodes(), faithfulness(), and
 figure() where the result draws its own circuit). Pure: nothing here runs a model, prints or
-writes.
+writes. Over 400 lines: the JSON, the terminal and the page of one report are built from the
+same facts (the x/^/= count, the sizes, the tables) and are kept in one module.
 
 The JSON (`summary`) holds the run's facts once; `lines` and `page` are both made from it, so
 the terminal and the page say the same sentences. Several methods' summaries of one run merge
