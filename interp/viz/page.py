@@ -66,6 +66,41 @@ class Page:
         self.parts.append(circuitsvis_html(component, props, on_load=True))
         return self
 
+    # -- findings first, a table of contents, folded details (added for the circuit report)
+    def findings(self, lines: list[str], title: str = "Findings") -> "Page":
+        """The report's conclusions, first on the page: one paragraph per line (escaped),
+        indented as the terminal indents it, under the heading `title`."""
+        rows = []
+        for line in lines:
+            pad = (len(line) - len(line.lstrip(" "))) / 2
+            rows.append(f'<p style="margin:2px 0 2px {pad:g}em">{html.escape(line.strip())}</p>')
+        self.parts.append(f'<section class="findings" id="{anchor(title)}" style="background:'
+                          f'#f6f8fa;padding:4px 14px 10px;border-left:4px solid #2b6cb0">'
+                          f'<h2>{html.escape(title)}</h2>{"".join(rows)}</section>')
+        return self
+
+    def toc(self, titles: list[str]) -> "Page":
+        """A table of contents: links to the sections `titles` (added with `section`)."""
+        items = "".join(f'<li><a href="#{anchor(t)}">{html.escape(t)}</a></li>' for t in titles)
+        self.parts.append(f'<nav class="toc"><h2>Contents</h2><ul>{items}</ul></nav>')
+        return self
+
+    def section(self, text: str, level: int = 2) -> "Page":
+        """A heading that the table of contents links to (its id is `anchor(text)`)."""
+        self.parts.append(f'<h{level} id="{anchor(text)}">{html.escape(text)}</h{level}>')
+        return self
+
+    def details(self, summary: str, parts: "Page | list[str]") -> "Page":
+        """`parts` folded away under `summary` (escaped) in a <details> element: a Page
+        (its parts; its plotly and circuitsvis needs carry over) or HTML made by a Page."""
+        if isinstance(parts, Page):
+            self.uses_plotly |= parts.uses_plotly
+            self.uses_circuitsvis |= parts.uses_circuitsvis
+            parts = parts.parts
+        self.parts.append(f"<details><summary>{html.escape(summary)}</summary>"
+                          + "\n".join(parts) + "</details>")
+        return self
+
     def render(self) -> str:
         head = [f"<title>{html.escape(self.title)}</title>", '<meta charset="utf-8">',
                 "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
@@ -88,6 +123,13 @@ class Page:
         from interp.io import write_atomic
 
         return write_atomic(path, self.render())
+
+
+def anchor(text: str) -> str:
+    """The id of a section: its text in lower case, runs of other characters as one '-'."""
+    import re
+
+    return "s-" + (re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "section")
 
 
 def circuitsvis_html(component: str, props: dict, on_load: bool = True) -> str:
