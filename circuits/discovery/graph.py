@@ -9,7 +9,9 @@ Positions (`positions`):
 - "none": one edge per sender -> receiver, its weight shared by every position (group `*`).
 - "field": one edge per sender -> receiver per position group of the side the receiver
   reads (`interp.attention.groups.group_role(role, "field")`: `b_digit`, `b_sign` -> `b`; any
-  other role is its own group). The residual stream is position-wise, so an edge lives at one
+  other role is its own group). The solution's groups are marked `sol:` (`sol:=` is the
+  solution's '=', `=` the input's), so the input's `x ^ =` are never mixed with the
+  solution's. The residual stream is position-wise, so an edge lives at one
   group; attention carries information across groups inside a head. The logits read one
   position, so their edges exist only at the answer's group.
 """
@@ -68,7 +70,7 @@ class EdgeGraph:
                 self.groups[side] = ["*"]
                 self.pos_group[side] = torch.zeros(len(roles[side]), dtype=torch.long)
                 continue
-            labels = [group_role(r, "field") for r in roles[side]]
+            labels = _labels(roles[side], side)
             order = list(dict.fromkeys(labels))
             self.groups[side] = order
             self.pos_group[side] = torch.tensor([order.index(x) for x in labels])
@@ -162,6 +164,22 @@ class EdgeGraph:
 
     def block_of(self, t: int, g: int) -> _Block:
         return self._by_key[(t, g)]
+
+
+#: the prefix of the solution's position groups (`sol:=` is the solution's '=', `=` the input's)
+SOLUTION = "sol:"
+
+
+def _labels(roles: list[str], side: str) -> list[str]:
+    """The field group of each position, the solution's marked `sol:`: T5's decoder side,
+    and on a decoder-only prompt every position after the input's `<sep>`."""
+    labels = [group_role(r, "field") for r in roles]
+    if side == "tgt":
+        return [SOLUTION + x for x in labels]
+    if side == "seq" and "<sep>" in roles:
+        cut = roles.index("<sep>") + 1
+        return labels[:cut] + [SOLUTION + x for x in labels[cut:]]
+    return labels
 
 
 def _rtype(receiver: str) -> str:

@@ -51,8 +51,10 @@ def clean(obj):
 
 
 def base_group(group: str) -> str:
-    """A position group without a stack prefix ("enc:x" -> "x")."""
-    return str(group).rsplit(":", 1)[-1]
+    """A position group without a stack prefix ("enc:x" -> "x"); the solution's groups
+    (`sol:=`) keep theirs: they are not the input's x, ^ and =."""
+    g = str(group)
+    return g if g.startswith("sol:") else g.rsplit(":", 1)[-1]
 
 
 def _size_rows(faith: pd.DataFrame, target: float = TARGET):
