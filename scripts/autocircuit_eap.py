@@ -1,5 +1,7 @@
 """auto-circuit's EAP on quadratic-small, on the pairs `circuits.corrupt_pairs` makes, written
 with the circuit graph's edge names, to compare with `circuits.discover(..., method="eap")`.
+Over 400 lines for a reason: one file must import in both venvs (the project's and
+auto-circuit's), and the oracle that checks auto-circuit lives beside the code it checks.
 
 auto-circuit (1.0.1, the package index's latest) needs TransformerLens 2.x, so it runs in a
 venv of its own, never the project's; the pairs cross over as a safetensors file:
@@ -166,52 +168,143 @@ def logits_check(model, hf, t) -> dict:
             "max_abs_vs_project_bridge": float((ours[:, pos] - t["ref_logits"]).abs().max())}
 
 
-def hand_eap(model, t) -> dict[str, float]:
-    """The oracle: EAP of every edge straight from TransformerLens caches, contract names,
-    contract sign (change of the mean logit difference when the edge is corrupted)."""
-    import torch
-
-    L, H = model.cfg.n_layers, model.cfg.n_heads
+def sites(n_layers: int, n_heads: int):
+    """Contract node -> (TransformerLens hook, head index or None): (senders, receivers)."""
     send = {"input": ("blocks.0.hook_resid_pre", None)}
-    recv = {"logits": (f"blocks.{L - 1}.hook_resid_post", None)}
-    for layer in range(L):
-        for h in range(H):
+    recv = {"logits": (f"blocks.{n_layers - 1}.hook_resid_post", None)}
+    for layer in range(n_layers):
+        for h in range(n_heads):
             send[f"L{layer}H{h}"] = (f"blocks.{layer}.attn.hook_result", h)
             for x in "qkv":
                 recv[f"L{layer}H{h}.{x}"] = (f"blocks.{layer}.hook_{x}_input", h)
         send[f"MLP{layer}"] = (f"blocks.{layer}.hook_mlp_out", None)
         recv[f"MLP{layer}"] = (f"blocks.{layer}.hook_mlp_in", None)
-    names = {n for n, _ in send.values()} | {n for n, _ in recv.values()}
+    return send, recv
+
+
+def _part(cache, name, h):
+    return cache[name] if h is None else cache[name][:, :, h]
+
+
+def _metric(logits, t):
+    """The mean logit difference (clean answer token minus corrupted one) at answer_pos."""
+    import torch
+
+    last = logits[:, int(t["answer_pos"])]
+    rows = torch.arange(last.shape[0])
+    return (last[rows, t["clean_token"]] - last[rows, t["corrupt_token"]]).mean()
+
+
+class HandEAP:
+    """The oracle, from TransformerLens caches alone (no auto-circuit code): each edge's EAP
+    (the receiver's input gradient on the clean run dotted with the sender's corrupted-minus-
+    clean output, summed over positions; the gradient of the mean holds the 1/n), and the
+    metric with the receiver's input moved by alpha times that difference (alpha = 1: the
+    exact edge patch; small alpha: a finite-difference check of the gradient). Contract
+    names and sign (change of the mean logit difference)."""
+
+    def __init__(self, model, t):
+        import torch
+
+        self.model, self.t = model, t
+        self.send, self.recv = sites(model.cfg.n_layers, model.cfg.n_heads)
+        names = {n for n, _ in self.send.values()} | {n for n, _ in self.recv.values()}
+        with torch.no_grad():
+            _, self.bad = model.run_with_cache(t["corrupt"], names_filter=lambda n: n in names)
+        self.acts, self.grads = {}, {}
+
+        def keep(act, hook):
+            if not act.requires_grad:                  # the weights are frozen: first hook
+                act = act.detach().clone().requires_grad_(True)
+            act.register_hook(lambda g: self.grads.__setitem__(hook.name, g.detach()))
+            self.acts[hook.name] = act.detach()
+            return act
+
+        with torch.enable_grad():
+            logits = model.run_with_hooks(t["clean"], fwd_hooks=[(lambda n: n in names, keep)])
+            m = _metric(logits, t)
+            m.backward()
+        self.m_clean = float(m.detach())
+
+    def delta(self, sender):
+        name, h = self.send[sender]
+        return _part(self.bad, name, h) - _part(self.acts, name, h)
+
+    def eap(self, edge: str) -> float:
+        s, r = edge.split("->")
+        name, h = self.recv[r]
+        return float((_part(self.grads, name, h) * self.delta(s)).sum())
+
+    def moved(self, edge: str, alpha: float = 1.0) -> float:
+        """m(receiver input + alpha * delta) - m(clean)."""
+        import torch
+
+        s, r = edge.split("->")
+        name, h = self.recv[r]
+        d = alpha * self.delta(s)
+
+        def add(act, hook):
+            act = act.clone()
+            if h is None:
+                act += d
+            else:
+                act[:, :, h] += d
+            return act
+
+        with torch.no_grad():
+            logits = self.model.run_with_hooks(self.t["clean"], fwd_hooks=[(name, add)])
+        return float(_metric(logits, self.t)) - self.m_clean
+
+
+def ac_exact(pm, t, edges) -> dict:
+    """auto-circuit's own edge patching: each edge alone takes the corrupted run's sender
+    output (its patch_mode with that edge's mask at 1); metric change from the clean run."""
+    import torch
+    from auto_circuit.types import AblationType
+    from auto_circuit.utils.ablation_activations import src_ablations
+    from auto_circuit.utils.graph_utils import patch_mode, set_all_masks
+
     with torch.no_grad():
-        _, bad = model.run_with_cache(t["corrupt"], names_filter=lambda n: n in names)
-    acts, grads = {}, {}
+        outs = src_ablations(pm, t["corrupt"], AblationType.RESAMPLE)
+        set_all_masks(pm, 0.0)
+        base = float(_metric(pm(t["clean"]), t))
+        res = {}
+        for e in edges:
+            set_all_masks(pm, 0.0)
+            e.patch_mask(pm).data[e.patch_idx] = 1.0
+            with patch_mode(pm, outs):
+                res[e] = float(_metric(pm(t["clean"]), t)) - base
+        set_all_masks(pm, 0.0)
+    return res
 
-    def keep(act, hook):
-        if not act.requires_grad:                  # the weights are frozen: the first hook
-            act = act.detach().clone().requires_grad_(True)
-        act.register_hook(lambda g: grads.__setitem__(hook.name, g.detach()))
-        acts[hook.name] = act.detach()
-        return act
 
-    with torch.enable_grad():
-        logits = model.run_with_hooks(t["clean"], fwd_hooks=[(lambda n: n in names, keep)])
-        last = logits[:, int(t["answer_pos"])]
-        rows = torch.arange(last.shape[0])
-        (last[rows, t["clean_token"]] - last[rows, t["corrupt_token"]]).mean().backward()
+def kind(node: str) -> str:
+    """Component type of a receiver, for the per-type correlations."""
+    return {"q": "q", "k": "k", "v": "v"}.get(node[-1], "") if "." in node else \
+        ("logits" if node == "logits" else "mlp")
 
-    def part(cache, name, h):
-        return cache[name] if h is None else cache[name][:, :, h]
+
+def correlations(rows, key="exact", k=20) -> dict:
+    """Spearman of score against `key` over every edge and per receiver type, and the
+    top-k recall (|score|'s top k among |key|'s top k)."""
+    from scipy.stats import spearmanr
 
     out = {}
-    for edge in contract_edges(L, H):
-        s, r = edge.split("->")
-        (sn, sh), (rn, rh) = send[s], recv[r]
-        delta = part(bad, sn, sh) - part(acts, sn, sh)
-        out[edge] = float((part(grads, rn, rh) * delta).sum())   # the grad holds the 1/n
+    for name in ("all", "q", "k", "v", "mlp", "logits"):
+        sub = [r for r in rows if name == "all" or kind(r["receiver"]) == name]
+        out[name] = {"edges": len(sub), "spearman": float(spearmanr(
+            [r["score"] for r in sub], [r[key] for r in sub]).statistic)}
+    top = {r["edge"] for r in sorted(rows, key=lambda r: -abs(r[key]))[:k]}
+    mine = {r["edge"] for r in sorted(rows, key=lambda r: -r["abs_score"])[:k]}
+    out[f"top{k}_recall"] = len(top & mine) / k
     return out
 
 
 def score(a) -> int:
+    import contextlib
+    import importlib.metadata as md
+    import io
+
     import torch
 
     torch.set_num_threads(a.threads)
@@ -236,7 +329,7 @@ def score(a) -> int:
     model.set_use_attn_result(True)                     # auto-circuit's graph needs these
     model.set_use_split_qkv_input(True)
     model.set_use_hook_mlp_in(True)
-    oracle = None if a.no_check else hand_eap(model, t)
+    hand = None if a.no_check else HandEAP(model, t)
     t0 = time.perf_counter()
     pm = patchable_model(model, factorized=True, slice_output="last_seq", seq_len=None,
                          separate_qkv=True, device=torch.device("cpu"))
@@ -248,26 +341,22 @@ def score(a) -> int:
     times, scores = [], None
     for _ in range(a.repeats + 1):                     # the first run warms up, untimed
         t0 = time.perf_counter()
-        scores = mask_gradient_prune_scores(pm, dl, None, grad_function="logit",
-                                            answer_function="avg_diff", mask_val=0.0)
+        with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+            scores = mask_gradient_prune_scores(pm, dl, None, grad_function="logit",
+                                                answer_function="avg_diff", mask_val=0.0)
         times.append(time.perf_counter() - t0)
     times = times[1:]
 
-    rows = []
+    rows, by_edge = [], {}
     for e in pm.edges:
         s, r = contract_node(e.src.name, False), contract_node(e.dest.name, True)
         ac = float(e.prune_score(scores))
         rows.append({"edge": f"{s}->{r}", "sender": s, "receiver": r, "group": "*",
                      "score": -ac, "ac_score": ac, "abs_score": abs(ac)})
+        by_edge[rows[-1]["edge"]] = e
     rows.sort(key=lambda r: (-r["abs_score"], r["edge"]))
     expected = set(contract_edges(model.cfg.n_layers, model.cfg.n_heads))
     got = {r["edge"] for r in rows}
-    with open(a.out, "w") as f:
-        f.write("edge,sender,receiver,group,score,ac_score,abs_score,rank\n")
-        for i, r in enumerate(rows, 1):
-            f.write(f"{r['edge']},{r['sender']},{r['receiver']},{r['group']},{r['score']!r},"
-                    f"{r['ac_score']!r},{r['abs_score']!r},{i}\n")
-    import importlib.metadata as md
     summary = {
         "versions": {p: md.version(p) for p in ("auto-circuit", "transformer-lens",
                                                  "transformers", "torch")},
@@ -275,28 +364,63 @@ def score(a) -> int:
         "edges": len(rows), "contract_edges": len(expected),
         "edges_missing": sorted(expected - got), "edges_extra": sorted(got - expected),
         "logits_check": check, "wrap_s": t_wrap, "score_s_median": statistics.median(times),
-        "score_s_all": times, "mean_logit_diff_clean": None,
-        "max_abs_vs_hand_eap": None if oracle is None else
-        max(abs(r["score"] - oracle[r["edge"]]) for r in rows if r["edge"] in oracle),
-        "max_abs_score": rows[0]["abs_score"]}
-    last = hf(t["clean"]).logits[:, -1].detach()
-    idx = torch.arange(n)
-    summary["mean_logit_diff_clean"] = float(
-        (last[idx, t["clean_token"]] - last[idx, t["corrupt_token"]]).mean())
+        "score_s_all": times, "max_abs_score": rows[0]["abs_score"]}
+    if hand is not None:
+        summary["mean_logit_diff_clean"] = hand.m_clean
+        summary["max_abs_vs_hand_eap"] = max(abs(r["score"] - hand.eap(r["edge"]))
+                                             for r in rows)
+        fd = [(hand.moved(r["edge"], 1e-2) - hand.moved(r["edge"], -1e-2)) / 2e-2
+              for r in rows[:5]]
+        summary["hand_eap_vs_finite_difference_top5"] = [
+            [r["edge"], hand.eap(r["edge"]), d] for r, d in zip(rows[:5], fd)]
+    if a.exact:
+        t0 = time.perf_counter()
+        ex = ac_exact(pm, t, list(by_edge.values()))
+        summary["exact_s"] = time.perf_counter() - t0
+        for r in rows:
+            r["exact"] = ex[by_edge[r["edge"]]]
+        summary["eap_vs_exact"] = correlations(rows)
+        if hand is not None:
+            summary["max_abs_exact_vs_hand_patch_top5"] = max(
+                abs(r["exact"] - hand.moved(r["edge"])) for r in rows[:5])
+    cols = ["edge", "sender", "receiver", "group", "score", "ac_score", "abs_score", "rank"] + \
+        (["exact"] if a.exact else [])
+    with open(a.out, "w") as f:
+        f.write(",".join(cols) + "\n")
+        for i, r in enumerate(rows, 1):
+            r["rank"] = i
+            f.write(",".join(repr(r[c]) if isinstance(r[c], float) else str(r[c])
+                             for c in cols) + "\n")
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"auto-circuit {summary['versions']['auto-circuit']} EAP: {len(rows)} edges "
-          f"(contract: {len(expected)}, missing {len(summary['edges_missing'])}, extra "
-          f"{len(summary['edges_extra'])}), {n} pairs x {t['clean'].shape[1]} tokens")
-    print(f"scoring {summary['score_s_median']:.3f} s (median of {a.repeats}, {a.threads} "
-          f"thread(s); wrapping the model {t_wrap:.3f} s, once)")
-    if oracle is not None:
-        print(f"largest |auto-circuit - hand EAP| {summary['max_abs_vs_hand_eap']:.1e} "
-              f"(largest |score| {summary['max_abs_score']:.3f})")
-    print("top edges (score = change of the logit difference when corrupted):")
-    for r in rows[:10]:
-        print(f"  {r['edge']:22s} {r['score']:+.4f}")
+    report(summary, rows)
     return 0
+
+
+def report(s: dict, rows: list) -> None:
+    print(f"auto-circuit {s['versions']['auto-circuit']} EAP: {s['edges']} edges (contract: "
+          f"{s['contract_edges']}, missing {len(s['edges_missing'])}, extra "
+          f"{len(s['edges_extra'])}), {s['pairs']} pairs x {s['positions']} tokens")
+    print(f"scoring {s['score_s_median']:.3f} s (median of {len(s['score_s_all'])}, "
+          f"{s['threads']} thread(s); wrapping the model {s['wrap_s']:.3f} s, once)")
+    if "max_abs_vs_hand_eap" in s:
+        print(f"largest |auto-circuit - hand EAP| {s['max_abs_vs_hand_eap']:.1e} (largest "
+              f"|score| {s['max_abs_score']:.3f}); hand EAP vs finite difference, top 5: " +
+              ", ".join(f"{e} {g:+.3f}/{d:+.3f}"
+                        for e, g, d in s["hand_eap_vs_finite_difference_top5"]))
+    if "eap_vs_exact" in s:
+        c = s["eap_vs_exact"]
+        print(f"auto-circuit exact edge patching {s['exact_s']:.1f} s; Spearman(EAP, exact): " +
+              ", ".join(f"{k} {v['spearman']:.2f} ({v['edges']})" for k, v in c.items()
+                        if isinstance(v, dict)) + f"; top-20 recall {c['top20_recall']:.2f}")
+        if "max_abs_exact_vs_hand_patch_top5" in s:
+            print(f"largest |auto-circuit exact - hand patch| over the top 5: "
+                  f"{s['max_abs_exact_vs_hand_patch_top5']:.1e}")
+    print("top edges (score = change of the logit difference when corrupted"
+          + (", then exact" if "eap_vs_exact" in s else "") + "):")
+    for r in rows[:10]:
+        print(f"  {r['edge']:22s} {r['score']:+.4f}" +
+              (f"  {r['exact']:+.4f}" if "exact" in r else ""))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -318,6 +442,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-check", action="store_true", help="skip the hand-EAP oracle")
+    s.add_argument("--exact", action="store_true",
+                   help="also auto-circuit's exact edge patching (one run per edge)")
     return p
 
 
