@@ -53,6 +53,13 @@ class UsageError(Exception):
     """Bad input: printed as one `error: ...` line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage block left out)."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def contract_node(name: str, receiver: bool) -> str:
     """auto-circuit's node name -> the circuit graph's: "Resid Start" -> input, "A1.2" ->
     L1H2, "A1.2.Q" -> L1H2.q, "MLP 3" -> MLP3, "Resid End" -> logits."""
@@ -316,9 +323,13 @@ def score(a) -> int:
     if int(t["answer_pos"]) != t["clean"].shape[1] - 1:
         raise UsageError("auto-circuit reads the last position; these pairs' answer_pos is "
                          f"{int(t['answer_pos'])} of {t['clean'].shape[1]}")
-    from auto_circuit.data import PromptDataLoader, PromptDataset
-    from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
-    from auto_circuit.utils.graph_utils import patchable_model
+    try:
+        from auto_circuit.data import PromptDataLoader, PromptDataset
+        from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
+        from auto_circuit.utils.graph_utils import patchable_model
+    except ImportError as e:
+        raise UsageError(f"auto-circuit does not import in this Python ({e}); run `score` "
+                         "with auto-circuit's own venv (docs/autocircuit.md)") from None
 
     model, hf = hooked_from_hf(folder)
     check = logits_check(model, hf, t)
@@ -424,8 +435,7 @@ def report(s: dict, rows: list) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("dump", help="write the pairs (project venv)")
     d.add_argument("checkpoint", nargs="?", default="quadratic-small")
@@ -448,10 +458,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = parser().parse_args(argv)
     try:
+        a = parser().parse_args(argv)
         if a.cmd == "score" and (a.repeats < 1 or a.threads < 1):
             raise UsageError("--repeats and --threads must be at least 1")
+        out = Path(a.out).parent
+        if not out.is_dir():
+            raise UsageError(f"no folder {str(out)!r} for --out")
         return dump(a) if a.cmd == "dump" else score(a)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
