@@ -9,8 +9,10 @@ venv of its own, never the project's; the pairs cross over as a safetensors file
     python scripts/autocircuit_eap.py dump --n 32 --seed 0 --out pairs.safetensors
         (the project's venv: builds the pairs and the project model's clean logits)
     python scripts/autocircuit_eap.py score --pairs pairs.safetensors --out ac_eap.csv
-        [--json ac_eap.json] [--repeats 5] [--threads 1] [--no-check]
+        [--json ac_eap.json] [--repeats 5] [--threads 1] [--no-check] [--exact]
         (auto-circuit's venv; docs/autocircuit.md says how to make it)
+    python scripts/autocircuit_eap.py compare OURS.csv ac_eap.csv [--k 20]
+        (either venv: two CSVs with `edge` and `score` columns, e.g. DiscoveryResult.frame())
 
 `score` loads the checkpoint folder's HF GPT-2 weights into a `HookedTransformer` (no
 folding or centring), checks its logits against HF's own model and against the project's
@@ -291,16 +293,38 @@ def kind(node: str) -> str:
         ("logits" if node == "logits" else "mlp")
 
 
+def _ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Pearson's correlation of the ranks (nan when either side is constant)."""
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return sxy / (sxx * syy) ** 0.5 if sxx and syy else float("nan")
+
+
 def correlations(rows, key="exact", k=20) -> dict:
     """Spearman of score against `key` over every edge and per receiver type, and the
     top-k recall (|score|'s top k among |key|'s top k)."""
-    from scipy.stats import spearmanr
-
     out = {}
     for name in ("all", "q", "k", "v", "mlp", "logits"):
         sub = [r for r in rows if name == "all" or kind(r["receiver"]) == name]
-        out[name] = {"edges": len(sub), "spearman": float(spearmanr(
-            [r["score"] for r in sub], [r[key] for r in sub]).statistic)}
+        out[name] = {"edges": len(sub), "spearman": spearman([r["score"] for r in sub],
+                                                             [r[key] for r in sub])}
     top = {r["edge"] for r in sorted(rows, key=lambda r: -abs(r[key]))[:k]}
     mine = {r["edge"] for r in sorted(rows, key=lambda r: -r["abs_score"])[:k]}
     out[f"top{k}_recall"] = len(top & mine) / k
@@ -434,6 +458,40 @@ def report(s: dict, rows: list) -> None:
               (f"  {r['exact']:+.4f}" if "exact" in r else ""))
 
 
+def read_scores(path: str, column: str = "score") -> dict[str, float]:
+    """edge -> column of a CSV with `edge` and that column (this script's, or
+    `DiscoveryResult.frame()` written at positions none)."""
+    import csv
+
+    if not Path(path).is_file():
+        raise UsageError(f"no CSV {path!r}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "edge" not in rows[0] or column not in rows[0]:
+        raise UsageError(f"{path!r} has no rows with `edge` and `{column}` columns")
+    return {r["edge"]: float(r[column]) for r in rows}
+
+
+def compare(a) -> int:
+    """Two edge-score CSVs on the same graph: edges in common, largest difference, Spearman
+    over all edges and per receiver type, top-k recall of `theirs` against `ours`."""
+    ours, theirs = read_scores(a.ours), read_scores(a.theirs)
+    common = sorted(set(ours) & set(theirs))
+    if not common:
+        raise UsageError("the two CSVs share no edge name")
+    rows = [{"edge": e, "receiver": e.split("->")[1], "score": theirs[e],
+             "abs_score": abs(theirs[e]), "ours": ours[e]} for e in common]
+    c = correlations(rows, key="ours", k=a.k)
+    diff = max(abs(r["score"] - r["ours"]) for r in rows)
+    scale = max(abs(r["ours"]) for r in rows)
+    print(f"{len(common)} edges in common ({len(ours)} in {a.ours}, {len(theirs)} in "
+          f"{a.theirs}); largest |difference| {diff:.2e} (largest |score| {scale:.3f})")
+    print("Spearman: " + ", ".join(f"{k} {v['spearman']:.4f} ({v['edges']})"
+                                   for k, v in c.items() if isinstance(v, dict)) +
+          f"; top-{a.k} recall {c[f'top{a.k}_recall']:.2f}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -454,6 +512,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-check", action="store_true", help="skip the hand-EAP oracle")
     s.add_argument("--exact", action="store_true",
                    help="also auto-circuit's exact edge patching (one run per edge)")
+    c = sub.add_parser("compare", help="two edge-score CSVs on the same graph")
+    c.add_argument("ours")
+    c.add_argument("theirs")
+    c.add_argument("--k", type=int, default=20, help="top-k recall (default 20)")
     return p
 
 
@@ -462,6 +524,10 @@ def main(argv=None) -> int:
         a = parser().parse_args(argv)
         if a.cmd == "score" and (a.repeats < 1 or a.threads < 1):
             raise UsageError("--repeats and --threads must be at least 1")
+        if a.cmd == "compare":
+            if a.k < 1:
+                raise UsageError(f"--k must be at least 1, got {a.k}")
+            return compare(a)
         out = Path(a.out).parent
         if not out.is_dir():
             raise UsageError(f"no folder {str(out)!r} for --out")

@@ -131,3 +131,33 @@ def test_score_without_auto_circuit_says_which_python(tmp_path):
     proc = _run("score", "--pairs", "p.safetensors", "--out", "s.csv", cwd=tmp_path)
     one_line(proc.returncode, proc.stderr, "auto-circuit", "venv")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_spearman_matches_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(0)
+    for n in (5, 40):
+        x = torch.randint(0, 6, (n,), generator=g).tolist()      # many ties
+        y = (torch.randn(n, generator=g) + torch.tensor(x)).tolist()
+        assert abs(ac.spearman(x, y) - spearmanr(x, y).statistic) < 1e-12
+    assert ac.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_compare_reads_two_csvs_by_edge_name(tmp_path):
+    edges = ac.contract_edges(2, 2)
+    ours = {e: float(i) for i, e in enumerate(edges)}
+    theirs = {e: -float(i) if e.endswith("logits") else float(i) for i, e in enumerate(edges)}
+    (tmp_path / "a.csv").write_text("edge,score\n" + "".join(f"{e},{v}\n" for e, v in
+                                                              reversed(ours.items())))
+    (tmp_path / "b.csv").write_text("score,edge,rank\n" + "".join(
+        f"{v},{e},0\n" for e, v in theirs.items()))
+    proc = _run("compare", "a.csv", "b.csv", "--k", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    n_logits = sum(e.endswith("logits") for e in edges)
+    assert f"{len(edges)} edges in common" in proc.stdout
+    assert "logits -1.0000" in proc.stdout and "mlp 1.0000" in proc.stdout
+    # the 3 largest |score| are the last 3 edges in both (the logits ones, sign aside)
+    assert "top-3 recall 1.00" in proc.stdout and n_logits >= 3
+    proc = _run("compare", "a.csv", "none.csv", cwd=tmp_path)
+    one_line(proc.returncode, proc.stderr, "none.csv")
