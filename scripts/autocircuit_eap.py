@@ -11,7 +11,10 @@ venv of its own, never the project's; the pairs cross over as a safetensors file
     python scripts/autocircuit_eap.py score --pairs pairs.safetensors --out ac_eap.csv
         [--json ac_eap.json] [--repeats 5] [--threads 1] [--no-check] [--exact]
         (auto-circuit's venv; docs/autocircuit.md says how to make it)
-    python scripts/autocircuit_eap.py compare OURS.csv ac_eap.csv [--k 20]
+    python scripts/autocircuit_eap.py ours --pairs pairs.safetensors --out ours.csv
+        [--method eap] [--repeats 5] [--threads 1]
+        (the project's venv: circuits.discovery's scores on the same pairs, timed alike)
+    python scripts/autocircuit_eap.py compare ours.csv ac_eap.csv [--k 20]
         (either venv: two CSVs with `edge` and `score` columns, e.g. DiscoveryResult.frame())
 
 `score` loads the checkpoint folder's HF GPT-2 weights into a `HookedTransformer` (no
@@ -125,6 +128,48 @@ def dump(a) -> int:
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, a.out, metadata=meta)
     print(f"{pairs.n} pairs of {pairs.clean['seq'].shape[1]} tokens, answer {pairs.answer!r} "
           f"at position {pairs.answer_pos} -> {a.out}")
+    return 0
+
+
+def ours(a) -> int:
+    """`circuits.discovery`'s scores on the dumped pairs (rebuilt from the dump's settings
+    and checked equal), positions none, timed like `score`: the graph built once, then
+    the clean and corrupted runs plus the method (median of --repeats after a warm-up)."""
+    import torch
+
+    from circuits.patching import corrupt_pairs
+    from interp.models import load_checkpoint
+
+    try:
+        from circuits.discovery.graph import EdgeGraph
+        from circuits.discovery.model import GraphModel
+        from circuits.discovery.scores import prepare, score as scores_of
+    except ImportError as e:
+        raise UsageError(f"circuits.discovery does not import here ({e}); `ours` needs "
+                         "the project's circuit engine") from None
+    torch.set_num_threads(a.threads)
+    t, meta = load_pairs(a.pairs)
+    ckpt = load_checkpoint(meta.get("checkpoint", "quadratic-small"))
+    bridge = ckpt.bridge()
+    pairs = corrupt_pairs(bridge, ckpt.task, n=int(meta.get("n", t["clean"].shape[0])),
+                          field=meta.get("corrupt") or None, answer=meta.get("answer"),
+                          seed=int(meta.get("seed", 0)))
+    if not (torch.equal(pairs.clean["seq"], t["clean"]) and
+            torch.equal(pairs.corrupt["seq"], t["corrupt"])):
+        raise UsageError(f"{a.pairs!r} is not what corrupt_pairs gives for its settings")
+    gm = GraphModel(bridge, {s: v.shape[1] for s, v in pairs.clean.items()})
+    graph = EdgeGraph(gm, pairs.roles, "none", pairs.answer_pos)
+    times = []
+    for _ in range(a.repeats + 1):
+        t0 = time.perf_counter()
+        sc = scores_of(prepare(gm, graph, pairs), a.method)
+        times.append(time.perf_counter() - t0)
+    with open(a.out, "w") as f:
+        f.write("edge,score\n" + "".join(f"{e},{float(v)!r}\n"
+                                         for e, v in zip(graph.names, sc)))
+    print(f"circuits.discovery {a.method}: {graph.n_edges} edges, {pairs.n} pairs; "
+          f"{statistics.median(times[1:]):.3f} s (median of {a.repeats}, {a.threads} "
+          f"thread(s)) -> {a.out}")
     return 0
 
 
@@ -512,6 +557,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-check", action="store_true", help="skip the hand-EAP oracle")
     s.add_argument("--exact", action="store_true",
                    help="also auto-circuit's exact edge patching (one run per edge)")
+    o = sub.add_parser("ours", help="circuits.discovery's scores on the pairs (project venv)")
+    o.add_argument("--pairs", required=True)
+    o.add_argument("--out", required=True)
+    o.add_argument("--method", default="eap", choices=("eap", "eap-ig", "exact"))
+    o.add_argument("--repeats", type=int, default=5)
+    o.add_argument("--threads", type=int, default=1)
     c = sub.add_parser("compare", help="two edge-score CSVs on the same graph")
     c.add_argument("ours")
     c.add_argument("theirs")
@@ -522,7 +573,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         a = parser().parse_args(argv)
-        if a.cmd == "score" and (a.repeats < 1 or a.threads < 1):
+        if a.cmd in ("score", "ours") and (a.repeats < 1 or a.threads < 1):
             raise UsageError("--repeats and --threads must be at least 1")
         if a.cmd == "compare":
             if a.k < 1:
@@ -531,7 +582,7 @@ def main(argv=None) -> int:
         out = Path(a.out).parent
         if not out.is_dir():
             raise UsageError(f"no folder {str(out)!r} for --out")
-        return dump(a) if a.cmd == "dump" else score(a)
+        return {"dump": dump, "score": score, "ours": ours}[a.cmd](a)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -161,3 +161,16 @@ def test_compare_reads_two_csvs_by_edge_name(tmp_path):
     assert "top-3 recall 1.00" in proc.stdout and n_logits >= 3
     proc = _run("compare", "a.csv", "none.csv", cwd=tmp_path)
     one_line(proc.returncode, proc.stderr, "none.csv")
+
+
+def test_ours_names_every_contract_edge_once(tmp_path):
+    """`ours` runs circuits.discovery on the dumped pairs: its edge names must be exactly the
+    contract's 479 (the closed form above), so the two CSVs line up edge by edge."""
+    pytest.importorskip("circuits.discovery")
+    assert _run("dump", "--n", "4", "--out", "p.safetensors", cwd=tmp_path).returncode == 0
+    proc = _run("ours", "--pairs", "p.safetensors", "--out", "o.csv", "--repeats", "1",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    scores = ac.read_scores(str(tmp_path / "o.csv"))
+    assert sorted(scores) == sorted(ac.contract_edges(4, 4))
+    assert any(v != 0 for v in scores.values())
