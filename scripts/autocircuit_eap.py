@@ -98,6 +98,15 @@ def contract_edges(n_layers: int, n_heads: int, mlps: bool = True) -> list[str]:
     return out + [f"{s}->logits" for s in senders]
 
 
+def field_edges(n_layers: int, n_heads: int, groups: list[str], answer_group: str,
+                mlps: bool = True) -> list[str]:
+    """The contract's edges at positions field: every edge at every group, except the
+    logits', which read one position and live at the answer's group only."""
+    order = list(dict.fromkeys(groups))
+    return [f"{e}@{g}" for e in contract_edges(n_layers, n_heads, mlps)
+            for g in ([answer_group] if e.endswith("->logits") else order)]
+
+
 # ---------------------------------------------------------------- dump (project venv)
 
 def dump(a) -> int:
@@ -126,8 +135,11 @@ def dump(a) -> int:
                "answer_pos": torch.tensor(pairs.answer_pos),
                "clean_token": pairs.clean_token, "corrupt_token": pairs.corrupt_token,
                "ref_logits": logits[:, pairs.answer_pos].float()}
+    from interp.attention.groups import group_role
+
     meta = {"checkpoint": a.checkpoint, "corrupt": a.corrupt or "", "answer": pairs.answer,
-            "n": str(pairs.n), "seed": str(a.seed)}
+            "n": str(pairs.n), "seed": str(a.seed),
+            "groups": json.dumps([group_role(r, "field") for r in pairs.roles["seq"]])}
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, a.out, metadata=meta)
     print(f"{pairs.n} pairs of {pairs.clean['seq'].shape[1]} tokens, answer {pairs.answer!r} "
           f"at position {pairs.answer_pos} -> {a.out}")
@@ -136,7 +148,7 @@ def dump(a) -> int:
 
 def ours(a) -> int:
     """`circuits.discovery`'s scores on the dumped pairs (rebuilt from the dump's settings
-    and checked equal), positions none, timed like `score`: the graph built once, then
+    and checked equal), positions none or field, timed like `score`: the graph built once, then
     the clean and corrupted runs plus the method (median of --repeats after a warm-up)."""
     import torch
 
@@ -161,7 +173,7 @@ def ours(a) -> int:
             torch.equal(pairs.corrupt["seq"], t["corrupt"])):
         raise UsageError(f"{a.pairs!r} is not what corrupt_pairs gives for its settings")
     gm = GraphModel(bridge, {s: v.shape[1] for s, v in pairs.clean.items()})
-    graph = EdgeGraph(gm, pairs.roles, "none", pairs.answer_pos)
+    graph = EdgeGraph(gm, pairs.roles, a.positions, pairs.answer_pos)
     times = []
     for _ in range(a.repeats + 1):
         t0 = time.perf_counter()
@@ -170,7 +182,8 @@ def ours(a) -> int:
     with open(a.out, "w") as f:
         f.write("edge,score\n" + "".join(f"{e},{float(v)!r}\n"
                                          for e, v in zip(graph.names, sc)))
-    print(f"circuits.discovery {a.method}: {graph.n_edges} edges, {pairs.n} pairs; "
+    print(f"circuits.discovery {a.method}, positions {a.positions}: {graph.n_edges} edges, "
+          f"{pairs.n} pairs; "
           f"{statistics.median(times[1:]):.3f} s (median of {a.repeats}, {a.threads} "
           f"thread(s)) -> {a.out}")
     return 0
@@ -260,10 +273,10 @@ class HandEAP:
     exact edge patch; small alpha: a finite-difference check of the gradient). Contract
     names and sign (change of the mean logit difference)."""
 
-    def __init__(self, model, t):
+    def __init__(self, model, t, groups=None):
         import torch
 
-        self.model, self.t = model, t
+        self.model, self.t, self.groups = model, t, groups
         self.send, self.recv = sites(model.cfg.n_layers, model.cfg.n_heads)
         names = {n for n, _ in self.send.values()} | {n for n, _ in self.recv.values()}
         with torch.no_grad():
@@ -287,18 +300,29 @@ class HandEAP:
         name, h = self.send[sender]
         return _part(self.bad, name, h) - _part(self.acts, name, h)
 
-    def eap(self, edge: str) -> float:
+    def _split(self, edge: str):
+        """(sender, receiver, position mask or None) of `S->R` or `S->R@GROUP`."""
+        import torch
+
+        edge, _, group = edge.partition("@")
         s, r = edge.split("->")
+        mask = None if not group else \
+            torch.tensor([g == group for g in self.groups], dtype=torch.float32)[:, None]
+        return s, r, mask
+
+    def eap(self, edge: str) -> float:
+        s, r, mask = self._split(edge)
         name, h = self.recv[r]
-        return float((_part(self.grads, name, h) * self.delta(s)).sum())
+        d = self.delta(s) if mask is None else self.delta(s) * mask
+        return float((_part(self.grads, name, h) * d).sum())
 
     def moved(self, edge: str, alpha: float = 1.0) -> float:
         """m(receiver input + alpha * delta) - m(clean)."""
         import torch
 
-        s, r = edge.split("->")
+        s, r, mask = self._split(edge)
         name, h = self.recv[r]
-        d = alpha * self.delta(s)
+        d = alpha * (self.delta(s) if mask is None else self.delta(s) * mask)
 
         def add(act, hook):
             act = act.clone()
@@ -358,6 +382,8 @@ def _ranks(values: list[float]) -> list[float]:
 
 def spearman(x: list[float], y: list[float]) -> float:
     """Pearson's correlation of the ranks (nan when either side is constant)."""
+    if len(x) < 2:
+        return float("nan")
     rx, ry = _ranks(x), _ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
@@ -392,9 +418,16 @@ def score(a) -> int:
         ROOT / "interp" / "checkpoints" / meta.get("checkpoint", "quadratic-small")
     if not (folder / "config.json").is_file():
         raise UsageError(f"no HF checkpoint folder {str(folder)!r}; give --checkpoint DIR")
-    if int(t["answer_pos"]) != t["clean"].shape[1] - 1:
+    T = t["clean"].shape[1]
+    if int(t["answer_pos"]) != T - 1:
         raise UsageError("auto-circuit reads the last position; these pairs' answer_pos is "
-                         f"{int(t['answer_pos'])} of {t['clean'].shape[1]}")
+                         f"{int(t['answer_pos'])} of {T}")
+    field = a.positions == "field"
+    if field and a.exact:
+        raise UsageError("--exact runs at --positions none only (one pass per edge)")
+    groups = json.loads(meta["groups"]) if field and "groups" in meta else None
+    if field and (groups is None or len(groups) != T):
+        raise UsageError(f"{a.pairs!r} has no field groups; dump it again")
     try:
         from auto_circuit.data import PromptDataLoader, PromptDataset
         from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
@@ -412,15 +445,17 @@ def score(a) -> int:
     model.set_use_attn_result(True)                     # auto-circuit's graph needs these
     model.set_use_split_qkv_input(True)
     model.set_use_hook_mlp_in(True)
-    hand = None if a.no_check else HandEAP(model, t)
+    hand = None if a.no_check else HandEAP(model, t, groups)
     t0 = time.perf_counter()
-    pm = patchable_model(model, factorized=True, slice_output="last_seq", seq_len=None,
+    pm = patchable_model(model, factorized=True, slice_output="last_seq",
+                         seq_len=T if field else None,
                          separate_qkv=True, device=torch.device("cpu"))
     t_wrap = time.perf_counter() - t0
     n = t["clean"].shape[0]
     ds = PromptDataset(t["clean"], t["corrupt"], [x.view(1) for x in t["clean_token"]],
                        [x.view(1) for x in t["corrupt_token"]])
-    dl = PromptDataLoader(ds, seq_len=None, diverge_idx=0, batch_size=n, shuffle=False)
+    dl = PromptDataLoader(ds, seq_len=T if field else None, diverge_idx=0, batch_size=n,
+                          shuffle=False)
     times, scores = [], None
     for _ in range(a.repeats + 1):                     # the first run warms up, untimed
         t0 = time.perf_counter()
@@ -430,20 +465,30 @@ def score(a) -> int:
         times.append(time.perf_counter() - t0)
     times = times[1:]
 
-    rows, by_edge = [], {}
+    # per token (field) auto-circuit scores each position's edge: a group's edge is the sum
+    # over its positions (EAP is linear in the difference); logits read the answer's only
+    L, H, answer_group = model.cfg.n_layers, model.cfg.n_heads, groups and groups[-1]
+    acc, by_edge, off = {}, {}, 0.0
     for e in pm.edges:
         s, r = contract_node(e.src.name, False), contract_node(e.dest.name, True)
         ac = float(e.prune_score(scores))
-        rows.append({"edge": f"{s}->{r}", "sender": s, "receiver": r, "group": "*",
-                     "score": -ac, "ac_score": ac, "abs_score": abs(ac)})
-        by_edge[rows[-1]["edge"]] = e
+        g = groups[e.seq_idx] if field else "*"
+        if field and r == "logits" and g != answer_group:
+            off = max(off, abs(ac))
+            continue
+        name = f"{s}->{r}" + (f"@{g}" if field else "")
+        acc[name] = (s, r, g, acc.get(name, (0, 0, 0, 0.0))[3] + ac)
+        by_edge[name] = e
+    rows = [{"edge": k, "sender": s, "receiver": r, "group": g, "score": -ac, "ac_score": ac,
+             "abs_score": abs(ac)} for k, (s, r, g, ac) in acc.items()]
     rows.sort(key=lambda r: (-r["abs_score"], r["edge"]))
-    expected = set(contract_edges(model.cfg.n_layers, model.cfg.n_heads))
+    expected = set(field_edges(L, H, groups, answer_group) if field else contract_edges(L, H))
     got = {r["edge"] for r in rows}
     summary = {
         "versions": {p: md.version(p) for p in ("auto-circuit", "transformer-lens",
                                                  "transformers", "torch")},
-        "pairs": n, "positions": t["clean"].shape[1], "threads": a.threads,
+        "pairs": n, "tokens": T, "positions": a.positions, "threads": a.threads,
+        "auto_circuit_edges": len(pm.edges), "logits_edges_off_answer_max_abs": off,
         "edges": len(rows), "contract_edges": len(expected),
         "edges_missing": sorted(expected - got), "edges_extra": sorted(got - expected),
         "logits_check": check, "wrap_s": t_wrap, "score_s_median": statistics.median(times),
@@ -483,7 +528,8 @@ def score(a) -> int:
 def report(s: dict, rows: list) -> None:
     print(f"auto-circuit {s['versions']['auto-circuit']} EAP: {s['edges']} edges (contract: "
           f"{s['contract_edges']}, missing {len(s['edges_missing'])}, extra "
-          f"{len(s['edges_extra'])}), {s['pairs']} pairs x {s['positions']} tokens")
+          f"{len(s['edges_extra'])}) at positions {s['positions']} from its "
+          f"{s['auto_circuit_edges']}, {s['pairs']} pairs x {s['tokens']} tokens")
     print(f"scoring {s['score_s_median']:.3f} s (median of {len(s['score_s_all'])}, "
           f"{s['threads']} thread(s); wrapping the model {s['wrap_s']:.3f} s, once)")
     if "max_abs_vs_hand_eap" in s:
@@ -527,7 +573,7 @@ def compare(a) -> int:
     common = sorted(set(ours) & set(theirs))
     if not common:
         raise UsageError("the two CSVs share no edge name")
-    rows = [{"edge": e, "receiver": e.split("->")[1], "score": theirs[e],
+    rows = [{"edge": e, "receiver": e.split("->")[1].split("@")[0], "score": theirs[e],
              "abs_score": abs(theirs[e]), "ours": ours[e]} for e in common]
     c = correlations(rows, key="ours", k=a.k)
     diff = max(abs(r["score"] - r["ours"]) for r in rows)
@@ -557,6 +603,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None, help="HF folder (default: the dumped name)")
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--positions", default="none", choices=("none", "field"),
+                   help="field: auto-circuit per token, summed over each field group")
     s.add_argument("--no-check", action="store_true", help="skip the hand-EAP oracle")
     s.add_argument("--exact", action="store_true",
                    help="also auto-circuit's exact edge patching (one run per edge)")
@@ -564,6 +612,7 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--pairs", required=True)
     o.add_argument("--out", required=True)
     o.add_argument("--method", default="eap", choices=("eap", "eap-ig", "exact"))
+    o.add_argument("--positions", default="none", choices=("none", "field"))
     o.add_argument("--repeats", type=int, default=5)
     o.add_argument("--threads", type=int, default=1)
     c = sub.add_parser("compare", help="two edge-score CSVs on the same graph")

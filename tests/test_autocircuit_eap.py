@@ -4,6 +4,7 @@ against HF's own GPT-2 run on the dumped ids) and its one-line errors. `score` n
 auto-circuit's own venv and is checked there against a hand EAP (docs/autocircuit.md)."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,14 @@ def test_contract_edges_respect_the_order_of_layers():
     assert len(edges) == 479
 
 
+def test_field_edges_put_every_edge_at_every_group_but_the_logits():
+    groups = ["a", "a", "b", "=", "c", "="]
+    edges = ac.field_edges(4, 4, groups, "=")
+    assert len(edges) == len(set(edges)) == (479 - 21) * 4 + 21   # 4 distinct groups
+    assert "MLP3->logits@=" in edges and "MLP3->logits@a" not in edges
+    assert {"input->L0H0.q@a", "L0H1->L2H3.k@c", "L1H0->MLP1@b"} <= set(edges)
+
+
 def test_auto_circuit_names_map_onto_the_contract():
     # auto-circuit 1.0.1's factorized TransformerLens graph names its nodes this way
     senders = ["Resid Start"] + [f"A{l}.{h}" for l in range(4) for h in range(4)] + \
@@ -94,6 +103,8 @@ def test_dump_writes_the_pairs_and_the_logits_hf_gives(tmp_path):
     assert set(t) == set(ac.TENSORS)
     assert meta["checkpoint"] == "quadratic-small" and meta["answer"] == "D_value"
     n, T = t["clean"].shape
+    groups = json.loads(meta["groups"])
+    assert len(groups) == T and groups[-1] == "=" and "c" in groups   # answer after "="
     assert n == 4 and t["corrupt"].shape == (n, T)
     assert int(t["answer_pos"]) == T - 1                 # auto-circuit reads the last position
     assert (t["clean_token"] != t["corrupt_token"]).all()
@@ -145,18 +156,18 @@ def test_spearman_matches_scipy_with_ties():
 
 
 def test_compare_reads_two_csvs_by_edge_name(tmp_path):
-    edges = ac.contract_edges(2, 2)
+    edges = ac.field_edges(2, 2, ["x", "="], "=")       # receiver types read before "@"
     ours = {e: float(i) for i, e in enumerate(edges)}
-    theirs = {e: -float(i) if e.endswith("logits") else float(i) for i, e in enumerate(edges)}
+    theirs = {e: -float(i) if "->logits" in e else float(i) for i, e in enumerate(edges)}
     (tmp_path / "a.csv").write_text("edge,score\n" + "".join(f"{e},{v}\n" for e, v in
                                                               reversed(ours.items())))
     (tmp_path / "b.csv").write_text("score,edge,rank\n" + "".join(
         f"{v},{e},0\n" for e, v in theirs.items()))
     proc = _run("compare", "a.csv", "b.csv", "--k", "3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    n_logits = sum(e.endswith("logits") for e in edges)
+    n_logits = sum("->logits" in e for e in edges)
     assert f"{len(edges)} edges in common" in proc.stdout
-    assert "logits -1.0000" in proc.stdout and "mlp 1.0000" in proc.stdout
+    assert f"logits -1.0000 ({n_logits})" in proc.stdout and "mlp 1.0000" in proc.stdout
     # the 3 largest |score| are the last 3 edges in both (the logits ones, sign aside)
     assert "top-3 recall 1.00" in proc.stdout and n_logits >= 3
     proc = _run("compare", "a.csv", "none.csv", cwd=tmp_path)
