@@ -16,13 +16,30 @@ faithfulness curve (0.1 ... 100% of the edges, measured by running each circuit)
 and CMD. --compare also runs exact edge patching and reports the method's agreement with it
 per component type. --out writes edges.csv, faithfulness.csv, discover.json and report.html.
 See docs/circuits.md.
+
+In a notebook, `circuits.discover(bridge, task, pairs, ...)` is the function
+`circuits.discovery.discover`. Importing this command module would otherwise hide it behind the
+module of the same name, so the module itself calls through to the function.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import types
 from pathlib import Path
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        """`circuits.discovery.discover(*args, **kwargs)`: the notebook function, reached
+        through the command module of the same name."""
+        from circuits.discovery import discover
+
+        return discover(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 OWN = ("edges.csv", "faithfulness.csv", "discover.json", "report.html", "compare.csv")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from circuits.discovery.figures import (DASHES, PERCENT_TICKS, circuit_figure,
+from circuits.discovery.figures import (PERCENT_TICKS, circuit_figure,
                                         faithfulness_figure, parse_node)
 from interp.viz.reports import discover as R
 
