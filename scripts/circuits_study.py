@@ -30,6 +30,9 @@ MARKS = ("x", "^", "=")
 
 
 def _summary(res) -> dict:
+    from interp.viz.reports.discover import summary
+
+    guard = next(iter(summary(res, "").get("methods", {}).values()), {}).get("guard", {})
     fr = res.frame()
     inside = fr[fr["in_circuit"]]
     nodes = res.nodes()
@@ -44,7 +47,7 @@ def _summary(res) -> dict:
             "best_f": float(best["f"]), "best_edges": int(best["edges"]),
             "circuit_nodes": len(res.chosen.nodes),
             "heads": {r.node: r.label for r in heads.itertuples()},
-            "marks_into_circuit": marks,
+            "marks_into_circuit": marks, "guard": guard,
             "mark_edges": inside[inside["group"].isin(MARKS)]["edge"].tolist()[:12],
             "top_edges": inside.head(8)["edge"].tolist(),
             "curve": res.faithfulness()[["percent", "edges", "f", "f_lo", "f_hi"]]
@@ -107,8 +110,9 @@ def main(argv=None) -> int:
                     if s["size_at_0.8"] else f"f >= 0.8 not reached (best {s['best_f']:.2f})")
             print(f"{model} {ans}: {s['edges_total']} edges, gap {s['gap']:.2f}, CPR "
                   f"{s['cpr']:.3f}, {s['pairs']} pairs, CMD {s['cmd']:.3f}; smallest f >= 0.8: {size}; heads "
-                  f"{', '.join(f'{k} {v}' for k, v in s['heads'].items()) or '-'}; x/^/= "
-                  f"into it: {', '.join(s['marks_into_circuit']) or 'none'} "
+                  f"{len(s['heads'])}; x/^/= into it: "
+                  f"{', '.join(s['marks_into_circuit']) or 'none'} ({s['guard'].get('n', 0)} "
+                  f"edges, {s['guard'].get('share', 0):.1%} of the circuit's |score|) "
                   f"({s['seconds']:.0f} s)", flush=True)
     for item in [x for x in a.compare.split(",") if x]:
         model, positions = item.split(":")

@@ -73,8 +73,15 @@ def test_the_graph_pass_gives_the_bridges_logits_on_gpt2(small):
     assert (theirs.abs().max() > 5)
 
 
-def test_the_graph_pass_gives_hfs_logits_on_t5(t5):
-    bridge, _, pairs = t5
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_the_graph_pass_gives_hfs_logits_on_t5(t5, which):
+    """The tiny T5's norms are all ones at initialisation; the shipped one's are trained
+    (so a cross-attention key read through the wrong norm shows)."""
+    if which == "shipped":
+        bridge, task = interp.load_model("quadratic-t5-small")
+        pairs = corrupt_pairs(bridge, task, n=4, seed=2)
+    else:
+        bridge, _, pairs = t5
     su = _setup(bridge, pairs)
     with torch.no_grad():
         ours = su.gm.forward(su.inputs["corrupt"], answer_pos=pairs.answer_pos)
@@ -264,6 +271,12 @@ def test_top_k_circuits_get_more_faithful_and_the_full_circuit_is_one(small):
     assert df["rank"].iloc[0] == 1 and df["abs_score"].is_monotonic_decreasing
     assert set(df.columns) >= {"edge", "sender", "receiver", "group", "score", "abs_score",
                                "rank", "in_circuit"}
+
+
+def test_top_k_takes_the_largest_absolute_scores_whatever_their_sign():
+    scores = torch.tensor([0.5, -3.0, 2.0, -0.1, 1.0])
+    got = set(F.top_k(scores, 3).nonzero()[:, 0].tolist())
+    assert got == set(np.argsort(-np.abs(scores.numpy()))[:3].tolist()) == {1, 2, 4}
 
 
 def test_the_smallest_circuit_reaches_the_target_and_one_edge_fewer_does_not(small):

@@ -137,6 +137,7 @@ def test_every_method_finds_the_planted_circuit_and_it_is_faithful(method):
     res = discover(bridge, None, _planted_pairs(), method=method, edges=3)
     planted_edges = {"input->L0H0.v", "L0H0->L1H2.v", "L1H2->logits"}
     assert set(res.frame().head(3)["edge"]) == planted_edges
+    assert set(res.chosen.edges) == planted_edges          # the circuit: the top 3 by |score|
     assert res.chosen.f == pytest.approx(1.0, abs=0.05)
     # no distractor head is in the circuit
     assert {n for n in res.chosen.nodes if "H" in n} == {"L0H0", "L1H2"}
