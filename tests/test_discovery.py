@@ -305,3 +305,12 @@ def test_agreement_recall_and_correlation_on_planted_scores():
     df = agreement(tiny, noisy, G()).set_index("component")
     assert df.loc["all", "large"] == 4 and df.loc["all", "spearman_large"] == pytest.approx(1)
     assert df.loc["all", "spearman"] < 0.9
+
+
+def test_recall_compares_magnitudes_not_signs():
+    from circuits.discovery.compare import recall
+
+    exact = np.arange(1.0, 31.0)
+    assert recall(exact, -exact, 10) == 1.0            # the same edges, every sign flipped
+    assert recall(exact, exact[::-1].copy(), 10) == 0.0
+    assert recall(exact, np.r_[exact[:25], -exact[25:]], 5) == 1.0
