@@ -32,12 +32,26 @@ MARKS = ("x", "^", "=")
 def _summary(res) -> dict:
     from interp.viz.reports.discover import summary
 
-    guard = next(iter(summary(res, "").get("methods", {}).values()), {}).get("guard", {})
+    method = next(iter(summary(res, "").get("methods", {}).values()), {})
+    guard = method.get("guard", {})
     fr = res.frame()
     inside = fr[fr["in_circuit"]]
     nodes = res.nodes()
     heads = nodes[(nodes["kind"] == "head") & nodes["in_circuit"]]
     marks = sorted({g for g in inside["group"] if g in MARKS})
+    # the input side: the circuit's |score| at x, ^ and = against their share of the input's
+    # positions (a reference, not a control: a position's share of |score| need not follow
+    # its count)
+    side = inside[~inside["group"].astype(str).str.startswith("sol:")]
+    side_total = float(side["abs_score"].sum())
+    n_in = n_marks = 0
+    for s_ in res.graph.groups:
+        names = res.graph.groups[s_]
+        for gi in res.graph.pos_group[s_].tolist():
+            g = names[gi]
+            if not g.startswith("sol:"):
+                n_in += 1
+                n_marks += g in MARKS
     at = res.at_target
     best = res.faithfulness().loc[res.faithfulness()["f"].idxmax()]
     return {"gap": res.m_full - res.m_empty, "cpr": res.cpr, "cmd": res.cmd,
@@ -48,6 +62,10 @@ def _summary(res) -> dict:
             "circuit_nodes": len(res.chosen.nodes),
             "heads": {r.node: r.label for r in heads.itertuples()},
             "marks_into_circuit": marks, "guard": guard,
+            "top_heads": method.get("heads", [])[:6],
+            "input_share_of_marks": (float(side[side["group"].isin(MARKS)]["abs_score"].sum())
+                                     / side_total) if side_total else None,
+            "marks_share_of_input_positions": n_marks / n_in if n_in else None,
             "mark_edges": inside[inside["group"].isin(MARKS)]["edge"].tolist()[:12],
             "top_edges": inside.head(8)["edge"].tolist(),
             "curve": res.faithfulness()[["percent", "edges", "f", "f_lo", "f_hi"]]
@@ -110,9 +128,13 @@ def main(argv=None) -> int:
                     if s["size_at_0.8"] else f"f >= 0.8 not reached (best {s['best_f']:.2f})")
             print(f"{model} {ans}: {s['edges_total']} edges, gap {s['gap']:.2f}, CPR "
                   f"{s['cpr']:.3f}, {s['pairs']} pairs, CMD {s['cmd']:.3f}; smallest f >= 0.8: {size}; heads "
-                  f"{len(s['heads'])}; x/^/= into it: "
+                  f"{len(s['heads'])}, by weight "
+                  f"{', '.join(h['node'] + ' ' + (h['label'] or '-') for h in s['top_heads'][:4])}"
+                  f"; x/^/= into it: "
                   f"{', '.join(s['marks_into_circuit']) or 'none'} ({s['guard'].get('n', 0)} "
-                  f"edges, {s['guard'].get('share', 0):.1%} of the circuit's |score|) "
+                  f"edges, {s['guard'].get('share', 0):.1%} of the circuit's |score|; "
+                  f"{(s['input_share_of_marks'] or 0):.1%} of its input-side |score| at "
+                  f"{s['marks_share_of_input_positions']:.0%} of the input positions) "
                   f"({s['seconds']:.0f} s)", flush=True)
     for item in [x for x in a.compare.split(",") if x]:
         model, positions = item.split(":")
