@@ -64,6 +64,7 @@ def _main(argv) -> int:
     from circuits.discovery import ABLATIONS, METHODS, POSITIONS
     from circuits.patching import METRICS, TOKENS
     from interp.cli.common import Parser, add_options, check_device, check_outputs, load, positive
+    from interp.errors import InterpError
     from interp.io import output_lock
 
     p = Parser(prog="python -m circuits.discover", description=__doc__,
@@ -90,14 +91,21 @@ def _main(argv) -> int:
                       "smallest top-k reaching this faithfulness, in (0, 1] (default 0.8)")
     p.add_argument("--ablation", default="resample", choices=ABLATIONS,
                    help="edges outside the circuit take the corrupted run (resample, default) "
-                   "or the mean over the pairs")
+                   "or the mean over the pairs' clean and corrupted runs (mean)")
     p.add_argument("--metric", default="logit_diff", choices=METRICS)
     p.add_argument("--compare", action="store_true", help="also run exact edge patching and "
                    "report the agreement per component type")
     p.add_argument("--no-labels", action="store_true", help="skip the head taxonomy labels")
     a = p.parse_args(argv)
     positive("--n", a.n)
-    positive("--steps", a.steps, 64, "more steps cost one forward and backward pass each")
+    if a.n < 2:
+        raise InterpError("--n must be at least 2: faithfulness intervals resample pairs, "
+                          "and one pair has none")
+    positive("--steps", a.steps, 64, "one run affords (64 forward and backward passes)")
+    if a.answer == "class" and a.answer_token != "first":
+        raise InterpError("--answer class reads D's first token; drop --answer-token "
+                          f"{a.answer_token} (or ask for --answer D --answer-token "
+                          f"{a.answer_token})")
     if a.edges is not None:
         positive("--edges", a.edges)
     check_device(a)

@@ -1010,6 +1010,9 @@ MUTANTS = [
       "top_a = set(np.argsort(-approx, kind=\"stable\")[:k].tolist())"),
     M("CD18", "circuits/discovery/induction.py", "induction pairs: the answer token corrupted",
       "        c[k] = r[length]", "        c[k + 1] = r[length]"),
+    M("CD19", "circuits/discovery/scores.py", "EAP-IG: the path from the corrupted embeddings under mean ablation",
+      "start = {s: su.ref[s][:, 0].expand_as(su.inputs[\"clean\"][s]) for s in su.gm.sides}",
+      "start = {s: su.inputs[\"corrupt\"][s] for s in su.gm.sides}"),
     # ---------------------------------------------------------------- tracr known circuits (#24)
     M("TR01", "circuits/discovery/known.py", "auroc: tied scores not given their average rank",
       "ranks[order[k]] = (i + j) / 2 + 1", "ranks[order[k]] = k + 1"),

@@ -194,17 +194,37 @@ def test_edge_attribution_is_the_derivative_of_edge_patching(small):
     assert torch.allclose(fd, eap[top], rtol=0.05, atol=0.05 * eap.abs().max())
 
 
-def test_eap_ig_with_one_step_is_eap_and_exact_has_one_value_per_edge(small):
+@pytest.mark.parametrize("ablation", ["resample", "mean"])
+def test_eap_ig_over_the_input_edges_adds_up_to_cutting_them_all(small, ablation):
+    """Completeness of integrated gradients: summed over every edge out of the embeddings,
+    EAP-IG's scores approach the change measured by cutting all those edges at once (the
+    path runs from the reference embeddings to the clean ones); EAP, one point of the
+    path, is far off."""
+    bridge, _, pairs = small
+    su = _setup(bridge, pairs, ablation=ablation)
+    g = su.graph
+    inputs = torch.tensor([s == "input" for s in g.senders])
+    keep = torch.ones(1, g.n_edges)
+    keep[0, inputs] = 0
+    want = (S.run_keep(su, keep)[0] - su.m_clean).mean().item()
+    got = S.eap_ig(su, steps=24)[inputs].sum().item()
+    assert got == pytest.approx(want, rel=0.03)
+    assert abs(S.eap(su)[inputs].sum().item() - want) > 0.1 * abs(want)
+
+
+def test_exact_scores_batched_and_started_late_equal_one_full_run_per_edge(small):
+    """What this checks is the batching (K edges as K copies) and the late start (steps before
+    the receiver taken from the clean run); the independent oracles are the bridge-hook
+    tests above and the tracr plain-torch test."""
     bridge, _, pairs = small
     su = _setup(bridge, pairs)
     assert torch.allclose(S.eap_ig(su, steps=1), S.eap(su), atol=1e-5)
     ex = S.exact(su)
-    # the oracle for one edge: the keep vector run directly
-    i = int(torch.topk(ex.abs(), 1).indices)
-    keep = torch.ones(1, su.graph.n_edges)
-    keep[0, i] = 0
-    assert ex[i].item() == pytest.approx(S.run_keep(su, keep)[0].mean().item()
-                                         - su.m_clean.mean().item(), abs=1e-3)
+    for i in torch.topk(ex.abs(), 3).indices.tolist() + [int(su.graph.n_edges - 1)]:
+        keep = torch.ones(1, su.graph.n_edges)
+        keep[0, i] = 0
+        assert ex[i].item() == pytest.approx(S.run_keep(su, keep)[0].mean().item()
+                                             - su.m_clean.mean().item(), abs=1e-3)
 
 
 def test_field_positions_split_the_edges_into_groups_that_sum_to_the_unsplit_attribution(small):
@@ -283,8 +303,11 @@ def test_the_smallest_circuit_reaches_the_target_and_one_edge_fewer_does_not(sma
     bridge, task, pairs = small
     res = discover(bridge, task, pairs, method="eap", target=0.7)
     assert res.at_target is not None and res.chosen.f >= 0.7
-    k = int(res.at_target.keep.sum())
-    assert k >= 1
+    found = F.smallest(res.setup, res.scores, 0.7)
+    k = found[0]
+    assert k > 1 and F.circuit_keep(res.graph, res.scores, k).equal(res.at_target.keep)
+    fewer = F.evaluate(res.setup, F.circuit_keep(res.graph, res.scores, k - 1)[None])
+    assert fewer["f"].iloc[0] < 0.7
 
 
 def test_agreement_recall_and_correlation_on_planted_scores():

@@ -216,6 +216,9 @@ def discover(bridge, task=None, pairs=None, method: str = "eap-ig", positions: s
                           "is no gap for a circuit to explain; choose other pairs")
     if scores is None:
         scores = score(su, method, steps, progress)
+    elif scores.shape != (graph.n_edges,):
+        raise InterpError(f"scores has shape {tuple(scores.shape)}; this graph has "
+                          f"{graph.n_edges} edges (give one score per edge, in graph order)")
     cur = curve(su, scores, seed=seed)
     if edges is None and target is None:
         target = 0.8

@@ -7,7 +7,8 @@
 - `eap` (Syed et al. 2023): (ref_s - clean_s) . d metric / d x_r at the clean input, for every
   edge from one forward and one backward pass (plus the corrupted run for the reference).
 - `eap-ig` (Hanna et al. 2024, "inputs"): the same gradient averaged over `steps` inputs on
-  the straight line from the corrupted to the clean embeddings (alpha = k / steps, k = 1 ..
+  the straight line from the reference embeddings (the corrupted ones; their mean under mean
+  ablation) to the clean ones (alpha = k / steps, k = 1 ..
   steps; alpha = 1 is the clean run, which gives the clean outputs the difference needs).
   Cost: `steps` forward and backward passes and one forward pass (the corrupted run).
 
@@ -151,12 +152,13 @@ def eap_ig(su: Setup, steps: int = 5) -> torch.Tensor:
         raise InterpError(f"--steps must be at least 1, got {steps}")
     delta = {s: su.ref[s] - su.outs["clean"][s] for s in su.gm.sides}
     delta = {s: d.expand(su.pairs.n, *d.shape[1:]) for s, d in delta.items()}
+    # the path starts at the input node's reference (the corrupted embeddings under
+    # resampling, their mean under mean ablation), so its end points match the difference
+    start = {s: su.ref[s][:, 0].expand_as(su.inputs["clean"][s]) for s in su.gm.sides}
     total = torch.zeros(su.graph.n_edges)
     for k in range(1, steps + 1):
         a = k / steps
-        inputs = {s: su.inputs["corrupt"][s] + a * (su.inputs["clean"][s] -
-                                                    su.inputs["corrupt"][s])
-                  for s in su.gm.sides}
+        inputs = {s: start[s] + a * (su.inputs["clean"][s] - start[s]) for s in su.gm.sides}
         total += _grad_scores(su, inputs, delta)
     return total / steps
 

@@ -128,7 +128,13 @@ def summary(res, checkpoint, extra: dict | None = None) -> dict:
     frame = res.frame()
     nodes = res.nodes()
     faith = res.faithfulness()
-    at, best = _size_rows(faith)
+    target = getattr(res, "target", None) or TARGET
+    at, best = _size_rows(faith, target)
+    found = getattr(res, "at_target", None)
+    if found is not None and getattr(res, "target", None) is not None:
+        # the smallest circuit the run found by bisection (not the curve's first point)
+        at = {"percent": round(100 * len(found) / max(len(frame), 1), 2),
+              "edges": len(found), "f": found.f, "f_lo": found.f_lo, "f_hi": found.f_hi}
     f, lo, hi = (list(res.circuit_f or ()) + [None] * 3)[:3]
     heads = nodes[(nodes.kind == "head") & nodes.in_circuit.astype(bool)]
     top = frame.sort_values("rank").head(TOP)
@@ -137,7 +143,7 @@ def summary(res, checkpoint, extra: dict | None = None) -> dict:
         "graph_edges": len(frame), "circuit_edges": res.circuit_edges,
         "circuit_nodes": int(nodes.in_circuit.astype(bool).sum()),
         "f": f, "f_lo": lo, "f_hi": hi, "cpr": res.cpr, "cmd": res.cmd,
-        "target": TARGET, "at_target": at, "best": best,
+        "target": target, "at_target": at, "best": best,
         "faithfulness": faith.to_dict(orient="records"),
         "top_edges": top[["rank", "edge", "sender", "receiver", "group", "score", "abs_score",
                           "in_circuit"]].to_dict(orient="records"),
