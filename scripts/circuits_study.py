@@ -11,7 +11,8 @@ For each model and answer: the faithfulness curve's CPR and CMD, the size of the
 circuit with f >= 0.8 (or the best f reached) with its interval over pairs, the labelled
 heads in it, and whether any `x`, `^` or `=` position group carries an edge into it. Each
 --compare entry runs exact edge patching over every edge and prints the agreement of eap and
-eap-ig with it per component type. The numbers in docs/circuits.md come from this script.
+eap-ig with it per component type, and the CPR / CMD of the circuits each ranking (exact,
+eap, eap-ig) builds. The numbers in docs/circuits.md come from this script.
 """
 
 from __future__ import annotations
@@ -147,7 +148,15 @@ def main(argv=None) -> int:
         from circuits.discovery.scores import eap_ig
 
         rows = {}
-        for name, sc in (("eap", base.scores), ("eap-ig", eap_ig(base.setup, 5))):
+        for name, sc in (("exact", ex), ("eap", base.scores), ("eap-ig", eap_ig(base.setup, 5))):
+            # the circuits each ranking builds, measured by running them (MIB's criterion)
+            ranked = discover(bridge, task, pairs, method="eap", positions=positions,
+                              scores=sc, edges=1)
+            rows[f"{name}_areas"] = {"cpr": ranked.cpr, "cmd": ranked.cmd}
+            print(f"{model} positions {positions}: circuits ranked by {name}: CPR "
+                  f"{ranked.cpr:.3f}, CMD {ranked.cmd:.3f}", flush=True)
+            if name == "exact":
+                continue
             df = agreement(ex, sc, base.graph)
             rows[name] = df.to_dict(orient="records")
             print(f"\n{model} positions {positions}: {name} against exact "
