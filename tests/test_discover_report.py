@@ -245,8 +245,11 @@ def test_every_string_of_the_figures_is_escaped_and_labels_are_in_the_hover():
     assert EVIL in drawn and "<b>t</b>" in drawn and "routed('-'->D_value)" in drawn
     node = [t for t in fig.data if t.meta and t.meta.get("legend") == "node"
             and t.meta["kind"] == "head"][0]
-    hover = dict(zip(node.text, node.hovertext))
+    hover = dict(zip([t.split("<br>")[0] for t in node.text], node.hovertext))
     assert html.unescape(hover["L0H1"]) == f"L0H1<br>{EVIL}"
+    # the drawing names a head by its label too (cut to 22 characters)
+    text = dict(zip([t.split("<br>")[0] for t in node.text], node.text))
+    assert html.unescape(text["L0H1"]) == f"L0H1<br>{EVIL[:21]}…"
     faith = faithfulness_figure({EVIL: faith_frame(100)}, "<i>f</i>", {EVIL: (0.5, 0.2)})
     assert EVIL in assert_no_markup(faith)
 

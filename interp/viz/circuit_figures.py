@@ -222,7 +222,7 @@ def circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame, title: str = "",
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in ns], y=[pos[n][1] for n in ns], mode="markers+text",
             marker=dict(size=16, color=colour, symbol=symbol, line=dict(color="white", width=1)),
-            text=[esc(n) for n in ns], textfont=dict(size=10),
+            text=[_node_text(n, labels) for n in ns], textfont=dict(size=10), cliponaxis=False,
             textposition="bottom center" if kind == "cross" else "top center",
             hovertext=[_node_hover(n, labels) for n in ns], hoverinfo="text",
             name=esc(NODE_NAMES[kind]), meta={"legend": "node", "kind": kind}))
@@ -242,6 +242,16 @@ def circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame, title: str = "",
                    title=esc("layer (residual stream flows left to right)")),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False))
     return fig
+
+
+def _node_text(name: str, labels: dict, width: int = 22) -> str:
+    """The text drawn at a node in the circuit: its name, and under it its taxonomy label
+    (cut to `width` characters; the hover has it whole)."""
+    label = labels.get(name, "")
+    if not label:
+        return esc(name)
+    short = label if len(label) <= width else label[:width - 1] + "…"
+    return esc(name) + "<br>" + esc(short)
 
 
 def _node_hover(name: str, labels: dict) -> str:
