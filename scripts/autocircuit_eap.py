@@ -135,11 +135,11 @@ def dump(a) -> int:
                "answer_pos": torch.tensor(pairs.answer_pos),
                "clean_token": pairs.clean_token, "corrupt_token": pairs.corrupt_token,
                "ref_logits": logits[:, pairs.answer_pos].float()}
-    from interp.attention.groups import group_role
+    from circuits.discovery.graph import position_labels
 
     meta = {"checkpoint": a.checkpoint, "corrupt": a.corrupt or "", "answer": pairs.answer,
             "n": str(pairs.n), "seed": str(a.seed),
-            "groups": json.dumps([group_role(r, "field") for r in pairs.roles["seq"]])}
+            "groups": json.dumps(position_labels(pairs.roles["seq"], "seq"))}
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, a.out, metadata=meta)
     print(f"{pairs.n} pairs of {pairs.clean['seq'].shape[1]} tokens, answer {pairs.answer!r} "
           f"at position {pairs.answer_pos} -> {a.out}")

@@ -104,7 +104,7 @@ def test_dump_writes_the_pairs_and_the_logits_hf_gives(tmp_path):
     assert meta["checkpoint"] == "quadratic-small" and meta["answer"] == "D_value"
     n, T = t["clean"].shape
     groups = json.loads(meta["groups"])
-    assert len(groups) == T and groups[-1] == "=" and "c" in groups   # answer after "="
+    assert len(groups) == T and groups[-1] == "sol:=" and "c" in groups   # answer after the solution's "="
     assert n == 4 and t["corrupt"].shape == (n, T)
     assert int(t["answer_pos"]) == T - 1                 # auto-circuit reads the last position
     assert (t["clean_token"] != t["corrupt_token"]).all()

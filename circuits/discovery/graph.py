@@ -70,7 +70,7 @@ class EdgeGraph:
                 self.groups[side] = ["*"]
                 self.pos_group[side] = torch.zeros(len(roles[side]), dtype=torch.long)
                 continue
-            labels = _labels(roles[side], side)
+            labels = position_labels(roles[side], side)
             order = list(dict.fromkeys(labels))
             self.groups[side] = order
             self.pos_group[side] = torch.tensor([order.index(x) for x in labels])
@@ -170,7 +170,7 @@ class EdgeGraph:
 SOLUTION = "sol:"
 
 
-def _labels(roles: list[str], side: str) -> list[str]:
+def position_labels(roles: list[str], side: str) -> list[str]:
     """The field group of each position, the solution's marked `sol:`: T5's decoder side,
     and on a decoder-only prompt every position after the input's `<sep>`."""
     labels = [group_role(r, "field") for r in roles]
