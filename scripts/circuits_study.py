@@ -53,6 +53,17 @@ def _summary(res) -> dict:
             if not g.startswith("sol:"):
                 n_in += 1
                 n_marks += g in MARKS
+    # the intervention: cut the circuit's edges at the input's x, ^, = against as many of its
+    # other input-side edges (19 control sets)
+    import torch
+
+    from circuits.discovery.faithfulness import knockout
+
+    groups = [str(x) for x in res.graph.edge_groups]
+    on_input = torch.tensor([not g.startswith("sol:") and g != "*" for g in groups])
+    at_marks = torch.tensor([g in MARKS for g in groups])
+    ko = knockout(res.setup, res.chosen.keep, res.chosen.keep & at_marks,
+                  res.chosen.keep & on_input & ~at_marks, n_controls=19)
     at = res.at_target
     best = res.faithfulness().loc[res.faithfulness()["f"].idxmax()]
     return {"gap": res.m_full - res.m_empty, "cpr": res.cpr, "cmd": res.cmd,
@@ -62,7 +73,7 @@ def _summary(res) -> dict:
             "best_f": float(best["f"]), "best_edges": int(best["edges"]),
             "circuit_nodes": len(res.chosen.nodes),
             "heads": {r.node: r.label for r in heads.itertuples()},
-            "marks_into_circuit": marks, "guard": guard,
+            "marks_into_circuit": marks, "guard": guard, "knockout": ko,
             "top_heads": method.get("heads", [])[:6],
             "input_share_of_marks": (float(side[side["group"].isin(MARKS)]["abs_score"].sum())
                                      / side_total) if side_total else None,
@@ -71,6 +82,17 @@ def _summary(res) -> dict:
             "top_edges": inside.head(8)["edge"].tolist(),
             "curve": res.faithfulness()[["percent", "edges", "f", "f_lo", "f_hi"]]
             .to_dict(orient="records")}
+
+
+def _ko_text(ko: dict) -> str:
+    if not ko["n_target"]:
+        return "no x ^ = edge to cut"
+    if not ko["n_controls"]:
+        return f"{ko['n_target']} edges, too few other input edges for a control"
+    lo, hi = ko["ci"]
+    return (f"drop {ko['drop']:+.3f} vs {ko['control_drops']:+.3f} for as many other input "
+            f"edges, effect {ko['effect']:+.3f} [{lo:+.3f}, {hi:+.3f}], p = {ko['p']:.2f}, "
+            f"{ko['verdict']}")
 
 
 def _pairs(corrupt_pairs, bridge, task, n, field, token):
@@ -135,7 +157,8 @@ def main(argv=None) -> int:
                   f"{', '.join(s['marks_into_circuit']) or 'none'} ({s['guard'].get('n', 0)} "
                   f"edges, {s['guard'].get('share', 0):.1%} of the circuit's |score|; "
                   f"{(s['input_share_of_marks'] or 0):.1%} of its input-side |score| at "
-                  f"{s['marks_share_of_input_positions']:.0%} of the input positions) "
+                  f"{s['marks_share_of_input_positions']:.0%} of the input positions); cut: "
+                  f"{_ko_text(s['knockout'])} "
                   f"({s['seconds']:.0f} s)", flush=True)
     for item in [x for x in a.compare.split(",") if x]:
         model, positions = item.split(":")

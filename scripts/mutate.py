@@ -1013,6 +1013,11 @@ MUTANTS = [
     M("CD19", "circuits/discovery/scores.py", "EAP-IG: the path from the corrupted embeddings under mean ablation",
       "start = {s: su.ref[s][:, 0].expand_as(su.inputs[\"clean\"][s]) for s in su.gm.sides}",
       "start = {s: su.inputs[\"corrupt\"][s] for s in su.gm.sides}"),
+    M("CD20", "circuits/discovery/faithfulness.py", "knockout: controls drawn with the target's own edges",
+      "pool_idx = (pool & keep & ~target).nonzero()[:, 0].numpy()",
+      "pool_idx = (pool & keep).nonzero()[:, 0].numpy()"),
+    M("CD21", "circuits/discovery/faithfulness.py", "knockout: the verdict without the control count",
+      "\"verdict\": verdict(float(lo), p, n_controls)}", "\"verdict\": verdict(float(lo), p, 19)}"),
     # ---------------------------------------------------------------- tracr known circuits (#24)
     M("TR01", "circuits/discovery/known.py", "auroc: tied scores not given their average rank",
       "ranks[order[k]] = (i + j) / 2 + 1", "ranks[order[k]] = k + 1"),

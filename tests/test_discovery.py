@@ -337,3 +337,29 @@ def test_recall_compares_magnitudes_not_signs():
     assert recall(exact, -exact, 10) == 1.0            # the same edges, every sign flipped
     assert recall(exact, exact[::-1].copy(), 10) == 0.0
     assert recall(exact, np.r_[exact[:25], -exact[25:]], 5) == 1.0
+
+
+def test_knocking_out_a_circuits_largest_edges_beats_as_many_of_its_smallest(small):
+    """The knockout's verdict can go both ways: cutting the three largest edges of a circuit
+    costs more faithfulness than cutting three of its other edges (confirmed); cutting three
+    of its smallest does not beat the rest (not confirmed)."""
+    bridge, task, pairs = small
+    res = discover(bridge, task, pairs, method="eap", edges=60)
+    keep = res.chosen.keep
+    order = [i for i in np.argsort(-res.scores.abs().numpy()) if keep[i]]
+    big = torch.zeros_like(keep)
+    big[order[:3]] = True
+    got = F.knockout(res.setup, keep, big, keep, n_controls=19)
+    assert got["verdict"] == "confirmed" and got["drop"] > got["control_drops"]
+    assert got["n_controls"] == 19 and got["ci"][0] > 0
+    # every control: as many edges, all of the circuit, none of the target
+    targets = set(big.nonzero()[:, 0].tolist())
+    for c in got["controls"]:
+        assert len(c) == 3 and not set(c) & targets and all(keep[i] for i in c)
+    assert F.knockout(res.setup, keep, big, keep, n_controls=5)["verdict"] == "untestable"
+    tiny = torch.zeros_like(keep)
+    tiny[order[-3:]] = True
+    got = F.knockout(res.setup, keep, tiny, keep, n_controls=19)
+    assert got["verdict"] == "not confirmed" and got["p"] > 0.05
+    none = F.knockout(res.setup, keep, big, torch.zeros_like(keep))
+    assert none["verdict"] == "untestable" and none["n_controls"] == 0

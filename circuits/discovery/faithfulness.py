@@ -133,3 +133,53 @@ def smallest(su: Setup, scores: torch.Tensor, target: float, seed: int = 0):
         else:
             lo = mid
     return hi, cache[hi][0], cache[hi][1]
+
+
+def knockout(su: Setup, keep: torch.Tensor, target: torch.Tensor, pool: torch.Tensor,
+             n_controls: int = 19, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Cut a set of a circuit's edges and compare the loss of faithfulness with control sets
+    of as many edges drawn from `pool` (an intervention with a matched control).
+
+    keep, target, pool : [E] bool (target and pool are edges of the circuit `keep`)
+
+    Returns {f_circuit, f_without, drop (target's), control_drops (mean), effect (drop minus
+    the mean control drop), ci (95% over pairs, resampled with the controls), p (rank
+    p-value of the drop among the control drops), n_target, n_controls, controls (the edge
+    indices of each control set), verdict}. With a
+    pool smaller than the target there is no control: `verdict` is "untestable"."""
+    from circuits.stats import rank_p_value, verdict
+
+    k = int(target.sum())
+    pool_idx = (pool & keep & ~target).nonzero()[:, 0].numpy()
+    n_controls = n_controls if len(pool_idx) >= k > 0 else 0
+    rng = np.random.default_rng(seed)
+    rows = [keep, keep & ~target]
+    controls = []
+    for _ in range(n_controls):
+        cut = torch.zeros_like(keep)
+        pick = rng.choice(pool_idx, k, replace=False)
+        cut[torch.from_numpy(pick)] = True
+        controls.append(sorted(int(i) for i in pick))
+        rows.append(keep & ~cut)
+    ms = torch.cat([run_keep(su, torch.stack(rows[i:i + 8]).float())
+                    for i in range(0, len(rows), 8)])                 # [2 + n, b]
+    m_full, m_empty = _ends(su)
+
+    def drops(idx):
+        f = _ratio(ms[:, idx], m_full[idx], m_empty[idx])             # [2 + n]
+        return f[0] - f[1], f[0] - f[2:]
+    b = ms.shape[1]
+    d, dc = drops(torch.arange(b))
+    out = {"f_circuit": float(_ratio(ms[:1], m_full, m_empty)[0]),
+           "f_without": float(_ratio(ms[1:2], m_full, m_empty)[0]), "drop": float(d),
+           "n_target": k, "n_controls": n_controls, "controls": controls}
+    if not n_controls:
+        return {**out, "control_drops": float("nan"), "effect": float("nan"),
+                "ci": (float("nan"), float("nan")), "p": float("nan"),
+                "verdict": "untestable"}
+    idx = torch.from_numpy(rng.integers(0, b, size=(n_boot, b)))
+    boot = [float(x - y.mean()) for x, y in (drops(i) for i in idx)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    p = rank_p_value(float(d), dc.numpy())
+    return {**out, "control_drops": float(dc.mean()), "effect": float(d - dc.mean()),
+            "ci": (float(lo), float(hi)), "p": p, "verdict": verdict(float(lo), p, n_controls)}
