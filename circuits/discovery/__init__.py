@@ -13,17 +13,18 @@ MLP; receivers every head's query, key and value input, every MLP input and the 
 encoder self-attention, decoder self-attention and cross-attention, whose keys and values
 receive from the encoder). Edge scores (`scores`): `exact` edge patching (the oracle), `eap`,
 `eap-ig`. Circuits and faithfulness (`faithfulness`): top-k with pruning, or the smallest
-reaching a target; f, CPR and CMD as MIB defines them. `compare.agreement` scores the
+reaching a target; f, CPR and CMD as MIB defines them; `knockout` cuts a set of a circuit's
+edges against control sets of as many of its other edges. `compare.agreement` scores the
 approximate methods against exact per component type. See docs/circuits.md.
 """
 
 from circuits.discovery.compare import agreement
-from circuits.discovery.faithfulness import PERCENTS, areas, curve
+from circuits.discovery.faithfulness import PERCENTS, areas, curve, knockout
 from circuits.discovery.graph import POSITIONS, EdgeGraph
 from circuits.discovery.model import GraphModel
 from circuits.discovery.result import Circuit, DiscoveryResult, discover, labels_from_table
 from circuits.discovery.scores import ABLATIONS, METHODS
 
 __all__ = ["discover", "DiscoveryResult", "Circuit", "GraphModel", "EdgeGraph", "agreement",
-           "curve", "areas", "labels_from_table", "METHODS", "POSITIONS", "ABLATIONS",
+           "curve", "areas", "knockout", "labels_from_table", "METHODS", "POSITIONS", "ABLATIONS",
            "PERCENTS"]
