@@ -184,10 +184,24 @@ def control_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: 
     """`n_controls` position sets (side -> `[N, W]` bool): per example and region as many
     positions as the targets have there, drawn uniformly among that region's other positions
     (never a target)."""
+    anywhere = {name: torch.ones_like(tmask) for name, tmask in targets.items()}
+    return _draw_sets(prep, targets, anywhere, n_controls, [seed], scope, lambda i, k, n: (
+        f"example {prep.examples[i].src!r} has {k} target positions but only {n} other "
+        "positions to draw controls from; ablate fewer tokens or use --controls 0"))
+
+
+def _draw_sets(prep: Prepared, targets: dict[str, torch.Tensor],
+               pools: dict[str, torch.Tensor], n_controls: int, key: list, scope: str,
+               too_few) -> list[dict[str, torch.Tensor]]:
+    """`n_controls` position sets: per example and region as many positions as the targets
+    have there, drawn without replacement among that region's `pools` positions that are not
+    targets; set j draws from the generator seeded `key` with j inserted second. An example
+    whose pool is smaller than its targets is an InterpError, `too_few(i, k, n)` its text (a
+    smaller control would remove less than the target)."""
     regions = [prep.input_region] + ([prep.solution_region] if scope == "all" else [])
     out = []
     for j in range(n_controls):
-        rng = np.random.default_rng([seed, j])
+        rng = np.random.default_rng([key[0], j, *key[1:]])
         masks = {}
         for name, tmask in targets.items():
             m = torch.zeros_like(tmask)
@@ -197,12 +211,9 @@ def control_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: 
                     k = int((tmask[i] & r[i]).sum())
                     if k == 0:
                         continue
-                    pool = torch.nonzero(r[i] & ~tmask[i]).flatten().numpy()
+                    pool = torch.nonzero(r[i] & pools[name][i] & ~tmask[i]).flatten().numpy()
                     if len(pool) < k:
-                        raise InterpError(
-                            f"example {prep.examples[i].src!r} has {k} target positions but "
-                            f"only {len(pool)} other positions to draw controls from; ablate "
-                            "fewer tokens or use --controls 0")
+                        raise InterpError(too_few(i, k, len(pool)))
                     m[i, torch.from_numpy(rng.choice(pool, size=k, replace=False))] = True
             masks[name] = m
         out.append(masks)
@@ -240,30 +251,11 @@ def role_masks(prep: Prepared, targets: dict[str, torch.Tensor], n_controls: int
     other structural positions (`role_pool`: never a digit, never a target). An example
     whose pool is smaller than its targets is an `InterpError` (a smaller control would
     remove less than the target); `role_sets` counts the distinct sets each example allows."""
-    regions = [prep.input_region] + ([prep.solution_region] if scope == "all" else [])
-    pools = role_pool(prep, targets, scope)
-    out = []
-    for j in range(n_controls):
-        rng = np.random.default_rng([seed, j, 1])
-        masks = {}
-        for name, tmask in targets.items():
-            m = torch.zeros_like(tmask)
-            for region in regions:
-                r = region[name]
-                for i in range(prep.n):
-                    n_t = int((r[i] & tmask[i]).sum())
-                    if n_t == 0:
-                        continue
-                    pool = torch.nonzero(r[i] & pools[name][i]).flatten().numpy()
-                    if len(pool) < n_t:
-                        raise InterpError(
-                            f"example {prep.examples[i].src!r} has {n_t} target positions but "
-                            f"only {len(pool)} other structural (non-digit) positions: no "
-                            "role-matched control of the same size exists")
-                    m[i, torch.from_numpy(rng.choice(pool, n_t, replace=False))] = True
-            masks[name] = m
-        out.append(masks)
-    return out
+    return _draw_sets(prep, targets, role_pool(prep, targets, scope), n_controls, [seed, 1],
+                      scope, lambda i, k, n: (
+                          f"example {prep.examples[i].src!r} has {k} target positions but "
+                          f"only {n} other structural (non-digit) positions: no role-matched "
+                          "control of the same size exists"))
 
 
 def role_sets(prep: Prepared, targets: dict[str, torch.Tensor], scope: str = "input"

@@ -106,14 +106,16 @@ def areas(df: pd.DataFrame) -> tuple[float, float]:
     return float(np.trapezoid(f, x)), float(np.trapezoid(np.abs(1 - f), x))
 
 
-def smallest(su: Setup, scores: torch.Tensor, target: float, seed: int = 0):
+def smallest(su: Setup, scores: torch.Tensor, target: float, seed: int = 0,
+             measured: pd.DataFrame | None = None):
     """The smallest top-k circuit with f >= target: (k, keep, row) by bisection between the
     curve's points (f need not be monotone in k: the first k found is reported, with its
-    measured f); None when even every edge falls short."""
+    measured f); None when even every edge falls short. `measured`: the `curve` of these
+    scores (same seed), whose points are not run again."""
     if not 0 < target <= 1:
         raise InterpError(f"--target-faithfulness must be in (0, 1], got {target}")
     E = su.graph.n_edges
-    cache = {}
+    cache = {} if measured is None else {int(r["k"]): (None, r) for _, r in measured.iterrows()}
 
     def f_of(k):
         if k not in cache:
@@ -132,7 +134,8 @@ def smallest(su: Setup, scores: torch.Tensor, target: float, seed: int = 0):
             hi = mid
         else:
             lo = mid
-    return hi, cache[hi][0], cache[hi][1]
+    keep, row = cache[hi]
+    return hi, circuit_keep(su.graph, scores, hi) if keep is None else keep, row
 
 
 def knockout(su: Setup, keep: torch.Tensor, target: torch.Tensor, pool: torch.Tensor,

@@ -210,16 +210,9 @@ def auroc(scores: dict, known: set, all_edges, absolute: bool = True) -> float:
     if n_pos == 0 or n_neg == 0:
         raise InterpError("AUROC needs both known and other edges; got "
                           f"{n_pos} known of {len(pos)}")
-    order = sorted(range(len(vals)), key=vals.__getitem__)
-    ranks = [0.0] * len(vals)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and vals[order[j + 1]] == vals[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
+    import pandas as pd
+
+    ranks = pd.Series(vals).rank(method="average").tolist()     # ties share their mean rank
     r_pos = sum(r for r, p in zip(ranks, pos) if p)
     return (r_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 

@@ -152,9 +152,11 @@ def _all_nodes(gm):
     return [n for st in gm.steps for n in st.senders]
 
 
-def make_circuit(su: Setup, keep: torch.Tensor, seed: int = 0) -> Circuit:
+def make_circuit(su: Setup, keep: torch.Tensor, seed: int = 0, row=None) -> Circuit:
+    """The circuit of `keep`, measured (or with `row`, its measurement already made:
+    f, f_lo, f_hi)."""
     g = su.graph
-    row = evaluate(su, keep[None], seed=seed).iloc[0]
+    row = evaluate(su, keep[None], seed=seed).iloc[0] if row is None else row
     idx = keep.nonzero()[:, 0].tolist()
     nodes = sorted({g.senders[e] for e in idx} | {node_of(g.receivers[e]) for e in idx})
     return Circuit([g.names[e] for e in idx], nodes, keep, float(row["f"]),
@@ -224,8 +226,8 @@ def discover(bridge, task=None, pairs=None, method: str = "eap-ig", positions: s
         target = 0.8
     at = None
     if target is not None:
-        found = smallest(su, scores, target, seed=seed)
-        at = make_circuit(su, found[1], seed) if found is not None else None
+        found = smallest(su, scores, target, seed=seed, measured=cur)
+        at = make_circuit(su, found[1], seed, row=found[2]) if found is not None else None
     if edges is not None:
         chosen = make_circuit(su, circuit_keep(graph, scores, min(edges, graph.n_edges)), seed)
     elif at is not None:

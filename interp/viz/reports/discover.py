@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from interp.viz.circuit_figures import circuit_figure, faithfulness_figure
+from interp.viz.reports import rounded
 from interp.viz.reports.routes import decimals
 
 WIDTH = 100                       # no terminal line is longer
@@ -388,14 +389,14 @@ def page(data: dict, res, circuit=None, faithfulness=None):
     frame = res.frame()
     inc = frame[frame.in_circuit.astype(bool)].sort_values("rank")
     out.details(f"{getattr(res, 'method', '')}: every edge of the circuit ({len(inc)})",
-                _sub(lambda p: p.table(_rounded(inc), max_rows=2000)))
+                _sub(lambda p: p.table(rounded(inc), max_rows=2000)))
     out.details("Nodes", _sub(lambda p: p.table(res.nodes())))
     for name, m in data["methods"].items():
         out.details(f"{name}: faithfulness at each size",
-                    _sub(lambda p, m=m: p.table(_rounded(pd.DataFrame(m["faithfulness"])))))
+                    _sub(lambda p, m=m: p.table(rounded(pd.DataFrame(m["faithfulness"])))))
         if m.get("compare"):
             out.details(f"{name}: agreement with exact per component type",
-                        _sub(lambda p, m=m: p.table(_rounded(pd.DataFrame(m["compare"])))))
+                        _sub(lambda p, m=m: p.table(rounded(pd.DataFrame(m["compare"])))))
     settings = {k: v for k, v in data.items() if k != "methods"}
     out.details("Run settings", _sub(lambda p: p.table(pd.DataFrame(
         {"setting": list(settings), "value": [str(v) for v in settings.values()]}))))
@@ -417,13 +418,3 @@ def _sub(fill):
     p = Page("")
     fill(p)
     return p
-
-
-def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers with at least two significant digits (a small score is not a zero)."""
-    out = frame.copy()
-    for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].map(lambda x: x if pd.isna(x) else float(f"{x:.3g}")
-                                if abs(x) < 0.01 else round(x, 4))
-    return out

@@ -10,6 +10,7 @@ import pandas as pd
 
 from interp.viz.figures import ARROW, esc, esc_all
 from interp.viz.page import Page
+from interp.viz.reports import rounded
 
 COLUMNS = ["knockout", "measure", "clean", "target", "control", "effect", "ci_lo", "ci_hi", "p",
            "verdict", "target_mass", "control_mass", "mass_ratio", "control_rule", "other_heads",
@@ -162,7 +163,7 @@ def build_page(res, title: str) -> Page:
         "'untestable' when the controls cannot reach p <= 0.05.")
     if res.meta.get("note"):
         page.paragraph(res.meta["note"])
-    page.table(_rounded(res.summary[[c for c in COLUMNS if c in res.summary.columns]]))
+    page.table(rounded(res.summary[[c for c in COLUMNS if c in res.summary.columns]]))
     page.plotly(route_figure(res.summary))
     rd = getattr(res, "reads", None)
     if rd is not None and len(rd):
@@ -171,15 +172,5 @@ def build_page(res, title: str) -> Page:
                        "positions come from a donor example of the same layout whose tokens "
                        "there differ; the controls resample the entries of the equal-mass "
                        "controls. donors: the examples that had one.")
-        page.table(_rounded(rd[[c for c in COLUMNS + ["donors"] if c in rd.columns]]))
+        page.table(rounded(rd[[c for c in COLUMNS + ["donors"] if c in rd.columns]]))
     return page
-
-
-def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers with at least two significant digits (a small effect is not a zero)."""
-    out = frame.copy()
-    for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].map(lambda x: x if pd.isna(x) else float(f"{x:.3g}")
-                                if abs(x) < 0.01 else round(x, 4))
-    return out
