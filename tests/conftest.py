@@ -68,3 +68,7 @@ def tiny_bert_dir(tmp_path_factory):
                                num_attention_heads=4, intermediate_size=64,
                                max_position_embeddings=64)).save_pretrained(str(d))
     return d
+
+
+# the browser tests' reports and drawn pages (tests/browserkit.py), for any test file
+from browserkit import browser, pages, reports  # noqa: E402,F401

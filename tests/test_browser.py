@@ -7,144 +7,17 @@ log no console error or exception, draw every figure, and fit a 1,400 px window.
 from models whose tokens are HTML must show those tokens as text and inject no element.
 """
 
-import json
-import re
 import time
 
 import pytest
-import torch
 
-from interp.viz.browser import DRAWN, Chromium, find_chromium
+from browserkit import HTML_TOKENS, WIDTH, cv_props
+from interp.viz.browser import find_chromium
+
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None, reason="chromium not found: install Debian's chromium package "
     "(apt-get install chromium) or set CHROMIUM=/path/to/chromium to run the browser test")
-
-WIDTH = 1400
-HTML_TOKENS = ["<script>alert(1)</script>", "<b>bold</b>", '"><img src=x onerror=alert(1)>',
-               "<br>", "&amp;", "<i>x</i>"]
-
-# What a page holds once drawn, read in the page itself.
-COLLECT = """(() => {
-  const all = (s, root = document) => [...root.querySelectorAll(s)];
-  const texts = (s, root = document) => all(s, root).map(e => e.textContent);
-  const plots = all('.plotly-graph-div'), cvs = all('div.cv');
-  return {
-    plots: plots.map(d => ({
-      traces: (d.data || []).length,
-      drawn: all('.heatmaplayer image, .barlayer .trace, .scatterlayer .trace', d).length,
-      right: d.getBoundingClientRect().right,
-      title: (d.querySelector('.gtitle') || {}).textContent,
-      x: texts('.xaxislayer-above text', d), y: texts('.yaxislayer-above text', d),
-      colorbars: all('.colorbar', d).map(c => all('text', c).map(t => {
-          const r = t.getBoundingClientRect(); return [r.top, r.bottom]; })),
-      axes: all('.infolayer g', d).filter(g => /^g-[xy][0-9]*title$/.test(g.getAttribute('class')))
-            .map(g => g.textContent).filter(t => t)})),
-    cvs: cvs.map(d => ({children: d.childElementCount, text: d.textContent,
-                        right: d.getBoundingClientRect().right})),
-    cv_calls: texts('script').filter(t => t.includes('CircuitsVis.render("cv-')),
-    scroll_width: document.documentElement.scrollWidth, inner_width: window.innerWidth,
-    elements: Object.fromEntries(['img', 'b', 'i', 'script', 'iframe', 'object', 'embed']
-                                 .map(t => [t, document.getElementsByTagName(t).length])),
-    scripts_with_src: all('script').filter(s => s.src).length,
-    bold_ticks: all('.xaxislayer-above tspan, .yaxislayer-above tspan').length,
-    ticks: texts('.xaxislayer-above text, .yaxislayer-above text'),
-    cells: texts('td, th'),
-    paragraphs: texts('p, h1, h2, h3'),
-    alerts: window.__alerts,
-  };
-})()"""
-# Installed before any script of the page runs: an injected alert(1) would be counted.
-TRAP = "window.__alerts = 0; window.alert = () => { window.__alerts += 1; };"
-
-def html_tokenizer():
-    """A word-level tokenizer whose words are HTML, split on '|': [tokenizer, vocab size]."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = ["<pad>", "<bos>", "<eos>", *HTML_TOKENS] + [f"w{i}" for i in range(24)]
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("|", behavior="removed")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>"), len(vocab)
-
-
-@pytest.fixture(scope="session")
-def reports(tiny_checkpoints, tmp_path_factory):
-    """{name: report.html} for every kind of report, built once (in this process)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from circuits import ablate, patch
-    from circuits.induction import __main__ as induction
-    from interp import classify_heads
-    from interp.models.native import NativeSpec, build_native, save_native
-    from probes import __main__ as probe
-
-    root = tmp_path_factory.mktemp("reports")
-    tok, vocab = html_tokenizer()
-    gpt2 = root / "gpt2-html"                  # an HF GPT-2 whose tokens are HTML
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                               bos_token_id=1, eos_token_id=2, pad_token_id=0)
-                    ).save_pretrained(str(gpt2))
-    tok.save_pretrained(str(gpt2))
-    native = root / "native-html"              # a native text model, HTML tokens as well
-    save_native(build_native(NativeSpec(n_layers=2, d_model=32, n_heads=4, n_ctx=32,
-                                        d_vocab=vocab, mixing="smeared"), seed=1, tokenizer=tok),
-                native, {"task": {"task": "test"}})
-    prompts = root / "prompts.txt"
-    prompts.write_text("|".join(HTML_TOKENS + ["w1", "w2"]) + "\n" +
-                       "|".join(["w3", *HTML_TOKENS[::-1]]) + "\n")
-    dec, t5 = (str(tiny_checkpoints[a]) for a in ("decoder", "t5"))
-    runs = {
-        "classify-decoder": (classify_heads.main, [dec, "--n", "4", "--examples", "1"]),
-        "classify-t5": (classify_heads.main, [t5, "--n", "4", "--examples", "1"]),
-        "classify-html": (classify_heads.main, [str(gpt2), "--prompts", str(prompts),
-                                                "--examples", "2"]),
-        "ablate": (ablate.main, [dec, "--tokens", "x,^,=", "--n", "4", "--controls", "2",
-                                 "--no-decode"]),
-        "patch": (patch.main, [dec, "--n", "2", "--sites", "resid_pre,head"]),
-        "induction-html": (induction.main, [str(native), "--n", "2"]),
-        "probe": (probe.main, [dec, "--target", "D_sign", "--n", "120", "--positions", "x,^,=",
-                               "--causal", "--causal-n", "16", "--controls", "2"]),
-    }
-    out = {}
-    for name, (main, argv) in runs.items():
-        assert main([*argv, "--out", str(root / name), "--quiet"]) == 0, name
-        out[name] = root / name / "report.html"
-    return out
-
-
-def cv_props(page) -> list[dict]:
-    """The props each circuitsvis view was drawn with, read from the page's own scripts
-    (circuitsvis draws the tokens on a canvas, so they are not in the DOM's text)."""
-    out = []
-    for call in page["cv_calls"]:
-        m = re.search(r'CircuitsVis\.render\("cv-\w+", CircuitsVis\.AttentionHeads, (.*)\); \}\);',
-                      call, re.S)
-        out.append(json.loads(m.group(1)))
-    return out
-
-
-@pytest.fixture(scope="session")
-def browser():
-    with Chromium(width=WIDTH, height=900) as b:
-        yield b
-
-
-@pytest.fixture(scope="session")
-def pages(reports, browser):
-    """{name: (tab, what the drawn page holds)} for every report."""
-    out = {}
-    for name, path in reports.items():
-        tab = browser.open("about:blank")
-        tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": TRAP})
-        tab.navigate(path.as_uri())
-        assert tab.wait_for(DRAWN, timeout=30), f"{name}: figures not drawn in 30 s"
-        time.sleep(0.3)                                 # late console errors, if any
-        out[name] = tab, tab.evaluate(COLLECT)
-    return out
-
 
 def test_the_blocking_and_the_error_capture_work_on_a_page_that_breaks_both(browser, tmp_path):
     """The checks below can fail: a page that reaches for the network and throws is seen."""
