@@ -52,3 +52,12 @@ def test_nan_prints_as_a_dash():
 def test_width_follows_the_terminal(df, monkeypatch):
     monkeypatch.setenv("COLUMNS", "50")
     assert max(map(len, fit(df).splitlines())) <= 50
+
+
+def test_small_effects_keep_significant_digits():
+    from interp.viz.termtable import interval, signed
+
+    assert signed(0.1234) == "+0.123" and signed(-2.5) == "-2.500" and signed(0.0) == "+0.000"
+    assert signed(0.00042) == "+0.00042" and signed(-0.000012345) == "-1.2e-05"
+    assert float(signed(0.00042)) == 0.00042
+    assert interval(0.0, 0.0001, 0.0012) == "+0.000 [+0.0001, +0.001]"

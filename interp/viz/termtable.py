@@ -79,3 +79,19 @@ def fit(df: pd.DataFrame, width: int | None = None, wide: bool = False, min_text
                 f"{', '.join(hidden)}; --wide shows every column)")
         lines += textwrap.wrap(note, max(limit, 20))
     return "\n".join(lines)
+
+
+def signed(v: float, decimals: int = 3) -> str:
+    """A signed number with `decimals` decimals, or two significant digits when it is smaller
+    than the last decimal shows (+0.00042, not +0.000, which reads as a measured zero)."""
+    v = float(v)
+    if v != v:
+        return "nan"
+    if v == 0 or abs(v) >= 10 ** -decimals:
+        return f"{v:+.{decimals}f}"
+    return f"{v:+.2g}"
+
+
+def interval(est: float, lo: float, hi: float, decimals: int = 3) -> str:
+    """'est [lo, hi]' with `signed`: small effects keep their significant digits."""
+    return f"{signed(est, decimals)} [{signed(lo, decimals)}, {signed(hi, decimals)}]"
