@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     import torch
 
     import interp
-    from circuits.discovery import EdgeGraph, GraphModel, agreement
+    from circuits.discovery import EdgeGraph, GraphModel, agreement, agreement_by_size
     from circuits.discovery import scores as S
     from circuits.patching import corrupt_pairs
 
@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sweep-steps", default="1,2,10,20",
+                   help="eap-ig also at these step counts (comma-separated; '' for none): "
+                   "the Spearman against exact for each, over every edge and the large ones")
     p.add_argument("--autocircuit", help="auto-circuit's EAP scores (CSV: edge, score, "
                    "seconds) on the same pairs at positions none")
     p.add_argument("--json")
@@ -114,6 +117,25 @@ def main(argv=None) -> int:
         res[method]["agreement"] = df.to_dict(orient="records")
         print(f"\n  {method} against exact, per component type:")
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    gap = float(su.m_clean.mean() - su.m_corrupt.mean())
+    by_size = agreement_by_size(scores["exact"], {m: scores[m] for m in ("eap", "eap-ig")}, gap)
+    res["by_size"] = by_size.to_dict(orient="records")
+    print("\n  distance from exact by the size of the exact effect (|exact| / gap; median "
+          "relative error, share of signs that agree):")
+    print(by_size.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    sweep = [int(s) for s in a.sweep_steps.split(",") if s.strip()]
+    if sweep:
+        res["steps_sweep"] = []
+        print("\n  eap-ig's steps against exact (steps = 1 is the gradient at the clean run, "
+              "i.e. eap):")
+        for st in sorted(set(sweep) | {a.steps}):
+            vec = scores["eap-ig"] if st == a.steps else S.score(su, "eap-ig", st)
+            row = agreement(scores["exact"], vec, graph).iloc[0]
+            res["steps_sweep"].append({"steps": st, "spearman": float(row.spearman),
+                                       "spearman_large": float(row.spearman_large),
+                                       "recall20": float(row.recall20)})
+            print(f"    steps {st:>3}: spearman {row.spearman:.3f}, over the {row.large} large "
+                  f"edges {row.spearman_large:.3f}, top-20 recall {row.recall20:.2f}")
     if a.autocircuit:
         import pandas as pd
 

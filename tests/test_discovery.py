@@ -363,3 +363,24 @@ def test_knocking_out_a_circuits_largest_edges_beats_as_many_of_its_smallest(sma
     assert got["verdict"] == "not confirmed" and got["p"] > 0.05
     none = F.knockout(res.setup, keep, big, torch.zeros_like(keep))
     assert none["verdict"] == "untestable" and none["n_controls"] == 0
+
+
+def test_agreement_by_size_bins_by_the_exact_share_of_the_gap_with_planted_errors():
+    """Planted: per bin of |exact| / gap, approx = exact * (1 + err) with a known err and a
+    known count of flipped signs; the zero-effect edge is left out."""
+    from circuits.discovery import agreement_by_size
+
+    gap = -20.0                               # the sign of the gap does not matter
+    sizes = [3e-6, 3e-6, 5e-4, 5e-4, 5e-4, 0.5]
+    exact = torch.tensor([0.0] + [s * 20 * (-1) ** i for i, s in enumerate(sizes)],
+                         dtype=torch.float64)
+    approx = exact.clone()
+    approx[1:3] *= 1.5                        # bin [0, 1e-5): relative error 0.5
+    approx[3:6] *= torch.tensor([1.1, 1.1, -1.0], dtype=torch.float64)   # one sign flipped
+    df = agreement_by_size(exact, {"m": approx, "same": exact}, gap)
+    assert df["edges"].tolist() == [2, 0, 3, 0, 0, 1]
+    first, third, last = df.iloc[0], df.iloc[2], df.iloc[5]
+    assert first.m_rel_err == pytest.approx(0.5) and first.m_sign == 1.0
+    assert third.m_rel_err == pytest.approx(0.1) and third.m_sign == pytest.approx(2 / 3)
+    assert last.m_rel_err == 0.0 and (df.dropna().same_rel_err == 0).all()
+    assert np.isnan(df.iloc[1].m_rel_err)

@@ -18,7 +18,7 @@ edges against control sets of as many of its other edges. `compare.agreement` sc
 approximate methods against exact per component type. See docs/circuits.md.
 """
 
-from circuits.discovery.compare import agreement
+from circuits.discovery.compare import agreement, agreement_by_size
 from circuits.discovery.faithfulness import PERCENTS, areas, curve, knockout
 from circuits.discovery.graph import POSITIONS, EdgeGraph
 from circuits.discovery.model import GraphModel
@@ -26,5 +26,6 @@ from circuits.discovery.result import Circuit, DiscoveryResult, discover, labels
 from circuits.discovery.scores import ABLATIONS, METHODS
 
 __all__ = ["discover", "DiscoveryResult", "Circuit", "GraphModel", "EdgeGraph", "agreement",
+           "agreement_by_size",
            "curve", "areas", "knockout", "labels_from_table", "METHODS", "POSITIONS", "ABLATIONS",
            "PERCENTS"]

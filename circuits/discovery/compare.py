@@ -70,3 +70,31 @@ def agreement(exact: torch.Tensor, approx: torch.Tensor, graph) -> pd.DataFrame:
                      "spearman_large": spearman(a[big], e[big]) if big.sum() > 2
                      else float("nan")})
     return pd.DataFrame(rows)
+
+
+SIZE_BINS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, float("inf"))
+
+
+def agreement_by_size(exact: torch.Tensor, approx: dict[str, torch.Tensor], gap: float,
+                      bins=SIZE_BINS) -> pd.DataFrame:
+    """How far each approximate score is from the exact one, by the size of the exact
+    effect: one row per bin of |exact| / |gap| (edges whose exact effect is 0 left out),
+    with the edge count and, per method, the median relative error |approx - exact| / |exact|
+    and the share of edges whose sign agrees. A gradient at the clean run (EAP) is the
+    first-order term of a single-edge patch, so it is close for small effects; integrated
+    gradients average over inputs far from the clean run, which pays off for large effects."""
+    ex = exact.double().numpy()
+    size = np.abs(ex) / (abs(gap) or 1.0)
+    rows = []
+    for lo, hi in zip(bins, bins[1:]):
+        m = (ex != 0) & (size >= lo) & (size < hi)
+        row = {"from": lo, "to": hi, "edges": int(m.sum())}
+        for name, v in approx.items():
+            a = v.double().numpy()[m]
+            e = ex[m]
+            row[f"{name}_rel_err"] = float(np.median(np.abs(a - e) / np.abs(e))) if m.any() \
+                else float("nan")
+            row[f"{name}_sign"] = float(np.mean(np.sign(a) == np.sign(e))) if m.any() \
+                else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
