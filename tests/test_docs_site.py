@@ -85,6 +85,15 @@ def test_the_api_reference_documents_every_exported_function_and_class(site, pkg
         assert all(w in html for w in words), (name, words)   # its docstring is rendered
 
 
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_the_api_reference_names_no_issue_number(site, pkg):
+    """The docstrings the API pages show are user-facing text too (same rule as the pages)."""
+    from test_docs_text import issue_numbers
+
+    text = re.sub(r"<[^>]+>", " ", (site / "api" / pkg / "index.html").read_text())
+    assert not issue_numbers(text), issue_numbers(text)
+
+
 def _copy(tmp_path: Path) -> Path:
     work = tmp_path / "copy"
     shutil.copytree(ROOT / "docs", work / "docs")
