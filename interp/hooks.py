@@ -188,6 +188,8 @@ def run(model, *args, hooks: Iterable[Hook] = (), pre_hooks: Sequence[tuple] = (
     grad : keep the autograd graph (attribution patching); default no_grad
     kwargs : passed to the model (`attention_mask`, `decoder_input`, `start_at_layer` ...)
 
+    Notes
+    -----
     Tensors among `args` and `kwargs` are moved to the model's device first. Returns the
     model's output (on that device). The model's training flag and its hooks are restored
     whatever happens.

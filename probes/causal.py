@@ -328,6 +328,8 @@ def steering_vector(X: torch.Tensor, labels, source, target) -> tuple[torch.Tens
         restricted to examples present there)
     labels : `[n]` their labels; source, target : two label values (e.g. -1 and 1 for D_sign)
 
+    Notes
+    -----
     Adding `alpha * v` to a `source` example moves the mean of the source class onto the
     mean of the target class (exactly, on the examples it was computed from).
     """
@@ -514,6 +516,8 @@ def erasure_check(bridge, task, acts, target, site: str, layer: int, keys: Seque
     shared : a dict kept between calls on the same `acts` and parts (a grid of checks): the
         prepared examples and the clean runs are computed once
 
+    Notes
+    -----
     1. Fit one eraser per key on the training rows of its activations.
     2. Power check (first): a fresh probe on the erased activations, scored on the test
        rows, at each key; then, with the erasure in the forward pass of every example, at

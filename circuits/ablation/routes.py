@@ -519,7 +519,7 @@ def ablate_route(bridge, task: Task, examples: Sequence[Example],
     decode : also greedy-decode under each knockout, with the checker per step (slower)
     max_rows : example x condition rows stacked into one forward pass
     controls : "mass" (equal mass in the same rows: `circuits.ablation.masscut`) or "count"
-        (as many other keys of the same head, closest in mass: the rule before issue #22)
+        (as many other keys of the same head, closest in mass: the earlier rule)
     reads : also the value path patch (does the head read K?), in `RouteResult.reads`
 
     Returns
@@ -706,7 +706,7 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         labels (list of strings), and band_centre for `blurred_diagonal`
     n_controls : equal-mass controls per head (19 or more for p <= 0.05 to be reachable;
         fewer: every verdict is "untestable")
-    controls : "mass" (the default) or "count" (the rule before issue #22), see
+    controls : "mass" (the default) or "count" (the earlier, count-matched rule), see
         `ablate_route`
 
     Returns
