@@ -1,7 +1,9 @@
 """The report of `python -m circuits.induction`: the terminal summary, the JSON and the
 self-contained HTML page of an induction result (`circuits.induction.InductionResult`: heads,
 composition, mechanism, unmixing, mixing, icl, history, example). Pure: a result in, text /
-dict / Page out; nothing here runs a model.
+dict / Page out; nothing here runs a model. Over 400 lines: the terminal summary and the page
+are made from the same sentences and tables (the findings, the heads table, the composition,
+the training record), kept in one module so that they cannot drift apart.
 
 Findings come first, on the terminal and on the page alike: the best induction head, the
 mechanism check (ablating the previous-token head, with its control), the un-mixing
@@ -9,10 +11,6 @@ intervention, the ICL score and the training run. Heads are named `L0H3`; the ba
 the same for every head, are one line above the heads table (not a column each); each score
 has its own panel and axis (copying near -1 does not set the scale of the others); tokens
 are shown as text, a byte that is not a whole UTF-8 character as `<0xEF>`.
-
-Over 400 lines: the terminal summary and the page are made from the same sentences and
-tables (the findings, the heads table, the composition, the training record), kept in one
-module so that they cannot drift apart.
 """
 
 from __future__ import annotations
