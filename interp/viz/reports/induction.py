@@ -86,6 +86,9 @@ def scores_figure(heads: pd.DataFrame):
         if base in heads:
             fig.add_hline(y=b, line_dash="dash", line_color="black", line_width=1, row=row,
                           col=col)
+        own = [*vals.tolist(), b]                     # the axis: this score and its baseline
+        pad = 0.08 * max(max(own) - min(own), 1e-3)
+        fig.update_yaxes(range=[min(own) - pad, max(own) + pad], row=row, col=col)
         fig.update_xaxes(type="category", row=row, col=col)
     fig.update_layout(title="Scores per head: one panel and axis per score; bars start at "
                       "the baseline (dashed: uniform attention, or random heads' mean)",
@@ -307,8 +310,7 @@ def build_page(name: str, res, tokenizer_owner=None, meta: dict | None = None):
             lim = max(3.0, float(abs(vals).max()))
             fig = go.Figure(go.Heatmap(z=vals.round(2).tolist(), x=list(z.columns[1:]),
                                        y=list(z["from"]), colorscale="RdBu", reversescale=True,
-                                       zmid=0, zmin=-lim, zmax=lim,
-                                       colorbar=dict(title=dict(text="z", side="top"))))
+                                       zmid=0, zmin=-lim, zmax=lim))
             fig.update_layout(title=f"{mode}-composition z-score against random heads "
                               f"(mean {c.random_mean.iloc[0]:.3f}, sd "
                               f"{c.random_sd.iloc[0]:.3f}); red = above chance",

@@ -251,8 +251,7 @@ def pair_figure(res, att, lim: float, rho: float | None = None):
         trace.update(zmin=-lim, zmax=lim, zmid=None, zauto=False, showscale=i == 0,
                      hovertemplate=f"{esc(r.method)}: " + trace.hovertemplate)
         if i == 0:
-            trace.colorbar.title.text = "share of the gap (both maps)"
-            trace.colorbar.title.side = "right"
+            trace.colorbar.title.text = "share<br>both maps"
         fig.add_trace(trace, row=1, col=i + 1)
         fig.update_xaxes(type="category", row=1, col=i + 1)
         fig.update_yaxes(type="category", autorange="reversed", row=1, col=i + 1)
