@@ -60,8 +60,13 @@ def baseline_line(heads: pd.DataFrame) -> str:
             f"{r.induction_uniform:.3f}, prefix {r.prefix_matching_uniform:.3f}, prev_tok "
             f"{r.previous_token_uniform:.3f}, dup_tok {r.duplicate_token_uniform:.3f}; random "
             f"heads (W_V, W_O): copying {r.copying_random:+.3f}\u00a0±\u00a0"
-            f"{r.copying_random_sd:.3f}, ov_eig_pos {r.ov_eigen_positivity_random:+.3f}"
-            f"\u00a0±\u00a0{r.ov_eigen_positivity_random_sd:.3f}")
+            f"{_sd(r.copying_random_sd)}, ov_eig_pos {r.ov_eigen_positivity_random:+.3f}"
+            f"\u00a0±\u00a0{_sd(r.ov_eigen_positivity_random_sd)}")
+
+
+def _sd(v: float) -> str:
+    """A spread with three decimals, or two significant digits when smaller (not 0.000)."""
+    return f"{v:.3f}" if v == 0 or abs(v) >= 0.001 else f"{v:.2g}"
 
 
 def scores_figure(heads: pd.DataFrame):
