@@ -206,8 +206,9 @@ def _run_slices(a, ckpt, out, targets, classes) -> int:
     res = slice_patch(bridge, groups, targets, a.controls, a.direction, a.metric, a.seed,
                       progress=say)
     df = res.frame()
-    print("\n".join(report.slice_lines(a.checkpoint, groups, res, df, a.corrupt, a.answer,
-                                        a.answer_token)))
+    lines = report.slice_lines(a.checkpoint, groups, res, df, a.corrupt, a.answer,
+                               a.answer_token)
+    print("\n".join(lines))
     data = report.slice_summary(a.checkpoint, groups, res, df, a.corrupt, a.answer,
                                 a.answer_token)
     if a.json:
@@ -216,7 +217,7 @@ def _run_slices(a, ckpt, out, targets, classes) -> int:
         def fill(tmp: Path) -> None:
             df.to_csv(tmp / "slices.csv", index=False)
             write_json(tmp / "patching.json", data)
-            report.slice_page(data, res).write(tmp / "report.html")
+            report.slice_page(data, res, lines).write(tmp / "report.html")
 
         replace_dir_atomic(fill, out)
         if not a.quiet:

@@ -375,13 +375,17 @@ def slice_summary(checkpoint: str, groups, res, df, corrupt: str, answer: str,
             "rows": df.to_dict(orient="records")}
 
 
-def slice_page(data: dict, res):
-    """The HTML page of `--slices`: the pooled shares by layer (bars with intervals)."""
+def slice_page(data: dict, res, lines: list[str] | None = None):
+    """The HTML page of `--slices`: the findings (`lines`, the terminal's: the counts and
+    per layer the shares and the joint patch's verdict), then the pooled shares by layer
+    (bars with intervals)."""
     from interp.viz.page import Page
 
     out = Page(f"Patching {data['checkpoint']} over every layout group: {data['pairs']} "
                f"pairs, {data['distinct']} distinct equations, {data['groups']} groups, "
                f"answer {data['answer']} ({data['answer_token']} token)")
+    if lines:
+        out.findings(lines)
     out.paragraph("Share of the clean-corrupt gap restored by patching the residual stream "
                   "entering each layer at each target position, at all of them jointly, and "
                   "(mean) at equal-size sets of other input positions; 95% intervals "
