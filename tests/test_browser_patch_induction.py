@@ -225,3 +225,13 @@ def test_byte_level_tokens_read_as_text_and_the_repeat_as_a_repeat(pages, report
                                                                           "second copy"])
     assert [r[3] for r in rows[1:]] == ["yes"] * half
     assert [r[1].split(":", 1)[1] for r in rows[1:]] == want[1:1 + half]
+
+
+def test_the_byte_level_report_opens_offline_and_draws_within_the_window(pages):
+    tab, page = pages["induction-bytes"]
+    assert tab.requests and all(u.startswith(("file:", "data:")) for u in tab.requests)
+    assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)
+    assert page["plots"] and all(p["traces"] > 0 and p["drawn"] == p["traces"]
+                                 for p in page["plots"])
+    assert page["cvs"] and all(c["children"] > 0 for c in page["cvs"])
+    assert page["scroll_width"] <= page["inner_width"] == WIDTH
