@@ -88,6 +88,8 @@ def _main(argv) -> int:
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
     p.add_argument("--no-attribution", action="store_true")
+    p.add_argument("--wide", action="store_true", help="print every column of the tables "
+                   "(default: fitted to the terminal's width)")
     a = p.parse_args(argv)
     positive("--n", a.n)
     positive("--controls", a.controls)
@@ -135,9 +137,11 @@ def _run(a, ckpt, out) -> int:
         DEFAULT_FIELDS,
         attribute,
         corrupt_pairs,
+        metric_values,
         patch,
         site as check_site,
     )
+    from circuits.patching.sites import forward
     from circuits.stats import spearman
     from interp.errors import InterpError
     from interp.hooks import arch_of
@@ -158,6 +162,8 @@ def _run(a, ckpt, out) -> int:
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
     print(report.header(a.checkpoint, pairs, a.answer, a.direction, a.metric))
     results = {}
+    baseline = [metric_values(forward(bridge, ids), pairs, a.metric).double().numpy()
+                for ids in (pairs.clean, pairs.corrupt)]        # per pair, for the intervals
     data = report.summary(a.checkpoint, pairs, a.corrupt, a.answer, a.direction, a.metric)
     for s in sites:
         res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
@@ -165,8 +171,11 @@ def _run(a, ckpt, out) -> int:
             attribute(bridge, pairs, s, a.direction, a.metric)
         rho = spearman(att.values.flatten(), res.values.flatten()) if att is not None else None
         results[s] = (res, att)
-        print("\n".join(report.site_lines(res, rho, first=s == sites[0])))
-        data["sites"][s] = report.site_entry(res, att, rho)
+        top = report.top_cells(res, att, seed=a.seed, baseline=baseline)
+        print("\n".join(report.site_lines(res, rho, first=s == sites[0], top=top,
+                                            wide=a.wide)))
+        data["sites"][s] = report.site_entry(res, att, rho, top)
+    data["gap_line"] = report.gap_line(next(iter(results.values()))[0])
     if a.json:
         write_json(a.json, data)
     if out is not None:
@@ -197,8 +206,9 @@ def _run_slices(a, ckpt, out, targets, classes) -> int:
     res = slice_patch(bridge, groups, targets, a.controls, a.direction, a.metric, a.seed,
                       progress=say)
     df = res.frame()
-    print("\n".join(report.slice_lines(a.checkpoint, groups, res, df, a.corrupt, a.answer,
-                                        a.answer_token)))
+    lines = report.slice_lines(a.checkpoint, groups, res, df, a.corrupt, a.answer,
+                               a.answer_token)
+    print("\n".join(lines))
     data = report.slice_summary(a.checkpoint, groups, res, df, a.corrupt, a.answer,
                                 a.answer_token)
     if a.json:
@@ -207,7 +217,7 @@ def _run_slices(a, ckpt, out, targets, classes) -> int:
         def fill(tmp: Path) -> None:
             df.to_csv(tmp / "slices.csv", index=False)
             write_json(tmp / "patching.json", data)
-            report.slice_page(data, res).write(tmp / "report.html")
+            report.slice_page(data, res, lines).write(tmp / "report.html")
 
         replace_dir_atomic(fill, out)
         if not a.quiet:

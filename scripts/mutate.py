@@ -184,6 +184,18 @@ TESTS = {
         "tests/test_discover_report.py::test_page_details_fold_escaped_parts_and_keep_their_plotly",
         "tests/test_discover_report.py::test_page_leads_with_findings_then_contents_and_escapes_every_label",
         "tests/test_page.py"],
+    # the patch and induction reports: planted results and frames (the browser and
+    # command-line checks are left to the suite)
+    "interp/viz/reports/patch.py": [
+        "tests/test_readable_patch_induction.py",
+        "--deselect=tests/test_readable_patch_induction.py::test_patch_command_tables_fit_80_columns_and_wide_shows_all",
+        "--deselect=tests/test_readable_patch_induction.py::test_induction_command_table_fits_80_columns"],
+    "interp/viz/reports/induction.py": [
+        "tests/test_readable_patch_induction.py",
+        "tests/test_page.py::test_byte_level_tokens_show_their_text_or_their_bytes",
+        "tests/test_page.py::test_the_induction_report_names_tokens_by_their_text",
+        "--deselect=tests/test_readable_patch_induction.py::test_patch_command_tables_fit_80_columns_and_wide_shows_all",
+        "--deselect=tests/test_readable_patch_induction.py::test_induction_command_table_fits_80_columns"],
 }
 
 M = Mutant
@@ -1129,6 +1141,36 @@ MUTANTS = [
       "side = inc.receiver.map(encoder_side) if t5", "side = inc.receiver.map(bool) if t5"),
     M("RP37", "interp/viz/reports/discover.py", "a head's weight misses the edges into its value",
       r'str.replace(r"\.[qkv]$"', r'str.replace(r"\.[qk]$"'),
+    # ---------------------------------------- the patch and induction reports (PI)
+    M("PI01", "interp/viz/reports/patch.py", "top cells: the largest signed share, not |share|",
+      "df.normalised.abs().sort_values(ascending=False", "df.normalised.sort_values(ascending=False"),
+    M("PI02", "interp/viz/reports/patch.py", "interval: the gap held at the whole sample's mean",
+      "cm, bm = clean[idx].mean(1), bad[idx].mean(1)", "cm, bm = clean.mean(), bad.mean()"),
+    M("PI03", "interp/viz/reports/patch.py", "noise: the share read as if denoising",
+      'else (clean - v) / gap', 'else (v - bad) / gap'),
+    M("PI04", "interp/viz/reports/patch.py", "colour range from the exact maps alone",
+      "        for r in (res, att):\n            if r is not None:",
+      "        for r in (res,):\n            if r is not None:"),
+    M("PI05", "interp/viz/reports/patch.py", "a colour bar per map",
+      "showscale=i == 0,", "showscale=True,"),
+    M("PI06", "interp/viz/reports/patch.py", "a small share printed as +0.0%",
+      'return signed(100 * float(v) + 0.0, 1) + "%"', 'return f"{100 * float(v):+.1f}%"'),
+    M("PI07", "interp/viz/reports/patch.py", "the top-cells table not fitted to the terminal",
+      "table = fit(shown(top), width=(width or width_now()) - 4, wide=wide)",
+      "table = fit(shown(top), width=(width or width_now()) - 4, wide=True)"),
+    M("PI08", "interp/viz/reports/induction.py", "constant baseline columns kept in the table",
+      "heads[c].nunique(dropna=False) > 1", "heads[c].nunique(dropna=False) >= 1"),
+    M("PI09", "interp/viz/reports/induction.py", "heads named head-first",
+      'return f"L{int(layer)}H{int(head)}"', 'return f"L{int(head)}H{int(layer)}"'),
+    M("PI10", "interp/viz/reports/induction.py", "every panel's axis spans every score",
+      "own = [*vals.tolist(), b]", "own = [*heads[cols].astype(float).values.ravel().tolist(), b]"),
+    M("PI11", "interp/viz/reports/induction.py", "bars drawn from 0, heights from the baseline",
+      "base=b, name=SHORT[c],", "base=0, name=SHORT[c],"),
+    M("PI12", "interp/viz/reports/induction.py", "a partial character's bytes as \\x escapes",
+      'errors="interp-hexmark"', 'errors="backslashreplace"'),
+    M("PI13", "interp/viz/reports/induction.py", "a small drop printed with three decimals",
+      'return f"drop {interval(d, ci[0], ci[1])}, 95% CI"',
+      'return f"drop {d:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], 95% CI"'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -64,6 +64,44 @@ def html_tokenizer():
                                    eos_token="<eos>"), len(vocab)
 
 
+#: the patching and induction runs' stdout, {run name: text}, filled as the reports are built
+STDOUT = {}
+#: text the byte-level tokenizer is trained on: its merges make whole multi-byte characters
+BYTE_TEXT = [" ".join(c * 3 for c in "\u00e9\u00e8\u00ea\u00eb\u00e0\u00e2\u00e4\u00f4\u00f6"
+                     "\u00fb\u00fc\u00e7\u00f1\u00df\u2014\u2013\u2026\u65e5\u672c\u8a9e"
+                     "\u4e2d\u6587\u03a9\u03bb\u03c0\u0436\u044f")] * 4
+
+
+def captured(name, main):
+    """`main` with its stdout kept in STDOUT[name] (and still returning its status)."""
+    import contextlib
+    import io
+
+    def run(argv):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(argv)
+        STDOUT[name] = buf.getvalue()
+        return rc
+    return run
+
+
+def byte_tokenizer():
+    """An HF GPT-2-style byte-level BPE tokenizer, built offline: the 256 byte tokens, three
+    specials and merges learnt on BYTE_TEXT (whole characters such as \u00e9, \u2014)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(BYTE_TEXT, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<pad>", "<bos>", "<eos>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>")
+
+
 @pytest.fixture(scope="session")
 def reports(tiny_checkpoints, tmp_path_factory):
     """{name: report.html} for every kind of report, built once (in this process)."""
@@ -108,10 +146,21 @@ def reports(tiny_checkpoints, tmp_path_factory):
                                "--causal", "--causal-n", "16", "--controls", "2"]),
     })
 
-    # patching and induction
+    # patching and induction (stdout kept in STDOUT: the terminal is the pages' oracle)
+    btok = byte_tokenizer()
+    gpt2_bytes = root / "gpt2-bytes"           # an HF GPT-2 whose tokens are byte-level BPE
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(btok), n_positions=64, n_embd=32, n_layer=2,
+                               n_head=4, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                    ).save_pretrained(str(gpt2_bytes))
+    btok.save_pretrained(str(gpt2_bytes))
     runs.update({
-        "patch": (patch.main, [dec, "--n", "2", "--sites", "resid_pre,head"]),
-        "induction-html": (induction.main, [str(native), "--n", "2"]),
+        "patch": (captured("patch", patch.main), [dec, "--n", "3", "--sites", "resid_pre,head",
+                                                  "--wide"]),
+        "induction-html": (captured("induction-html", induction.main), [str(native), "--n", "2",
+                                                                        "--wide"]),
+        "induction-bytes": (captured("induction-bytes", induction.main),
+                            [str(gpt2_bytes), "--n", "2", "--wide"]),
     })
 
     out = {}

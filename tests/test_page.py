@@ -188,7 +188,7 @@ def test_byte_level_tokens_show_their_text_or_their_bytes():
     for ch in text:
         raw = ch.encode()
         if len(raw) > 1:
-            want += [f"\\x{b:02x}" for b in raw]
+            want += [f"<0x{b:02X}>" for b in raw]          # a byte of a character
         else:
             want.append({" ": "\u2423", "\n": "\\n", "\t": "\\t", "\x0c": "\\x0c",
                          "\x7f": "\\x7f"}.get(ch, ch))

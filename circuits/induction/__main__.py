@@ -44,6 +44,8 @@ def build_parser():
                    help="validation windows for the ICL score (text models; default 1024, at "
                    f"most {MAX_ICL_WINDOWS:,})")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--wide", action="store_true", help="print every column of the tables "
+                   "(default: fitted to the terminal's width)")
     return p
 
 
@@ -86,7 +88,7 @@ def _main(argv) -> int:
     with output_lock(out):
         torch.manual_seed(a.seed)
         res = analyse(bridge, ckpt.meta, n=a.n, seed=a.seed, icl_windows=a.icl_windows)
-        print("\n".join(summary_lines(name, res, ckpt.meta)))
+        print("\n".join(summary_lines(name, res, ckpt.meta, wide=a.wide)))
         data = {**to_json(res), "checkpoint": str(a.checkpoint)}
         written = ["heads.csv"] + (["composition.csv"] if res.composition is not None
                                    else []) + ["induction.json"] + \
@@ -98,7 +100,7 @@ def _main(argv) -> int:
                 res.composition.to_csv(tmp / "composition.csv", index=False)
             write_json(tmp / "induction.json", data)
             if not a.no_report:
-                build_page(name, res, bridge).write(tmp / "report.html")
+                build_page(name, res, bridge, ckpt.meta).write(tmp / "report.html")
 
         replace_dir_atomic(fill, out)
     if not a.quiet:
