@@ -39,15 +39,15 @@ def colour_range(g: pd.DataFrame, column: str) -> tuple[float, float]:
         low = float(vals.min()) if len(vals) else R2_RANGE[0]
         return max(R2_RANGE[0], min(0.0, low)), R2_RANGE[1]
     base = pd.to_numeric(ok.baseline, errors="coerce").dropna()
-    low = min([float(vals.min())] if len(vals) else [0.0]
-              + ([float(base.min())] if len(base) and column != "control" else []))
-    return max(0.0, min(low, 0.95)), 1.0
+    low = ([float(vals.min())] if len(vals) else []) + \
+        ([float(base.min())] if len(base) and column != "control" else [])
+    return max(0.0, min(min(low, default=0.0), 0.95)), 1.0
 
 
 def reference(g: pd.DataFrame) -> float | None:
     """The baseline a score map marks: the most common baseline of the reliable cells
     (the majority class's share, or R^2 of the training mean), None without one."""
-    b = g[reliable(g)].baseline.dropna().round(3)
+    b = g[reliable(g)].baseline.dropna().round(6)
     return None if not len(b) else float(b.mode().iloc[0])
 
 
@@ -55,9 +55,9 @@ def _ticks(lo: float, hi: float, mark: float | None, label: str) -> dict:
     """Five ticks over [lo, hi]; the baseline `mark` replaces the nearest one (named)."""
     vals = [lo + (hi - lo) * i / 4 for i in range(5)]
     text = [f"{v:.2f}" for v in vals]
-    if mark is not None and lo <= mark <= hi:
+    if mark is not None and lo - 1e-6 <= mark <= hi + 1e-6:
         i = min(range(5), key=lambda i: abs(vals[i] - mark))
-        vals[i], text[i] = mark, f"{mark:.2f} {label}"
+        vals[i], text[i] = mark, f"{mark:.2f} {label}".replace("-0.00 ", "0.00 ")
     return {"tickvals": vals, "ticktext": text}
 
 
