@@ -197,7 +197,7 @@ def format_routes(res, title: str, width: int | None = None, wide: bool = False)
         lines.append("  " + text[1 + i])
     lines += text[1 + len(t):]                    # the columns left out, if any
     if res.meta.get("note"):
-        lines += ["", res.meta["note"]]
+        lines += [""] + textwrap.wrap(res.meta["note"], max(w, 40))
     return "\n".join(lines)
 
 
