@@ -184,6 +184,16 @@ TESTS = {
         "tests/test_discover_report.py::test_page_details_fold_escaped_parts_and_keep_their_plotly",
         "tests/test_discover_report.py::test_page_leads_with_findings_then_contents_and_escapes_every_label",
         "tests/test_page.py"],
+    # readable ablate, route and probe results (#25, the AP mutants): planted frames first,
+    # then the commands in process; these entries replace the earlier ones of the same modules
+    "interp/viz/reports/probe_maps.py": ["tests/test_readable_ablate_probes.py"],
+    "interp/viz/reports/probe.py": ["tests/test_readable_ablate_probes.py",
+                                    "tests/test_probe_scores.py"],
+    "probes/__main__.py": ["tests/test_readable_ablate_probes.py", "tests/test_probe_scores.py"],
+    "interp/viz/reports/routes.py": [
+        "tests/test_readable_ablate_probes.py",
+        "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
+    "interp/viz/reports/ablate.py": ["tests/test_readable_ablate_probes.py"],
 }
 
 M = Mutant
@@ -1129,6 +1139,44 @@ MUTANTS = [
       "side = inc.receiver.map(encoder_side) if t5", "side = inc.receiver.map(bool) if t5"),
     M("RP37", "interp/viz/reports/discover.py", "a head's weight misses the edges into its value",
       r'str.replace(r"\.[qkv]$"', r'str.replace(r"\.[qk]$"'),
+    # readable ablate, route knockout and probe results (#25): the minimum of test equations,
+    # the maps' ranges, the knockouts' colours, findings first, tables that fit
+    M("AP01", "interp/viz/reports/probe_maps.py", "every cell counts as reliable",
+      "fillna(0) >= min_test", "fillna(0) >= 0"),
+    M("AP02", "interp/viz/reports/probe_maps.py", "colour range from every cell, tiny ones too",
+      "    ok = g[reliable(g)]\n    vals = pd.to_numeric", "    ok = g\n    vals = pd.to_numeric"),
+    M("AP03", "interp/viz/reports/probe_maps.py", "R^2 not clipped on the map",
+      "round(min(max(float(v), clip[0]), clip[1]), 4)", "round(float(v), 4)"),
+    M("AP04", "interp/viz/reports/probe_maps.py", "tiny cells coloured under their mask",
+      "cell(v, k) for v, k in zip(row, ks)", "cell(v, True) for v, k in zip(row, ks)"),
+    M("AP05", "interp/viz/reports/probe_maps.py", "the baseline not marked on the colour bar",
+      "if mark is not None and lo - 1e-6 <= mark <= hi + 1e-6:", "if False:"),
+    M("AP06", "interp/viz/reports/probe.py", "most selective / best chosen among tiny cells too",
+      "    ok = g[reliable(g)]\n    sel = ok.dropna", "    ok = g\n    sel = ok.dropna"),
+    M("AP07", "interp/viz/reports/probe.py", "probe tables ignore --wide",
+      "lines.append(fit(grid_table(g), width=w, wide=wide,",
+      "lines.append(fit(grid_table(g), width=w, wide=False,"),
+    M("AP08", "probes/__main__.py", "the causal check erases at tiny cells",
+      "f = reliable_rows(full)", "f = full"),
+    M("AP09", "probes/__main__.py", "--causal-at keeps tiny cells",
+      "keys = [k for k in own if k in chosen and k in ok]",
+      "keys = [k for k in own if k in chosen]"),
+    M("AP10", "interp/viz/reports/routes.py", "error bars in plotly's cycled colours",
+      ".tolist(), color=colour(i)),", ".tolist()),"),
+    M("AP11", "interp/viz/reports/routes.py", "markers in plotly's cycled colours",
+      "marker=dict(color=colour(i), size=9)", "marker=dict(size=9)"),
+    M("AP12", "interp/viz/reports/routes.py", "route page: contents before the findings",
+      "    page.findings(findings(res))\n    rd = getattr(res, \"reads\", None)\n"
+      "    has_reads = rd is not None and len(rd)\n"
+      "    page.toc([t for t in SECTIONS if has_reads or t != \"Reads K\"])",
+      "    rd = getattr(res, \"reads\", None)\n    has_reads = rd is not None and len(rd)\n"
+      "    page.toc([t for t in SECTIONS if has_reads or t != \"Reads K\"])\n"
+      "    page.findings(findings(res))"),
+    M("AP13", "interp/viz/reports/routes.py", "the route table ignores --wide",
+      'text = fit(t.drop(columns="knockout"), width=w - 2, wide=wide,',
+      'text = fit(t.drop(columns="knockout"), width=w - 2, wide=False,'),
+    M("AP14", "interp/viz/reports/ablate.py", "ablation findings without the verdicts",
+      "    out += verdict_lines(res, metric)", "    pass"),
 ]
 
 def select(mutants, module: str | None, only: str | None):
