@@ -107,9 +107,13 @@ def reports(tiny_checkpoints, tmp_path_factory):
                                        "--no-decode"]),
         "ablate-route": (teed(ablate.main), [dec, "--route", "L0H0:D_value->b,c;L1H1:offset=1;"
                                              "L1H3:->x", "--n", "8", "--controls", "2"]),
-        "probe": (teed(probe.main), [dec, "--target", "D_sign,D_value", "--n", "120",
-                                     "--positions", "input", "--causal", "--causal-layers", "1",
-                                     "--causal-n", "16", "--controls", "2"]),
+        "probe": (probe.main, [dec, "--target", "D_sign", "--n", "120", "--positions", "x,^,=",
+                               "--causal", "--causal-n", "16", "--controls", "2"]),
+        # every input position: cells under the minimum of test equations (a's sign, ...)
+        "probe-input": (teed(probe.main), [dec, "--target", "D_sign,D_value", "--n", "120",
+                                           "--positions", "input", "--causal",
+                                           "--causal-layers", "1", "--causal-n", "16",
+                                           "--controls", "2"]),
     })
 
     # patching and induction

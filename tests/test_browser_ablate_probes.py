@@ -98,8 +98,8 @@ def _expected_range(g: pd.DataFrame, column: str, metric: str) -> tuple[float, f
 
 
 def test_probe_colour_ranges_come_from_reliable_cells_and_tiny_cells_are_masked(pages, reports):
-    tab, _ = pages["probe"]
-    probes = pd.read_csv(reports["probe"].parent / "probes.csv")
+    tab, _ = pages["probe-input"]
+    probes = pd.read_csv(reports["probe-input"].parent / "probes.csv")
     few = probes[probes.n_eq_test < MIN_TEST]
     assert len(few), "the run should have cells under the minimum"
     maps = [m for m in tab.evaluate(MAPS) if m["type"] == "heatmap"]
@@ -139,7 +139,7 @@ def test_probe_colour_ranges_come_from_reliable_cells_and_tiny_cells_are_masked(
 
 
 def test_probe_causal_checks_run_on_reliable_cells_only(reports):
-    folder = reports["probe"].parent
+    folder = reports["probe-input"].parent
     probes = pd.read_csv(folder / "probes.csv")
     causal = pd.read_csv(folder / "causal.csv")
     reliable = {(t, l, p) for t, l, p, n in zip(probes.target, probes.layer, probes.position,
@@ -152,7 +152,7 @@ def test_probe_causal_checks_run_on_reliable_cells_only(reports):
         assert all((t, l, p) in reliable for p in ps.split()), ps
 
 
-@pytest.mark.parametrize("name", ["ablate", "ablate-route", "probe"])
+@pytest.mark.parametrize("name", ["ablate", "ablate-route", "probe-input"])
 def test_the_first_section_holds_the_terminals_findings(pages, reports, name):
     tab, _ = pages[name]
     got = tab.evaluate(FIRST)
@@ -188,11 +188,17 @@ def test_the_first_section_holds_the_terminals_findings(pages, reports, name):
         assert sum(x.startswith("causal check") for x in printed) == len(checks)
 
 
-def test_the_route_page_opens_offline_and_draws_every_trace(pages):
-    """The checks tests/test_browser.py makes of every other report, for `ablate --route`."""
-    tab, page = pages["ablate-route"]
+@pytest.mark.parametrize("name", ["ablate-route", "probe-input"])
+def test_the_page_opens_offline_and_draws_every_trace(pages, name):
+    """The checks tests/test_browser.py makes of every other report, for these two."""
+    tab, page = pages[name]
     assert tab.requests and all(u.startswith(("file:", "data:")) for u in tab.requests)
     assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)
     assert page["plots"] and all(p["traces"] > 0 and p["drawn"] == p["traces"]
                                  for p in page["plots"])
+    for p in page["plots"]:                              # colour-bar labels never overlap
+        for bar in p["colorbars"]:
+            spans = sorted(bar)
+            assert len(spans) >= 3 and all(b[0] >= a[1] - 0.5 for a, b in zip(spans, spans[1:])), \
+                (p["title"], spans)
     assert page["scroll_width"] <= page["inner_width"]

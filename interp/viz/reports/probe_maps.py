@@ -52,12 +52,16 @@ def reference(g: pd.DataFrame) -> float | None:
 
 
 def _ticks(lo: float, hi: float, mark: float | None, label: str) -> dict:
-    """Five ticks over [lo, hi]; the baseline `mark` replaces the nearest one (named)."""
+    """Five ticks over [lo, hi]; the baseline `mark` replaces the nearest one (named), and a
+    tick closer to it than 0.7 of a step is left out."""
     vals = [lo + (hi - lo) * i / 4 for i in range(5)]
     text = [f"{v:.2f}" for v in vals]
     if mark is not None and lo - 1e-6 <= mark <= hi + 1e-6:
         i = min(range(5), key=lambda i: abs(vals[i] - mark))
         vals[i], text[i] = mark, f"{mark:.2f} {label}".replace("-0.00 ", "0.00 ")
+        near = {j for j in range(5) if j != i and abs(vals[j] - mark) < 0.7 * (hi - lo) / 4}
+        vals = [v for j, v in enumerate(vals) if j not in near]   # labels never overlap
+        text = [t for j, t in enumerate(text) if j not in near]
     return {"tickvals": vals, "ticktext": text}
 
 
@@ -91,8 +95,7 @@ def grid_figure(g: pd.DataFrame, column: str, title: str):
     hover = [[("-" if v != v else f"{v:.4f}") for v in row] for row in raw]
     marked = column in ("score", "positional")
     ref = reference(g) if marked else None
-    bar = {"thickness": 15, "title": {"text": "R^2" if clip == R2_RANGE and not diverging
-                                      else column if diverging else "accuracy", "side": "right"}}
+    bar = {"thickness": 15}
     bar.update(_ticks(lo, hi, ref, "baseline"))
     text = None
     if marked and len(positions) <= 30:
