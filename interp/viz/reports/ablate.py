@@ -77,9 +77,9 @@ def findings(res, metric: str = "answer_loss") -> list[str]:
     sw = res.sweep[res.sweep.metric == metric] if len(res.sweep) else res.sweep
     if len(sw) and "verdict" in sw.columns:
         beats = [f"L{int(x.from_layer)}" for x in sw.itertuples() if x.verdict == "confirmed"]
-        out.append(f"  sweep (ablated from layer l on): beats random positions from "
-                   f"{', '.join(beats) if beats else 'no layer'} of "
-                   f"{', '.join(f'L{int(x)}' for x in sw.from_layer)}")
+        out.append(f"  sweep (ablated from layer l on): beats random positions for "
+                   f"{'l = ' + ', '.join(beats) if beats else 'no l'} (of "
+                   f"{', '.join(f'L{int(x)}' for x in sw.from_layer)})")
     return out
 
 
