@@ -4,11 +4,12 @@
            [--scope input|all] [--donors layout|any] [--n 70] [--controls 20]
            [--out DIR] [--json FILE]
     ablate --route "L2H0:D_value->b,c" [--route "L1H2:offset=1;L0H3:token=="] [CKPT]
-           [--n 70] [--controls 20] [--decode] [--reads] [--out DIR] [--json FILE]
+           [--n 70] [--controls 20] [--decode] [--reads] [--wide] [--out DIR] [--json FILE]
 
-(also `interp ablate ...` and `python -m circuits.ablate ...`). Prints a table; with --tokens
---out writes summary.csv, sweep.csv, controls.csv, per_example.csv, ablation.json and
-report.html, with --route routes.csv, routes.json and report.html; --json writes the JSON
+(also `interp ablate ...` and `python -m circuits.ablate ...`). Prints the findings (the
+verdict sentences), then a table (--route: fitted to the terminal's width, --wide for every
+column); with --tokens --out writes summary.csv, sweep.csv, controls.csv, per_example.csv,
+ablation.json and report.html, with --route routes.csv, routes.json and report.html; --json writes the JSON
 alone. --tokens draws unique held-out equations and compares the target with as many random
 positions and as many role-matched (structural, non-digit) positions, each with its verdict;
 `resample` takes donors of the same layout unless --donors any (docs/ablation.md). A route
@@ -86,6 +87,9 @@ def parser():
     p.add_argument("--reads", action="store_true", help="with --route: also test whether the "
                    "head reads K (its values at K from a same-layout donor, in the rows of Q "
                    "only, against the controls' entries resampled alike)")
+    p.add_argument("--wide", action="store_true", help="with --route: print every column of "
+                   "the table (by default it fits the terminal's width, the columns left out "
+                   "named below it)")
     p.add_argument("--batch-size", type=int, default=128)
     return add_options(p, out="write CSV, JSON and report.html there",
                        json="write the results as JSON", quiet=True, device=True)
@@ -129,6 +133,9 @@ def _main(argv) -> int:
             return _run_routes(a, routes, out)
     if a.decode:
         raise InterpError("--decode applies to --route; --tokens decodes unless --no-decode")
+    if a.wide:
+        raise InterpError("--wide applies to --route (its table fits the terminal unless "
+                          "--wide); drop it with --tokens")
     if a.reads:
         raise InterpError("--reads applies to --route (the value path patch of one head's "
                           "route); drop it with --tokens")
@@ -181,7 +188,7 @@ def _run_routes(a, routes, out) -> int:
     title = (f"route knockout on {a.checkpoint}: {res.meta['n']} "
              f"{'' if a.all_inputs else 'held-out '}examples ({res.meta['distinct']} distinct "
              f"equations), {a.controls} equal-mass controls per route")
-    print(format_routes(res, title))
+    print(format_routes(res, title, wide=a.wide))
     data = to_json(res)
     if a.json:
         write_json(a.json, data)

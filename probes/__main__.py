@@ -4,13 +4,17 @@
                      [--layers 0-3] [--n 600] [--heldout] [--causal] [--causal-at x,^,=] [--out DIR]
     interp probe quadratic-t5-small --target D_sign,D_value,class --causal-at "x,^,="
 
-Prints per target one line per (layer, position): the probe's test score (accuracy, or R^2
-for regression targets) with its 95% interval (resampling equations), the distinct test
-equations, the majority / mean baseline, the control task's score (a random label per token
-and role; '-' where every example has one token there), the selectivity (score - control),
-the positional baseline (the same probe on the layer-0 token+position embedding) and, for
-regression targets, the R^2 within classes and the class-mean oracle's R^2; '!' marks a
-probe that is accurate but not selective, 'c' one that the class alone explains.
+Prints the findings first (per target the most selective reliable cell and the reliable
+cell highest over its baseline, the causal checks' verdicts), then per target one line per
+(layer, position), fitted to the terminal's width (--wide: every column): the probe's test
+score (accuracy, or R^2 for regression targets) with its 95% interval (resampling
+equations), the majority / mean baseline, the selectivity (score - control), the distinct
+test equations, the control task's score (a random label per token and role; '-' where
+every example has one token there), the positional baseline (the same probe on the layer-0
+token+position embedding) and, for regression targets, the R^2 within classes and the
+class-mean oracle's R^2; '!' marks a probe that is accurate but not selective, 'c' one that
+the class alone explains, 'few' a cell with fewer than 20 distinct test equations: such a
+cell is masked on the maps, never chosen as the best, and never checked causally.
 
 Examples are distinct equations (`task.generate(..., unique=True)`), drawn from every input
 (--heldout: only the held-out partition) at the task's class mix, split 60/20/20 by
@@ -107,6 +111,8 @@ def parser():
                    help="test-split examples the causal check runs (default 400)")
     p.add_argument("--controls", type=int, default=20,
                    help=f"random directions per causal check (default 20, at most {MAX_CONTROLS})")
+    p.add_argument("--wide", action="store_true", help="print every column of the tables (by "
+                   "default they fit the terminal's width, the columns left out named)")
     p.add_argument("--batch-size", type=int, default=64)
     return add_options(p, out="write probes.csv, probes.json, causal.csv, causal_power.csv and report.html there",
                        json="write the results as JSON", quiet=True, device=True)
@@ -265,9 +271,9 @@ def _run(a, targets, out) -> int:
     notes = [f"{t} coincides with {u} on these {distinct} equations (each value of one goes "
              f"with exactly one of the other): one finding, reported once as {u}"
              for t, u in same.items()]
-    print(format_table(frame, None, title, notes))
+    print(format_table(frame, None, title, notes, causal_results, wide=a.wide))
     if causal_results:
-        print(format_causal(power, causal_results))
+        print(format_causal(power, causal_results, wide=a.wide))
     meta = {"checkpoint": str(a.checkpoint), "targets": targets, "site": a.site,
             "positions": a.positions, "keys": acts.keys, "n": acts.n, "seed": a.seed,
             "data_seed": a.data_seed, "heldout": a.heldout, "distinct_equations": distinct,
@@ -323,23 +329,33 @@ def _power_frame(res):
 def _causal(bridge, task, acts, results, a, say) -> list:
     """One erasure check per target, stack and layer (`probes.causal.erasure_check`): at the
     positions whose probe beats its baseline by `probes.erasure.HOLDS`, or (--causal-at)
-    at every position of those roles."""
+    at every position of those roles; only at reliable cells (`probes.scores.reliable_rows`:
+    at least MIN_TEST distinct test equations)."""
+    from interp.viz.reports.probe_maps import MIN_TEST
     from probes.causal import erasure_check
     from probes.erasure import holding_positions
     from probes.positions import select
+    from probes.scores import reliable_rows
 
     chosen = select(acts.keys, a.causal_at, True) if a.causal_at else None
     shared: dict = {}
     out = []
     for t, res in results.items():
-        f = res.frame()
+        full = res.frame()
+        f = reliable_rows(full)             # cells under the minimum are never checked
         for st in acts.stacks:
             for layer in acts.layers[st]:
                 if a.causal_layers is not None and layer not in a.causal_layers:
                     continue
                 own = [k for k, s in zip(acts.keys, acts.key_stack) if s == st]
                 if chosen is not None:
-                    keys = [k for k in own if k in chosen]
+                    here = f[(f["layer"] == layer) & (f["stack"] == st)]
+                    ok = set(here.position.astype(str))
+                    keys = [k for k in own if k in chosen and k in ok]
+                    few = [k for k in own if k in chosen and k not in ok]
+                    if few:
+                        say(f"causal check {t}: {st} L{layer}: {' '.join(few)} left out "
+                            f"(under {MIN_TEST} distinct test equations)")
                 else:
                     hold = set(holding_positions(f, layer, st))
                     keys = [k for k in own if k in hold]

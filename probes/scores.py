@@ -5,6 +5,10 @@ within-class metrics of a regression target, and whether two targets are one spl
     within_class(cls, y, pred, part, has) # within_r2, within_r2_by_class, class_r2
     coincide(a, b)                        # True when a and b are a bijection of each other
     coinciding(task, examples, targets)   # {target: the earlier target it coincides with}
+    reliable_rows(frame)                  # the cells with >= MIN_TEST distinct test equations
+
+Only reliable cells (`reliable_rows`) are ever chosen: as the most selective or best cell,
+and as the cells whose positions the causal check erases.
 """
 
 from __future__ import annotations
@@ -102,4 +106,13 @@ def coinciding(task, examples, targets: Sequence[str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["N_BOOT", "coincide", "coinciding", "r2_interval", "within_class"]
+def reliable_rows(frame: pd.DataFrame, min_test: int | None = None) -> pd.DataFrame:
+    """The rows of a probe grid (`ProbeResult.frame()`) whose test split holds at least
+    `min_test` distinct equations (default `MIN_TEST`, the report's rule): cells under it
+    score wildly and are never chosen."""
+    from interp.viz.reports.probe_maps import MIN_TEST, reliable
+
+    return frame[reliable(frame, MIN_TEST if min_test is None else min_test)]
+
+
+__all__ = ["N_BOOT", "coincide", "coinciding", "r2_interval", "reliable_rows", "within_class"]

@@ -196,6 +196,16 @@ TESTS = {
         "tests/test_page.py::test_the_induction_report_names_tokens_by_their_text",
         "--deselect=tests/test_readable_patch_induction.py::test_patch_command_tables_fit_80_columns_and_wide_shows_all",
         "--deselect=tests/test_readable_patch_induction.py::test_induction_command_table_fits_80_columns"],
+    # readable ablate, route and probe results (#25, the AP mutants): planted frames first,
+    # then the commands in process; these entries replace the earlier ones of the same modules
+    "interp/viz/reports/probe_maps.py": ["tests/test_readable_ablate_probes.py"],
+    "interp/viz/reports/probe.py": ["tests/test_readable_ablate_probes.py",
+                                    "tests/test_probe_scores.py"],
+    "probes/__main__.py": ["tests/test_readable_ablate_probes.py", "tests/test_probe_scores.py"],
+    "interp/viz/reports/routes.py": [
+        "tests/test_readable_ablate_probes.py",
+        "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
+    "interp/viz/reports/ablate.py": ["tests/test_readable_ablate_probes.py"],
 }
 
 M = Mutant
@@ -1171,6 +1181,44 @@ MUTANTS = [
     M("PI13", "interp/viz/reports/induction.py", "a small drop printed with three decimals",
       'return f"drop {interval(d, ci[0], ci[1])}, 95% CI"',
       'return f"drop {d:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], 95% CI"'),
+    # readable ablate, route knockout and probe results (#25): the minimum of test equations,
+    # the maps' ranges, the knockouts' colours, findings first, tables that fit
+    M("AP01", "interp/viz/reports/probe_maps.py", "every cell counts as reliable",
+      "fillna(0) >= min_test", "fillna(0) >= 0"),
+    M("AP02", "interp/viz/reports/probe_maps.py", "colour range from every cell, tiny ones too",
+      "    ok = g[reliable(g)]\n    vals = pd.to_numeric", "    ok = g\n    vals = pd.to_numeric"),
+    M("AP03", "interp/viz/reports/probe_maps.py", "R^2 not clipped on the map",
+      "round(min(max(float(v), clip[0]), clip[1]), 4)", "round(float(v), 4)"),
+    M("AP04", "interp/viz/reports/probe_maps.py", "tiny cells coloured under their mask",
+      "cell(v, k) for v, k in zip(row, ks)", "cell(v, True) for v, k in zip(row, ks)"),
+    M("AP05", "interp/viz/reports/probe_maps.py", "the baseline not marked on the colour bar",
+      "if mark is not None and lo - 1e-6 <= mark <= hi + 1e-6:", "if False:"),
+    M("AP06", "interp/viz/reports/probe.py", "most selective / best chosen among tiny cells too",
+      "    ok = g[reliable(g)]\n    sel = ok.dropna", "    ok = g\n    sel = ok.dropna"),
+    M("AP07", "interp/viz/reports/probe.py", "probe tables ignore --wide",
+      "lines.append(fit(grid_table(g), width=w, wide=wide,",
+      "lines.append(fit(grid_table(g), width=w, wide=False,"),
+    M("AP08", "probes/__main__.py", "the causal check erases at tiny cells",
+      "f = reliable_rows(full)", "f = full"),
+    M("AP09", "probes/__main__.py", "--causal-at keeps tiny cells",
+      "keys = [k for k in own if k in chosen and k in ok]",
+      "keys = [k for k in own if k in chosen]"),
+    M("AP10", "interp/viz/reports/routes.py", "error bars in plotly's cycled colours",
+      ".tolist(), color=colour(i)),", ".tolist()),"),
+    M("AP11", "interp/viz/reports/routes.py", "markers in plotly's cycled colours",
+      "marker=dict(color=colour(i), size=9)", "marker=dict(size=9)"),
+    M("AP12", "interp/viz/reports/routes.py", "route page: contents before the findings",
+      "    page.findings(findings(res))\n    rd = getattr(res, \"reads\", None)\n"
+      "    has_reads = rd is not None and len(rd)\n"
+      "    page.toc([t for t in SECTIONS if has_reads or t != \"Reads K\"])",
+      "    rd = getattr(res, \"reads\", None)\n    has_reads = rd is not None and len(rd)\n"
+      "    page.toc([t for t in SECTIONS if has_reads or t != \"Reads K\"])\n"
+      "    page.findings(findings(res))"),
+    M("AP13", "interp/viz/reports/routes.py", "the route table ignores --wide",
+      'text = fit(t.drop(columns="knockout"), width=w - 2, wide=wide,',
+      'text = fit(t.drop(columns="knockout"), width=w - 2, wide=False,'),
+    M("AP14", "interp/viz/reports/ablate.py", "ablation findings without the verdicts",
+      "    out += verdict_lines(res, metric)", "    pass"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

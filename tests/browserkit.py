@@ -138,12 +138,20 @@ def reports(tiny_checkpoints, tmp_path_factory):
                                                 "--examples", "2"]),
     })
 
-    # ablate and probes
+    # ablate and probes (each run's terminal output kept beside its folder, NAME.stdout:
+    # tests/test_browser_ablate_probes.py compares the page's findings with it)
     runs.update({
-        "ablate": (ablate.main, [dec, "--tokens", "x,^,=", "--n", "4", "--controls", "2",
-                                 "--no-decode"]),
+        "ablate": (teed(ablate.main), [dec, "--tokens", "x,^,=", "--n", "4", "--controls", "2",
+                                       "--no-decode"]),
+        "ablate-route": (teed(ablate.main), [dec, "--route", "L0H0:D_value->b,c;L1H1:offset=1;"
+                                             "L1H3:->x", "--n", "8", "--controls", "2"]),
         "probe": (probe.main, [dec, "--target", "D_sign", "--n", "120", "--positions", "x,^,=",
                                "--causal", "--causal-n", "16", "--controls", "2"]),
+        # every input position: cells under the minimum of test equations (a's sign, ...)
+        "probe-input": (teed(probe.main), [dec, "--target", "D_sign,D_value", "--n", "120",
+                                           "--positions", "input", "--causal",
+                                           "--causal-layers", "1", "--causal-n", "16",
+                                           "--controls", "2"]),
     })
 
     # patching and induction (stdout kept in STDOUT: the terminal is the pages' oracle)
@@ -168,6 +176,30 @@ def reports(tiny_checkpoints, tmp_path_factory):
         assert main([*argv, "--out", str(root / name), "--quiet"]) == 0, name
         out[name] = root / name / "report.html"
     return out
+
+
+def teed(main):
+    """`main` whose standard output is also written to OUT.stdout (OUT: its --out folder)."""
+    import contextlib
+    import io
+    import sys
+    from pathlib import Path
+
+    def run(argv):
+        buf = io.StringIO()
+        real = sys.stdout
+
+        class Tee(io.TextIOBase):
+            def write(self, s):
+                buf.write(s)
+                return real.write(s)
+
+        with contextlib.redirect_stdout(Tee()):
+            rc = main(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.with_name(out.name + ".stdout").write_text(buf.getvalue())
+        return rc
+    return run
 
 
 def cv_props(page) -> list[dict]:

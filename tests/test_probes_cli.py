@@ -49,7 +49,7 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
     written = json.loads((root / "p.json").read_text())
     assert written.pop("interp_output") == "probes.json"      # names its command (#23)
     assert written == data
-    assert list(data["probes"][0]) == PROBE_COLUMNS + ["flag", "class_only"]
+    assert list(data["probes"][0]) == PROBE_COLUMNS + ["flag", "class_only", "reliable"]
     for rec in data["probes"]:                       # the flags, by their definitions
         accurate = rec["score"] - rec["baseline"] >= 0.05
         sel = rec["selectivity"]
@@ -59,13 +59,15 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
         assert rec["flag"] == want, rec
         w = rec["within_r2"]
         assert rec["class_only"] == (w is not None and w < 0.05), rec
+        assert rec["reliable"] == (rec["n_eq_test"] >= 20), rec
     causal = pd.read_csv(out / "causal.csv")
     assert list(causal.columns) == cli.CAUSAL_COLUMNS
-    # one check per target and layer where some position holds the target (its probe beats
-    # the baseline by 0.05), erasing at exactly those positions
+    # one check per target and layer where some reliable cell (20 distinct test equations or
+    # more) holds the target (its probe beats the baseline by 0.05), erasing at exactly those
     want = {}
     for (t, layer), grid in probes.groupby(["target", "layer"]):
-        hold = [p for p, s, b in zip(grid.position, grid.score, grid.baseline) if s - b >= 0.05]
+        hold = [p for p, s, b, n in zip(grid.position, grid.score, grid.baseline,
+                                        grid.n_eq_test) if s - b >= 0.05 and n >= 20]
         if hold:
             want[(t, layer)] = " ".join(hold)
     assert want, "the tiny model's probes should read something somewhere"
@@ -89,7 +91,7 @@ def test_the_command_writes_its_files_with_stable_columns(decoder_run, capsys):
     assert (power.at_baseline == ((power.score - power.baseline) <= 0.02)).all()
     # every probe and every causal check printed, the power check before the effect
     for _, r in probes.iterrows():
-        assert f"{r.position:<22}" in printed
+        assert any(f"L{r.layer}" in x and f" {r.position} " in x for x in printed.splitlines())
     assert printed.count("answer_loss") == len(want)
     assert printed.index("power check first") < printed.index("answer_loss")
     html = (out / "report.html").read_text()

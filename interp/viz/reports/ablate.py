@@ -9,6 +9,7 @@ import pandas as pd
 
 from interp.viz.figures import ablation_figure, sweep_figure
 from interp.viz.page import Page
+from interp.viz.termtable import interval, signed
 
 
 def _fmt(v, pct: bool) -> str:
@@ -44,9 +45,9 @@ def verdict_lines(res, metric: str = "answer_loss") -> list[str]:
         v = r[f"{pre}verdict"]
         word = {"confirmed": "the target matters MORE than", "not confirmed":
                 "the target matters NOT more than"}.get(v, "the target against")
+        diff = interval(r[f"{pre}difference"], r[f"{pre}ci_low"], r[f"{pre}ci_high"])
         lines.append(f"  {metric.replace('_', ' ')}: {word} {name}: "
-                     f"{v} (difference {r[f'{pre}difference']:+.3f}, 95% CI "
-                     f"[{r[f'{pre}ci_low']:+.3f}, {r[f'{pre}ci_high']:+.3f}], p = "
+                     f"{v} (difference {diff.replace(' [', ', 95% CI [')}, p = "
                      f"{r[f'{pre}p_value']:.3f}, {k} {how})")
         if v == "untestable":
             lines.append("    " + res.meta.get(f"{pre}untestable_note", f"untestable at {k}"))
@@ -60,13 +61,36 @@ def verdict_lines(res, metric: str = "answer_loss") -> list[str]:
     return lines
 
 
+def findings(res, metric: str = "answer_loss") -> list[str]:
+    """The verdict sentences, first on the terminal and on the page: what ablating the
+    target costs on `metric`, then which control it beats (`verdict_lines`), then the sweep's
+    layers where it still beats the random controls."""
+    s = res.summary.set_index("metric")
+    if metric not in s.index:
+        return []
+    r = s.loc[metric]
+    tokens = ",".join(res.meta.get("tokens", [])) or "the target"
+    out = [f"ablating {tokens} ({res.meta.get('mode', '?')}): {metric.replace('_', ' ')} "
+           f"{r.clean:.3f} -> {r.ablated:.3f} (damage {signed(r.target_damage)}) on "
+           f"{res.meta.get('n', '?')} equations"]
+    out += verdict_lines(res, metric)
+    sw = res.sweep[res.sweep.metric == metric] if len(res.sweep) else res.sweep
+    if len(sw) and "verdict" in sw.columns:
+        beats = [f"L{int(x.from_layer)}" for x in sw.itertuples() if x.verdict == "confirmed"]
+        out.append(f"  sweep (ablated from layer l on): beats random positions for "
+                   f"{'l = ' + ', '.join(beats) if beats else 'no l'} (of "
+                   f"{', '.join(f'L{int(x)}' for x in sw.from_layer)})")
+    return out
+
+
 def format_summary(res, title: str) -> str:
     """The terminal table: one line per metric (target, random controls, role-matched
     controls), the verdicts, then the sweep and the decoded run."""
     s = res.summary
     has_ctl = "difference" in s.columns
     has_role = "role_difference" in s.columns
-    lines = [title, "", "damage = how much worse than the clean run (loss up, accuracy down)"]
+    lines = [title, "", *findings(res), "",
+             "damage = how much worse than the clean run (loss up, accuracy down)"]
     lines += _notes(res)
     head = f"  {'metric':<22}{'clean':>8}{'ablated':>9}{'damage':>9}"
     if has_ctl:
@@ -89,8 +113,6 @@ def format_summary(res, title: str) -> str:
                     f"{_fmt(r.role_ci_high, pct)}]")
             line += f"   {_fmt(r.role_damage_mean, pct):<19}{diff:<30}{r.role_p_value:>6.3f}"
         lines.append(line)
-    if has_ctl or has_role:
-        lines += [""] + verdict_lines(res)
     if len(res.sweep):
         sw = res.sweep[res.sweep.metric == "answer_loss"]
         lines += ["", "sweep: ablate from layer l on (answer loss damage)",
@@ -155,23 +177,30 @@ def to_json(res) -> dict:
     return out
 
 
+SECTIONS = ["Damage against the controls", "Sweep: ablating from layer l on",
+            "Free-running greedy decoding", "Details"]
+METHOD = ("Damage is how much worse the ablated run is than the clean one (answer loss up, "
+          "accuracies down), teacher-forced on the same examples. Two kinds of controls, each "
+          "removing as many positions as the target in every equation: random positions "
+          "(drawn among the other tokens of the same region; mostly digits) and role-matched "
+          "positions (drawn among the other structural, non-digit positions: signs, the 2 of "
+          "^2, the trailing 0; never a target). The differences target - controls have 95% "
+          "bootstrap intervals over equations; p against random controls is the share of "
+          "controls that damage at least as much as the target (plus one, over controls plus "
+          "one); p against role-matched controls is a paired sign-flip test over equations "
+          "(their few distinct sets make a rank among them no test).")
+
+
 def build_page(res, title: str) -> Page:
-    """The report page: the verdicts, the summary table and a figure per control kind, the
-    sweep, the decoded run."""
+    """The report page: the findings (the terminal's verdict sentences), a table of
+    contents, the summary table and a figure per control kind, the sweep, the decoded run,
+    and folded away how it is measured and the controls' notes."""
     page = Page(title)
-    page.paragraph(
-        "Damage is how much worse the ablated run is than the clean one (answer loss up, "
-        "accuracies down), teacher-forced on the same examples. Two kinds of controls, each "
-        "removing as many positions as the target in every equation: random positions (drawn "
-        "among the other tokens of the same region; mostly digits) and role-matched positions "
-        "(drawn among the other structural, non-digit positions: signs, the 2 of ^2, the "
-        "trailing 0; never a target). The differences target - controls have 95% bootstrap "
-        "intervals over equations; p against random controls is the share of controls that "
-        "damage at least as much as the target (plus one, over controls plus one); p against "
-        "role-matched controls is a paired sign-flip test over equations (their few distinct "
-        "sets make a rank among them no test).")
-    for line in _notes(res) + verdict_lines(res):
-        page.paragraph(line.strip())
+    page.findings(findings(res))
+    shown = [SECTIONS[0]] + ([SECTIONS[1]] if len(res.sweep) else []) + \
+        ([SECTIONS[2]] if res.decoded else []) + [SECTIONS[3]]
+    page.toc(shown)
+    page.section(SECTIONS[0])
     page.table(res.summary.round(4))
     page.plotly(ablation_figure(res.summary, res.control_damage).update_layout(
         title="Damage of the ablation: target vs random-position controls"))
@@ -180,11 +209,15 @@ def build_page(res, title: str) -> Page:
         page.plotly(ablation_figure(res.summary, role).update_layout(
             title="Damage of the ablation: target vs role-matched controls"))
     if len(res.sweep):
-        page.heading("Where is the information read? Ablating from layer l on")
+        page.section(SECTIONS[1])
+        page.paragraph("Where is the information read? The target ablated in layer l and "
+                       "every later layer, against the same controls.")
         page.plotly(sweep_figure(res.sweep))
-        page.table(res.sweep.round(4))
+        sub = Page("")
+        sub.table(res.sweep.round(4))
+        page.details(f"The sweep's table ({len(res.sweep)} rows, sweep.csv)", sub)
     if res.decoded:
-        page.heading("Free-running greedy decoding")
+        page.section(SECTIONS[2])
         c, t = res.decoded["clean"], res.decoded["target"]
         rows = [{"measure": "exact_match", "clean": c["exact_match"], "target": t["exact_match"]},
                 {"measure": "char_accuracy", "clean": c["char_accuracy"],
@@ -192,4 +225,9 @@ def build_page(res, title: str) -> Page:
         rows += [{"measure": f"step {k}", "clean": v, "target": t["per_step"].get(k)}
                  for k, v in c["per_step"].items()]
         page.table(pd.DataFrame(rows).round(4))
+    page.section(SECTIONS[3])
+    sub = Page("")
+    for line in [METHOD, *_notes(res)]:
+        sub.paragraph(line.strip())
+    page.details("How it is measured: damage, the two kinds of controls, the examples", sub)
     return page
