@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+import interp.distributed as dist
 from circuits.patching.fast import fast_patch
 from circuits.patching.pairs import Pairs, metric_values
 from circuits.patching.sites import (
@@ -181,31 +182,44 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
     use_fast = fast and pairs.arch == "decoder" and "pos" in s.axes and \
         s.layout in ("pos", "z") and pairs.answer_pos == width - 1
     if use_fast:
+        # a unit: the cells one (layer, position) batch of GPT2Tail runs together
+        groups: dict = {}
+        for cell in todo:
+            groups.setdefault((cell[0], cell[-1]), []).append(cell)
+        done = dist.shard([groups[k] for k in sorted(groups)])
         try:
-            fast_patch(bridge, pairs, s, recv, src, recv_acts, src_acts, metric, todo, per,
-                       progress)
+            fast_patch(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
+                       [c for g in done for c in g], per, progress)
         except NotImplementedError:  # not a GPT-2 layout: the batched path below
             use_fast = False
     chunk = max(1, max_rows // B)
-    for l in range(0 if use_fast else L):
-        layer_cells = [c for c in todo if c[0] == l]
-        if progress:
-            progress(f"{what} layer {l}: {len(layer_cells)} patches")
-        for k in range(0, len(layer_cells), chunk):
-            part = layer_cells[k:k + chunk]
-            repeated = {side: ids.repeat(len(part), 1) for side, ids in recv.items()}
-            if s.layout == "t5_pattern":
-                hook = t5_pattern_hook(part, src_acts[names[l]], B)
-                logits = forward(bridge, repeated, module_hooks=[(t5_attention(bridge, s, l),
-                                                                  hook)])
-            else:
-                hooks = [(names[l], setter(s, part, src_acts[names[l]], B))]
-                logits = run(bridge, recv_acts[starts[l]].repeat(len(part), 1, 1),
-                             hooks=hooks, start_at_layer=l) if pairs.arch == "decoder" else \
-                    forward(bridge, repeated, hooks)
-            vals = metric_values(logits, pairs, metric, len(part)).view(len(part), B)
-            for cell, v in zip(part, vals):
-                per[cell] = v
+    units = [] if use_fast else [
+        part for l in range(L) for layer_cells in [[c for c in todo if c[0] == l]]
+        for part in (layer_cells[k:k + chunk] for k in range(0, len(layer_cells), chunk))]
+    shown = None
+    if not use_fast:
+        done = dist.shard(units)
+    for part in [] if use_fast else done:   # a unit: one batched forward pass of patches
+        l = part[0][0]
+        if progress and l != shown:
+            progress(f"{what} layer {l}: {sum(len(u) for u in units if u[0][0] == l)} patches")
+            shown = l
+        repeated = {side: ids.repeat(len(part), 1) for side, ids in recv.items()}
+        if s.layout == "t5_pattern":
+            hook = t5_pattern_hook(part, src_acts[names[l]], B)
+            logits = forward(bridge, repeated, module_hooks=[(t5_attention(bridge, s, l),
+                                                              hook)])
+        else:
+            hooks = [(names[l], setter(s, part, src_acts[names[l]], B))]
+            logits = run(bridge, recv_acts[starts[l]].repeat(len(part), 1, 1),
+                         hooks=hooks, start_at_layer=l) if pairs.arch == "decoder" else \
+                forward(bridge, repeated, hooks)
+        vals = metric_values(logits, pairs, metric, len(part)).view(len(part), B)
+        for cell, v in zip(part, vals):
+            per[cell] = v
+    if dist.launched():                     # every process's cells, to every process
+        for cell, v in dist.gather([(c, per[c].cpu()) for u in done for c in u]):
+            per[cell] = v.to(per.device)
     for cell in todo:
         per[cell] = torch.where(same[cell], base, per[cell])
     return _result(bridge, pairs, s, per, base, metric_values(src_logits, pairs, metric),

@@ -1,0 +1,93 @@
+"""Sweeps shared out over processes, through accelerate.
+
+A command started by `accelerate launch` or `torchrun` (`--nproc-per-node N`, `--nnodes M`)
+runs once per process; each process computes its share of a sweep's units and every process
+receives all the results, in the order one process would have made them:
+
+    units = ...                                   # the same list in every process
+    mine = shard(units)                           # this process's share (contiguous)
+    results = gather([work(u) for u in mine])     # every process's results, in units' order
+
+Run as one plain process (the default), nothing is initialised: `shard` returns the list
+itself and `gather` its argument, so a single run is exactly what it was. Launched, the
+processes talk over gloo on CPU and NCCL on GPUs (accelerate's `PartialState` picks the
+backend). Only the main process writes outputs (`is_main`).
+
+A unit is the smallest piece whose result must not depend on what else runs beside it (for
+patching: one batch of patches as one process would batch them), so that N processes give
+results identical to one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by a launcher (WORLD_SIZE > 1)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+_STATE = None
+
+
+def state():
+    """accelerate's PartialState when launched (initialised once), else None."""
+    global _STATE
+    if not launched():
+        return None
+    if _STATE is None:
+        import torch
+        from accelerate import PartialState
+
+        # on a machine without CUDA accelerate needs cpu=True to start its gloo group
+        _STATE = PartialState(cpu=not torch.cuda.is_available())
+    return _STATE
+
+
+def rank() -> int:
+    st = state()
+    return 0 if st is None else int(st.process_index)
+
+
+def size() -> int:
+    st = state()
+    return 1 if st is None else int(st.num_processes)
+
+
+def is_main() -> bool:
+    """True in the process that writes outputs (the only one when not launched)."""
+    return rank() == 0
+
+
+def shard(units: Sequence) -> list:
+    """This process's contiguous share of `units`: the first `len % size` processes get one
+    more (accelerate's `split_between_processes`)."""
+    st = state()
+    units = list(units)
+    if st is None:
+        return units
+    with st.split_between_processes(units) as mine:
+        return list(mine)
+
+
+def gather(part: list) -> list:
+    """Every process's `part`, concatenated in process order (so in the order of the units
+    `shard` split), in every process; `part` itself when not launched."""
+    st = state()
+    if st is None:
+        return list(part)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(list(part)))
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when not launched)."""
+    st = state()
+    if st is not None:
+        st.wait_for_everyone()

@@ -1,0 +1,20 @@
+"""Run by tests/test_distributed.py, once per process under torchrun (or once alone): exact
+patching of every cell of a few sites on a checkpoint; the main process saves the results as
+safetensors. argv: CKPT OUT SITE[,SITE...]"""
+
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+import interp
+import interp.distributed as dist
+from circuits.patching import corrupt_pairs, patch
+
+torch.set_num_threads(1)
+ckpt, out, sites = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+bridge, task = interp.load_model(ckpt)
+pairs = corrupt_pairs(bridge, task, n=6, seed=0)
+res = {s: patch(bridge, pairs, s, max_rows=12).per_example.contiguous() for s in sites}
+if dist.is_main():
+    save_file(res, out, metadata={"size": str(dist.size())})
