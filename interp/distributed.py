@@ -64,13 +64,20 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def shard(units: Sequence) -> list:
+def shard(units: Sequence, what: str = "units") -> list:
     """This process's contiguous share of `units`: the first `len % size` processes get one
-    more (accelerate's `split_between_processes`)."""
+    more (accelerate's `split_between_processes`). Fewer units than processes is refused
+    (one line naming `what`): a process with nothing to do is a launch to correct."""
     st = state()
     units = list(units)
     if st is None:
         return units
+    if 0 < len(units) < st.num_processes:
+        from interp.errors import InterpError
+
+        raise InterpError(f"{len(units)} {what} cannot be shared by {st.num_processes} "
+                          f"processes; launch at most {len(units)} (--nproc-per-node) or "
+                          "ask for a larger sweep")
     with st.split_between_processes(units) as mine:
         return list(mine)
 

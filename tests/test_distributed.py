@@ -56,3 +56,44 @@ def test_one_plain_process_does_not_start_accelerate(monkeypatch):
     units = list(range(7))
     assert dist.shard(units) == units and dist.gather(units) == units
     assert dist.is_main() and dist.size() == 1 and dist.rank() == 0
+
+
+def test_a_sweep_smaller_than_the_processes_is_refused_in_one_line(monkeypatch):
+    import interp.distributed as dist
+    from interp.errors import InterpError
+
+    class Two:                                   # a launched state of two processes
+        num_processes, process_index = 2, 1
+
+        def split_between_processes(self, units):
+            raise AssertionError("not reached")
+
+    monkeypatch.setattr(dist, "_STATE", Two())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InterpError, match=r"^1 head batches cannot be shared by 2 processes; "
+                       r"launch at most 1"):
+        dist.shard([("L0",)], "head batches")
+    assert not dist.is_main()
+
+
+def test_the_patch_command_under_two_processes_writes_once_what_one_writes(tiny_checkpoints,
+                                                                          tmp_path):
+    ckpt = tiny_checkpoints["decoder"]
+    args = ["-m", "circuits.patch", str(ckpt), "--sites", "resid_pre,head", "--count", "4",
+            "--no-attribution", "--quiet"]
+    outs = {}
+    for n in (None, 2):
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"] \
+            if n else []
+        out = tmp_path / f"out{n}"
+        r = subprocess.run([sys.executable, *launcher, *args, "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, env=_env())
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[n] = (r.stdout, out)
+    one, two = outs[None], outs[2]
+    assert one[0] == two[0] and one[0].count("resid_pre") >= 1      # printed once, the same
+    files = sorted(p.name for p in one[1].iterdir())
+    assert files == sorted(p.name for p in two[1].iterdir()) and "resid_pre.csv" in files
+    for name in ("resid_pre.csv", "head.csv"):
+        assert (one[1] / name).read_text() == (two[1] / name).read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporaries

@@ -186,7 +186,7 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         groups: dict = {}
         for cell in todo:
             groups.setdefault((cell[0], cell[-1]), []).append(cell)
-        done = dist.shard([groups[k] for k in sorted(groups)])
+        done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches")
         try:
             fast_patch(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
                        [c for g in done for c in g], per, progress)
@@ -198,7 +198,7 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         for part in (layer_cells[k:k + chunk] for k in range(0, len(layer_cells), chunk))]
     shown = None
     if not use_fast:
-        done = dist.shard(units)
+        done = dist.shard(units, f"{what} batches")
     for part in [] if use_fast else done:   # a unit: one batched forward pass of patches
         l = part[0][0]
         if progress and l != shown:

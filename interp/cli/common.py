@@ -87,6 +87,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _default_show = warnings.showwarning
 
 
+def _quiet_unless_main():
+    """Launched over several processes (`interp.distributed`): only the main one prints its
+    results; the others' stdout goes nowhere (their errors still reach stderr). Returns the
+    stdout to restore, or None."""
+    from interp import distributed
+
+    if not distributed.launched() or distributed.is_main():
+        return None
+    old, sys.stdout = sys.stdout, open(os.devnull, "w")
+    return old
+
+
 def run_cli(fn, argv) -> int:
     """Run fn(argv); an InterpError becomes one line on stderr and exit status 2.
 
@@ -95,6 +107,7 @@ def run_cli(fn, argv) -> int:
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
     old_term = _catch_sigterm()
+    quiet = _quiet_unless_main()
     try:
         return fn(argv) or 0
     except InterpError as e:
@@ -122,6 +135,9 @@ def run_cli(fn, argv) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        if quiet is not None:
+            sys.stdout.close()
+            sys.stdout = quiet
         warnings.showwarning = old_show
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
@@ -177,7 +193,8 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
     given (its help text, or (default, help) for --n and --seed):
 
         checkpoint   positional, default the shipped `quadratic-small`
-        --n N        how many examples / prompts
+        --n N        how many examples / prompts (also --count N: under torchrun, whose
+                     own options make `--n` ambiguous)
         --seed S     the seed of the examples
         --out DIR    the output folder (replaced whole, or written into by `train`)
         --json FILE  one JSON file
@@ -191,7 +208,8 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
         p.add_argument("checkpoint", nargs="?", default=DEFAULT_MODEL,
                        help=checkpoint.format(default=DEFAULT_MODEL))
     if n is not None:
-        p.add_argument("--n", type=int, default=n[0], help=n[1])
+        # --count: the same option, for launchers (torchrun) that take --n as their own
+        p.add_argument("--n", "--count", dest="n", type=int, default=n[0], help=n[1])
     if seed is not None:
         p.add_argument("--seed", type=seed_value, default=seed[0],
                        help=f"{seed[1] + ' ' if seed[1] else ''}(0 to 2**63-1)")
@@ -248,7 +266,13 @@ def check_outputs(args, marker: str, own) -> Path | None:
         check_json(args, marker)
     if args.out:
         outside_checkpoint(args, args.out, "--out")
-    return check_replaceable_dir(args.out, marker, "--out", own=own) if args.out else None
+    out = check_replaceable_dir(args.out, marker, "--out", own=own) if args.out else None
+    from interp import distributed
+
+    if not distributed.is_main():       # launched: every process checks, the main one writes
+        args.json = None
+        return None
+    return out
 
 
 def checkpoint_dir(args) -> Path | None:
