@@ -4,9 +4,9 @@ plotly.js and the circuitsvis bundle are embedded once per page, however many fi
 holds (circuitsvis's own `.local_src` embeds its 1.3 MB bundle in every figure, and `str()`
 points at a CDN these machines cannot reach). All text is escaped.
 
-Light pages: a circuitsvis view inside a folded `details` section is drawn when the section is
-first opened (its 'toggle' event), not on load; a plotly figure in a section is resized to the
-page when the section opens. circuitsvis's own titles are drawn as bold text, not as headings,
+Light pages: a circuitsvis view or a plotly figure inside a folded `details` section is drawn
+when the section is first opened (its 'toggle' event), not on load, and views are drawn one
+per task (a queue), so opening a section never blocks the page for all its views at once. circuitsvis's own titles are drawn as bold text, not as headings,
 so they stay out of the page's outline. `render(plotly_js="file")` loads plotly.js from
 `plotly.min.js` beside the page (`write` puts it there) instead of embedding it: many reports
 in one folder share one copy.
@@ -23,20 +23,45 @@ from pathlib import Path
 
 PLOTLY_FILE = "plotly.min.js"
 PLOTLY_JS = ("inline", "file")
-#: drawn once per page: draw a view at load, or when its folded section is first opened
-VIEW_JS = ("function interpView(id, draw) {"
-           " var d = document.getElementById(id), s = d.closest('details');"
-           " var go = function () { if (d.dataset.drawn) return; d.dataset.drawn = '1';"
-           " d.textContent = ''; draw(); };"
-           " if (!s) { window.addEventListener('load', go); return; }"
-           " if (s.open) { window.addEventListener('load', go); return; }"
-           " d.innerHTML = '<p class=\"cv-wait\">drawn when this section is opened</p>';"
-           " s.addEventListener('toggle', function () { if (s.open) go(); }); }")
-#: a plotly figure drawn in a folded section takes the page's width once the section opens
-RESIZE_JS = ("document.addEventListener('toggle', function (e) {"
-             " if (!e.target.open || !window.Plotly) return;"
-             " e.target.querySelectorAll('.plotly-graph-div').forEach(function (g) {"
-             " Plotly.Plots.resize(g); }); }, true);")
+#: the page's own script, once, in its head: views and figures in a folded `details` section
+#: are drawn when it first opens, one per task (a queue that yields by a message, which
+#: background tabs do not throttle as they do timers), so no task draws them all at once
+PAGE_JS = """
+var interpQueue = [], interpBusy = false, interpPort = new MessageChannel();
+function interpNext() { var f = interpQueue.shift(); if (!f) { interpBusy = false; return; }
+  try { f(); } finally { interpPort.port2.postMessage(0); } }
+interpPort.port1.onmessage = interpNext;
+function interpLater(f) { interpQueue.push(f);
+  if (!interpBusy) { interpBusy = true; interpPort.port2.postMessage(0); } }
+function interpWhenOpen(d, go, wait) { var s = d.closest('details');
+  if (!s || s.open) { wait(false); return go(); }
+  wait(true); var on = function () { if (s.open) { s.removeEventListener('toggle', on);
+    interpLater(go); } }; s.addEventListener('toggle', on); }
+function interpView(id, draw) { var d = document.getElementById(id);
+  var go = function () { if (d.dataset.drawn) return; d.dataset.drawn = '1';
+    d.textContent = ''; draw(); };
+  interpWhenOpen(d, function () { interpLater(go); }, function (lazy) { if (lazy)
+    d.innerHTML = '<p class="cv-wait">drawn when this section is opened</p>'; }); }
+function interpPlot(id, draw) { var d = document.getElementById(id);
+  interpWhenOpen(d, function () { d.classList.remove('plotly-lazy');
+    d.classList.add('plotly-graph-div'); draw(); }, function () {}); }
+document.addEventListener('toggle', function (e) {
+  if (!e.target.open || !window.Plotly) return;
+  e.target.querySelectorAll('.plotly-graph-div').forEach(function (g) {
+    if (g.classList.contains('js-plotly-plot')) Plotly.Plots.resize(g); }); }, true);
+"""
+_PLOT_CALL = re.compile(r'if \(document\.getElementById\("([^"]+)"\)\) \{(.*)\};(\s*</script>)',
+                        re.S)
+
+
+def lazy_plot(part: str) -> str:
+    """A figure's HTML (`Page.plotly`) drawn when its folded section opens: its div is
+    `plotly-lazy` (not yet a `plotly-graph-div`) until then."""
+    if 'class="plotly-graph-div"' not in part:
+        return part
+    part = part.replace('class="plotly-graph-div"', 'class="plotly-lazy"', 1)
+    return _PLOT_CALL.sub(lambda m: f'interpPlot("{m[1]}", function () {{{m[2]}}});{m[3]}',
+                          part, count=1)
 
 
 def _script_json(obj) -> str:
@@ -122,6 +147,7 @@ class Page:
             self.uses_plotly |= parts.uses_plotly
             self.uses_circuitsvis |= parts.uses_circuitsvis
             parts = parts.parts
+        parts = [lazy_plot(p) for p in parts]
         self.parts.append(f"<details><summary>{html.escape(summary)}</summary>"
                           + "\n".join(parts) + "</details>")
         return self
@@ -142,15 +168,17 @@ class Page:
                 "font-size:15px}details{margin:6px 0}summary{cursor:pointer;font-size:15px;"
                 "padding:3px 0}.cv-h{font-weight:bold;margin:6px 0}.cv-wait{color:#777}"
                 "</style>"]
+        own = PAGE_JS              # once, in the first script of the head
         if self.uses_plotly:
             if plotly_js == "file":
-                head.append(f'<script src="{PLOTLY_FILE}"></script><script>{RESIZE_JS}</script>')
+                head.append(f'<script src="{PLOTLY_FILE}"></script><script>{own}</script>')
             else:
                 from plotly.offline import get_plotlyjs
 
-                head.append(f"<script>{get_plotlyjs()}\n{RESIZE_JS}</script>")
+                head.append(f"<script>{get_plotlyjs()}\n{own}</script>")
+            own = ""
         if self.uses_circuitsvis:
-            head.append(f"<script>{circuitsvis_bundle()}\n{VIEW_JS}</script>")
+            head.append(f"<script>{circuitsvis_bundle()}\n{own}</script>")
         body = "\n".join([f"<h1>{html.escape(self.title)}</h1>", *self.parts])
         return f"<!DOCTYPE html>\n<html><head>{''.join(head)}</head>\n<body>\n{body}\n</body></html>\n"
 
@@ -183,7 +211,7 @@ def circuitsvis_html(component: str, props: dict, on_load: bool = True) -> str:
     div = "cv-" + uuid.uuid4().hex[:12]
     call = (f'CircuitsVis.render("{div}", CircuitsVis.{component}, '
             f'{_script_json(json.loads(convert_props(props)))});')
-    if on_load:           # the page's VIEW_JS: at load, or when its folded section opens
+    if on_load:           # the page's PAGE_JS: at once, or when its folded section opens
         call = f'interpView("{div}", function () {{ {call} }});'
     return f'<div id="{div}" class="cv" style="margin: 15px 0;"></div>\n<script>{call}</script>'
 
