@@ -69,3 +69,21 @@ def test_no_report_blocks_the_main_thread_for_5_s_at_load_or_when_its_sections_o
         tasks = long_tasks(browser, path)
         worst[name] = {k: max(v, default=0) for k, v in tasks.items()}
     assert all(v < LIMIT_MS for w in worst.values() for v in w.values()), worst
+
+
+def test_a_page_that_loads_plotly_from_beside_it_draws_offline(browser, tmp_path):
+    import plotly.graph_objects as go
+
+    from interp.viz.page import Page
+
+    page = Page("file mode").plotly(go.Figure(go.Bar(x=["a"], y=[1])))
+    page.details("folded", Page("").plotly(go.Figure(go.Bar(x=["b"], y=[2]))))
+    path = page.write(tmp_path / "report.html", plotly_js="file")
+    tab = browser.open(path.as_uri())
+    assert tab.wait_for(DRAWN, timeout=60)
+    tab.evaluate(OPEN_ALL)
+    assert tab.wait_for(DRAWN + " && document.querySelectorAll('.plotly-lazy').length === 0 "
+                        "&& document.querySelectorAll('.main-svg').length >= 2", timeout=60)
+    assert tab.evaluate("[...document.scripts].filter(s => s.src).map(s => s.src)") == [
+        (tmp_path / "plotly.min.js").as_uri()]
+    assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)

@@ -407,8 +407,8 @@ def findings(table: pd.DataFrame) -> list[str]:
 
     counts = label_counts(table)
     lines = [f"{len(table)} heads; labels per attention kind (a head may hold several):"]
-    for kind, part in counts.groupby(level=0, sort=False):
-        total = part.sum()
+    for kind in dict.fromkeys(table["kind"]):             # the model's order of kinds
+        total = counts.loc[[kind]].sum()
         lines.append(f"  {kind_name(kind)}: " + ", ".join(f"{c} {int(n)}" for c, n in
                                                         total.items() if n))
     if "stability" in table:
