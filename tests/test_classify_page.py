@@ -79,3 +79,27 @@ def test_panel_titles_name_the_attention_kind():
     assert titles[("self", 0, 0)].startswith("self L0H0: routed(b->a) | b->a 0.61")
     assert "confirmed +0.00042 [+0.00011, +0.00077] p=0.010" in titles[("self", 0, 0)]
     assert titles[("cross", 0, 1)].startswith("cross L0H1: heterogeneous")
+
+
+def test_equation_order_puts_a_later_examples_group_where_that_example_has_it():
+    assert report.equation_order([["a", "c"], ["a", "b", "c"]]) == ["a", "b", "c"]
+    assert report.shown_name("nan") == "nan (no root)" and report.shown_name("nan", False) == "nan"
+
+
+def test_route_maps_label_every_group_in_the_given_order_with_axis_titles():
+    from interp.viz.figures import TICK_FONT, route_maps_figure
+
+    groups = ["<bos>", "a", "x", "^", "b", "=", "D", "D_value", ";", "x1"]
+    rows = [("cross", 0, 1, q, k, 1.0 / len(groups)) for q in sorted(groups)
+            for k in sorted(groups)]
+    maps = pd.DataFrame(rows, columns=["kind", "layer", "head", "query", "key", "share"])
+    fig = route_maps_figure(maps, [("cross", 0, 1)], order={"cross": (groups, groups[::-1])})
+    esc = [g.replace("<", "&lt;").replace(">", "&gt;") for g in groups]
+    assert list(fig.data[0].y) == esc and list(fig.data[0].x) == esc[::-1]
+    ax, ay = fig.layout.xaxis, fig.layout.yaxis
+    assert ax.tickmode == ay.tickmode == "array"
+    assert list(ax.tickvals) == list(ax.ticktext) == esc[::-1] and list(ay.tickvals) == esc
+    assert ax.tickfont.size >= 10 and ay.tickfont.size >= 10 and TICK_FONT >= 10
+    assert ax.title.text == "key group" and ay.title.text == "query group"
+    assert "(cross attention)" in fig.layout.title.text
+    assert fig.layout.annotations[0].text == "cross L0H1"

@@ -49,3 +49,20 @@ def test_the_shared_option_reads_inline_or_file_and_refuses_others(tmp_path):
     with pytest.raises(UsageError, match="invalid choice: 'cdn'"):
         p.parse_args(["--plotly-js", "cdn"])
     assert not hasattr(add_options(Parser(prog="y"), out="o").parse_args([]), "plotly_js")
+
+
+def test_folded_figures_and_views_wait_for_their_section_and_circuitsvis_adds_no_heading():
+    import re
+
+    from interp.viz.page import circuitsvis_bundle
+
+    sub = _page()
+    sub.circuitsvis("AttentionHeads", attention=[[[1.0]]], tokens=["a"])
+    page = Page("t")
+    page.details("folded", sub)
+    out = page.render()
+    assert out.count('class="plotly-lazy"') == 1 and 'class="plotly-graph-div"' not in out
+    assert out.count('interpPlot("') == 1 and out.count('interpView("cv-') == 1
+    shown = _page().render()                     # a figure outside a section: drawn at once
+    assert 'class="plotly-graph-div"' in shown and "interpPlot(" not in shown.split("</head>")[1]
+    assert not re.search(r'createElement\("h[1-6]"', circuitsvis_bundle())
