@@ -135,7 +135,7 @@ def test_the_verification_is_in_the_findings_with_intervals_and_its_table_is_in_
     table = pd.read_csv(reports["classify-verify"].parent / "heads.csv")
     checked = table[table.verify_effect.notna()]
     assert checked.verify_verdict.eq("untestable").all()     # 2 controls cannot reach p<=0.05
-    assert "  untestable at 2 controls:" in lines
+    assert "untestable at 2 controls:" in lines             # (the page indents by CSS)
     number = r"([+-][0-9.e-]+)"
     for r in checked.itertuples():
         line = next(x for x in lines if x.startswith(f"self L{r.layer}H{r.head} "))

@@ -71,8 +71,9 @@ def heatmap(z, x: list[str], y: list[str], title: str, zmin=0.0, zmax=None,
     if all_ticks:
         fig.update_xaxes(**every_tick(xs), tickangle=-90)
         fig.update_yaxes(**every_tick(ys))
-        fig.update_layout(margin=dict(l=_label_px(ys) + 40, r=20, t=50,
-                                      b=_label_px(xs) + 50))
+        b = _label_px(xs) + 50
+        fig.update_layout(margin=dict(l=_label_px(ys) + 40, r=20, t=50, b=b),
+                          height=max(160, ROW_PX * len(ys)) + 50 + b)
     if x_title:
         fig.update_xaxes(title_text=esc(x_title))
     if y_title:
@@ -349,7 +350,8 @@ def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str],
     labels = token_labels(tokens)
     rows = [i for i in range(flow.shape[0]) if not bool(torch.isnan(flow[i].float()).all())]
     n_all, n_rows = len(labels), max(1, len(rows))
-    h_roll, h_flow, gap = max(200, ROW_PX * n_all), max(90, ROW_PX * n_rows), _label_px(labels) + 70
+    h_roll, h_flow = max(200, ROW_PX * n_all), max(160, ROW_PX * n_rows)
+    gap = _label_px(labels) + 70
     height = h_roll + h_flow + gap + 60 + gap
     fig = make_subplots(rows=2, cols=1, row_heights=[h_roll, h_flow],
                         vertical_spacing=gap / height,
@@ -361,7 +363,7 @@ def flow_figure(flow: torch.Tensor, rollout: torch.Tensor, tokens: list[str],
         top = max(float(torch.nan_to_num(z.float()).max()), 1e-6) if z.numel() else 1.0
         fig.add_trace(go.Heatmap(z=compact(z), x=labels, y=y, colorscale="Blues",
                                  zmin=0, zmax=top,
-                                 colorbar={"nticks": 6 if r == 0 else 3, "thickness": 12,
+                                 colorbar={"nticks": 6 if r == 0 else 5, "thickness": 12,
                                            "yanchor": "top", "y": 1.0 if r == 0 else
                                            (h_flow + gap) / (height - 60),
                                            "len": (h_roll if r == 0 else h_flow)
