@@ -31,7 +31,7 @@ new PerformanceObserver(list => { for (const e of list.getEntries())
     window.__tasks.push(Math.round(e.duration)); })
   .observe({type: 'longtask', buffered: true});"""
 ALL_DRAWN = (VIEWS_DRAWN + " && " + DRAWN +
-             " && document.querySelectorAll('.plotly-lazy').length === 0")
+             " && document.querySelectorAll('.plotly-graph-div-lazy').length === 0")
 
 
 def long_tasks(browser, path, open_details: bool = True) -> dict:
@@ -86,7 +86,7 @@ def test_a_page_that_loads_plotly_from_beside_it_draws_offline(browser, tmp_path
     tab = browser.open(path.as_uri())
     assert tab.wait_for(DRAWN, timeout=60)
     tab.evaluate(OPEN_ALL)
-    assert tab.wait_for(DRAWN + " && document.querySelectorAll('.plotly-lazy').length === 0 "
+    assert tab.wait_for(DRAWN + " && document.querySelectorAll('.plotly-graph-div-lazy').length === 0 "
                         "&& document.querySelectorAll('.main-svg').length >= 2", timeout=60)
     assert tab.evaluate("[...document.scripts].filter(s => s.src).map(s => s.src)") == [
         (tmp_path / "plotly.min.js").as_uri()]

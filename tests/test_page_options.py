@@ -61,7 +61,7 @@ def test_folded_figures_and_views_wait_for_their_section_and_circuitsvis_adds_no
     page = Page("t")
     page.details("folded", sub)
     out = page.render()
-    assert out.count('class="plotly-lazy"') == 1 and 'class="plotly-graph-div"' not in out
+    assert out.count('class="plotly-graph-div-lazy"') == 1 and 'class="plotly-graph-div"' not in out
     assert out.count('interpPlot("') == 1 and out.count('interpView("cv-') == 1
     shown = _page().render()                     # a figure outside a section: drawn at once
     assert 'class="plotly-graph-div"' in shown and "interpPlot(" not in shown.split("</head>")[1]

@@ -43,7 +43,7 @@ function interpView(id, draw) { var d = document.getElementById(id);
   interpWhenOpen(d, function () { interpLater(go); }, function (lazy) { if (lazy)
     d.innerHTML = '<p class="cv-wait">drawn when this section is opened</p>'; }); }
 function interpPlot(id, draw) { var d = document.getElementById(id);
-  interpWhenOpen(d, function () { d.classList.remove('plotly-lazy');
+  interpWhenOpen(d, function () { d.classList.remove('plotly-graph-div-lazy');
     d.classList.add('plotly-graph-div'); draw(); }, function () {}); }
 document.addEventListener('toggle', function (e) {
   if (!e.target.open || !window.Plotly) return;
@@ -56,10 +56,10 @@ _PLOT_CALL = re.compile(r'if \(document\.getElementById\("([^"]+)"\)\) \{(.*)\};
 
 def lazy_plot(part: str) -> str:
     """A figure's HTML (`Page.plotly`) drawn when its folded section opens: its div is
-    `plotly-lazy` (not yet a `plotly-graph-div`) until then."""
+    `plotly-graph-div-lazy` (not yet a `plotly-graph-div`) until then."""
     if 'class="plotly-graph-div"' not in part:
         return part
-    part = part.replace('class="plotly-graph-div"', 'class="plotly-lazy"', 1)
+    part = part.replace('class="plotly-graph-div"', 'class="plotly-graph-div-lazy"', 1)
     return _PLOT_CALL.sub(lambda m: f'interpPlot("{m[1]}", function () {{{m[2]}}});{m[3]}',
                           part, count=1)
 
