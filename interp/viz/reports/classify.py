@@ -1,4 +1,6 @@
 """The report of `classify_heads`: the terminal text, the CSV/JSON tables and the HTML page.
+Over 400 lines: the terminal text, the files and the page of one report share its tables and
+are kept in one module.
 
 The page leads with its findings (the label counts per attention kind and, with --verify, the
 labels confirmed and not confirmed with effect and interval), then a table of contents, the
@@ -6,9 +8,7 @@ head table, the verification table, a legend of `main_score` and of the reads no
 counts, operations, the summary maps, and folded away each head's query group x key group
 map, the role-averaged maps and the examples (circuitsvis for self attention, drawn when its
 section opens; a plotly grid for cross attention, which circuitsvis does not draw). Groups and
-roles are drawn in the order they occur in the equation, not alphabetically.
-Over 400 lines: the terminal text, the files and the page of one report share its tables and
-are kept in one module."""
+roles are drawn in the order they occur in the equation, not alphabetically."""
 
 from __future__ import annotations
 
