@@ -81,14 +81,21 @@ def heatmap(z, x: list[str], y: list[str], title: str, zmin=0.0, zmax=None,
     return fig
 
 
+CLASS_COLOURS = {"sharp_diagonal": "#1f77b4", "blurred_diagonal": "#9ecae1",
+                 "vertical": "#ff7f0e", "sparse_block": "#2ca02c", "routed": "#d62728",
+                 "broad": "#9467bd", "heterogeneous": "#8c8c8c"}
+_SPARE = ["#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+
+
 def label_counts_figure(counts: pd.DataFrame):
     """Stacked bars: number of heads of each class per (kind, layer)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     x = esc_all(f"{k} L{l}" for k, l in counts.index)
-    for col in counts.columns:
-        fig.add_bar(name=esc(col), x=x, y=counts[col].tolist())
+    for i, col in enumerate(counts.columns):       # one fixed colour per class, as in the legend
+        fig.add_bar(name=esc(col), x=x, y=counts[col].tolist(),
+                    marker_color=CLASS_COLOURS.get(str(col), _SPARE[i % len(_SPARE)]))
     fig.update_layout(barmode="stack", title="Heads of each class per layer", height=380,
                       xaxis_type="category")
     return fig
