@@ -183,7 +183,7 @@ TESTS = {
     "interp/viz/page.py": [
         "tests/test_discover_report.py::test_page_details_fold_escaped_parts_and_keep_their_plotly",
         "tests/test_discover_report.py::test_page_leads_with_findings_then_contents_and_escapes_every_label",
-        "tests/test_page.py"],
+        "tests/test_page.py", "tests/test_page_options.py", "tests/test_classify_page.py"],
     # the patch and induction reports: planted results and frames (the browser and
     # command-line checks are left to the suite)
     "interp/viz/reports/patch.py": [
@@ -206,6 +206,10 @@ TESTS = {
         "tests/test_readable_ablate_probes.py",
         "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
     "interp/viz/reports/ablate.py": ["tests/test_readable_ablate_probes.py"],
+    # the classify page (#25): planted tables and figures; the browser checks are left to the suite
+    "interp/viz/figures.py": ["tests/test_classify_page.py", "tests/test_maps.py",
+                              "tests/test_page.py"],
+    "interp/viz/reports/classify.py": ["tests/test_classify_page.py"],
 }
 
 M = Mutant
@@ -1219,6 +1223,32 @@ MUTANTS = [
       'text = fit(t.drop(columns="knockout"), width=w - 2, wide=False,'),
     M("AP14", "interp/viz/reports/ablate.py", "ablation findings without the verdicts",
       "    out += verdict_lines(res, metric)", "    pass"),
+    # ------------------------------------------------ the classify page (#25), prefix CP
+    M("CP01", "interp/viz/figures.py", "maps: plotly chooses which ticks to label",
+      '"tickmode": "array"', '"tickmode": "auto"'),
+    M("CP02", "interp/viz/figures.py", "route maps: the given group order ignored",
+      "    want = [g for g in order if g in set(have)]", "    want = []"),
+    M("CP03", "interp/viz/figures.py", "tick labels at 9 px",
+      "TICK_FONT = 10 ", "TICK_FONT = 9 "),
+    M("CP04", "interp/viz/reports/classify.py", "equation order: a later example's group appended",
+      "                order.insert(at + 1, g)", "                order.append(g)"),
+    M("CP05", "interp/viz/reports/classify.py", "the no-root group drawn as 'nan'",
+      'RENAME = {"nan": "nan (no root)"}', 'RENAME = {}'),
+    M("CP06", "interp/viz/reports/classify.py", "verification table: unchecked heads not said",
+      'out["check"] = [c if ok else "not checked"', 'out["check"] = [c if ok else c'),
+    M("CP07", "interp/viz/reports/classify.py", "findings: the interval's ends swapped",
+      "f\"{interval(r.verify_effect, r.verify_ci_lo, r.verify_ci_hi)}, \"",
+      "f\"{interval(r.verify_effect, r.verify_ci_hi, r.verify_ci_lo)}, \""),
+    M("CP08", "interp/viz/reports/classify.py", "findings: kinds' label counts summed over all kinds",
+      "total = counts.loc[[kind]].sum()", "total = counts.sum()"),
+    M("CP09", "interp/viz/page.py", "folded figures drawn at load",
+      "        parts = [lazy_plot(p) for p in parts]\n", "        parts = list(parts)\n"),
+    M("CP10", "interp/viz/page.py", "circuitsvis headings kept",
+      "    return _HEADING.sub(lambda m:", "    return text or _HEADING.sub(lambda m:"),
+    M("CP11", "interp/viz/page.py", "a foreign plotly.min.js overwritten",
+      "        if same:\n            return path\n", "        if True:\n            return write_atomic(path, text)\n"),
+    M("CP12", "interp/viz/figures.py", "panels named without their attention kind",
+      'titles.get(h, f"{kind_name(h[0])} L{h[1]}H{h[2]}")', 'titles.get(h, f"L{h[1]}H{h[2]}")'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -132,10 +132,16 @@ def reports(tiny_checkpoints, tmp_path_factory):
     runs = {}
     # classify_heads
     runs.update({
-        "classify-decoder": (classify_heads.main, [dec, "--n", "4", "--examples", "1"]),
+        # two examples: the first has no real root (x=nan), the second two roots, so the
+        # cached examples show every group of the four
+        "classify-decoder": (classify_heads.main, [dec, "--n", "4", "--examples", "2"]),
         "classify-t5": (classify_heads.main, [t5, "--n", "4", "--examples", "1"]),
         "classify-html": (classify_heads.main, [str(gpt2), "--prompts", str(prompts),
                                                 "--examples", "2"]),
+        # the shipped decoder: a random tiny model has no label an intervention can check
+        "classify-verify": (classify_heads.main, ["quadratic-small", "--n", "8", "--examples", "1",
+                                                  "--verify", "--verify-n", "6",
+                                                  "--controls", "2"]),
     })
 
     # ablate and probes (each run's terminal output kept beside its folder, NAME.stdout:
@@ -231,3 +237,19 @@ def pages(reports, browser):
         time.sleep(0.3)                                 # late console errors, if any
         out[name] = tab, tab.evaluate(COLLECT)
     return out
+
+
+# Opens every folded section of a page (views inside are drawn when their section opens).
+OPEN_ALL = "document.querySelectorAll('details').forEach(d => { d.open = true; }); true"
+VIEWS_DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.dataset.drawn && "
+               "d.childElementCount > 0 && !d.querySelector('.cv-wait'))")
+
+
+def opened(tab, timeout: float = 180) -> dict:
+    """What the page holds once every `details` section is open and every view drawn in it
+    (COLLECT again). The tab is brought to the front: a background tab's timers are slowed."""
+    tab.call("Page.bringToFront")
+    tab.evaluate(OPEN_ALL)
+    assert tab.wait_for(VIEWS_DRAWN + " && " + DRAWN, timeout=timeout), "views not drawn"
+    time.sleep(0.3)
+    return tab.evaluate(COLLECT)

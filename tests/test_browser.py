@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from browserkit import HTML_TOKENS, WIDTH, cv_props
+from browserkit import HTML_TOKENS, WIDTH, cv_props, opened
 from interp.viz.browser import find_chromium
 
 
@@ -37,14 +37,18 @@ def test_the_blocking_and_the_error_capture_work_on_a_page_that_breaks_both(brow
     assert any("undefined_function" in e for e in tab.console_errors), tab.console_errors
 
 
-@pytest.mark.parametrize("name", ["classify-decoder", "classify-t5", "classify-html", "ablate",
-                                  "patch", "induction-html", "probe"])
+@pytest.mark.parametrize("name", ["classify-decoder", "classify-t5", "classify-html",
+                                  "classify-verify", "ablate", "patch", "induction-html",
+                                  "probe"])
 def test_a_report_opens_offline_draws_every_figure_and_fits_the_window(pages, name):
     tab, page = pages[name]
     assert tab.requests and all(u.startswith(("file:", "data:")) for u in tab.requests), \
         tab.requests
     assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)
     assert page["alerts"] == 0
+    # folded sections hold views drawn when opened: open them all, then check everything
+    page = opened(tab)
+    assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)
     assert page["plots"], "no plotly figure"
     for i, p in enumerate(page["plots"]):               # every trace of every figure drawn
         assert p["traces"] > 0 and p["drawn"] == p["traces"], (i, p)
@@ -65,7 +69,8 @@ def test_a_report_opens_offline_draws_every_figure_and_fits_the_window(pages, na
 
 
 def test_the_t5_report_labels_every_view_and_starts_the_decoder_with_start(pages):
-    _, page = pages["classify-t5"]
+    tab, page = pages["classify-t5"]
+    page = opened(tab)
     views = [(k, l) for k in ("encoder", "decoder_self") for l in (0, 1)]
     captions = [p for p in page["paragraphs"] if " attention, layer " in p]
     # encoder and decoder self-attention, 2 layers each, one example: four labelled views
@@ -81,15 +86,16 @@ def test_the_t5_report_labels_every_view_and_starts_the_decoder_with_start(pages
     assert encoder[-1] == "<eos>"
     assert decoder == ["<start>", *get_task("quadratic", "small").solve(src)]
     assert [p["tokens"] for p in cv_props(page)] == [encoder, encoder, decoder, decoder]
+    # one drawing per example: self attention in circuitsvis (above), cross attention (which
+    # circuitsvis does not draw) as a plotly grid
     plots = {p["title"].split(":")[0]: p for p in page["plots"] if "every head" in p["title"]}
-    assert set(plots) == {"encoder", "decoder_self", "cross"}
+    assert set(plots) == {"cross"}
     cross = plots["cross"]
     assert cross["axes"] == ["key (encoder input)", "query (decoder input)"]
     # keys: the encoder's tokens, queries: the decoder's (plotly may skip some ticks)
     assert cross["x"] and set(cross["x"]) <= {f"{i}:{t}" for i, t in enumerate(encoder)}
     assert "0:<start>" in cross["y"]
     assert set(cross["y"]) <= {f"{i}:{t}" for i, t in enumerate(decoder)}
-    assert "0:<start>" in plots["decoder_self"]["x"]
     rollouts = [p for p in page["plots"] if "rollout" in p["title"]]
     assert len(rollouts) == 2 and "0:<start>" in rollouts[1]["x"] + rollouts[1]["y"]
     assert not any("<pad>" in t for p in page["plots"] for t in p["x"] + p["y"])
@@ -97,13 +103,14 @@ def test_the_t5_report_labels_every_view_and_starts_the_decoder_with_start(pages
 
 def test_html_tokens_are_shown_as_text_and_inject_nothing(pages):
     tab, page = pages["classify-html"]
+    page = opened(tab)
     assert page["alerts"] == 0
     assert {k: page["elements"][k] for k in ("img", "b", "i", "iframe", "object", "embed")} \
         == dict.fromkeys(("img", "b", "i", "iframe", "object", "embed"), 0)
     assert page["bold_ticks"] == 0           # plotly drew no <b>, <i> or <br> markup
     ticks = [t for p in page["plots"] for t in p["x"] + p["y"]]
     # the summary map's key-role labels are exactly the tokens (roles are token strings)
-    summary = next(p for p in page["plots"] if p["title"].startswith("self: attention received"))
+    summary = next(p for p in page["plots"] if p["title"].startswith("self attention: attention received"))
     assert set(HTML_TOKENS) <= set(summary["x"])
     # the grids and the rollout label positions with position:token
     assert {f"{i + 1}:{t}" for i, t in enumerate(HTML_TOKENS)} <= set(ticks)

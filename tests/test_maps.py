@@ -233,7 +233,7 @@ def test_route_maps_figure_draws_each_heads_shares_with_escaped_labels_and_title
     assert len(only.data) == 1
 
 
-def test_flow_figure_puts_rollout_and_flow_side_by_side():
+def test_flow_figure_draws_rollout_whole_and_flow_only_where_it_was_computed():
     import plotly.io as pio
 
     from interp.viz.figures import flow_figure
@@ -243,7 +243,10 @@ def test_flow_figure_puts_rollout_and_flow_side_by_side():
     fig = flow_figure(flow[None], roll, ["<b>", "x", "="])
     assert np.allclose(np.array(fig.data[0].z, dtype=float), roll.numpy())
     got = np.array(fig.data[1].z, dtype=float)
-    assert np.allclose(got[:2], flow[:2].numpy()) and np.isnan(got[2]).all()
+    # the row of NaN (not computed) is left out: the flow panel holds its content only
+    assert got.shape == (2, 3) and np.allclose(got, flow[:2].numpy())
+    assert list(fig.data[1].y) == ["0:&lt;b&gt;", "1:x"]
+    assert list(fig.data[0].y) == ["0:&lt;b&gt;", "1:x", "2:="]
     assert list(fig.data[0].x) == ["0:&lt;b&gt;", "1:x", "2:="]
     roll[0, 0] = 0.8                       # each panel scaled to its own maximum
     fig = flow_figure(flow, roll, ["<b>", "x", "="])

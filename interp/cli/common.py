@@ -1,6 +1,6 @@
 """What every command shares: one-line errors, the argument parser, the shared options
-(checkpoint, --n, --seed, --out, --json, --quiet, --device, --dtype) defined once, and loading
-the model they name. Output safety (atomic writes, checked folders, locks) is `interp.io`.
+(checkpoint, --n, --seed, --out, --json, --quiet, --device, --dtype, --plotly-js) defined
+once, and loading the model they name. Output safety (atomic writes, checked folders, locks) is `interp.io`.
 
 Every command runs through `run_cli`: a mistake in the input (an `InterpError`, an argparse
 error, an unwritable path, a request too large for memory) becomes one line on stderr starting
@@ -188,7 +188,7 @@ def at_most(option: str, value: int, limit: int, why: str) -> int:
 def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                 n: tuple[int, str] | None = None, seed: tuple[int, str] | None = None,
                 out: str | None = None, json: str | None = None, quiet: bool = True,
-                device: bool = True) -> argparse.ArgumentParser:
+                device: bool = True, report: bool = False) -> argparse.ArgumentParser:
     """Add the options every command spells the same way; each is added when its argument is
     given (its help text, or (default, help) for --n and --seed):
 
@@ -201,6 +201,8 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
         --quiet      no progress on stderr
         --device     cpu (default), cuda, cuda:N, mps or auto
         --dtype      float32 (default), bfloat16 or float16
+        --plotly-js  (report=True) inline (default) or file: how report.html gets plotly.js
+                     (`write_page` writes it)
     """
     from interp.models import DEFAULT_MODEL
 
@@ -227,7 +229,23 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                        help="weights and activations (default float32)")
     if quiet:
         p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    if report:
+        from interp.viz.page import PLOTLY_FILE, PLOTLY_JS
+
+        p.add_argument("--plotly-js", choices=PLOTLY_JS, default="inline",
+                       help="inline (default): report.html holds plotly.js and opens alone; "
+                            f"file: it loads {PLOTLY_FILE} written beside it (3.5 MB saved "
+                            "per report when many reports share a folder's copy)")
     return p
+
+
+#: what a command's --out folder may hold besides its own files when --plotly-js file
+REPORT_FILES = ("plotly.min.js",)
+
+
+def write_page(page, path, args) -> Path:
+    """Write a report page as the command line asks (--plotly-js; inline without it)."""
+    return page.write(path, plotly_js=getattr(args, "plotly_js", "inline") or "inline")
 
 
 def positive(option: str, value: int, limit: int | None = None, why: str = "") -> int:

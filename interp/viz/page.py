@@ -3,6 +3,13 @@
 plotly.js and the circuitsvis bundle are embedded once per page, however many figures the page
 holds (circuitsvis's own `.local_src` embeds its 1.3 MB bundle in every figure, and `str()`
 points at a CDN these machines cannot reach). All text is escaped.
+
+Light pages: a circuitsvis view or a plotly figure inside a folded `details` section is drawn
+when the section is first opened (its 'toggle' event), not on load, and views are drawn one
+per task (a queue), so opening a section never blocks the page for all its views at once. circuitsvis's own titles are drawn as bold text, not as headings,
+so they stay out of the page's outline. `render(plotly_js="file")` loads plotly.js from
+`plotly.min.js` beside the page (`write` puts it there) instead of embedding it: many reports
+in one folder share one copy.
 """
 
 from __future__ import annotations
@@ -10,8 +17,51 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import uuid
 from pathlib import Path
+
+PLOTLY_FILE = "plotly.min.js"
+PLOTLY_JS = ("inline", "file")
+#: the page's own script, once, in its head: views and figures in a folded `details` section
+#: are drawn when it first opens, one per task (a queue that yields by a message, which
+#: background tabs do not throttle as they do timers), so no task draws them all at once
+PAGE_JS = """
+var interpQueue = [], interpBusy = false, interpPort = new MessageChannel();
+function interpNext() { var f = interpQueue.shift(); if (!f) { interpBusy = false; return; }
+  try { f(); } finally { interpPort.port2.postMessage(0); } }
+interpPort.port1.onmessage = interpNext;
+function interpLater(f) { interpQueue.push(f);
+  if (!interpBusy) { interpBusy = true; interpPort.port2.postMessage(0); } }
+function interpWhenOpen(d, go, wait) { var s = d.closest('details');
+  if (!s || s.open) { wait(false); return go(); }
+  wait(true); var on = function () { if (s.open) { s.removeEventListener('toggle', on);
+    interpLater(go); } }; s.addEventListener('toggle', on); }
+function interpView(id, draw) { var d = document.getElementById(id);
+  var go = function () { if (d.dataset.drawn) return; d.dataset.drawn = '1';
+    d.textContent = ''; draw(); };
+  interpWhenOpen(d, function () { interpLater(go); }, function (lazy) { if (lazy)
+    d.innerHTML = '<p class="cv-wait">drawn when this section is opened</p>'; }); }
+function interpPlot(id, draw) { var d = document.getElementById(id);
+  interpWhenOpen(d, function () { d.classList.remove('plotly-graph-div-lazy');
+    d.classList.add('plotly-graph-div'); draw(); }, function () {}); }
+document.addEventListener('toggle', function (e) {
+  if (!e.target.open || !window.Plotly) return;
+  e.target.querySelectorAll('.plotly-graph-div').forEach(function (g) {
+    if (g.classList.contains('js-plotly-plot')) Plotly.Plots.resize(g); }); }, true);
+"""
+_PLOT_CALL = re.compile(r'if \(document\.getElementById\("([^"]+)"\)\) \{(.*)\};(\s*</script>)',
+                        re.S)
+
+
+def lazy_plot(part: str) -> str:
+    """A figure's HTML (`Page.plotly`) drawn when its folded section opens: its div is
+    `plotly-graph-div-lazy` (not yet a `plotly-graph-div`) until then."""
+    if 'class="plotly-graph-div"' not in part:
+        return part
+    part = part.replace('class="plotly-graph-div"', 'class="plotly-graph-div-lazy"', 1)
+    return _PLOT_CALL.sub(lambda m: f'interpPlot("{m[1]}", function () {{{m[2]}}});{m[3]}',
+                          part, count=1)
 
 
 def _script_json(obj) -> str:
@@ -97,32 +147,51 @@ class Page:
             self.uses_plotly |= parts.uses_plotly
             self.uses_circuitsvis |= parts.uses_circuitsvis
             parts = parts.parts
+        parts = [lazy_plot(p) for p in parts]
         self.parts.append(f"<details><summary>{html.escape(summary)}</summary>"
                           + "\n".join(parts) + "</details>")
         return self
 
-    def render(self) -> str:
+    def render(self, plotly_js: str = "inline") -> str:
+        """The page as HTML. plotly_js: "inline" embeds plotly.js (the page opens alone);
+        "file" loads it from `plotly.min.js` beside the page (see `write`)."""
+        if plotly_js not in PLOTLY_JS:
+            from interp.errors import InterpError
+
+            raise InterpError(f"plotly_js {plotly_js!r} is not one of inline, file")
         head = [f"<title>{html.escape(self.title)}</title>", '<meta charset="utf-8">',
                 "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
                 ".table{border-collapse:collapse;font-size:13px}.table td,.table th{"
                 "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;"
                 "white-space:nowrap}.scroll{max-width:100%;overflow-x:auto}"
                 ".plotly-graph-div{max-width:100%}.cv-label{margin:18px 0 0;"
-                "font-size:15px}</style>"]
+                "font-size:15px}details{margin:6px 0}summary{cursor:pointer;font-size:15px;"
+                "padding:3px 0}.cv-h{font-weight:bold;margin:6px 0}.cv-wait{color:#777}"
+                "</style>"]
+        own = PAGE_JS              # once, in the first script of the head
         if self.uses_plotly:
-            from plotly.offline import get_plotlyjs
+            if plotly_js == "file":
+                head.append(f'<script src="{PLOTLY_FILE}"></script><script>{own}</script>')
+            else:
+                from plotly.offline import get_plotlyjs
 
-            head.append(f"<script>{get_plotlyjs()}</script>")
+                head.append(f"<script>{get_plotlyjs()}\n{own}</script>")
+            own = ""
         if self.uses_circuitsvis:
-            head.append(f"<script>{circuitsvis_bundle()}</script>")
+            head.append(f"<script>{circuitsvis_bundle()}\n{own}</script>")
         body = "\n".join([f"<h1>{html.escape(self.title)}</h1>", *self.parts])
         return f"<!DOCTYPE html>\n<html><head>{''.join(head)}</head>\n<body>\n{body}\n</body></html>\n"
 
-    def write(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temp file, then rename): a crash leaves no half-written page."""
+    def write(self, path: str | os.PathLike, plotly_js: str = "inline") -> Path:
+        """Write atomically (temp file, then rename): a crash leaves no half-written page.
+        plotly_js="file": also `plotly.min.js` beside the page (atomically), unless the same
+        file is already there; a different file of that name is never overwritten."""
         from interp.io import write_atomic
 
-        return write_atomic(path, self.render())
+        text = self.render(plotly_js)
+        if plotly_js == "file" and self.uses_plotly:
+            write_plotly_js(Path(path).parent)
+        return write_atomic(path, text)
 
 
 def anchor(text: str) -> str:
@@ -142,14 +211,45 @@ def circuitsvis_html(component: str, props: dict, on_load: bool = True) -> str:
     div = "cv-" + uuid.uuid4().hex[:12]
     call = (f'CircuitsVis.render("{div}", CircuitsVis.{component}, '
             f'{_script_json(json.loads(convert_props(props)))});')
-    if on_load:
-        call = f'window.addEventListener("load", function () {{ {call} }});'
+    if on_load:           # the page's PAGE_JS: at once, or when its folded section opens
+        call = f'interpView("{div}", function () {{ {call} }});'
     return f'<div id="{div}" class="cv" style="margin: 15px 0;"></div>\n<script>{call}</script>'
 
 
+_HEADING = re.compile(r'createElement\("h[1-6]",(null|\{)')
+
+
 def circuitsvis_bundle() -> str:
-    """The circuitsvis browser bundle shipped in its wheel, safe to inline."""
+    """The circuitsvis browser bundle shipped in its wheel, safe to inline. Its components'
+    titles ("Head selector", "Attention Patterns" ...) are drawn as bold divs (class cv-h),
+    not headings: a page's outline holds the page's own sections only."""
     import circuitsvis
 
     path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
-    return path.read_text(encoding="utf-8").replace("</script>", "<\\/script>")
+    text = path.read_text(encoding="utf-8").replace("</script>", "<\\/script>")
+    return _HEADING.sub(lambda m: 'createElement("div",' + ('{className:"cv-h"}'
+                        if m[1] == "null" else '{className:"cv-h",'), text)
+
+
+def write_plotly_js(folder: str | os.PathLike) -> Path:
+    """plotly.js as `plotly.min.js` in `folder` (atomically), for pages rendered with
+    plotly_js="file". A file of that name that holds the same plotly.js is kept; one that
+    holds anything else is never overwritten (InterpError)."""
+    from plotly.offline import get_plotlyjs
+
+    from interp.errors import InterpError
+    from interp.io import write_atomic
+
+    path = Path(folder) / PLOTLY_FILE
+    text = get_plotlyjs()
+    if path.is_symlink() or path.exists():
+        try:
+            same = path.is_file() and not path.is_symlink() and \
+                path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if same:
+            return path
+        raise InterpError(f"{path} exists and is not this version of plotly.js; move it away, "
+                          "or write the report with plotly.js inline")
+    return write_atomic(path, text)

@@ -1,0 +1,93 @@
+"""No report blocks the browser's main thread for more than 5 s, at load or when its folded
+sections open (their views are drawn then).
+
+Each report of the `reports` fixture is opened in a fresh tab of headless Chromium with a
+long-task PerformanceObserver installed before any script of the page runs, and a 20 ms
+heartbeat timer set at the same moment whose gaps are counted until the page is drawn:
+Chromium reports no long task for the task that parses the page itself, the heartbeat sees it
+(tasks that run back to back count as one there, so at load the check is the stricter). Then every
+`details` section is opened and the views and figures drawn in them are waited for. The
+longest task must stay under 5 s. Planted pages (a 6 s busy loop at load, and one when a
+section opens) show that the check can fail.
+"""
+
+import time
+
+import pytest
+
+from browserkit import OPEN_ALL, VIEWS_DRAWN
+from interp.viz.browser import DRAWN, find_chromium
+
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not found")
+
+LIMIT_MS = 5000
+OBSERVER = """window.__tasks = []; window.__beat = true;
+(() => { let last = performance.now();
+  const beat = () => { const now = performance.now();
+    if (now - last > 50) window.__tasks.push(Math.round(now - last));
+    last = now; if (window.__beat) setTimeout(beat, 20); };
+  setTimeout(beat, 20); })();
+new PerformanceObserver(list => { for (const e of list.getEntries())
+    window.__tasks.push(Math.round(e.duration)); })
+  .observe({type: 'longtask', buffered: true});"""
+ALL_DRAWN = (VIEWS_DRAWN + " && " + DRAWN +
+             " && document.querySelectorAll('.plotly-graph-div-lazy').length === 0")
+
+
+def long_tasks(browser, path, open_details: bool = True) -> dict:
+    """{"load": [ms of each long task until drawn], "opened": [... after opening every
+    section]} of one page."""
+    tab = browser.open("about:blank")
+    tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER})
+    tab.navigate(path.as_uri(), timeout=120)
+    assert tab.wait_for(DRAWN, timeout=120), f"{path}: not drawn"
+    time.sleep(0.5)
+    out = {"load": tab.evaluate("window.__beat = false; window.__tasks.splice(0)")}
+    if open_details:
+        tab.evaluate(OPEN_ALL)
+        assert tab.wait_for(ALL_DRAWN, timeout=180), f"{path}: folded views not drawn"
+        time.sleep(0.5)
+        out["opened"] = tab.evaluate("window.__tasks.splice(0)")
+    return out
+
+
+def test_the_long_task_check_catches_a_page_that_blocks_at_load_or_when_a_section_opens(
+        browser, tmp_path):
+    busy = "const t0 = performance.now(); while (performance.now() - t0 < 6000) {}"
+    at_load = tmp_path / "load.html"
+    at_load.write_text(f"<!DOCTYPE html><html><body><p>x</p><script>{busy}</script>"
+                       "</body></html>")
+    assert max(long_tasks(browser, at_load, open_details=False)["load"]) > LIMIT_MS
+    on_open = tmp_path / "open.html"
+    on_open.write_text("<!DOCTYPE html><html><body><details><summary>s</summary>y</details>"
+                       "<script>document.querySelector('details').addEventListener('toggle',"
+                       f" () => {{ {busy} }});</script></body></html>")
+    tasks = long_tasks(browser, on_open)
+    assert max(tasks["load"], default=0) < LIMIT_MS < max(tasks["opened"])
+
+
+def test_no_report_blocks_the_main_thread_for_5_s_at_load_or_when_its_sections_open(
+        reports, browser):
+    worst = {}
+    for name, path in reports.items():
+        tasks = long_tasks(browser, path)
+        worst[name] = {k: max(v, default=0) for k, v in tasks.items()}
+    assert all(v < LIMIT_MS for w in worst.values() for v in w.values()), worst
+
+
+def test_a_page_that_loads_plotly_from_beside_it_draws_offline(browser, tmp_path):
+    import plotly.graph_objects as go
+
+    from interp.viz.page import Page
+
+    page = Page("file mode").plotly(go.Figure(go.Bar(x=["a"], y=[1])))
+    page.details("folded", Page("").plotly(go.Figure(go.Bar(x=["b"], y=[2]))))
+    path = page.write(tmp_path / "report.html", plotly_js="file")
+    tab = browser.open(path.as_uri())
+    assert tab.wait_for(DRAWN, timeout=60)
+    tab.evaluate(OPEN_ALL)
+    assert tab.wait_for(DRAWN + " && document.querySelectorAll('.plotly-graph-div-lazy').length === 0 "
+                        "&& document.querySelectorAll('.main-svg').length >= 2", timeout=60)
+    assert tab.evaluate("[...document.scripts].filter(s => s.src).map(s => s.src)") == [
+        (tmp_path / "plotly.min.js").as_uri()]
+    assert not tab.blocked and not tab.console_errors, (tab.blocked, tab.console_errors)
