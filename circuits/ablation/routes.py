@@ -67,6 +67,7 @@ import pandas as pd
 import torch
 
 from interp.attention.groups import group_role
+from interp.attention.taxonomy import parse_label
 from interp.errors import InterpError
 from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers, run
 from interp.tasks.base import Example, Task
@@ -187,8 +188,8 @@ def parse_route(spec: str, arch: str = "decoder", grouping: str = "field") -> He
     return HeadKnockout(kind, int(layer), int(head), queries, grouping=grouping, **kw)
 
 
-def _names(text: str, spec: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(","))
+def _names(text: str, spec: str, names=None) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",")) if names is None else tuple(names)
     if "" in names:
         raise InterpError(f"route {spec!r} has an empty group name; separate groups with "
                           "single commas, e.g. 'D_value->b,c'")
@@ -674,22 +675,26 @@ def label_knockout(row, grouping: str = "field", groups: set | None = None
     group under `grouping` (e.g. `b_digit` under "field") is cut as a fine role."""
     labels = row["labels"]
     label = str(labels if isinstance(labels, str) else labels[0]).strip()
-    m = re.match(r"^(\w+)(?:\((.*)\))?$", label)
-    if not m or m.group(1) not in CHECKABLE:
+    # the taxonomy's own reader: groups that are no plain name come quoted, `routed('-'->b)`
+    try:
+        name, args = parse_label(label)
+    except ValueError:
         return None
-    name, arg = m.group(1), (m.group(2) or "").strip()
+    if name not in CHECKABLE:
+        return None
     head = {"kind": row["kind"], "layer": int(row["layer"]), "head": int(row["head"]),
             "grouping": grouping}
     if name == "routed":
-        q, k = re.split(r"\s*(?:->|\u2192)\s*", arg, maxsplit=1)
-        queries = None if not q.strip() else _names(q, label)   # `*`: see _queries
-        return HeadKnockout(queries=queries, keys=_names(k, label), **head)
+        q, k = args
+        queries = None if not q else _names(",".join(q), label, q)   # `*`: see _queries
+        return HeadKnockout(queries=queries, keys=_names(",".join(k), label, k), **head)
     if name == "vertical":
+        arg = args[0]
         if groups is not None and arg not in groups:
             head["grouping"] = "fine"
         return HeadKnockout(token=arg, **head)
     if name == "sharp_diagonal":
-        return HeadKnockout(offset=int(arg), **head)
+        return HeadKnockout(offset=int(args[0]), **head)
     return HeadKnockout(offset=round(float(row["band_centre"])), **head)
 
 

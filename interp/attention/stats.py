@@ -22,7 +22,16 @@ import torch
 
 from interp.attention.routes import route_features, route_tables
 from interp.attention.groups import (BOUNDARIES, input_keys, onehot, role_index,  # noqa: F401
-                                     segments_from_roles)
+                                     role_name, segments_from_roles, token_classes)
+
+
+def analysis_roles(roles: list[list[str]], grouping: str = "field") -> list[list[str]]:
+    """The roles the statistics are kept by: under the "class" grouping (raw text) each
+    token's class (`token_classes`, read in context), else the task's roles (`role_name`:
+    `nan` -> `no_root`)."""
+    if grouping == "class":
+        return [token_classes(row) for row in roles]
+    return [[role_name(r) for r in row] for row in roles]
 
 
 @dataclass(frozen=True)
@@ -343,8 +352,9 @@ def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
     prep = {}
     for name, side in source.sides.items():
         width = side.ids.shape[1]
-        names = sorted({r for row in side.roles for r in row})
-        prep[name] = (names, role_index(side.roles, names, width),
+        roles = analysis_roles(side.roles, grouping)
+        names = sorted({r for row in roles for r in row})
+        prep[name] = (names, role_index(roles, names, width),
                       segments_from_roles(side.roles, width, segments),
                       input_keys(side.tokens, width))
     stats: dict[str, HeadStats] = {}

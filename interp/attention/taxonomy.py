@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from interp.attention.groups import default_grouping
-from interp.attention.routes import label_routes, reads_text, routed_label
+from interp.attention.groups import default_grouping, quote_group, read_groups
+from interp.attention.routes import label_routes, reads_text, routed_label, split_route
 from interp.attention.stats import (HeadStats, Thresholds, collect_stats, role_index,
                                     segments_from_roles)
 
@@ -94,7 +94,7 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
     top_lift = top / max(g.get("vertical_top_uniform", 1.0), 1e-9)
     if ((g["vertical_share"] >= th.vertical and lift >= th.vertical_lift)
             or (top >= th.vertical and top_lift >= th.vertical_lift)):
-        labels.append(f"vertical({g['vertical_roles'][0]})")
+        labels.append(f"vertical({quote_group(g['vertical_roles'][0])})")
     if block:
         labels.append("sparse_block")
     routed = routed_label(g.get("routes") or [], th)
@@ -104,8 +104,29 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
 
 
 def base_label(label: str) -> str:
-    """`sharp_diagonal(1)` -> `sharp_diagonal`, `vertical(=)` -> `vertical`."""
+    """`sharp_diagonal(1)` -> `sharp_diagonal`, `vertical('=')` -> `vertical`."""
     return label.split("(", 1)[0]
+
+
+def parse_label(label: str) -> tuple[str, tuple]:
+    """A label read back: (base, arguments). `routed(Q->K1,K2)` -> ("routed", (queries,
+    keys)) as lists of groups, unquoted; `vertical('=')` -> ("vertical", ("=",));
+    `sharp_diagonal(1)` -> ("sharp_diagonal", (1,)); a label without arguments -> (base, ()).
+    ValueError for text that is no label."""
+    label = label.strip()
+    base, paren, rest = label.partition("(")
+    if not base.replace("_", "").isalpha():
+        raise ValueError(f"not a head label: {label!r}")
+    if not paren:
+        return base, ()
+    if not rest.endswith(")"):
+        raise ValueError(f"not a head label (no closing parenthesis): {label!r}")
+    arg = rest[:-1]
+    if base == "routed":
+        return base, split_route(arg)
+    if base == "sharp_diagonal":
+        return base, (int(arg),)
+    return base, tuple(read_groups(arg))
 
 
 def features_table(f: dict, kind: str, th: Thresholds = Thresholds()) -> pd.DataFrame:
