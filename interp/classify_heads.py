@@ -42,6 +42,7 @@ MAX_BATCH = 1_024    # examples whose attention patterns are held at once
 OWN_FILES = ("heads.csv", "heads.json", "report.html")
 MAX_VERIFY_N = 5_000  # examples of --verify (each control reruns them)
 MAX_CONTROLS = 200    # random knockouts per head in --verify
+MAX_RESAMPLES = 2_000  # bootstrap resamples of the stability column
 
 
 def CACHE_FILES(name: str) -> bool:
@@ -86,6 +87,10 @@ def parser():
                                           f"{MAX_N:,})"), seed=(0, None),
                 out="output folder (default classify-<name>)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--wide", action="store_true", help="print the table's full rows (default: "
+                   "fit the terminal's width, cutting `reads` and naming columns left out)")
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples of the "
+                   "examples behind the stability column (default 50; 0 leaves it out)")
     p.add_argument("--kinds", type=nonempty, help="comma-separated attention kinds (default: all)")
     p.add_argument("--segments", choices=["statement", "number"], default="statement")
     p.add_argument("--prompts", type=path_value, help="text file, one prompt a line (HF checkpoints without "
@@ -124,6 +129,9 @@ def _folders(a):
              f"({MAX_EXAMPLES} examples)")
     positive("--batch-size", a.batch_size, MAX_BATCH, "one batch of attention patterns holds "
              f"({MAX_BATCH} examples)")
+    if a.resamples is not None and not 0 <= a.resamples <= MAX_RESAMPLES:
+        raise InterpError(f"--resamples must lie between 0 and {MAX_RESAMPLES} (bootstrap "
+                          f"resamples of the stability column), got {a.resamples}")
     check_device(a)
     if a.verify:
         positive("--verify-n", a.verify_n, MAX_VERIFY_N, "one verification runs "
@@ -215,9 +223,10 @@ def _main(argv) -> int:
     with output_lock(out), output_lock(a.save_cache, "--save-cache"):
         keep_shards = (lambda source: save_shards(source, a.save_cache)) if a.save_cache \
             else None
+        extra = {} if a.resamples is None else {"resamples": a.resamples}
         result = head_taxonomy(bridge, task, examples, kinds, a.batch_size, a.segments,
                                keep_shards, keep=0 if a.no_report else a.examples,
-                               progress=not a.quiet, grouping=a.roles)
+                               progress=not a.quiet, grouping=a.roles, **extra)
         table = result.table
         if a.verify:
             table = _verify(a, bridge, task, table, result.stats)
@@ -231,7 +240,7 @@ def _main(argv) -> int:
                                     role_maps=task is not None).write(tmp / "report.html")
 
         replace_dir_atomic(fill, out)
-    print(report.text(table, a.format), end="")
+    print(text(table, a.format, wide=a.wide), end="")
     note = table.attrs.get("verify", {}).get("note")
     if note and a.format != "table":
         print(note, file=sys.stderr)
@@ -257,7 +266,7 @@ def _verify(a, bridge, task, table, stats):
     t0 = time.perf_counter()
     grouping = next(iter(stats.values())).grouping if stats else "field"
     v = verify_heads(bridge, task, examples, table, n_controls=a.controls, seed=a.seed,
-                     grouping=grouping, batch_size=a.batch_size)
+                     grouping=grouping, batch_size=a.batch_size, quiet=a.quiet)
     if not a.quiet:
         print(f"verified {int(v.knockout.notna().sum())} labels on {len(examples)} held-out "
               f"examples ({distinct} distinct equations) x {a.controls} equal-mass controls "
@@ -267,6 +276,90 @@ def _verify(a, bridge, task, table, stats):
                            "note": "" if stats_mod.testable(a.controls)
                            else stats_mod.untestable_note(a.controls)}
     return out
+
+
+def _check_word(verdict) -> str:
+    return ("-" if not isinstance(verdict, str) else "yes" if verdict == "confirmed"
+            else "untestable" if verdict == "untestable" else "NOT CONFIRMED")
+
+
+def terminal_frame(table):
+    """The columns the terminal shows, as text where a number needs its notation: [kind],
+    head, label, [check, effect [CI], p, reads K], score, stability, reads, [mass t/c,
+    control]. Unchecked heads show '-', small effects keep their significant digits."""
+    import pandas as pd
+
+    from interp.viz.termtable import interval
+
+    t = pd.DataFrame(index=table.index)
+    if table["kind"].nunique() > 1:
+        t["kind"] = table["kind"]
+    t["head"] = [f"L{int(l)}H{int(h)}" for l, h in zip(table["layer"], table["head"])]
+    t["label"] = table["label"]
+    if "verified" in table or "verify_verdict" in table:
+        verdict = table["verify_verdict"] if "verify_verdict" in table else table[
+            "verified"].map(lambda v: None if v is None else "confirmed" if v else "no")
+        t["check"] = verdict.map(_check_word)
+        t["effect [95% CI]"] = [
+            "-" if pd.isna(e) else interval(e, lo, hi) for e, lo, hi in
+            zip(table["verify_effect"], table["verify_ci_lo"], table["verify_ci_hi"])]
+        t["p"] = ["-" if pd.isna(p) else f"{p:.3f}" for p in table["verify_p"]]
+        if "verify_reads_verdict" in table:
+            t["reads K"] = table["verify_reads_verdict"].map(_check_word)
+    t["score"] = table["main_score"].astype(float)
+    if "stability" in table:
+        t["stability"] = table["stability"].astype(float)
+    t["reads"] = table["reads"].fillna("")
+    if "verify_target_mass" in table:
+        t["mass t/c"] = ["-" if pd.isna(a) else f"{a:.2f}/{b:.2f}" for a, b in
+                         zip(table["verify_target_mass"], table["verify_control_mass"])]
+    if "verify_control_rule" in table:
+        t["control"] = table["verify_control_rule"].map(lambda x: x if isinstance(x, str)
+                                                        else "-")
+    return t.reset_index(drop=True)
+
+
+def text(table, fmt: str = "table", wide: bool = False, width: int | None = None) -> str:
+    """What the command prints. "table": the heads fitted to the terminal's width
+    (`interp.viz.termtable.fit`; `wide`: full rows), the class counts and a legend of the
+    numbers; "csv" / "json": every column the report's tables hold plus `score_kind` and
+    `stability`, in full."""
+    import json
+    import textwrap
+
+    from interp.attention.taxonomy import label_counts, legend
+    from interp.viz.reports import classify as report
+    from interp.viz.termtable import fit, width_now
+
+    if fmt != "table":
+        view = report.shown(table, None).copy()
+        at = list(view.columns).index("main_score") if "main_score" in view else 0
+        for c in ("stability", "score_kind"):
+            if c in table and c not in view:
+                view.insert(at, c, table[c].values)
+        if fmt == "csv":
+            return view.to_csv(index=False)
+        view = view.assign(labels=table["labels"].values)
+        return json.dumps(json.loads(view.to_json(orient="records")), indent=1) + "\n"
+    limit = None if wide else (width or width_now())
+    lines = []
+    v = table.attrs.get("verify")
+    if v:
+        lines.append(f"verification: {v['n']} held-out examples ({v['distinct']} distinct "
+                     f"equations), {v['controls']} equal-mass controls per head")
+        if v.get("note"):
+            lines.append(v["note"])
+    lines.append(fit(terminal_frame(table), width=limit, wide=wide,
+                     formats={"score": ".3f", "stability": ".2f"}))
+    lines.append("")
+    lines.append(fit(label_counts(table).reset_index(), width=limit, wide=wide))
+    lines.append("")
+    notes = legend(table)
+    if "stability" not in table.attrs:
+        notes = [n for n in notes if not n.startswith("stability")]
+    for n in notes:
+        lines += textwrap.wrap(n, limit, subsequent_indent="  ") if limit else [n]
+    return "\n".join(lines) + "\n"
 
 
 def merge_verification(table, v):
@@ -294,6 +387,7 @@ def merge_verification(table, v):
     cols = {k: c for k, c in cols.items() if k in v.columns}
     keep = v[["kind", "layer", "head", *cols]].rename(columns=cols)
     out = table.merge(keep, on=["kind", "layer", "head"], how="left")
+    out.attrs = dict(table.attrs)
     out["verified"] = out["verified"].astype(object).where(out["verified"].notna(), None)
     return out
 

@@ -698,10 +698,23 @@ def label_knockout(row, grouping: str = "field", groups: set | None = None
     return HeadKnockout(offset=round(float(row["band_centre"])), **head)
 
 
+def _stderr_progress():
+    """A progress function printing `[12 s] message` lines on stderr."""
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:.0f} s] {msg}", file=sys.stderr, flush=True)
+    return say
+
+
 def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.DataFrame,
                  n_controls: int = 20, seed: int = 0, grouping: str = "field",
                  batch_size: int = 128, max_rows: int = 128, progress=None,
-                 controls: str = "mass", reads: bool = True) -> pd.DataFrame:
+                 controls: str = "mass", reads: bool = True, quiet: bool = False
+                 ) -> pd.DataFrame:
     """Check each head's first label by knocking out what it claims the head reads, and
     (with `reads`) whether the head reads K's content (the value path patch).
 
@@ -713,6 +726,9 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         fewer: every verdict is "untestable")
     controls : "mass" (the default) or "count" (the rule before issue #22), see
         `ablate_route`
+    progress : a function called with a short line per step (each head's conditions, each
+        stacked batch); default: those lines on stderr with the seconds since the start,
+        unless `quiet`
 
     Returns
     -------
@@ -728,10 +744,15 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         path patch on the same measure, over the reads_n examples with a donor). Every
         head's targets and controls run stacked (`ablate_route`).
     """
+    if progress is None and not quiet:
+        progress = _stderr_progress()
     prep = prepare(bridge, task, examples)
     groups = {g for s in prep.sides for g in _groups_set(prep, s, grouping)}
     kos = [label_knockout(r, grouping, groups) for _, r in table.iterrows()]
     todo = list(dict.fromkeys(k for k in kos if k is not None))
+    if progress:
+        progress(f"verify_heads: {len(todo)} labels to check on {len(examples)} examples, "
+                 f"{n_controls} controls each")
     res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
                        max_rows, grouping, progress, controls=controls, reads=reads) \
         if todo else None

@@ -165,19 +165,21 @@ def head_routes(t: RouteTables, layer: int, head: int, th, top: int | None = Non
     groups by the attention their routes carry beyond the baselines, and within a query group
     routes by their own; `top` keeps the first few."""
     out = []
-    share, uni = t.share[layer, head], t.uniform
-    off = t.offset_model[layer, head] if t.offset_model is not None else None
-    vis, hv = t.visible[layer, head], t.head_visible[layer, head]
+    # plain floats first (indexing tensors element by element is the slow part)
+    share, uni = t.share[layer, head].tolist(), t.uniform.tolist()
+    off = t.offset_model[layer, head].tolist() if t.offset_model is not None else None
+    vis, hv = t.visible[layer, head].tolist(), t.head_visible[layer, head].tolist()
+    weight = t.weight.tolist()
     for a, q in enumerate(t.query_groups):
-        w = float(t.weight[a])
+        w = weight[a]
         if w < th.route_min_weight:
             continue
         for b, k in enumerate(t.key_groups):
             if k == q:
                 continue
-            r = Route(q, k, float(share[a, b]), float(uni[a, b]),
-                      float(off[a, b]) if off is not None else float("nan"), w,
-                      float(vis[a, b]), float(hv[b]))
+            r = Route(q, k, share[a][b], uni[a][b],
+                      off[a][b] if off is not None else float("nan"), w,
+                      vis[a][b], hv[b])
             if (r.share >= th.route_key and r.lift >= th.route_lift
                     and (off is None or r.share - r.offset_model >= th.route_excess)
                     and r.specific >= th.route_specific):
