@@ -280,36 +280,34 @@ def _verify(a, bridge, task, table, stats):
 
 def _check_word(verdict) -> str:
     return ("-" if not isinstance(verdict, str) else "yes" if verdict == "confirmed"
-            else "untestable" if verdict == "untestable" else "NOT CONFIRMED")
+            else "untestable" if verdict == "untestable" else "no")
 
 
 def terminal_frame(table):
-    """The columns the terminal shows, as text where a number needs its notation: [kind],
-    head, label, [check, effect [CI], p, reads K], score, stability, reads, [mass t/c,
-    control]. Unchecked heads show '-', small effects keep their significant digits."""
+    """The columns the terminal shows: [kind], head, label, [check, effect, ci_lo, ci_hi,
+    p], score, stability, reads, [reads K, mass t/c, control]. Effects stay numbers (printed
+    with `interp.viz.termtable.signed`: small ones keep their significant digits), unchecked
+    heads show '-'."""
     import pandas as pd
-
-    from interp.viz.termtable import interval
 
     t = pd.DataFrame(index=table.index)
     if table["kind"].nunique() > 1:
         t["kind"] = table["kind"]
     t["head"] = [f"L{int(l)}H{int(h)}" for l, h in zip(table["layer"], table["head"])]
     t["label"] = table["label"]
-    if "verified" in table or "verify_verdict" in table:
+    verify = "verify_effect" in table
+    if verify:
         verdict = table["verify_verdict"] if "verify_verdict" in table else table[
             "verified"].map(lambda v: None if v is None else "confirmed" if v else "no")
         t["check"] = verdict.map(_check_word)
-        t["effect [95% CI]"] = [
-            "-" if pd.isna(e) else interval(e, lo, hi) for e, lo, hi in
-            zip(table["verify_effect"], table["verify_ci_lo"], table["verify_ci_hi"])]
-        t["p"] = ["-" if pd.isna(p) else f"{p:.3f}" for p in table["verify_p"]]
-        if "verify_reads_verdict" in table:
-            t["reads K"] = table["verify_reads_verdict"].map(_check_word)
+        for c in ("effect", "ci_lo", "ci_hi", "p"):
+            t[c] = table[f"verify_{c}"].astype(float)
     t["score"] = table["main_score"].astype(float)
     if "stability" in table:
         t["stability"] = table["stability"].astype(float)
     t["reads"] = table["reads"].fillna("")
+    if verify and "verify_reads_verdict" in table:
+        t["reads K"] = table["verify_reads_verdict"].map(_check_word)
     if "verify_target_mass" in table:
         t["mass t/c"] = ["-" if pd.isna(a) else f"{a:.2f}/{b:.2f}" for a, b in
                          zip(table["verify_target_mass"], table["verify_control_mass"])]
@@ -321,15 +319,15 @@ def terminal_frame(table):
 
 def text(table, fmt: str = "table", wide: bool = False, width: int | None = None) -> str:
     """What the command prints. "table": the heads fitted to the terminal's width
-    (`interp.viz.termtable.fit`; `wide`: full rows), the class counts and a legend of the
-    numbers; "csv" / "json": every column the report's tables hold plus `score_kind` and
-    `stability`, in full."""
+    (`interp.viz.termtable.fit`: `reads` cut first, then columns left out from the right and
+    named; `wide`: full rows), the class counts and a legend of the numbers; "csv" / "json":
+    every column the report's tables hold plus `score_kind` and `stability`, in full."""
     import json
     import textwrap
 
     from interp.attention.taxonomy import label_counts, legend
     from interp.viz.reports import classify as report
-    from interp.viz.termtable import fit, width_now
+    from interp.viz.termtable import fit, signed, width_now
 
     if fmt != "table":
         view = report.shown(table, None).copy()
@@ -342,23 +340,38 @@ def text(table, fmt: str = "table", wide: bool = False, width: int | None = None
         view = view.assign(labels=table["labels"].values)
         return json.dumps(json.loads(view.to_json(orient="records")), indent=1) + "\n"
     limit = None if wide else (width or width_now())
+
+    def wrap(line: str) -> list[str]:
+        return textwrap.wrap(line, limit, subsequent_indent="  ") if limit else [line]
+
     lines = []
     v = table.attrs.get("verify")
     if v:
-        lines.append(f"verification: {v['n']} held-out examples ({v['distinct']} distinct "
-                     f"equations), {v['controls']} equal-mass controls per head")
+        lines += wrap(f"verification: {v['n']} held-out examples ({v['distinct']} distinct "
+                      f"equations), {v['controls']} equal-mass controls per head")
         if v.get("note"):
-            lines.append(v["note"])
-    lines.append(fit(terminal_frame(table), width=limit, wide=wide,
-                     formats={"score": ".3f", "stability": ".2f"}))
+            lines += wrap(v["note"])
+    frame = terminal_frame(table)
+    # labels are cut last: text columns are cut down to the longest label (at most half the
+    # width) before columns are left out
+    keep = max([12, *map(len, frame["label"])])
+    keep = min(keep, max(12, (limit or keep) // 2))
+    effect = lambda x: signed(x, 3)  # noqa: E731
+    lines.append(fit(frame, width=limit, wide=wide, min_text=keep,
+                     formats={"score": ".3f", "stability": ".2f", "p": ".3f",
+                              "effect": effect, "ci_lo": effect, "ci_hi": effect}))
     lines.append("")
     lines.append(fit(label_counts(table).reset_index(), width=limit, wide=wide))
     lines.append("")
     notes = legend(table)
     if "stability" not in table.attrs:
         notes = [n for n in notes if not n.startswith("stability")]
+    if v:
+        notes.append("check: the first label's knockout against equal-mass random knockouts "
+                     "(yes: ci_lo > 0 and p <= 0.05; '-': no check for this label); effect "
+                     "and its 95% interval ci_lo..ci_hi in the measure's units")
     for n in notes:
-        lines += textwrap.wrap(n, limit, subsequent_indent="  ") if limit else [n]
+        lines += wrap(n)
     return "\n".join(lines) + "\n"
 
 

@@ -103,14 +103,19 @@ def _text_of(token: str) -> tuple[str, bool]:
     return "".join(_SPACE_MARKERS.get(ch, ch) for ch in token), False
 
 
+def _is_special(token: str) -> bool:
+    return token in SPECIAL or (len(token) > 2 and " " not in token and (
+        (token.startswith("<") and token.endswith(">"))
+        or (token.startswith("[") and token.endswith("]") and token[1:-1].isupper())))
+
+
 def token_class(token: str, word_start: bool = True) -> str:
-    """The class of one raw token string: special, word, subword, digit, punctuation or
-    whitespace. A letter token is a `word` when it starts a word (a space marker in front,
-    or `word_start`: the first token, or one after whitespace, a special token or, in
-    WordPiece, any token without `##`), else a `subword`."""
-    if token in SPECIAL or (token.startswith("<") and token.endswith(">") and len(token) > 2
-                            and " " not in token) or (token.startswith("[") and
-                                                      token.endswith("]") and token[1:-1].isupper()):
+    """The class of one raw token string: special, word, subword, digit, punctuation (no
+    letter or digit) or whitespace. A token with letters is a `subword` when it is a
+    WordPiece continuation (`##ing`), or when it has no space in front and `word_start` is
+    False (it continues the letters of the token before: see `token_classes`); else a
+    `word`."""
+    if _is_special(token):
         return "special"
     text, continuation = _text_of(token)
     core = text.strip()
@@ -118,7 +123,7 @@ def token_class(token: str, word_start: bool = True) -> str:
         return "whitespace"
     if core.isdigit():
         return "digit"
-    if all(ch in _PUNCT or not ch.isprintable() for ch in core):
+    if not any(ch.isalnum() for ch in core):
         return "punctuation"
     if continuation:
         return "subword"
@@ -126,17 +131,17 @@ def token_class(token: str, word_start: bool = True) -> str:
 
 
 def token_classes(tokens: list[str]) -> list[str]:
-    """The class of every token of one text (`token_class`), with the word starts read from
-    the context: WordPiece vocabularies (any `##` token in the text) mark continuations, so
-    every other letter token starts a word; byte-level BPE and SentencePiece mark word starts
-    by a space, so a token without one continues the word before it unless it is the first,
-    or follows whitespace or a special token."""
+    """The class of every token of one text (`token_class`), read in context. WordPiece
+    vocabularies (a `##` token in the text) mark continuations themselves. Byte-level BPE and
+    SentencePiece mark a space in front of a word, so a token with letters and no space in
+    front is a `subword` when the token before it ends in a letter or digit (`Ġdef` `ault`),
+    and a `word` after punctuation, whitespace, a special token or at the start."""
     wordpiece = any(t.startswith("##") and len(t) > 2 for t in tokens)
     out: list[str] = []
     for i, t in enumerate(tokens):
-        prev = out[-1] if out else None
-        start = (wordpiece or prev in (None, "special", "whitespace")
-                 or (i > 0 and _text_of(tokens[i - 1])[0][-1:].isspace()))
+        prev = _text_of(tokens[i - 1])[0] if i else ""
+        start = (wordpiece or not i or _is_special(tokens[i - 1])
+                 or not prev[-1:].isalnum())
         out.append(token_class(t, start))
     return out
 
