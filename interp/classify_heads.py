@@ -331,9 +331,10 @@ def text(table, fmt: str = "table", wide: bool = False, width: int | None = None
 
     if fmt != "table":
         view = report.shown(table, None).copy()
-        at = list(view.columns).index("main_score") if "main_score" in view else 0
-        for c in ("stability", "score_kind"):
+        for c, after in (("score_kind", 0), ("stability", 1)):
             if c in table and c not in view:
+                at = list(view.columns).index("main_score") + after if "main_score" in view \
+                    else len(view.columns)
                 view.insert(at, c, table[c].values)
         if fmt == "csv":
             return view.to_csv(index=False)
