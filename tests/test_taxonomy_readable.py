@@ -20,7 +20,8 @@ from interp.attention.taxonomy import (LABEL_SCORE, SCORE_KINDS, classify, head_
 from interp.cache import AttentionCache
 from interp.tokens import Side
 
-GROUPS = list(string.punctuation) + ["D_value", "x1", "0", "<bos>", "a b", "it's", "\\"]
+GROUPS = list(string.punctuation) + ["D_value", "x1", "0", "<bos>", "a b", "it's", "\\",
+                                     "->", "'->'"]
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -70,6 +71,7 @@ def test_verify_reads_the_quoted_labels():
     assert ko("routed('-'->D_value)") == R.HeadKnockout("self", 1, 2, ("-",), ("D_value",))
     assert ko("routed(x1->Dexpr_c,')')") == R.HeadKnockout("self", 1, 2, ("x1",),
                                                             ("Dexpr_c", ")"))
+    assert ko("routed(x1->',',b)") == R.HeadKnockout("self", 1, 2, ("x1",), (",", "b"))
     assert ko("vertical('=')") == R.HeadKnockout("self", 1, 2, token="=")
     assert ko("vertical(',')").grouping == "fine"          # no group: cut as a fine role
 
