@@ -192,6 +192,12 @@ TESTS = {
         "tests/test_discover_report.py::test_page_details_fold_escaped_parts_and_keep_their_plotly",
         "tests/test_discover_report.py::test_page_leads_with_findings_then_contents_and_escapes_every_label",
         "tests/test_page.py"],
+    # readable head tables (TX): what the numbers mean, stability, the terminal table
+    "interp/attention/readout.py": ["tests/test_taxonomy_readable.py"],
+    "interp/attention/table_text.py": [
+        "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
+        "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
+        "tests/test_taxonomy_readable.py"],
 }
 
 M = Mutant
@@ -1148,7 +1154,7 @@ MUTANTS = [
       'if text[j] == "\\\\" and j + 1 < n:\n                    j += 1\n', ""),
     M("TX04", "interp/attention/routes.py", "split route: an arrow inside quotes splits",
       "elif not quoted and (text.startswith", "elif (text.startswith"),
-    M("TX05", "interp/attention/taxonomy.py", "stability: every group once (no resampling)",
+    M("TX05", "interp/attention/readout.py", "stability: every group once (no resampling)",
       "counts = rng.multinomial(len(parts), [1 / len(parts)] * len(parts))",
       "counts = [1] * len(parts)"),
     M("TX06", "interp/attention/stats.py", "combine: the counts of a resample ignored",
@@ -1156,7 +1162,7 @@ MUTANTS = [
       "setattr(out, name, sum((getattr(p, name) for p, c in used),"),
     M("TX07", "interp/attention/stats.py", "parts: every example in the first group",
       "m = index % parts == g", "m = (index % parts == g) | (g == 0)"),
-    M("TX08", "interp/attention/taxonomy.py", "score kind: broad heads scored as plain entropy",
+    M("TX08", "interp/attention/readout.py", "score kind: broad heads scored as plain entropy",
       '"routed": "route_share", "broad": "entropy_ratio"',
       '"routed": "route_share", "broad": "entropy"'),
     M("TX09", "interp/attention/groups.py", "token classes: no subword after letters",
@@ -1165,9 +1171,9 @@ MUTANTS = [
       'if not core:\n        return "whitespace"', 'if not core:\n        return "punctuation"'),
     M("TX11", "interp/attention/groups.py", "the task role nan kept as it is",
       'RENAMED = {"nan": "no_root"}', "RENAMED = {}"),
-    M("TX12", "interp/classify_heads.py", "terminal: the width ignored",
+    M("TX12", "interp/attention/table_text.py", "terminal: the width ignored",
       "limit = None if wide else (width or width_now())", "limit = None"),
-    M("TX13", "interp/classify_heads.py", "terminal: effects with three decimals",
+    M("TX13", "interp/attention/table_text.py", "terminal: effects with three decimals",
       "effect = lambda x: signed(x, 3)", 'effect = lambda x: f"{x:+.3f}"'),
     M("TX14", "circuits/ablation/routes.py", "verify_heads: silent by default",
       "if progress is None and not quiet:", "if progress is None and quiet:"),

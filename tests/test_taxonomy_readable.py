@@ -134,6 +134,15 @@ def test_stability_against_a_binomial_oracle():
     assert any("400 bootstrap resamples of the 32 examples" in l for l in legend(t))
 
 
+def test_stability_compares_what_the_labels_claim():
+    from interp.attention.readout import _claim
+
+    assert _claim(["routed(x1->Dexpr_c,')')"]) == _claim(["routed(x1->')',Dexpr_c)"])
+    assert _claim(["routed(x1->Dexpr_c,')')"]) != _claim(["routed(x1->Dexpr_c)"])
+    assert _claim(["routed(x1->c)"]) != _claim(["routed(x2->c)"])
+    assert _claim(["vertical('=')", "routed(a->b)"]) != _claim(["routed(a->b)"])
+
+
 def test_grouped_statistics_add_up_to_the_plain_ones():
     """More examples than groups: the statistics of 7 groups, added, are the statistics of
     all 50 examples, and the resamples run on those groups."""

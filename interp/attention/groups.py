@@ -18,7 +18,8 @@ so punctuation groups cannot clash with the label syntax: `routed('-'->D_value)`
 
     group_role("b_digit")               -> "b"
     group_role("b_digit", "fine")       -> "b_digit"
-    token_classes(["<bos>", "Ġthe", "re", "Ġ1984", "ĠĠĠ"]) -> special word subword digit whitespace
+    token_classes(["<bos>", "Ġthe", "re", "Ġ1984", "ĠĠĠ"])
+        -> ["special", "word", "subword", "digit", "whitespace"]
 """
 
 from __future__ import annotations
@@ -225,5 +226,5 @@ def input_keys(tokens: list[list[str]], width: int) -> torch.Tensor:
 
 
 __all__ = ["GROUPINGS", "TOKEN_CLASSES", "RENAMED", "role_name", "quote_group", "read_groups",
-           "field_of_role", "token_class", "token_classes", "group_role", "default_grouping", "BOUNDARIES", "role_index", "onehot",
-           "segments_from_roles", "input_keys"]
+           "field_of_role", "token_class", "token_classes", "group_role", "default_grouping",
+           "BOUNDARIES", "role_index", "onehot", "segments_from_roles", "input_keys"]

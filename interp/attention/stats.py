@@ -1,4 +1,6 @@
 """Per-head statistics summed batch by batch, so a dataset never has to sit in memory at once.
+Over 400 lines: the running sums of every score live in one class, so that adding a batch
+(`update`), adding parts (`combine`) and finishing the scores (`features`) stay side by side.
 
 Every score of the taxonomy is a sum over (prompt, query, key) of the pattern times something
 that depends only on positions, tokens or roles, divided by a count; the exceptions (entropy
