@@ -2,19 +2,24 @@
 
     python -m interp.classify_heads [CKPT] [--n 256] [--out DIR] [--format table|csv|json]
                                     [--kinds self|encoder,decoder_self,cross] [--seed S]
-                                    [--roles field|fine] [--verify [--verify-n 70]
-                                    [--controls 20]]
+                                    [--roles field|fine] [--resamples 50] [--wide]
+                                    [--verify [--verify-n 70] [--controls 20]]
 
 CKPT defaults to the shipped `quadratic-small`. Each head gets its labels (shapes, `broad`,
-`routed(Q->K)`) and what it reads (its top routes, their share and lifts over the uniform head
-and the offset-only model). --verify checks each head's first label by an intervention
-(`circuits.verify_heads`: the route, stripe or diagonal knocked out in that head, against
-random knockouts of the same attention mass in the same rows; and whether the head reads
-K's content, its values at K resampled from a same-layout donor) on held-out, distinct
-equations, and adds verdict, effect, interval, p, mass and reads columns. Writes heads.csv,
-heads.json and report.html to --out (default: classify-<model name>). CKPT may also be any HF checkpoint directory the
-TransformerBridge can boot (GPT-2, BERT ...): its heads are read on --prompts FILE (one text a
-line) or on a few built-in English sentences, and roles are the token strings.
+`routed(Q->K)`; groups that are no plain name quoted: `routed('-'->D_value)`), its score and
+what kind of number it is (`score_kind`), how often its labels hold over bootstrap resamples
+of the examples (`stability`), and what it reads (its top routes, their share and lifts over
+the uniform head and the offset-only model). The table fits the terminal (`--wide`: full
+rows), with a legend of the numbers under it. --verify checks each head's first label by an
+intervention (`circuits.verify_heads`: the route, stripe or diagonal knocked out in that
+head, against random knockouts of the same attention mass in the same rows; and whether the
+head reads K's content, its values at K resampled from a same-layout donor) on held-out,
+distinct equations, and adds verdict, effect, interval, p, mass and reads columns. Writes
+heads.csv, heads.json and report.html to --out (default: classify-<model name>). CKPT may
+also be a text model (the shipped native ones, or any HF checkpoint directory the
+TransformerBridge can boot: GPT-2, BERT ...): its heads are read on --prompts FILE (one text
+a line), on windows of its validation source, or on a few built-in English sentences, and
+roles are the tokens' classes (word, subword, digit, punctuation, whitespace, special).
 """
 
 from __future__ import annotations
