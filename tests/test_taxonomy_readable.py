@@ -367,3 +367,25 @@ def test_verify_heads_reports_progress_unless_quiet(tiny_checkpoints, capsys):
     assert "verify_heads: 1 labels" in err and err.startswith("[")
     verify_heads(bridge, task, ex, table, n_controls=1, reads=False, quiet=True)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_t5_table_fits_and_names_the_kind(columns, tiny_checkpoints, tmp_path, capsys,
+                                          monkeypatch):
+    from interp.classify_heads import _main
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    args = [str(tiny_checkpoints["t5"]), "--n", "4", "--no-report", "--resamples", "3",
+            "--quiet", "--out", str(tmp_path / "t")]
+    capsys.readouterr()
+    assert _main(args) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= columns
+    assert out.splitlines()[0].split()[:3] == ["kind", "head", "label"]
+    assert {"encoder", "decoder_self", "cross"} <= {l.split()[0] for l in out.splitlines()[1:]
+                                                    if l.strip()}
+    assert _main(args + ["--wide"]) == 0
+    wide = capsys.readouterr().out
+    heads = pd.read_csv(tmp_path / "t" / "heads.csv", keep_default_na=False)
+    for label, reads in zip(heads["label"], heads["reads"]):
+        assert label in wide and reads in wide
