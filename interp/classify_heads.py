@@ -2,19 +2,24 @@
 
     python -m interp.classify_heads [CKPT] [--n 256] [--out DIR] [--format table|csv|json]
                                     [--kinds self|encoder,decoder_self,cross] [--seed S]
-                                    [--roles field|fine] [--verify [--verify-n 70]
-                                    [--controls 20]]
+                                    [--roles field|fine] [--resamples 50] [--wide]
+                                    [--verify [--verify-n 70] [--controls 20]]
 
 CKPT defaults to the shipped `quadratic-small`. Each head gets its labels (shapes, `broad`,
-`routed(Q->K)`) and what it reads (its top routes, their share and lifts over the uniform head
-and the offset-only model). --verify checks each head's first label by an intervention
-(`circuits.verify_heads`: the route, stripe or diagonal knocked out in that head, against
-random knockouts of the same attention mass in the same rows; and whether the head reads
-K's content, its values at K resampled from a same-layout donor) on held-out, distinct
-equations, and adds verdict, effect, interval, p, mass and reads columns. Writes heads.csv,
-heads.json and report.html to --out (default: classify-<model name>). CKPT may also be any HF checkpoint directory the
-TransformerBridge can boot (GPT-2, BERT ...): its heads are read on --prompts FILE (one text a
-line) or on a few built-in English sentences, and roles are the token strings.
+`routed(Q->K)`; groups that are no plain name quoted: `routed('-'->D_value)`), its score and
+what kind of number it is (`score_kind`), how often its labels hold over bootstrap resamples
+of the examples (`stability`), and what it reads (its top routes, their share and lifts over
+the uniform head and the offset-only model). The table fits the terminal (`--wide`: full
+rows), with a legend of the numbers under it. --verify checks each head's first label by an
+intervention (`circuits.verify_heads`: the route, stripe or diagonal knocked out in that
+head, against random knockouts of the same attention mass in the same rows; and whether the
+head reads K's content, its values at K resampled from a same-layout donor) on held-out,
+distinct equations, and adds verdict, effect, interval, p, mass and reads columns. Writes
+heads.csv, heads.json and report.html to --out (default: classify-<model name>). CKPT may
+also be a text model (the shipped native ones, or any HF checkpoint directory the
+TransformerBridge can boot: GPT-2, BERT ...): its heads are read on --prompts FILE (one text
+a line), on windows of its validation source, or on a few built-in English sentences, and
+roles are the tokens' classes (word, subword, digit, punctuation, whitespace, special).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ MAX_BATCH = 1_024    # examples whose attention patterns are held at once
 OWN_FILES = ("heads.csv", "heads.json", "report.html")
 MAX_VERIFY_N = 5_000  # examples of --verify (each control reruns them)
 MAX_CONTROLS = 200    # random knockouts per head in --verify
+MAX_RESAMPLES = 2_000  # bootstrap resamples of the stability column
 
 
 def CACHE_FILES(name: str) -> bool:
@@ -86,6 +92,10 @@ def parser():
                                           f"{MAX_N:,})"), seed=(0, None),
                 out="output folder (default classify-<name>)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--wide", action="store_true", help="print the table's full rows (default: "
+                   "fit the terminal's width, cutting `reads` and naming columns left out)")
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples of the "
+                   "examples behind the stability column (default 50; 0 leaves it out)")
     p.add_argument("--kinds", type=nonempty, help="comma-separated attention kinds (default: all)")
     p.add_argument("--segments", choices=["statement", "number"], default="statement")
     p.add_argument("--prompts", type=path_value, help="text file, one prompt a line (HF checkpoints without "
@@ -124,6 +134,9 @@ def _folders(a):
              f"({MAX_EXAMPLES} examples)")
     positive("--batch-size", a.batch_size, MAX_BATCH, "one batch of attention patterns holds "
              f"({MAX_BATCH} examples)")
+    if a.resamples is not None and not 0 <= a.resamples <= MAX_RESAMPLES:
+        raise InterpError(f"--resamples must lie between 0 and {MAX_RESAMPLES} (bootstrap "
+                          f"resamples of the stability column), got {a.resamples}")
     check_device(a)
     if a.verify:
         positive("--verify-n", a.verify_n, MAX_VERIFY_N, "one verification runs "
@@ -215,9 +228,10 @@ def _main(argv) -> int:
     with output_lock(out), output_lock(a.save_cache, "--save-cache"):
         keep_shards = (lambda source: save_shards(source, a.save_cache)) if a.save_cache \
             else None
+        extra = {} if a.resamples is None else {"resamples": a.resamples}
         result = head_taxonomy(bridge, task, examples, kinds, a.batch_size, a.segments,
                                keep_shards, keep=0 if a.no_report else a.examples,
-                               progress=not a.quiet, grouping=a.roles)
+                               progress=not a.quiet, grouping=a.roles, **extra)
         table = result.table
         if a.verify:
             table = _verify(a, bridge, task, table, result.stats)
@@ -231,7 +245,7 @@ def _main(argv) -> int:
                                     role_maps=task is not None).write(tmp / "report.html")
 
         replace_dir_atomic(fill, out)
-    print(report.text(table, a.format), end="")
+    print(text(table, a.format, wide=a.wide), end="")
     note = table.attrs.get("verify", {}).get("note")
     if note and a.format != "table":
         print(note, file=sys.stderr)
@@ -257,7 +271,7 @@ def _verify(a, bridge, task, table, stats):
     t0 = time.perf_counter()
     grouping = next(iter(stats.values())).grouping if stats else "field"
     v = verify_heads(bridge, task, examples, table, n_controls=a.controls, seed=a.seed,
-                     grouping=grouping, batch_size=a.batch_size)
+                     grouping=grouping, batch_size=a.batch_size, quiet=a.quiet)
     if not a.quiet:
         print(f"verified {int(v.knockout.notna().sum())} labels on {len(examples)} held-out "
               f"examples ({distinct} distinct equations) x {a.controls} equal-mass controls "
@@ -267,6 +281,13 @@ def _verify(a, bridge, task, table, stats):
                            "note": "" if stats_mod.testable(a.controls)
                            else stats_mod.untestable_note(a.controls)}
     return out
+
+
+def text(table, fmt: str = "table", wide: bool = False, width: int | None = None) -> str:
+    """What the command prints (`interp.attention.table_text.text`)."""
+    from interp.attention.table_text import text as _text
+
+    return _text(table, fmt, wide, width)
 
 
 def merge_verification(table, v):
@@ -294,6 +315,7 @@ def merge_verification(table, v):
     cols = {k: c for k, c in cols.items() if k in v.columns}
     keep = v[["kind", "layer", "head", *cols]].rename(columns=cols)
     out = table.merge(keep, on=["kind", "layer", "head"], how="left")
+    out.attrs = dict(table.attrs)
     out["verified"] = out["verified"].astype(object).where(out["verified"].notna(), None)
     return out
 

@@ -107,16 +107,20 @@ TESTS = {
                                    "tests/test_stats.py", "tests/test_maps.py"],
     # classify() is pure: the synthetic-head tests exercise it; HeadStats is compared with the
     # plain definitions by test_stats' streaming test
-    "interp/attention/taxonomy.py": ["tests/test_oracles_attention.py", "tests/test_taxonomy.py"],
+    "interp/attention/taxonomy.py": ["tests/test_oracles_attention.py", "tests/test_taxonomy.py",
+                                     "tests/test_taxonomy_readable.py"],
     "interp/attention/stats.py": [
         "tests/test_oracles_attention.py", "tests/test_taxonomy.py",
-        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions"],
+        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions",
+        "tests/test_taxonomy_readable.py"],
     "interp/attention/routes.py": [
         "tests/test_oracles_attention.py", "tests/test_taxonomy_routes.py::test_route_tables_equal_loops",
-        "tests/test_taxonomy_routes.py", "tests/test_taxonomy.py"],
+        "tests/test_taxonomy_routes.py", "tests/test_taxonomy.py",
+        "tests/test_taxonomy_readable.py"],
     "interp/attention/groups.py": [
         "tests/test_oracles_attention.py", "tests/test_taxonomy_routes.py", "tests/test_taxonomy.py",
-        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions"],
+        "tests/test_stats.py::test_streamed_stats_equal_the_plain_definitions",
+        "tests/test_taxonomy_readable.py"],
     "interp/attention/induction.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
     "circuits/induction/weights.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
     "circuits/induction/checks.py": ["tests/test_oracles_induction.py", "tests/test_induction.py"],
@@ -128,7 +132,9 @@ TESTS = {
     "circuits/patching/fast.py": PATCHING_TESTS,
     "circuits/patching/experiments.py": PATCHING_TESTS,
     # route knockout: the whole file takes about 20 s (its command-line test runs in-process)
-    "circuits/ablation/routes.py": ["tests/test_routes.py", "tests/test_routes_mass.py"],
+    "circuits/ablation/routes.py": ["tests/test_routes.py", "tests/test_routes_mass.py",
+                                    "tests/test_taxonomy_readable.py::test_verify_reads_the_quoted_labels",
+                                    "tests/test_taxonomy_readable.py::test_verify_heads_reports_progress_unless_quiet"],
     "interp/attention/maps.py": ["tests/test_flow.py", "tests/test_maps.py"],
     # probes: the command-line tests (tests/test_probes_cli.py, subprocesses) are left out;
     # tests/test_probe_targets.py checks the tasks' targets and imports nothing of probes/
@@ -154,7 +160,9 @@ TESTS = {
         "tests/test_routes_mass.py"],
     "interp/classify_heads.py": [
         "tests/test_routes_mass.py::test_verify_draws_held_out_distinct_equations",
-        "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls"],
+        "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls",
+        "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
+        "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full"],
     "interp/viz/reports/routes.py": [
         "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
     # patching beyond one slice (#22): the slice tests (pairs.py's entry above includes them)
@@ -210,6 +218,12 @@ TESTS = {
     "interp/viz/figures.py": ["tests/test_classify_page.py", "tests/test_maps.py",
                               "tests/test_page.py"],
     "interp/viz/reports/classify.py": ["tests/test_classify_page.py"],
+    # readable head tables (TX): what the numbers mean, stability, the terminal table
+    "interp/attention/readout.py": ["tests/test_taxonomy_readable.py"],
+    "interp/attention/table_text.py": [
+        "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
+        "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
+        "tests/test_taxonomy_readable.py"],
 }
 
 M = Mutant
@@ -404,7 +418,8 @@ MUTANTS = [
       'g["vertical_share"] >= th.vertical and lift >= th.vertical_lift',
       'g["vertical_share"] >= th.vertical'),
     M("T07", "interp/attention/taxonomy.py", "vertical: names the second role",
-      "vertical({g['vertical_roles'][0]})", "vertical({g['vertical_roles'][-1]})"),
+      "vertical({quote_group(g['vertical_roles'][0])})",
+      "vertical({quote_group(g['vertical_roles'][-1])})"),
     M("T08", "interp/attention/taxonomy.py", "heterogeneous always added",
       'return labels or ["heterogeneous"]', 'return labels + ["heterogeneous"]'),
     M("T09", "interp/attention/taxonomy.py", "vertical: > instead of >=",
@@ -1249,6 +1264,42 @@ MUTANTS = [
       "        if same:\n            return path\n", "        if True:\n            return write_atomic(path, text)\n"),
     M("CP12", "interp/viz/figures.py", "panels named without their attention kind",
       'titles.get(h, f"{kind_name(h[0])} L{h[1]}H{h[2]}")', 'titles.get(h, f"L{h[1]}H{h[2]}")'),
+    # ---------------------------------------------------------------- readable head tables (TX)
+    M("TX01", "interp/attention/routes.py", "route text: groups written unquoted",
+      'return f"{quote_group(query)}->{\',\'.join(quote_group(k) for k in keys)}"',
+      'return f"{query}->{\',\'.join(keys)}"'),
+    M("TX02", "interp/attention/groups.py", "quote: any name without a quote counts as plain",
+      '_PLAIN = re.compile(r"[A-Za-z0-9_]+")', '_PLAIN = re.compile(r"[^\',]+")'),
+    M("TX03", "interp/attention/groups.py", "read groups: escapes not undone",
+      'if text[j] == "\\\\" and j + 1 < n:\n                    j += 1\n',
+      'if False:\n                    j += 1\n'),
+    M("TX04", "interp/attention/routes.py", "split route: an arrow inside quotes splits",
+      "elif not quoted and (text.startswith", "elif (text.startswith"),
+    M("TX05", "interp/attention/readout.py", "stability: every group once (no resampling)",
+      "counts = rng.multinomial(len(parts), [1 / len(parts)] * len(parts))",
+      "counts = [1] * len(parts)"),
+    M("TX06", "interp/attention/stats.py", "combine: the counts of a resample ignored",
+      "setattr(out, name, sum((getattr(p, name) * c for p, c in used),",
+      "setattr(out, name, sum((getattr(p, name) for p, c in used),"),
+    M("TX07", "interp/attention/stats.py", "parts: every example in the first group",
+      "m = index % parts == g", "m = (index % parts == g) | (g == 0)"),
+    M("TX08", "interp/attention/readout.py", "score kind: broad heads scored as plain entropy",
+      '"routed": "route_share", "broad": "entropy_ratio"',
+      '"routed": "route_share", "broad": "entropy"'),
+    M("TX09", "interp/attention/groups.py", "token classes: no subword after letters",
+      "or not prev[-1:].isalnum())", "or True)"),
+    M("TX10", "interp/attention/groups.py", "token class: whitespace counted as punctuation",
+      'if not core:\n        return "whitespace"', 'if not core:\n        return "punctuation"'),
+    M("TX11", "interp/attention/groups.py", "the task role nan kept as it is",
+      'RENAMED = {"nan": "no_root"}', "RENAMED = {}"),
+    M("TX12", "interp/attention/table_text.py", "terminal: the width ignored",
+      "limit = None if wide else (width or width_now())", "limit = None"),
+    M("TX13", "interp/attention/table_text.py", "terminal: effects with three decimals",
+      "effect = lambda x: signed(x, 3)", 'effect = lambda x: f"{x:+.3f}"'),
+    M("TX14", "circuits/ablation/routes.py", "verify_heads: silent by default",
+      "if progress is None and not quiet:", "if progress is None and quiet:"),
+    M("TX15", "circuits/ablation/routes.py", "label knockout: key groups split at commas",
+      "keys=_names(\",\".join(k), label, k)", "keys=_names(\",\".join(k), label)"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -186,7 +186,8 @@ def test_verify_adds_effect_interval_and_p_columns(tiny_checkpoints, tmp_path, c
     rows = json.loads((out / "heads.json").read_text())
     assert all("verify_effect" in r and isinstance(r["routes"], list) for r in rows)
     printed = capsys.readouterr().out
-    assert "check" in printed and "verify_effect" in printed
+    head = printed.splitlines()[2 if "untestable" in printed.splitlines()[1] else 1].split()
+    assert head[:6] == ["head", "label", "check", "effect", "ci_lo", "ci_hi"]
 
 
 def test_roles_fine_keeps_the_fine_roles_in_the_reads(tiny_checkpoints):
@@ -207,13 +208,17 @@ def test_roles_fine_keeps_the_fine_roles_in_the_reads(tiny_checkpoints):
 
 
 def test_text_models_name_routes_by_token_class(tiny_bert_dir):
-    """Raw text (HF BERT here): a role is the token string, routes group it by class."""
+    """Raw text (HF BERT here): a role is the token's class (read in context), so routes and
+    maps name classes; grouping="fine" keeps the token strings."""
     from interp.attention.taxonomy import head_taxonomy
     from interp.models import load_model
 
     bridge, _ = load_model(tiny_bert_dir)
     tax = head_taxonomy(bridge, None, ["a b c, d", "e f 12 g h ."])
     maps = tax.maps(grouping=None)
-    assert set(maps["key"]) <= {"special", "punct", "digit", "word"}
+    assert set(maps["key"]) <= {"special", "punctuation", "digit", "word", "subword",
+                                "whitespace"}
     assert "special" in set(maps["query"])      # (this vocabulary reads the words as [UNK])
-    assert set(tax.maps(grouping="fine")["key"]) >= {"[CLS]", "[SEP]"}
+    assert set(tax.maps(grouping="fine")["key"]) == set(maps["key"])
+    raw = head_taxonomy(bridge, None, ["a b c, d", "e f 12 g h ."], grouping="fine")
+    assert set(raw.maps(grouping="fine")["key"]) >= {"[CLS]", "[SEP]"}

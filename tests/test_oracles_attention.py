@@ -124,7 +124,7 @@ ROUTE_C = Route("D_value", "c", share=0.3, uniform=0.1, offset_model=0.1, weight
     ({"band": 0.75, "band_u": 0.5}, ["blurred_diagonal"]),        # at both thresholds
     ({"band": 0.74, "band_u": 0.0}, ["heterogeneous"]),           # below the band share
     ({"band": 0.9, "band_u": 0.7}, ["heterogeneous"]),            # not above uniform enough
-    ({"vert": 0.5, "vert_u": 0.25}, ["vertical(=)"]),             # at share and lift
+    ({"vert": 0.5, "vert_u": 0.25}, ["vertical('=')"]),             # at share and lift
     ({"vert": 0.9, "vert_u": 0.5}, ["heterogeneous"]),            # lift 1.8 < 2
     ({"vert": 0.49, "vert_u": 0.1}, ["heterogeneous"]),
     ({"block": 0.75, "block_u": 0.5, "block_model": 0.625}, ["sparse_block"]),   # at all three
@@ -133,7 +133,7 @@ ROUTE_C = Route("D_value", "c", share=0.3, uniform=0.1, offset_model=0.1, weight
     ({"block": 0.9, "block_u": 0.25, "block_model": 0.8}, ["heterogeneous"]),   # offsets explain it
     ({"block": 0.9, "block_u": 0.7, "vert_u": 0.1}, ["heterogeneous"]),   # lift is block's own
     ({"sharp": 0.9, "block": 0.9}, ["sparse_block"]),             # block suppresses sharp
-    ({"sharp": 0.9, "vert": 0.6, "vert_u": 0.1}, ["sharp_diagonal(1)", "vertical(=)"]),
+    ({"sharp": 0.9, "vert": 0.6, "vert_u": 0.1}, ["sharp_diagonal(1)", "vertical('=')"]),
     ({"entropy": 2.7}, ["broad"]),                                # 0.9 of uniform's 3.0
     ({"entropy": 2.69}, ["heterogeneous"]),
     ({"entropy": 2.8, "sharp": 0.9}, ["broad"]),                  # broad rules out shapes
@@ -142,7 +142,7 @@ ROUTE_C = Route("D_value", "c", share=0.3, uniform=0.1, offset_model=0.1, weight
     ({"routes": [ROUTE, ROUTE_C]}, ["routed(D_value->b,c)"]),
     ({"routes": [ROUTE_C]}, ["heterogeneous"]),                   # 0.3 < route_share
     ({"routes": [ROUTE], "sharp": 0.9}, ["sharp_diagonal(1)"]),   # a diagonal is no route
-    ({"routes": [ROUTE], "vert": 0.6, "vert_u": 0.1}, ["vertical(=)", "routed(D_value->b)"]),
+    ({"routes": [ROUTE], "vert": 0.6, "vert_u": 0.1}, ["vertical('=')", "routed(D_value->b)"]),
 ])
 def test_labels_from_planted_features(kw, labels):
     assert planted(**kw) == labels

@@ -296,8 +296,11 @@ def test_classify_heads_formats_segments_and_examples(tiny_checkpoints, tmp_path
                   "--segments", "number", "--examples", "2", "--quiet"]) == 0
     printed = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     table = pd.read_csv(a / "heads.csv")
-    assert list(printed.columns) == SHOW and len(printed) == 8
-    pd.testing.assert_frame_equal(printed, table[SHOW])
+    shown = [c for c in SHOW if c != "main_score"]
+    shown[shown.index("label") + 1:shown.index("label") + 1] = ["score_kind", "main_score",
+                                                                "stability"]
+    assert list(printed.columns) == list(dict.fromkeys(shown)) and len(printed) == 8
+    pd.testing.assert_frame_equal(printed, table[list(printed.columns)])
     ent, block = _hf_head_scores(path, task, examples)
     for _, r in table.iterrows():
         assert r.entropy == pytest.approx(float(ent[r["layer"], r["head"]]), abs=1e-4)
@@ -309,7 +312,8 @@ def test_classify_heads_formats_segments_and_examples(tiny_checkpoints, tmp_path
                   "--quiet"]) == 0
     rows = json.loads(capsys.readouterr().out)
     stored = json.loads((b / "heads.json").read_text())
-    assert [{k: r[k] for k in SHOW + ["labels"]} for r in stored] == rows
+    assert [{k: r[k] for k in rows[0]} for r in stored] == rows
+    assert set(SHOW) | {"score_kind", "stability", "labels"} == set(rows[0])
     assert not (b / "report.html").exists()
     statement = pd.read_csv(b / "heads.csv")
     assert (statement.entropy - table.entropy).abs().max() < 1e-6   # same data, same heads

@@ -30,6 +30,10 @@ def oracle(ac, kind, th=Thresholds()):
     q, k = ac.query(kind), ac.key(kind)
     same = KINDS[kind].query_side == KINDS[kind].key_side
     out = {}
+    # the statistics name the task role `nan` (the letters of `x=nan;`) `no_root`
+    renamed = {"nan": "no_root"}
+    q = type(q)(q.ids, q.lengths, q.tokens, [[renamed.get(r, r) for r in row] for row in q.roles])
+    k = type(k)(k.ids, k.lengths, k.tokens, [[renamed.get(r, r) for r in row] for row in k.roles])
     roles, rm = S.role_mass(P, M, k.roles)
     out["role_mass"] = (roles, rm)
     out["entropy"] = S.entropy(P, M)

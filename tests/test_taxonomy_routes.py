@@ -215,7 +215,7 @@ def test_groups():
         ["b", "b", "x1expr_s", "=", "x"]
     assert [token_class(t) for t in ("[CLS]", "<|endoftext|>", "Ġ,", "##ing", "Ġ1984",
                                      "hello", "Ċ")] == \
-        ["special", "special", "punct", "word", "digit", "word", "punct"]
+        ["special", "special", "punctuation", "subword", "digit", "word", "whitespace"]
 
     class S:
         def __init__(self, tokens, roles):

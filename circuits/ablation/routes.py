@@ -67,6 +67,7 @@ import pandas as pd
 import torch
 
 from interp.attention.groups import group_role
+from interp.attention.taxonomy import parse_label
 from interp.errors import InterpError
 from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers, run
 from interp.tasks.base import Example, Task
@@ -187,8 +188,8 @@ def parse_route(spec: str, arch: str = "decoder", grouping: str = "field") -> He
     return HeadKnockout(kind, int(layer), int(head), queries, grouping=grouping, **kw)
 
 
-def _names(text: str, spec: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(","))
+def _names(text: str, spec: str, names=None) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",")) if names is None else tuple(names)
     if "" in names:
         raise InterpError(f"route {spec!r} has an empty group name; separate groups with "
                           "single commas, e.g. 'D_value->b,c'")
@@ -674,29 +675,46 @@ def label_knockout(row, grouping: str = "field", groups: set | None = None
     group under `grouping` (e.g. `b_digit` under "field") is cut as a fine role."""
     labels = row["labels"]
     label = str(labels if isinstance(labels, str) else labels[0]).strip()
-    m = re.match(r"^(\w+)(?:\((.*)\))?$", label)
-    if not m or m.group(1) not in CHECKABLE:
+    # the taxonomy's own reader: groups that are no plain name come quoted, `routed('-'->b)`
+    try:
+        name, args = parse_label(label)
+    except ValueError:
         return None
-    name, arg = m.group(1), (m.group(2) or "").strip()
+    if name not in CHECKABLE:
+        return None
     head = {"kind": row["kind"], "layer": int(row["layer"]), "head": int(row["head"]),
             "grouping": grouping}
     if name == "routed":
-        q, k = re.split(r"\s*(?:->|\u2192)\s*", arg, maxsplit=1)
-        queries = None if not q.strip() else _names(q, label)   # `*`: see _queries
-        return HeadKnockout(queries=queries, keys=_names(k, label), **head)
+        q, k = args
+        queries = None if not q else _names(",".join(q), label, q)   # `*`: see _queries
+        return HeadKnockout(queries=queries, keys=_names(",".join(k), label, k), **head)
     if name == "vertical":
+        arg = args[0]
         if groups is not None and arg not in groups:
             head["grouping"] = "fine"
         return HeadKnockout(token=arg, **head)
     if name == "sharp_diagonal":
-        return HeadKnockout(offset=int(arg), **head)
+        return HeadKnockout(offset=int(args[0]), **head)
     return HeadKnockout(offset=round(float(row["band_centre"])), **head)
+
+
+def _stderr_progress():
+    """A progress function printing `[12 s] message` lines on stderr."""
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:.0f} s] {msg}", file=sys.stderr, flush=True)
+    return say
 
 
 def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.DataFrame,
                  n_controls: int = 20, seed: int = 0, grouping: str = "field",
                  batch_size: int = 128, max_rows: int = 128, progress=None,
-                 controls: str = "mass", reads: bool = True) -> pd.DataFrame:
+                 controls: str = "mass", reads: bool = True, quiet: bool = False
+                 ) -> pd.DataFrame:
     """Check each head's first label by knocking out what it claims the head reads, and
     (with `reads`) whether the head reads K's content (the value path patch).
 
@@ -708,6 +726,9 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         fewer: every verdict is "untestable")
     controls : "mass" (the default) or "count" (the earlier, count-matched rule), see
         `ablate_route`
+    progress : a function called with a short line per step (each head's conditions, each
+        stacked batch); default: those lines on stderr with the seconds since the start,
+        unless `quiet`
 
     Returns
     -------
@@ -723,10 +744,15 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         path patch on the same measure, over the reads_n examples with a donor). Every
         head's targets and controls run stacked (`ablate_route`).
     """
+    if progress is None and not quiet:
+        progress = _stderr_progress()
     prep = prepare(bridge, task, examples)
     groups = {g for s in prep.sides for g in _groups_set(prep, s, grouping)}
     kos = [label_knockout(r, grouping, groups) for _, r in table.iterrows()]
     todo = list(dict.fromkeys(k for k in kos if k is not None))
+    if progress:
+        progress(f"verify_heads: {len(todo)} labels to check on {len(examples)} examples, "
+                 f"{n_controls} controls each")
     res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
                        max_rows, grouping, progress, controls=controls, reads=reads) \
         if todo else None

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.attention.groups import group_role
+from interp.attention.groups import group_role, quote_group, read_groups
 
 
 @dataclass(frozen=True)
@@ -165,19 +165,21 @@ def head_routes(t: RouteTables, layer: int, head: int, th, top: int | None = Non
     groups by the attention their routes carry beyond the baselines, and within a query group
     routes by their own; `top` keeps the first few."""
     out = []
-    share, uni = t.share[layer, head], t.uniform
-    off = t.offset_model[layer, head] if t.offset_model is not None else None
-    vis, hv = t.visible[layer, head], t.head_visible[layer, head]
+    # plain floats first (indexing tensors element by element is the slow part)
+    share, uni = t.share[layer, head].tolist(), t.uniform.tolist()
+    off = t.offset_model[layer, head].tolist() if t.offset_model is not None else None
+    vis, hv = t.visible[layer, head].tolist(), t.head_visible[layer, head].tolist()
+    weight = t.weight.tolist()
     for a, q in enumerate(t.query_groups):
-        w = float(t.weight[a])
+        w = weight[a]
         if w < th.route_min_weight:
             continue
         for b, k in enumerate(t.key_groups):
             if k == q:
                 continue
-            r = Route(q, k, float(share[a, b]), float(uni[a, b]),
-                      float(off[a, b]) if off is not None else float("nan"), w,
-                      float(vis[a, b]), float(hv[b]))
+            r = Route(q, k, share[a][b], uni[a][b],
+                      off[a][b] if off is not None else float("nan"), w,
+                      vis[a][b], hv[b])
             if (r.share >= th.route_key and r.lift >= th.route_lift
                     and (off is None or r.share - r.offset_model >= th.route_excess)
                     and r.specific >= th.route_specific):
@@ -205,7 +207,31 @@ def label_routes(routes: list[Route], th) -> list[Route]:
 def routed_label(routes: list[Route], th) -> str | None:
     """`routed(Q->K1,K2)` (see `label_routes`), or None."""
     rs = label_routes(routes, th)
-    return f"routed({rs[0].query}->{','.join(r.key for r in rs)})" if rs else None
+    return (f"routed({route_text(rs[0].query, [r.key for r in rs])})" if rs else None)
+
+
+def route_text(query: str, keys: list[str]) -> str:
+    """`Q->K1,K2` with every group that is not a plain name quoted (`quote_group`):
+    `'-'->D_value`, `x1->Dexpr_c,')'`."""
+    return f"{quote_group(query)}->{','.join(quote_group(k) for k in keys)}"
+
+
+def split_route(text: str) -> tuple[list[str], list[str]]:
+    """(query groups, key groups) of `Q->K1,K2` as `route_text` writes it (the arrow may be
+    `->` or `\u2192`; an empty query side gives []). ValueError when there is no arrow."""
+    i, n, quoted = 0, len(text), False
+    while i < n:
+        ch = text[i]
+        if quoted and ch == "\\":
+            i += 2
+            continue
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and (text.startswith("->", i) or ch == "\u2192"):
+            q, k = text[:i], text[i + (2 if ch == "-" else 1):]
+            return (read_groups(q) if q.strip() else []), read_groups(k)
+        i += 1
+    raise ValueError(f"no '->' in route {text!r}")
 
 
 def route_records(routes: list[Route]) -> list[dict]:
@@ -216,11 +242,14 @@ def route_records(routes: list[Route]) -> list[dict]:
 
 
 def reads_text(routes: list[Route], top: int = 3) -> str:
-    """`D_value->b 0.41 (x3.2, x2.0 offset); ...` for a table cell ('' when no route)."""
+    """`D_value->b 0.41 (x3.2, x2.0 offset); ...` for a table cell ('' when no route): per
+    route its share (the mean attention of a query of the group on the key group), then its
+    lift over the uniform head (x3.2) and over the head's offset-only model (x2.0 offset;
+    left out for cross attention)."""
     parts = []
     for r in routes[:top]:
         off = "" if r.offset_model != r.offset_model else f", x{r.offset_lift:.1f} offset"
-        parts.append(f"{r.query}->{r.key} {r.share:.2f} (x{r.lift:.1f}{off})")
+        parts.append(f"{route_text(r.query, [r.key])} {r.share:.2f} (x{r.lift:.1f}{off})")
     return "; ".join(parts)
 
 
@@ -238,4 +267,5 @@ def route_features(t: RouteTables | None, L: int, H: int, th) -> dict:
 
 
 __all__ = ["Route", "RouteTables", "route_tables", "head_routes", "label_routes",
-           "routed_label", "route_records", "reads_text", "route_features"]
+           "routed_label", "route_text", "split_route", "route_records", "reads_text",
+           "route_features"]

@@ -1,4 +1,6 @@
 """Per-head statistics summed batch by batch, so a dataset never has to sit in memory at once.
+Over 400 lines: the running sums of every score live in one class, so that adding a batch
+(`update`), adding parts (`combine`) and finishing the scores (`features`) stay side by side.
 
 Every score of the taxonomy is a sum over (prompt, query, key) of the pattern times something
 that depends only on positions, tokens or roles, divided by a count; the exceptions (entropy
@@ -22,7 +24,16 @@ import torch
 
 from interp.attention.routes import route_features, route_tables
 from interp.attention.groups import (BOUNDARIES, input_keys, onehot, role_index,  # noqa: F401
-                                     segments_from_roles)
+                                     role_name, segments_from_roles, token_classes)
+
+
+def analysis_roles(roles: list[list[str]], grouping: str = "field") -> list[list[str]]:
+    """The roles the statistics are kept by: under the "class" grouping (raw text) each
+    token's class (`token_classes`, read in context), else the task's roles (`role_name`:
+    `nan` -> `no_root`)."""
+    if grouping == "class":
+        return [token_classes(row) for row in roles]
+    return [[role_name(r) for r in row] for row in roles]
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ class HeadStats:
         self.u_det: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         self.induction: torch.Tensor | None = None
         self.u_induction: float | None = None
+        self.parts: list[HeadStats] = []     # disjoint groups of examples (collect_stats)
 
     # -- one batch ------------------------------------------------------------------------
     @torch.no_grad()
@@ -239,6 +251,40 @@ class HeadStats:
         self.offset_roles += torch.bincount(flat[ok], minlength=self.offset_roles.numel()
                                             ).reshape(self.offset_roles.shape).double()
 
+    @classmethod
+    def combine(cls, parts: list["HeadStats"], counts=None) -> "HeadStats":
+        """The statistics of several parts taken together, part i `counts[i]` times (default
+        once each): the running sums of the parts added with those weights. Parts of disjoint
+        examples combined once each give the statistics of all their examples; parts drawn
+        with replacement (counts from a multinomial) give a bootstrap resample of them."""
+        counts = [1] * len(parts) if counts is None else [int(c) for c in counts]
+        used = [(p, c) for p, c in zip(parts, counts) if c > 0]
+        p0 = parts[0]
+        out = cls(p0.L, p0.H, p0.key_names, p0.query_names, causal=p0.causal,
+                  diagonal=p0.diagonal, detectors=p0.detectors, th=p0.th, grouping=p0.grouping)
+        for name in ("offsets", "u_offsets", "role_mass", "u_role_mass", "summary", "role_map",
+                     "query_count", "u_role_map", "visible", "offset_roles", "entropy", "first",
+                     "block"):
+            if getattr(out, name) is not None:
+                setattr(out, name, sum((getattr(p, name) * c for p, c in used),
+                                       getattr(out, name)))
+        for name in ("n_queries", "u_entropy", "u_first", "u_block"):
+            setattr(out, name, sum(getattr(p, name) * c for p, c in used) + getattr(out, name))
+        out.q_width = max([p.q_width for p, _ in used], default=0)
+        out.k_width = max([p.k_width for p, _ in used], default=0)
+        out.has_segments = any(p.has_segments for p in parts)
+        rows = [p.seg_rows for p, _ in used if len(p.seg_rows)]
+        if rows:
+            out.seg_rows = np.concatenate(rows)
+            out.seg_weights = np.concatenate([p.seg_weights * c for p, c in used
+                                              if len(p.seg_rows)])
+            out._add_seg_rows(out.seg_rows[:0])           # fold equal rows together
+        for name in out.det:
+            out.det[name] = [t for p, c in used for t in p.det[name] * c]
+            out.u_det[name] = [t for p, c in used for t in p.u_det[name] * c]
+        out.induction, out.u_induction = p0.induction, p0.u_induction
+        return out
+
     def set_induction(self, score: torch.Tensor, uniform: float) -> None:
         """The induction score ([layer, head]) measured on repeated random tokens."""
         self.induction, self.u_induction = score, uniform
@@ -329,25 +375,30 @@ class HeadStats:
 
 def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
                   segments: str = "statement", role_maps: bool = True,
-                  induction: dict | None = None, grouping: str = "field"
-                  ) -> dict[str, HeadStats]:
+                  induction: dict | None = None, grouping: str = "field",
+                  parts: int = 0) -> dict[str, HeadStats]:
     """HeadStats of every kind, filled from `source.batches()`: an AttentionCache (in
     memory), an AttentionStream (computed as read) or a ShardedCache (read from disk).
 
     induction: {kind: (scores [layer, head], uniform score)} measured elsewhere (see
     `interp.attention.detect.induction_scores`); they become the columns
-    `induction_detector` and `induction_detector_uniform`."""
+    `induction_detector` and `induction_detector_uniform`.
+    parts: also keep the statistics of `parts` disjoint groups of examples (example i in
+    group i % parts) as `.parts` of each kind's HeadStats, which is then their sum
+    (`HeadStats.combine`): what `interp.attention.taxonomy.stability` resamples."""
     from interp.hooks import KINDS
 
     kinds = tuple(kinds or source.kinds)
     prep = {}
     for name, side in source.sides.items():
         width = side.ids.shape[1]
-        names = sorted({r for row in side.roles for r in row})
-        prep[name] = (names, role_index(side.roles, names, width),
+        roles = analysis_roles(side.roles, grouping)
+        names = sorted({r for row in roles for r in row})
+        prep[name] = (names, role_index(roles, names, width),
                       segments_from_roles(side.roles, width, segments),
                       input_keys(side.tokens, width))
     stats: dict[str, HeadStats] = {}
+    split: dict[str, list[HeadStats]] = {}
     for index, pats in source.batches():
         for kind in kinds:
             P = pats[kind]
@@ -356,15 +407,34 @@ def collect_stats(source, kinds=None, th: Thresholds = Thresholds(),
             kn, kr, ks, sel = prep[spec.key_side]
             same = spec.query_side == spec.key_side
             if kind not in stats:
-                stats[kind] = HeadStats(P.shape[0], P.shape[2], kn, qn if role_maps else None,
-                                        causal=spec.causal, diagonal=same, th=th,
-                                        grouping=grouping)
+                new = lambda: HeadStats(P.shape[0], P.shape[2], kn,  # noqa: E731
+                                        qn if role_maps else None, causal=spec.causal,
+                                        diagonal=same, th=th, grouping=grouping)
+                stats[kind] = new()
+                split[kind] = [new() for _ in range(parts)]
             q, k = P.shape[-2:]
+            mask = source.mask(kind, index, q, k)
             ids = source.query(kind).ids[index, :q] if same else None
-            stats[kind].update(P, source.mask(kind, index, q, k), kr[index], qr[index],
-                               qs[index] if same else None, ks[index] if same else None,
-                               ids=ids, key_select=sel[index])
+            if not parts:
+                stats[kind].update(P, mask, kr[index], qr[index], qs[index] if same else None,
+                                   ks[index] if same else None, ids=ids,
+                                   key_select=sel[index])
+                continue
+            for g, st in enumerate(split[kind]):
+                m = index % parts == g
+                if not m.any():
+                    continue
+                i = index[m]
+                st.update(P[:, m], mask[m], kr[i], qr[i], qs[i] if same else None,
+                          ks[i] if same else None, ids=None if ids is None else ids[m],
+                          key_select=sel[i])
+    if parts:
+        for kind, ps in split.items():
+            stats[kind] = HeadStats.combine(ps)
+            stats[kind].parts = ps
     for kind, (score, uniform) in (induction or {}).items():
         if kind in stats:
             stats[kind].set_induction(score, uniform)
+            for st in getattr(stats[kind], "parts", []):
+                st.set_induction(score, uniform)
     return stats

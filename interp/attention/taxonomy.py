@@ -31,8 +31,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from interp.attention.groups import default_grouping
-from interp.attention.routes import label_routes, reads_text, routed_label
+from interp.attention.groups import default_grouping, quote_group, read_groups
+from interp.attention.readout import (LABEL_SCORE, MAX_PARTS, RESAMPLES,  # noqa: F401
+                                      SCORE_KINDS, legend, stability, with_stability)
+from interp.attention.routes import label_routes, reads_text, routed_label, split_route
 from interp.attention.stats import (HeadStats, Thresholds, collect_stats, role_index,
                                     segments_from_roles)
 
@@ -94,7 +96,7 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
     top_lift = top / max(g.get("vertical_top_uniform", 1.0), 1e-9)
     if ((g["vertical_share"] >= th.vertical and lift >= th.vertical_lift)
             or (top >= th.vertical and top_lift >= th.vertical_lift)):
-        labels.append(f"vertical({g['vertical_roles'][0]})")
+        labels.append(f"vertical({quote_group(g['vertical_roles'][0])})")
     if block:
         labels.append("sparse_block")
     routed = routed_label(g.get("routes") or [], th)
@@ -104,8 +106,29 @@ def classify(f: dict, layer: int, head: int, th: Thresholds = Thresholds()) -> l
 
 
 def base_label(label: str) -> str:
-    """`sharp_diagonal(1)` -> `sharp_diagonal`, `vertical(=)` -> `vertical`."""
+    """`sharp_diagonal(1)` -> `sharp_diagonal`, `vertical('=')` -> `vertical`."""
     return label.split("(", 1)[0]
+
+
+def parse_label(label: str) -> tuple[str, tuple]:
+    """A label read back: (base, arguments). `routed(Q->K1,K2)` -> ("routed", (queries,
+    keys)) as lists of groups, unquoted; `vertical('=')` -> ("vertical", ("=",));
+    `sharp_diagonal(1)` -> ("sharp_diagonal", (1,)); a label without arguments -> (base, ()).
+    ValueError for text that is no label."""
+    label = label.strip()
+    base, paren, rest = label.partition("(")
+    if not base.replace("_", "").isalpha():
+        raise ValueError(f"not a head label: {label!r}")
+    if not paren:
+        return base, ()
+    if not rest.endswith(")"):
+        raise ValueError(f"not a head label (no closing parenthesis): {label!r}")
+    arg = rest[:-1]
+    if base == "routed":
+        return base, split_route(arg)
+    if base == "sharp_diagonal":
+        return base, (int(arg),)
+    return base, tuple(read_groups(arg))
 
 
 def features_table(f: dict, kind: str, th: Thresholds = Thresholds()) -> pd.DataFrame:
@@ -131,7 +154,7 @@ def stats_table(stats: dict, th: Thresholds = Thresholds()) -> pd.DataFrame:
 
 
 def head_table(source, kinds=None, th: Thresholds = Thresholds(), segments: str = "statement",
-               grouping: str | None = None) -> pd.DataFrame:
+               grouping: str | None = None, resamples: int = RESAMPLES) -> pd.DataFrame:
     """The taxonomy of every head of an AttentionCache (or stream, or sharded cache).
 
     grouping : the role groups routes are named in: "field" (digits and sign of a number
@@ -141,19 +164,25 @@ def head_table(source, kinds=None, th: Thresholds = Thresholds(), segments: str 
     Returns
     -------
     DataFrame, one row per (kind, layer, head): `label`, `labels`, `main_score`, `detail`,
-    `reads` and every feature with its uniform-head baseline (see `summarise`).
+    `reads` and every feature with its uniform-head baseline (see `summarise`), and
+    `stability` (see `stability`; left out when `resamples` is 0).
     """
     grouping = grouping or default_grouping(source.sides)
-    return summarise(stats_table(collect_stats(source, kinds, th, segments,
-                                               grouping=grouping), th), th)
+    n = next(iter(source.sides.values())).ids.shape[0]
+    parts = min(n, MAX_PARTS) if resamples > 0 else 0
+    stats = collect_stats(source, kinds, th, segments, grouping=grouping, parts=parts)
+    return with_stability(summarise(stats_table(stats, th), th), stats, th, resamples,
+                          examples=n)
 
 
 def summarise(table: pd.DataFrame, th: Thresholds = Thresholds()) -> pd.DataFrame:
-    """Add `main_score` (the score behind the first label), `detail` (offset, token, routes
-    ...) and `reads` (the head's top routes, their share and lifts; '' without routes)."""
-    main, detail = [], []
+    """Add `main_score` (the score behind the first label), `score_kind` (what it measures:
+    `SCORE_KINDS`), `detail` (offset, token, routes ...) and `reads` (the head's top routes,
+    their share and lifts; '' without routes)."""
+    main, detail, kinds = [], [], []
     for _, r in table.iterrows():
         first = base_label(r["labels"][0])
+        kinds.append(LABEL_SCORE.get(first, "entropy"))
         if first == "sharp_diagonal":
             main.append(r["sharp_mass"])
             detail.append(f"offset {int(r['sharp_offset'])}")
@@ -178,6 +207,7 @@ def summarise(table: pd.DataFrame, th: Thresholds = Thresholds()) -> pd.DataFram
             main.append(r["entropy"])
             detail.append(f"entropy (uniform {r['entropy_uniform']:.2f})")
     out = table.copy()
+    out["score_kind"] = kinds
     out["main_score"] = main
     out["detail"] = detail
     if "routes" in out:
@@ -295,7 +325,7 @@ class HeadTaxonomy:
 def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
                    segments: str = "statement", through=None, keep: int = 0,
                    progress: bool = False, grouping: str | None = None,
-                   th: Thresholds = Thresholds()) -> HeadTaxonomy:
+                   th: Thresholds = Thresholds(), resamples: int = RESAMPLES) -> HeadTaxonomy:
     """Classify every head of a model in one pass over the data.
 
     Patterns are computed batch by batch and folded into running sums, so memory does not
@@ -318,6 +348,9 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
     grouping : role groups of the routes: "field", "fine" or "class" (default: "class" for raw
         text, else "field"; `interp.attention.groups`)
     th : the decision thresholds
+    resamples : bootstrap resamples of the examples behind the `stability` column (the
+        statistics are kept per group of examples, at most `MAX_PARTS` groups, and added up
+        per resample: the model does not run again); 0 leaves the column out
 
     Returns
     -------
@@ -333,12 +366,17 @@ def head_taxonomy(bridge, task, examples, kinds=None, batch_size: int = 64,
     induction = ({"self": induction_scores(bridge)} if stream.arch == "decoder"
                  and "self" in stream.kinds else None)
     grouping = grouping or default_grouping(stream.sides)
+    parts = min(len(examples), MAX_PARTS) if resamples > 0 else 0
     stats = collect_stats(source, th=th, segments=segments, induction=induction,
-                          grouping=grouping)
-    return HeadTaxonomy(summarise(stats_table(stats, th), th), stats, kept.kept if keep else None)
+                          grouping=grouping, parts=parts)
+    table = with_stability(summarise(stats_table(stats, th), th), stats, th, resamples,
+                           examples=len(examples))
+    return HeadTaxonomy(table, stats, kept.kept if keep else None)
 
 
-__all__ = ["LABELS", "Thresholds", "head_features", "classify", "base_label",
+__all__ = ["LABELS", "SCORE_KINDS", "LABEL_SCORE", "RESAMPLES", "MAX_PARTS", "legend",
+           "stability", "with_stability", "parse_label", "Thresholds", "head_features",
+           "classify", "base_label",
            "features_table", "segments_from_roles", "head_table", "stats_table", "summarise",
            "label_counts", "operations_table", "route_maps", "HeadTaxonomy",
            "head_taxonomy"]
