@@ -90,7 +90,7 @@ def parser():
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(p, checkpoint="", n=(256, "examples to average over (default 256, at most "
                                           f"{MAX_N:,})"), seed=(0, None),
-                out="output folder (default classify-<name>)")
+                out="output folder (default classify-<name>)", report=True)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--wide", action="store_true", help="print the table's full rows (default: "
                    "fit the terminal's width, cutting `reads` and naming columns left out)")
@@ -145,7 +145,9 @@ def _folders(a):
                  f"({MAX_CONTROLS})")
     out = a.out or f"classify-{Path(str(a.checkpoint)).name}"
     outside_checkpoint(a, out, "--out")
-    out = check_replaceable_dir(out, "heads.json", "--out", own=OWN_FILES)
+    from interp.cli.common import REPORT_FILES
+
+    out = check_replaceable_dir(out, "heads.json", "--out", own=OWN_FILES + REPORT_FILES)
     if a.save_cache:
         outside_checkpoint(a, a.save_cache, "--save-cache")
         if same_or_inside(a.save_cache, out) or same_or_inside(out, a.save_cache):
@@ -212,7 +214,7 @@ def _inputs(a, ckpt):
 def _main(argv) -> int:
     from interp.attention.taxonomy import head_taxonomy
     from interp.cache import save_shards
-    from interp.cli.common import load
+    from interp.cli.common import load, write_page
     from interp.errors import InterpError
     from interp.io import output_lock, replace_dir_atomic, write_json
     from interp.viz.reports import classify as report
@@ -240,9 +242,10 @@ def _main(argv) -> int:
             report.flat_table(table).to_csv(tmp / "heads.csv", index=False)
             write_json(tmp / "heads.json", report.records(table))
             if not a.no_report:
-                report.build_report(f"Heads of {a.checkpoint} ({len(examples)} examples)",
-                                    table, result.stats, result.examples,
-                                    role_maps=task is not None).write(tmp / "report.html")
+                write_page(report.build_report(
+                    f"Heads of {a.checkpoint} ({len(examples)} examples)", table,
+                    result.stats, result.examples, role_maps=task is not None, task=task),
+                    tmp / "report.html", a)
 
         replace_dir_atomic(fill, out)
     print(text(table, a.format, wide=a.wide), end="")

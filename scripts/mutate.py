@@ -148,8 +148,6 @@ TESTS = {
     # probe scores (issue #22): the command runs in process in tests/test_probe_scores.py
     "probes/activations.py": ["tests/test_probe_scores.py"],
     "probes/scores.py": ["tests/test_probe_scores.py"],
-    "probes/__main__.py": ["tests/test_probe_scores.py"],
-    "interp/viz/reports/probe.py": ["tests/test_probe_scores.py"],
     # equal-mass route controls and the reads-K path patch (issue #22)
     "circuits/ablation/masscut.py": [
         "tests/test_routes_mass.py::test_equal_mass_controls_match_the_target_mass_recomputed_by_hand",
@@ -163,8 +161,6 @@ TESTS = {
         "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls",
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
         "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full"],
-    "interp/viz/reports/routes.py": [
-        "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
     # patching beyond one slice (#22): the slice tests (pairs.py's entry above includes them)
     "circuits/patching/slices.py": ["tests/test_patching_slices.py"],
     "circuits/patching/slice_result.py": [
@@ -205,7 +201,7 @@ TESTS = {
         "--deselect=tests/test_readable_patch_induction.py::test_patch_command_tables_fit_80_columns_and_wide_shows_all",
         "--deselect=tests/test_readable_patch_induction.py::test_induction_command_table_fits_80_columns"],
     # readable ablate, route and probe results (#25, the AP mutants): planted frames first,
-    # then the commands in process; these entries replace the earlier ones of the same modules
+    # then the commands in process
     "interp/viz/reports/probe_maps.py": ["tests/test_readable_ablate_probes.py"],
     "interp/viz/reports/probe.py": ["tests/test_readable_ablate_probes.py",
                                     "tests/test_probe_scores.py"],

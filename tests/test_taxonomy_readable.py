@@ -14,7 +14,7 @@ import torch
 from clihelp import one_line, run
 from interp.attention.groups import (TOKEN_CLASSES, quote_group, read_groups, token_classes)
 from interp.attention.routes import Route, route_text, split_route
-from interp.attention.stats import Thresholds, collect_stats
+from interp.attention.stats import collect_stats
 from interp.attention.taxonomy import (LABEL_SCORE, SCORE_KINDS, classify, head_table, legend,
                                        parse_label)
 from interp.cache import AttentionCache
