@@ -136,8 +136,10 @@ def reports(tiny_checkpoints, tmp_path_factory):
         # cached examples show every group of the four
         "classify-decoder": (classify_heads.main, [dec, "--n", "4", "--examples", "2"]),
         "classify-t5": (classify_heads.main, [t5, "--n", "4", "--examples", "1"]),
+        # --roles fine: the tokens themselves as roles (text models group them by class
+        # otherwise), so the summary map's labels are the HTML tokens
         "classify-html": (classify_heads.main, [str(gpt2), "--prompts", str(prompts),
-                                                "--examples", "2"]),
+                                                "--examples", "2", "--roles", "fine"]),
         # the shipped decoder: a random tiny model has no label an intervention can check
         "classify-verify": (classify_heads.main, ["quadratic-small", "--n", "8", "--examples", "1",
                                                   "--verify", "--verify-n", "6",

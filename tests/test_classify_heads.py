@@ -186,7 +186,8 @@ def test_verify_adds_effect_interval_and_p_columns(tiny_checkpoints, tmp_path, c
     rows = json.loads((out / "heads.json").read_text())
     assert all("verify_effect" in r and isinstance(r["routes"], list) for r in rows)
     printed = capsys.readouterr().out
-    head = printed.splitlines()[2 if "untestable" in printed.splitlines()[1] else 1].split()
+    # the table's header, after the verification lines (wrapped to the terminal's width)
+    head = next(line for line in printed.splitlines() if line.startswith("head ")).split()
     assert head[:6] == ["head", "label", "check", "effect", "ci_lo", "ci_hi"]
 
 

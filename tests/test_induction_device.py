@@ -76,7 +76,7 @@ def test_the_analysis_is_a_result_with_a_frame_and_a_figure(native_ckpt):
     assert isinstance(res, InductionResult)
     assert isinstance(res.frame(), pd.DataFrame)
     assert res.frame().induction.tolist() == head_scores(b, n=4).induction.tolist()
-    assert [bar.name for bar in res.figure().data][:2] == ["induction", "prefix_matching"]
+    assert [bar.name for bar in res.figure().data][:2] == ["induction", "prefix"]
     assert isinstance(res.composition, pd.DataFrame) and res.icl is None
     assert res.example["pattern"].dtype == torch.float32
 

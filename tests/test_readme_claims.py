@@ -306,7 +306,7 @@ def test_classify_heads_formats_segments_and_examples(tiny_checkpoints, tmp_path
         assert r.entropy == pytest.approx(float(ent[r["layer"], r["head"]]), abs=1e-4)
         assert r.block_share == pytest.approx(float(block[r["layer"], r["head"]]), abs=1e-4)
     html = (a / "report.html").read_text()
-    shown = set(re.findall(r"Example (\d+) \(self\)", html))
+    shown = set(re.findall(r"Example (\d+), self attention", html))
     assert shown == {"0", "1"}
     assert _main([str(path), "--n", "6", "--out", str(b), "--format", "json", "--no-report",
                   "--quiet"]) == 0
