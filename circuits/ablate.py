@@ -102,7 +102,7 @@ def _main(argv) -> int:
 
     a = parser().parse_args(argv)
     if a.n is None:
-        a.n = TOKENS_N              # --route too: distinct held-out equations (#22)
+        a.n = TOKENS_N              # --route too: distinct held-out equations
     if (a.tokens is None) == (a.route is None):
         raise InterpError("give either --tokens (ablate token positions) or --route (knock "
                           "out one head's route), e.g. --tokens 'x,^,=' or --route "

@@ -128,7 +128,7 @@ class ShardedCache(_Source):
             raise InterpError(f"{folder} is not an attention cache folder (no cache.json); "
                               "make one with interp.cache.save_shards")
         meta = json.loads(meta_path.read_text())
-        # "family" in shards saved before issue #12
+        # "family" in shards saved by older versions
         self.arch, self.kinds = meta.get("arch", meta.get("family")), tuple(meta["kinds"])
         self.n_shards = meta["shards"]
         self.sides = {name: Side(pad_rows(s["ids"], PAD_ID), torch.tensor(s["lengths"]),

@@ -220,6 +220,9 @@ def _main(argv) -> int:
     from interp.viz.reports import classify as report
 
     a = parser().parse_args(argv)
+    from interp.distributed import one_process_only
+
+    one_process_only("python -m interp.classify_heads")
     out = _folders(a)
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     ckpt = load(a)

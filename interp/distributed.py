@@ -98,3 +98,13 @@ def barrier() -> None:
     st = state()
     if st is not None:
         st.wait_for_everyone()
+
+
+def one_process_only(command: str) -> None:
+    """Refuse, in one line, a launch over several processes of a command that does not
+    share its work out (each process would run the whole of it and race for its outputs)."""
+    if launched():
+        from interp.errors import InterpError
+
+        raise InterpError(f"{command} runs as one process; start it without torchrun or "
+                          "accelerate launch (its work is not shared over processes)")

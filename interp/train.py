@@ -78,6 +78,9 @@ def _main(argv) -> int:
     from interp.io import check_replaceable_dir, output_lock, probe_writable
 
     args = build_parser().parse_args(argv)
+    from interp.distributed import one_process_only
+
+    one_process_only("python -m interp.train")
     if sum(bool(x) for x in (args.resume, args.reselect, args.out)) > 1:
         raise InterpError("give one of --out DIR (a new run), --resume DIR or --reselect DIR")
     if not (args.resume or args.reselect or args.out):

@@ -57,6 +57,9 @@ def _main(argv) -> int:
     from interp.training.text import TextTrainConfig, train_text
 
     a = build_parser().parse_args(argv)
+    from interp.distributed import one_process_only
+
+    one_process_only("python -m interp.train_text")
     cfg = TextTrainConfig(**{k: v for k, v in vars(a).items()
                              if k not in ("out", "quiet", "device", "dtype")})
     cfg.check()

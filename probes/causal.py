@@ -347,7 +347,7 @@ def steering_vector(X: torch.Tensor, labels, source, target) -> tuple[torch.Tens
 
 
 # --------------------------------------------------------------------------------------
-# Erasure with a power check (issue #22): `erasure_check`; the erasers are `probes.erasure`.
+# Erasure with a power check: `erasure_check`; the erasers are `probes.erasure`.
 
 #: the residual stream one step after each site of layer L, as (site, layer offset): what
 #: the next-layer power check reads (resid_pre L's next is resid_post L = resid_pre L + 1)

@@ -215,6 +215,8 @@ TESTS = {
                               "tests/test_page.py"],
     "interp/viz/reports/classify.py": ["tests/test_classify_page.py"],
     # readable head tables (TX): what the numbers mean, stability, the terminal table
+    "interp/viz/termtable.py": ["tests/test_termtable.py",
+                                "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
     "interp/attention/readout.py": ["tests/test_taxonomy_readable.py"],
     "interp/attention/table_text.py": [
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
@@ -904,8 +906,20 @@ MUTANTS = [
       "heldout=True, unique=True)", "heldout=None, unique=True)"),
     M("EM10", "interp/classify_heads.py", "--verify drawn with repeats",
       "heldout=True, unique=True)", "heldout=True, unique=False)"),
-    M("EM11", "interp/viz/reports/routes.py", "a small effect printed with three decimals "
-      "(reads as zero)", "return min(12, 1 - math.floor(math.log10(m)))", "return 3"),
+    # ---------------------------------------------------------------- terminal tables (TT)
+    M("TT01", "interp/viz/termtable.py", "the table ignores the width",
+      "limit = None if wide else (width if width is not None else width_now())",
+      "limit = None"),
+    M("TT02", "interp/viz/termtable.py", "numbers left-aligned",
+      "out.append(s.rjust(size[c]) if numeric[c] else s.ljust(size[c]))",
+      "out.append(s.ljust(size[c]))"),
+    M("TT03", "interp/viz/termtable.py", "an interval's bounds printed on the estimate's decimals",
+      "d = decimals(est, lo, hi, least=least)", "d = decimals(est, least=least)"),
+    M("TT04", "interp/viz/termtable.py", "-0.0 printed with its minus",
+      'return f"{v + 0.0:+.{decimals(v, least=least)}f}"', 'return f"{v:+.{decimals(v, least=least)}f}"'),
+    M("EM11", "interp/viz/termtable.py", "a small effect printed with three decimals "
+      "(reads as zero)", "return min(12, max(least, 1 - math.floor(math.log10(m))))",
+      "return least"),
     # ---------------------------------------------------------------- erasure (issue #22)
     M("ER01", "probes/erasure.py", "inlp: a single step (no iteration to baseline)",
       "        if at_baseline(p, margin):\n            return er, steps",

@@ -97,3 +97,28 @@ def test_the_patch_command_under_two_processes_writes_once_what_one_writes(tiny_
     for name in ("resid_pre.csv", "head.csv"):
         assert (one[1] / name).read_text() == (two[1] / name).read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporaries
+
+
+@pytest.mark.parametrize("module", ["interp.classify_heads", "interp.train", "interp.train_text"])
+def test_a_command_that_does_not_share_its_work_refuses_a_launch(module, monkeypatch, capsys,
+                                                                 tmp_path):
+    """Launched (WORLD_SIZE > 1), a command whose work is not shared out says so in one
+    line, exit 2, before it loads anything or writes."""
+    import importlib
+
+    import interp.distributed as dist
+
+    class Second:                                # the second of two launched processes
+        num_processes, process_index = 2, 1
+
+    monkeypatch.setattr(dist, "_STATE", Second())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    mod = importlib.import_module(module)
+    argv = {"interp.classify_heads": [], "interp.train": ["--out", str(tmp_path / "o")],
+            "interp.train_text": [next(iter(getattr(mod, "PRESETS", {"attn1l": 0}))), "--out",
+                                  str(tmp_path / "o")]}[module]
+    assert mod.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: python -m {module} runs as one process")
+    assert list(tmp_path.iterdir()) == []

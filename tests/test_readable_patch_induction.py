@@ -98,7 +98,7 @@ def test_small_shares_keep_their_significant_digits():
     from interp.viz.reports.patch import ci, pct
 
     assert pct(0.00042) == "+0.042%" and pct(-0.5) == "-50.0%" and pct(-0.0) == "+0.0%"
-    assert ci(-0.000031, 0.0004) == "[-0.0031%, +0.04%]"
+    assert ci(-0.000031, 0.0004) == "[-0.0031%, +0.040%]"
 
 
 def test_the_maps_share_one_symmetric_range_and_one_colour_bar():
@@ -192,7 +192,7 @@ def test_the_induction_summary_tables_fit_the_terminal(monkeypatch, width):
     assert all(len(l) <= width for l in lines[:start])   # the baselines, wrapped
     text = "\n".join(lines)
     assert "previous-token head L0H3 (0.579) -> induction head L1H3 (0.920)" in text
-    assert "drop +0.00031 [-0.00012, +0.0008], 95% CI" in text         # not +0.000
+    assert "drop +0.00031 [-0.00012, +0.00080], 95% CI" in text        # not +0.000
     assert "[0, 3]" not in text
 
 

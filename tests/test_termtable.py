@@ -40,7 +40,7 @@ def test_a_cut_text_is_marked_and_numbers_stay_whole(df):
 def test_columns_that_cannot_fit_are_named(df):
     text = fit(df, width=30)
     note = text[text.index("\n("):].replace("\n", " ")
-    assert "--wide" in note and ": n;" in note or ", n;" in note
+    assert "--wide" in note and (": n;" in note or ", n;" in note)
     assert all(len(line) <= 30 for line in text.splitlines())
 
 
@@ -58,6 +58,10 @@ def test_small_effects_keep_significant_digits():
     from interp.viz.termtable import interval, signed
 
     assert signed(0.1234) == "+0.123" and signed(-2.5) == "-2.500" and signed(0.0) == "+0.000"
-    assert signed(0.00042) == "+0.00042" and signed(-0.000012345) == "-1.2e-05"
+    assert signed(-0.0) == "+0.000"
+    assert signed(0.00042) == "+0.00042" and signed(-0.000012345) == "-0.000012"
     assert float(signed(0.00042)) == 0.00042
-    assert interval(0.0, 0.0001, 0.0012) == "+0.000 [+0.0001, +0.001]"
+    # the example: one number of decimals, set by the largest of the three
+    assert interval(0.0, 0.0, 0.0012) == "+0.0000 [+0.0000, +0.0012]"
+    assert interval(0.0031, -0.0002, 0.0064) == "+0.0031 [-0.0002, +0.0064]"
+    assert interval(0.346, 0.310, 0.384) == "+0.346 [+0.310, +0.384]"

@@ -1,6 +1,6 @@
 """Equal-mass controls for a route knockout, and the hooks that cut several heads at once.
 
-The rule (issue #22; `control_cuts` in `circuits.ablation.routes` calls it):
+The rule (`control_cuts` in `circuits.ablation.routes` calls it):
 
 A route knockout cuts, in one head h and one affected query row (example i, query q), the
 target keys; their clean attention mass there is m. Each control cuts the SAME MASS in the

@@ -20,7 +20,7 @@ from interp.tokens import IGNORE, Side, build_sides, check_length
 SCOPES = ("input", "all")
 #: who donates `resample`'s values: "layout" an equation of the same layout (the same role at
 #: every input position, so a donor's value sits at the same absolute position; only the
-#: values differ), "any" any other equation (matched by key; the rule before #22)
+#: values differ), "any" any other equation (matched by key)
 DONORS = ("layout", "any")
 
 

@@ -1,5 +1,5 @@
 """Route knockout: does the answer need one head's reading of field K from the queries of
-field Q? (issue #13's intervention beside every head label; over 400 lines because specs,
+field Q? (the intervention beside every head label; over 400 lines because specs,
 cuts, matched controls, the stacked runs and the label checks share one vocabulary.)
 
     res = ablate_route(bridge, task, examples, ["L2H0:D_value->b,c"], n_controls=20)
@@ -34,7 +34,7 @@ report are `circuits.ablation.masscut`'s): each control cuts, in each affected q
 the same clean attention mass as the target, never the target's keys: other keys of the same
 head (any number of them) where they can match it within [0.8, 1.25], else entries of the
 other heads of the same layer in the same row. Reported: target_mass, control_mass,
-mass_ratio, control_rule, other_heads, unmatched, ratio_min. The rule before issue #22
+mass_ratio, control_rule, other_heads, unmatched, ratio_min. The count rule
 (`controls="count"`, `control_cuts`): as many other keys of the row, the closest in mass
 among `DRAWS` random draws; kept for comparison.
 
@@ -82,7 +82,7 @@ from .positions import Prepared, prepare
 from .reads import donor_values, find_donors, z_delta, z_hook
 
 #: the control rules: "mass" (equal mass, `circuits.ablation.masscut`), "count" (as many
-#: other keys of the same head, the closest in mass: the rule before issue #22)
+#: other keys of the same head, the closest in mass: the count rule)
 RULES = ("mass", "count")
 
 #: random draws per control and query row; the one closest in attention mass is kept

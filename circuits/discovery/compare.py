@@ -83,14 +83,14 @@ def agreement_by_size(exact: torch.Tensor, approx: dict[str, torch.Tensor], gap:
     and the share of edges whose sign agrees. A gradient at the clean run (EAP) is the
     first-order term of a single-edge patch, so it is close for small effects; integrated
     gradients average over inputs far from the clean run, which pays off for large effects."""
-    ex = exact.double().numpy()
+    ex = exact.detach().double().cpu().numpy()
     size = np.abs(ex) / (abs(gap) or 1.0)
     rows = []
     for lo, hi in zip(bins, bins[1:]):
         m = (ex != 0) & (size >= lo) & (size < hi)
         row = {"from": lo, "to": hi, "edges": int(m.sum())}
         for name, v in approx.items():
-            a = v.double().numpy()[m]
+            a = v.detach().double().cpu().numpy()[m]
             e = ex[m]
             row[f"{name}_rel_err"] = float(np.median(np.abs(a - e) / np.abs(e))) if m.any() \
                 else float("nan")

@@ -89,14 +89,15 @@ _default_show = warnings.showwarning
 
 def _quiet_unless_main():
     """Launched over several processes (`interp.distributed`): only the main one prints its
-    results; the others' stdout goes nowhere (their errors still reach stderr). Returns the
-    stdout to restore, or None."""
+    results; the others' stdout goes nowhere (their errors still reach stderr). Returns
+    (the stdout to restore, the sink put in its place), or None."""
     from interp import distributed
 
     if not distributed.launched() or distributed.is_main():
         return None
-    old, sys.stdout = sys.stdout, open(os.devnull, "w")
-    return old
+    sink = open(os.devnull, "w")
+    old, sys.stdout = sys.stdout, sink
+    return old, sink
 
 
 def run_cli(fn, argv) -> int:
@@ -107,8 +108,9 @@ def run_cli(fn, argv) -> int:
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
     old_term = _catch_sigterm()
-    quiet = _quiet_unless_main()
+    quiet = None
     try:
+        quiet = _quiet_unless_main()
         return fn(argv) or 0
     except InterpError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
@@ -136,8 +138,10 @@ def run_cli(fn, argv) -> int:
         return 130
     finally:
         if quiet is not None:
-            sys.stdout.close()
-            sys.stdout = quiet
+            old, sink = quiet
+            if sys.stdout is sink:
+                sys.stdout = old
+            sink.close()
         warnings.showwarning = old_show
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
@@ -289,6 +293,8 @@ def check_outputs(args, marker: str, own) -> Path | None:
 
     if not distributed.is_main():       # launched: every process checks, the main one writes
         args.json = None
+        if hasattr(args, "quiet"):      # and reports progress
+            args.quiet = True
         return None
     return out
 

@@ -81,17 +81,31 @@ def fit(df: pd.DataFrame, width: int | None = None, wide: bool = False, min_text
     return "\n".join(lines)
 
 
-def signed(v: float, decimals: int = 3) -> str:
-    """A signed number with `decimals` decimals, or two significant digits when it is smaller
-    than the last decimal shows (+0.00042, not +0.000, which reads as a measured zero)."""
+def decimals(*values, least: int = 3) -> int:
+    """Decimals that show the largest of `values` with at least two significant digits
+    (`least` at least): 0.35 -> 3, 0.0031 -> 4, 0.00054 -> 5, so that a small effect never
+    reads as a zero."""
+    import math
+
+    m = max((abs(float(v)) for v in values if v is not None and float(v) == float(v)),
+            default=0.0)
+    if m == 0 or m >= 10 ** (1 - least):
+        return least
+    return min(12, max(least, 1 - math.floor(math.log10(m))))
+
+
+def signed(v: float, least: int = 3) -> str:
+    """A signed number with `least` decimals, or as many as give it two significant digits
+    when it is smaller (+0.00042, not +0.000, which reads as a measured zero)."""
     v = float(v)
     if v != v:
         return "nan"
-    if v == 0 or abs(v) >= 10 ** -decimals:
-        return f"{v:+.{decimals}f}"
-    return f"{v:+.2g}"
+    return f"{v + 0.0:+.{decimals(v, least=least)}f}"
 
 
-def interval(est: float, lo: float, hi: float, decimals: int = 3) -> str:
-    """'est [lo, hi]' with `signed`: small effects keep their significant digits."""
-    return f"{signed(est, decimals)} [{signed(lo, decimals)}, {signed(hi, decimals)}]"
+def interval(est: float, lo: float, hi: float, least: int = 3) -> str:
+    """'est [lo, hi]' on one number of decimals, set by the largest of the three
+    (`decimals`): "+0.0000 [+0.0000, +0.0012]", never "+0.000 [+0.000, +0.001]"."""
+    d = decimals(est, lo, hi, least=least)
+    f = lambda x: "nan" if x != x else f"{float(x) + 0.0:+.{d}f}"  # noqa: E731
+    return f"{f(float(est))} [{f(float(lo))}, {f(float(hi))}]"

@@ -22,7 +22,7 @@ import pandas as pd
 
 from interp.viz.circuit_figures import circuit_figure, faithfulness_figure
 from interp.viz.reports import rounded
-from interp.viz.reports.routes import decimals
+from interp.viz.termtable import decimals
 
 WIDTH = 100                       # no terminal line is longer
 TARGET = 0.8                      # the faithfulness the size is reported at

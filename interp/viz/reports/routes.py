@@ -11,20 +11,11 @@ import pandas as pd
 from interp.viz.figures import ARROW, esc, esc_all
 from interp.viz.page import Page
 from interp.viz.reports import rounded
+from interp.viz.termtable import decimals, interval  # noqa: F401 (decimals: used by reports)
 
 COLUMNS = ["knockout", "measure", "clean", "target", "control", "effect", "ci_lo", "ci_hi", "p",
            "verdict", "target_mass", "control_mass", "mass_ratio", "control_rule", "other_heads",
            "unmatched"]
-
-
-def decimals(*values) -> int:
-    """Decimals that show the largest of `values` with at least two significant digits
-    (3 at least): 0.35 -> 3, 0.0031 -> 4, 0.00054 -> 5, so that a small effect never
-    reads as a zero."""
-    m = max((abs(v) for v in values if v is not None and not math.isnan(v)), default=0.0)
-    if m == 0 or m >= 0.01:
-        return 3
-    return min(12, 1 - math.floor(math.log10(m)))
 
 
 def effect_text(effect: float, lo: float, hi: float) -> str:
@@ -32,9 +23,7 @@ def effect_text(effect: float, lo: float, hi: float) -> str:
     [+0.00012, +0.00054]"); "-" when there is no effect."""
     if effect is None or math.isnan(effect):
         return "-"
-    d = decimals(effect, lo, hi)
-    f = lambda x: "nan" if x is None or math.isnan(x) else f"{x:+.{d}f}"  # noqa: E731
-    return f"{f(effect)} [{f(lo)}, {f(hi)}]"
+    return interval(effect, *(float("nan") if x is None else x for x in (lo, hi)))
 
 
 def verdict_text(word, n_controls: int) -> str:
