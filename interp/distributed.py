@@ -93,6 +93,15 @@ def gather(part: list) -> list:
     return list(gather_object(list(part)))
 
 
+def gather_into(table, keys) -> None:
+    """Launched: every process's entries `table[key]` (tensors) for its own `keys`, written
+    into every process's `table`, so each ends with the whole sweep. A no-op otherwise."""
+    if not launched():
+        return
+    for key, value in gather([(k, table[k].cpu()) for k in keys]):
+        table[key] = value.to(table.device)
+
+
 def barrier() -> None:
     """Wait for every process (no-op when not launched)."""
     st = state()

@@ -85,7 +85,8 @@ TESTS = {
         f"{BAD}[evaluate-json-over-a-users-file]", f"{BAD}[evaluate-json-into-the-checkpoint]",
         f"{BAD}[patch-out-inside-the-checkpoint]",
         "tests/test_bad_inputs.py::test_sigterm_is_handled_like_sigint_and_leaves_nothing_behind",
-        "tests/test_bad_inputs.py::test_an_allocation_torch_refuses_is_one_line_in_every_command"],
+        "tests/test_bad_inputs.py::test_an_allocation_torch_refuses_is_one_line_in_every_command",
+        "tests/test_distributed.py::test_a_process_other_than_the_main_one_checks_but_writes_nothing"],
     "interp/io.py": [
         "tests/test_bad_inputs.py::test_a_saved_checkpoint_and_cache_shards_follow_the_umask",
         "tests/test_bad_inputs.py::test_a_run_killed_at_any_point_of_a_save_leaves_only_what_the_next_run_removes",
@@ -215,6 +216,7 @@ TESTS = {
                               "tests/test_page.py"],
     "interp/viz/reports/classify.py": ["tests/test_classify_page.py"],
     # readable head tables (TX): what the numbers mean, stability, the terminal table
+    "interp/distributed.py": ["tests/test_distributed.py"],
     "interp/viz/termtable.py": ["tests/test_termtable.py",
                                 "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
     "interp/attention/readout.py": ["tests/test_taxonomy_readable.py"],
@@ -906,6 +908,16 @@ MUTANTS = [
       "heldout=True, unique=True)", "heldout=None, unique=True)"),
     M("EM10", "interp/classify_heads.py", "--verify drawn with repeats",
       "heldout=True, unique=True)", "heldout=True, unique=False)"),
+    # ---------------------------------------------------------------- sweeps over processes (DI)
+    M("DI01", "interp/distributed.py", "the other processes' patches never gathered",
+      "    if not launched():\n        return\n    for key, value in gather(",
+      "    return\n    for key, value in gather("),
+    M("DI02", "interp/distributed.py", "a command that does not share its work runs launched",
+      "    if launched():\n        from interp.errors import InterpError\n\n        raise InterpError(f\"{command} runs",
+      "    if False:\n        from interp.errors import InterpError\n\n        raise InterpError(f\"{command} runs"),
+    M("DI03", "interp/cli/common.py", "every process writes the outputs",
+      "    if not distributed.is_main():       # launched: every process checks, the main one writes",
+      "    if False:"),
     # ---------------------------------------------------------------- terminal tables (TT)
     M("TT01", "interp/viz/termtable.py", "the table ignores the width",
       "limit = None if wide else (width if width is not None else width_now())",

@@ -122,3 +122,33 @@ def test_a_command_that_does_not_share_its_work_refuses_a_launch(module, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: python -m {module} runs as one process")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_other_than_the_main_one_checks_but_writes_nothing(monkeypatch, tmp_path):
+    """check_outputs in the second of two processes: the destinations are still checked (a
+    bad one is refused the same way), but no folder, no --json and no progress are left."""
+    import argparse
+
+    import interp.distributed as dist
+    from interp.cli.common import check_outputs
+    from interp.errors import InterpError
+
+    class Second:
+        num_processes, process_index = 2, 1
+
+    monkeypatch.setattr(dist, "_STATE", Second())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = argparse.Namespace(out=str(tmp_path / "o"), json=str(tmp_path / "s.json"),
+                              quiet=False, checkpoint=None)
+    assert check_outputs(args, "patching.json", ("patching.json",)) is None
+    assert args.json is None and args.quiet is True
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("a user's file")
+    bad = argparse.Namespace(out=str(foreign), json=None, quiet=False, checkpoint=None)
+    with pytest.raises(InterpError):
+        check_outputs(bad, "patching.json", ("patching.json",))
+    monkeypatch.setattr(dist, "_STATE", type("Main", (), {"num_processes": 2,
+                                                            "process_index": 0})())
+    args = argparse.Namespace(out=str(tmp_path / "o"), json=None, quiet=False, checkpoint=None)
+    assert check_outputs(args, "patching.json", ("patching.json",)) is not None

@@ -217,9 +217,7 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         vals = metric_values(logits, pairs, metric, len(part)).view(len(part), B)
         for cell, v in zip(part, vals):
             per[cell] = v
-    if dist.launched():                     # every process's cells, to every process
-        for cell, v in dist.gather([(c, per[c].cpu()) for u in done for c in u]):
-            per[cell] = v.to(per.device)
+    dist.gather_into(per, [c for u in done for c in u])   # launched: every process's cells
     for cell in todo:
         per[cell] = torch.where(same[cell], base, per[cell])
     return _result(bridge, pairs, s, per, base, metric_values(src_logits, pairs, metric),
