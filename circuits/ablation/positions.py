@@ -105,17 +105,16 @@ def prepare(bridge, task: Task, examples: Sequence[Example]) -> Prepared:
                 check_length(int(s.lengths[i]), n_ctx, f"the sequence for {ex.src!r}")
             _mark(inp["seq"], sol["seq"], keys["seq"][i], s, i, range(1, 1 + ns),
                   range(ns + 2, ns + 2 + nt))
-            for t in range(ns + 1, ns + 2 + nt):  # logits at t predict the token at t + 1
-                labels[i, t] = s.ids[i, t + 1]
-                _set_field(field_idx, names, i, t, s.roles[i][t + 1])
+            # logits at t predict the token at t + 1
+            labels[i, ns + 1:ns + 2 + nt] = s.ids[i, ns + 2:ns + 3 + nt]
+            _set_fields(field_idx, names, i, ns + 1, s.roles[i][ns + 2:ns + 3 + nt])
         else:
             src, tgt = sides["src"], sides["tgt"]
             _mark(inp["src"], sol["src"], keys["src"][i], src, i, range(ns), range(0))
             _mark(inp["tgt"], sol["tgt"], keys["tgt"][i], tgt, i, range(0), range(1, 1 + nt))
-            answer = tgt.ids[i, 1:1 + nt].tolist() + [CharCodec().eos]
-            for t, tok in enumerate(answer):
-                labels[i, t] = tok
-                _set_field(field_idx, names, i, t, tgt.roles[i][t + 1] if t < nt else "")
+            labels[i, :nt] = tgt.ids[i, 1:1 + nt]
+            labels[i, nt] = CharCodec().eos
+            _set_fields(field_idx, names, i, 0, list(tgt.roles[i][1:1 + nt]) + [""])
     return Prepared(arch, list(examples), sides, inp, sol, keys, labels, field_idx, names)
 
 
@@ -123,8 +122,9 @@ def _mark(inp, sol, keys, side: Side, i, in_pos, sol_pos) -> None:
     seen: dict[str, int] = {}
     for region, positions, prefix, names in ((inp, in_pos, "in:", side.roles[i]),
                                              (sol, sol_pos, "out:", side.tokens[i])):
+        if len(positions):
+            region[i, positions.start:positions.stop] = True   # one write per region
         for p in positions:
-            region[i, p] = True
             keys[p] = occurrence_key(prefix + names[p], seen)
 
 
@@ -136,13 +136,18 @@ def occurrence_key(base: str, seen: dict[str, int]) -> str:
     return f"{base}#{k}"
 
 
-def _set_field(field_idx, names, i, t, role) -> None:
-    f = field_of(role)
-    if f is None:
-        return
-    if f not in names:
-        names.append(f)
-    field_idx[i, t] = names.index(f)
+def _set_fields(field_idx, names, i, start, roles) -> None:
+    """Row i of `field_idx` from position `start` on: the index in `names` of each role's
+    solution field (new fields appended in order of appearance; -1 kept for literals)."""
+    row = field_idx[i].tolist()
+    for k, role in enumerate(roles):
+        f = field_of(role)
+        if f is None:
+            continue
+        if f not in names:
+            names.append(f)
+        row[start + k] = names.index(f)
+    field_idx[i] = torch.tensor(row, dtype=field_idx.dtype)
 
 
 def token_ids(bridge, tokens: Sequence[str]) -> list[int]:

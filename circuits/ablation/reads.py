@@ -22,10 +22,12 @@ the test (`reads_n` counts the examples that had one).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
-from interp.hooks import KINDS, capture, hook_name
+from interp.hooks import KINDS, arch_of, capture, hook_name
 from interp.tasks.base import Task
 
 from .positions import Prepared, prepare
@@ -55,7 +57,7 @@ def find_donors(bridge, task: Task | None, prep: Prepared, side: str, keys: torc
     have_all = all(_fits(prep, i, groups.get(layout(prep, i), []), side, keys)
                    for i in range(prep.n))
     if not have_all and task is not None and pool > 0:
-        extra = prepare(bridge, task, task.generate(pool, seed=seed + 10_000))
+        extra = _pool(bridge, task, pool, seed)
         for j in range(extra.n):
             groups.setdefault(layout(extra, j), []).append((extra, j))
     chosen, has = [], torch.zeros(prep.n, dtype=torch.bool)
@@ -67,6 +69,22 @@ def find_donors(bridge, task: Task | None, prep: Prepared, side: str, keys: torc
         else:
             chosen.append((prep, i))      # itself: no change (left out of the test)
     return _rows(prep, chosen), has
+
+
+_POOLS: dict = {}   # (model, task, pool, seed) -> the prepared pool; a few entries
+
+
+def _pool(bridge, task: Task, pool: int, seed: int) -> Prepared:
+    """The `pool` generated examples (seeded), prepared for `bridge`. A route check asks for
+    the same pool once per head and route; it is prepared once per model, task and seed (the
+    key holds what `prepare` reads: the architecture, the context length, the task)."""
+    key = (arch_of(bridge), int(getattr(bridge.cfg, "n_ctx", 0) or 0),
+           json.dumps(task.describe(), sort_keys=True, default=str), pool, seed)
+    if key not in _POOLS:
+        if len(_POOLS) >= 4:
+            _POOLS.pop(next(iter(_POOLS)))
+        _POOLS[key] = prepare(bridge, task, task.generate(pool, seed=seed + 10_000))
+    return _POOLS[key]
 
 
 def _fits(prep, i, cands, side, keys) -> list:
