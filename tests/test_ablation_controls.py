@@ -295,3 +295,17 @@ def test_compare_resamples_equations_not_rows():
     assert (lo, hi) == pytest.approx((0.0, 3.0))
     # per equation the differences are 1, 3, 0: 8 sign patterns, 1 + 3 + 0 reached by 2
     assert r.role_tests == 7 and r.role_p_value == pytest.approx(2 / 8)
+
+
+def test_controls_without_a_value_give_nan_quietly_not_warnings():
+    """A field no control example has (every control NaN): the control columns are NaN and
+    numpy's all-NaN warnings do not reach the user's terminal."""
+    import warnings
+
+    clean = {"m": torch.tensor([1.0, 2.0, 3.0])}
+    target = {"m": torch.tensor([0.0, 1.0, 1.0])}
+    ctl = [{"m": torch.full((3,), float("nan"))} for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = A.compare(clean, target, ctl, seed=0).iloc[0]
+    assert math.isnan(row["control_damage_min"]) and math.isnan(row["control_damage_max"])

@@ -117,8 +117,9 @@ def compare(clean: dict, target: dict, controls: list[dict], seed: int = 0, grou
         `sign_flip_p` over equations with `n_flips` random sign patterns
     """
     with warnings.catch_warnings():  # a field no example of a control has: NaN, no warning
-        warnings.filterwarnings("ignore", message="Mean of empty slice",
-                                category=RuntimeWarning)
+        for message in ("Mean of empty slice", "All-NaN slice encountered",
+                        "Degrees of freedom <= 0 for slice"):
+            warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
         rows = _compare_rows(clean, target, controls, seed, groups)
         if role:
             for row, extra in zip(rows, _role_rows(clean, target, role, seed, groups,
