@@ -170,7 +170,8 @@ TESTS = {
     # circuit discovery (#24)
     "circuits/discovery/model.py": ["tests/test_discovery.py"],
     "circuits/discovery/graph.py": ["tests/test_discovery.py"],
-    "circuits/discovery/scores.py": ["tests/test_discovery.py", "tests/test_discovery_known.py"],
+    "circuits/discovery/scores.py": ["tests/test_discovery.py", "tests/test_discovery_known.py",
+                                     "tests/test_distributed.py"],
     "circuits/discovery/faithfulness.py": ["tests/test_discovery.py"],
     "circuits/discovery/compare.py": ["tests/test_discovery.py"],
     "circuits/discovery/induction.py": ["tests/test_discovery_known.py"],
@@ -918,6 +919,12 @@ MUTANTS = [
     M("DI03", "interp/cli/common.py", "every process writes the outputs",
       "    if not distributed.is_main():       # launched: every process checks, the main one writes",
       "    if False:"),
+    M("DI04", "circuits/discovery/scores.py", "exact edge scores: the other processes' edges never gathered",
+      "    dist.gather_into(scores, [e for _, part in mine for e in part])",
+      "    pass"),
+    M("DI05", "circuits/ablation/reads.py", "the donor pool reused across seeds",
+      "           json.dumps(task.describe(), sort_keys=True, default=str), pool, seed)",
+      "           json.dumps(task.describe(), sort_keys=True, default=str), pool)"),
     # ---------------------------------------------------------------- terminal tables (TT)
     M("TT01", "interp/viz/termtable.py", "the table ignores the width",
       "limit = None if wide else (width if width is not None else width_now())",

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py, once per process under torchrun (or once alone): exact
-patching of every cell of a few sites on a checkpoint; the main process saves the results as
+patching of every cell of a few sites on a checkpoint, and exact edge patching (circuit
+discovery's oracle) when `edges` is among them; the main process saves the results as
 safetensors. argv: CKPT OUT SITE[,SITE...]"""
 
 import sys
@@ -9,12 +10,21 @@ from safetensors.torch import save_file
 
 import interp
 import interp.distributed as dist
+from circuits.discovery import EdgeGraph, GraphModel
+from circuits.discovery.scores import exact, prepare
 from circuits.patching import corrupt_pairs, patch
 
 torch.set_num_threads(1)
 ckpt, out, sites = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 bridge, task = interp.load_model(ckpt)
 pairs = corrupt_pairs(bridge, task, n=6, seed=0)
-res = {s: patch(bridge, pairs, s, max_rows=12).per_example.contiguous() for s in sites}
+res = {}
+for s in sites:
+    if s == "edges":          # every edge, batches of 8 edges shared out
+        gm = GraphModel(bridge, {k: v.shape[1] for k, v in pairs.clean.items()})
+        su = prepare(gm, EdgeGraph(gm, pairs.roles, "none", pairs.answer_pos), pairs)
+        res[s] = exact(su, chunk=8).contiguous()
+    else:
+        res[s] = patch(bridge, pairs, s, max_rows=12).per_example.contiguous()
 if dist.is_main():
     save_file(res, out, metadata={"size": str(dist.size())})

@@ -33,7 +33,7 @@ def _run(ckpt, sites: str, n: int | None, out: Path):
 
 
 # the decoder (GPT-2 fast path and batched path) is covered through the command below
-@pytest.mark.parametrize("arch,sites", [("t5", "enc.resid_pre,cross.head_pos,dec.head")])
+@pytest.mark.parametrize("arch,sites", [("t5", "enc.resid_pre,cross.head_pos,dec.head,edges")])
 def test_two_gloo_processes_patch_exactly_as_one(tiny_checkpoints, tmp_path, arch, sites):
     ckpt = tiny_checkpoints[arch]
     one, n1 = _run(ckpt, sites, None, tmp_path / "one.safetensors")

@@ -444,3 +444,18 @@ def test_the_taxonomy_reads_distinct_equations(tiny_checkpoints, tmp_path, monke
                     str(tmp_path / "o"), "--quiet", "--no-report", "--format", "csv"]) == 0
     ex = seen["examples"]
     assert len(ex) == 300 and len({e.src for e in ex}) == 300
+
+
+def test_the_donor_pool_is_prepared_once_per_seed_and_equals_a_fresh_one(tiny_checkpoints):
+    """The route checks reuse the generated donor pool; each seed's is the pool `prepare`
+    gives for that seed's examples (the oracle: prepared afresh), and asking again returns the
+    same prepared pool without preparing it again."""
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"])
+    bridge, task = ckpt.bridge(), ckpt.task
+    for seed in (0, 1):
+        got = RD._pool(bridge, task, 40, seed)
+        fresh = A.prepare(bridge, task, task.generate(40, seed=seed + 10_000))
+        assert [e.src for e in got.examples] == [e.src for e in fresh.examples]
+        assert torch.equal(got.sides["seq"].ids, fresh.sides["seq"].ids)
+        assert RD._pool(bridge, task, 40, seed) is got
+    assert RD._pool(bridge, task, 40, 0).examples != RD._pool(bridge, task, 40, 1).examples

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+import interp.distributed as dist
 from circuits.patching.pairs import Pairs, metric_values_last
 from interp.errors import InterpError
 
@@ -106,23 +107,29 @@ def _noop_edges(su: Setup) -> torch.Tensor:
 
 
 def exact(su: Setup, chunk: int = 16, progress=None) -> torch.Tensor:
-    """[E] m(clean with the edge cut) - m(clean), mean over pairs; one pass per edge."""
+    """[E] m(clean with the edge cut) - m(clean), mean over pairs; one pass per edge.
+
+    Launched over several processes (`interp.distributed`), the batches of `chunk` edges are
+    shared out and every process ends with every score, the same as one process computes."""
     g = su.graph
     scores = torch.zeros(g.n_edges)
     skip = _noop_edges(su)
     base = su.m_clean.mean()
-    done = 0
+    units = []                      # a unit: one batched pass, edges of one block
     for b in g.blocks:
         todo = [int(e) for e in b.edges if not skip[e]]
-        for i in range(0, len(todo), chunk):
-            part = todo[i:i + chunk]
-            keep = torch.ones(len(part), g.n_edges)
-            keep[torch.arange(len(part)), torch.tensor(part)] = 0
-            m = run_keep(su, keep, start=b.step)
-            scores[torch.tensor(part)] = m.mean(1) - base
-            done += len(part)
-            if progress is not None and (i // chunk) % 20 == 0:
-                progress(f"exact: {done} edges run ({int(skip.sum())} no-op skipped)")
+        units += [(b.step, todo[i:i + chunk]) for i in range(0, len(todo), chunk)]
+    mine = dist.shard(units, "batches of edges")
+    done = 0
+    for k, (step, part) in enumerate(mine):
+        keep = torch.ones(len(part), g.n_edges)
+        keep[torch.arange(len(part)), torch.tensor(part)] = 0
+        m = run_keep(su, keep, start=step)
+        scores[torch.tensor(part)] = m.mean(1) - base
+        done += len(part)
+        if progress is not None and k % 20 == 0:
+            progress(f"exact: {done} edges run ({int(skip.sum())} no-op skipped)")
+    dist.gather_into(scores, [e for _, part in mine for e in part])
     return scores
 
 
