@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import interp.distributed as dist
 from circuits.stats import bootstrap_ci
 from interp.errors import InterpError
 from probes.controls import control_labels, split_groups
@@ -202,8 +203,12 @@ def fit(acts, labels, kind: str = "auto", control: bool = True, seed: int = 0,
     res = ProbeResult(name, kind, classes_, [], {}, part)
     groups = acts.groups.numpy()
     budget = max(1, CELL_BUDGET // max(1, acts.n * acts.d_model))
-    for start in range(0, len(todo), budget):
-        chunk = todo[start:start + budget]
+    chunks = [todo[start:start + budget] for start in range(0, len(todo), budget)]
+    # launched over several processes: the chunks (one batched fit each) are shared out and
+    # gathered in order, so every process ends with what one process computes; a grid of
+    # fewer chunks than processes is fitted whole by each process (the same result)
+    shared = dist.launched() and len(chunks) >= dist.size()
+    for chunk in dist.shard(chunks, "chunks of probe cells") if shared else chunks:
         X = torch.stack([acts.store[(s, st, l)][:, j] for s, st, l, _, j in chunk])
         cols = [acts.position_index(k) for *_, k, _ in chunk]
         has = acts.present[:, cols].T                                   # [C, n]
@@ -233,9 +238,19 @@ def fit(acts, labels, kind: str = "auto", control: bool = True, seed: int = 0,
                        {"within_r2": math.nan, "class_r2": math.nan, "within_r2_by_class": ""})
             res.rows.append(row)
             res.weights[(s, st, l, k)] = (task["W"][c], task["b"][c])
+    if shared:
+        _gather(res)
     if positional and acts.embed:
         _positional(acts, res, y, part, kind, len(classes_), grid)
     return res
+
+
+def _gather(res: ProbeResult) -> None:
+    """Every process's rows, weights and control scores, in the order of the chunks."""
+    parts = dist.gather([(res.rows, res.weights, res.raw_control)])
+    res.rows = [r for rows, _, _ in parts for r in rows]
+    res.weights = {k: v for _, w, _ in parts for k, v in w.items()}
+    res.raw_control = {k: v for _, _, c in parts for k, v in c.items()}
 
 
 def _example_classes(acts, classes):

@@ -140,7 +140,8 @@ TESTS = {
     # probes: the command-line tests (tests/test_probes_cli.py, subprocesses) are left out;
     # tests/test_probe_targets.py checks the tasks' targets and imports nothing of probes/
     "probes/estimators.py": ["tests/test_probes.py"],
-    "probes/fitting.py": ["tests/test_probes.py", "tests/test_probe_scores.py"],
+    "probes/fitting.py": ["tests/test_probes.py", "tests/test_probe_scores.py",
+                          "tests/test_distributed.py"],
     "probes/controls.py": ["tests/test_probes.py", "tests/test_probe_scores.py"],
     "probes/positions.py": ["tests/test_probes.py", "tests/test_probes_causal.py",
                             "tests/test_probe_scores.py"],
@@ -925,6 +926,8 @@ MUTANTS = [
     M("DI05", "circuits/ablation/reads.py", "the donor pool reused across seeds",
       "           json.dumps(task.describe(), sort_keys=True, default=str), pool, seed)",
       "           json.dumps(task.describe(), sort_keys=True, default=str), pool)"),
+    M("DI06", "probes/fitting.py", "a probe grid's chunks from the other processes never gathered",
+      "    if shared:\n        _gather(res)", "    if False:\n        _gather(res)"),
     # ---------------------------------------------------------------- terminal tables (TT)
     M("TT01", "interp/viz/termtable.py", "the table ignores the width",
       "limit = None if wide else (width if width is not None else width_now())",
