@@ -19,6 +19,7 @@ import torch
 
 import interp.distributed as dist
 from circuits.patching.fast import fast_patch
+from circuits.patching.fast_native import native_patch
 from circuits.patching.pairs import Pairs, metric_values
 from circuits.patching.sites import (
     Site,
@@ -33,6 +34,7 @@ from circuits.patching.sites import (
 )
 from interp.errors import InterpError
 from interp.hooks import layer_hooks, run
+from interp.models.native import is_native
 
 DIRECTIONS = ("denoise", "noise")
 
@@ -188,9 +190,10 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
             groups.setdefault((cell[0], cell[-1]), []).append(cell)
         done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches")
         try:
-            fast_patch(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
-                       [c for g in done for c in g], per, progress)
-        except NotImplementedError:  # not a GPT-2 layout: the batched path below
+            (native_patch if is_native(bridge) else fast_patch)(
+                bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
+                [c for g in done for c in g], per, progress)
+        except NotImplementedError:  # not GPT-2 nor a causal native model: the batched path
             use_fast = False
     chunk = max(1, max_rows // B)
     units = [] if use_fast else [
