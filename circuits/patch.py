@@ -15,6 +15,12 @@ largest share of the clean-corrupt gap, and how well attribution patching ranks 
 (Spearman against the exact result). --out writes one CSV per site, patching.json and
 report.html (heatmaps); see `circuits.patching`.
 
+A native language model (`induction-attn2l`, ...) has no task: it is patched on induction
+pairs (`circuits.discovery.induction.induction_pairs`: --n of them, --seed; the earlier copy
+of the query token replaced), on the sites it has (no mlp_out in an attention-only model);
+--corrupt, --answer, --answer-token, --classes and --slices choose a task's pairs and are
+refused. Compiled RASP programs are refused (their pairs: circuits.discovery.known).
+
 --slices: every layout group of pairs from unique held-out problems of every class (not one
 layout), the residual stream entering each layer patched at each target position alone, at
 all of them jointly, and at --controls sets of as many other input positions jointly;

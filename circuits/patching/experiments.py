@@ -5,9 +5,10 @@ How `patch` is fast: the patches of one layer run together as one batch (each co
 dataset carries one patch), each patched run of a decoder starts at the patched layer from
 the cached residual stream (`start_at_layer`) instead of recomputing the layers below, a
 patch that writes what is already there is not run (its effect is exactly zero), and on an
-HF GPT-2 the position-wise sites run only the positions and layers a patch can change
-(`circuits.patching.fast`). T5 has no `start_at_layer`; its patches are batched the same
-way over full forwards.
+HF GPT-2 or a causal native decoder the position-wise sites run only the positions and
+layers a patch can change (`circuits.patching.fast`, `circuits.patching.fast_native`). T5
+has no `start_at_layer`; its patches are batched the same way over full forwards, as are
+those of bidirectional native models (tracr).
 """
 
 from __future__ import annotations
@@ -145,9 +146,9 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
     Parameters
     ----------
     bridge : TransformerBridge
-        A decoder-only or T5 model, on any device and dtype.
+        A decoder-only (HF or native) or T5 model, on any device and dtype.
     pairs : Pairs
-        From `corrupt_pairs` for this model.
+        From `corrupt_pairs` for this model (`induction_pairs` for a native language model).
     what : str
         A site of `DECODER_SITES` or `T5_SITES`.
     direction : {"denoise", "noise"}
@@ -155,8 +156,9 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
     max_rows : int
         How many (patch, example) rows run in one forward pass of the batched path.
     fast : bool
-        Position-wise sites of an HF GPT-2 run only the positions and layers a patch can
-        change (`GPT2Tail`); False uses the batched path for every site.
+        Position-wise sites of an HF GPT-2 or a causal native decoder run only the positions
+        and layers a patch can change (`GPT2Tail`, `NativeTail`); False uses the batched
+        path for every site.
     progress : callable, optional
         Called with a short message as each layer starts.
 
