@@ -193,7 +193,9 @@ def _run(a, ckpt, out) -> int:
         pairs = induction_pairs(bridge, n=a.n, seed=a.seed)
         a.corrupt, a.answer = "prev", "next"
         change = "the earlier copy of the query token replaced by an unused token"
-        decode = (lambda i: bridge.tokenizer.decode([i])) if bridge.tokenizer else str
+        from interp.viz.reports.induction import token_texts
+
+        decode = lambda i: token_texts(bridge, [i])[0]     # noqa: E731 (bytes shown as <0x..>)
     else:
         a.corrupt = a.corrupt or DEFAULT_FIELDS.get(task.name, ("c",))[0]
         a.answer = a.answer or DEFAULT_FIELDS.get(task.name, ("", "D_value"))[1]

@@ -154,6 +154,9 @@ def test_the_command_patches_a_language_model_on_induction_pairs(native_ckpt, tm
     want = patch(b, induction_pairs(b, n=3, seed=4), "head_pos")
     assert torch.allclose(torch.tensor(data["sites"]["head_pos"]["values"]), want.values,
                           atol=1e-6)
+    side = data["example"]["sides"]["seq"]         # the pairs differ at one position: prev
+    assert [i for i, (c, d) in enumerate(zip(side["clean"], side["corrupt"])) if c != d] == \
+        [side["roles"].index("prev")]
     assert data["example"]["clean_answer"] == b.tokenizer.decode(
         [int(induction_pairs(b, n=3, seed=4).clean_token[0])])
 

@@ -202,6 +202,7 @@ def example(pairs, decode=None) -> dict:
     sides = {}
     for s, toks in pairs.tokens.items():
         ids = pairs.corrupt[s][0].tolist()
+        toks = toks if pairs.examples else [decode(int(i)) for i in pairs.clean[s][0]]
         sides[s] = {"roles": list(pairs.roles[s]), "clean": list(toks),
                     "corrupt": [t if t == "<start>" else decode(i) for t, i in zip(toks, ids)]}
     return {"clean": clean, "corrupt": bad, "answer_side": pairs.out_side,
