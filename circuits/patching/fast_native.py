@@ -69,8 +69,7 @@ class NativeTail:
     def __init__(self, bridge):
         from interp.models.native import is_native
 
-        if not is_native(bridge) or getattr(bridge.native_spec, "attention",
-                                            "causal") != "causal":
+        if not is_native(bridge):      # causal or not: read from each attention module
             raise NotImplementedError
         model = _orig(bridge)
         if float(getattr(getattr(model, "cfg", None), "output_logits_soft_cap", 0.0)
