@@ -8,6 +8,11 @@ metric, in one run; and how well attribution patching ranks the same cells.
 Prints both times, their ratio, the largest difference between the two results, and the
 Spearman correlation of attribution patching with the exact result: over every cell, and
 over the cells whose activation the patch changes (the others are exactly 0 in both).
+
+    python scripts/bench_patching.py induction-attn2l [--n 32]    # a native decoder
+
+A native checkpoint runs `bench_native` instead: head x position and resid_pre on induction
+pairs, the fast path against TransformerLens's sweeps and a one-forward-per-patch loop.
 """
 
 from __future__ import annotations
