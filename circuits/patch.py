@@ -15,6 +15,12 @@ largest share of the clean-corrupt gap, and how well attribution patching ranks 
 (Spearman against the exact result). --out writes one CSV per site, patching.json and
 report.html (heatmaps); see `circuits.patching`.
 
+A native language model (`induction-attn2l`, ...) has no task: it is patched on induction
+pairs (`circuits.discovery.induction.induction_pairs`: --n of them, --seed; the earlier copy
+of the query token replaced), on the sites it has (no mlp_out in an attention-only model);
+--corrupt, --answer, --answer-token, --classes and --slices choose a task's pairs and are
+refused. Compiled RASP programs are refused (their pairs: circuits.discovery.known).
+
 --slices: every layout group of pairs from unique held-out problems of every class (not one
 layout), the residual stream entering each layer patched at each target position alone, at
 all of them jointly, and at --controls sets of as many other input positions jointly;
@@ -100,6 +106,10 @@ def _main(argv) -> int:
     check_device(a)
     out = check_outputs(a, "patching.json", OWN_FILES)
     ckpt = load(a)
+    if ckpt.arch == "native" and ckpt.task_or_none is None:
+        _check_native(a, ckpt)
+        with output_lock(out):
+            return _run(a, ckpt, out)
     _check_fields(ckpt.task, a.corrupt, a.answer)
     classes = [c.strip() for c in (a.classes or "").split(",") if c.strip()] or None
     for c in classes or ():
@@ -111,6 +121,24 @@ def _main(argv) -> int:
         if a.slices:
             return _run_slices(a, ckpt, out, targets, classes)
         return _run(a, ckpt, out)
+
+
+def _check_native(a, ckpt) -> None:
+    """A native language model is patched on induction pairs (`induction_pairs`: --n of
+    them, --seed): refuse the options that choose a task's pairs, and compiled programs."""
+    from interp.errors import InterpError
+
+    if ckpt.meta.get("task", {}).get("task") == "tracr":
+        raise InterpError(f"{ckpt.path.name} is a compiled RASP program without a task; patch "
+                          "it from Python with circuits.patching.patch and the pairs of "
+                          "circuits.discovery.known")
+    given = [o for o, v in (("--slices", a.slices), ("--corrupt", a.corrupt),
+                            ("--answer", a.answer), ("--classes", a.classes),
+                            ("--answer-token", a.answer_token != "first")) if v]
+    if given:
+        raise InterpError(f"{given[0]} chooses a task's pairs; {ckpt.path.name} is a language "
+                          "model, patched on induction pairs (--n, --seed): drop "
+                          f"{given[0]}")
 
 
 def _check_fields(task, corrupt: str | None, answer: str | None) -> None:
@@ -149,22 +177,39 @@ def _run(a, ckpt, out) -> int:
     from interp.viz.reports import patch as report
 
     bridge = ckpt.bridge()
-    sites = [s.strip() for s in (a.sites or DEFAULT_SITES.get(arch_of(bridge), "")
-                                 ).split(",") if s.strip()]
+    task = ckpt.task_or_none
+    default = DEFAULT_SITES.get(arch_of(bridge), "")
+    if task is None and getattr(bridge.cfg, "attn_only", False) is True:
+        default = default.replace("mlp_out,", "")      # an attention-only language model
+    sites = [s.strip() for s in (a.sites or default).split(",") if s.strip()]
     if not sites:
         raise InterpError("--sites names no site; give e.g. --sites resid_pre,head_pos")
     for s in sites:
         check_site(bridge, s)
-    a.corrupt = a.corrupt or DEFAULT_FIELDS.get(ckpt.task.name, ("c",))[0]
-    a.answer = a.answer or DEFAULT_FIELDS.get(ckpt.task.name, ("", "D_value"))[1]
-    pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
-                          seed=a.seed, token=a.answer_token)
+    decode, change = None, None
+    if task is None:                    # a native language model: induction pairs
+        from circuits.discovery.induction import induction_pairs
+
+        pairs = induction_pairs(bridge, n=a.n, seed=a.seed)
+        a.corrupt, a.answer = "prev", "next"
+        change = "the earlier copy of the query token replaced by an unused token"
+        from interp.viz.reports.induction import token_texts
+
+        decode = lambda i: token_texts(bridge, [i])[0]     # noqa: E731 (bytes shown as <0x..>)
+    else:
+        a.corrupt = a.corrupt or DEFAULT_FIELDS.get(task.name, ("c",))[0]
+        a.answer = a.answer or DEFAULT_FIELDS.get(task.name, ("", "D_value"))[1]
+        pairs = corrupt_pairs(bridge, task, n=a.n, field=a.corrupt, answer=a.answer,
+                              seed=a.seed, token=a.answer_token)
     say = None if a.quiet else (lambda m: print(f"  ... {m}", file=sys.stderr, flush=True))
-    print(report.header(a.checkpoint, pairs, a.answer, a.direction, a.metric))
+    print(report.header(a.checkpoint, pairs, a.answer, a.direction, a.metric, decode))
     results = {}
     baseline = [metric_values(forward(bridge, ids), pairs, a.metric).double().numpy()
                 for ids in (pairs.clean, pairs.corrupt)]        # per pair, for the intervals
-    data = report.summary(a.checkpoint, pairs, a.corrupt, a.answer, a.direction, a.metric)
+    data = report.summary(a.checkpoint, pairs, a.corrupt, a.answer, a.direction, a.metric,
+                          decode)
+    if change:
+        data["change"] = change
     for s in sites:
         res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
         att = None if a.no_attribution or s.endswith("pattern") else \

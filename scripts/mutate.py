@@ -226,6 +226,10 @@ TESTS = {
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
         "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
         "tests/test_taxonomy_readable.py"],
+    # exact patching on native decoders (NF): the fast path against a plain TransformerLens
+    # forward per patch, and the command on induction pairs
+    "circuits/patching/fast_native.py": ["tests/test_native_patching.py"],
+    "circuits/patch.py": ["tests/test_native_patching.py"],
 }
 
 M = Mutant
@@ -1332,6 +1336,32 @@ MUTANTS = [
       "if progress is None and not quiet:", "if progress is None and quiet:"),
     M("TX15", "circuits/ablation/routes.py", "label knockout: key groups split at commas",
       "keys=_names(\",\".join(k), label, k)", "keys=_names(\",\".join(k), label)"),
+    # ---------------------------------------------------------------- native decoders (NF)
+    M("NF01", "circuits/patching/fast_native.py", "smeared key at p mixed without the key of p - 1",
+      "prev = raw_c[:, p - 1:p].repeat(rep, 1, 1) if p > 0 else None", "prev = None"),
+    M("NF02", "circuits/patching/fast_native.py", "the last layer reads the first query, not the answer's",
+      "            q = q[:, :, -1:]", "            q = q[:, :, :1]"),
+    M("NF03", "circuits/patching/fast_native.py", "causal mask: a query does not see its own key",
+      "[None, :] > qpos", "[None, :] >= qpos"),
+    M("NF04", "circuits/patching/fast_native.py", "bidirectional attention taken on the fast path",
+      'if not getattr(attn, "causal", False) or getattr', "if getattr"),
+    M("NF05", "circuits/patching/fast_native.py", "a head's change enters through the next head's output columns",
+      "reshape(H, tail.dh, -1)[heads]", "reshape(H, tail.dh, -1)[[(h + 1) % H for h in heads]]"),
+    M("NF06", "circuits/patching/fast_native.py", "attn_out: the patched layer's attention run again",
+      "out = tail.logits_from(l, r, p, mid=True)", "out = tail.logits_from(l, r, p)"),
+    M("NF07", "circuits/patching/fast_native.py", "mlp_out: the change added before the MLP, not after it",
+      "r = rc[post[l]][:, p:].clone()", "r = mid.clone()"),
+    M("NF08", "circuits/patching/fast_native.py", "smeared keys: the weights of the key and its neighbour swapped",
+      "smeared = w * k[:, 1:] + (1 - w) * k[:, :-1]",
+      "smeared = (1 - w) * k[:, 1:] + w * k[:, :-1]"),
+    M("NF09", "circuits/patching/fast_native.py", "keys and values before p from the source run",
+      "tail.fill([rc[n] for n in pre])", "tail.fill([sc.get(n, rc[n]) for n in pre])"),
+    M("NF10", "circuits/patching/fast_native.py", "the last layer's MLP skipped",
+      "            if lay.has_mlp:", "            if lay.has_mlp and not last:"),
+    M("NF11", "circuits/patch.py", "attention-only language model: mlp_out in the default sites",
+      'default = default.replace("mlp_out,", "")', "default = default"),
+    M("NF12", "circuits/patch.py", "a language model: --answer-token accepted and ignored",
+      '("--answer-token", a.answer_token != "first")', '("--answer-token", False)'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

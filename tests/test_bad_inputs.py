@@ -446,7 +446,10 @@ NO_TASK = ["without a task", "language model", "interp models"]
 CASES += [
     ("ablate-language-model", "circuits.ablate", ["{text}", "--tokens", "x", "--out", "o"],
      NO_TASK, None),
-    ("patch-language-model", "circuits.patch", ["{text}", "--out", "o"], NO_TASK, None),
+    # a language model is patched on induction pairs: a task's option is refused
+    ("patch-language-model-task-option", "circuits.patch",
+     ["{text}", "--corrupt", "b", "--out", "o"], ["--corrupt", "language model",
+                                                 "induction pairs"], None),
     ("evaluate-language-model", "interp.evaluate", ["{text}", "--json", "o.json"], NO_TASK, None),
     ("solve-language-model", "interp.solve", ["{text}", "1x^2+2x+1=0"], NO_TASK, None),
     ("probe-language-model", "probes.__main__", ["{text}", "--target", "D_sign", "--out", "o"],

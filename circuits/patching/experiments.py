@@ -5,9 +5,10 @@ How `patch` is fast: the patches of one layer run together as one batch (each co
 dataset carries one patch), each patched run of a decoder starts at the patched layer from
 the cached residual stream (`start_at_layer`) instead of recomputing the layers below, a
 patch that writes what is already there is not run (its effect is exactly zero), and on an
-HF GPT-2 the position-wise sites run only the positions and layers a patch can change
-(`circuits.patching.fast`). T5 has no `start_at_layer`; its patches are batched the same
-way over full forwards.
+HF GPT-2 or a causal native decoder the position-wise sites run only the positions and
+layers a patch can change (`circuits.patching.fast`, `circuits.patching.fast_native`). T5
+has no `start_at_layer`; its patches are batched the same way over full forwards, as are
+those of bidirectional native models (tracr).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 import interp.distributed as dist
 from circuits.patching.fast import fast_patch
+from circuits.patching.fast_native import native_patch
 from circuits.patching.pairs import Pairs, metric_values
 from circuits.patching.sites import (
     Site,
@@ -33,6 +35,7 @@ from circuits.patching.sites import (
 )
 from interp.errors import InterpError
 from interp.hooks import layer_hooks, run
+from interp.models.native import is_native
 
 DIRECTIONS = ("denoise", "noise")
 
@@ -143,9 +146,9 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
     Parameters
     ----------
     bridge : TransformerBridge
-        A decoder-only or T5 model, on any device and dtype.
+        A decoder-only (HF or native) or T5 model, on any device and dtype.
     pairs : Pairs
-        From `corrupt_pairs` for this model.
+        From `corrupt_pairs` for this model (`induction_pairs` for a native language model).
     what : str
         A site of `DECODER_SITES` or `T5_SITES`.
     direction : {"denoise", "noise"}
@@ -153,8 +156,9 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
     max_rows : int
         How many (patch, example) rows run in one forward pass of the batched path.
     fast : bool
-        Position-wise sites of an HF GPT-2 run only the positions and layers a patch can
-        change (`GPT2Tail`); False uses the batched path for every site.
+        Position-wise sites of an HF GPT-2 or a causal native decoder run only the positions
+        and layers a patch can change (`GPT2Tail`, `NativeTail`); False uses the batched
+        path for every site.
     progress : callable, optional
         Called with a short message as each layer starts.
 
@@ -188,9 +192,10 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
             groups.setdefault((cell[0], cell[-1]), []).append(cell)
         done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches")
         try:
-            fast_patch(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
-                       [c for g in done for c in g], per, progress)
-        except NotImplementedError:  # not a GPT-2 layout: the batched path below
+            (native_patch if is_native(bridge) else fast_patch)(
+                bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
+                [c for g in done for c in g], per, progress)
+        except NotImplementedError:  # not GPT-2 nor a causal native model: the batched path
             use_fast = False
     chunk = max(1, max_rows // B)
     units = [] if use_fast else [

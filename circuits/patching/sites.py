@@ -97,6 +97,9 @@ def site(bridge, what: str) -> Site:
     else:
         raise InterpError(f"patching needs a decoder-only or T5 model; this one is {arch!r}")
     hook, axes, layout = PARTS[part]
+    if part == "mlp_out" and getattr(bridge.cfg, "attn_only", False) is True:
+        raise InterpError(f"site {what!r}: this model is attention-only (no MLP); choose one "
+                          f"of {', '.join(x for x in DECODER_SITES if x != 'mlp_out')}")
     if arch == "t5" and layout == "pattern":  # read through the hook, written by t5_pattern_hook
         layout = "t5_pattern"
     return Site(what, kind, hook, axes, KINDS[kind].query_side, layout)

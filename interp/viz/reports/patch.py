@@ -1,7 +1,8 @@
 """The report of `patch` (`python -m circuits.patch`): its terminal lines, its JSON, its CSV
 frames and its page, from the pairs and the results (`circuits.patching.PatchResult`: any
 object with its attributes, `.frame()` and `.figure()`). Pure: nothing here runs a model,
-prints or writes.
+prints or writes. Over 400 lines: the site sweep's report and the --slices report share
+their helpers (tables, intervals, the page), so both stay in one module.
 
 The findings come first, on the terminal and on the page alike: the run, the clean and
 corrupted metric and their gap, and per site the cell of largest share of the gap with its
@@ -25,15 +26,31 @@ RESAMPLES = 1000                    # bootstrap resamples of the pairs for a cel
 SECTIONS = ["Top cells", "Exact and attribution patching", "The example pair"]
 
 
-def header(checkpoint: str, pairs, answer: str, direction: str, metric: str) -> str:
-    """The first line: the model, the pairs (one example), the answer token compared."""
+def _decoder(decode):
+    """`decode` (token id -> text), or the task models' character codec."""
     from interp.tasks.tokenizer import CharCodec
 
-    clean, bad = pairs.examples[0]
-    itos = CharCodec().itos
-    return (f"patching {checkpoint}: {pairs.n} pairs, e.g. {clean.src} -> {bad.src}; answer "
-            f"token {answer} ({itos[int(pairs.clean_token[0])]!r} vs "
-            f"{itos[int(pairs.corrupt_token[0])]!r}), {direction}, {metric}")
+    return decode or CharCodec().itos.__getitem__
+
+
+def _first_pair(pairs, decode) -> tuple[str, str]:
+    """The first pair's inputs as text: its problems, else its tokens (language models)."""
+    if pairs.examples:
+        return pairs.examples[0][0].src, pairs.examples[0][1].src
+    texts = ("".join(decode(int(i)) for i in ids[pairs.out_side][0])
+             for ids in (pairs.clean, pairs.corrupt))
+    return tuple(t if len(t) <= 40 else t[:37] + "..." for t in texts)
+
+
+def header(checkpoint: str, pairs, answer: str, direction: str, metric: str,
+           decode=None) -> str:
+    """The first line: the model, the pairs (one example), the answer token compared.
+    `decode`: token id -> text (default: the task models' character codec)."""
+    decode = _decoder(decode)
+    clean, bad = _first_pair(pairs, decode)
+    return (f"patching {checkpoint}: {pairs.n} pairs, e.g. {clean} -> {bad}; answer "
+            f"token {answer} ({decode(int(pairs.clean_token[0]))!r} vs "
+            f"{decode(int(pairs.corrupt_token[0]))!r}), {direction}, {metric}")
 
 
 def pct(v) -> str:
@@ -168,31 +185,30 @@ def describe(res, top: int = TOP) -> list[str]:
 
 
 def summary(checkpoint: str, pairs, corrupt: str, answer: str, direction: str,
-            metric: str) -> dict:
+            metric: str, decode=None) -> dict:
     """The JSON of a run before its sites (`site_entry` fills "sites"): the settings, the
     header line and the example pair (`example`)."""
     return {"checkpoint": str(checkpoint), "n": pairs.n, "corrupt": corrupt, "answer": answer,
             "direction": direction, "metric": metric,
-            "header": header(checkpoint, pairs, answer, direction, metric),
-            "example": example(pairs), "sites": {}}
+            "header": header(checkpoint, pairs, answer, direction, metric, decode),
+            "example": example(pairs, decode), "sites": {}}
 
 
-def example(pairs) -> dict:
+def example(pairs, decode=None) -> dict:
     """The first pair as the page shows it: per side the clean and corrupted tokens, the
     position whose logits are read and the two answer tokens."""
-    from interp.tasks.tokenizer import CharCodec
-
-    itos = CharCodec().itos
-    clean, bad = pairs.examples[0]
+    decode = _decoder(decode)
+    clean, bad = _first_pair(pairs, decode)
     sides = {}
     for s, toks in pairs.tokens.items():
         ids = pairs.corrupt[s][0].tolist()
+        toks = toks if pairs.examples else [decode(int(i)) for i in pairs.clean[s][0]]
         sides[s] = {"roles": list(pairs.roles[s]), "clean": list(toks),
-                    "corrupt": [t if t == "<start>" else itos[i] for t, i in zip(toks, ids)]}
-    return {"clean": clean.src, "corrupt": bad.src, "answer_side": pairs.out_side,
+                    "corrupt": [t if t == "<start>" else decode(i) for t, i in zip(toks, ids)]}
+    return {"clean": clean, "corrupt": bad, "answer_side": pairs.out_side,
             "answer_pos": int(pairs.answer_pos),
-            "clean_answer": itos[int(pairs.clean_token[0])],
-            "corrupt_answer": itos[int(pairs.corrupt_token[0])], "sides": sides}
+            "clean_answer": decode(int(pairs.clean_token[0])),
+            "corrupt_answer": decode(int(pairs.corrupt_token[0])), "sides": sides}
 
 
 def site_entry(res, att, rho: float | None, top: pd.DataFrame | None = None) -> dict:
@@ -302,7 +318,7 @@ def page(data: dict, results: dict):
     out.section(SECTIONS[2])
     side = ex["answer_side"]
     out.paragraph(f"Pair 1 of {data['n']}: clean {ex['clean']} -> corrupted {ex['corrupt']} "
-                  f"(one digit of {data['corrupt']} changed). The logits at {side} position "
+                  f"({data.get('change') or 'one digit of ' + data['corrupt'] + ' changed'}). The logits at {side} position "
                   f"{ex['answer_pos']} predict the answer token ({data['answer']}): clean "
                   f"{ex['clean_answer']!r}, corrupted {ex['corrupt_answer']!r}.")
     for s, toks in ex["sides"].items():
