@@ -28,6 +28,9 @@ Beside each score:
   reads nothing beyond the class), `within_r2_by_class`, and `class_r2`, the R^2 of
   predicting each test row by its class's training mean (the class-mean oracle).
 These measures, and the test for targets that coincide, are in `probes.scores`.
+
+Launched over several processes, the chunks of cells are shared out (`fit`). Just over 400
+lines: the grid, its result and its figure belong together.
 """
 
 from __future__ import annotations
