@@ -1,4 +1,5 @@
-"""Fit a probe at every (site, stack, layer, position) cell at once, with its control task.
+"""Fit a probe at every (site, stack, layer, position) cell at once, with its control task
+(just over 400 lines: the grid, its result and its figure belong together).
 
     acts = probes.collect(bridge, task, examples, sites=("resid_pre",))
     res = probes.fit(acts, "D_sign")          # a target name of the task, or labels [n]
@@ -29,8 +30,7 @@ Beside each score:
   predicting each test row by its class's training mean (the class-mean oracle).
 These measures, and the test for targets that coincide, are in `probes.scores`.
 
-Launched over several processes, the chunks of cells are shared out (`fit`). Just over 400
-lines: the grid, its result and its figure belong together.
+Launched over several processes, the chunks of cells are shared out (`fit`).
 """
 
 from __future__ import annotations
