@@ -2,7 +2,8 @@
 
     python -m circuits.patch [CKPT] [--sites resid_pre,attn_out,mlp_out,head,head_pos]
         [--n 32] [--corrupt c] [--answer D_value] [--direction denoise|noise]
-        [--metric logit_diff|logprob] [--no-attribution] [--out DIR] [--json FILE]
+        [--metric logit_diff|logprob] [--attribution atp|atp*|none] [--out DIR]
+        [--json FILE]
         [--device cpu] [--dtype float32]
         [--answer-token first|digit|differ]
     python -m circuits.patch [CKPT] --slices [--targets "x,^,=,0,<sep>"] [--controls 20]
@@ -11,8 +12,9 @@
 (also `interp patch ...`). Pairs: one digit of coefficient --corrupt changed (the corrupted
 equation is one the task accepts), cut before the first token of --answer where the two
 solutions differ. Prints, per site, the cells that restore (denoise) or remove (noise) the
-largest share of the clean-corrupt gap, and how well attribution patching ranks the cells
-(Spearman against the exact result). --out writes one CSV per site, patching.json and
+largest share of the clean-corrupt gap, and how well attribution patching (AtP*, or plain
+AtP) ranks the cells against the exact result: Spearman, top-10 recall, the lowest rank it
+gives an exact top-10 cell and its largest underestimate (`circuits.patching.compare`). --out writes one CSV per site, patching.json and
 report.html (heatmaps); see `circuits.patching`.
 
 --slices: every layout group of pairs from unique held-out problems of every class (not one
@@ -87,7 +89,12 @@ def _main(argv) -> int:
                    "drawn per class (default 200; fewer when the class has fewer)")
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
-    p.add_argument("--no-attribution", action="store_true")
+    p.add_argument("--attribution", choices=("atp", "atp*", "none"), help="the attribution "
+                   "compared with exact patching: atp (plain attribution patching), atp* "
+                   "(AtP*: the QK fix and GradDrop; HF GPT-2 decoders only) or none (default "
+                   "atp* where it applies, else atp)")
+    p.add_argument("--no-attribution", action="store_true", help="the same as --attribution "
+                   "none")
     p.add_argument("--wide", action="store_true", help="print every column of the tables "
                    "(default: fitted to the terminal's width)")
     a = p.parse_args(argv)
@@ -142,6 +149,7 @@ def _run(a, ckpt, out) -> int:
         site as check_site,
     )
     from circuits.patching.sites import forward
+    from circuits.patching.compare import agreement
     from circuits.stats import spearman
     from interp.errors import InterpError
     from interp.hooks import arch_of
@@ -165,16 +173,21 @@ def _run(a, ckpt, out) -> int:
     baseline = [metric_values(forward(bridge, ids), pairs, a.metric).double().numpy()
                 for ids in (pairs.clean, pairs.corrupt)]        # per pair, for the intervals
     data = report.summary(a.checkpoint, pairs, a.corrupt, a.answer, a.direction, a.metric)
+    method = "none" if a.no_attribution else a.attribution or default_attribution(bridge)
+    if method == "atp*" and default_attribution(bridge) != "atp*":
+        raise InterpError("--attribution atp* needs an HF GPT-2 decoder (its QK fix "
+                          "recomputes GPT-2 attention); on this model use --attribution atp")
     for s in sites:
         res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
-        att = None if a.no_attribution or s.endswith("pattern") else \
-            attribute(bridge, pairs, s, a.direction, a.metric)
+        att = None if method == "none" or s.endswith("pattern") else \
+            attribute(bridge, pairs, s, a.direction, a.metric, method=method)
         rho = spearman(att.values.flatten(), res.values.flatten()) if att is not None else None
+        agree = None if att is None else agreement(res, att).iloc[0].to_dict()
         results[s] = (res, att)
         top = report.top_cells(res, att, seed=a.seed, baseline=baseline)
         print("\n".join(report.site_lines(res, rho, first=s == sites[0], top=top,
-                                            wide=a.wide)))
-        data["sites"][s] = report.site_entry(res, att, rho, top)
+                                            wide=a.wide, agree=agree)))
+        data["sites"][s] = report.site_entry(res, att, rho, top, agree)
     data["gap_line"] = report.gap_line(next(iter(results.values()))[0])
     if a.json:
         write_json(a.json, data)
@@ -189,6 +202,20 @@ def _run(a, ckpt, out) -> int:
         if not a.quiet:
             print(f"wrote {out}/<site>.csv, patching.json, report.html", file=sys.stderr)
     return 0
+
+
+def default_attribution(bridge) -> str:
+    """atp* on an HF GPT-2 decoder (where its QK fix applies), plain atp elsewhere."""
+    from circuits.patching.fast import GPT2Tail
+    from interp.hooks import arch_of
+
+    if arch_of(bridge) != "decoder":
+        return "atp"
+    try:
+        GPT2Tail(bridge)
+    except NotImplementedError:
+        return "atp"
+    return "atp*"
 
 
 def _run_slices(a, ckpt, out, targets, classes) -> int:

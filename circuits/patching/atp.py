@@ -1,0 +1,230 @@
+"""AtP* (Kramár et al. 2024): attribution patching with the attention softmax recomputed for
+the keys and queries a patch moves (the QK fix) and with GradDrop, on an HF GPT-2 decoder.
+
+Plain attribution patching (AtP) estimates the effect of patching a cell as
+(source - receiving activation) . d metric / d activation: every path from the cell to the
+metric is linearised. Two failures follow (the paper's analysis):
+
+* **Attention saturation.** A patch that moves a key or query of a later head can flip a
+  saturated softmax (all weight on one key -> all on another); the gradient of a saturated
+  softmax is ~0, so the linear estimate misses the effect. The QK fix: for every attention
+  layer whose keys and queries read the residual stream the cell writes to, the change of
+  that layer's pattern is computed EXACTLY (the patched residual through ln_1, the key and
+  query weights, the scaled, causally masked softmax) and pushed through the rest of the
+  model linearly, with the gradient of the metric with respect to the pattern
+  (d metric / d A[t, s] = d metric / d z[t] . v[s]). Our sites are not keys or queries
+  themselves: a cell writes a vector into the residual stream at its position (resid_pre:
+  the patched difference itself, from its own layer on; attn_out, mlp_out: the output's
+  difference, from the next layer on; head_pos / head: the head's z difference through its
+  rows of W_O, at its position / every position, from the next layer on), and that vector
+  reaches every later layer's ln_1 unchanged along the residual (skip) path. That direct
+  path into each later layer's keys and queries is the part recomputed exactly: its linear
+  term (d/d residual of sum(dmetric/dA * A), times the vector) is subtracted from AtP and the
+  exact term added. Paths through intermediate layers stay linear, as in the paper.
+* **Cancellation.** A cell whose direct and indirect effects cancel in the gradient gets a
+  small AtP estimate although each path alone is large. GradDrop: the gradient is computed
+  once per layer l with the gradient flow through layer l's residual contribution (its
+  attention and MLP outputs together) dropped; the estimate is the mean over layers of the
+  absolute per-layer estimates, over the L - 1 layers that leave the cell its own path (all
+  L for resid_pre). The L + 1 gradients come from ONE forward and backward pass of L + 1
+  copies of the batch (copy 0 undropped, copy l + 1 with layer l dropped).
+
+GradDrop's estimate is a magnitude; to keep the signed scale of a `PatchResult` each example's
+estimate takes the sign of its undropped (QK-fixed) estimate. The estimates are per example
+and averaged over the pairs like exact patching's.
+
+Cost: one forward of the source input, one forward and one backward of L + 1 copies of the
+receiving input, and per reading layer the key/query/softmax part of one attention layer
+for every cell with a nonzero patch (no MLP, no later layer).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from circuits.patching.fast import GPT2Tail
+from circuits.patching.pairs import Pairs, metric_values
+from circuits.patching.sites import Site, forward
+from interp.errors import InterpError
+from interp.hooks import layer_hooks
+
+#: `attribute(method=...)`: plain AtP, or AtP* (the QK fix and GradDrop)
+METHODS = ("atp", "atp*")
+#: rows of (cell, example) pushed through one reading layer's softmax at once
+CHUNK_ROWS = 2048
+
+
+def _tail(bridge) -> GPT2Tail:
+    try:
+        return GPT2Tail(bridge)
+    except NotImplementedError:
+        raise InterpError("AtP*'s QK fix and GradDrop need an HF GPT-2 decoder; on this "
+                          "model use method='atp' (--attribution atp)") from None
+
+
+def pattern(tail: GPT2Tail, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """The attention pattern [n, head, query, key] of `layer` for residual x [n, pos, d]:
+    ln_1, the query and key weights, the scaled, causally masked softmax (as HF's GPT-2)."""
+    ln1, c_attn, *_, scale = tail.blocks[layer]
+    q, k, _ = tail._split(c_attn(ln1(x)))
+    scores = q @ k.transpose(-1, -2)
+    if scale:
+        scores = scores / (tail.dh ** 0.5)
+    t = x.shape[1]
+    future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), -1)
+
+
+def values(tail: GPT2Tail, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """The values [n, head, pos, d_head] of `layer` for residual x [n, pos, d]."""
+    return tail.kv(layer, x)[1]
+
+
+def _resid_deltas(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor):
+    """What one cell of `s` at `layer` writes into the residual stream: (cells, [cells, b,
+    pos, d]) from the site's patched difference `delta` (the site's layout)."""
+    b, t = delta.shape[:2]
+    if s.layout == "pos":
+        out = delta.new_zeros(t, b, t, delta.shape[-1])
+        idx = torch.arange(t)
+        out[idx, :, idx] = delta.transpose(0, 1)
+        return [(layer, p) for p in range(t)], out
+    c_proj = tail.blocks[layer][2]
+    w = c_proj.weight.view(tail.H, tail.dh, -1)                     # Conv1D: x @ W
+    per_head = torch.einsum("bphd,hdm->hbpm", delta, w)             # [head, b, pos, d]
+    if s.axes == ("layer", "head"):
+        return [(layer, h) for h in range(tail.H)], per_head
+    out = delta.new_zeros(tail.H, t, b, t, per_head.shape[-1])
+    idx = torch.arange(t)
+    out[:, idx, :, idx] = per_head.permute(2, 0, 1, 3)
+    return [(layer, h, p) for h in range(tail.H) for p in range(t)], out.flatten(0, 1)
+
+
+def qk_correction(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor,
+                  resid: list[torch.Tensor], grad_a: list[torch.Tensor],
+                  lin_grad: list[torch.Tensor]) -> tuple[list, torch.Tensor]:
+    """The QK fix of every cell of `s` at `layer`: (cells, [cells, copies, b]) = sum over the
+    reading layers r of (exact - linearised) change of r's pattern from the cell's residual
+    write, times d metric / d pattern. resid[r]: the receiving residual entering r [b, pos,
+    d]; grad_a[r]: d metric / d pattern [copies, b, head, q, k]; lin_grad[r]: d/d residual
+    of sum(grad_a * pattern) [copies, b, pos, d]."""
+    cells, dres = _resid_deltas(tail, s, layer, delta)
+    first = layer if s.name == "resid_pre" else layer + 1
+    copies, b = grad_a[0].shape[:2]
+    out = dres.new_zeros(len(cells), copies, b)
+    live = dres.flatten(1).abs().amax(1) > 0               # a zero write changes nothing
+    idx = live.nonzero().flatten()
+    if len(idx) == 0:
+        return cells, out.float()
+    step = max(1, CHUNK_ROWS // b)
+    for r in range(first, len(tail.blocks)):
+        a0 = pattern(tail, r, resid[r])                                    # [b, h, q, k]
+        for i in range(0, len(idx), step):
+            part = idx[i:i + step]
+            d = dres[part]                                                 # [c, b, pos, d]
+            x = (resid[r][None] + d).flatten(0, 1)
+            da = pattern(tail, r, x).view(len(part), *a0.shape) - a0
+            exact = torch.einsum("cbhqk,nbhqk->cnb", da, grad_a[r])
+            lin = torch.einsum("cbtm,nbtm->cnb", d, lin_grad[r])
+            out[part] += exact - lin
+    return cells, out.float()
+
+
+def _reduce(s: Site, d: torch.Tensor) -> torch.Tensor:
+    """(source - receiving) x gradient [b, pos, ...] summed to the site's cells of one layer:
+    [pos, b], [head, b] or [head, pos, b]."""
+    if s.layout == "pos":
+        return d.sum(-1).T
+    if s.axes == ("layer", "head"):
+        return d.sum((1, 3)).T
+    return d.sum(-1).permute(2, 1, 0)
+
+
+def attribute_star(bridge, pairs: Pairs, s: Site, recv: dict, src_acts: dict, metric: str,
+                   qk_fix: bool = True, graddrop: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """AtP with the QK fix and/or GradDrop of every cell of site `s` (a decoder site of an HF
+    GPT-2): (estimated change of the metric [*axes, b], the receiving run's metric [b]),
+    float32 on the CPU. `src_acts`: the source run's activations at the site's hooks."""
+    tail = _tail(bridge)
+    names = s.names(bridge)
+    L, B = len(names), pairs.n
+    K = L + 1 if graddrop else 1
+    pre, post, zs = (layer_hooks(bridge, "self", h) for h in
+                     ("hook_resid_pre", "hook_resid_post", "hook_z"))
+    acts, pres = {}, {}
+
+    def keeper(name):
+        def keep(t, hook):
+            t.retain_grad()
+            acts[name] = t
+            return t
+        return keep
+
+    def keep_pre(l):
+        def keep(t, hook):
+            pres[l] = t
+            return t
+        return keep
+
+    def drop(l):
+        rows = torch.zeros(K * B, dtype=torch.bool)
+        rows[(l + 1) * B:(l + 2) * B] = True
+
+        def dropped(t, hook):
+            kept = pres[l] + (t - pres[l]).detach()      # the skip path only
+            return torch.where(rows.to(t.device)[:, None, None], kept, t)
+        return dropped
+    hooks = [(n, keeper(n)) for n in dict.fromkeys(names + (zs if qk_fix else []))]
+    hooks += [(pre[l], keep_pre(l)) for l in range(L)]
+    if graddrop:
+        hooks += [(post[l], drop(l)) for l in range(L)]
+    ids = {"seq": recv["seq"].repeat(K, 1)}
+    try:
+        with torch.enable_grad():
+            logits = forward(bridge, ids, hooks, grad=True)
+            vals = metric_values(logits, pairs, metric, K).view(K, B)
+            vals.sum().backward()
+    finally:
+        bridge.zero_grad(set_to_none=True)
+    per = []
+    for n in names:
+        a = acts[n].detach()
+        g = acts[n].grad if acts[n].grad is not None else torch.zeros_like(a)
+        a, g = a[:B], g.view(K, B, *a.shape[1:])
+        per.append(torch.stack([_reduce(s, ((src_acts[n] - a) * g[k]).float())
+                                for k in range(K)], -2))                 # [..., K, b]
+    est = torch.stack(per)                                               # [L, ..., K, b]
+    if qk_fix:
+        resid = [pres[r].detach()[:B] for r in range(L)]     # the same in every copy
+        grad_a, lin_grad = [], []
+        for r in range(L):
+            z = acts[zs[r]]
+            gz = (z.grad if z.grad is not None else torch.zeros_like(z)).detach()
+            gz = gz.view(K, B, *z.shape[1:])                               # [K, b, q, h, dh]
+            with torch.no_grad():
+                v = values(tail, r, resid[r])                              # [b, h, k, dh]
+            ga = torch.einsum("nbqhd,bhkd->nbhqk", gz, v)
+            x = resid[r].repeat(K, 1, 1).requires_grad_(True)
+            with torch.enable_grad():
+                f = (pattern(tail, r, x).view(K, B, *ga.shape[2:]) * ga).sum()
+                (gx,) = torch.autograd.grad(f, x)
+            grad_a.append(ga)
+            lin_grad.append(gx.view(K, B, *gx.shape[1:]))
+        bridge.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for l, n in enumerate(names):
+                cells, corr = qk_correction(tail, s, l, src_acts[n] - acts[n].detach()[:B],
+                                            resid, grad_a, lin_grad)
+                for cell, c in zip(cells, corr.cpu()):
+                    est[cell] += c
+    if not graddrop:
+        return est[..., 0, :], vals[0].detach().float().cpu()
+    own = torch.ones(L, K, dtype=torch.bool)       # drop copies that keep the cell's path
+    own[:, 0] = False
+    if s.name != "resid_pre":
+        own[torch.arange(L), torch.arange(L) + 1] = False    # its own layer's output dropped
+    mask = own.view(L, *[1] * (est.dim() - 3), K, 1).float()
+    mag = (est.abs() * mask).sum(-2) / mask.sum(-2)
+    sign = torch.where(est[..., 0, :] < 0, -1.0, 1.0)
+    return sign * mag, vals[0].detach().float().cpu()
