@@ -23,7 +23,8 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 METHODS = {"atp": {}, "atp+qk": {"qk_fix": True}, "atp+graddrop": {"graddrop": True},
-           "atp*": {"method": "atp*"}}
+           "atp*": {"method": "atp*"}, "atp+qkv": {"qk_fix": "qkv"},
+           "atp*+qkv": {"method": "atp*", "qk_fix": "qkv"}}
 
 
 def main(argv=None) -> int:

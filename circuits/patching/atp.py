@@ -62,70 +62,90 @@ def _tail(bridge) -> GPT2Tail:
                           "model use method='atp' (--attribution atp)") from None
 
 
-def pattern(tail: GPT2Tail, layer: int, x: torch.Tensor) -> torch.Tensor:
-    """The attention pattern [n, head, query, key] of `layer` for residual x [n, pos, d]:
-    ln_1, the query and key weights, the scaled, causally masked softmax (as HF's GPT-2)."""
-    ln1, c_attn, *_, scale = tail.blocks[layer]
-    q, k, _ = tail._split(c_attn(ln1(x)))
+def qkv(tail: GPT2Tail, layer: int, x: torch.Tensor):
+    """Queries, keys and values [n, head, pos, d_head] of `layer` for residual x [n, pos, d]
+    (ln_1 and the joint q/k/v weights, as HF's GPT-2)."""
+    ln1, c_attn = tail.blocks[layer][:2]
+    return tail._split(c_attn(ln1(x)))
+
+
+def read(tail: GPT2Tail, layer: int, q, k, v) -> torch.Tensor:
+    """z [n, head, query, d_head] of `layer`: the scaled, causally masked softmax of q.k
+    times v (as HF's GPT-2)."""
     scores = q @ k.transpose(-1, -2)
-    if scale:
+    if tail.blocks[layer][-1]:
         scores = scores / (tail.dh ** 0.5)
-    t = x.shape[1]
-    future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-    return torch.softmax(scores.masked_fill(future, float("-inf")), -1)
+    t = q.shape[-2]
+    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), -1) @ v
 
 
-def values(tail: GPT2Tail, layer: int, x: torch.Tensor) -> torch.Tensor:
-    """The values [n, head, pos, d_head] of `layer` for residual x [n, pos, d]."""
-    return tail.kv(layer, x)[1]
+def pattern(tail: GPT2Tail, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """The attention pattern [n, head, query, key] of `layer` for residual x [n, pos, d]."""
+    q, k, _ = qkv(tail, layer, x)
+    eye = torch.eye(q.shape[-2], dtype=q.dtype, device=q.device).expand(*q.shape[:2], -1, -1)
+    return read(tail, layer, q, k, eye)
 
 
-def _resid_deltas(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor):
-    """What one cell of `s` at `layer` writes into the residual stream: (cells, [cells, b,
-    pos, d]) from the site's patched difference `delta` (the site's layout)."""
-    b, t = delta.shape[:2]
+def _writes(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor):
+    """What each cell of `s` at `layer` writes into the residual stream, from the site's
+    patched difference `delta` (the site's layout): (cells, positions, writes). Position-wise
+    cells write one vector each at its position: positions [cells], writes [cells, b, d];
+    `head` cells write at every position: positions None, writes [cells, b, pos, d]."""
+    t = delta.shape[1]
     if s.layout == "pos":
-        out = delta.new_zeros(t, b, t, delta.shape[-1])
-        idx = torch.arange(t)
-        out[idx, :, idx] = delta.transpose(0, 1)
-        return [(layer, p) for p in range(t)], out
+        return [(layer, p) for p in range(t)], torch.arange(t), delta.transpose(0, 1)
     c_proj = tail.blocks[layer][2]
     w = c_proj.weight.view(tail.H, tail.dh, -1)                     # Conv1D: x @ W
     per_head = torch.einsum("bphd,hdm->hbpm", delta, w)             # [head, b, pos, d]
     if s.axes == ("layer", "head"):
-        return [(layer, h) for h in range(tail.H)], per_head
-    out = delta.new_zeros(tail.H, t, b, t, per_head.shape[-1])
-    idx = torch.arange(t)
-    out[:, idx, :, idx] = per_head.permute(2, 0, 1, 3)
-    return [(layer, h, p) for h in range(tail.H) for p in range(t)], out.flatten(0, 1)
+        return [(layer, h) for h in range(tail.H)], None, per_head
+    return ([(layer, h, p) for h in range(tail.H) for p in range(t)],
+            torch.arange(t).repeat(tail.H), per_head.permute(0, 2, 1, 3).flatten(0, 1))
 
 
 def qk_correction(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor,
-                  resid: list[torch.Tensor], grad_a: list[torch.Tensor],
-                  lin_grad: list[torch.Tensor]) -> tuple[list, torch.Tensor]:
+                  resid: list[torch.Tensor], grad_z: list[torch.Tensor],
+                  lin_grad: list[torch.Tensor], with_values: bool = False
+                  ) -> tuple[list, torch.Tensor]:
     """The QK fix of every cell of `s` at `layer`: (cells, [cells, copies, b]) = sum over the
-    reading layers r of (exact - linearised) change of r's pattern from the cell's residual
-    write, times d metric / d pattern. resid[r]: the receiving residual entering r [b, pos,
-    d]; grad_a[r]: d metric / d pattern [copies, b, head, q, k]; lin_grad[r]: d/d residual
-    of sum(grad_a * pattern) [copies, b, pos, d]."""
-    cells, dres = _resid_deltas(tail, s, layer, delta)
+    reading layers r of (exact - linearised) change of r's attention read (z) from the cell's
+    residual write, times d metric / d z. The values stay the receiving run's unless
+    `with_values` (then the write's change of the values is recomputed too, so the pattern x
+    value cross term is exact). resid[r]: the receiving residual entering r [b, pos, d];
+    grad_z[r]: d metric / d z [copies, b, head, q, d_head]; lin_grad[r]: d/d residual of
+    sum(grad_z * z) [copies, b, pos, d]."""
+    cells, pos, w = _writes(tail, s, layer, delta)
     first = layer if s.name == "resid_pre" else layer + 1
-    copies, b = grad_a[0].shape[:2]
-    out = dres.new_zeros(len(cells), copies, b)
-    live = dres.flatten(1).abs().amax(1) > 0               # a zero write changes nothing
-    idx = live.nonzero().flatten()
-    if len(idx) == 0:
-        return cells, out.float()
+    copies, b = grad_z[0].shape[:2]
+    out = w.new_zeros(len(cells), copies, b)
+    idx = (w.flatten(1).abs().amax(1) > 0).nonzero().flatten()   # a zero write: no change
     step = max(1, CHUNK_ROWS // b)
     for r in range(first, len(tail.blocks)):
-        a0 = pattern(tail, r, resid[r])                                    # [b, h, q, k]
+        q0, k0, v0 = qkv(tail, r, resid[r])                              # [b, h, pos, dh]
+        z0 = read(tail, r, q0, k0, v0)
         for i in range(0, len(idx), step):
             part = idx[i:i + step]
-            d = dres[part]                                                 # [c, b, pos, d]
-            x = (resid[r][None] + d).flatten(0, 1)
-            da = pattern(tail, r, x).view(len(part), *a0.shape) - a0
-            exact = torch.einsum("cbhqk,nbhqk->cnb", da, grad_a[r])
-            lin = torch.einsum("cbtm,nbtm->cnb", d, lin_grad[r])
+            c = len(part)
+            if pos is None:
+                x = (resid[r][None] + w[part]).flatten(0, 1)
+                q, k, v = (y.view(c, *q0.shape) for y in qkv(tail, r, x))
+                lin = torch.einsum("cbtm,nbtm->cnb", w[part], lin_grad[r])
+            else:
+                ps = pos[part]
+                x = resid[r][:, ps].transpose(0, 1) + w[part]               # [c, b, d]
+                new = [y.view(c, b, y.shape[1], y.shape[-1]) for y in    # [c, b, h, dh]
+                       qkv(tail, r, x.reshape(c * b, 1, -1))]
+                q, k, v = (y0.expand(c, *y0.shape).clone() for y0 in (q0, k0, v0))
+                ci = torch.arange(c)
+                for full, one in zip((q, k, v), new):
+                    full[ci, :, :, ps] = one
+                lin = torch.einsum("cbm,ncbm->cnb", w[part],
+                                   lin_grad[r][:, :, ps].transpose(1, 2))
+            if not with_values:
+                v = v0.expand(c, *v0.shape)
+            z = read(tail, r, q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))
+            exact = torch.einsum("cbhtd,nbhtd->cnb", z.view(c, *z0.shape) - z0, grad_z[r])
             out[part] += exact - lin
     return cells, out.float()
 
@@ -147,6 +167,7 @@ def attribute_star(bridge, pairs: Pairs, s: Site, recv: dict, src_acts: dict, me
     GPT-2): (estimated change of the metric [*axes, b], the receiving run's metric [b]),
     float32 on the CPU. `src_acts`: the source run's activations at the site's hooks."""
     tail = _tail(bridge)
+    with_values = qk_fix == "qkv"
     names = s.names(bridge)
     L, B = len(names), pairs.n
     K = L + 1 if graddrop else 1
@@ -197,25 +218,25 @@ def attribute_star(bridge, pairs: Pairs, s: Site, recv: dict, src_acts: dict, me
     est = torch.stack(per)                                               # [L, ..., K, b]
     if qk_fix:
         resid = [pres[r].detach()[:B] for r in range(L)]     # the same in every copy
-        grad_a, lin_grad = [], []
+        grad_z, lin_grad = [], []
         for r in range(L):
             z = acts[zs[r]]
             gz = (z.grad if z.grad is not None else torch.zeros_like(z)).detach()
-            gz = gz.view(K, B, *z.shape[1:])                               # [K, b, q, h, dh]
-            with torch.no_grad():
-                v = values(tail, r, resid[r])                              # [b, h, k, dh]
-            ga = torch.einsum("nbqhd,bhkd->nbhqk", gz, v)
+            gz = gz.view(K, B, *z.shape[1:]).transpose(2, 3)              # [K, b, h, q, dh]
             x = resid[r].repeat(K, 1, 1).requires_grad_(True)
             with torch.enable_grad():
-                f = (pattern(tail, r, x).view(K, B, *ga.shape[2:]) * ga).sum()
+                q, k, v = qkv(tail, r, x)
+                if not with_values:
+                    v = v.detach()
+                f = (read(tail, r, q, k, v).view(gz.shape) * gz).sum()
                 (gx,) = torch.autograd.grad(f, x)
-            grad_a.append(ga)
+            grad_z.append(gz)
             lin_grad.append(gx.view(K, B, *gx.shape[1:]))
         bridge.zero_grad(set_to_none=True)
         with torch.no_grad():
             for l, n in enumerate(names):
                 cells, corr = qk_correction(tail, s, l, src_acts[n] - acts[n].detach()[:B],
-                                            resid, grad_a, lin_grad)
+                                            resid, grad_z, lin_grad, with_values)
                 for cell, c in zip(cells, corr.cpu()):
                     est[cell] += c
     if not graddrop:
@@ -225,6 +246,7 @@ def attribute_star(bridge, pairs: Pairs, s: Site, recv: dict, src_acts: dict, me
     if s.name != "resid_pre":
         own[torch.arange(L), torch.arange(L) + 1] = False    # its own layer's output dropped
     mask = own.view(L, *[1] * (est.dim() - 3), K, 1).float()
-    mag = (est.abs() * mask).sum(-2) / mask.sum(-2)
+    n = mask.sum(-2)             # 0 only in a 1-layer model: no drop leaves the cell a path
+    mag = torch.where(n > 0, (est.abs() * mask).sum(-2) / n.clamp(min=1), est[..., 0, :].abs())
     sign = torch.where(est[..., 0, :] < 0, -1.0, 1.0)
     return sign * mag, vals[0].detach().float().cpu()

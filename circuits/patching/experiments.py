@@ -269,7 +269,9 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
                               "model use method='atp' (--attribution atp)")
         delta, vals = attribute_star(bridge, pairs, s, recv, src_acts, metric, qk_fix,
                                      graddrop)
-        name = "atp*" if qk_fix and graddrop else "atp+qk" if qk_fix else "atp+graddrop"
+        name = ("atp*" if graddrop else "atp") if qk_fix else "atp+graddrop"
+        name += {True: "" if graddrop else "+qk", "qkv": "+qkv" if graddrop else "+qkv",
+                 False: ""}[qk_fix]
         return _result(bridge, pairs, s, delta + vals[(None,) * len(s.axes)], vals, src_m,
                        metric, direction, name)
     acts = {}
