@@ -69,14 +69,15 @@ def qkv(tail: GPT2Tail, layer: int, x: torch.Tensor):
     return tail._split(c_attn(ln1(x)))
 
 
-def read(tail: GPT2Tail, layer: int, q, k, v) -> torch.Tensor:
+def read(tail: GPT2Tail, layer: int, q, k, v, rows=None) -> torch.Tensor:
     """z [n, head, query, d_head] of `layer`: the scaled, causally masked softmax of q.k
-    times v (as HF's GPT-2)."""
+    times v (as HF's GPT-2); `rows`: the query positions q holds (default all)."""
     scores = q @ k.transpose(-1, -2)
     if tail.blocks[layer][-1]:
         scores = scores / (tail.dh ** 0.5)
-    t = q.shape[-2]
-    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    t = k.shape[-2]
+    rows = torch.arange(t, device=q.device) if rows is None else rows.to(q.device)
+    future = torch.arange(t, device=q.device)[None, :] > rows[:, None]
     return torch.softmax(scores.masked_fill(future, float("-inf")), -1) @ v
 
 
@@ -122,30 +123,39 @@ def qk_correction(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor,
     idx = (w.flatten(1).abs().amax(1) > 0).nonzero().flatten()   # a zero write: no change
     step = max(1, CHUNK_ROWS // b)
     for r in range(first, len(tail.blocks)):
+        # only the query rows the metric depends on (the last layer: the answer's alone)
+        rows = (grad_z[r].abs().amax((0, 1, 2, 4)) > 0).nonzero().flatten()
+        at = torch.full((grad_z[r].shape[3],), -1, dtype=torch.long)
+        at[rows] = torch.arange(len(rows))               # position -> its index in rows
         q0, k0, v0 = qkv(tail, r, resid[r])                              # [b, h, pos, dh]
-        z0 = read(tail, r, q0, k0, v0)
-        for i in range(0, len(idx), step):
+        q0 = q0[:, :, rows]
+        z0 = read(tail, r, q0, k0, v0, rows)                             # [b, h, rows, dh]
+        gz = grad_z[r][:, :, :, rows]
+        for i in range(0, len(idx) if len(rows) else 0, step):
             part = idx[i:i + step]
             c = len(part)
             if pos is None:
                 x = (resid[r][None] + w[part]).flatten(0, 1)
-                q, k, v = (y.view(c, *q0.shape) for y in qkv(tail, r, x))
+                q, k, v = (y.unflatten(0, (c, b)) for y in qkv(tail, r, x))
+                q = q[:, :, :, rows]
                 lin = torch.einsum("cbtm,nbtm->cnb", w[part], lin_grad[r])
             else:
                 ps = pos[part]
                 x = resid[r][:, ps].transpose(0, 1) + w[part]               # [c, b, d]
-                new = [y.view(c, b, y.shape[1], y.shape[-1]) for y in    # [c, b, h, dh]
-                       qkv(tail, r, x.reshape(c * b, 1, -1))]
+                nq, nk, nv = [y.view(c, b, y.shape[1], y.shape[-1]) for y in  # [c, b, h, dh]
+                              qkv(tail, r, x.reshape(c * b, 1, -1))]
                 q, k, v = (y0.expand(c, *y0.shape).clone() for y0 in (q0, k0, v0))
                 ci = torch.arange(c)
-                for full, one in zip((q, k, v), new):
-                    full[ci, :, :, ps] = one
+                k[ci, :, :, ps] = nk
+                v[ci, :, :, ps] = nv
+                read_by = at[ps] >= 0                  # the cell's own query row is read
+                q[ci[read_by], :, :, at[ps[read_by]]] = nq[read_by]
                 lin = torch.einsum("cbm,ncbm->cnb", w[part],
                                    lin_grad[r][:, :, ps].transpose(1, 2))
             if not with_values:
                 v = v0.expand(c, *v0.shape)
-            z = read(tail, r, q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))
-            exact = torch.einsum("cbhtd,nbhtd->cnb", z.view(c, *z0.shape) - z0, grad_z[r])
+            z = read(tail, r, q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), rows)
+            exact = torch.einsum("cbhtd,nbhtd->cnb", z.view(c, *z0.shape) - z0, gz)
             out[part] += exact - lin
     return cells, out.float()
 
