@@ -2,8 +2,8 @@
 
     python -m circuits.patch [CKPT] [--sites resid_pre,attn_out,mlp_out,head,head_pos]
         [--n 32] [--corrupt c] [--answer D_value] [--direction denoise|noise]
-        [--metric logit_diff|logprob] [--attribution atp|atp*|none] [--out DIR]
-        [--json FILE]
+        [--metric logit_diff|logprob] [--attribution atp|atp+qkv|atp*|...|none]
+        [--out DIR] [--json FILE]
         [--device cpu] [--dtype float32]
         [--answer-token first|digit|differ]
     python -m circuits.patch [CKPT] --slices [--targets "x,^,=,0,<sep>"] [--controls 20]
@@ -12,10 +12,11 @@
 (also `interp patch ...`). Pairs: one digit of coefficient --corrupt changed (the corrupted
 equation is one the task accepts), cut before the first token of --answer where the two
 solutions differ. Prints, per site, the cells that restore (denoise) or remove (noise) the
-largest share of the clean-corrupt gap, and how well attribution patching (AtP*, or plain
-AtP) ranks the cells against the exact result: Spearman, top-10 recall, the lowest rank it
-gives an exact top-10 cell and its largest underestimate (`circuits.patching.compare`). --out writes one CSV per site, patching.json and
-report.html (heatmaps); see `circuits.patching`.
+largest share of the clean-corrupt gap, and how well attribution patching (--attribution)
+ranks the cells against the exact result: Spearman, top-10 recall, the lowest rank it
+gives an exact top-10 cell and its largest underestimate (`circuits.patching.compare`).
+--out writes one CSV per site, patching.json and report.html (heatmaps); see
+`circuits.patching`.
 
 --slices: every layout group of pairs from unique held-out problems of every class (not one
 layout), the residual stream entering each layer patched at each target position alone, at
@@ -31,6 +32,10 @@ import argparse
 import sys
 from pathlib import Path
 
+#: --attribution: the methods of `circuits.patching.attribute`, or none
+ATTRIBUTIONS = ("atp", "atp+qk", "atp+qkv", "atp+graddrop", "atp*", "none")
+#: the default on an HF GPT-2 decoder (docs/patching.md: the measurements behind it)
+DEFAULT_ATTRIBUTION = "atp+qkv"
 DEFAULT_SITES = {"decoder": "resid_pre,attn_out,mlp_out,head,head_pos",
                  "t5": "enc.resid_pre,dec.resid_pre,enc.head_pos,cross.head_pos,dec.head_pos"}
 
@@ -89,10 +94,12 @@ def _main(argv) -> int:
                    "drawn per class (default 200; fewer when the class has fewer)")
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
-    p.add_argument("--attribution", choices=("atp", "atp*", "none"), help="the attribution "
-                   "compared with exact patching: atp (plain attribution patching), atp* "
-                   "(AtP*: the QK fix and GradDrop; HF GPT-2 decoders only) or none (default "
-                   "atp* where it applies, else atp)")
+    p.add_argument("--attribution", choices=ATTRIBUTIONS, help="the attribution compared "
+                   "with exact patching: atp (plain attribution patching); on HF GPT-2 "
+                   "decoders also atp+qk (the attention softmax recomputed for the keys and "
+                   "queries a cell moves), atp+qkv (the same with the values), atp+graddrop, "
+                   "atp* (Kramar et al.'s AtP*: the QK fix and GradDrop); none (default "
+                   f"{DEFAULT_ATTRIBUTION} where it applies, else atp)")
     p.add_argument("--no-attribution", action="store_true", help="the same as --attribution "
                    "none")
     p.add_argument("--wide", action="store_true", help="print every column of the tables "
@@ -107,6 +114,10 @@ def _main(argv) -> int:
     check_device(a)
     out = check_outputs(a, "patching.json", OWN_FILES)
     ckpt = load(a)
+    if a.attribution not in (None, "atp", "none") and ckpt.arch in ("t5", "native"):
+        raise InterpError(f"--attribution {a.attribution} needs an HF GPT-2 decoder (it "
+                          f"recomputes GPT-2 attention); on this {ckpt.arch} model use "
+                          "--attribution atp")
     _check_fields(ckpt.task, a.corrupt, a.answer)
     classes = [c.strip() for c in (a.classes or "").split(",") if c.strip()] or None
     for c in classes or ():
@@ -163,6 +174,10 @@ def _run(a, ckpt, out) -> int:
         raise InterpError("--sites names no site; give e.g. --sites resid_pre,head_pos")
     for s in sites:
         check_site(bridge, s)
+    method = "none" if a.no_attribution else a.attribution or default_attribution(bridge)
+    if method not in ("atp", "none") and default_attribution(bridge) == "atp":
+        raise InterpError(f"--attribution {method} needs an HF GPT-2 decoder (it recomputes "
+                          "GPT-2 attention); on this model use --attribution atp")
     a.corrupt = a.corrupt or DEFAULT_FIELDS.get(ckpt.task.name, ("c",))[0]
     a.answer = a.answer or DEFAULT_FIELDS.get(ckpt.task.name, ("", "D_value"))[1]
     pairs = corrupt_pairs(bridge, ckpt.task, n=a.n, field=a.corrupt, answer=a.answer,
@@ -173,10 +188,6 @@ def _run(a, ckpt, out) -> int:
     baseline = [metric_values(forward(bridge, ids), pairs, a.metric).double().numpy()
                 for ids in (pairs.clean, pairs.corrupt)]        # per pair, for the intervals
     data = report.summary(a.checkpoint, pairs, a.corrupt, a.answer, a.direction, a.metric)
-    method = "none" if a.no_attribution else a.attribution or default_attribution(bridge)
-    if method == "atp*" and default_attribution(bridge) != "atp*":
-        raise InterpError("--attribution atp* needs an HF GPT-2 decoder (its QK fix "
-                          "recomputes GPT-2 attention); on this model use --attribution atp")
     for s in sites:
         res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
         att = None if method == "none" or s.endswith("pattern") else \
@@ -205,7 +216,8 @@ def _run(a, ckpt, out) -> int:
 
 
 def default_attribution(bridge) -> str:
-    """atp* on an HF GPT-2 decoder (where its QK fix applies), plain atp elsewhere."""
+    """DEFAULT_ATTRIBUTION on an HF GPT-2 decoder (where the QK fix applies), plain atp
+    elsewhere."""
     from circuits.patching.fast import GPT2Tail
     from interp.hooks import arch_of
 
@@ -215,7 +227,7 @@ def default_attribution(bridge) -> str:
         GPT2Tail(bridge)
     except NotImplementedError:
         return "atp"
-    return "atp*"
+    return DEFAULT_ATTRIBUTION
 
 
 def _run_slices(a, ckpt, out, targets, classes) -> int:

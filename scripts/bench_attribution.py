@@ -2,7 +2,8 @@
 patching, per component type, on the same model and pairs.
 
     python scripts/bench_attribution.py [CKPT] [--n 32] [--sites resid_pre,attn_out,...]
-        [--methods atp,atp+qk,atp+graddrop,atp*] [--missed 10] [--threads 1]
+        [--methods atp,atp+qk,atp+qkv,atp+graddrop,atp*,atp*+qkv] [--missed 10]
+        [--threads 1]
         [--device cpu] [--dtype float32]
 
 For every site: the time of exact patching (`patch`, its fast path where it applies) and of
@@ -22,8 +23,8 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = {"atp": {}, "atp+qk": {"qk_fix": True}, "atp+graddrop": {"graddrop": True},
-           "atp*": {"method": "atp*"}, "atp+qkv": {"qk_fix": "qkv"},
+METHODS = {"atp": {}, "atp+qk": {"method": "atp+qk"}, "atp+qkv": {"method": "atp+qkv"},
+           "atp+graddrop": {"method": "atp+graddrop"}, "atp*": {"method": "atp*"},
            "atp*+qkv": {"method": "atp*", "qk_fix": "qkv"}}
 
 

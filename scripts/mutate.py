@@ -224,7 +224,16 @@ TESTS = {
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
         "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
         "tests/test_taxonomy_readable.py"],
+    # AtP* (#26, AS): the toy-model oracles and the agreement table
+    "circuits/patching/atp.py": ["tests/test_atp.py"],
+    "circuits/patching/compare.py": [
+        "tests/test_atp.py::test_agreement_against_scipy_and_a_hand_count"],
 }
+# AtP* (AS13, AS18): the method switch of attribute() and the site title with its agreement
+TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments.py"] + [
+    "tests/test_atp.py::test_graddrop_recovers_the_direct_effect_of_a_planted_cancellation"]
+TESTS["interp/viz/reports/patch.py"] = TESTS["interp/viz/reports/patch.py"] + [
+    "tests/test_atp.py::test_the_site_title_names_the_method_its_recall_and_largest_underestimate"]
 
 M = Mutant
 MUTANTS = [
@@ -1322,6 +1331,48 @@ MUTANTS = [
       "if progress is None and not quiet:", "if progress is None and quiet:"),
     M("TX15", "circuits/ablation/routes.py", "label knockout: key groups split at commas",
       "keys=_names(\",\".join(k), label, k)", "keys=_names(\",\".join(k), label)"),
+    # ---------------------------------------------------------------- AtP* (#26, AS)
+    M("AS01", "circuits/patching/atp.py", "GradDrop: the dropped layer keeps its gradient",
+      "kept = pres[l] + (t - pres[l]).detach()", "kept = t"),
+    M("AS02", "circuits/patching/atp.py", "GradDrop: the cell's own layer drop counted",
+      "own[torch.arange(L), torch.arange(L) + 1] = False", "pass"),
+    M("AS03", "circuits/patching/atp.py", "QK fix: the linear QK term not subtracted",
+      "out[part] += exact - lin", "out[part] += exact"),
+    M("AS04", "circuits/patching/atp.py", "QK fix: resid_pre skips its own layer's keys",
+      'first = layer if s.name == "resid_pre" else layer + 1', "first = layer + 1"),
+    M("AS05", "circuits/patching/atp.py", "QK fix: scores not scaled by sqrt(d_head)",
+      "scores = scores / (tail.dh ** 0.5)", "scores = scores"),
+    M("AS06", "circuits/patching/atp.py", "QK fix: no causal mask",
+      "future = torch.arange(t, device=q.device)[None, :] > rows[:, None]",
+      "future = torch.arange(t, device=q.device)[None, :] > t"),
+    M("AS07", "circuits/patching/atp.py", "GradDrop: the sign of the undropped estimate lost",
+      "sign = torch.where(est[..., 0, :] < 0, -1.0, 1.0)", "sign = 1.0"),
+    M("AS08", "circuits/patching/atp.py", "GradDrop: mean over every layer, not the kept ones",
+      "(est.abs() * mask).sum(-2) / n.clamp(min=1)", "(est.abs() * mask).sum(-2) / L"),
+    M("AS09", "circuits/patching/atp.py", "QK fix with values: the values held anyway",
+      "            if not with_values:\n                v = v0.expand(c, *v0.shape)",
+      "            if True:\n                v = v0.expand(c, *v0.shape)"),
+    M("AS10", "circuits/patching/atp.py", "head_pos: writes placed at the wrong positions",
+      "torch.arange(t).repeat(tail.H)", "torch.arange(t).repeat_interleave(tail.H)"),
+    M("AS11", "circuits/patching/atp.py", "QK fix: the cell's own query left unpatched",
+      "q[ci[read_by], :, :, at[ps[read_by]]] = nq[read_by]", "pass"),
+    M("AS12", "circuits/patching/atp.py", "QK fix: only the last query row recomputed",
+      "rows = (grad_z[r].abs().amax((0, 1, 2, 4)) > 0).nonzero().flatten()",
+      "rows = (grad_z[r].abs().amax((0, 1, 2, 4)) > 0).nonzero().flatten()[-1:]"),
+    M("AS13", "circuits/patching/experiments.py", "attribute: a method's GradDrop half ignored",
+      "graddrop = METHODS[method][1] if graddrop is None else graddrop",
+      "graddrop = False if graddrop is None else graddrop"),
+    M("AS14", "circuits/patching/compare.py", "agreement: cells ranked by signed share",
+      'return np.argsort(-np.abs(v), kind="stable")', 'return np.argsort(-v, kind="stable")'),
+    M("AS15", "circuits/patching/compare.py", "agreement: Pearson is Spearman",
+      'row["pearson"] = float(stats.pearsonr(e, a)[0])',
+      'row["pearson"] = float(stats.spearmanr(e, a)[0])'),
+    M("AS16", "circuits/patching/compare.py", "agreement: the best rank of the exact top 10",
+      'int(rank[oe[:10]].max())', 'int(rank[oe[:10]].min())'),
+    M("AS17", "circuits/patching/compare.py", "agreement: the underestimate by signed share",
+      "i = int(np.argmax(np.abs(e) - np.abs(a)))", "i = int(np.argmax(e - a))"),
+    M("AS18", "interp/viz/reports/patch.py", "site title: the method's name dropped",
+      'name = METHOD_NAMES.get(agree["method"], agree["method"])', 'name = "attribution"'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -260,3 +260,16 @@ def test_the_site_title_names_the_method_its_recall_and_largest_underestimate():
     assert "52.6%" in line and "18.6%" in line
     assert title_line("resid_pre", 0.5) == \
         "  resid_pre: largest shares of the gap (attribution vs exact: Spearman 0.500)"
+
+
+def test_the_command_refuses_atp_star_off_gpt2_in_one_line(tiny_checkpoints, capsys,
+                                                           tmp_path):
+    """In process: --attribution atp* on T5 is one line naming the way out, exit 2, nothing
+    written."""
+    from circuits.patch import main
+    from clihelp import one_line
+
+    rc = main([str(tiny_checkpoints["t5"]), "--sites", "enc.head", "--n", "2",
+               "--attribution", "atp*", "--out", str(tmp_path / "o")])
+    one_line(rc, capsys.readouterr().err, "--attribution atp*", "--attribution atp")
+    assert not (tmp_path / "o").exists()

@@ -48,8 +48,10 @@ from circuits.patching.sites import Site, forward
 from interp.errors import InterpError
 from interp.hooks import layer_hooks
 
-#: `attribute(method=...)`: plain AtP, or AtP* (the QK fix and GradDrop)
-METHODS = ("atp", "atp*")
+#: `attribute(method=...)` -> (qk_fix, graddrop): plain AtP; the paper's QK fix alone (values
+#: held); the fix with the values recomputed too; GradDrop alone; AtP* (QK fix and GradDrop)
+METHODS = {"atp": (False, False), "atp+qk": (True, False), "atp+qkv": ("qkv", False),
+           "atp+graddrop": (False, True), "atp*": (True, True)}
 #: rows of (cell, example) pushed through one reading layer's softmax at once
 CHUNK_ROWS = 2048
 

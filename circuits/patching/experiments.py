@@ -235,10 +235,13 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
     layers recomputed for the keys and queries a cell moves (the QK fix) and GradDrop.
 
     Parameters are those of `patch`, and
-    method : {"atp", "atp*"}
-        Plain AtP (any decoder or T5), or AtP* (an HF GPT-2 decoder).
-    qk_fix, graddrop : bool, optional
-        Override one half of the method (e.g. method="atp", qk_fix=True: the QK fix alone).
+    method : {"atp", "atp+qk", "atp+qkv", "atp+graddrop", "atp*"}
+        Plain AtP (any decoder or T5); on an HF GPT-2 decoder also the paper's QK fix alone
+        (values held), the fix with the values recomputed too ("qkv"), GradDrop alone, or
+        AtP* (the QK fix and GradDrop).
+    qk_fix : bool or "qkv", optional
+    graddrop : bool, optional
+        Override the method's halves (e.g. method="atp*", qk_fix="qkv").
     Attention patterns are not covered.
 
     Returns
@@ -252,9 +255,8 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
     if method not in METHODS:
         raise InterpError(f"unknown attribution method {method!r}; choose one of "
                           f"{', '.join(METHODS)}")
-    star = method == "atp*"
-    qk_fix = star if qk_fix is None else qk_fix
-    graddrop = star if graddrop is None else graddrop
+    qk_fix = METHODS[method][0] if qk_fix is None else qk_fix
+    graddrop = METHODS[method][1] if graddrop is None else graddrop
     recv, src = _inputs(pairs, direction)
     s = site(bridge, what)
     if "pattern" in s.layout:
@@ -270,8 +272,7 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
         delta, vals = attribute_star(bridge, pairs, s, recv, src_acts, metric, qk_fix,
                                      graddrop)
         name = ("atp*" if graddrop else "atp") if qk_fix else "atp+graddrop"
-        name += {True: "" if graddrop else "+qk", "qkv": "+qkv" if graddrop else "+qkv",
-                 False: ""}[qk_fix]
+        name += {True: "" if graddrop else "+qk", "qkv": "+qkv", False: ""}[qk_fix]
         return _result(bridge, pairs, s, delta + vals[(None,) * len(s.axes)], vals, src_m,
                        metric, direction, name)
     acts = {}

@@ -137,7 +137,8 @@ def verdict(site: str, top: list[dict]) -> str:
 
 
 METHOD_NAMES = {"attribution": "AtP", "atp*": "AtP*", "atp+qk": "AtP+QK fix",
-                "atp+graddrop": "AtP+GradDrop"}
+                "atp+qkv": "AtP+QKV fix", "atp+graddrop": "AtP+GradDrop",
+                "atp*+qkv": "AtP*+QKV fix"}
 
 
 def title_line(site: str, rho: float | None, agree: dict | None = None) -> str:
