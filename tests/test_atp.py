@@ -46,17 +46,20 @@ def toy(tiny_checkpoints, n_layer: int = 2, plant=None):
 
 
 def saturate(model):
-    """Layer 1's queries and keys 30x larger (its softmax saturates) and layer 0's MLP off
-    (layer 0's outputs write straight into layer 1's input)."""
+    """Layer 1's queries and keys 30x larger (its softmax saturates), layer 0's MLP off
+    (layer 0's outputs write straight into layer 1's input), layer 2's queries and keys 0
+    (its pattern uniform whatever its input: no nonlinearity after layer 1's softmax)."""
     d = model.config.n_embd
     model.transformer.h[1].attn.c_attn.weight[:, :2 * d] *= 30.0
     model.transformer.h[0].mlp.c_proj.weight.zero_()
     model.transformer.h[0].mlp.c_proj.bias.zero_()
+    model.transformer.h[2].attn.c_attn.weight[:, :2 * d] = 0
+    model.transformer.h[2].attn.c_attn.bias[:2 * d] = 0
 
 
 @pytest.fixture(scope="module")
 def saturated(tiny_checkpoints):
-    bridge = toy(tiny_checkpoints, plant=saturate)
+    bridge = toy(tiny_checkpoints, n_layer=3, plant=saturate)
     pairs = P.corrupt_pairs(bridge, QuadraticTask("small"), n=3, field="c", answer="D_value")
     return bridge, pairs
 
@@ -75,14 +78,15 @@ def test_atp_star_equals_exact_where_the_metric_is_linear_in_the_activation(tiny
 
 
 def test_qk_fix_with_values_is_exact_where_the_only_nonlinearity_is_a_later_softmax(saturated):
-    """2 layers, affine norms, linear MLP, layer 1's softmax saturated, layer 0's MLP off.
-    A cell that writes straight into layer 1's input (layer 0's outputs, resid_pre of layer
-    1) acts on the metric linearly except through layer 1's attention read, which the fix
-    with values recomputes: it equals exact patching there, and on layer 1's outputs
-    (linear). Plain AtP, linearising a saturated softmax, is far off there."""
+    """3 layers, affine norms, linear MLP, layer 1's softmax saturated (not the last layer:
+    every query row counts), layer 0's MLP off, layer 2's pattern fixed. A cell that writes
+    straight into layer 1's input (layer 0's outputs, resid_pre of layer 1) acts on the
+    metric linearly except through layer 1's attention read, which the fix with values
+    recomputes: it equals exact patching there, and on the later cells (linear). Plain AtP,
+    linearising a saturated softmax, is far off there."""
     bridge, pairs = saturated
     base = _base(bridge, pairs)
-    for what, rows in (("mlp_out", slice(None)), ("resid_pre", slice(1, 2)),
+    for what, rows in (("mlp_out", slice(None)), ("resid_pre", slice(1, 3)),
                        ("attn_out", slice(None)), ("head_pos", slice(None)),
                        ("head", slice(None))):
         exact = P.patch(bridge, pairs, what, fast=False).per_example[rows]
@@ -92,6 +96,26 @@ def test_qk_fix_with_values_is_exact_where_the_only_nonlinearity_is_a_later_soft
     exact = P.patch(bridge, pairs, "resid_pre", fast=False).per_example[1]
     plain = (P.attribute(bridge, pairs, "resid_pre").per_example[1] - exact).abs().max()
     assert plain > 0.3 * (exact - base).abs().max()
+
+
+def test_the_attention_read_equals_the_bridge_s_own(saturated):
+    """atp.qkv / atp.read (what the QK fix recomputes) against the bridge's hook_z at every
+    layer, all query rows and a subset of them."""
+    from circuits.patching.atp import qkv, read
+    from circuits.patching.fast import GPT2Tail
+    from circuits.patching.sites import forward_keep
+
+    bridge, pairs = saturated
+    tail = GPT2Tail(bridge)
+    names = [f"blocks.{l}.{h}" for l in range(3) for h in ("hook_resid_pre", "attn.hook_z")]
+    _, acts = forward_keep(bridge, pairs.corrupt, names)
+    rows = torch.tensor([3, 7, 20])
+    for l in range(3):
+        q, k, v = qkv(tail, l, acts[f"blocks.{l}.hook_resid_pre"])
+        z = acts[f"blocks.{l}.attn.hook_z"].transpose(1, 2)               # [b, h, pos, dh]
+        assert torch.allclose(read(tail, l, q, k, v), z, atol=1e-5)
+        assert torch.allclose(read(tail, l, q[:, :, rows], k, v, rows), z[:, :, rows],
+                              atol=1e-5)
 
 
 def _base(bridge, pairs):
@@ -243,7 +267,7 @@ def test_agreement_against_scipy_and_a_hand_count():
     assert row.worst_top10_rank == max(ranks[i] for i in top_e)
     big = int(np.argmax(np.abs(ef)))
     assert row.under_exact == pytest.approx(ef[big], abs=1e-6) and row.under_attributed == 0
-    assert row.under_cell == f"L{big // 10} @r{big % 10}"
+    assert row.under_cell == f"L{big // 10} p{big % 10} (r{big % 10})"
     m = missed(res(e, "exact"), res(a, "atp*"))
     assert len(m) == 10 and m.attributed_rank.iloc[0] == row.worst_top10_rank
 
@@ -252,11 +276,11 @@ def test_the_site_title_names_the_method_its_recall_and_largest_underestimate():
     from interp.viz.reports.patch import title_line
 
     agree = {"method": "atp*", "spearman": 0.8481, "top10_recall": 0.7,
-             "worst_top10_rank": 22, "under_cell": "L3 @=", "under_exact": 0.526,
+             "worst_top10_rank": 22, "under_cell": "L3 p33 (=)", "under_exact": 0.526,
              "under_attributed": 0.186}
     line = title_line("resid_pre", 0.8481, agree)
     assert "AtP* vs exact: Spearman 0.848" in line and "top-10 recall 70%" in line
-    assert "ranked down to 22" in line and "L3 @=" in line
+    assert "ranked down to 22" in line and "L3 p33 (=)" in line
     assert "52.6%" in line and "18.6%" in line
     assert title_line("resid_pre", 0.5) == \
         "  resid_pre: largest shares of the gap (attribution vs exact: Spearman 0.500)"

@@ -16,11 +16,12 @@ TOPS = (10, 20)
 
 
 def _cell(res, flat: int) -> str:
+    """`L3 p33 (=)`, `L2 H0`, `L3 H3 p33 (=)`: layer, head, position and its role."""
     idx = np.unravel_index(flat, tuple(res.values.shape))
-    parts = []
-    for axis, i in zip(res.axes, idx):
-        parts.append(f"{axis[0].upper()}{i}" if axis != "pos" else
-                     f"@{res.labels['pos'][i]}")
+    parts = [f"{'p' if axis == 'pos' else axis[0].upper()}{i}"
+             for axis, i in zip(res.axes, idx)]
+    if "pos" in res.axes:
+        parts.append(f"({res.labels['pos'][idx[res.axes.index('pos')]]})")
     return " ".join(parts)
 
 
