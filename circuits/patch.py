@@ -159,8 +159,8 @@ def _run(a, ckpt, out) -> int:
         patch,
         site as check_site,
     )
+    from circuits.patching.compare import agreement, summary_line
     from circuits.patching.sites import forward
-    from circuits.patching.compare import agreement
     from circuits.stats import spearman
     from interp.errors import InterpError
     from interp.hooks import arch_of
@@ -194,11 +194,15 @@ def _run(a, ckpt, out) -> int:
             attribute(bridge, pairs, s, a.direction, a.metric, method=method)
         rho = spearman(att.values.flatten(), res.values.flatten()) if att is not None else None
         agree = None if att is None else agreement(res, att).iloc[0].to_dict()
+        line = None if agree is None else summary_line(agree)
         results[s] = (res, att)
         top = report.top_cells(res, att, seed=a.seed, baseline=baseline)
         print("\n".join(report.site_lines(res, rho, first=s == sites[0], top=top,
-                                            wide=a.wide, agree=agree)))
-        data["sites"][s] = report.site_entry(res, att, rho, top, agree)
+                                            wide=a.wide, line=line)))
+        data["sites"][s] = report.site_entry(res, att, rho, top)
+        if att is not None:
+            data["sites"][s].update(attribution_method=att.method, attribution_line=line,
+                                    attribution_agreement=agree)
     data["gap_line"] = report.gap_line(next(iter(results.values()))[0])
     if a.json:
         write_json(a.json, data)

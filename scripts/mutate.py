@@ -227,13 +227,12 @@ TESTS = {
     # AtP* (#26, AS): the toy-model oracles and the agreement table
     "circuits/patching/atp.py": ["tests/test_atp.py"],
     "circuits/patching/compare.py": [
-        "tests/test_atp.py::test_agreement_against_scipy_and_a_hand_count"],
+        "tests/test_atp.py::test_agreement_against_scipy_and_a_hand_count",
+        "tests/test_atp.py::test_the_site_title_names_the_method_its_recall_and_largest_underestimate"],
 }
-# AtP* (AS13, AS18): the method switch of attribute() and the site title with its agreement
+# AtP* (AS13): the method switch of attribute()
 TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments.py"] + [
     "tests/test_atp.py::test_graddrop_recovers_the_direct_effect_of_a_planted_cancellation"]
-TESTS["interp/viz/reports/patch.py"] = TESTS["interp/viz/reports/patch.py"] + [
-    "tests/test_atp.py::test_the_site_title_names_the_method_its_recall_and_largest_underestimate"]
 
 M = Mutant
 MUTANTS = [
@@ -1371,8 +1370,8 @@ MUTANTS = [
       'int(rank[oe[:10]].max())', 'int(rank[oe[:10]].min())'),
     M("AS17", "circuits/patching/compare.py", "agreement: the underestimate by signed share",
       "i = int(np.argmax(np.abs(e) - np.abs(a)))", "i = int(np.argmax(e - a))"),
-    M("AS18", "interp/viz/reports/patch.py", "site title: the method's name dropped",
-      'name = METHOD_NAMES.get(agree["method"], agree["method"])', 'name = "attribution"'),
+    M("AS18", "circuits/patching/compare.py", "site title: the method's name dropped",
+      'name = METHOD_NAMES.get(row["method"], row["method"])', 'name = "attribution"'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -273,13 +273,14 @@ def test_agreement_against_scipy_and_a_hand_count():
 
 
 def test_the_site_title_names_the_method_its_recall_and_largest_underestimate():
+    from circuits.patching.compare import summary_line
     from interp.viz.reports.patch import title_line
 
     agree = {"method": "atp*", "spearman": 0.8481, "top10_recall": 0.7,
              "worst_top10_rank": 22, "under_cell": "L3 p33 (=)", "under_exact": 0.526,
              "under_attributed": 0.186}
-    line = title_line("resid_pre", 0.8481, agree)
-    assert "AtP* vs exact: Spearman 0.848" in line and "top-10 recall 70%" in line
+    line = title_line("resid_pre", 0.8481, summary_line(agree))
+    assert "(AtP* vs exact: Spearman 0.848" in line and "top-10 recall 70%" in line
     assert "ranked down to 22" in line and "L3 p33 (=)" in line
     assert "52.6%" in line and "18.6%" in line
     assert title_line("resid_pre", 0.5) == \
@@ -290,8 +291,9 @@ def test_the_command_refuses_atp_star_off_gpt2_in_one_line(tiny_checkpoints, cap
                                                            tmp_path):
     """In process: --attribution atp* on T5 is one line naming the way out, exit 2, nothing
     written."""
-    from circuits.patch import main
     from clihelp import one_line
+
+    from circuits.patch import main
 
     rc = main([str(tiny_checkpoints["t5"]), "--sites", "enc.head", "--n", "2",
                "--attribution", "atp*", "--out", str(tmp_path / "o")])

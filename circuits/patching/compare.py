@@ -10,9 +10,18 @@ both shares. Cells where either share is NaN (a zero gap) are left out.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 TOPS = (10, 20)
+#: `PatchResult.method` -> the name the reports print
+METHOD_NAMES = {"attribution": "AtP", "atp*": "AtP*", "atp+qk": "AtP+QK fix",
+                "atp+qkv": "AtP+QKV fix", "atp+graddrop": "AtP+GradDrop",
+                "atp*+qkv": "AtP*+QKV fix"}
 
 
 def _cell(res, flat: int) -> str:
@@ -30,7 +39,7 @@ def _order(v: np.ndarray) -> np.ndarray:
     return np.argsort(-np.abs(v), kind="stable")
 
 
-def agreement(exact, attributed) -> "pd.DataFrame":
+def agreement(exact, attributed) -> pd.DataFrame:
     """One row comparing `attributed` (from `attribute`) with `exact` (from `patch`) on the
     same site and pairs.
 
@@ -53,7 +62,7 @@ def agreement(exact, attributed) -> "pd.DataFrame":
     keep = ~(np.isnan(e) | np.isnan(a))
     cells = np.flatnonzero(keep)
     e, a = e[keep], a[keep]
-    row = {"site": exact.site, "method": attributed.method, "cells": int(len(e))}
+    row = {"site": exact.site, "method": attributed.method, "cells": len(e)}
     if len(e) >= 2 and e.std() > 0 and a.std() > 0:
         row["spearman"] = float(stats.spearmanr(e, a)[0])
         row["pearson"] = float(stats.pearsonr(e, a)[0])
@@ -73,7 +82,7 @@ def agreement(exact, attributed) -> "pd.DataFrame":
     return pd.DataFrame([row])
 
 
-def missed(exact, attributed, top: int = 10) -> "pd.DataFrame":
+def missed(exact, attributed, top: int = 10) -> pd.DataFrame:
     """The exact top-`top` cells (by |share|) with their attributed shares and ranks, the
     ones attribution ranks lowest first: where an attribution fails, cell by cell."""
     import pandas as pd
@@ -87,3 +96,16 @@ def missed(exact, attributed, top: int = 10) -> "pd.DataFrame":
             for r, i in enumerate(_order(np.nan_to_num(e))[:top])]
     return pd.DataFrame(rows).sort_values("attributed_rank", ascending=False,
                                           kind="stable").reset_index(drop=True)
+
+
+def summary_line(row: dict) -> str:
+    """One row of `agreement` as the command prints it after a site's title: the method,
+    Spearman, top-10 recall, the worst rank of an exact top-10 cell, the largest
+    underestimate (exact share next to attributed share)."""
+    from interp.viz.reports.patch import pct
+
+    name = METHOD_NAMES.get(row["method"], row["method"])
+    return (f"{name} vs exact: Spearman {row['spearman']:.3f}, top-10 recall "
+            f"{row['top10_recall']:.0%}, exact top-10 ranked down to {row['worst_top10_rank']}"
+            f"; largest underestimate {row['under_cell']}: exact {pct(row['under_exact'])}, "
+            f"{name} {pct(row['under_attributed'])}")

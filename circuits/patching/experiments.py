@@ -59,8 +59,8 @@ class PatchResult:
     labels : dict of str to list of str
         axis -> the names of its cells (positions as "role token" strings).
     method : str
-        "exact" (`patch`), "attribution" (`attribute`, plain AtP), "atp*" (AtP*), or
-        "atp+qk" / "atp+graddrop" (one half of AtP*).
+        "exact" (`patch`), "attribution" (`attribute`, plain AtP), or the AtP* variants
+        of `attribute`: "atp+qk", "atp+qkv", "atp+graddrop", "atp*", "atp*+qkv".
     """
 
     site: str

@@ -136,25 +136,10 @@ def verdict(site: str, top: list[dict]) -> str:
             f"{t['cell']}{role}")
 
 
-METHOD_NAMES = {"attribution": "AtP", "atp*": "AtP*", "atp+qk": "AtP+QK fix",
-                "atp+qkv": "AtP+QKV fix", "atp+graddrop": "AtP+GradDrop",
-                "atp*+qkv": "AtP*+QKV fix"}
-
-
-def title_line(site: str, rho: float | None, agree: dict | None = None) -> str:
-    """The site's title; with attribution its agreement with exact: Spearman `rho`, or with
-    `agree` (a row of `circuits.patching.compare.agreement`) the method, Spearman, top-10
-    recall, the worst rank of an exact top-10 cell and the largest underestimate."""
-    if agree is None:
-        return (f"  {site}: largest shares of the gap" +
-                (f" (attribution vs exact: Spearman {rho:.3f})" if rho is not None else ""))
-    name = METHOD_NAMES.get(agree["method"], agree["method"])
-    under = (f"; largest underestimate {agree['under_cell']}: exact "
-             f"{pct(agree['under_exact'])}, {name} {pct(agree['under_attributed'])}"
-             if agree.get("under_cell") else "")
-    return (f"  {site}: largest shares of the gap ({name} vs exact: Spearman "
-            f"{agree['spearman']:.3f}, top-10 recall {agree['top10_recall']:.0%}, exact "
-            f"top-10 ranked down to {agree['worst_top10_rank']}{under})")
+def title_line(site: str, rho: float | None, line: str | None = None) -> str:
+    """With attribution: its Spearman `rho`, or `line` (`circuits.patching.compare`)."""
+    return (f"  {site}: largest shares of the gap" + (f" ({line})" if line else
+            f" (attribution vs exact: Spearman {rho:.3f})" if rho is not None else ""))
 
 
 def findings(data: dict) -> list[str]:
@@ -162,21 +147,20 @@ def findings(data: dict) -> list[str]:
     lines = [data["header"], data["gap_line"]]
     for s, e in data["sites"].items():
         lines += [verdict(s, e["top"]), title_line(s, e.get("attribution_spearman"),
-                                                   e.get("attribution_agreement"))]
+                                                   e.get("attribution_line"))]
     return lines
 
 
 def site_lines(res, rho: float | None, first: bool, top: pd.DataFrame | None = None,
-               width: int | None = None, wide: bool = False,
-               agree: dict | None = None) -> list[str]:
+               width: int | None = None, wide: bool = False, line=None) -> list[str]:
     """The terminal lines of one site: the unpatched metrics (before the first site), the
-    site's verdict, the rank agreement of attribution (`rho`, None without it; `agree`: its
-    full agreement row, see `title_line`) and the table of its largest cells (`top`,
-    `top_cells(res)` by default), fitted to the terminal."""
+    site's verdict, the rank agreement of attribution (`rho`, None without it; `line`: see
+    `title_line`) and the table of its largest cells (`top`, `top_cells(res)` by default),
+    fitted to the terminal."""
     top = top_cells(res) if top is None else top
     lines = [gap_line(res)] if first else []
     lines.append(verdict(res.site, top.to_dict(orient="records")))
-    lines.append(title_line(res.site, rho, agree))
+    lines.append(title_line(res.site, rho, line))
     table = fit(shown(top), width=(width or width_now()) - 4, wide=wide)
     return lines + ["    " + line for line in table.splitlines()]
 
@@ -214,8 +198,7 @@ def example(pairs) -> dict:
             "corrupt_answer": itos[int(pairs.corrupt_token[0])], "sides": sides}
 
 
-def site_entry(res, att, rho: float | None, top: pd.DataFrame | None = None,
-               agree: dict | None = None) -> dict:
+def site_entry(res, att, rho: float | None, top: pd.DataFrame | None = None) -> dict:
     """The JSON of one site: exact values (nested lists shaped by `axes`), their shares of
     the gap, the labels, the top cells and, with attribution `att`, its estimates and
     Spearman `rho`."""
@@ -228,9 +211,6 @@ def site_entry(res, att, rho: float | None, top: pd.DataFrame | None = None,
     if att is not None:
         entry["attribution"] = att.values.tolist()
         entry["attribution_spearman"] = rho
-        entry["attribution_method"] = att.method
-        if agree is not None:
-            entry["attribution_agreement"] = agree
     return entry
 
 
@@ -313,7 +293,7 @@ def page(data: dict, results: dict):
                   "cell: L layer, H head, p position.")
     for s, e in data["sites"].items():
         out.paragraph(title_line(s, e.get("attribution_spearman"),
-                                 e.get("attribution_agreement")).strip())
+                                 e.get("attribution_line")).strip())
         out.table(shown(pd.DataFrame(e["top"])))
     lim = colour_range(results)
     out.section(SECTIONS[1])
