@@ -2,7 +2,8 @@
 
     python -m circuits.patch [CKPT] [--sites resid_pre,attn_out,mlp_out,head,head_pos]
         [--n 32] [--corrupt c] [--answer D_value] [--direction denoise|noise]
-        [--metric logit_diff|logprob] [--no-attribution] [--out DIR] [--json FILE]
+        [--metric logit_diff|logprob] [--attribution atp|atp+qkv|atp*|...|none]
+        [--out DIR] [--json FILE]
         [--device cpu] [--dtype float32]
         [--answer-token first|digit|differ]
     python -m circuits.patch [CKPT] --slices [--targets "x,^,=,0,<sep>"] [--controls 20]
@@ -11,9 +12,11 @@
 (also `interp patch ...`). Pairs: one digit of coefficient --corrupt changed (the corrupted
 equation is one the task accepts), cut before the first token of --answer where the two
 solutions differ. Prints, per site, the cells that restore (denoise) or remove (noise) the
-largest share of the clean-corrupt gap, and how well attribution patching ranks the cells
-(Spearman against the exact result). --out writes one CSV per site, patching.json and
-report.html (heatmaps); see `circuits.patching`.
+largest share of the clean-corrupt gap, and how well attribution patching (--attribution)
+ranks the cells against the exact result: Spearman, top-10 recall, the lowest rank it
+gives an exact top-10 cell and its largest underestimate (`circuits.patching.compare`).
+--out writes one CSV per site, patching.json and report.html (heatmaps); see
+`circuits.patching`.
 
 A native language model (`induction-attn2l`, ...) has no task: it is patched on induction
 pairs (`circuits.discovery.induction.induction_pairs`: --n of them, --seed; the earlier copy
@@ -35,6 +38,10 @@ import argparse
 import sys
 from pathlib import Path
 
+#: --attribution: the methods of `circuits.patching.attribute`, or none
+ATTRIBUTIONS = ("atp", "atp+qk", "atp+qkv", "atp+graddrop", "atp*", "none")
+#: the default on an HF GPT-2 decoder (docs/patching.md: the measurements behind it)
+DEFAULT_ATTRIBUTION = "atp+qkv"
 DEFAULT_SITES = {"decoder": "resid_pre,attn_out,mlp_out,head,head_pos",
                  "t5": "enc.resid_pre,dec.resid_pre,enc.head_pos,cross.head_pos,dec.head_pos"}
 
@@ -93,7 +100,14 @@ def _main(argv) -> int:
                    "drawn per class (default 200; fewer when the class has fewer)")
     p.add_argument("--direction", choices=DIRECTIONS, default="denoise")
     p.add_argument("--metric", choices=METRICS, default="logit_diff")
-    p.add_argument("--no-attribution", action="store_true")
+    p.add_argument("--attribution", choices=ATTRIBUTIONS, help="the attribution compared "
+                   "with exact patching: atp (plain attribution patching); on HF GPT-2 "
+                   "decoders also atp+qk (the attention softmax recomputed for the keys and "
+                   "queries a cell moves), atp+qkv (the same with the values), atp+graddrop, "
+                   "atp* (Kramar et al.'s AtP*: the QK fix and GradDrop); none (default "
+                   f"{DEFAULT_ATTRIBUTION} where it applies, else atp)")
+    p.add_argument("--no-attribution", action="store_true", help="the same as --attribution "
+                   "none")
     p.add_argument("--wide", action="store_true", help="print every column of the tables "
                    "(default: fitted to the terminal's width)")
     a = p.parse_args(argv)
@@ -106,6 +120,10 @@ def _main(argv) -> int:
     check_device(a)
     out = check_outputs(a, "patching.json", OWN_FILES)
     ckpt = load(a)
+    if a.attribution not in (None, "atp", "none") and ckpt.arch in ("t5", "native"):
+        raise InterpError(f"--attribution {a.attribution} needs an HF GPT-2 decoder (it "
+                          f"recomputes GPT-2 attention); on this {ckpt.arch} model use "
+                          "--attribution atp")
     if ckpt.arch == "native" and ckpt.task_or_none is None:
         _check_native(a, ckpt)
         with output_lock(out):
@@ -169,6 +187,7 @@ def _run(a, ckpt, out) -> int:
         patch,
         site as check_site,
     )
+    from circuits.patching.compare import agreement, summary_line
     from circuits.patching.sites import forward
     from circuits.stats import spearman
     from interp.errors import InterpError
@@ -186,6 +205,10 @@ def _run(a, ckpt, out) -> int:
         raise InterpError("--sites names no site; give e.g. --sites resid_pre,head_pos")
     for s in sites:
         check_site(bridge, s)
+    method = "none" if a.no_attribution else a.attribution or default_attribution(bridge)
+    if method not in ("atp", "none") and default_attribution(bridge) == "atp":
+        raise InterpError(f"--attribution {method} needs an HF GPT-2 decoder (it recomputes "
+                          "GPT-2 attention); on this model use --attribution atp")
     decode, change = None, None
     if task is None:                    # a native language model: induction pairs
         from circuits.discovery.induction import induction_pairs
@@ -212,14 +235,19 @@ def _run(a, ckpt, out) -> int:
         data["change"] = change
     for s in sites:
         res = patch(bridge, pairs, s, a.direction, a.metric, progress=say)
-        att = None if a.no_attribution or s.endswith("pattern") else \
-            attribute(bridge, pairs, s, a.direction, a.metric)
+        att = None if method == "none" or s.endswith("pattern") else \
+            attribute(bridge, pairs, s, a.direction, a.metric, method=method)
         rho = spearman(att.values.flatten(), res.values.flatten()) if att is not None else None
+        agree = None if att is None else agreement(res, att).iloc[0].to_dict()
+        line = None if agree is None else summary_line(agree)
         results[s] = (res, att)
         top = report.top_cells(res, att, seed=a.seed, baseline=baseline)
         print("\n".join(report.site_lines(res, rho, first=s == sites[0], top=top,
-                                            wide=a.wide)))
+                                            wide=a.wide, line=line)))
         data["sites"][s] = report.site_entry(res, att, rho, top)
+        if att is not None:
+            data["sites"][s].update(attribution_method=att.method, attribution_line=line,
+                                    attribution_agreement=agree)
     data["gap_line"] = report.gap_line(next(iter(results.values()))[0])
     if a.json:
         write_json(a.json, data)
@@ -234,6 +262,21 @@ def _run(a, ckpt, out) -> int:
         if not a.quiet:
             print(f"wrote {out}/<site>.csv, patching.json, report.html", file=sys.stderr)
     return 0
+
+
+def default_attribution(bridge) -> str:
+    """DEFAULT_ATTRIBUTION on an HF GPT-2 decoder (where the QK fix applies), plain atp
+    elsewhere."""
+    from circuits.patching.fast import GPT2Tail
+    from interp.hooks import arch_of
+
+    if arch_of(bridge) != "decoder":
+        return "atp"
+    try:
+        GPT2Tail(bridge)
+    except NotImplementedError:
+        return "atp"
+    return DEFAULT_ATTRIBUTION
 
 
 def _run_slices(a, ckpt, out, targets, classes) -> int:

@@ -230,7 +230,15 @@ TESTS = {
     # forward per patch, and the command on induction pairs
     "circuits/patching/fast_native.py": ["tests/test_native_patching.py"],
     "circuits/patch.py": ["tests/test_native_patching.py"],
+    # AtP* (#26, AS): the toy-model oracles and the agreement table
+    "circuits/patching/atp.py": ["tests/test_atp.py"],
+    "circuits/patching/compare.py": [
+        "tests/test_atp.py::test_agreement_against_scipy_and_a_hand_count",
+        "tests/test_atp.py::test_the_site_title_names_the_method_its_recall_and_largest_underestimate"],
 }
+# AtP* (AS13): the method switch of attribute()
+TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments.py"] + [
+    "tests/test_atp.py::test_graddrop_recovers_the_direct_effect_of_a_planted_cancellation"]
 
 M = Mutant
 MUTANTS = [
@@ -1362,6 +1370,48 @@ MUTANTS = [
       'default = default.replace("mlp_out,", "")', "default = default"),
     M("NF12", "circuits/patch.py", "a language model: --answer-token accepted and ignored",
       '("--answer-token", a.answer_token != "first")', '("--answer-token", False)'),
+    # ---------------------------------------------------------------- AtP* (#26, AS)
+    M("AS01", "circuits/patching/atp.py", "GradDrop: the dropped layer keeps its gradient",
+      "kept = pres[l] + (t - pres[l]).detach()", "kept = t"),
+    M("AS02", "circuits/patching/atp.py", "GradDrop: the cell's own layer drop counted",
+      "own[torch.arange(L), torch.arange(L) + 1] = False", "pass"),
+    M("AS03", "circuits/patching/atp.py", "QK fix: the linear QK term not subtracted",
+      "out[part] += exact - lin", "out[part] += exact"),
+    M("AS04", "circuits/patching/atp.py", "QK fix: resid_pre skips its own layer's keys",
+      'first = layer if s.name == "resid_pre" else layer + 1', "first = layer + 1"),
+    M("AS05", "circuits/patching/atp.py", "QK fix: scores not scaled by sqrt(d_head)",
+      "scores = scores / (tail.dh ** 0.5)", "scores = scores"),
+    M("AS06", "circuits/patching/atp.py", "QK fix: no causal mask",
+      "future = torch.arange(t, device=q.device)[None, :] > rows[:, None]",
+      "future = torch.arange(t, device=q.device)[None, :] > t"),
+    M("AS07", "circuits/patching/atp.py", "GradDrop: the sign of the undropped estimate lost",
+      "sign = torch.where(est[..., 0, :] < 0, -1.0, 1.0)", "sign = 1.0"),
+    M("AS08", "circuits/patching/atp.py", "GradDrop: mean over every layer, not the kept ones",
+      "(est.abs() * mask).sum(-2) / n.clamp(min=1)", "(est.abs() * mask).sum(-2) / L"),
+    M("AS09", "circuits/patching/atp.py", "QK fix with values: the values held anyway",
+      "            if not with_values:\n                v = v0.expand(c, *v0.shape)",
+      "            if True:\n                v = v0.expand(c, *v0.shape)"),
+    M("AS10", "circuits/patching/atp.py", "head_pos: writes placed at the wrong positions",
+      "torch.arange(t).repeat(tail.H)", "torch.arange(t).repeat_interleave(tail.H)"),
+    M("AS11", "circuits/patching/atp.py", "QK fix: the cell's own query left unpatched",
+      "q[ci[read_by], :, :, at[ps[read_by]]] = nq[read_by]", "pass"),
+    M("AS12", "circuits/patching/atp.py", "QK fix: only the last query row recomputed",
+      "rows = (grad_z[r].abs().amax((0, 1, 2, 4)) > 0).nonzero().flatten()",
+      "rows = (grad_z[r].abs().amax((0, 1, 2, 4)) > 0).nonzero().flatten()[-1:]"),
+    M("AS13", "circuits/patching/experiments.py", "attribute: a method's GradDrop half ignored",
+      "graddrop = METHODS[method][1] if graddrop is None else graddrop",
+      "graddrop = False if graddrop is None else graddrop"),
+    M("AS14", "circuits/patching/compare.py", "agreement: cells ranked by signed share",
+      'return np.argsort(-np.abs(v), kind="stable")', 'return np.argsort(-v, kind="stable")'),
+    M("AS15", "circuits/patching/compare.py", "agreement: Pearson is Spearman",
+      'row["pearson"] = float(stats.pearsonr(e, a)[0])',
+      'row["pearson"] = float(stats.spearmanr(e, a)[0])'),
+    M("AS16", "circuits/patching/compare.py", "agreement: the best rank of the exact top 10",
+      'int(rank[oe[:10]].max())', 'int(rank[oe[:10]].min())'),
+    M("AS17", "circuits/patching/compare.py", "agreement: the underestimate by signed share",
+      "i = int(np.argmax(np.abs(e) - np.abs(a)))", "i = int(np.argmax(e - a))"),
+    M("AS18", "circuits/patching/compare.py", "site title: the method's name dropped",
+      'name = METHOD_NAMES.get(row["method"], row["method"])', 'name = "attribution"'),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -38,7 +38,9 @@ sets, per group and pooled (`SliceResult`); the answer read may be a later token
 
 The stages, one module each: `pairs` (the inputs and the metric), `sites` (what is patched,
 the setters that write one cell, the forward passes), `fast` (the exact GPT-2 tail that runs
-only what a patch can change) and `experiments` (`patch`, `attribute`, `PatchResult`).
+only what a patch can change) and `experiments` (`patch`, `attribute`, `PatchResult`);
+`atp` (AtP*: `attribute(..., method="atp+qkv" | "atp*")`, the attention softmax recomputed
+for what a cell moves, and GradDrop) and `compare` (`agreement`: attribution against exact).
 """
 
 from circuits.patching.experiments import DIRECTIONS, PatchResult, attribute, patch

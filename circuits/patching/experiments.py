@@ -62,7 +62,8 @@ class PatchResult:
     labels : dict of str to list of str
         axis -> the names of its cells (positions as "role token" strings).
     method : str
-        "exact" (`patch`) or "attribution" (`attribute`).
+        "exact" (`patch`), "attribution" (`attribute`, plain AtP), or the AtP* variants
+        of `attribute`: "atp+qk", "atp+qkv", "atp+graddrop", "atp*", "atp*+qkv".
     """
 
     site: str
@@ -230,12 +231,23 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
 
 
 def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "denoise",
-              metric: str = "logit_diff") -> PatchResult:
+              metric: str = "logit_diff", method: str = "atp", qk_fix: bool | None = None,
+              graddrop: bool | None = None) -> PatchResult:
     """Attribution patching: the first-order estimate (source - receiving activation) x
     d metric / d activation of every cell at once, from a forward pass of each input and one
-    backward pass of the receiving one (Nanda 2023; Syed et al. 2023).
+    backward pass of the receiving one (Nanda 2023; Syed et al. 2023); with method="atp*"
+    AtP* (Kramár et al. 2024, `circuits.patching.atp`): the attention softmax of the later
+    layers recomputed for the keys and queries a cell moves (the QK fix) and GradDrop.
 
-    Parameters are those of `patch`; attention patterns are not covered.
+    Parameters are those of `patch`, and
+    method : {"atp", "atp+qk", "atp+qkv", "atp+graddrop", "atp*"}
+        Plain AtP (any decoder or T5); on an HF GPT-2 decoder also the paper's QK fix alone
+        (values held), the fix with the values recomputed too ("qkv"), GradDrop alone, or
+        AtP* (the QK fix and GradDrop).
+    qk_fix : bool or "qkv", optional
+    graddrop : bool, optional
+        Override the method's halves (e.g. method="atp*", qk_fix="qkv").
+    Attention patterns are not covered.
 
     Returns
     -------
@@ -243,6 +255,13 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
         The same cells and layout as `patch`; values are estimated metric values (the
         receiving run's metric plus the estimate), float32 on the CPU.
     """
+    from circuits.patching.atp import METHODS, attribute_star
+
+    if method not in METHODS:
+        raise InterpError(f"unknown attribution method {method!r}; choose one of "
+                          f"{', '.join(METHODS)}")
+    qk_fix = METHODS[method][0] if qk_fix is None else qk_fix
+    graddrop = METHODS[method][1] if graddrop is None else graddrop
     recv, src = _inputs(pairs, direction)
     s = site(bridge, what)
     if "pattern" in s.layout:
@@ -250,6 +269,17 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
                           "attention patterns")
     names = s.names(bridge)
     src_logits, src_acts = forward_keep(bridge, src, names)
+    src_m = metric_values(src_logits, pairs, metric)
+    if qk_fix or graddrop:
+        if pairs.arch != "decoder":
+            raise InterpError("AtP*'s QK fix and GradDrop need an HF GPT-2 decoder; on this "
+                              "model use method='atp' (--attribution atp)")
+        delta, vals = attribute_star(bridge, pairs, s, recv, src_acts, metric, qk_fix,
+                                     graddrop)
+        name = ("atp*" if graddrop else "atp") if qk_fix else "atp+graddrop"
+        name += {True: "" if graddrop else "+qk", "qkv": "+qkv", False: ""}[qk_fix]
+        return _result(bridge, pairs, s, delta + vals[(None,) * len(s.axes)], vals, src_m,
+                       metric, direction, name)
     acts = {}
 
     def keeper(name):
@@ -279,5 +309,4 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
             per.append(d.sum(-1).permute(2, 1, 0))  # [head, pos, b]
     vals = vals.detach()
     est = torch.stack(per) + vals[(None,) * len(s.axes)]
-    return _result(bridge, pairs, s, est, vals, metric_values(src_logits, pairs, metric),
-                   metric, direction, "attribution")
+    return _result(bridge, pairs, s, est, vals, src_m, metric, direction, "attribution")

@@ -153,28 +153,31 @@ def verdict(site: str, top: list[dict]) -> str:
             f"{t['cell']}{role}")
 
 
-def title_line(site: str, rho: float | None) -> str:
-    return (f"  {site}: largest shares of the gap" +
-            (f" (attribution vs exact: Spearman {rho:.3f})" if rho is not None else ""))
+def title_line(site: str, rho: float | None, line: str | None = None) -> str:
+    """With attribution: its Spearman `rho`, or `line` (`circuits.patching.compare`)."""
+    return (f"  {site}: largest shares of the gap" + (f" ({line})" if line else
+            f" (attribution vs exact: Spearman {rho:.3f})" if rho is not None else ""))
 
 
 def findings(data: dict) -> list[str]:
     """The verdicts, first on the page; every line is one the terminal prints."""
     lines = [data["header"], data["gap_line"]]
     for s, e in data["sites"].items():
-        lines += [verdict(s, e["top"]), title_line(s, e.get("attribution_spearman"))]
+        lines += [verdict(s, e["top"]), title_line(s, e.get("attribution_spearman"),
+                                                   e.get("attribution_line"))]
     return lines
 
 
 def site_lines(res, rho: float | None, first: bool, top: pd.DataFrame | None = None,
-               width: int | None = None, wide: bool = False) -> list[str]:
+               width: int | None = None, wide: bool = False, line=None) -> list[str]:
     """The terminal lines of one site: the unpatched metrics (before the first site), the
-    site's verdict, the rank agreement of attribution (`rho`, None without it) and the table
-    of its largest cells (`top`, `top_cells(res)` by default), fitted to the terminal."""
+    site's verdict, the rank agreement of attribution (`rho`, None without it; `line`: see
+    `title_line`) and the table of its largest cells (`top`, `top_cells(res)` by default),
+    fitted to the terminal."""
     top = top_cells(res) if top is None else top
     lines = [gap_line(res)] if first else []
     lines.append(verdict(res.site, top.to_dict(orient="records")))
-    lines.append(title_line(res.site, rho))
+    lines.append(title_line(res.site, rho, line))
     table = fit(shown(top), width=(width or width_now()) - 4, wide=wide)
     return lines + ["    " + line for line in table.splitlines()]
 
@@ -305,7 +308,8 @@ def page(data: dict, results: dict):
                   "attribution: attribution patching's estimate of the same cell; "
                   "cell: L layer, H head, p position.")
     for s, e in data["sites"].items():
-        out.paragraph(title_line(s, e.get("attribution_spearman")).strip())
+        out.paragraph(title_line(s, e.get("attribution_spearman"),
+                                 e.get("attribution_line")).strip())
         out.table(shown(pd.DataFrame(e["top"])))
     lim = colour_range(results)
     out.section(SECTIONS[1])
