@@ -69,6 +69,7 @@ import torch
 from interp.attention.groups import group_role
 from interp.attention.taxonomy import parse_label
 from interp.errors import InterpError
+from interp import distributed
 from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers, run
 from interp.tasks.base import Example, Task
 
@@ -753,9 +754,15 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
     if progress:
         progress(f"verify_heads: {len(todo)} labels to check on {len(examples)} examples, "
                  f"{n_controls} controls each")
-    res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
-                       max_rows, grouping, progress, controls=controls, reads=reads) \
-        if todo else None
+    if todo and distributed.launched():   # knockouts shared out over processes, in groups
+        from circuits.ablation.route_shards import ablate_route_shared
+
+        res = ablate_route_shared(bridge, task, examples, todo, n_controls, seed, batch_size,
+                                  max_rows, grouping, progress, controls=controls, reads=reads)
+    else:
+        res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
+                           max_rows, grouping, progress, controls=controls, reads=reads) \
+            if todo else None
     nan = np.nan
     rows = []
     for (_, r), ko in zip(table.iterrows(), kos):
