@@ -224,6 +224,22 @@ TESTS = {
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
         "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
         "tests/test_taxonomy_readable.py"],
+    # sweeps over processes (SH): the torchrun test runs the three sweeps, 2 processes vs 1;
+    # the modules already listed above get it added here (a later key wins)
+    "circuits/ablation/route_shards.py": ["tests/test_distributed_sweeps.py"],
+    "interp/distributed.py": ["tests/test_distributed.py", "tests/test_distributed_sweeps.py"],
+    "probes/__main__.py": ["tests/test_readable_ablate_probes.py", "tests/test_probe_scores.py",
+                           "tests/test_distributed_sweeps.py"],
+    "interp/classify_heads.py": [
+        "tests/test_routes_mass.py::test_verify_draws_held_out_distinct_equations",
+        "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls",
+        "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
+        "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
+        "tests/test_distributed_sweeps.py"],
+    "circuits/ablation/routes.py": ["tests/test_routes.py", "tests/test_routes_mass.py",
+                                    "tests/test_taxonomy_readable.py::test_verify_reads_the_quoted_labels",
+                                    "tests/test_taxonomy_readable.py::test_verify_heads_reports_progress_unless_quiet",
+                                    "tests/test_distributed_sweeps.py"],
 }
 
 M = Mutant
@@ -1322,6 +1338,32 @@ MUTANTS = [
       "if progress is None and not quiet:", "if progress is None and quiet:"),
     M("TX15", "circuits/ablation/routes.py", "label knockout: key groups split at commas",
       "keys=_names(\",\".join(k), label, k)", "keys=_names(\",\".join(k), label)"),
+    # ---------------------------------------------------------------- sweeps over processes (SH)
+    M("SH01", "circuits/ablation/route_shards.py", "--verify groups: a group at every knockout "
+      "(a stacked pass split between processes)",
+      "        if i == 0 or (i * per) % period == 0:", "        if True:"),
+    M("SH02", "circuits/ablation/route_shards.py", "--verify groups: one group a layer (larger "
+      "than a pass needs)",
+      "        if i == 0 or (i * per) % period == 0:", "        if i == 0:"),
+    M("SH03", "interp/distributed.py", "in rounds: a process runs another's unit",
+      "        mine = [(r + me, work(units[r + me]))] if r + me < len(units) else []",
+      "        mine = [(r + me, work(units[min(r + size_ - 1 - me, len(units) - 1)]))] "
+      "if r + me < len(units) else []"),
+    M("SH04", "interp/distributed.py", "in rounds: the last, short round dropped",
+      "    for r in range(0, len(units), size_):",
+      "    for r in range(0, len(units) - len(units) % size_, size_):"),
+    M("SH05", "interp/distributed.py", "shared groups: only each group's first item",
+      "    return [x for g in mine for x in g]", "    return [g[0] for g in mine]"),
+    M("SH06", "probes/__main__.py", "causal cells not shared out: every process checks all",
+      'for t, st, layer, keys in distributed.shard(cells, "causal checks"):',
+      "for t, st, layer, keys in cells:"),
+    M("SH07", "interp/classify_heads.py", "--verify refused under a launch",
+      "    if not a.verify:                    # the taxonomy alone is not shared out",
+      "    if True:"),
+    M("SH08", "circuits/ablation/routes.py", "a knockout's controls depend on the process",
+      "        rng = np.random.default_rng([seed, zlib.crc32(ko.spec.encode())])",
+      "        rng = np.random.default_rng([seed + distributed.rank(), "
+      "zlib.crc32(ko.spec.encode())])"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

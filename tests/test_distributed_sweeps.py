@@ -52,63 +52,6 @@ def _files(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_two_gloo_processes_run_verify_causal_and_collect_exactly_as_one(tmp_path, capsys):
-    ckpt = _sharp_decoder(tmp_path / "sharp")
-    # one process: the worker's sweeps in this process (no launcher, nothing initialised)
-    spec = importlib.util.spec_from_file_location("dist_sweeps_worker", WORKER)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
-    assert worker.main(str(ckpt), tmp_path / "one") == 0
-    capsys.readouterr()
-    # two processes under torchrun
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc-per-node=2", str(WORKER), str(ckpt), str(tmp_path / "two")],
-                       capture_output=True, text=True, timeout=600, env=_env())
-    assert r.returncode == 0, r.stderr[-3000:]
-    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
-    assert (one["size"].read_text(), two["size"].read_text()) == ("1", "2")
-    assert one.keys() == two.keys()            # the same files, and no temporaries beside
-    assert not [n for n in two if Path(n).name.startswith(".")]
-    same = [n for n in one if n not in ("size", "probe/probes.json", "probe/report.html")]
-    for name in same:
-        assert one[name].read_bytes() == two[name].read_bytes(), name
-    # probes.json: the same but for the timings (the report page embeds them too)
-    a, b = (json.loads(f[name].read_text()) for f in (one, two) for name in
-            ["probe/probes.json"])
-    for d in (a, b):
-        d["meta"].pop("timing_s")
-    assert a == b
-
-    # not trivially: head 0 of each layer verified (two knockouts, one group a process), the
-    # others broad; two causal cells
-    heads = pd.read_csv(one["classify/heads.csv"])
-    checked = heads[heads.verify_effect.notna()]
-    assert list(zip(checked["layer"], checked["head"])) == [(0, 0), (1, 0)]
-    assert checked.verify_effect.nunique() == 2 and checked.verify_reads_n.gt(0).any()
-    causal = pd.read_csv(one["probe/causal.csv"])
-    assert sorted(set(causal.layer)) == [0, 1] and causal.difference.notna().any()
-
-    # the store against TransformerLens run on each example alone (no batch, no padding)
-    import interp
-    from interp.hooks import hook_name
-    from interp.tokens import build_sides
-    from probes import load
-
-    bridge, task = interp.load_model(str(ckpt))
-    acts = load(tmp_path / "two" / "store", task)
-    assert acts.n == 26 and bool(acts.present.any())
-    seq = build_sides("decoder", task, acts.examples, None)["seq"]
-    for site in ("resid_pre", "attn_out"):
-        X = acts.get(site, 1)
-        name = hook_name(bridge, "self", 1, f"hook_{site}")
-        for i in (0, 13, 25):                  # first, middle and last (short) batch
-            n = int(seq.lengths[i])
-            _, cache = bridge.run_with_cache(seq.ids[i:i + 1, :n], names_filter=[name])
-            for p in torch.nonzero(acts.present[i]).flatten().tolist():
-                want = cache[name][0, int(acts.token_index[i, p])].float()
-                assert torch.allclose(X[i, p], want, atol=1e-5), (site, i, p)
-
-
 # ---- the groups --verify shares out: never a forward pass split between processes ----------
 
 def _passes(arch, lengths, kos, n_controls, batch_size, max_rows):
@@ -166,3 +109,62 @@ def test_one_plain_process_streams_units_in_order_and_shares_groups_whole(monkey
     assert out == [(u, u * u) for u in range(5)] and seen == list(range(5))
     assert dist.shard_groups([[0, 2], [1], [3, 4]]) == [0, 2, 1, 3, 4]
     assert dist.state() is None                # nothing was started
+
+
+# ---- the three sweeps under torchrun (last: the cheap checks above fail first) ---------
+
+def test_two_gloo_processes_run_verify_causal_and_collect_exactly_as_one(tmp_path, capsys):
+    ckpt = _sharp_decoder(tmp_path / "sharp")
+    # one process: the worker's sweeps in this process (no launcher, nothing initialised)
+    spec = importlib.util.spec_from_file_location("dist_sweeps_worker", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    assert worker.main(str(ckpt), tmp_path / "one") == 0
+    capsys.readouterr()
+    # two processes under torchrun
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node=2", str(WORKER), str(ckpt), str(tmp_path / "two")],
+                       capture_output=True, text=True, timeout=600, env=_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert (one["size"].read_text(), two["size"].read_text()) == ("1", "2")
+    assert one.keys() == two.keys()            # the same files, and no temporaries beside
+    assert not [n for n in two if Path(n).name.startswith(".")]
+    same = [n for n in one if n not in ("size", "probe/probes.json", "probe/report.html")]
+    for name in same:
+        assert one[name].read_bytes() == two[name].read_bytes(), name
+    # probes.json: the same but for the timings (the report page embeds them too)
+    a, b = (json.loads(f[name].read_text()) for f in (one, two) for name in
+            ["probe/probes.json"])
+    for d in (a, b):
+        d["meta"].pop("timing_s")
+    assert a == b
+
+    # not trivially: head 0 of each layer verified (two knockouts, one group a process), the
+    # others broad; two causal cells
+    heads = pd.read_csv(one["classify/heads.csv"])
+    checked = heads[heads.verify_effect.notna()]
+    assert list(zip(checked["layer"], checked["head"])) == [(0, 0), (1, 0)]
+    assert checked.verify_effect.nunique() == 2 and checked.verify_reads_n.gt(0).any()
+    causal = pd.read_csv(one["probe/causal.csv"])
+    assert sorted(set(causal.layer)) == [0, 1] and causal.difference.notna().any()
+
+    # the store against TransformerLens run on each example alone (no batch, no padding)
+    import interp
+    from interp.hooks import hook_name
+    from interp.tokens import build_sides
+    from probes import load
+
+    bridge, task = interp.load_model(str(ckpt))
+    acts = load(tmp_path / "two" / "store", task)
+    assert acts.n == 26 and bool(acts.present.any())
+    seq = build_sides("decoder", task, acts.examples, None)["seq"]
+    for site in ("resid_pre", "attn_out"):
+        X = acts.get(site, 1)
+        name = hook_name(bridge, "self", 1, f"hook_{site}")
+        for i in (0, 13, 25):                  # first, middle and last (short) batch
+            n = int(seq.lengths[i])
+            _, cache = bridge.run_with_cache(seq.ids[i:i + 1, :n], names_filter=[name])
+            for p in torch.nonzero(acts.present[i]).flatten().tolist():
+                want = cache[name][0, int(acts.token_index[i, p])].float()
+                assert torch.allclose(X[i, p], want, atol=1e-5), (site, i, p)
