@@ -14,7 +14,9 @@ rows), with a legend of the numbers under it. --verify checks each head's first 
 intervention (`circuits.verify_heads`: the route, stripe or diagonal knocked out in that
 head, against random knockouts of the same attention mass in the same rows; and whether the
 head reads K's content, its values at K resampled from a same-layout donor) on held-out,
-distinct equations, and adds verdict, effect, interval, p, mass and reads columns. Writes
+distinct equations, and adds verdict, effect, interval, p, mass and reads columns (under
+torchrun or accelerate launch, --verify shares the heads out over the processes; without it the
+command refuses a launch). Writes
 heads.csv, heads.json and report.html to --out (default: classify-<model name>). CKPT may
 also be a text model (the shipped native ones, or any HF checkpoint directory the
 TransformerBridge can boot: GPT-2, BERT ...): its heads are read on --prompts FILE (one text

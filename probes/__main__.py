@@ -330,7 +330,8 @@ def _causal(bridge, task, acts, results, a, say) -> list:
     """One erasure check per target, stack and layer (`probes.causal.erasure_check`): at the
     positions whose probe beats its baseline by `probes.erasure.HOLDS`, or (--causal-at)
     at every position of those roles; only at reliable cells (`probes.scores.reliable_rows`:
-    at least MIN_TEST distinct test equations)."""
+    at least MIN_TEST distinct test equations). Launched (`interp.distributed`), the checks
+    are shared out over the processes, one check a unit, and gathered in order."""
     from interp.viz.reports.probe_maps import MIN_TEST
     from probes.causal import erasure_check
     from probes.erasure import holding_positions

@@ -18,6 +18,10 @@ store rows of lists, read back through a conversion). The header is written firs
 known shape, then each batch is written at its offset, so memory stays flat in the number of
 examples; reading maps the file (`numpy.memmap`, copy-on-write) instead of loading it.
 `safetensors.torch.load_file` reads the same files.
+
+Under a launcher (`interp.distributed`) the batches are shared out, one a process per round,
+and every process receives every batch in order; only the main process writes the folder,
+the others wait for it and map the same files.
 """
 
 from __future__ import annotations

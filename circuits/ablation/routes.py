@@ -743,7 +743,9 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         other_heads, unmatched, ratio_min (see `RouteResult`), and with `reads`
         reads_effect, reads_ci_lo, reads_ci_hi, reads_p, reads_verdict, reads_n (the value
         path patch on the same measure, over the reads_n examples with a donor). Every
-        head's targets and controls run stacked (`ablate_route`).
+        head's targets and controls run stacked (`ablate_route`). Under a launcher
+        (`interp.distributed`) the knockouts are shared out over the processes in groups that
+        keep every stacked pass whole (`circuits.ablation.route_shards`): the same frame.
     """
     if progress is None and not quiet:
         progress = _stderr_progress()
