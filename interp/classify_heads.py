@@ -14,7 +14,9 @@ rows), with a legend of the numbers under it. --verify checks each head's first 
 intervention (`circuits.verify_heads`: the route, stripe or diagonal knocked out in that
 head, against random knockouts of the same attention mass in the same rows; and whether the
 head reads K's content, its values at K resampled from a same-layout donor) on held-out,
-distinct equations, and adds verdict, effect, interval, p, mass and reads columns. Writes
+distinct equations, and adds verdict, effect, interval, p, mass and reads columns (under
+torchrun or accelerate launch, --verify shares the heads out over the processes; without it the
+command refuses a launch). Writes
 heads.csv, heads.json and report.html to --out (default: classify-<model name>). CKPT may
 also be a text model (the shipped native ones, or any HF checkpoint directory the
 TransformerBridge can boot: GPT-2, BERT ...): its heads are read on --prompts FILE (one text
@@ -220,19 +222,28 @@ def _main(argv) -> int:
     from interp.viz.reports import classify as report
 
     a = parser().parse_args(argv)
-    from interp.distributed import one_process_only
+    from contextlib import nullcontext
 
-    one_process_only("python -m interp.classify_heads")
+    from interp import distributed
+
+    if not a.verify:                    # the taxonomy alone is not shared out
+        distributed.one_process_only("python -m interp.classify_heads")
     out = _folders(a)
+    # launched with --verify: every process computes the (cheap) taxonomy, the verification
+    # shares its knockouts out (`circuits.verify_heads`); only the main process writes
+    writer = distributed.is_main()
+    if not writer:
+        a.quiet = True
     kinds = [k.strip() for k in a.kinds.split(",")] if a.kinds else None
     ckpt = load(a)
     if a.verify and ckpt.arch in ("native", "hf"):
         raise InterpError(f"--verify measures the damage to a task's answers; {a.checkpoint} "
                           "is a text model without one (run --verify on a task checkpoint)")
     bridge, task, examples = _inputs(a, ckpt)
-    with output_lock(out), output_lock(a.save_cache, "--save-cache"):
-        keep_shards = (lambda source: save_shards(source, a.save_cache)) if a.save_cache \
-            else None
+    lock = output_lock if writer else (lambda *_a: nullcontext())
+    with lock(out), lock(a.save_cache, "--save-cache"):
+        keep_shards = (lambda source: save_shards(source, a.save_cache)) \
+            if a.save_cache and writer else None
         extra = {} if a.resamples is None else {"resamples": a.resamples}
         result = head_taxonomy(bridge, task, examples, kinds, a.batch_size, a.segments,
                                keep_shards, keep=0 if a.no_report else a.examples,
@@ -250,10 +261,11 @@ def _main(argv) -> int:
                     result.stats, result.examples, role_maps=task is not None, task=task),
                     tmp / "report.html", a)
 
-        replace_dir_atomic(fill, out)
+        if writer:
+            replace_dir_atomic(fill, out)
     print(text(table, a.format, wide=a.wide), end="")
     note = table.attrs.get("verify", {}).get("note")
-    if note and a.format != "table":
+    if note and a.format != "table" and writer:
         print(note, file=sys.stderr)
     if not a.quiet:
         print(f"wrote {out / 'heads.csv'}, heads.json" +

@@ -117,3 +117,35 @@ def one_process_only(command: str) -> None:
 
         raise InterpError(f"{command} runs as one process; start it without torchrun or "
                           "accelerate launch (its work is not shared over processes)")
+
+
+# ---- streamed sweeps and sweeps whose units the caller groups (helper "shard") -------------
+
+def in_rounds(units: Sequence, work):
+    """Yield `(unit, work(unit))` for every unit, in the units' order, in every process.
+
+    Not launched: the plain loop, each unit's work done when it is reached. Launched: the
+    units go out in rounds of one unit per process (process p takes unit r * size + p of
+    round r), and each round's results are gathered on every process before the next round
+    starts, so no process holds more than one round of results (activation collection streams
+    batches to disk this way). A round may leave processes idle, the last one or a sweep
+    smaller than the processes: nothing is refused, the idle ones only wait."""
+    units = list(units)
+    st = state()
+    if st is None:
+        for u in units:
+            yield u, work(u)
+        return
+    size_, me = int(st.num_processes), int(st.process_index)
+    for r in range(0, len(units), size_):
+        mine = [(r + me, work(units[r + me]))] if r + me < len(units) else []
+        for i, result in gather(mine):
+            yield units[i], result
+
+
+def shard_groups(groups: Sequence[Sequence], what: str = "units") -> list:
+    """This process's share of `groups` (lists of items that must run together), flattened
+    and in the items' order: a sweep whose unit is a group of items (knockouts whose
+    conditions one process stacks into the same forward passes) shares out whole groups."""
+    mine = shard([list(g) for g in groups], what)
+    return [x for g in mine for x in g]

@@ -330,16 +330,18 @@ def _causal(bridge, task, acts, results, a, say) -> list:
     """One erasure check per target, stack and layer (`probes.causal.erasure_check`): at the
     positions whose probe beats its baseline by `probes.erasure.HOLDS`, or (--causal-at)
     at every position of those roles; only at reliable cells (`probes.scores.reliable_rows`:
-    at least MIN_TEST distinct test equations)."""
+    at least MIN_TEST distinct test equations). Launched (`interp.distributed`), the checks
+    are shared out over the processes, one check a unit, and gathered in order."""
     from interp.viz.reports.probe_maps import MIN_TEST
     from probes.causal import erasure_check
     from probes.erasure import holding_positions
     from probes.positions import select
     from probes.scores import reliable_rows
 
+    from interp import distributed
+
     chosen = select(acts.keys, a.causal_at, True) if a.causal_at else None
-    shared: dict = {}
-    out = []
+    cells = []                              # (target, stack, layer, keys): one check each
     for t, res in results.items():
         full = res.frame()
         f = reliable_rows(full)             # cells under the minimum are never checked
@@ -362,14 +364,20 @@ def _causal(bridge, task, acts, results, a, say) -> list:
                 if not keys:
                     say(f"causal check {t}: {st} L{layer}: no position holds it; skipped")
                     continue
-                say(f"causal check {t}: {st} L{layer} {' '.join(keys)}")
-                r = erasure_check(bridge, task, acts, t, a.site, layer, keys, stack=st,
-                                  method=a.causal_method, n_controls=a.controls, seed=a.seed,
-                                  n_test=a.causal_n, batch_size=a.batch_size,
-                                  margin=a.causal_margin, parts=res.parts, progress=say,
-                                  shared=shared)
-                out.append(r)
-    return out
+                cells.append((t, st, layer, keys))
+    # launched: each process checks its share of the cells; every check is whole in itself
+    # (its erasers, controls and bootstrap seeded by --seed alone), so the gathered list is
+    # the one process's, check for check
+    shared: dict = {}
+    out = []
+    for t, st, layer, keys in distributed.shard(cells, "causal checks"):
+        say(f"causal check {t}: {st} L{layer} {' '.join(keys)}")
+        out.append(erasure_check(bridge, task, acts, t, a.site, layer, keys, stack=st,
+                                 method=a.causal_method, n_controls=a.controls, seed=a.seed,
+                                 n_test=a.causal_n, batch_size=a.batch_size,
+                                 margin=a.causal_margin, parts=results[t].parts,
+                                 progress=say, shared=shared))
+    return distributed.gather(out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ store rows of lists, read back through a conversion). The header is written firs
 known shape, then each batch is written at its offset, so memory stays flat in the number of
 examples; reading maps the file (`numpy.memmap`, copy-on-write) instead of loading it.
 `safetensors.torch.load_file` reads the same files.
+
+Under a launcher (`interp.distributed`) the batches are shared out, one a process per round,
+and every process receives every batch in order; only the main process writes the folder,
+the others wait for it and map the same files.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp.distributed import barrier, in_rounds, is_main
 from interp.errors import InterpError
 from interp.hooks import arch_of, capture, eval_mode, hook_name, n_layers
 from interp.tasks.base import Example
@@ -228,26 +233,29 @@ def collect(bridge, task, examples: Sequence, sites: Sequence[str] = ("resid_pre
                                                    for st in stacks})
     main = sides["seq" if arch == "decoder" else "src"]
 
+    def one(start):
+        idx = torch.arange(start, min(start + batch_size, n))
+        w = int(main.lengths[idx].max())
+        kw = {"attention_mask": main.valid[idx, :w].long()}
+        if arch == "t5":
+            kw["decoder_input"] = sides["tgt"].ids[idx, :int(sides["tgt"].lengths[idx].max())]
+        cache = capture(bridge, main.ids[idx, :w], names=set(names.values()), **kw)
+        out = {}
+        for cell, name in names.items():
+            st = cell[1]
+            ti = token_index[idx][:, cols[st]]
+            A = cache[name].to("cpu", torch.float32)
+            g = A[torch.arange(len(idx))[:, None], ti.clamp(min=0)]
+            out[cell] = g * (ti >= 0)[..., None]
+        return out
+
     def batches():
+        # launched (`interp.distributed.in_rounds`): each process runs its batches, one a
+        # round, and every process receives every batch, in order
         starts = range(0, n, batch_size)
         with eval_mode(bridge):
-            for start in tqdm(starts, desc="activations", leave=False,
-                              disable=not progress or not sys.stderr.isatty()):
-                idx = torch.arange(start, min(start + batch_size, n))
-                w = int(main.lengths[idx].max())
-                kw = {"attention_mask": main.valid[idx, :w].long()}
-                if arch == "t5":
-                    kw["decoder_input"] = sides["tgt"].ids[idx, :int(sides["tgt"].lengths[idx]
-                                                                   .max())]
-                cache = capture(bridge, main.ids[idx, :w], names=set(names.values()), **kw)
-                out = {}
-                for cell, name in names.items():
-                    st = cell[1]
-                    ti = token_index[idx][:, cols[st]]
-                    A = cache[name].to("cpu", torch.float32)
-                    g = A[torch.arange(len(idx))[:, None], ti.clamp(min=0)]
-                    out[cell] = g * (ti >= 0)[..., None]
-                yield start, out
+            yield from tqdm(in_rounds(starts, one), total=len(starts), desc="activations",
+                            leave=False, disable=not progress or not sys.stderr.isatty())
 
     if folder is None:
         acts.store = {cell: torch.zeros(n, len(cols[cell[1]]), d) for cell in names}
@@ -276,7 +284,12 @@ def collect(bridge, task, examples: Sequence, sites: Sequence[str] = ("resid_pre
                 f.write(E.contiguous().numpy().astype("<f4").tobytes())
         (tmp / "acts.json").write_text(json.dumps(_meta(acts)))
 
-    replace_dir_atomic(fill, Path(folder))
+    if is_main():                 # the only writer; launched, the others run their batches
+        replace_dir_atomic(fill, Path(folder))
+    else:
+        for _ in batches():
+            pass
+    barrier()                     # the store is whole before any process reads it
     return load(folder, task)
 
 

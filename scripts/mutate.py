@@ -133,9 +133,6 @@ TESTS = {
     "circuits/patching/fast.py": PATCHING_TESTS,
     "circuits/patching/experiments.py": PATCHING_TESTS,
     # route knockout: the whole file takes about 20 s (its command-line test runs in-process)
-    "circuits/ablation/routes.py": ["tests/test_routes.py", "tests/test_routes_mass.py",
-                                    "tests/test_taxonomy_readable.py::test_verify_reads_the_quoted_labels",
-                                    "tests/test_taxonomy_readable.py::test_verify_heads_reports_progress_unless_quiet"],
     "interp/attention/maps.py": ["tests/test_flow.py", "tests/test_maps.py"],
     # probes: the command-line tests (tests/test_probes_cli.py, subprocesses) are left out;
     # tests/test_probe_targets.py checks the tasks' targets and imports nothing of probes/
@@ -158,11 +155,6 @@ TESTS = {
     "circuits/ablation/reads.py": [
         "tests/test_routes_mass.py::test_value_path_patch_touches_only_the_selected_query_rows",
         "tests/test_routes_mass.py"],
-    "interp/classify_heads.py": [
-        "tests/test_routes_mass.py::test_verify_draws_held_out_distinct_equations",
-        "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls",
-        "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
-        "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full"],
     # patching beyond one slice (#22): the slice tests (pairs.py's entry above includes them)
     "circuits/patching/slices.py": ["tests/test_patching_slices.py"],
     "circuits/patching/slice_result.py": [
@@ -208,7 +200,6 @@ TESTS = {
     "interp/viz/reports/probe_maps.py": ["tests/test_readable_ablate_probes.py"],
     "interp/viz/reports/probe.py": ["tests/test_readable_ablate_probes.py",
                                     "tests/test_probe_scores.py"],
-    "probes/__main__.py": ["tests/test_readable_ablate_probes.py", "tests/test_probe_scores.py"],
     "interp/viz/reports/routes.py": [
         "tests/test_readable_ablate_probes.py",
         "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
@@ -218,7 +209,6 @@ TESTS = {
                               "tests/test_page.py"],
     "interp/viz/reports/classify.py": ["tests/test_classify_page.py"],
     # readable head tables (TX): what the numbers mean, stability, the terminal table
-    "interp/distributed.py": ["tests/test_distributed.py"],
     "interp/viz/termtable.py": ["tests/test_termtable.py",
                                 "tests/test_routes_mass.py::test_small_effects_print_with_significant_digits"],
     "interp/attention/readout.py": ["tests/test_taxonomy_readable.py"],
@@ -235,6 +225,22 @@ TESTS = {
     "circuits/patching/compare.py": [
         "tests/test_atp.py::test_agreement_against_scipy_and_a_hand_count",
         "tests/test_atp.py::test_the_site_title_names_the_method_its_recall_and_largest_underestimate"],
+    # sweeps over processes (SH): the torchrun test runs the three sweeps, 2 processes vs 1;
+    # (and the entries of the modules the sweeps live in, with their earlier tests)
+    "circuits/ablation/route_shards.py": ["tests/test_distributed_sweeps.py"],
+    "interp/distributed.py": ["tests/test_distributed.py", "tests/test_distributed_sweeps.py"],
+    "probes/__main__.py": ["tests/test_readable_ablate_probes.py", "tests/test_probe_scores.py",
+                           "tests/test_distributed_sweeps.py"],
+    "interp/classify_heads.py": [
+        "tests/test_routes_mass.py::test_verify_draws_held_out_distinct_equations",
+        "tests/test_routes_mass.py::test_classify_heads_prints_untestable_at_ten_controls",
+        "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
+        "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
+        "tests/test_distributed_sweeps.py"],
+    "circuits/ablation/routes.py": ["tests/test_routes.py", "tests/test_routes_mass.py",
+                                    "tests/test_taxonomy_readable.py::test_verify_reads_the_quoted_labels",
+                                    "tests/test_taxonomy_readable.py::test_verify_heads_reports_progress_unless_quiet",
+                                    "tests/test_distributed_sweeps.py"],
 }
 # AtP* (AS13): the method switch of attribute()
 TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments.py"] + [
@@ -1412,6 +1418,32 @@ MUTANTS = [
       "i = int(np.argmax(np.abs(e) - np.abs(a)))", "i = int(np.argmax(e - a))"),
     M("AS18", "circuits/patching/compare.py", "site title: the method's name dropped",
       'name = METHOD_NAMES.get(row["method"], row["method"])', 'name = "attribution"'),
+    # ---------------------------------------------------------------- sweeps over processes (SH)
+    M("SH01", "circuits/ablation/route_shards.py", "--verify groups: a group at every knockout "
+      "(a stacked pass split between processes)",
+      "        if i == 0 or (i * per) % period == 0:", "        if True:"),
+    M("SH02", "circuits/ablation/route_shards.py", "--verify groups: one group a layer (larger "
+      "than a pass needs)",
+      "        if i == 0 or (i * per) % period == 0:", "        if i == 0:"),
+    M("SH03", "interp/distributed.py", "in rounds: a process runs another's unit",
+      "        mine = [(r + me, work(units[r + me]))] if r + me < len(units) else []",
+      "        mine = [(r + me, work(units[min(r + size_ - 1 - me, len(units) - 1)]))] "
+      "if r + me < len(units) else []"),
+    M("SH04", "interp/distributed.py", "in rounds: the last, short round dropped",
+      "    for r in range(0, len(units), size_):",
+      "    for r in range(0, len(units) - len(units) % size_, size_):"),
+    M("SH05", "interp/distributed.py", "shared groups: only each group's first item",
+      "    return [x for g in mine for x in g]", "    return [g[0] for g in mine]"),
+    M("SH06", "probes/__main__.py", "causal cells not shared out: every process checks all",
+      'for t, st, layer, keys in distributed.shard(cells, "causal checks"):',
+      "for t, st, layer, keys in cells:"),
+    M("SH07", "interp/classify_heads.py", "--verify refused under a launch",
+      "    if not a.verify:                    # the taxonomy alone is not shared out",
+      "    if True:"),
+    M("SH08", "circuits/ablation/routes.py", "a knockout's controls depend on the process",
+      "        rng = np.random.default_rng([seed, zlib.crc32(ko.spec.encode())])",
+      "        rng = np.random.default_rng([seed + distributed.rank(), "
+      "zlib.crc32(ko.spec.encode())])"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -69,6 +69,7 @@ import torch
 from interp.attention.groups import group_role
 from interp.attention.taxonomy import parse_label
 from interp.errors import InterpError
+from interp import distributed
 from interp.hooks import KINDS, capture, hook_name, kinds_of, n_layers, run
 from interp.tasks.base import Example, Task
 
@@ -742,7 +743,9 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
         other_heads, unmatched, ratio_min (see `RouteResult`), and with `reads`
         reads_effect, reads_ci_lo, reads_ci_hi, reads_p, reads_verdict, reads_n (the value
         path patch on the same measure, over the reads_n examples with a donor). Every
-        head's targets and controls run stacked (`ablate_route`).
+        head's targets and controls run stacked (`ablate_route`). Under a launcher
+        (`interp.distributed`) the knockouts are shared out over the processes in groups that
+        keep every stacked pass whole (`circuits.ablation.route_shards`): the same frame.
     """
     if progress is None and not quiet:
         progress = _stderr_progress()
@@ -753,9 +756,15 @@ def verify_heads(bridge, task: Task, examples: Sequence[Example], table: pd.Data
     if progress:
         progress(f"verify_heads: {len(todo)} labels to check on {len(examples)} examples, "
                  f"{n_controls} controls each")
-    res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
-                       max_rows, grouping, progress, controls=controls, reads=reads) \
-        if todo else None
+    if todo and distributed.launched():   # knockouts shared out over processes, in groups
+        from circuits.ablation.route_shards import ablate_route_shared
+
+        res = ablate_route_shared(bridge, task, examples, todo, n_controls, seed, batch_size,
+                                  max_rows, grouping, progress, controls=controls, reads=reads)
+    else:
+        res = ablate_route(bridge, task, examples, todo, n_controls, seed, False, batch_size,
+                           max_rows, grouping, progress, controls=controls, reads=reads) \
+            if todo else None
     nan = np.nan
     rows = []
     for (_, r), ko in zip(table.iterrows(), kos):
