@@ -125,7 +125,12 @@ def module_at(bridge, name: str) -> torch.nn.Module:
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
-    """The device of a model's first parameter (CPU for a model without parameters)."""
+    """The device a model takes its inputs on: that of its input embedding when it is split
+    across devices (`interp.models.devmap`), else of its first parameter (CPU for a model
+    without parameters)."""
+    home = getattr(model, "_interp_input_device", None)
+    if home is not None:
+        return home
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
