@@ -184,3 +184,39 @@ def test_tied_weights_split_and_device_conflict_and_native(tiny_checkpoints, tmp
                 {"task": {"task": "text"}})
     with pytest.raises(InterpError, match="native"):
         load_checkpoint(native, device_map="auto")
+
+
+# -- scripts/gpu_check.sh: its syntax, and every script it calls takes its flags ------------
+def test_gpu_check_script_parses_and_its_benchmarks_take_its_flags(capsys, monkeypatch):
+    import importlib.util
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = root / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text().replace("\\\n", " ")
+    calls = re.findall(r"scripts/(\w+)\.py([^\n]*)", text)
+    assert {c[0] for c in calls} == {"bench_classify", "bench_patching", "bench_probes"}
+    assert "-m gpu" in text and "nvidia-smi" in text
+    assert "for dtype in float32 bfloat16" in text
+    for name, rest in calls:
+        flags = set(re.findall(r"(--[\w-]+)", rest))
+        assert {"--device", "--dtype"} <= flags, name
+        spec = importlib.util.spec_from_file_location(f"_gc_{name}", root / "scripts" /
+                                                      f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        monkeypatch.setattr(sys, "argv", [name, "--help"])
+        with pytest.raises(SystemExit) as done:
+            try:
+                mod.main(["--help"])
+            except TypeError:                       # a main() that reads sys.argv
+                mod.main()
+        assert done.value.code == 0
+        shown = capsys.readouterr().out
+        for flag in flags:
+            assert re.search(rf"{flag}\b", shown), (name, flag)
+        assert "bfloat16" in shown, name
