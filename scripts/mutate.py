@@ -224,6 +224,10 @@ TESTS = {
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
         "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
         "tests/test_taxonomy_readable.py"],
+    # models split across devices (DM): the map's checks and the dispatch, on the CPU
+    "interp/models/devmap.py": [
+        "tests/test_device_map.py",      # scripts/ is not in the copy: its check left out
+        "--deselect=tests/test_device_map.py::test_gpu_check_script_parses_and_its_benchmarks_take_its_flags"],
 }
 
 M = Mutant
@@ -1322,6 +1326,25 @@ MUTANTS = [
       "if progress is None and not quiet:", "if progress is None and quiet:"),
     M("TX15", "circuits/ablation/routes.py", "label knockout: key groups split at commas",
       "keys=_names(\",\".join(k), label, k)", "keys=_names(\",\".join(k), label)"),
+    # models split across devices (DM): what a device map may name, and where modules run
+    M("DM01", "interp/models/devmap.py", "device map: cpu:7 taken for the CPU",
+      "if d.index not in (None, 0):", "if False:"),
+    M("DM02", "interp/models/devmap.py", "device map: one GPU past the last accepted",
+      "if index >= count:", "if index > count:"),
+    M("DM03", "interp/models/devmap.py", "device map: disk offload let through to torch",
+      'if dev.strip().lower() in ("disk", "meta"):', 'if dev.strip().lower() in ("meta",):'),
+    M("DM04", "interp/models/devmap.py", "device map: a JSON array read as a path",
+      'elif text[:1] not in ("{", "["):', 'elif text[:1] not in ("{",):'),
+    M("DM05", "interp/models/devmap.py", "device map: names that are no module accepted",
+      "unknown = [k for k in placement if k not in modules]", "unknown = []"),
+    M("DM06", "interp/models/devmap.py", "device map: nested entries accepted",
+      'if a != b and (a == "" or b.startswith(a + ".")):', 'if a != b and a == "":'),
+    M("DM07", "interp/models/devmap.py", "device map: tensors left without a device",
+      "            if key is None:\n", "            if key is None and False:\n"),
+    M("DM08", "interp/models/devmap.py", "device map: tied weights split apart",
+      "if placement[seen[1]] != placement[key]:", "if False:"),
+    M("DM09", "interp/models/devmap.py", "dispatch: modules run where their input is",
+      "AlignDevicesHook(execution_device=dev,", "AlignDevicesHook(execution_device=None,"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -134,6 +134,7 @@ def _patch_cli(capsys, tmp_path, ckpt, *extra):
 
 BAD = [
     ({"transformer.wte": "cuda:3"}, "does not exist"),
+    ({"transformer.wte": f"cuda:{torch.cuda.device_count()}"}, "does not exist"),  # one past
     ({"transformer.wte": "cpu:7"}, "does not exist"),
     ({"transformer.wte": "disk"}, "offloading is not supported"),
     ({"transformer.wte": "gpu"}, "not a device"),
