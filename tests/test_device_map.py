@@ -221,3 +221,22 @@ def test_gpu_check_script_parses_and_its_benchmarks_take_its_flags(capsys, monke
         for flag in flags:
             assert re.search(rf"{flag}\b", shown), (name, flag)
         assert "bfloat16" in shown, name
+
+
+def test_an_hf_directory_splits_too(tiny_bert_dir):
+    """A plain HF directory (booted by the bridge, then split): its logits against HF's own
+    BertForMaskedLM, and each mapped module hooked to run on its device."""
+    from transformers import BertForMaskedLM
+
+    from interp.models import load_model
+
+    plan = {"bert.embeddings": "cpu", "bert.encoder.layer.0": "cpu",
+            "bert.encoder.layer.1": "cpu", "cls": "cpu"}
+    bridge, _ = load_model(tiny_bert_dir, device_map=json.dumps(plan))
+    ids = torch.randint(5, 15, (2, 7), generator=torch.Generator().manual_seed(1))
+    hf = BertForMaskedLM.from_pretrained(str(tiny_bert_dir)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(ids), hf(ids).logits, atol=1e-5, rtol=0)
+    layer = bridge.original_model.get_submodule("bert.encoder.layer.1")
+    assert layer.original_component._hf_hook.execution_device == torch.device("cpu")
+    assert bridge.original_model.interp_device_map == plan

@@ -209,7 +209,8 @@ def dispatch(model, placement: dict) -> None:
     for name, dev in placement.items():
         module = model.get_submodule(name)
         module.to(dev)
-        if name:
+        if name:             # a bridge component: the HF module it wraps takes the hook
+            module = module._modules.get("_original_component", module)
             add_hook_to_module(module, AlignDevicesHook(execution_device=dev,
                                                         io_same_device=False,
                                                         skip_keys=skip))
