@@ -1345,6 +1345,8 @@ MUTANTS = [
       "if placement[seen[1]] != placement[key]:", "if False:"),
     M("DM09", "interp/models/devmap.py", "dispatch: modules run where their input is",
       "AlignDevicesHook(execution_device=dev,", "AlignDevicesHook(execution_device=None,"),
+    M("DM10", "interp/models/devmap.py", "bridge components take their inputs anywhere",
+      'getattr(module, "_interp_mover", None) is None:', "False:"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

@@ -50,10 +50,23 @@ def check_split(path, arch, device_map, tol):
     parts = load_checkpoint(path, device_map=device_map)
     task, b0, b1 = whole.task, whole.bridge(), parts.bridge()
     placed = dict(parts.model.interp_device_map)
+    entered = {}
     for name, dev in placed.items():          # each module sits, and runs, on its device
         module = parts.model.get_submodule(name)
         assert {p.device for p in module.parameters()} == {torch.device(dev)}, name
-        assert module._hf_hook.execution_device == torch.device(dev), name
+        hf = module._modules.get("_original_component", module)
+        assert hf._hf_hook.execution_device == torch.device(dev), name
+        mover = getattr(module, "_interp_mover", None)   # a bridge component's input hook
+        if mover is not None:
+            assert mover.device == torch.device(dev), name
+            entered[name] = lambda m=mover, c=mover.calls: m.calls > c
+        else:                                 # an HF module the bridge calls: count its hook
+            seen = []
+            hook = hf._hf_hook
+            hook.pre_forward = (lambda f, seen: lambda *a, **k: (seen.append(1),
+                                                                 f(*a, **k))[1])(
+                hook.pre_forward, seen)
+            entered[name] = lambda seen=seen: bool(seen)
     assert b1.cfg.n_devices == len(set(placed.values()))
 
     g = torch.Generator().manual_seed(0)
@@ -65,6 +78,9 @@ def check_split(path, arch, device_map, tol):
                "tgt": torch.randint(0, 20, (3, 6), generator=g)}
         logits = b1(ids["src"], decoder_input=ids["tgt"])
     assert logits.device == parts.device          # outputs come back to the input device
+    # every mapped module's inputs went through a hook that moves them to its device
+    # (the T5 embedding `shared` is reached through encoder/decoder.embed_tokens)
+    assert [n for n, ran in entered.items() if not ran() and n != "shared"] == []
     torch.testing.assert_close(logits.detach().cpu(), hf_logits(path, arch, ids),
                                atol=tol, rtol=0)
 

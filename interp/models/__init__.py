@@ -331,7 +331,9 @@ def _make_bridge(ckpt: Checkpoint):
                                                      tokenizer=tokenizer, device=ckpt.device,
                                                      dtype=ckpt.dtype)
     if ckpt.device_map is not None:
-        from interp.models.devmap import devices
+        from interp.models.devmap import devices, follow
+
+        follow(bridge.original_model, ckpt.device_map)
 
         bridge.cfg.device = str(ckpt.device)         # where the bridge puts token ids
         bridge.cfg.n_devices = len(devices(bridge.original_model))
