@@ -147,6 +147,26 @@ def to_device(x, device: torch.device):
     return x
 
 
+class InputMover:
+    """A forward pre-hook moving a module's tensor inputs to `device`; `calls` counts the
+    forward passes it saw."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.calls = device, 0
+
+    def __call__(self, module, args, kwargs):
+        self.calls += 1
+        return to_device(args, self.device), to_device(kwargs, self.device)
+
+
+def move_inputs(module: torch.nn.Module, device: torch.device) -> InputMover:
+    """Make `module` take its inputs on `device` from now on (a model split across devices,
+    `interp.models.devmap`): a lasting forward pre-hook; returns it."""
+    mover = InputMover(device)
+    module.register_forward_pre_hook(mover, with_kwargs=True)
+    return mover
+
+
 def dtype_of(model: torch.nn.Module) -> torch.dtype:
     """The floating dtype of a model's first floating parameter (float32 without one)."""
     for p in model.parameters():

@@ -222,30 +222,17 @@ def dispatch(model, placement: dict) -> None:
     model._interp_input_device = home
 
 
-class Mover:
-    """A forward pre-hook that moves a module's tensor inputs to `device` (kept on the
-    module as `_interp_mover`; `calls` counts the forward passes it saw)."""
-
-    def __init__(self, device):
-        self.device, self.calls = device, 0
-
-    def __call__(self, module, args, kwargs):
-        from interp.hooks import to_device
-
-        self.calls += 1
-        return to_device(args, self.device), to_device(kwargs, self.device)
-
-
 def follow(model, placement: dict) -> None:
     """After the bridge has wrapped `model`: each mapped bridge component (which may compute
     from its HF module's weights without calling that module: TransformerBridge's T5 blocks
-    and layer norms do) takes its inputs on its device too, through a `Mover`."""
+    and layer norms do) takes its inputs on its device too, through a `interp.hooks.move_inputs`."""
+    from interp.hooks import move_inputs
+
     for name, dev in placement.items():
         module = model.get_submodule(name)
         if name and "_original_component" in module._modules and \
                 getattr(module, "_interp_mover", None) is None:
-            module._interp_mover = Mover(dev)
-            module.register_forward_pre_hook(module._interp_mover, with_kwargs=True)
+            module._interp_mover = move_inputs(module, dev)
 
 
 def input_device(model):
