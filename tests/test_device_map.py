@@ -45,6 +45,7 @@ def check_split(path, arch, device_map, tol):
     import probes
     from circuits import patching as P
     from interp.cache import cache_attention
+    from interp.hooks import device_of
 
     whole = load_checkpoint(path)
     parts = load_checkpoint(path, device_map=device_map)
@@ -78,6 +79,7 @@ def check_split(path, arch, device_map, tol):
                "tgt": torch.randint(0, 20, (3, 6), generator=g)}
         logits = b1(ids["src"], decoder_input=ids["tgt"])
     assert logits.device == parts.device          # outputs come back to the input device
+    assert device_of(b1) == device_of(parts.model) == parts.device    # where inputs go
     # every mapped module's inputs went through a hook that moves them to its device
     # (the T5 embedding `shared` is reached through encoder/decoder.embed_tokens)
     assert [n for n, ran in entered.items() if not ran() and n != "shared"] == []
