@@ -225,7 +225,7 @@ def dispatch(model, placement: dict) -> None:
 def follow(model, placement: dict) -> None:
     """After the bridge has wrapped `model`: each mapped bridge component (which may compute
     from its HF module's weights without calling that module: TransformerBridge's T5 blocks
-    and layer norms do) takes its inputs on its device too, through a `interp.hooks.move_inputs`."""
+    and layer norms do) takes its inputs on its device too (`interp.hooks.move_inputs`)."""
     from interp.hooks import move_inputs
 
     for name, dev in placement.items():
