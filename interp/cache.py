@@ -200,10 +200,11 @@ def _forward(bridge, arch, sides, kinds, batch_size, progress=False):
             cache = capture(bridge, main.ids[index, :w], names=names.values(), **kw)
             out = {}
             for k in kinds:
-                P = torch.stack([cache[names[(k, l)]] for l in range(n_layers(bridge, k))])
                 q, kk = (int(sides[s].lengths[index].max())
                          for s in (KINDS[k].query_side, KINDS[k].key_side))
-                P = P[..., :q, :kk].to("cpu", torch.float32)   # any device and dtype in
+                # any device and dtype in (layers split across devices too); CPU float32 out
+                P = torch.stack([cache[names[(k, l)]][..., :q, :kk].to("cpu", torch.float32)
+                                 for l in range(n_layers(bridge, k))])
                 qv = sides[KINDS[k].query_side].valid[index, :q]
                 kv = sides[KINDS[k].key_side].valid[index, :kk]
                 out[k] = P.mul_((qv[:, :, None] & kv[:, None, :])[None, :, None].to(P.dtype))

@@ -125,7 +125,12 @@ def module_at(bridge, name: str) -> torch.nn.Module:
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
-    """The device of a model's first parameter (CPU for a model without parameters)."""
+    """The device a model takes its inputs on: that of its input embedding when it is split
+    across devices (`interp.models.devmap`), else of its first parameter (CPU for a model
+    without parameters)."""
+    home = getattr(model, "_interp_input_device", None)
+    if home is not None:
+        return home
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
@@ -140,6 +145,26 @@ def to_device(x, device: torch.device):
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
     return x
+
+
+class InputMover:
+    """A forward pre-hook moving a module's tensor inputs to `device`; `calls` counts the
+    forward passes it saw."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.calls = device, 0
+
+    def __call__(self, module, args, kwargs):
+        self.calls += 1
+        return to_device(args, self.device), to_device(kwargs, self.device)
+
+
+def move_inputs(module: torch.nn.Module, device: torch.device) -> InputMover:
+    """Make `module` take its inputs on `device` from now on (a model split across devices,
+    `interp.models.devmap`): a lasting forward pre-hook; returns it."""
+    mover = InputMover(device)
+    module.register_forward_pre_hook(mover, with_kwargs=True)
+    return mover
 
 
 def dtype_of(model: torch.nn.Module) -> torch.dtype:

@@ -27,7 +27,7 @@ def warn_if_outside(model: str, task, src: str) -> str | None:
     return note
 
 
-VALUED = ("--device", "--dtype")   # options followed by their value
+VALUED = ("--device", "--dtype", "--device-map")   # options followed by their value
 
 
 def _problems_are_positional(argv: list[str]) -> list[str]:

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="CKPT",
                    help="start from this checkpoint's weights (same size flags) with a fresh "
                         "optimiser and schedule, e.g. to continue a finished run")
-    add_options(p, quiet=False, device=True)
+    add_options(p, quiet=False, device=True, device_map=False)
     p.add_argument("--quiet", action="store_true")
     return p
 

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                        type=seed_value if name == "seed" else int)
     for name in ("lr", "weight_decay", "mix"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    add_options(p)                                           # --device, --dtype, --quiet
+    add_options(p, device_map=False)                         # --device, --dtype, --quiet
     return p
 
 

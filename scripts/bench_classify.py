@@ -1,7 +1,7 @@
 """Benchmark: full head classification vs a bare forward and vs TransformerLens detect_head.
 
     python scripts/bench_classify.py [CKPT] [--n 512] [--batch-size 64] [--threads T]
-                                     [--no-memory]
+                                     [--no-memory] [--device cpu] [--dtype float32]
 
 Prints, from one run on the same prompts:
   (a) classification time / bare batched forward time over the same batches   (target <= 2x)
@@ -67,6 +67,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--memory-child", choices=["stream", "memory"], help=argparse.SUPPRESS)
     a = p.parse_args()
 
@@ -85,7 +87,8 @@ def main() -> int:
     from interp.models import load_checkpoint
     from interp.tokens import build_sides, length_batches, repeated_random_tokens
 
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt = load_checkpoint(a.checkpoint, a.device, a.dtype)
+    sync = torch.cuda.synchronize if ckpt.device.type == "cuda" else (lambda: None)
     if ckpt.arch != "decoder":
         raise SystemExit("detect_head needs a decoder-only model; give a decoder checkpoint")
     bridge = ckpt.bridge()
@@ -98,6 +101,7 @@ def main() -> int:
     for index in length_batches(seq.lengths, a.batch_size):
         w = int(seq.lengths[index].max())
         run(bridge, seq.ids[index, :w], attention_mask=seq.valid[index, :w].long())
+    sync()
     t_bare = time.perf_counter() - t0
 
     # ours: every score, the uniform baselines, maps' sums and the taxonomy, streamed (the
@@ -125,7 +129,7 @@ def main() -> int:
     worst_rep = float((f["induction_detector"] - detect_head(bridge, rep, "induction_head").float()
                        ).abs().max())
     print(f"model {a.checkpoint}, {a.n} prompts, batch {a.batch_size}, "
-          f"{torch.get_num_threads()} threads, {len(table)} heads")
+          f"{torch.get_num_threads()} threads, {len(table)} heads, {ckpt.device} {a.dtype}")
     print(f"bare batched forward             {t_bare:8.2f} s")
     print(f"interp classification (all)      {t_ours:8.2f} s")
     print(f"TransformerLens detect_head (3)  {t_tl:8.2f} s")

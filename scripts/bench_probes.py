@@ -87,6 +87,10 @@ def main(argv=None) -> int:
                     help="cells per target fitted by sklearn (0: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu",
+                    help="where the activations are collected: cpu (default), cuda, cuda:N")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                    help="of the model (the probes are fitted on the CPU in float64/32)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
     from probes.controls import control_labels, split_groups
     from probes.fitting import LOGISTIC_ALPHAS, RIDGE_ALPHAS, resolve_labels
 
-    bridge, task = interp.load_model(args.model)
+    bridge, task = interp.load_model(args.model, args.device, args.dtype)
     examples = task.generate(args.n, seed=args.seed)
     t0 = time.process_time()
     acts = probes.collect(bridge, task, examples, sites=("resid_pre",), positions="input")
@@ -108,7 +112,7 @@ def main(argv=None) -> int:
     n_cells = sum(len(acts.layers[s]) * len(acts.columns(s)) for s in acts.stacks)
     print(f"{args.model}: {args.n} equations, {n_cells} cells (layers {acts.layers}, "
           f"{len(acts.keys)} input positions), collect {t_collect:.1f} s, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}, {args.device} {args.dtype}")
     part = split_groups(acts.groups, seed=args.seed).numpy()
     ours_total = sk_total = 0.0
     worst_acc = worst_r2 = worst_acc_big = worst_self = 0.0

@@ -241,6 +241,10 @@ TESTS = {
                                     "tests/test_taxonomy_readable.py::test_verify_reads_the_quoted_labels",
                                     "tests/test_taxonomy_readable.py::test_verify_heads_reports_progress_unless_quiet",
                                     "tests/test_distributed_sweeps.py"],
+    # models split across devices (DM): the map's checks and the dispatch, on the CPU
+    "interp/models/devmap.py": [
+        "tests/test_device_map.py",      # scripts/ is not in the copy: its check left out
+        "--deselect=tests/test_device_map.py::test_gpu_check_script_parses_and_its_benchmarks_take_its_flags"],
 }
 # AtP* (AS13): the method switch of attribute()
 TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments.py"] + [
@@ -1444,6 +1448,27 @@ MUTANTS = [
       "        rng = np.random.default_rng([seed, zlib.crc32(ko.spec.encode())])",
       "        rng = np.random.default_rng([seed + distributed.rank(), "
       "zlib.crc32(ko.spec.encode())])"),
+    # models split across devices (DM): what a device map may name, and where modules run
+    M("DM01", "interp/models/devmap.py", "device map: cpu:7 taken for the CPU",
+      "if d.index not in (None, 0):", "if False:"),
+    M("DM02", "interp/models/devmap.py", "device map: one GPU past the last accepted",
+      "if index >= count:", "if index > count:"),
+    M("DM03", "interp/models/devmap.py", "device map: disk offload let through to torch",
+      'if dev.strip().lower() in ("disk", "meta"):', 'if dev.strip().lower() in ("meta",):'),
+    M("DM04", "interp/models/devmap.py", "device map: a JSON array read as a path",
+      'elif text[:1] not in ("{", "["):', 'elif text[:1] not in ("{",):'),
+    M("DM05", "interp/models/devmap.py", "device map: names that are no module accepted",
+      "unknown = [k for k in placement if k not in modules]", "unknown = []"),
+    M("DM06", "interp/models/devmap.py", "device map: nested entries accepted",
+      'if a != b and (a == "" or b.startswith(a + ".")):', 'if a != b and a == "":'),
+    M("DM07", "interp/models/devmap.py", "device map: tensors left without a device",
+      "            if key is None:\n", "            if key is None and False:\n"),
+    M("DM08", "interp/models/devmap.py", "device map: tied weights split apart",
+      "if placement[seen[1]] != placement[key]:", "if False:"),
+    M("DM09", "interp/models/devmap.py", "dispatch: modules run where their input is",
+      "AlignDevicesHook(execution_device=dev,", "AlignDevicesHook(execution_device=None,"),
+    M("DM10", "interp/models/devmap.py", "bridge components take their inputs anywhere",
+      'getattr(module, "_interp_mover", None) is None:', "False:"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

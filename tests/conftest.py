@@ -24,6 +24,16 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip, with their reason, on a machine without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     with one_thread():

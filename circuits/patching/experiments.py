@@ -185,7 +185,8 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
             for l in range(L) for cell in cells(s, H, width, l)}
     todo = [c for c in same if not bool(same[c].all())]
     use_fast = fast and pairs.arch == "decoder" and "pos" in s.axes and \
-        s.layout in ("pos", "z") and pairs.answer_pos == width - 1
+        s.layout in ("pos", "z") and pairs.answer_pos == width - 1 and \
+        getattr(bridge.cfg, "n_devices", 1) == 1       # split across devices: batched path
     if use_fast:
         # a unit: the cells one (layer, position) batch of GPT2Tail runs together
         groups: dict = {}

@@ -128,8 +128,9 @@ def cell_slice(s: Site, act: torch.Tensor, cell) -> torch.Tensor:
 def setter(s: Site, cells: Sequence[tuple], source: torch.Tensor, batch: int):
     """A TransformerLens hook writing, in copy k of the batch, cell k's slice of `source`
     [batch, ...] (the activation is [len(cells) * batch, ...])."""
-    def hook(act, hook):
+    def hook(act, hook, source=source):
         act = act.clone()
+        source = source.to(act.device)     # a model split across devices: where act is
         view = act.view(len(cells), batch, *act.shape[1:])
         for k, cell in enumerate(cells):
             if s.layout == "pos":
@@ -158,7 +159,7 @@ def t5_pattern_hook(cells: Sequence[tuple], source: torch.Tensor, batch: int):
     TransformerLens 4.3 fires T5's hook_pattern after HF has used the weights, so the
     pattern is replaced here instead: output = o(pattern @ values), values recomputed from
     the same input."""
-    def hook(module, args, kwargs, output):
+    def hook(module, args, kwargs, output, source=source):
         weights = output[2] if len(output) > 2 else None
         if weights is None:
             raise InterpError("this T5 attention does not return its weights (a non-eager "
@@ -169,6 +170,7 @@ def t5_pattern_hook(cells: Sequence[tuple], source: torch.Tensor, batch: int):
         b, t = cur.shape[:2]
         v = module.v(cur).view(b, t, -1, module.key_value_proj_dim).transpose(1, 2)
         w = weights.clone()
+        source = source.to(w.device)      # a model split across devices: where w is
         view = w.view(len(cells), batch, *w.shape[1:])
         for k, cell in enumerate(cells):
             view[k, :, cell[1]] = source[:, cell[1]]

@@ -192,7 +192,8 @@ def at_most(option: str, value: int, limit: int, why: str) -> int:
 def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                 n: tuple[int, str] | None = None, seed: tuple[int, str] | None = None,
                 out: str | None = None, json: str | None = None, quiet: bool = True,
-                device: bool = True, report: bool = False) -> argparse.ArgumentParser:
+                device: bool = True, report: bool = False,
+                device_map: bool = True) -> argparse.ArgumentParser:
     """Add the options every command spells the same way; each is added when its argument is
     given (its help text, or (default, help) for --n and --seed):
 
@@ -205,6 +206,8 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
         --quiet      no progress on stderr
         --device     cpu (default), cuda, cuda:N, mps or auto
         --dtype      float32 (default), bfloat16 or float16
+        --device-map (device_map=True, with --device) auto, balanced, sequential, or module
+                     name -> device as JSON or a .json file: the model split across devices
         --plotly-js  (report=True) inline (default) or file: how report.html gets plotly.js
                      (`write_page` writes it)
     """
@@ -231,6 +234,13 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                        help="cpu (default), cuda, cuda:N, mps, or auto (CUDA when present)")
         p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                        help="weights and activations (default float32)")
+        if device_map:
+            p.add_argument("--device-map", metavar="MAP", type=nonempty, default=None,
+                           help="split the model across devices, each module run where its "
+                                "weights are: auto (= balanced), balanced, sequential, or a "
+                                'JSON object (or .json file) of module -> device, e.g. '
+                                '{"transformer.h.0": "cuda:0", "transformer.h.1": "cpu", '
+                                '...}; instead of --device; not for native models')
     if quiet:
         p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     if report:
@@ -265,6 +275,13 @@ def check_device(args) -> None:
 
     resolve_device(args.device)
     resolve_dtype(args.dtype)
+    if getattr(args, "device_map", None) is not None:    # its devices; its modules at load
+        from interp.models.devmap import parse_device_map
+
+        if args.device != "cpu":
+            raise InterpError(f"--device {args.device} and --device-map both given; give one "
+                              "(the map names every module's device)")
+        args.device_map = parse_device_map(args.device_map)
 
 
 def load(args):
@@ -273,7 +290,7 @@ def load(args):
     from interp.models import load_checkpoint
 
     return load_checkpoint(args.checkpoint, getattr(args, "device", "cpu"),
-                           getattr(args, "dtype", None))
+                           getattr(args, "dtype", None), getattr(args, "device_map", None))
 
 
 def check_outputs(args, marker: str, own) -> Path | None:

@@ -89,6 +89,8 @@ class Checkpoint:
     config : its ModelConfig (task models), else None
     meta : interp.json ({} for an HF checkpoint without one)
     arch : 'decoder' or 't5' (task models), 'native', or 'hf' (any HF directory)
+    device : where token ids go (the input embedding's device under a device map)
+    device_map : {module name: device} when the model is split (`interp.models.devmap`)
     """
 
     model: object
@@ -99,6 +101,7 @@ class Checkpoint:
     arch: str = "decoder"
     device: object = None
     dtype: object = None
+    device_map: dict | None = None
     _bridge: object = None
 
     @property
@@ -123,7 +126,7 @@ class Checkpoint:
 
 
 def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = "cpu",
-                    dtype=None) -> Checkpoint:
+                    dtype=None, device_map=None) -> Checkpoint:
     """Read any checkpoint once: a shipped name or a directory (task model, native language
     model, or a plain HF directory with safetensors weights). Safetensors only; eval mode.
 
@@ -132,7 +135,17 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str
     name_or_path : a shipped model's name (`interp models`) or a checkpoint directory
     device : 'cpu' (default), 'cuda', 'cuda:N', 'mps' or 'auto'
     dtype : None or 'float32' (default), 'bfloat16', 'float16'
+    device_map : None, 'auto', 'balanced', 'sequential', a dict module name -> device, a
+        JSON object or a .json file: split an HF model (task models, HF directories) across
+        devices (`interp.models.devmap`); `device` must then be left at 'cpu' or None
     """
+    if device_map is not None:
+        from interp.models.devmap import parse_device_map
+
+        if device not in (None, "cpu"):
+            raise InterpError(f"--device {device} and --device-map both given; give one "
+                              "(the map names every module's device)")
+        device_map = parse_device_map(device_map)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     path = resolve(name_or_path)
     if not (path / "interp.json").is_file():
@@ -141,17 +154,30 @@ def load_checkpoint(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str
 
             for file in sorted(path.glob("*.safetensors")):   # an HF folder: finite weights
                 check_weights(file)
-            return Checkpoint(None, None, None, {}, path, "hf", dev, dt)
+            return Checkpoint(None, None, None, {}, path, "hf", dev, dt, device_map)
     meta = validate(path)
     if meta["model"]["arch"] == "native":
+        if device_map is not None:
+            what = ("a compiled RASP program" if meta.get("task", {}).get("task") == "tracr"
+                    else "a native model")
+            raise InterpError(f"{path} is {what} (arch 'native'), which loads on one device; "
+                              "leave out --device-map and give --device")
         return Checkpoint(None, None, None, meta, path, "native", dev, dt)
     model, task, cfg = _load_task_model(path, meta)
-    model.to(device=dev, dtype=dt)
-    return Checkpoint(model, task, cfg, meta, path, cfg.arch, dev, dt)
+    if device_map is None:
+        model.to(device=dev, dtype=dt)
+        return Checkpoint(model, task, cfg, meta, path, cfg.arch, dev, dt)
+    from interp.models.devmap import dispatch, input_device, place
+
+    model.to(dtype=dt)
+    placement = place(model, device_map, dt)
+    dispatch(model, placement)
+    return Checkpoint(model, task, cfg, meta, path, cfg.arch, input_device(model), dt,
+                      placement)
 
 
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = "cpu",
-               dtype=None):
+               dtype=None, device_map=None):
     """Return (bridge, task) for a shipped model name or a checkpoint directory.
 
     Parameters
@@ -160,6 +186,9 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
         HF directory (GPT-2, BERT, T5 ... with safetensors weights) loads too
     device : 'cpu' (default), 'cuda', 'cuda:N', 'mps' or 'auto' (CUDA when present)
     dtype : None or 'float32' (default), 'bfloat16' or 'float16'
+    device_map : None (one device), 'auto', 'balanced', 'sequential', or module name ->
+        device (a dict, a JSON object, a .json file): the model split across devices, each
+        module run where its weights are (`interp.models.devmap`; not for native models)
 
     Returns
     -------
@@ -169,7 +198,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     task : the checkpoint's `interp.tasks.Task`; None for language models (the induction
         models) and HF directories.
     """
-    ckpt = load_checkpoint(name_or_path, device, dtype)
+    ckpt = load_checkpoint(name_or_path, device, dtype, device_map)
     return ckpt.bridge(), ckpt.task_or_none
 
 
@@ -290,11 +319,25 @@ def _make_bridge(ckpt: Checkpoint):
         bridge.to(device=ckpt.device, dtype=ckpt.dtype, print_details=False)
     elif ckpt.arch == "hf":
         bridge = _boot_hf(ckpt.path, ckpt.device, ckpt.dtype)
+        if ckpt.device_map is not None:      # booted on the CPU, then split
+            from interp.models.devmap import dispatch, input_device, place
+
+            ckpt.device_map = place(bridge.original_model, ckpt.device_map, ckpt.dtype)
+            dispatch(bridge.original_model, ckpt.device_map)
+            ckpt.device = input_device(bridge.original_model)
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
         bridge = TransformerBridge.boot_transformers(str(ckpt.path), hf_model=ckpt.model,
                                                      tokenizer=tokenizer, device=ckpt.device,
                                                      dtype=ckpt.dtype)
+    if ckpt.device_map is not None:
+        from interp.models.devmap import devices, follow
+
+        follow(bridge.original_model, ckpt.device_map)
+
+        bridge.cfg.device = str(ckpt.device)         # where the bridge puts token ids
+        bridge.cfg.n_devices = len(devices(bridge.original_model))
+        bridge._interp_input_device = ckpt.device
     bridge.eval()
     return bridge
 
