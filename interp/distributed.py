@@ -34,18 +34,35 @@ def launched() -> bool:
 
 _STATE = None
 
+#: seconds a collective (gather, barrier) waits for the other processes before it fails
+#: (torch's default is 30 min on gloo); INTERP_DIST_TIMEOUT sets another bound
+TIMEOUT_S = 600
+
+
+def timeout_s() -> float:
+    """The collectives' timeout: INTERP_DIST_TIMEOUT seconds when set, else TIMEOUT_S."""
+    try:
+        value = float(os.environ.get("INTERP_DIST_TIMEOUT", TIMEOUT_S))
+    except ValueError:
+        value = TIMEOUT_S
+    return value if value > 0 else TIMEOUT_S
+
 
 def state():
-    """accelerate's PartialState when launched (initialised once), else None."""
+    """accelerate's PartialState when launched (initialised once, its process group's
+    collectives bounded by `timeout_s`), else None."""
     global _STATE
     if not launched():
         return None
     if _STATE is None:
+        from datetime import timedelta
+
         import torch
         from accelerate import PartialState
 
         # on a machine without CUDA accelerate needs cpu=True to start its gloo group
-        _STATE = PartialState(cpu=not torch.cuda.is_available())
+        _STATE = PartialState(cpu=not torch.cuda.is_available(),
+                              timeout=timedelta(seconds=timeout_s()))
     return _STATE
 
 
@@ -88,6 +105,7 @@ def gather(part: list) -> list:
     st = state()
     if st is None:
         return list(part)
+    planted_failure()
     from accelerate.utils import gather_object
 
     return list(gather_object(list(part)))
@@ -100,6 +118,26 @@ def gather_into(table, keys) -> None:
         return
     for key, value in gather([(k, table[k].cpu()) for k in keys]):
         table[key] = value.to(table.device)
+
+
+#: test-only: "RANK:kill" (SIGKILL) or "RANK:raise" (an exception) makes that process fail
+#: when it reaches its first gather, its share computed and the others waiting on it
+PLANT = "INTERP_TEST_FAIL"
+
+
+def planted_failure() -> None:
+    """The one place that reads PLANT (tests of a process failing in the middle of a run)."""
+    spec = os.environ.get(PLANT)
+    if not spec:
+        return
+    who, _, what = spec.partition(":")
+    if who != os.environ.get("RANK"):
+        return
+    if what == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"failure planted by {PLANT} in process {who}")
 
 
 def barrier() -> None:
