@@ -93,8 +93,8 @@ def shard(units: Sequence, what: str = "units") -> list:
         from interp.errors import InterpError
 
         raise InterpError(f"{len(units)} {what} cannot be shared by {st.num_processes} "
-                          f"processes; launch at most {len(units)} (--nproc-per-node) or "
-                          "ask for a larger sweep")
+                          f"processes; launch at most {len(units)} (--nproc, or torchrun's "
+                          "--nproc-per-node) or ask for a larger sweep")
     with st.split_between_processes(units) as mine:
         return list(mine)
 
