@@ -23,6 +23,29 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+#: set by scripts/bench_distributed.py: each process appends "RANK EVENT TIME CPU-TIME" lines to
+#: this file at its start, around the process group's start, at each share and each gather
+#: (also as one process), and at its exit: where the time of a run goes
+BENCH_LOG = "INTERP_BENCH_LOG"
+
+
+def mark(event: str) -> None:
+    """Append one event to the BENCH_LOG file when it is set (else nothing)."""
+    path = os.environ.get(BENCH_LOG)
+    if path:
+        import time
+
+        with open(path, "a") as f:
+            f.write(f"{os.environ.get('RANK', '-')} {event} {time.time():.6f} "
+                    f"{time.process_time():.6f}\n")
+
+
+if os.environ.get(BENCH_LOG):
+    import atexit
+
+    mark("start")
+    atexit.register(mark, "exit")
+
 
 def launched() -> bool:
     """Whether this process is one of several started by a launcher (WORLD_SIZE > 1)."""
@@ -61,8 +84,10 @@ def state():
         from accelerate import PartialState
 
         # on a machine without CUDA accelerate needs cpu=True to start its gloo group
+        mark("init")
         _STATE = PartialState(cpu=not torch.cuda.is_available(),
                               timeout=timedelta(seconds=timeout_s()))
+        mark("ready")
     return _STATE
 
 
@@ -85,6 +110,7 @@ def shard(units: Sequence, what: str = "units") -> list:
     """This process's contiguous share of `units`: the first `len % size` processes get one
     more (accelerate's `split_between_processes`). Fewer units than processes is refused
     (one line naming `what`): a process with nothing to do is a launch to correct."""
+    mark("shard")
     st = state()
     units = list(units)
     if st is None:
@@ -114,10 +140,13 @@ def gather(part: list) -> list:
 def gather_into(table, keys) -> None:
     """Launched: every process's entries `table[key]` (tensors) for its own `keys`, written
     into every process's `table`, so each ends with the whole sweep. A no-op otherwise."""
+    mark("gather")
     if not launched():
+        mark("gathered")
         return
     for key, value in gather([(k, table[k].cpu()) for k in keys]):
         table[key] = value.to(table.device)
+    mark("gathered")
 
 
 #: test-only: "RANK:kill" (SIGKILL) or "RANK:raise" (an exception) makes that process fail

@@ -150,6 +150,9 @@ def launch(module: str, argv: list[str], n: int, outputs=()) -> int:
         logs_specs=DefaultLogsSpecs(log_dir=os.path.join(tmp, "logs"),
                                     redirects={r: Std.ERR for r in range(1, n)}))
     logging.disable(logging.CRITICAL)      # torch's launcher logs each stop and failure
+    from interp.distributed import mark
+
+    mark("launch")
     try:
         elastic_launch(config, sys.executable)("-m", module, *argv)
         return 0
