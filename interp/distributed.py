@@ -141,12 +141,15 @@ def gather_into(table, keys) -> None:
     """Launched: every process's entries `table[key]` (tensors) for its own `keys`, written
     into every process's `table`, so each ends with the whole sweep. A no-op otherwise."""
     mark("gather")
+    _exchange(table, keys)
+    mark("gathered")
+
+
+def _exchange(table, keys) -> None:
     if not launched():
-        mark("gathered")
         return
     for key, value in gather([(k, table[k].cpu()) for k in keys]):
         table[key] = value.to(table.device)
-    mark("gathered")
 
 
 #: test-only: "RANK:kill" (SIGKILL) or "RANK:raise" (an exception) makes that process fail
