@@ -119,15 +119,18 @@ def relaunch(args, argv, module: str, *, units: int | None = None,
     check(n, getattr(args, "device", "cpu"), units, what)
     outputs = [(o, getattr(args, k, None)) for o, k in (("--out", "out"), ("--json", "json"))]
     return launch(module, list(sys.argv[1:] if argv is None else argv), n,
-                  [(o, path) for o, path in outputs if path])
+                  [(o, path) for o, path in outputs if path],
+                  gpus=str(getattr(args, "device", "cpu")).startswith("cuda"))
 
 
-def launch(module: str, argv: list[str], n: int, outputs=()) -> int:
+def launch(module: str, argv: list[str], n: int, outputs=(), gpus: bool = False) -> int:
     """Run `python -m module *argv` as n workers through torch's launcher; 0 when every worker
     succeeded, else 2 after one `error:` line on stderr. SIGINT and SIGTERM stop the workers
     and are raised again here (KeyboardInterrupt, interp.cli.common.Terminated). After a
     failure the command's `outputs` ((option, path) pairs) are cleared of what a killed main
-    worker may have left: its lock and its temporaries (`clean_up`)."""
+    worker may have left: its lock and its temporaries (`clean_up`). With `gpus`, each worker
+    sees only its own GPU, as `cuda:0` (CUDA_VISIBLE_DEVICES), so `--device cuda` puts
+    the model of worker k on GPU k."""
     import logging
     import shutil
     import tempfile
@@ -146,6 +149,7 @@ def launch(module: str, argv: list[str], n: int, outputs=()) -> int:
         min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()),
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
         monitor_interval=0.1, start_method="spawn", shutdown_timeout=SHUTDOWN_S,
+        virtual_local_rank=gpus,
         # the main worker's stderr reaches the terminal; the others' goes to files
         logs_specs=DefaultLogsSpecs(log_dir=os.path.join(tmp, "logs"),
                                     redirects={r: Std.ERR for r in range(1, n)}))

@@ -132,13 +132,13 @@ def test_relaunch_passes_the_command_line_through_unchanged_and_only_when_asked(
     import interp.launch as launch
 
     seen = []
-    monkeypatch.setattr(launch, "launch", lambda *a: seen.append(a) or 7)
+    monkeypatch.setattr(launch, "launch", lambda *a, **k: seen.append((*a, k)) or 7)
     monkeypatch.setattr(launch, "cores", lambda: 4)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     argv = ["ckpt", "--n", "3", "--sites", "a,b", "--nproc", "3", "--out", "o"]
     ns = argparse.Namespace(nproc=3, device="cpu", out="o", json=None)
     assert launch.relaunch(ns, argv, "circuits.patch") == 7
-    assert seen == [("circuits.patch", argv, 3, [("--out", "o")])]
+    assert seen == [("circuits.patch", argv, 3, [("--out", "o")], {"gpus": False})]
     assert launch.relaunch(argparse.Namespace(nproc=1), argv, "m") is None     # one process
     monkeypatch.setenv("WORLD_SIZE", "3")                  # a worker: runs its share
     assert launch.relaunch(ns, argv, "m") is None and len(seen) == 1
