@@ -133,6 +133,7 @@ def launch(module: str, argv: list[str], n: int, outputs=(), gpus: bool = False)
     the model of worker k on GPU k."""
     import logging
     import shutil
+    import signal
     import tempfile
     import uuid
 
@@ -166,11 +167,18 @@ def launch(module: str, argv: list[str], n: int, outputs=(), gpus: bool = False)
         return 2
     except SignalException as e:           # the launcher's own handlers stopped the workers
         clean_up(outputs)
-        if e.sigval == getattr(__import__("signal"), "SIGINT"):
+        if e.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
         from interp.cli.common import Terminated
 
         raise Terminated() from None
+    except Exception as e:                 # the launcher itself (its rendezvous, a spawn)
+        from interp.cli.common import unexpected
+
+        clean_up(outputs)
+        print(f"error: torch's launcher failed before the workers ran: {unexpected(e)}",
+              file=sys.stderr)
+        return 2
     finally:
         logging.disable(logging.NOTSET)
         for k, v in saved.items():

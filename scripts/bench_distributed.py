@@ -156,6 +156,16 @@ def main(argv=None) -> int:
         amdahl = serial + prof["sweep"] / a.nproc
         print(f"  Amdahl from '{b}': serial {serial:.1f} s + sweep {prof['sweep']:.1f} s / "
               f"{a.nproc} = {amdahl:.1f} s, at best {best[b] / amdahl:.2f}x")
+    # on an idle machine a one-thread process's wall time is about its CPU time; a launch's
+    # is the launcher's own start plus its slowest worker's CPU time (each on its own core)
+    cpu = {k: profiles[k][walls[k].index(best[k])]["cpu"] for k in kinds}
+    phase_cols = ("start", "setup", "init", "sweep", "gather", "between", "end")
+    one = sum(cpu[base[1]][c] for c in phase_cols)
+    many = cpu[list(kinds)[2]].get("launcher", 0.0) + \
+        sum(cpu[list(kinds)[2]][c] for c in phase_cols)
+    print(f"  from CPU times (an idle machine's estimate, one-thread processes): 1 process "
+          f"{one:.1f} s, --nproc {a.nproc} {many:.1f} s (launcher + slowest worker): "
+          f"{one / many:.2f}x")
     print(f"  load average (1 min) before the runs: {min(loads):.1f} to {max(loads):.1f} on "
           f"{os.cpu_count()} cores")
     return 0 if same else 1
