@@ -106,10 +106,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def shard(units: Sequence, what: str = "units") -> list:
+def shard(units: Sequence, what: str = "units", interleave: bool = False) -> list:
     """This process's contiguous share of `units`: the first `len % size` processes get one
     more (accelerate's `split_between_processes`). Fewer units than processes is refused
-    (one line naming `what`): a process with nothing to do is a launch to correct."""
+    (one line naming `what`): a process with nothing to do is a launch to correct. With
+    `interleave`, process k gets units k, k+N, k+2N, ...: shares of equal cost when the
+    units' costs drift along the list; only for results gathered by key (`gather_into`),
+    as `gather` concatenates the shares in process order."""
     mark("shard")
     st = state()
     units = list(units)
@@ -121,6 +124,8 @@ def shard(units: Sequence, what: str = "units") -> list:
         raise InterpError(f"{len(units)} {what} cannot be shared by {st.num_processes} "
                           f"processes; launch at most {len(units)} (--nproc, or torchrun's "
                           "--nproc-per-node) or ask for a larger sweep")
+    if interleave:      # dealt in turn: equal shares when the units' costs rise or fall
+        return units[st.process_index::st.num_processes]
     with st.split_between_processes(units) as mine:
         return list(mine)
 

@@ -141,6 +141,11 @@ def launch(module: str, argv: list[str], n: int, outputs=(), gpus: bool = False)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    if os.environ.get(ENV_DIR):            # never a launch inside a launch (a fork bomb)
+        from interp.errors import InterpError
+
+        raise InterpError(f"--nproc {n} inside a process that --nproc started; leave "
+                          "--nproc out of the workers' command lines")
     tmp = tempfile.mkdtemp(prefix="interp-launch-")
     saved = {k: os.environ.get(k) for k in (ENV_DIR, "OMP_NUM_THREADS")}
     os.environ[ENV_DIR] = tmp

@@ -248,3 +248,17 @@ def test_the_process_group_gets_the_collectives_timeout(monkeypatch):
     monkeypatch.setattr(dist, "_STATE", None)
     assert [m["timeout"] for m in made] == [timedelta(seconds=42.5),
                                             timedelta(seconds=dist.TIMEOUT_S)]
+
+
+def test_an_interleaved_share_deals_the_units_in_turn(monkeypatch):
+    import interp.distributed as dist
+
+    class Second:                                # the second of three launched processes
+        num_processes, process_index = 3, 1
+
+        def split_between_processes(self, units):
+            raise AssertionError("not reached")
+
+    monkeypatch.setattr(dist, "_STATE", Second())
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert dist.shard(list("abcdefg"), interleave=True) == ["b", "e"]
