@@ -40,12 +40,16 @@ def _launch(args, cwd, **extra):
     return r, time.monotonic() - t0
 
 
-def _left(folder: Path) -> list[str]:
-    """What a run left in `folder` (outputs, locks, temporaries) and in the temp folder."""
+def _temps() -> set[str]:
     import tempfile
 
-    ours = [p.name for p in Path(tempfile.gettempdir()).glob("interp-launch-*")]
-    return sorted(p.name for p in folder.iterdir()) + ours
+    return {p.name for p in Path(tempfile.gettempdir()).glob("interp-launch-*")}
+
+
+def _left(folder: Path, temps: set[str]) -> list[str]:
+    """What a run left in `folder` (outputs, locks, temporaries) and, beyond `temps` (those
+    there before it), in the temp folder."""
+    return sorted(p.name for p in folder.iterdir()) + sorted(_temps() - temps)
 
 
 # -- real launches (each ~6-13 s of CPU: the fewest that cover the failure paths) ---------
@@ -55,7 +59,7 @@ def test_a_worker_killed_in_the_middle_of_a_patching_sweep_ends_the_run_in_one_l
     """Worker 0 (the one that holds the output lock and writes) is SIGKILLed at its first
     gather, its share done and worker 1 waiting on it: the launcher stops worker 1, prints
     one line naming the killed worker, exits 2; no output, no lock, no temporary is left."""
-    before = _left(tmp_path)
+    temps = _temps()
     r, took = _launch(["circuits.patch", str(tiny_checkpoints["decoder"]), "--sites",
                        "head_pos", "--count", "4", "--no-attribution", "--quiet", "--nproc", "2",
                        "--out", str(tmp_path / "out"), "--json", str(tmp_path / "s.json")],
@@ -64,11 +68,12 @@ def test_a_worker_killed_in_the_middle_of_a_patching_sweep_ends_the_run_in_one_l
     assert one_line(r.stderr) == ("error: process 0 of 2: killed by SIGKILL; the other "
                                   "processes were stopped and nothing was written")
     assert took < 200                 # ended by the launcher, not by the collective's timeout
-    assert _left(tmp_path) == before == []
+    assert _left(tmp_path, temps) == []
 
 
 @two_cores
 def test_an_exception_in_worker_1_only_ends_the_run_in_one_line(tmp_path):
+    temps = _temps()
     r, _ = _launch(["launch_worker", "--units", "5", "--nproc", "2", "--out",
                     str(tmp_path / "out")], tmp_path, INTERP_TEST_FAIL="1:raise")
     assert r.returncode == 2 and r.stdout == ""
@@ -76,19 +81,20 @@ def test_an_exception_in_worker_1_only_ends_the_run_in_one_line(tmp_path):
     assert line.startswith("error: process 1 of 2: RuntimeError: failure planted by "
                            "INTERP_TEST_FAIL in process 1 (at distributed.py:"), line
     assert line.endswith("; the other processes were stopped and nothing was written")
-    assert _left(tmp_path) == []
+    assert _left(tmp_path, temps) == []
 
 
 @two_cores
 def test_a_sweep_smaller_than_the_processes_is_one_line_not_one_per_worker(tmp_path):
     """Both workers refuse alike: the user sees that refusal once, as one process says it."""
+    temps = _temps()
     r, _ = _launch(["launch_worker", "--nproc", "2", "--out", str(tmp_path / "out"),
                     "--units", "1"], tmp_path)     # every argument reaches the workers
     assert r.returncode == 2 and r.stdout == ""
     assert one_line(r.stderr) == ("error: 1 numbers cannot be shared by 2 processes; launch "
                                   "at most 1 (--nproc, or torchrun's --nproc-per-node) or ask "
                                   "for a larger sweep")
-    assert _left(tmp_path) == []
+    assert _left(tmp_path, temps) == []
 
 
 # -- refusals before anything starts (in-process) -----------------------------------------
