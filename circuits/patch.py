@@ -70,13 +70,14 @@ def _main(argv) -> int:
     from interp.cli.common import Parser, add_options, check_device, check_outputs, load, positive
     from interp.errors import InterpError, shorten
     from interp.io import output_lock
+    from interp.launch import relaunch
 
     p = Parser(prog="python -m circuits.patch", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(p, checkpoint="checkpoint name or folder (default {default})",
                 n=(32, "pairs (default 32)"), seed=(0, "seed of the pairs (default 0)"),
                 out="write one CSV per site, patching.json and report.html here",
-                json="write the results as one JSON file")
+                json="write the results as one JSON file", nproc=True)
     p.add_argument("--sites", help="comma-separated sites (default: residual, attention and "
                    "MLP outputs, heads, heads by position)")
     p.add_argument("--corrupt", help="number whose digit changes: quadratic a, b or c "
@@ -117,8 +118,13 @@ def _main(argv) -> int:
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     if not targets:
         raise InterpError("--targets names no role; give e.g. --targets \"x,^,=\"")
+    if a.slices and a.nproc > 1:
+        raise InterpError("--slices runs as one process (its groups are not shared out); "
+                          "leave --nproc out")
     check_device(a)
     out = check_outputs(a, "patching.json", OWN_FILES)
+    if (rc := relaunch(a, argv, "circuits.patch")) is not None:     # --nproc N
+        return rc
     ckpt = load(a)
     if a.attribution not in (None, "atp", "none") and ckpt.arch in ("t5", "native"):
         raise InterpError(f"--attribution {a.attribution} needs an HF GPT-2 decoder (it "

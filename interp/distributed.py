@@ -23,6 +23,29 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+#: set by scripts/bench_distributed.py: each process appends "RANK EVENT TIME CPU-TIME" lines to
+#: this file at its start, around the process group's start, at each share and each gather
+#: (also as one process), and at its exit: where the time of a run goes
+BENCH_LOG = "INTERP_BENCH_LOG"
+
+
+def mark(event: str) -> None:
+    """Append one event to the BENCH_LOG file when it is set (else nothing)."""
+    path = os.environ.get(BENCH_LOG)
+    if path:
+        import time
+
+        with open(path, "a") as f:
+            f.write(f"{os.environ.get('RANK', '-')} {event} {time.time():.6f} "
+                    f"{time.process_time():.6f}\n")
+
+
+if os.environ.get(BENCH_LOG):
+    import atexit
+
+    mark("start")
+    atexit.register(mark, "exit")
+
 
 def launched() -> bool:
     """Whether this process is one of several started by a launcher (WORLD_SIZE > 1)."""
@@ -34,18 +57,37 @@ def launched() -> bool:
 
 _STATE = None
 
+#: seconds a collective (gather, barrier) waits for the other processes before it fails
+#: (torch's default is 30 min on gloo); INTERP_DIST_TIMEOUT sets another bound
+TIMEOUT_S = 600
+
+
+def timeout_s() -> float:
+    """The collectives' timeout: INTERP_DIST_TIMEOUT seconds when set, else TIMEOUT_S."""
+    try:
+        value = float(os.environ.get("INTERP_DIST_TIMEOUT", TIMEOUT_S))
+    except ValueError:
+        value = TIMEOUT_S
+    return value if value > 0 else TIMEOUT_S
+
 
 def state():
-    """accelerate's PartialState when launched (initialised once), else None."""
+    """accelerate's PartialState when launched (initialised once, its process group's
+    collectives bounded by `timeout_s`), else None."""
     global _STATE
     if not launched():
         return None
     if _STATE is None:
+        from datetime import timedelta
+
         import torch
         from accelerate import PartialState
 
         # on a machine without CUDA accelerate needs cpu=True to start its gloo group
-        _STATE = PartialState(cpu=not torch.cuda.is_available())
+        mark("init")
+        _STATE = PartialState(cpu=not torch.cuda.is_available(),
+                              timeout=timedelta(seconds=timeout_s()))
+        mark("ready")
     return _STATE
 
 
@@ -64,10 +106,14 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def shard(units: Sequence, what: str = "units") -> list:
+def shard(units: Sequence, what: str = "units", interleave: bool = False) -> list:
     """This process's contiguous share of `units`: the first `len % size` processes get one
     more (accelerate's `split_between_processes`). Fewer units than processes is refused
-    (one line naming `what`): a process with nothing to do is a launch to correct."""
+    (one line naming `what`): a process with nothing to do is a launch to correct. With
+    `interleave`, process k gets units k, k+N, k+2N, ...: shares of equal cost when the
+    units' costs drift along the list; only for results gathered by key (`gather_into`),
+    as `gather` concatenates the shares in process order."""
+    mark("shard")
     st = state()
     units = list(units)
     if st is None:
@@ -76,8 +122,10 @@ def shard(units: Sequence, what: str = "units") -> list:
         from interp.errors import InterpError
 
         raise InterpError(f"{len(units)} {what} cannot be shared by {st.num_processes} "
-                          f"processes; launch at most {len(units)} (--nproc-per-node) or "
-                          "ask for a larger sweep")
+                          f"processes; launch at most {len(units)} (--nproc, or torchrun's "
+                          "--nproc-per-node) or ask for a larger sweep")
+    if interleave:      # dealt in turn: equal shares when the units' costs rise or fall
+        return units[st.process_index::st.num_processes]
     with st.split_between_processes(units) as mine:
         return list(mine)
 
@@ -88,6 +136,7 @@ def gather(part: list) -> list:
     st = state()
     if st is None:
         return list(part)
+    planted_failure()
     from accelerate.utils import gather_object
 
     return list(gather_object(list(part)))
@@ -96,10 +145,36 @@ def gather(part: list) -> list:
 def gather_into(table, keys) -> None:
     """Launched: every process's entries `table[key]` (tensors) for its own `keys`, written
     into every process's `table`, so each ends with the whole sweep. A no-op otherwise."""
+    mark("gather")
+    _exchange(table, keys)
+    mark("gathered")
+
+
+def _exchange(table, keys) -> None:
     if not launched():
         return
     for key, value in gather([(k, table[k].cpu()) for k in keys]):
         table[key] = value.to(table.device)
+
+
+#: test-only: "RANK:kill" (SIGKILL) or "RANK:raise" (an exception) makes that process fail
+#: when it reaches its first gather, its share computed and the others waiting on it
+PLANT = "INTERP_TEST_FAIL"
+
+
+def planted_failure() -> None:
+    """The one place that reads PLANT (tests of a process failing in the middle of a run)."""
+    spec = os.environ.get(PLANT)
+    if not spec:
+        return
+    who, _, what = spec.partition(":")
+    if who != os.environ.get("RANK"):
+        return
+    if what == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"failure planted by {PLANT} in process {who}")
 
 
 def barrier() -> None:

@@ -245,10 +245,18 @@ TESTS = {
     "interp/models/devmap.py": [
         "tests/test_device_map.py",      # scripts/ is not in the copy: its check left out
         "--deselect=tests/test_device_map.py::test_gpu_check_script_parses_and_its_benchmarks_take_its_flags"],
+    # the launcher (LN): --nproc, a failure in a worker as one line (tests/test_launch.py)
+    "interp/launch.py": ["tests/test_launch.py"],
 }
 # AtP* (AS13): the method switch of attribute()
 TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments.py"] + [
     "tests/test_atp.py::test_graddrop_recovers_the_direct_effect_of_a_planted_cancellation"]
+# (LN) the launcher's parts in these modules are tested in tests/test_launch.py
+TESTS["interp/cli/common.py"] = TESTS["interp/cli/common.py"] + [
+    "tests/test_launch.py::test_a_worker_hands_its_error_to_the_launcher_and_prints_nothing",
+    "tests/test_launch.py::test_a_sweep_smaller_than_the_processes_is_one_line_not_one_per_worker"]
+TESTS["interp/distributed.py"] = TESTS["interp/distributed.py"] + [
+    "tests/test_launch.py::test_the_process_group_gets_the_collectives_timeout"]
 
 M = Mutant
 MUTANTS = [
@@ -1469,6 +1477,38 @@ MUTANTS = [
       "AlignDevicesHook(execution_device=dev,", "AlignDevicesHook(execution_device=None,"),
     M("DM10", "interp/models/devmap.py", "bridge components take their inputs anywhere",
       'getattr(module, "_interp_mover", None) is None:', "False:"),
+    # ------------------------------------------- the launcher, failures in a worker (LN)
+    M("LN01", "interp/launch.py", "the launcher drops the last argument",
+      'elastic_launch(config, sys.executable)("-m", module, *argv)',
+      'elastic_launch(config, sys.executable)("-m", module, *argv[:-1])'),
+    M("LN02", "interp/cli/common.py", "the error path prints in every worker",
+      "    if not launch.worker_error(line[len(\"error: \"):] if line.startswith(\"error: \") else line):\n"
+      "        print(line, file=sys.stderr)",
+      "    launch.worker_error(line[len(\"error: \"):] if line.startswith(\"error: \") else line)\n"
+      "    print(line, file=sys.stderr)"),
+    M("LN03", "interp/distributed.py", "the collectives' timeout not passed",
+      "_STATE = PartialState(cpu=not torch.cuda.is_available(),\n"
+      "                              timeout=timedelta(seconds=timeout_s()))",
+      "_STATE = PartialState(cpu=not torch.cuda.is_available())"),
+    M("LN04", "interp/launch.py", "the failure line names the last failure, not the first",
+      "_, _, r, text = min(first)", "_, _, r, text = max(first)"),
+    M("LN05", "interp/launch.py", "a refusal every worker made alike given as one worker's",
+      "if len(causes) == n and len({text for _, text in causes.values()}) == 1:",
+      "if False:"),
+    M("LN06", "interp/launch.py", "a killed main worker's lock and temporaries left",
+      "    except ChildFailedError as e:\n        clean_up(outputs)\n",
+      "    except ChildFailedError as e:\n"),
+    M("LN07", "interp/launch.py", "--nproc 0 accepted",
+      "if not 1 <= v <= MAX_NPROC:", "if not 0 <= v <= MAX_NPROC:"),
+    M("LN08", "interp/launch.py", "a worker relaunches itself again",
+      "    if distributed.launched():\n        world =", "    if False:\n        world ="),
+    M("LN09", "interp/launch.py", "workers the launcher stopped (SIGTERM) taken for the cause",
+      "code < 0 and -code != signal.SIGTERM and r not in causes",
+      "code < 0 and r not in causes"),
+    M("LN10", "interp/cli/common.py", "a worker's unexpected exception not handed over",
+      "        if launch.worker_error(unexpected(e)):\n            return 1\n", ""),
+    M("LN11", "interp/launch.py", "more processes than cores accepted",
+      "    elif nproc > cores():", "    elif False:"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

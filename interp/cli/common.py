@@ -100,11 +100,24 @@ def _quiet_unless_main():
     return old, sink
 
 
+def _say(line: str) -> None:
+    """Print an `error: ` line on stderr; in a worker started by `--nproc` (interp.launch)
+    hand it to the launcher instead, which prints one line for all the workers."""
+    from interp import launch
+
+    if not launch.worker_error(line[len("error: "):] if line.startswith("error: ") else line):
+        print(line, file=sys.stderr)
+
+
 def run_cli(fn, argv) -> int:
     """Run fn(argv); an InterpError becomes one line on stderr and exit status 2.
 
     Also one line: an OSError (a path the system refuses) and a MemoryError. An
-    `InterpWarning` raised on the way is printed as one `warning: ` line."""
+    `InterpWarning` raised on the way is printed as one `warning: ` line. In a worker started
+    by `--nproc` (`interp.launch`) the line goes to the launcher, and so does any other
+    exception (as one line naming where it was raised), so the run ends with one line."""
+    from interp import launch
+
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
     old_term = _catch_sigterm()
@@ -113,29 +126,35 @@ def run_cli(fn, argv) -> int:
         quiet = _quiet_unless_main()
         return fn(argv) or 0
     except InterpError as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        _say(f"error: {one_line(str(e))}")
         return 2
     except OSError as e:
         where = f" {one_line(str(e.filename))}" if getattr(e, "filename", None) else ""
-        print(f"error: cannot use{where}: {e.strerror or e}; check the path and its "
-              "permissions", file=sys.stderr)
+        _say(f"error: cannot use{where}: {e.strerror or e}; check the path and its "
+             "permissions")
         return 2
     except MemoryError:
-        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:          # torch's allocators: CPU (a RuntimeError), CUDA (OOM)
-        size = out_of_memory(e)
-        if size is None:
-            raise
-        print(f"error: {OUT_OF_MEMORY}{size}", file=sys.stderr)
+        _say(f"error: {OUT_OF_MEMORY}")
         return 2
     except Terminated:
+        if launch.worker_error(launch.STOPPED):
+            return 143
         print("terminated: stopped by SIGTERM; nothing half-written was left",
               file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        if launch.worker_error(launch.STOPPED):
+            return 130
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:             # torch's allocators: CPU (a RuntimeError), CUDA (OOM)
+        size = out_of_memory(e)
+        if size is not None:
+            _say(f"error: {OUT_OF_MEMORY}{size}")
+            return 2
+        if launch.worker_error(unexpected(e)):
+            return 1
+        raise
     finally:
         if quiet is not None:
             old, sink = quiet
@@ -145,6 +164,16 @@ def run_cli(fn, argv) -> int:
         warnings.showwarning = old_show
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+
+
+def unexpected(e: BaseException) -> str:
+    """An exception no check foresaw, as one line: its type, message and where it was
+    raised (the innermost frame of the traceback)."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return one_line(f"{type(e).__name__}: {e}{at}")
 
 
 OUT_OF_MEMORY = ("out of memory; ask for less (a smaller --n or --batch-size, fewer positions, "
@@ -193,7 +222,7 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                 n: tuple[int, str] | None = None, seed: tuple[int, str] | None = None,
                 out: str | None = None, json: str | None = None, quiet: bool = True,
                 device: bool = True, report: bool = False,
-                device_map: bool = True) -> argparse.ArgumentParser:
+                device_map: bool = True, nproc: bool = False) -> argparse.ArgumentParser:
     """Add the options every command spells the same way; each is added when its argument is
     given (its help text, or (default, help) for --n and --seed):
 
@@ -210,6 +239,8 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                      name -> device as JSON or a .json file: the model split across devices
         --plotly-js  (report=True) inline (default) or file: how report.html gets plotly.js
                      (`write_page` writes it)
+        --nproc N    (nproc=True) share the sweep over N processes (`interp.launch`; the
+                     command then calls `interp.launch.relaunch` before it loads anything)
     """
     from interp.models import DEFAULT_MODEL
 
@@ -250,6 +281,10 @@ def add_options(p: argparse.ArgumentParser, *, checkpoint: str | None = None,
                        help="inline (default): report.html holds plotly.js and opens alone; "
                             f"file: it loads {PLOTLY_FILE} written beside it (3.5 MB saved "
                             "per report when many reports share a folder's copy)")
+    if nproc:
+        from interp.launch import add_option
+
+        add_option(p)
     return p
 
 
