@@ -72,7 +72,7 @@ def _main(argv) -> int:
     add_options(p, checkpoint="checkpoint name or folder (default {default})",
                 n=(32, "pairs (default 32)"), seed=(0, "seed of the pairs (default 0)"),
                 out="write edges.csv, faithfulness.csv, discover.json and report.html here",
-                json="write the summary as one JSON file")
+                json="write the summary as one JSON file", nproc=True)
     p.add_argument("--answer", help="solution field read: quadratic D_value or D (default), "
                    "x1, sqrt, ..., or class (the class decision); arithmetic result")
     p.add_argument("--answer-token", choices=TOKENS, default="first",
@@ -110,6 +110,10 @@ def _main(argv) -> int:
         positive("--edges", a.edges)
     check_device(a)
     out = check_outputs(a, "discover.json", lambda name: name in OWN)
+    from interp.launch import relaunch
+
+    if (rc := relaunch(a, argv, "circuits.discover")) is not None:   # --nproc N: exact scores
+        return rc
     ckpt = load(a)
     _check_answer(ckpt.task, a.corrupt, a.answer)
     with output_lock(out):

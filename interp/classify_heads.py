@@ -92,7 +92,7 @@ def parser():
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(p, checkpoint="", n=(256, "examples to average over (default 256, at most "
                                           f"{MAX_N:,})"), seed=(0, None),
-                out="output folder (default classify-<name>)", report=True)
+                out="output folder (default classify-<name>)", report=True, nproc=True)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--wide", action="store_true", help="print the table's full rows (default: "
                    "fit the terminal's width, cutting `reads` and naming columns left out)")
@@ -228,7 +228,14 @@ def _main(argv) -> int:
 
     if not a.verify:                    # the taxonomy alone is not shared out
         distributed.one_process_only("python -m interp.classify_heads")
+        if a.nproc > 1:
+            raise InterpError("--nproc shares out --verify's knockouts; the taxonomy alone runs "
+                              "as one process (add --verify, or leave --nproc out)")
     out = _folders(a)
+    from interp.launch import relaunch
+
+    if (rc := relaunch(a, argv, "interp.classify_heads")) is not None:     # --nproc N
+        return rc
     # launched with --verify: every process computes the (cheap) taxonomy, the verification
     # shares its knockouts out (`circuits.verify_heads`); only the main process writes
     writer = distributed.is_main()

@@ -115,7 +115,7 @@ def parser():
                    "default they fit the terminal's width, the columns left out named)")
     p.add_argument("--batch-size", type=int, default=64)
     return add_options(p, out="write probes.csv, probes.json, causal.csv, causal_power.csv and report.html there",
-                       json="write the results as JSON", quiet=True, device=True)
+                       json="write the results as JSON", quiet=True, device=True, nproc=True)
 
 
 def _main(argv) -> int:
@@ -144,6 +144,10 @@ def _main(argv) -> int:
             "random directions; 20 give p-values down to 1/21)")
     check_device(a)
     out = check_outputs(a, "probes.json", OWN_FILES)
+    from interp.launch import relaunch
+
+    if (rc := relaunch(a, argv, "probes")) is not None:     # --nproc N
+        return rc
     with output_lock(out):
         return _run(a, targets, out)
 

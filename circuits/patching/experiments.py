@@ -192,7 +192,8 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         groups: dict = {}
         for cell in todo:
             groups.setdefault((cell[0], cell[-1]), []).append(cell)
-        done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches")
+        done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches",
+                           interleave=True)   # early layers cost most: dealt in turn
         try:
             (native_patch if is_native(bridge) else fast_patch)(
                 bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
