@@ -19,6 +19,8 @@ import torch
 
 import interp.distributed as dist
 from circuits.patching.fast import fast_patch
+from circuits.patching.fast_t5 import fast_patch_t5
+from circuits.patching.fast_t5 import units as t5_units
 from circuits.patching.pairs import Pairs, metric_values
 from circuits.patching.sites import (
     Site,
@@ -179,17 +181,19 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
                    cell_slice(s, recv_acts[names[l]], cell)).flatten(1).all(1).cpu()
             for l in range(L) for cell in cells(s, H, width, l)}
     todo = [c for c in same if not bool(same[c].all())]
-    use_fast = fast and pairs.arch == "decoder" and "pos" in s.axes and \
-        s.layout in ("pos", "z") and pairs.answer_pos == width - 1
+    use_fast = fast and s.layout in ("pos", "z") and (pairs.arch == "t5" or (
+        pairs.arch == "decoder" and "pos" in s.axes and pairs.answer_pos == width - 1))
     if use_fast:
-        # a unit: the cells one (layer, position) batch of GPT2Tail runs together
+        # a unit: the cells one batch of GPT2Tail / T5Tail runs together
         groups: dict = {}
         for cell in todo:
             groups.setdefault((cell[0], cell[-1]), []).append(cell)
-        done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches")
+        run_fast = fast_patch_t5 if pairs.arch == "t5" else fast_patch
+        done = dist.shard(t5_units(s, todo) if pairs.arch == "t5" else
+                          [groups[k] for k in sorted(groups)], f"{what} batches")
         try:
-            fast_patch(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
-                       [c for g in done for c in g], per, progress)
+            run_fast(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
+                     [c for g in done for c in g], per, progress)
         except NotImplementedError:  # not a GPT-2 layout: the batched path below
             use_fast = False
     chunk = max(1, max_rows // B)
