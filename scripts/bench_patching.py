@@ -177,18 +177,18 @@ def bench_t5(a, ckpt) -> int:
     cuda = torch.device(a.device).type == "cuda"
     clock = time.perf_counter if cuda else time.process_time
 
-    def timed(fn):
+    def timed(fn, *args, **kwargs):
         if cuda:
             torch.cuda.synchronize()
         t0 = clock()
-        out = fn()
+        out = fn(*args, **kwargs)
         if cuda:
             torch.cuda.synchronize()
         return out, clock() - t0
     for what in a.sites.split(","):
-        fast, t_fast = timed(lambda: patch(bridge, pairs, what))
-        batched, t_batched = timed(lambda: patch(bridge, pairs, what, fast=False))
-        (ref, run), t_ref = timed(lambda: one_forward_per_patch(bridge, pairs, what))
+        fast, t_fast = timed(patch, bridge, pairs, what)
+        batched, t_batched = timed(patch, bridge, pairs, what, fast=False)
+        (ref, run), t_ref = timed(one_forward_per_patch, bridge, pairs, what)
         diff = max(float((fast.values - ref).abs().max()),
                    float((batched.values - ref).abs().max()))
         worst = max(worst, diff)

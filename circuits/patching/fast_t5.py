@@ -42,6 +42,15 @@ def _orig(m):
     return getattr(m, "original_component", m)
 
 
+def _clamp(r):
+    """HF's float16 clamp after each sublayer (infinities to the largest finite value)."""
+    if r.dtype != torch.float16:
+        return r
+    top = torch.finfo(r.dtype).max
+    top = torch.where(torch.isinf(r).any(), top - 1000, top)
+    return torch.clamp(r, min=-top, max=top)
+
+
 @dataclass
 class _Attn:
     q: torch.nn.Module
@@ -65,7 +74,8 @@ class T5Tail:
         try:
             self.enc = [self._layer(b, ("attn",)) for b in bridge.encoder_blocks]
             self.dec = [self._layer(b, ("self_attn", "cross_attn")) for b in bridge.decoder_blocks]
-            self.enc_ln, self.dec_ln = _orig(bridge.encoder_ln_final), _orig(bridge.decoder_ln_final)
+            self.enc_ln = _orig(bridge.encoder_ln_final)
+            self.dec_ln = _orig(bridge.decoder_ln_final)
             self.head = _orig(bridge.unembed)
             self.enc_rel = _orig(bridge.encoder_blocks[0].attn)
             self.dec_rel = _orig(bridge.decoder_blocks[0].self_attn)
@@ -161,8 +171,8 @@ class T5Tail:
                 a = lay.attns[0]
                 x = lay.norms[0](r)
                 k, v = self.kv(a, x)
-                r = r + a.o(self._attend(self._heads(a.q(x)), k, v, bias))
-            r = r + self.ff(lay, r)
+                r = _clamp(r + a.o(self._attend(self._heads(a.q(x)), k, v, bias)))
+            r = _clamp(r + self.ff(lay, r))
         return self.enc_ln(r)
 
     # -- the decoder ----------------------------------------------------------------------
@@ -190,14 +200,14 @@ class T5Tail:
                     x, r = x[:, -1:], r[:, -1:]
                 q = self._heads(a.q(x))
                 qpos = n_tgt - q.shape[2]
-                r = r + a.o(self._attend(q, k, v, bias[:, :, qpos:]))
+                r = _clamp(r + a.o(self._attend(q, k, v, bias[:, :, qpos:])))
             elif last:
                 r = r[:, -1:]
             if not first or stage <= 1:
                 c = lay.attns[1]
                 k, v = cross_kv(j)
-                r = r + c.o(self._attend(self._heads(c.q(lay.norms[1](r))), k, v, None))
-            r = r + self.ff(lay, r)
+                r = _clamp(r + c.o(self._attend(self._heads(c.q(lay.norms[1](r))), k, v, None)))
+            r = _clamp(r + self.ff(lay, r))
         return self.logits(r[:, -1])
 
     def logits(self, r):
@@ -299,12 +309,13 @@ def fast_patch_t5(bridge, pairs: Pairs, s: Site, recv: dict, src: dict, rc: dict
             else:
                 out = sc[names[l]][:, src_at].repeat(k, 1, 1)
             r[:, at] = res[before][l][:, src_at].repeat(k, 1, 1) + out
+            r = _clamp(r)
         start = (l, stage) if stage is not None else (l + 1, 0)
         if stack == "enc":
             enc_out = tail.enc_ln(r) if start[0] == len(tail.enc) else tail.encode(*start, r)
             ckv = [tail.kv(lay.attns[1], enc_out) for lay in tail.dec]
             r0 = acts[dec_mid0].repeat(k, 1, 1)
-            out = tail.decode(0, 1, r0, 0, None, lambda j: ckv[j], n_tgt)
+            out = tail.decode(0, 1, r0, 0, None, ckv.__getitem__, n_tgt)
         elif start[0] == L:
             out = tail.logits(r[:, -1])
         else:
