@@ -224,6 +224,8 @@ TESTS = {
         "tests/test_taxonomy_readable.py::test_verify_table_fits_and_prints_small_effects_and_unchecked_heads",
         "tests/test_taxonomy_readable.py::test_csv_and_json_keep_every_column_in_full",
         "tests/test_taxonomy_readable.py"],
+    # the T5 fast path of patching (TF): against the batched path and plain HF forwards
+    "circuits/patching/fast_t5.py": ["tests/test_fast_t5.py"],
 }
 
 M = Mutant
@@ -1322,6 +1324,39 @@ MUTANTS = [
       "if progress is None and not quiet:", "if progress is None and quiet:"),
     M("TX15", "circuits/ablation/routes.py", "label knockout: key groups split at commas",
       "keys=_names(\",\".join(k), label, k)", "keys=_names(\",\".join(k), label)"),
+    M("TF01", "circuits/patching/fast_t5.py", "T5 fast path: the cached self keys of the wrong positions",
+      "k0, v0 = (t[:, :, :p].repeat(rep, 1, 1, 1) for t in self_kv[j])",
+      "k0, v0 = (t[:, :, 1:p + 1].repeat(rep, 1, 1, 1) for t in self_kv[j])"),
+    M("TF02", "circuits/patching/fast_t5.py", "T5 fast path: the decoder bias of the first queries, not those run",
+      "bias[:, :, qpos:]", "bias[:, :, :q.shape[2]]"),
+    M("TF03", "circuits/patching/fast_t5.py", "T5 fast path: the cross keys/values not recomputed for an encoder patch",
+      "ckv = [tail.kv(lay.attns[1], enc_out) for lay in tail.dec]",
+      "ckv = [tail.kv(lay.attns[1], tail.enc_ln(acts[enc_last]).repeat(k, 1, 1)) "
+      "for lay in tail.dec]"),
+    M("TF04", "circuits/patching/fast_t5.py", "T5 fast path: every copy patches the first head of its unit",
+      "z[i * B:(i + 1) * B, :, c[1]] = sc[names[l]][:, src_at, c[1]]",
+      "z[i * B:(i + 1) * B, :, cells[0][1]] = sc[names[l]][:, src_at, cells[0][1]]"),
+    M("TF05", "circuits/patching/fast_t5.py", "T5 fast path: the decoder's bias bucketed as bidirectional",
+      "rel, bidirectional=not causal,", "rel, bidirectional=True,"),
+    M("TF06", "circuits/patching/fast_t5.py", "T5 fast path: a cross-attention patch re-runs the cross-attention",
+      'return "mid2", "mid", 2', 'return "mid2", "mid", 1'),
+    M("TF07", "circuits/patching/fast_t5.py", "T5 fast path: the encoder's mlp_out added to the residual before attention",
+      'return "post", "mid" if stack == "enc" else "mid2", None',
+      'return "post", "pre" if stack == "enc" else "mid2", None'),
+    M("TF08", "circuits/patching/fast_t5.py", "T5 fast path: after an encoder patch the decoder skips layer 0's cross",
+      "out = tail.decode(0, 1, r0,", "out = tail.decode(0, 2, r0,"),
+    M("TF09", "circuits/patching/fast_t5.py", "T5 fast path: cells of different positions run as one unit",
+      'groups.setdefault((cell[0], cell[-1] if "pos" in s.axes else 0), []).append(cell)',
+      "groups.setdefault((cell[0], 0), []).append(cell)"),
+    M("TF10", "circuits/patching/fast_t5.py", "T5 fast path: the decoder's MLP reads the residual before the cross-attention",
+      'res["mid2"] = [m + acts[c] for m, c in zip(res["mid"], hooks["hook_cross_attn_out"])]',
+      'res["mid2"] = [m + 0 * acts[c] for m, c in zip(res["mid"], hooks["hook_cross_attn_out"])]'),
+    M("TF11", "circuits/patching/fast_t5.py", "T5 fast path: the decoder output scaled when the config says not to",
+      'self.scale = bool(getattr(hf.config, "scale_decoder_outputs", False))',
+      'self.scale = not bool(getattr(hf.config, "scale_decoder_outputs", False))'),
+    M("TF12", "circuits/patching/fast_t5.py", "T5 fast path: the encoder's attention re-run for an attn_out patch",
+      "            if not first or stage == 0:\n                a = lay.attns[0]\n                x = lay.norms[0](r)\n                k, v = self.kv(a, x)\n                r = _clamp(r + a.o(self._attend(self._heads(a.q(x)), k, v, bias)))",
+      "            if True:\n                a = lay.attns[0]\n                x = lay.norms[0](r)\n                k, v = self.kv(a, x)\n                r = _clamp(r + a.o(self._attend(self._heads(a.q(x)), k, v, bias)))"),
 ]
 
 def select(mutants, module: str | None, only: str | None):

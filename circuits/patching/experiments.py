@@ -6,8 +6,9 @@ dataset carries one patch), each patched run of a decoder starts at the patched 
 the cached residual stream (`start_at_layer`) instead of recomputing the layers below, a
 patch that writes what is already there is not run (its effect is exactly zero), and on an
 HF GPT-2 the position-wise sites run only the positions and layers a patch can change
-(`circuits.patching.fast`). T5 has no `start_at_layer`; its patches are batched the same
-way over full forwards.
+(`circuits.patching.fast`). On an HF T5 every site but the patterns runs from the patched
+layer on, decoder-side patches only from the patched position on with the encoder's output
+reused (`circuits.patching.fast_t5`); T5 patterns are batched over full forwards.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         How many (patch, example) rows run in one forward pass of the batched path.
     fast : bool
         Position-wise sites of an HF GPT-2 run only the positions and layers a patch can
-        change (`GPT2Tail`); False uses the batched path for every site.
+        change (`GPT2Tail`), and every T5 site but the patterns too (`T5Tail`); False uses
+        the batched path for every site.
     progress : callable, optional
         Called with a short message as each layer starts.
 

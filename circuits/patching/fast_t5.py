@@ -311,6 +311,12 @@ def fast_patch_t5(bridge, pairs: Pairs, s: Site, recv: dict, src: dict, rc: dict
             r[:, at] = res[before][l][:, src_at].repeat(k, 1, 1) + out
             r = _clamp(r)
         start = (l, stage) if stage is not None else (l + 1, 0)
+        if stack == "enc" and stage == 1 and "pos" in s.axes:
+            # the encoder's MLP is position-wise: in the patched layer only p changes
+            m = r[:, at]
+            r = res["post"][l].repeat(k, 1, 1)
+            r[:, at] = _clamp(m + tail.ff(tail.enc[l], m))
+            start = (l + 1, 0)
         if stack == "enc":
             enc_out = tail.enc_ln(r) if start[0] == len(tail.enc) else tail.encode(*start, r)
             ckv = [tail.kv(lay.attns[1], enc_out) for lay in tail.dec]
