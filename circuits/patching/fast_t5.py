@@ -167,7 +167,7 @@ class T5Tail:
         bias = self.bias(self.enc_rel, r.shape[1], causal=False)
         for j in range(layer, len(self.enc)):
             lay, first = self.enc[j], j == layer
-            if not first or stage == 0:
+            if stage == 0 or not first:
                 a = lay.attns[0]
                 x = lay.norms[0](r)
                 k, v = self.kv(a, x)
