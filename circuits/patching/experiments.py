@@ -196,7 +196,7 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         try:
             run_fast(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
                      [c for g in done for c in g], per, progress)
-        except NotImplementedError:  # not a GPT-2 layout: the batched path below
+        except NotImplementedError:  # not an HF GPT-2 / T5 layout: the batched path below
             use_fast = False
     chunk = max(1, max_rows // B)
     units = [] if use_fast else [
