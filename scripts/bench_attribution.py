@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--missed", type=int, default=0, help="show the exact top-K cells each "
                    "method ranks lowest (default 0: none)")
     p.add_argument("--threads", type=int, default=1)
-    add_options(p, quiet=False)                            # --device, --dtype
+    add_options(p, quiet=False, device_map=False)          # --device, --dtype
     a = p.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in methods:

@@ -6,9 +6,10 @@ dataset carries one patch), each patched run of a decoder starts at the patched 
 the cached residual stream (`start_at_layer`) instead of recomputing the layers below, a
 patch that writes what is already there is not run (its effect is exactly zero), and on an
 HF GPT-2 or a causal native decoder the position-wise sites run only the positions and
-layers a patch can change (`circuits.patching.fast`, `circuits.patching.fast_native`). T5
-has no `start_at_layer`; its patches are batched the same way over full forwards, as are
-those of bidirectional native models (tracr).
+layers a patch can change (`circuits.patching.fast`, `circuits.patching.fast_native`). On an
+HF T5 every site but the patterns runs from the patched layer on, decoder-side patches only
+from the patched position on with the encoder's output reused (`circuits.patching.fast_t5`);
+T5 patterns and bidirectional native models (tracr) are batched over full forwards.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 import interp.distributed as dist
 from circuits.patching.fast import fast_patch
 from circuits.patching.fast_native import native_patch
+from circuits.patching.fast_t5 import fast_patch_t5
+from circuits.patching.fast_t5 import units as t5_units
 from circuits.patching.pairs import Pairs, metric_values
 from circuits.patching.sites import (
     Site,
@@ -158,8 +161,8 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         How many (patch, example) rows run in one forward pass of the batched path.
     fast : bool
         Position-wise sites of an HF GPT-2 or a causal native decoder run only the positions
-        and layers a patch can change (`GPT2Tail`, `NativeTail`); False uses the batched
-        path for every site.
+        and layers a patch can change (`GPT2Tail`, `NativeTail`), and every T5 site but the
+        patterns too (`T5Tail`); False uses the batched path for every site.
     progress : callable, optional
         Called with a short message as each layer starts.
 
@@ -184,21 +187,25 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
                    cell_slice(s, recv_acts[names[l]], cell)).flatten(1).all(1).cpu()
             for l in range(L) for cell in cells(s, H, width, l)}
     todo = [c for c in same if not bool(same[c].all())]
-    use_fast = fast and pairs.arch == "decoder" and "pos" in s.axes and \
-        s.layout in ("pos", "z") and pairs.answer_pos == width - 1 and \
+    use_fast = fast and s.layout in ("pos", "z") and (pairs.arch == "t5" or (
+        pairs.arch == "decoder" and "pos" in s.axes and pairs.answer_pos == width - 1)) and \
         getattr(bridge.cfg, "n_devices", 1) == 1       # split across devices: batched path
     if use_fast:
-        # a unit: the cells one (layer, position) batch of GPT2Tail runs together
+        # a unit: the cells one batch of GPT2Tail / T5Tail runs together
         groups: dict = {}
         for cell in todo:
             groups.setdefault((cell[0], cell[-1]), []).append(cell)
-        done = dist.shard([groups[k] for k in sorted(groups)], f"{what} batches",
-                           interleave=True)   # early layers cost most: dealt in turn
+        if pairs.arch == "t5":
+            run_fast, units_fast = fast_patch_t5, t5_units(s, todo)
+        else:
+            run_fast = native_patch if is_native(bridge) else fast_patch
+            units_fast = [groups[k] for k in sorted(groups)]
+        # early layers cost most: the units are dealt out in turn (gathered by cell below)
+        done = dist.shard(units_fast, f"{what} batches", interleave=True)
         try:
-            (native_patch if is_native(bridge) else fast_patch)(
-                bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
-                [c for g in done for c in g], per, progress)
-        except NotImplementedError:  # not GPT-2 nor a causal native model: the batched path
+            run_fast(bridge, pairs, s, recv, src, recv_acts, src_acts, metric,
+                     [c for g in done for c in g], per, progress)
+        except NotImplementedError:  # not an HF GPT-2 / T5 / causal native layout: batched
             use_fast = False
     chunk = max(1, max_rows // B)
     units = [] if use_fast else [
