@@ -14,6 +14,24 @@ def run(*args, cwd=None):
                           env=env, cwd=cwd, timeout=300)
 
 
+def run_here(module, *args):
+    """`run`, in this process: the command's `main(argv)` with stdout and stderr captured (a
+    bad-input check costs no interpreter start-up). Returns what `run` returns; an exit
+    through SystemExit gives its status."""
+    import contextlib
+    import importlib
+    import io
+
+    mod = importlib.import_module(module if module != "probes" else "probes.__main__")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = mod.main(list(args))
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess([module, *args], rc, out.getvalue(), err.getvalue())
+
+
 def one_line_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]

@@ -9,7 +9,7 @@ import torch
 
 from circuits import ablation as A
 from circuits.stats import bootstrap_ci, rank_p_value
-from clihelp import one_line_error, run
+from clihelp import one_line_error, run, run_here
 from interp.errors import InterpError
 from interp.models import load_checkpoint
 from interp.tasks.quadratic import format_input, format_output
@@ -274,15 +274,15 @@ def test_cli_writes_tables_json_and_a_self_contained_page(tiny_checkpoints, tmp_
 
 def test_cli_errors_are_one_line(tiny_checkpoints, tmp_path):
     ck = str(tiny_checkpoints["decoder"])
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x,y"), "unknown token 'y'",
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x,y"), "unknown token 'y'",
                    "vocabulary")
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x,,="), "empty name")
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--layers", "0-7"),
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x,,="), "empty name")
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--layers", "0-7"),
                    "out of range", "0-1")
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--n", "0"), "--n")
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--n", "0"), "--n")
     # 'n' is in the vocabulary (of "nan") but never in an equation: nothing to ablate
-    one_line_error(run("circuits.ablate", ck, "--tokens", "n", "--n", "3"), "none of the tokens")
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "n", "--n", "3"), "none of the tokens")
     (tmp_path / "keep.txt").write_text("mine")
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--out", str(tmp_path)),
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--out", str(tmp_path)),
                    "other files")
     assert (tmp_path / "keep.txt").read_text() == "mine"

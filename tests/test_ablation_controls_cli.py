@@ -4,24 +4,24 @@ with exit status 2 and nothing written; a good run shows both control kinds in e
 import csv
 import json
 
-from clihelp import one_line_error, run
+from clihelp import one_line_error, run, run_here
 
 
 def test_bad_donor_and_example_requests_are_one_line_and_write_nothing(tiny_checkpoints,
                                                                        tmp_path):
     ck = str(tiny_checkpoints["decoder"])
     out = tmp_path / "never"
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--donors", "any", "--out",
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--donors", "any", "--out",
                        str(out)), "--donors applies to --mode resample", "--mode knockout")
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--mode", "resample",
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--mode", "resample",
                        "--donors", "same", "--out", str(out)), "--donors", "layout", "any")
-    one_line_error(run("circuits.ablate", ck, "--route", "L0H0:offset=1", "--donors", "any",
+    one_line_error(run_here("circuits.ablate", ck, "--route", "L0H0:offset=1", "--donors", "any",
                        "--out", str(out)), "--donors applies to --tokens")
     # unique held-out equations: the small preset has 21 of one root, so 70 at 50/30/20
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--n", "72", "--out",
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--n", "72", "--out",
                        str(out)), "n <= 70")
     # two equations of different layouts: neither has a same-layout donor
-    one_line_error(run("circuits.ablate", ck, "--tokens", "x", "--mode", "resample", "--n",
+    one_line_error(run_here("circuits.ablate", ck, "--tokens", "x", "--mode", "resample", "--n",
                        "2", "--data-seed", "1", "--out", str(out)), "alone in their layout",
                    "--donors any")
     assert not out.exists()

@@ -265,13 +265,13 @@ def test_patch_cli_writes_csv_json_and_page(tiny_checkpoints, tmp_path):
 
 
 def test_patch_cli_errors_are_one_line(tiny_checkpoints):
-    from clihelp import one_line_error, run
+    from clihelp import one_line_error, run_here
 
     ck = str(tiny_checkpoints["decoder"])
-    one_line_error(run("circuits.patch", ck, "--sites", "resid_post"), "unknown site")
-    one_line_error(run("circuits.patch", ck, "--corrupt", "d"), "unknown field")
-    one_line_error(run("circuits.patch", ck, "--answer", "y9"), "unknown field")
-    one_line_error(run("circuits.patch", ck, "--n", "0"), "--n")
+    one_line_error(run_here("circuits.patch", ck, "--sites", "resid_post"), "unknown site")
+    one_line_error(run_here("circuits.patch", ck, "--corrupt", "d"), "unknown field")
+    one_line_error(run_here("circuits.patch", ck, "--answer", "y9"), "unknown field")
+    one_line_error(run_here("circuits.patch", ck, "--n", "0"), "--n")
 
 
 @pytest.mark.parametrize("what", ["enc.head_pos", "cross.head_pos", "dec.resid_pre"])
