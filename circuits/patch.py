@@ -276,8 +276,8 @@ def default_attribution(bridge) -> str:
     from circuits.patching.fast import GPT2Tail
     from interp.hooks import arch_of
 
-    if arch_of(bridge) != "decoder":
-        return "atp"
+    if arch_of(bridge) != "decoder" or getattr(bridge.cfg, "n_devices", 1) > 1:
+        return "atp"                    # the QK fix needs GPT-2 attention on one device
     try:
         GPT2Tail(bridge)
     except NotImplementedError:

@@ -234,7 +234,9 @@ def _main(argv) -> int:
     out = _folders(a)
     from interp.launch import relaunch
 
-    if (rc := relaunch(a, argv, "interp.classify_heads")) is not None:     # --nproc N
+    if (rc := relaunch(a, argv, "interp.classify_heads",              # --nproc N
+                       outputs=[("--out", str(out)), ("--save-cache", a.save_cache)])
+            ) is not None:
         return rc
     # launched with --verify: every process computes the (cheap) taxonomy, the verification
     # shares its knockouts out (`circuits.verify_heads`); only the main process writes

@@ -83,12 +83,24 @@ def state():
         import torch
         from accelerate import PartialState
 
-        # on a machine without CUDA accelerate needs cpu=True to start its gloo group
+        # gloo unless the command computes on CUDA (then NCCL, each process on the GPU of its
+        # local rank); on a machine without CUDA accelerate needs cpu=True for gloo
+        on_cuda = torch.cuda.is_available() and (_DEVICE is None or _DEVICE.startswith("cuda"))
         mark("init")
-        _STATE = PartialState(cpu=not torch.cuda.is_available(),
-                              timeout=timedelta(seconds=timeout_s()))
+        _STATE = PartialState(cpu=not on_cuda, timeout=timedelta(seconds=timeout_s()))
         mark("ready")
     return _STATE
+
+
+_DEVICE: str | None = None   # the command's --device, once it is known (`use_device`)
+
+
+def use_device(device) -> None:
+    """Record the device the command computes on, before any collective starts: a sweep on
+    the CPU takes a gloo group even on a machine with GPUs (NCCL would put every process on
+    a GPU); a sweep on CUDA takes NCCL. Unrecorded: NCCL wherever CUDA is present."""
+    global _DEVICE
+    _DEVICE = str(device)
 
 
 def rank() -> int:

@@ -99,10 +99,11 @@ def check(nproc: int, device: str = "cpu", units: int | None = None,
 
 
 def relaunch(args, argv, module: str, *, units: int | None = None,
-             what: str = "units") -> int | None:
+             what: str = "units", outputs=None) -> int | None:
     """Start `python -m module argv` over `args.nproc` processes and return its exit status,
     or None when this process should run the command itself (--nproc 1, or this process is
-    already one of the launched workers)."""
+    already one of the launched workers). `outputs`: the (option, path) pairs the command
+    writes, when they are not just --out and --json as given (e.g. a default folder)."""
     from interp import distributed
     from interp.errors import InterpError
 
@@ -117,7 +118,8 @@ def relaunch(args, argv, module: str, *, units: int | None = None,
     if n == 1:
         return None
     check(n, getattr(args, "device", "cpu"), units, what)
-    outputs = [(o, getattr(args, k, None)) for o, k in (("--out", "out"), ("--json", "json"))]
+    if outputs is None:
+        outputs = [(o, getattr(args, k, None)) for o, k in (("--out", "out"), ("--json", "json"))]
     return launch(module, list(sys.argv[1:] if argv is None else argv), n,
                   [(o, path) for o, path in outputs if path],
                   gpus=str(getattr(args, "device", "cpu")).startswith("cuda"))

@@ -258,3 +258,38 @@ def test_an_hf_directory_splits_too(tiny_bert_dir):
     layer = bridge.original_model.get_submodule("bert.encoder.layer.1")
     assert layer.original_component._hf_hook.execution_device == torch.device("cpu")
     assert bridge.original_model.interp_device_map == plan
+
+
+# -- attribution with the QK fix: on one CUDA device as on the CPU; a split model takes AtP --
+@pytest.mark.gpu
+def test_atp_with_the_qk_fix_on_cuda_equals_the_cpu_result(tiny_checkpoints):
+    from circuits.patching import attribute, corrupt_pairs
+
+    got = {}
+    for device in ("cpu", "cuda"):
+        ckpt = load_checkpoint(tiny_checkpoints["decoder"], device)
+        bridge = ckpt.bridge()
+        pairs = corrupt_pairs(bridge, ckpt.task, n=3, seed=0)
+        got[device] = attribute(bridge, pairs, "resid_pre", method="atp+qkv").values
+    assert got["cuda"].device.type == "cpu"
+    assert torch.allclose(got["cuda"], got["cpu"], atol=1e-4), \
+        (got["cuda"] - got["cpu"]).abs().max()
+
+
+def test_a_split_model_refuses_the_qk_fix_and_the_command_defaults_to_plain_atp(
+        tiny_checkpoints):
+    from circuits.patch import default_attribution
+    from interp.errors import InterpError
+    from circuits.patching import attribute, corrupt_pairs
+
+    ckpt = load_checkpoint(tiny_checkpoints["decoder"],
+                           device_map=split(DECODER_SPLIT, "cpu", "cpu"))
+    bridge = ckpt.bridge()
+    assert bridge.cfg.n_devices == 1          # both halves on the CPU: one device here
+    bridge.cfg.n_devices = 2                  # as a cuda:0 + cpu split records it
+    assert default_attribution(bridge) == "atp"
+    whole = load_checkpoint(tiny_checkpoints["decoder"]).bridge()
+    assert default_attribution(whole) != "atp"
+    pairs = corrupt_pairs(bridge, ckpt.task, n=2, seed=0)
+    with pytest.raises(InterpError, match="split across devices"):
+        attribute(bridge, pairs, "resid_pre", method="atp+qkv")

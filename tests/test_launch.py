@@ -256,6 +256,32 @@ def test_the_process_group_gets_the_collectives_timeout(monkeypatch):
                                             timedelta(seconds=dist.TIMEOUT_S)]
 
 
+def test_the_backend_follows_the_commands_device_not_the_machine(monkeypatch):
+    """On a machine with CUDA, a sweep on the CPU takes gloo (cpu=True), one on CUDA takes
+    NCCL (cpu=False); without CUDA it is always gloo."""
+    import accelerate
+    import torch
+
+    import interp.distributed as dist
+
+    made = []
+
+    class Recorder:
+        def __init__(self, **kw):
+            made.append(kw["cpu"])
+
+    monkeypatch.setattr(accelerate, "PartialState", Recorder)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for cuda, device in ((True, "cpu"), (True, "cuda:0"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda c=cuda: c)
+        monkeypatch.setattr(dist, "_STATE", None)
+        monkeypatch.setattr(dist, "_DEVICE", None)
+        dist.use_device(device)
+        dist.state()
+    monkeypatch.setattr(dist, "_STATE", None)
+    assert made == [True, False, True]
+
+
 def test_an_interleaved_share_deals_the_units_in_turn(monkeypatch):
     import interp.distributed as dist
 

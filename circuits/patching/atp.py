@@ -57,6 +57,10 @@ CHUNK_ROWS = 2048
 
 
 def _tail(bridge) -> GPT2Tail:
+    if getattr(bridge.cfg, "n_devices", 1) > 1:
+        raise InterpError("AtP*'s QK fix and GradDrop run on a model on one device; this one "
+                          "is split across devices (--device-map): use method='atp' "
+                          "(--attribution atp)")
     try:
         return GPT2Tail(bridge)
     except NotImplementedError:
@@ -97,14 +101,16 @@ def _writes(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor):
     `head` cells write at every position: positions None, writes [cells, b, pos, d]."""
     t = delta.shape[1]
     if s.layout == "pos":
-        return [(layer, p) for p in range(t)], torch.arange(t), delta.transpose(0, 1)
+        return ([(layer, p) for p in range(t)], torch.arange(t, device=delta.device),
+                delta.transpose(0, 1))
     c_proj = tail.blocks[layer][2]
     w = c_proj.weight.view(tail.H, tail.dh, -1)                     # Conv1D: x @ W
     per_head = torch.einsum("bphd,hdm->hbpm", delta, w)             # [head, b, pos, d]
     if s.axes == ("layer", "head"):
         return [(layer, h) for h in range(tail.H)], None, per_head
     return ([(layer, h, p) for h in range(tail.H) for p in range(t)],
-            torch.arange(t).repeat(tail.H), per_head.permute(0, 2, 1, 3).flatten(0, 1))
+            torch.arange(t, device=delta.device).repeat(tail.H),
+            per_head.permute(0, 2, 1, 3).flatten(0, 1))
 
 
 def qk_correction(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor,
@@ -127,8 +133,8 @@ def qk_correction(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor,
     for r in range(first, len(tail.blocks)):
         # only the query rows the metric depends on (the last layer: the answer's alone)
         rows = (grad_z[r].abs().amax((0, 1, 2, 4)) > 0).nonzero().flatten()
-        at = torch.full((grad_z[r].shape[3],), -1, dtype=torch.long)
-        at[rows] = torch.arange(len(rows))               # position -> its index in rows
+        at = torch.full((grad_z[r].shape[3],), -1, dtype=torch.long, device=rows.device)
+        at[rows] = torch.arange(len(rows), device=rows.device)   # position -> index in rows
         q0, k0, v0 = qkv(tail, r, resid[r])                              # [b, h, pos, dh]
         q0 = q0[:, :, rows]
         z0 = read(tail, r, q0, k0, v0, rows)                             # [b, h, rows, dh]
@@ -147,7 +153,7 @@ def qk_correction(tail: GPT2Tail, s: Site, layer: int, delta: torch.Tensor,
                 nq, nk, nv = [y.view(c, b, y.shape[1], y.shape[-1]) for y in  # [c, b, h, dh]
                               qkv(tail, r, x.reshape(c * b, 1, -1))]
                 q, k, v = (y0.expand(c, *y0.shape).clone() for y0 in (q0, k0, v0))
-                ci = torch.arange(c)
+                ci = torch.arange(c, device=part.device)
                 k[ci, :, :, ps] = nk
                 v[ci, :, :, ps] = nv
                 read_by = at[ps] >= 0                  # the cell's own query row is read
@@ -227,7 +233,7 @@ def attribute_star(bridge, pairs: Pairs, s: Site, recv: dict, src_acts: dict, me
         a, g = a[:B], g.view(K, B, *a.shape[1:])
         per.append(torch.stack([_reduce(s, ((src_acts[n] - a) * g[k]).float())
                                 for k in range(K)], -2))                 # [..., K, b]
-    est = torch.stack(per)                                               # [L, ..., K, b]
+    est = torch.stack(per).to("cpu", torch.float32)                      # [L, ..., K, b]
     if qk_fix:
         resid = [pres[r].detach()[:B] for r in range(L)]     # the same in every copy
         grad_z, lin_grad = [], []

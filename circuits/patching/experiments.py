@@ -191,14 +191,14 @@ def patch(bridge, pairs: Pairs, what: str = "resid_pre", direction: str = "denoi
         pairs.arch == "decoder" and "pos" in s.axes and pairs.answer_pos == width - 1)) and \
         getattr(bridge.cfg, "n_devices", 1) == 1       # split across devices: batched path
     if use_fast:
-        # a unit: the cells one batch of GPT2Tail / T5Tail runs together
-        groups: dict = {}
-        for cell in todo:
-            groups.setdefault((cell[0], cell[-1]), []).append(cell)
+        # a unit: the cells one batch of GPT2Tail / NativeTail / T5Tail runs together
         if pairs.arch == "t5":
             run_fast, units_fast = fast_patch_t5, t5_units(s, todo)
         else:
             run_fast = native_patch if is_native(bridge) else fast_patch
+            groups: dict = {}
+            for cell in todo:
+                groups.setdefault((cell[0], cell[-1]), []).append(cell)
             units_fast = [groups[k] for k in sorted(groups)]
         # early layers cost most: the units are dealt out in turn (gathered by cell below)
         done = dist.shard(units_fast, f"{what} batches", interleave=True)

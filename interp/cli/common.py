@@ -308,11 +308,18 @@ def check_device(args) -> None:
     """Fail before any work when --device or --dtype cannot be used on this machine."""
     from interp.models import resolve_device, resolve_dtype
 
-    resolve_device(args.device)
+    from interp import distributed
+
+    device = resolve_device(args.device)
     resolve_dtype(args.dtype)
+    distributed.use_device(device)               # gloo for a CPU sweep, NCCL for CUDA
     if getattr(args, "device_map", None) is not None:    # its devices; its modules at load
         from interp.models.devmap import parse_device_map
 
+        if getattr(args, "nproc", 1) > 1 or distributed.launched():
+            raise InterpError("--device-map splits one model across the devices; under "
+                              "--nproc or a launcher every process would hold a split copy: "
+                              "give one of them")
         if args.device != "cpu":
             raise InterpError(f"--device {args.device} and --device-map both given; give one "
                               "(the map names every module's device)")
