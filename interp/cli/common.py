@@ -306,9 +306,8 @@ def positive(option: str, value: int, limit: int | None = None, why: str = "") -
 
 def check_device(args) -> None:
     """Fail before any work when --device or --dtype cannot be used on this machine."""
-    from interp.models import resolve_device, resolve_dtype
-
     from interp import distributed
+    from interp.models import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     resolve_dtype(args.dtype)
@@ -317,9 +316,8 @@ def check_device(args) -> None:
         from interp.models.devmap import parse_device_map
 
         if getattr(args, "nproc", 1) > 1 or distributed.launched():
-            raise InterpError("--device-map splits one model across the devices; under "
-                              "--nproc or a launcher every process would hold a split copy: "
-                              "give one of them")
+            raise InterpError("--device-map splits one model across the devices; under --nproc "
+                              "or a launcher each process would hold a split copy: give one")
         if args.device != "cpu":
             raise InterpError(f"--device {args.device} and --device-map both given; give one "
                               "(the map names every module's device)")
