@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clihelp import one_line_error, run
+from clihelp import one_line_error, run, run_here
 from interp.metrics import char_accuracy, score_outputs
 from interp.tasks import QuadraticTask
 from interp.tasks.base import Example
@@ -50,7 +50,7 @@ def test_cli_corrupt_checkpoint_is_one_line(tiny_checkpoints, tmp_path):
 
 
 def test_cli_bad_equation_names_the_position(tiny_checkpoints):
-    one_line_error(run("interp.solve", str(tiny_checkpoints["decoder"]), "7x^2+35y+1=0"),
+    one_line_error(run_here("interp.solve", str(tiny_checkpoints["decoder"]), "7x^2+35y+1=0"),
                    "position 7", "found 'y'")
 
 
@@ -58,12 +58,12 @@ def test_cli_solve_reads_a_problem_with_a_leading_minus(tiny_checkpoints):
     # argparse would take "-4x^2+3x-11=0" for an option; the problem must be read as given
     task = QuadraticTask("small")
     for args in (["--json", "-4x^2+3x-11=0"], ["-4x^2+3x-11=0", "--json"]):
-        proc = run("interp.solve", str(tiny_checkpoints["decoder"]), *args)
+        proc = run_here("interp.solve", str(tiny_checkpoints["decoder"]), *args)
         assert proc.returncode == 0, proc.stderr
         r = json.loads(proc.stdout)
         assert r["input"] == task.parse("-4x^2+3x-11=0")
         assert r["exact"] == task.solve(r["input"])
-    one_line_error(run("interp.solve", str(tiny_checkpoints["decoder"]), "-4x^2+3y-11=0"),
+    one_line_error(run_here("interp.solve", str(tiny_checkpoints["decoder"]), "-4x^2+3y-11=0"),
                    "found 'y'")
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from clihelp import one_line, run
+from clihelp import one_line, run, run_here
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -20,8 +20,8 @@ from clihelp import one_line, run
 def test_bad_slice_options_are_one_line_and_write_nothing(tiny_checkpoints, tmp_path, args,
                                                           needles):
     out = tmp_path / "o"
-    proc = run("circuits.patch", str(tiny_checkpoints["decoder"]), "--slices", "--per-class",
-               "30", "--out", str(out), *args)
+    proc = run_here("circuits.patch", str(tiny_checkpoints["decoder"]), "--slices",
+                    "--per-class", "30", "--out", str(out), *args)
     one_line(proc.returncode, proc.stderr, *needles)
     assert not out.exists() and proc.stdout == ""
 
