@@ -1,6 +1,13 @@
 """Evaluate a checkpoint: exact match, character accuracy, per class and per checker step.
 
     python -m interp.evaluate [CKPT] [--n 1000] [--preset P] [--seed S] [--json FILE]
+    python -m interp.evaluate quadratic-seed --protocol seed [--n ROWS] [--novel-n 1000]
+
+--protocol seed scores a model trained on a fixed split (`interp.train --protocol seed`) as
+the seed did: on that split's test rows, repeats of training equations included (default:
+every row left after those that chose the checkpoint). It reports the share of test rows that
+are also training rows and the scores of both parts, then the same scores on --novel-n
+distinct held-out equations never trained on (`interp.protocol`).
 """
 
 from __future__ import annotations
@@ -31,29 +38,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m interp.evaluate", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(p, checkpoint="checkpoint directory or shipped model name (default {default})",
-                n=(1000, f"number of test equations (default 1000, at most {MAX_EVAL_N:,})"),
+                n=(None, f"number of test equations (default 1000; with --protocol: every "
+                         f"test row left; at most {MAX_EVAL_N:,})"),
                 seed=(12345, "seed of the test sample"),
                 json="also write the metrics as JSON", quiet=True, device=True)
     p.add_argument("--preset", help="task preset to test on (default: the model's own)")
     p.add_argument("--all-inputs", action="store_true",
                    help="sample from every input, not only the held-out partition never trained on")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--protocol", choices=["seed"],
+                   help="seed: score the model's own fixed split, repeats of training rows "
+                   "included, and --novel-n equations never trained on")
+    p.add_argument("--novel-n", type=int, default=1000,
+                   help="--protocol: distinct held-out equations scored beside the split "
+                   "(default 1000; 0: none)")
     return p
 
 
 def _main(argv: list[str] | None) -> int:
+    from interp.errors import InterpError
     from interp.cli.common import check_device, check_json, load, positive
     from interp.io import write_json
     from interp.metrics import eval_examples, evaluate
 
     args = build_parser().parse_args(argv)
-    positive("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} examples)")
+    if args.n is not None or not args.protocol:
+        args.n = 1000 if args.n is None else args.n
+        positive("--n", args.n, MAX_EVAL_N, f"one evaluation decodes ({MAX_EVAL_N:,} "
+                 "examples)")
     positive("--batch-size", args.batch_size, MAX_BATCH, "one decoding batch holds "
              f"({MAX_BATCH:,} sequences)")
     check_device(args)
     if args.json:
         check_json(args, "evaluate")
+    if args.protocol:
+        if args.preset or args.all_inputs:
+            raise InterpError("--protocol seed scores the model's own split; drop --preset "
+                              "and --all-inputs")
+        if not 0 <= args.novel_n <= MAX_EVAL_N:
+            raise InterpError(f"--novel-n must be 0 to {MAX_EVAL_N:,}, got {args.novel_n}")
     ckpt = load(args)
+    if args.protocol:
+        return _protocol(args, ckpt)
     task = preset_task(ckpt, args.checkpoint, args.preset) if args.preset else ckpt.task
     examples = eval_examples(task, args.n, args.seed, holdout=not args.all_inputs)
     metrics, _ = evaluate(ckpt.model, ckpt.arch, task, examples, ckpt.config.n_ctx,
@@ -66,6 +92,20 @@ def _main(argv: list[str] | None) -> int:
                                  f"examples (seed {args.seed})"))
     if args.json:
         write_json(args.json, metrics)
+    return 0
+
+
+def _protocol(args, ckpt) -> int:
+    from interp.io import write_json
+    from interp.protocol import format_protocol, seed_protocol
+
+    res = seed_protocol(ckpt, args.n, args.novel_n, args.seed, args.batch_size,
+                        progress=not args.quiet)
+    res["checkpoint"] = str(args.checkpoint)
+    res["task"] = ckpt.task.describe()
+    print(format_protocol(res, str(args.checkpoint)))
+    if args.json:
+        write_json(args.json, res)
     return 0
 
 

@@ -106,9 +106,11 @@ def answer_loss(model, arch: str, batch: Batch, reduction: str = "mean") -> torc
     return (flat * mask).sum() / mask.sum()
 
 
-def eval_examples(task: Task, n: int, seed: int, holdout: bool = True) -> list[Example]:
-    """`n` fresh test examples; with holdout only inputs never used in training."""
-    return task.generate(n, seed=seed, heldout=True if holdout else None)
+def eval_examples(task: Task, n: int, seed: int, holdout: bool = True,
+                  unique: bool = False) -> list[Example]:
+    """`n` fresh test examples; with holdout only inputs never used in training; unique:
+    each input once."""
+    return task.generate(n, seed=seed, heldout=True if holdout else None, unique=unique)
 
 
 def solve_one(ckpt, text: str) -> dict:

@@ -3,6 +3,15 @@
     python -m interp.train quadratic --preset small --arch decoder --minutes 20 --out DIR
     python -m interp.train arithmetic --steps 3000 --out DIR
     python -m interp.train --resume DIR            # continue an interrupted run
+    python -m interp.train quadratic --protocol seed --steps 3000 --stop-after 30 --out DIR
+    python -m interp.train --resume DIR --stop-after 30   # the next 30 minutes of it
+
+`--protocol seed` is the seed's own set-up: the seed preset, 100,000 generated equations
+(50/30/20 two/one/no roots), cut 80/20 as generated, so that test equations may repeat
+training ones (`python -m interp.evaluate DIR --protocol seed` measures how many). Inputs of
+the held-out partition stay out of the rows, so equations never trained on are measured too.
+`--stop-after MINUTES` and `--until-step N` pause a run (resume state saved, exit 0): bounded
+runs on any machine, each continuing the last.
 
 `DIR` becomes a checkpoint directory holding the best model by exact match on held-out
 examples; `DIR/resume/` holds the last weights, the optimiser state and the recipe. Every
@@ -56,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=d.clip)
     p.add_argument("--scheduled-sampling", type=float, default=d.scheduled_sampling,
                    help="final share of answer inputs replaced by the model's predictions")
-    p.add_argument("--data", default=d.data, help="fresh (new samples every step) or fixed "
+    p.add_argument("--protocol", choices=["seed"], help="seed: the seed's preset, 100,000 "
+                   "rows and 80/20 split without removing repeats (sets --preset seed "
+                   "--data fixed --split seed)")
+    p.add_argument("--split", choices=["distinct", "seed"], default=None,
+                   help="--data fixed: distinct (no input in train and test, the default) or "
+                   "seed (cut as generated)")
+    p.add_argument("--stop-after", type=float, metavar="MINUTES",
+                   help="pause after this many wall minutes of this call (resume later)")
+    p.add_argument("--until-step", type=int, metavar="N",
+                   help="pause after step N of the schedule (resume later)")
+    p.add_argument("--data", default=None, help="fresh (new samples every step) or fixed "
                    "(the seed protocol: --rows examples, 80/20 split, epochs)")
     p.add_argument("--rows", type=int, default=d.rows)
     p.add_argument("--no-holdout", action="store_true",
@@ -94,6 +113,12 @@ def _main(argv) -> int:
         check_new_out(target)
         check_replaceable_dir(target, "interp.json", "--out",   # its parent is writable
                               replaced=False)
+    check_pause(args)
+    if not (args.resume or args.reselect):
+        protocol(args, args.task or args.task_pos or "quadratic")   # checked before any write
+    if args.resume and (args.protocol or args.split):
+        raise InterpError("--protocol and --split belong to a new run; --resume continues the "
+                          "recipe stored in the run")
     check_device(args)
     # the lock removes our own debris of a killed run: beside the folder and inside it
     # (`.resume.interp-tmp-*`, `.interp.json.interp-tmp-*`)
@@ -111,11 +136,12 @@ def _train(args) -> int:
         if args.threads is not None:
             trainer.cfg.threads = args.threads
             trainer.cfg.validate()      # --threads is checked here, as for a new run
-        meta = trainer.run()
+        meta = trainer.run(pause_at=args.until_step, pause_after=args.stop_after)
     else:
         task = args.task or args.task_pos or "quadratic"
         if not args.out:
             raise InterpError("give --out DIR for the checkpoint (or --resume DIR)")
+        data, split = protocol(args, task)
         preset = args.preset or ("small" if task == "quadratic" else "default")
         n_ctx = args.n_ctx if args.n_ctx is not None else (192 if preset == "seed" else 128)
         mcfg = ModelConfig(arch=args.arch, n_layers=args.layers, d_model=args.d_model,
@@ -125,17 +151,54 @@ def _train(args) -> int:
                           minutes=args.minutes, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, warmup=args.warmup,
                           schedule=args.schedule, clip=args.clip,
-                          scheduled_sampling=args.scheduled_sampling, data=args.data,
-                          rows=args.rows, holdout=not args.no_holdout,
+                          scheduled_sampling=args.scheduled_sampling, data=data,
+                          split=split, rows=args.rows, holdout=not args.no_holdout,
                           eval_every=args.eval_every, eval_n=args.eval_n,
                           save_every=args.save_every, threads=args.threads,
                           init_from=args.init_from, model=mcfg)
-        meta = train(cfg, args.out, args.quiet, args.device, args.dtype)
+        meta = train(cfg, args.out, args.quiet, args.device, args.dtype,
+                     pause_at=args.until_step, pause_after=args.stop_after)
     tr = meta["training"]
+    if tr.get("paused"):
+        where = args.resume or args.out
+        best = (f"; best so far {meta['metrics']['exact_match']:.1%} exact at step {tr['step']}"
+                if meta.get("metrics") else "")
+        print(f"paused at step {tr['paused_at_step']} of {tr['total_steps']}{best}; "
+              f"{tr['wall_minutes']} wall minutes in all; continue with python -m interp.train "
+              f"--resume {where}")
+        return 0
     print(f"best exact match {meta['metrics']['exact_match']:.1%} at step {tr['step']} of "
           f"{tr['total_steps']}; {tr['wall_minutes']} wall minutes; saved to "
           f"{args.resume or args.out}")
     return 0
+
+
+def protocol(args, task: str) -> tuple[str, str]:
+    """(data, split) from --protocol / --data / --split; --protocol seed fixes the preset."""
+    if args.protocol == "seed":
+        if task != "quadratic" or (args.preset or "seed") != "seed":
+            raise InterpError("--protocol seed is the quadratic task's seed preset; drop "
+                              "--preset or give --preset seed")
+        if (args.data or "fixed") != "fixed" or (args.split or "seed") != "seed":
+            raise InterpError("--protocol seed trains on a fixed set cut as generated; drop "
+                              "--data and --split")
+        args.preset = "seed"
+        return "fixed", "seed"
+    data = args.data or "fresh"
+    if args.split and data != "fixed":
+        raise InterpError("--split needs --data fixed (a fixed set of --rows to cut)")
+    return data, args.split or "distinct"
+
+
+def check_pause(args) -> None:
+    if args.stop_after is not None and not (0 < args.stop_after < float("inf")):
+        raise InterpError(f"--stop-after must be a positive number of minutes, got "
+                          f"{args.stop_after}")
+    if args.until_step is not None and args.until_step < 1:
+        raise InterpError(f"--until-step must be a step of 1 or more, got {args.until_step}")
+    if args.reselect and (args.stop_after is not None or args.until_step is not None):
+        raise InterpError("--stop-after and --until-step pause training; --reselect does not "
+                          "train")
 
 
 def main(argv=None) -> int:

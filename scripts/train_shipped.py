@@ -69,6 +69,12 @@ RECIPES: dict[str, list[str] | list[list[str]]] = {
          "128", "--heads", "4", "--n-ctx", "160", "--data", "fixed", "--rows", "100000",
          "--steps", "300", "--lr", "3e-4", "--warmup", "30", "--eval-every", "100",
          "--eval-n", "500", "--seed", "0", "--init-from", "{prev}"],
+        # the seed's own protocol (test rows may repeat training ones); the rows of the two
+        # stages above all lie in its training split (tests/test_evaluate_protocol.py)
+        ["quadratic", "--protocol", "seed", "--arch", "decoder", "--layers", "4", "--d-model",
+         "128", "--heads", "4", "--n-ctx", "160", "--steps", "2400", "--lr", "5e-4",
+         "--warmup", "100", "--eval-every", "200", "--eval-n", "500", "--seed", "0",
+         "--init-from", "{prev}"],
     ],
 }
 
@@ -207,9 +213,18 @@ def main() -> int:
         report = work / f"{name}.eval.json"
         subprocess.run([sys.executable, "-m", "interp.evaluate", str(run_dir), "--n", "1000",
                         "--json", str(report), "--quiet"], check=True, cwd=work)
+        protocol = None
+        if "--protocol" in plan[-1][1]:   # the seed's split too, every row left (minutes)
+            protocol = work / f"{name}.protocol.json"
+            subprocess.run([sys.executable, "-m", "interp.evaluate", str(run_dir), "--protocol",
+                            "seed", "--json", str(protocol), "--quiet", "--force"], check=True,
+                           cwd=work)
         tmp = install(run_dir, name, KEEP)
         meta = json.loads((tmp / "interp.json").read_text())
         meta["evaluation"] = json.loads(report.read_text())
+        if protocol:
+            meta["protocol"] = json.loads(protocol.read_text())
+            meta["protocol"]["checkpoint"] = name
         meta["evaluation"]["checkpoint"] = name  # not the build machine's path
         cpu = [json.loads((d / "interp.json").read_text())["training"]["cpu_minutes"]
                for d, _ in plan]

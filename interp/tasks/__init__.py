@@ -5,7 +5,7 @@ from __future__ import annotations
 from interp.errors import TaskError
 from interp.tasks.arithmetic import PRESETS as ARITHMETIC_PRESETS, ArithmeticTask
 from interp.tasks.base import (CheckResult, Example, Task, distinct_count, is_heldout,
-                               split_examples)
+                               overlap, split_examples)
 from interp.tasks.quadratic import PRESETS as QUADRATIC_PRESETS, QuadraticTask, Ranges
 from interp.tasks.tokenizer import CharCodec, build_tokenizer, hf_tokenizer, save_tokenizer
 
@@ -46,4 +46,4 @@ def task_from_description(desc: dict) -> Task:
 __all__ = ["Task", "Example", "CheckResult", "QuadraticTask", "ArithmeticTask", "Ranges",
            "QUADRATIC_PRESETS", "ARITHMETIC_PRESETS", "get_task", "task_from_description", "split_examples",
            "is_heldout", "CharCodec", "build_tokenizer", "hf_tokenizer", "save_tokenizer",
-           "TASKS", "distinct_count"]
+           "TASKS", "distinct_count", "overlap"]

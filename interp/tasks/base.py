@@ -83,13 +83,23 @@ def is_heldout(src: str, fraction: float = 0.1) -> bool:
     return (stable_hash(src) % 10_000) < int(round(fraction * 10_000))
 
 
-def split_examples(examples: Sequence[Example], test_fraction: float = 0.2,
-                   ) -> tuple[list[Example], list[Example]]:
-    """The seed's protocol: first (1 - test_fraction) train, the rest test, no input in both.
+def overlap(train: Sequence[Example], test: Sequence[Example]) -> list[bool]:
+    """For each test example, whether its input also occurs in `train`."""
+    inputs = {ex.src for ex in train}
+    return [ex.src in inputs for ex in test]
 
-    Duplicated inputs are kept once (their first occurrence), then the list is cut. The
-    original study cut a list with repeats, so some test equations were also training ones.
+
+def split_examples(examples: Sequence[Example], test_fraction: float = 0.2,
+                   dedup: bool = True) -> tuple[list[Example], list[Example]]:
+    """First (1 - test_fraction) train, the rest test (the list is already shuffled).
+
+    dedup True: duplicated inputs are kept once (their first occurrence), then the list is
+    cut, so no input is in both. dedup False: the seed's own protocol, the list cut as it is;
+    a test equation may then also be a training one (`overlap` measures how many).
     """
+    if not dedup:
+        cut = int(round(len(examples) * (1 - test_fraction)))
+        return list(examples[:cut]), list(examples[cut:])
     seen: set[str] = set()
     unique = []
     for ex in examples:
@@ -267,6 +277,6 @@ def sample_class(rng: random.Random, mix: dict[str, float]) -> str:
     return next(reversed(mix))
 
 
-__all__ = ["Example", "CheckResult", "Segment", "Task", "render", "split_examples",
+__all__ = ["Example", "CheckResult", "Segment", "Task", "render", "split_examples", "overlap",
            "is_heldout", "stable_hash", "class_counts", "sample_class", "digit_targets",
            "digit_info", "DIGIT_NONE", "distinct_count", "EXHAUSTED"]

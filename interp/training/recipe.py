@@ -49,6 +49,7 @@ class TrainConfig:
     scheduled_sampling: float = 0.0   # final share of answer inputs replaced by predictions
     data: str = "fresh"               # fresh: new samples every step; fixed: the seed protocol
     rows: int = 100_000               # fixed: dataset size before the 80/20 split
+    split: str = "distinct"           # fixed: distinct (no input in both) | seed (as generated)
     test_fraction: float = 0.2
     holdout: bool = True              # never train on the held-out input partition
     eval_every: int = 250
@@ -84,6 +85,10 @@ class TrainConfig:
                               "constant")
         if self.data not in ("fresh", "fixed"):
             raise InterpError(f"unknown data mode {self.data!r}; choose fresh or fixed")
+        if self.split not in ("distinct", "seed"):
+            raise InterpError(f"unknown split {self.split!r}; choose distinct or seed")
+        if self.split == "seed" and self.data != "fixed":
+            raise InterpError("the seed's split needs --data fixed (a fixed set of --rows)")
         if not 0 <= self.scheduled_sampling < 1:
             raise InterpError("--scheduled-sampling must be in [0, 1)")
         if self.batch_size < 1 or self.eval_n < 1 or self.eval_every < 1 or self.save_every < 1:
@@ -121,16 +126,18 @@ class Data:
     def __init__(self, cfg: TrainConfig, task: Task):
         self.cfg, self.task = cfg, task
         if cfg.data == "fixed":
-            rows = task.generate(cfg.rows, cfg.seed, heldout=False if cfg.holdout else None)
-            self.train, self.test = split_examples(rows, cfg.test_fraction)
-            if not self.train or not self.test:
-                raise InterpError(f"--rows {cfg.rows} leaves an empty train or test split; "
-                                  "use more rows")
+            self.train, self.test = fixed_split(cfg, task)
             self.eval_set = self.test[:cfg.eval_n]
         else:
             self.train = self.test = None
             self.eval_set = task.generate(cfg.eval_n, seed=cfg.seed + 1_000_003,
                                           heldout=True if cfg.holdout else None)
+
+        # the seed's split lets test equations repeat training ones; equations never trained
+        # on are measured beside it: distinct inputs of the held-out partition
+        self.novel_set = (task.generate(cfg.eval_n, seed=cfg.seed + 2_000_003, heldout=True,
+                                        unique=True)
+                          if cfg.split == "seed" and cfg.holdout else None)
 
     def examples(self, step: int) -> list[Example]:
         cfg = self.cfg
@@ -162,6 +169,16 @@ class Data:
     @property
     def epoch_steps(self) -> float | None:
         return len(self.train) / self.cfg.batch_size if self.train else None
+
+
+def fixed_split(cfg: TrainConfig, task: Task) -> tuple[list[Example], list[Example]]:
+    """The (train, test) lists of a --data fixed recipe, regenerated from its seed."""
+    rows = task.generate(cfg.rows, cfg.seed, heldout=False if cfg.holdout else None)
+    train, test = split_examples(rows, cfg.test_fraction, dedup=cfg.split != "seed")
+    if not train or not test:
+        raise InterpError(f"--rows {cfg.rows} leaves an empty train or test split; use more "
+                          "rows")
+    return train, test
 
 
 def rank(metrics: dict) -> tuple[float, float]:

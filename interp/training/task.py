@@ -1,5 +1,6 @@
-"""Task training with an answer-only loss, periodic evaluation and exact resume (the recipe
-and its batches are `interp.training.recipe`).
+"""Task training with an answer-only loss, periodic evaluation, pauses and exact resume (the
+recipe and its batches are `interp.training.recipe`). Over 400 lines: the loop, its pauses,
+its resume and its evaluations share one Trainer's state.
 
     cfg = TrainConfig(task="arithmetic", steps=3000, model=ModelConfig(n_layers=2))
     meta = train(cfg, "runs/arith")                  # the best checkpoint's interp.json
@@ -202,8 +203,11 @@ class Trainer:
             metrics["loss"] = float(answer_loss(self.model, arch, b))
         return metrics
 
-    def run(self, stop_at: int | None = None) -> dict:
-        """Train to the end. stop_at: behave as if interrupted (Ctrl-C) after that step."""
+    def run(self, stop_at: int | None = None, pause_at: int | None = None,
+            pause_after: float | None = None) -> dict:
+        """Train to the end. stop_at: behave as if interrupted (Ctrl-C) after that step.
+        pause_at (a step) / pause_after (wall minutes of this call): save the resume state
+        and return early, `meta["training"]["paused"]` set; `Trainer.resume` continues."""
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -273,7 +277,12 @@ class Trainer:
                            "eval_loss": m["loss"], "exact_match": m["exact_match"],
                            "char_accuracy": m["char_accuracy"],
                            "per_class": {c: v["exact_match"] for c, v in m["per_class"].items()},
-                           "wall_minutes": round(self.wall / 60, 2)}
+                           "wall_minutes": round(self.wall / 60, 2),
+                           "cpu_minutes": round(self.cpu / 60, 2)}
+                    if self.data.novel_set is not None:
+                        nm = self.evaluate_novel()
+                        rec.update(novel_exact_match=nm["exact_match"],
+                                   novel_char_accuracy=nm["char_accuracy"])
                     running, count = 0.0, 0
                     self.history.append(rec)
                     self._plateau(m["loss"])
@@ -289,6 +298,13 @@ class Trainer:
                     self.save_resume()
                 elif self.step % cfg.save_every == 0:
                     self.save_resume()
+                done = self.total is not None and self.step >= self.total
+                if not done and ((pause_at is not None and self.step >= pause_at) or
+                                 (pause_after is not None and
+                                  time.time() - t0 >= pause_after * 60)):
+                    self.save_resume()
+                    bar.close()
+                    return self._paused()
                 if stop["asked"] or (stop_at is not None and self.step >= stop_at):
                     self.save_resume()
                     bar.close()
@@ -314,6 +330,23 @@ class Trainer:
 
         write_json(meta_path, meta, sort_keys=True, check=False)
         return meta
+
+    def _paused(self) -> dict:
+        """The best checkpoint's interp.json after a pause (none yet: the resume state's)."""
+        meta_path = self.out / "interp.json"
+        meta = (json.loads(meta_path.read_text()) if meta_path.exists()
+                else {"training": {}, "metrics": None})
+        meta["training"].update(paused=True, paused_at_step=self.step, total_steps=self.total,
+                                wall_minutes=round(self.wall / 60, 2),
+                                cpu_minutes=round(self.cpu / 60, 2))
+        return meta
+
+    def evaluate_novel(self) -> dict:
+        from interp.metrics import evaluate
+
+        metrics, _ = evaluate(self.model, self.cfg.model.arch, self.task, self.data.novel_set,
+                              self.cfg.model.n_ctx)
+        return metrics
 
     def reselect(self) -> dict:
         """Keep the better of the stored best checkpoint and the last weights, by `rank`.
@@ -346,11 +379,13 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, quiet: bool = False, device="cpu",
-          dtype=None) -> dict:
-    """Train from scratch into `out`; returns the best checkpoint's interp.json content."""
+          dtype=None, pause_at: int | None = None, pause_after: float | None = None) -> dict:
+    """Train from scratch into `out`; returns the best checkpoint's interp.json content
+    (`Trainer.run`'s pause options pass through)."""
     out = Path(out)
     check_new_out(out)
-    return Trainer(cfg, out, quiet, device=device, dtype=dtype).run()
+    return Trainer(cfg, out, quiet, device=device, dtype=dtype).run(
+        pause_at=pause_at, pause_after=pause_after)
 
 
 def check_new_out(out: Path) -> None:

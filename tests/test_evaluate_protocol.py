@@ -1,0 +1,188 @@
+"""The seed's protocol: a split that keeps repeats, training in bounded runs, and the
+evaluation that separates test rows seen in training from the others."""
+
+import json
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+from clihelp import one_line, run_here
+
+import interp.protocol as protocol
+from interp.errors import InterpError
+from interp.metrics import score_outputs
+from interp.models.config import ModelConfig
+from interp.tasks import get_task, split_examples
+from interp.training.recipe import TrainConfig, fixed_split
+
+
+def test_the_seed_split_keeps_repeats_and_the_distinct_split_removes_them():
+    task = get_task("quadratic", "small")
+    rows = task.generate(500, seed=3)
+    assert len({e.src for e in rows}) < 450          # the small preset repeats inputs
+    train, test = split_examples(rows, 0.2, dedup=False)
+    assert [e.src for e in train] == [e.src for e in rows[:400]]
+    assert [e.src for e in test] == [e.src for e in rows[400:]]
+    counts = Counter(e.src for e in rows[:400])
+    repeats = sum(1 for e in rows[400:] if counts[e.src] > 0)
+    assert repeats > 0
+    dtrain, dtest = split_examples(rows, 0.2)
+    assert not {e.src for e in dtrain} & {e.src for e in dtest}
+    assert len(dtrain) + len(dtest) == len(set(e.src for e in rows))
+
+
+def fake_checkpoint(rows=400, eval_n=10, holdout=True):
+    cfg = TrainConfig(task="quadratic", preset="small", steps=1, data="fixed", split="seed",
+                      rows=rows, eval_n=eval_n, holdout=holdout,
+                      model=ModelConfig(n_ctx=64))
+    return SimpleNamespace(meta={"training": {"recipe": cfg.to_dict()}},
+                           task=get_task("quadratic", "small"), model=None, arch="decoder",
+                           config=cfg.model), cfg
+
+
+def planted(right):
+    """An `evaluate` whose model answers exactly the examples `right(example)` picks."""
+    calls = []
+
+    def fake(model, arch, task, examples, n_ctx, batch_size=256, progress=False):
+        calls.append([e.src for e in examples])
+        outs = [e.tgt if right(e) else "D=(" for e in examples]
+        return score_outputs(task, examples, outs), outs
+    return fake, calls
+
+
+def test_rows_seen_in_training_are_scored_apart(monkeypatch):
+    ckpt, cfg = fake_checkpoint()
+    task = ckpt.task
+    rows = task.generate(cfg.rows, cfg.seed, heldout=False)
+    train_inputs = {e.src for e in rows[:320]}
+    fake, calls = planted(lambda e: e.src in train_inputs)
+    monkeypatch.setattr(protocol, "evaluate", fake)
+    res = protocol.seed_protocol(ckpt, novel_n=20)
+    scored = rows[320 + cfg.eval_n:]                  # the rows that chose it are left out
+    assert calls[0] == [e.src for e in scored]
+    seen = [e.src in train_inputs for e in scored]
+    ov = res["overlap"]
+    assert ov["share"] == pytest.approx(sum(seen) / len(seen))
+    assert 0 < ov["share"] < 1
+    assert ov["seen"]["exact_match"] == 1.0 and ov["unseen"]["exact_match"] == 0.0
+    assert ov["exact_from_seen"] == 1.0
+    assert res["test"]["exact_match"] == pytest.approx(ov["share"])
+    lo, hi = res["test"]["exact_ci"]
+    assert lo < res["test"]["exact_match"] < hi
+    assert res["test"]["distinct"] == len({e.src for e in scored})
+    for c, v in ov["per_class"].items():
+        mine = [s for s, e in zip(seen, scored) if e.cls == c]
+        assert v["rows"] == len(mine) and v["seen_share"] == pytest.approx(sum(mine) / len(mine))
+    assert ov["unseen_at_class_mix"] in (0.0, None)
+    # the novel set: distinct held-out inputs, none of them a training row
+    novel = calls[1]
+    assert len(novel) == len(set(novel)) == 20 and res["novel"]["trained_on"] == 0
+    assert res["novel"]["exact_match"] == 0.0
+    text = protocol.format_protocol(res, "planted")
+    assert f"{ov['share']:.1%}" in text and "never trained on" in text
+
+
+def test_unseen_rows_are_reweighted_to_the_class_mix(monkeypatch):
+    ckpt, cfg = fake_checkpoint(rows=2000)
+    fake, _ = planted(lambda e: e.cls == "one")
+    monkeypatch.setattr(protocol, "evaluate", fake)
+    ov = protocol.seed_protocol(ckpt, novel_n=0)["overlap"]
+    assert ov["per_class"]["one"]["exact_unseen"] == 1.0
+    assert ov["per_class"]["two"]["exact_unseen"] == 0.0
+    assert ov["unseen_at_class_mix"] == pytest.approx(0.3)
+
+
+def test_a_checkpoint_without_a_fixed_split_is_refused():
+    ckpt, _ = fake_checkpoint()
+    ckpt.meta["training"]["recipe"]["data"] = "fresh"
+    with pytest.raises(InterpError, match="fresh samples"):
+        protocol.seed_protocol(ckpt)
+    ckpt.meta = {}
+    with pytest.raises(InterpError, match="no training recipe"):
+        protocol.seed_protocol(ckpt)
+    ckpt, _ = fake_checkpoint()
+    with pytest.raises(InterpError, match="--n 70 or less"):
+        protocol.seed_protocol(ckpt, n=71)
+
+
+TINY = ["quadratic", "--protocol", "seed", "--rows", "300", "--layers", "1", "--d-model", "16",
+        "--heads", "2", "--steps", "4", "--eval-every", "2", "--eval-n", "8", "--batch-size",
+        "4", "--warmup", "1", "--threads", "1", "--quiet"]
+
+
+def test_bounded_runs_continue_to_the_weights_of_one_run(tmp_path):
+    whole = run_here("interp.train", *TINY, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    first = run_here("interp.train", *TINY, "--until-step", "1", "--out", str(tmp_path / "b"))
+    assert first.returncode == 0, first.stderr
+    assert "paused at step 1 of 4" in first.stdout and "--resume" in first.stdout
+    second = run_here("interp.train", "--resume", str(tmp_path / "b"), "--until-step", "2",
+                      "--quiet")
+    assert "paused at step 2 of 4" in second.stdout
+    # a time box: a pause after the first step of this call
+    third = run_here("interp.train", "--resume", str(tmp_path / "b"), "--stop-after", "1e-6",
+                     "--quiet")
+    assert third.returncode == 0 and "paused at step 3 of 4" in third.stdout
+    last = run_here("interp.train", "--resume", str(tmp_path / "b"), "--quiet")
+    assert last.returncode == 0 and "paused" not in last.stdout
+    for f in ("model.safetensors",):
+        assert (tmp_path / "b" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes()
+    hist = json.loads((tmp_path / "b" / "interp.json").read_text())["history"]
+    assert [h["step"] for h in hist] == [2, 4]
+    assert all("novel_exact_match" in h and "cpu_minutes" in h for h in hist)
+    recipe = json.loads((tmp_path / "b" / "interp.json").read_text())["training"]["recipe"]
+    assert (recipe["preset"], recipe["data"], recipe["split"], recipe["rows"]) == \
+        ("seed", "fixed", "seed", 300)
+
+    js = tmp_path / "p.json"
+    ev = run_here("interp.evaluate", str(tmp_path / "b"), "--protocol", "seed", "--novel-n", "4",
+                  "--json", str(js), "--quiet")
+    assert ev.returncode == 0, ev.stderr
+    res = json.loads(js.read_text())
+    cfg = TrainConfig.from_dict(recipe)
+    train, test = fixed_split(cfg, get_task("quadratic", "seed"))
+    assert res["split"]["scored_rows"] == len(test) - 8 == 52
+    inputs = {e.src for e in train}
+    share = sum(e.src in inputs for e in test[8:]) / len(test[8:])
+    assert res["overlap"]["share"] == pytest.approx(share)
+    assert "test rows whose equation is also a training row" in ev.stdout
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["quadratic", "--protocol", "seed", "--preset", "small"], ["--protocol seed", "--preset"]),
+    (["quadratic", "--protocol", "seed", "--data", "fresh"], ["--data"]),
+    (["quadratic", "--split", "seed"], ["--split needs --data fixed"]),
+    (["quadratic", "--data", "fixed", "--split", "halves"], ["invalid choice"]),
+    (["quadratic", "--stop-after", "0"], ["--stop-after must be a positive"]),
+    (["quadratic", "--stop-after", "nan"], ["--stop-after must be a positive"]),
+    (["quadratic", "--until-step", "0"], ["--until-step must be a step of 1 or more"]),
+])
+def test_bad_protocol_and_pause_options(tmp_path, args, needles):
+    p = run_here("interp.train", *args, "--steps", "2", "--out", str(tmp_path / "o"))
+    one_line(p.returncode, p.stderr, *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_protocol_evaluations(tmp_path, tiny_checkpoints):
+    p = run_here("interp.evaluate", str(tiny_checkpoints["decoder"]), "--protocol", "seed")
+    one_line(p.returncode, p.stderr, "no training recipe")
+    for extra, needle in ((["--preset", "seed"], "drop --preset"),
+                          (["--novel-n", "-1"], "--novel-n must be 0 to"),
+                          (["--all-inputs"], "drop --preset and --all-inputs")):
+        p = run_here("interp.evaluate", str(tiny_checkpoints["decoder"]), "--protocol", "seed",
+                     *extra)
+        one_line(p.returncode, p.stderr, needle)
+    p = run_here("interp.train", "--resume", str(tmp_path), "--protocol", "seed")
+    one_line(p.returncode, p.stderr, "--resume continues the recipe")
+
+
+def test_the_shipped_stages_trained_only_on_rows_of_the_protocols_training_split():
+    """quadratic-seed's first stages used the distinct split of the same 100,000 rows; every
+    input they trained on is a training row of the seed's split too, so the protocol's
+    seen/unseen parts are not blurred by the earlier stages."""
+    task = get_task("quadratic", "seed")
+    rows = task.generate(100_000, 0, heldout=False)
+    old_train, _ = split_examples(rows, 0.2)
+    new_train, _ = split_examples(rows, 0.2, dedup=False)
+    assert {e.src for e in old_train} <= {e.src for e in new_train}
