@@ -36,7 +36,7 @@ _API = {
     "induction_heads": ("circuits.induction", "analyse"),
     "InductionResult": ("circuits.induction", "InductionResult"),
     "induction_head_scores": ("circuits.induction", "head_scores"),
-    "bootstrap_ci": ("circuits.stats", "bootstrap_ci"),
+    "bootstrap_ci": ("interp.stats", "bootstrap_ci"),
     "rank_p_value": ("circuits.stats", "rank_p_value"),
 }
 

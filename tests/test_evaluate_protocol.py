@@ -10,6 +10,7 @@ from clihelp import one_line, run_here
 
 import interp.protocol as protocol
 from interp.errors import InterpError
+from interp.stats import bootstrap_ci
 from interp.metrics import score_outputs
 from interp.models.config import ModelConfig
 from interp.tasks import get_task, split_examples
@@ -70,6 +71,12 @@ def test_rows_seen_in_training_are_scored_apart(monkeypatch):
     assert res["test"]["exact_match"] == pytest.approx(ov["share"])
     lo, hi = res["test"]["exact_ci"]
     assert lo < res["test"]["exact_match"] < hi
+    # the interval resamples equations, not rows (the small preset repeats many)
+    ok = [float(s) for s in seen]
+    srcs = [e.src for e in scored]
+    assert len(set(srcs)) < len(srcs)
+    assert [lo, hi] == list(bootstrap_ci(ok, groups=srcs, seed=0))
+    assert [lo, hi] != list(bootstrap_ci(ok, seed=0))
     assert res["test"]["distinct"] == len({e.src for e in scored})
     for c, v in ov["per_class"].items():
         mine = [s for s, e in zip(seen, scored) if e.cls == c]
