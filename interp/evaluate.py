@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["seed"],
                    help="seed: score the model's own fixed split, repeats of training rows "
                    "included, and --novel-n equations never trained on")
-    p.add_argument("--novel-n", type=int, default=1000,
+    p.add_argument("--novel-n", type=int, default=None,
                    help="--protocol: distinct held-out equations scored beside the split "
                    "(default 1000; 0: none)")
     return p
@@ -75,8 +75,12 @@ def _main(argv: list[str] | None) -> int:
         if args.preset or args.all_inputs:
             raise InterpError("--protocol seed scores the model's own split; drop --preset "
                               "and --all-inputs")
+        args.novel_n = 1000 if args.novel_n is None else args.novel_n
         if not 0 <= args.novel_n <= MAX_EVAL_N:
             raise InterpError(f"--novel-n must be 0 to {MAX_EVAL_N:,}, got {args.novel_n}")
+    elif args.novel_n is not None:
+        raise InterpError("--novel-n belongs to --protocol seed; add --protocol seed or drop "
+                          "--novel-n")
     ckpt = load(args)
     if args.protocol:
         return _protocol(args, ckpt)

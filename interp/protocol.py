@@ -42,9 +42,9 @@ def recipe_of(ckpt):
 
 def _exact_part(ok: np.ndarray, groups: list[str], chars: np.ndarray) -> dict:
     n = int(len(ok))
-    if n == 0:
-        return {"n": 0, "distinct": 0, "exact_match": float("nan"),
-                "exact_ci": [float("nan")] * 2, "char_accuracy": float("nan")}
+    if n == 0:     # None, not NaN: the JSON stays strict
+        return {"n": 0, "distinct": 0, "exact_match": None, "exact_ci": [None, None],
+                "char_accuracy": None}
     lo, hi = bootstrap_ci(ok.astype(float), groups=groups, seed=0)
     return {"n": n, "distinct": distinct(groups), "exact_match": float(ok.mean()),
             "exact_ci": [lo, hi], "char_accuracy": float(chars[:, 0].sum() / chars[:, 1].sum())}
@@ -58,7 +58,7 @@ def seed_protocol(ckpt, n: int | None = None, novel_n: int = 1000, seed: int = 1
 
     cfg = recipe_of(ckpt)
     task = ckpt.task
-    train, test = fixed_split(cfg, task)
+    train, test = fixed_split(cfg)
     chosen = min(cfg.eval_n, len(test))
     rows = test[chosen:]
     if not rows:
@@ -69,6 +69,7 @@ def seed_protocol(ckpt, n: int | None = None, novel_n: int = 1000, seed: int = 1
             raise InterpError(f"--n {n} is more than the {len(rows):,} test rows left after the "
                               f"{chosen} that chose the checkpoint; give --n {len(rows)} or less")
         rows = rows[:n]
+    novel, dropped = _novel_set(task, train, novel_n, seed, cfg.holdout)
     n_ctx = ckpt.config.n_ctx
     metrics, outs = evaluate(ckpt.model, ckpt.arch, task, rows, n_ctx, batch_size, progress)
     ok = np.array([o == e.tgt for o, e in zip(outs, rows)])
@@ -102,17 +103,29 @@ def seed_protocol(ckpt, n: int | None = None, novel_n: int = 1000, seed: int = 1
         "overlap": {"share": float(seen.mean()), "share_ci": [share_lo, share_hi],
                     "seen": parts["seen"], "unseen": parts["unseen"], "per_class": per_class,
                     # the part of the exact-match figure that rows seen in training supply
-                    "exact_from_seen": float(ok[seen].sum() / ok.sum()) if ok.any() else 0.0,
+                    "exact_from_seen": float(ok[seen].sum() / ok.sum()) if ok.any() else None,
                     "exact": exact, "unseen_at_class_mix": reweighted},
     }
-    if novel_n:
-        novel = eval_examples(task, novel_n, seed, holdout=True, unique=True)
+    if novel:
         nm, nouts = evaluate(ckpt.model, ckpt.arch, task, novel, n_ctx, batch_size, progress)
         nok = np.array([o == e.tgt for o, e in zip(nouts, novel)], dtype=float)
         nm["exact_ci"] = list(bootstrap_ci(nok, seed=0))
-        nm["trained_on"] = sum(overlap(train, novel))  # held-out inputs: 0 unless --no-holdout
+        nm["dropped_as_training_rows"] = dropped
         result["novel"] = nm
     return result
+
+
+def _novel_set(task, train, n: int, seed: int, holdout: bool):
+    """`n` distinct held-out equations none of which is a training row, and how many drawn
+    ones were dropped for being one (none when the run kept the held-out partition out)."""
+    if not n:
+        return [], 0
+    try:
+        drawn = eval_examples(task, n, seed, holdout=True, unique=True)
+    except InterpError as e:
+        raise InterpError(f"--novel-n {n}: {e}") from None
+    seen = overlap(train, drawn)      # only a --no-holdout run can have trained on them
+    return [e for e, s in zip(drawn, seen) if not s], sum(seen)
 
 
 def _pct(x) -> str:
@@ -123,7 +136,9 @@ def format_protocol(res: dict, title: str) -> str:
     from interp.evaluate import format_report
 
     sp, t, ov = res["split"], res["test"], res["overlap"]
-    lines = [format_report(t, f"{title}: the seed's protocol, test rows {sp['chose_checkpoint'] + 1:,}"
+    kind = ("the seed's protocol" if sp["split"] == "seed" else
+            "its own split (distinct: no test equation is a training one)")
+    lines = [format_report(t, f"{title}: {kind}, test rows {sp['chose_checkpoint'] + 1:,}"
                               f"-{sp['chose_checkpoint'] + sp['scored_rows']:,} of {sp['test_rows']:,}"
                               f" ({sp['rows']:,} rows, split {sp['split']}, seed {sp['seed']}; "
                               f"{t['distinct']:,} distinct equations)"),
@@ -131,25 +146,30 @@ def format_protocol(res: dict, title: str) -> str:
              f"[{t['exact_ci'][0]:.1%}, {t['exact_ci'][1]:.1%}]",
              f"  test rows whose equation is also a training row: {ov['share']:.1%} "
              f"[{ov['share_ci'][0]:.1%}, {ov['share_ci'][1]:.1%}]"]
-    for name in ("seen", "unseen"):
+    if sp["split"] != "seed":
+        lines.pop()
+    for name in ("seen", "unseen") if sp["split"] == "seed" else ():
         p = ov[name]
         if p["n"]:
             lines.append(f"    {name:<6} n={p['n']:<6} exact {p['exact_match']:6.1%} "
                          f"[{p['exact_ci'][0]:.1%}, {p['exact_ci'][1]:.1%}]   char "
                          f"{p['char_accuracy']:6.1%}")
-    for c, v in ov["per_class"].items():
+    for c, v in ov["per_class"].items() if sp["split"] == "seed" else ():
         lines.append(f"    {c:<6} rows={v['rows']:<6} seen {v['seen_share']:6.1%}   exact seen "
                      f"{_pct(v['exact_seen'])}   unseen {_pct(v['exact_unseen'])}")
-    lines.append(f"  share of the exact matches that are training rows again: "
-                 f"{ov['exact_from_seen']:.1%}; unseen rows at the class mix: "
-                 f"{_pct(ov['unseen_at_class_mix']).strip()} exact")
+    if sp["split"] == "seed":
+        lines.append(f"  share of the exact matches that are training rows again: "
+                     f"{_pct(ov['exact_from_seen']).strip()}; unseen rows at the class mix: "
+                     f"{_pct(ov['unseen_at_class_mix']).strip()} exact")
     if sp.get("init_from"):
         lines.append(f"  (training rows are this stage's; it started from {sp['init_from']}, "
                      "whose own rows are not counted here)")
     if "novel" in res:
         nv = res["novel"]
+        dropped = (f"; {nv['dropped_as_training_rows']} drawn ones left out as training rows"
+                   if nv["dropped_as_training_rows"] else "")
         lines.append(format_report(nv, f"{title}: {nv['n']:,} distinct held-out equations, "
-                                       "never trained on"))
+                                       f"never trained on{dropped}"))
         lines.append(f"  exact match 95% interval: [{nv['exact_ci'][0]:.1%}, "
                      f"{nv['exact_ci'][1]:.1%}]")
     return "\n".join(lines)

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data fixed: distinct (no input in train and test, the default) or "
                    "seed (cut as generated)")
     p.add_argument("--stop-after", type=float, metavar="MINUTES",
-                   help="pause after this many wall minutes of this call (resume later)")
+                   help="pause after this many wall minutes of this call's training loop "
+                   "(set-up not counted; the step in flight and a due evaluation finish)")
     p.add_argument("--until-step", type=int, metavar="N",
                    help="pause after step N of the schedule (resume later)")
     p.add_argument("--data", default=None, help="fresh (new samples every step) or fixed "
@@ -116,9 +117,9 @@ def _main(argv) -> int:
     check_pause(args)
     if not (args.resume or args.reselect):
         protocol(args, args.task or args.task_pos or "quadratic")   # checked before any write
-    if args.resume and (args.protocol or args.split):
-        raise InterpError("--protocol and --split belong to a new run; --resume continues the "
-                          "recipe stored in the run")
+    if (args.resume or args.reselect) and (args.protocol or args.split):
+        raise InterpError("--protocol and --split belong to a new run; --resume and --reselect "
+                          "keep the recipe stored in the run")
     check_device(args)
     # the lock removes our own debris of a killed run: beside the folder and inside it
     # (`.resume.interp-tmp-*`, `.interp.json.interp-tmp-*`)
@@ -163,7 +164,8 @@ def _train(args) -> int:
         where = args.resume or args.out
         best = (f"; best so far {meta['metrics']['exact_match']:.1%} exact at step {tr['step']}"
                 if meta.get("metrics") else "")
-        print(f"paused at step {tr['paused_at_step']} of {tr['total_steps']}{best}; "
+        total = tr["total_steps"] or "a length not yet timed"
+        print(f"paused at step {tr['paused_at_step']} of {total}{best}; "
               f"{tr['wall_minutes']} wall minutes in all; continue with python -m interp.train "
               f"--resume {where}")
         return 0
@@ -176,7 +178,10 @@ def _train(args) -> int:
 def protocol(args, task: str) -> tuple[str, str]:
     """(data, split) from --protocol / --data / --split; --protocol seed fixes the preset."""
     if args.protocol == "seed":
-        if task != "quadratic" or (args.preset or "seed") != "seed":
+        if task != "quadratic":
+            raise InterpError(f"--protocol seed is the quadratic task's; {task} has no seed "
+                              "protocol (drop --protocol)")
+        if (args.preset or "seed") != "seed":
             raise InterpError("--protocol seed is the quadratic task's seed preset; drop "
                               "--preset or give --preset seed")
         if (args.data or "fixed") != "fixed" or (args.split or "seed") != "seed":

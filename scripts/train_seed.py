@@ -66,7 +66,8 @@ def record_run(run: Path, minutes: float, state: dict) -> list[dict]:
     rows.append({"run": len(rows) + 1, "minutes": minutes, "step": state["step"],
                  "total": state["total"], "exact_match": last.get("exact_match", ""),
                  "char_accuracy": last.get("char_accuracy", ""),
-                 "novel_exact_match": last.get("novel_exact_match", "")})
+                 "novel_exact_match": last.get("novel_exact_match", ""),
+                 "eval_step": last.get("step", "")})
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[-1]))
         w.writeheader()
@@ -80,8 +81,14 @@ def stop_rule(rows: list[dict]) -> str | None:
     if last["exact_match"] != "" and float(last["exact_match"]) >= TARGET_EXACT \
             and float(last["char_accuracy"]) >= TARGET_CHAR:
         return "the targets are met"
-    same = [r for r in rows if float(r["minutes"]) == float(last["minutes"])
-            and r["exact_match"] != ""]
+    # runs of the same length that ended on an evaluation of their own (a run shorter than
+    # --eval-every steps repeats the previous one's figure, which is no new measurement)
+    same, before = [], None
+    for r in rows:
+        step = r.get("eval_step", "")
+        if step != "" and step != before and float(r["minutes"]) == float(last["minutes"]):
+            same.append(r)
+        before = step
     if len(same) >= 4:
         before = float(same[-4]["exact_match"])
         if all(abs(float(r["exact_match"]) - before) < 0.01 for r in same[-3:]):
@@ -102,8 +109,10 @@ def main() -> int:
     p.add_argument("--dtype", default=None)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    if not 0 < args.minutes <= 24 * 60 or args.runs < 1:
-        print("error: --minutes must be in (0, 1440] and --runs at least 1", file=sys.stderr)
+    if not 0 < args.minutes <= 24 * 60 or args.runs < 1 or (args.threads is not None
+                                                             and args.threads < 1):
+        print("error: --minutes must be in (0, 1440], --runs and --threads at least 1",
+              file=sys.stderr)
         return 2
     run = Path(args.run)
     extra = ["--device", args.device] + (["--dtype", args.dtype] if args.dtype else []) + \

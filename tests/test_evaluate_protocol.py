@@ -3,6 +3,7 @@ evaluation that separates test rows seen in training from the others."""
 
 import json
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +15,9 @@ from interp.stats import bootstrap_ci
 from interp.metrics import score_outputs
 from interp.models.config import ModelConfig
 from interp.tasks import get_task, split_examples
-from interp.training.recipe import TrainConfig, fixed_split
+from interp.training.recipe import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_seed_split_keeps_repeats_and_the_distinct_split_removes_them():
@@ -84,7 +87,7 @@ def test_rows_seen_in_training_are_scored_apart(monkeypatch):
     assert ov["unseen_at_class_mix"] in (0.0, None)
     # the novel set: distinct held-out inputs, none of them a training row
     novel = calls[1]
-    assert len(novel) == len(set(novel)) == 20 and res["novel"]["trained_on"] == 0
+    assert len(novel) == len(set(novel)) == 20 and res["novel"]["dropped_as_training_rows"] == 0
     assert res["novel"]["exact_match"] == 0.0
     text = protocol.format_protocol(res, "planted")
     assert f"{ov['share']:.1%}" in text and "never trained on" in text
@@ -121,39 +124,70 @@ TINY = ["quadratic", "--protocol", "seed", "--rows", "300", "--layers", "1", "--
 def test_bounded_runs_continue_to_the_weights_of_one_run(tmp_path):
     whole = run_here("interp.train", *TINY, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
-    first = run_here("interp.train", *TINY, "--until-step", "1", "--out", str(tmp_path / "b"))
+    b = tmp_path / "b"
+    first = run_here("interp.train", *TINY, "--until-step", "1", "--out", str(b))
     assert first.returncode == 0, first.stderr
     assert "paused at step 1 of 4" in first.stdout and "--resume" in first.stdout
-    second = run_here("interp.train", "--resume", str(tmp_path / "b"), "--until-step", "2",
-                      "--quiet")
-    assert "paused at step 2 of 4" in second.stdout
+    second = run_here("interp.train", "--resume", str(b), "--until-step", "2", "--quiet")
+    assert second.returncode == 0 and "paused at step 2 of 4" in second.stdout
+    again = run_here("interp.train", "--resume", str(b), "--until-step", "2", "--quiet")
+    one_line(again.returncode, again.stderr, "--until-step 2 is not after the run's step 2")
     # a time box: a pause after the first step of this call
-    third = run_here("interp.train", "--resume", str(tmp_path / "b"), "--stop-after", "1e-6",
-                     "--quiet")
+    third = run_here("interp.train", "--resume", str(b), "--stop-after", "1e-6", "--quiet")
     assert third.returncode == 0 and "paused at step 3 of 4" in third.stdout
-    last = run_here("interp.train", "--resume", str(tmp_path / "b"), "--quiet")
-    assert last.returncode == 0 and "paused" not in last.stdout
-    for f in ("model.safetensors",):
-        assert (tmp_path / "b" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes()
-    hist = json.loads((tmp_path / "b" / "interp.json").read_text())["history"]
-    assert [h["step"] for h in hist] == [2, 4]
-    assert all("novel_exact_match" in h and "cpu_minutes" in h for h in hist)
-    recipe = json.loads((tmp_path / "b" / "interp.json").read_text())["training"]["recipe"]
+    # the box counts this call's time, not the run's: a run that has already taken hours
+    # still gets its 30 s
+    state_path = b / "resume" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["wall_seconds"] = 1e6
+    state_path.write_text(json.dumps(state))
+    last = run_here("interp.train", "--resume", str(b), "--stop-after", "0.5", "--quiet")
+    assert last.returncode == 0 and "paused" not in last.stdout, last.stdout
+    assert json.loads(state_path.read_text())["step"] == 4
+    for f in ("model.safetensors", "resume/model.safetensors", "resume/optimizer.safetensors"):
+        assert (b / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+    meta = json.loads((b / "interp.json").read_text())
+    assert [h["step"] for h in meta["history"]] == [2, 4]
+    assert all("novel_exact_match" in h and "cpu_minutes" in h for h in meta["history"])
+    recipe = meta["training"]["recipe"]
     assert (recipe["preset"], recipe["data"], recipe["split"], recipe["rows"]) == \
         ("seed", "fixed", "seed", 300)
 
     js = tmp_path / "p.json"
-    ev = run_here("interp.evaluate", str(tmp_path / "b"), "--protocol", "seed", "--novel-n", "4",
+    ev = run_here("interp.evaluate", str(b), "--protocol", "seed", "--novel-n", "4",
                   "--json", str(js), "--quiet")
     assert ev.returncode == 0, ev.stderr
     res = json.loads(js.read_text())
-    cfg = TrainConfig.from_dict(recipe)
-    train, test = fixed_split(cfg, get_task("quadratic", "seed"))
+    # the oracle: the rows training drew, from a task built the way training builds it (the
+    # checkpoint's own task object lists its class mix in another order, which draws others)
+    rows = get_task("quadratic", "seed").generate(300, 0, heldout=False)
+    train, test = rows[:240], rows[240:]
     assert res["split"]["scored_rows"] == len(test) - 8 == 52
     inputs = {e.src for e in train}
     share = sum(e.src in inputs for e in test[8:]) / len(test[8:])
     assert res["overlap"]["share"] == pytest.approx(share)
+    per_class = Counter(e.cls for e in test[8:])
+    assert {c: v["rows"] for c, v in res["overlap"]["per_class"].items()} == dict(per_class)
     assert "test rows whose equation is also a training row" in ev.stdout
+
+
+def test_a_distinct_split_is_labelled_and_a_no_holdout_run_keeps_training_rows_out(
+        monkeypatch):
+    ckpt, cfg = fake_checkpoint(rows=2000, holdout=False)
+    fake, calls = planted(lambda e: False)
+    monkeypatch.setattr(protocol, "evaluate", fake)
+    res = protocol.seed_protocol(ckpt, novel_n=60)
+    inputs = {e.src for e in get_task("quadratic", "small").generate(2000, 0)[:1600]}
+    novel = calls[1]
+    assert not inputs & set(novel)
+    assert res["novel"]["dropped_as_training_rows"] == 60 - len(novel) > 0
+    assert "left out as training rows" in protocol.format_protocol(res, "m")
+    ckpt.meta["training"]["recipe"]["split"] = "distinct"
+    res = protocol.seed_protocol(ckpt, novel_n=0)
+    text = protocol.format_protocol(res, "m")
+    assert "no test equation is a training one" in text and "also a training row" not in text
+    assert res["overlap"]["seen"]["exact_match"] is None
+    json.dumps(res, allow_nan=False)
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -164,6 +198,9 @@ def test_bounded_runs_continue_to_the_weights_of_one_run(tmp_path):
     (["quadratic", "--stop-after", "0"], ["--stop-after must be a positive"]),
     (["quadratic", "--stop-after", "nan"], ["--stop-after must be a positive"]),
     (["quadratic", "--until-step", "0"], ["--until-step must be a step of 1 or more"]),
+    (["arithmetic", "--protocol", "seed"], ["arithmetic has no seed protocol"]),
+    (["quadratic", "--protocol", "seed", "--rows", "300", "--eval-n", "60"],
+     ["--eval-n 60 takes every one of the 60 test rows"]),
 ])
 def test_bad_protocol_and_pause_options(tmp_path, args, needles):
     p = run_here("interp.train", *args, "--steps", "2", "--out", str(tmp_path / "o"))
@@ -181,7 +218,11 @@ def test_bad_protocol_evaluations(tmp_path, tiny_checkpoints):
                      *extra)
         one_line(p.returncode, p.stderr, needle)
     p = run_here("interp.train", "--resume", str(tmp_path), "--protocol", "seed")
-    one_line(p.returncode, p.stderr, "--resume continues the recipe")
+    one_line(p.returncode, p.stderr, "--resume and --reselect keep the recipe")
+    p = run_here("interp.train", "--reselect", str(tmp_path), "--split", "seed")
+    one_line(p.returncode, p.stderr, "--resume and --reselect keep the recipe")
+    p = run_here("interp.evaluate", str(tiny_checkpoints["decoder"]), "--novel-n", "5")
+    one_line(p.returncode, p.stderr, "--novel-n belongs to --protocol seed")
 
 
 def test_the_shipped_stages_trained_only_on_rows_of_the_protocols_training_split():
@@ -193,3 +234,28 @@ def test_the_shipped_stages_trained_only_on_rows_of_the_protocols_training_split
     old_train, _ = split_examples(rows, 0.2)
     new_train, _ = split_examples(rows, 0.2, dedup=False)
     assert {e.src for e in old_train} <= {e.src for e in new_train}
+
+
+def test_the_campaigns_stop_rule():
+    """Stop at the targets, or after three runs of the same length whose own evaluations
+    did not move exact match by a point; a run that repeats the previous evaluation (shorter
+    than --eval-every) is no new measurement."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_seed import stop_rule
+
+    def run(i, exact, step, minutes=28, char=0.5):
+        return {"run": i, "minutes": minutes, "exact_match": exact, "char_accuracy": char,
+                "eval_step": step}
+    flat = [run(1, 0.100, 200), run(2, 0.105, 400), run(3, 0.104, 600), run(4, 0.108, 800)]
+    assert "three runs" in stop_rule(flat)
+    assert stop_rule(flat[:3]) is None
+    moved = [run(1, 0.10, 200), run(2, 0.12, 400), run(3, 0.104, 600), run(4, 0.108, 800)]
+    assert stop_rule(moved) is None
+    repeats = [run(1, 0.10, 200), run(2, 0.10, 200), run(3, 0.10, 200), run(4, 0.10, 400)]
+    assert stop_rule(repeats) is None
+    other_length = [run(1, 0.10, 200, 20)] + flat[1:]
+    assert stop_rule(other_length) is None
+    assert stop_rule([run(1, 0.37, 200, char=0.87)]) == "the targets are met"
+    assert stop_rule([run(1, 0.37, 200, char=0.86)]) is None

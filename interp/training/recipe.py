@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import asdict, dataclass, field, fields
 
-from interp.errors import InterpError
+from interp.errors import InterpError, TaskError
 from interp.models.config import ModelConfig
 from interp.tasks import Task, is_heldout, split_examples
 from interp.tasks.base import Example, sample_class
@@ -126,7 +126,11 @@ class Data:
     def __init__(self, cfg: TrainConfig, task: Task):
         self.cfg, self.task = cfg, task
         if cfg.data == "fixed":
-            self.train, self.test = fixed_split(cfg, task)
+            self.train, self.test = fixed_split(cfg)
+            if cfg.split == "seed" and cfg.eval_n >= len(self.test):
+                raise InterpError(f"--eval-n {cfg.eval_n} takes every one of the {len(self.test)} "
+                                  "test rows to choose the checkpoint, leaving none to score; "
+                                  f"give --eval-n below {len(self.test)} or more --rows")
             self.eval_set = self.test[:cfg.eval_n]
         else:
             self.train = self.test = None
@@ -135,9 +139,15 @@ class Data:
 
         # the seed's split lets test equations repeat training ones; equations never trained
         # on are measured beside it: distinct inputs of the held-out partition
-        self.novel_set = (task.generate(cfg.eval_n, seed=cfg.seed + 2_000_003, heldout=True,
-                                        unique=True)
-                          if cfg.split == "seed" and cfg.holdout else None)
+        self.novel_set = None
+        if cfg.split == "seed" and cfg.holdout:
+            try:
+                self.novel_set = task.generate(cfg.eval_n, seed=cfg.seed + 2_000_003,
+                                               heldout=True, unique=True)
+            except TaskError as e:
+                raise InterpError(f"--eval-n {cfg.eval_n} is more distinct held-out equations "
+                                  f"than the preset has for the novel set ({e}); give a smaller "
+                                  "--eval-n") from None
 
     def examples(self, step: int) -> list[Example]:
         cfg = self.cfg
@@ -171,8 +181,15 @@ class Data:
         return len(self.train) / self.cfg.batch_size if self.train else None
 
 
-def fixed_split(cfg: TrainConfig, task: Task) -> tuple[list[Example], list[Example]]:
-    """The (train, test) lists of a --data fixed recipe, regenerated from its seed."""
+def fixed_split(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
+    """The (train, test) lists of a --data fixed recipe, regenerated from its seed.
+
+    The task is built afresh from the recipe, as training builds it: a checkpoint's own task
+    object (read back from interp.json) may list its class mix in another order, and the
+    order of the classes changes which rows a seed draws."""
+    from interp.tasks import get_task
+
+    task = get_task(cfg.task, cfg.preset)
     rows = task.generate(cfg.rows, cfg.seed, heldout=False if cfg.holdout else None)
     train, test = split_examples(rows, cfg.test_fraction, dedup=cfg.split != "seed")
     if not train or not test:

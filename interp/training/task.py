@@ -209,6 +209,9 @@ class Trainer:
         pause_at (a step) / pause_after (wall minutes of this call): save the resume state
         and return early, `meta["training"]["paused"]` set; `Trainer.resume` continues."""
         cfg = self.cfg
+        if pause_at is not None and pause_at <= self.step:
+            raise InterpError(f"--until-step {pause_at} is not after the run's step {self.step}; "
+                              f"give a later step (up to {self.total})")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         from tqdm.auto import tqdm
