@@ -229,11 +229,22 @@ def test_the_shipped_stages_trained_only_on_rows_of_the_protocols_training_split
     """quadratic-seed's first stages used the distinct split of the same 100,000 rows; every
     input they trained on is a training row of the seed's split too, so the protocol's
     seen/unseen parts are not blurred by the earlier stages."""
-    task = get_task("quadratic", "seed")
-    rows = task.generate(100_000, 0, heldout=False)
-    old_train, _ = split_examples(rows, 0.2)
-    new_train, _ = split_examples(rows, 0.2, dedup=False)
-    assert {e.src for e in old_train} <= {e.src for e in new_train}
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_shipped import RECIPES
+
+    def option(args, name, default):
+        return args[args.index(name) + 1] if name in args else default
+    stages = RECIPES["quadratic-seed"]
+    assert "--protocol" in stages[-1] and all("--protocol" not in s for s in stages[:-1])
+    for args in stages:   # one set of rows: the same seed and size in every stage
+        assert (option(args, "--seed", "0"), option(args, "--rows", "100000")) == ("0", "100000")
+    rows = get_task("quadratic", "seed").generate(100_000, 0, heldout=False)
+    # the distinct split, written out: first occurrences in order, cut at 80%
+    distinct = list(dict.fromkeys(e.src for e in rows))
+    old_train = set(distinct[:round(len(distinct) * 0.8)])
+    assert old_train <= {e.src for e in rows[:80_000]}
 
 
 def test_the_campaigns_stop_rule():
