@@ -69,7 +69,7 @@ def seed_protocol(ckpt, n: int | None = None, novel_n: int = 1000, seed: int = 1
             raise InterpError(f"--n {n} is more than the {len(rows):,} test rows left after the "
                               f"{chosen} that chose the checkpoint; give --n {len(rows)} or less")
         rows = rows[:n]
-    novel, dropped = _novel_set(task, train, novel_n, seed, cfg.holdout)
+    novel, dropped = _novel_set(task, train, novel_n, seed)
     n_ctx = ckpt.config.n_ctx
     metrics, outs = evaluate(ckpt.model, ckpt.arch, task, rows, n_ctx, batch_size, progress)
     ok = np.array([o == e.tgt for o, e in zip(outs, rows)])
@@ -115,7 +115,7 @@ def seed_protocol(ckpt, n: int | None = None, novel_n: int = 1000, seed: int = 1
     return result
 
 
-def _novel_set(task, train, n: int, seed: int, holdout: bool):
+def _novel_set(task, train, n: int, seed: int):
     """`n` distinct held-out equations none of which is a training row, and how many drawn
     ones were dropped for being one (none when the run kept the held-out partition out)."""
     if not n:

@@ -49,6 +49,11 @@ class Mutant:
     equivalent: str = ""          # why the mutant cannot change behaviour
 
 
+# the seed protocol's tests, less the two that import scripts/ (not in the mutation copy)
+PROTOCOL_TESTS = [
+        "tests/test_evaluate_protocol.py",
+        "--deselect=tests/test_evaluate_protocol.py::test_the_shipped_stages_trained_only_on_rows_of_the_protocols_training_split",
+        "--deselect=tests/test_evaluate_protocol.py::test_the_campaigns_stop_rule"]
 # the command-line tests (subprocesses) are left out: they add minutes per mutant and
 # exercise these modules through the same functions
 ABLATION_TESTS = [
@@ -77,15 +82,15 @@ TESTS = {
     "interp/hooks.py": ["tests/test_hooks.py"],
     "interp/stats.py": ["tests/test_independence.py", "tests/test_oracles_stats.py",
                         "tests/test_ablation.py::test_rank_p_value_and_bootstrap_interval",
-                        "tests/test_evaluate_protocol.py"],
+                        *PROTOCOL_TESTS],
     "circuits/stats.py": ["tests/test_independence.py", "tests/test_oracles_stats.py",
                           "tests/test_ablation.py::test_rank_p_value_and_bootstrap_interval",
                           "tests/test_patching.py::test_attribution_tracks_exact_patching_on_the_tiny_model"],
-    "interp/tasks/base.py": ["tests/test_independence.py", "tests/test_evaluate_protocol.py"],
-    "interp/protocol.py": ["tests/test_evaluate_protocol.py"],
-    "interp/training/recipe.py": ["tests/test_evaluate_protocol.py"],
-    "interp/train.py": ["tests/test_evaluate_protocol.py"],
-    "interp/training/task.py": ["tests/test_evaluate_protocol.py"],
+    "interp/tasks/base.py": ["tests/test_independence.py", *PROTOCOL_TESTS],
+    "interp/protocol.py": [*PROTOCOL_TESTS],
+    "interp/training/recipe.py": [*PROTOCOL_TESTS],
+    "interp/train.py": [*PROTOCOL_TESTS],
+    "interp/training/task.py": [*PROTOCOL_TESTS],
     # issue #23's rules: the rows and tests of tests/test_bad_inputs.py that pin them
     "interp/cli/common.py": [
         f"{BAD}[evaluate-seed-negative]", f"{BAD}[train-seed-2-70]",

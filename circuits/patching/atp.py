@@ -44,7 +44,7 @@ import torch
 
 from circuits.patching.fast import GPT2Tail
 from circuits.patching.pairs import Pairs, metric_values
-from circuits.patching.sites import Site, forward
+from circuits.patching.sites import Site, forward, grad_keeper
 from interp.errors import InterpError
 from interp.hooks import layer_hooks
 
@@ -192,13 +192,7 @@ def attribute_star(bridge, pairs: Pairs, s: Site, recv: dict, src_acts: dict, me
     pre, post, zs = (layer_hooks(bridge, "self", h) for h in
                      ("hook_resid_pre", "hook_resid_post", "hook_z"))
     acts, pres = {}, {}
-
-    def keeper(name):
-        def keep(t, hook):
-            t.retain_grad()
-            acts[name] = t
-            return t
-        return keep
+    keeper = grad_keeper(acts)
 
     def keep_pre(l):
         def keep(t, hook):

@@ -31,6 +31,7 @@ from circuits.patching.sites import (
     cells,
     forward,
     forward_keep,
+    grad_keeper,
     setter,
     site,
     t5_attention,
@@ -290,13 +291,7 @@ def attribute(bridge, pairs: Pairs, what: str = "head_pos", direction: str = "de
         return _result(bridge, pairs, s, delta + vals[(None,) * len(s.axes)], vals, src_m,
                        metric, direction, name)
     acts = {}
-
-    def keeper(name):
-        def keep(t, hook):
-            t.retain_grad()
-            acts[name] = t
-            return t
-        return keep
+    keeper = grad_keeper(acts)
     try:
         with torch.enable_grad():
             logits = forward(bridge, recv, [(n, keeper(n)) for n in names], grad=True)

@@ -179,6 +179,18 @@ def t5_pattern_hook(cells: Sequence[tuple], source: torch.Tensor, batch: int):
     return hook
 
 
+def grad_keeper(store: dict):
+    """A hook factory for gradient runs: `keeper(name)` is a hook that keeps its activation in
+    `store[name]` with its gradient retained (read `.grad` after the backward pass)."""
+    def keeper(name):
+        def keep(t, hook):
+            t.retain_grad()
+            store[name] = t
+            return t
+        return keep
+    return keeper
+
+
 # ---------------------------------------------------------------------------------------
 # forward passes (all through interp.hooks.run)
 def forward(bridge, ids: dict[str, torch.Tensor], hooks=(), module_hooks=(),
