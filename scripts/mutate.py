@@ -194,7 +194,8 @@ TESTS = {
     "interp/viz/page.py": [
         "tests/test_discover_report.py::test_page_details_fold_escaped_parts_and_keep_their_plotly",
         "tests/test_discover_report.py::test_page_leads_with_findings_then_contents_and_escapes_every_label",
-        "tests/test_page.py", "tests/test_page_options.py", "tests/test_classify_page.py"],
+        "tests/test_page.py", "tests/test_page_options.py", "tests/test_classify_page.py",
+        "tests/test_browser_charts.py"],      # (BC) chart.js charts one per task, in Chromium
     # the patch and induction reports: planted results and frames (the browser and
     # command-line checks are left to the suite)
     "interp/viz/reports/patch.py": [
@@ -1364,6 +1365,11 @@ MUTANTS = [
       "        if same:\n            return path\n", "        if True:\n            return write_atomic(path, text)\n"),
     M("CP12", "interp/viz/figures.py", "panels named without their attention kind",
       'titles.get(h, f"{kind_name(h[0])} L{h[1]}H{h[2]}")', 'titles.get(h, f"L{h[1]}H{h[2]}")'),
+    # ---------------------------------------------------------------- circuitsvis charts (BC)
+    M("BC01", "interp/viz/page.py", "charts built with their view, all in one task",
+      "    out, n = _CHART_MOUNT.subn(sub, text)\n", "    out, n = text, 1\n"),
+    M("BC02", "interp/viz/page.py", "a deferred chart built from its first render's props",
+      'f"{canvas}.current.__interpBuild()}});return()', 'f"{build}()}});return()'),
     # ---------------------------------------------------------------- readable head tables (TX)
     M("TX01", "interp/attention/routes.py", "route text: groups written unquoted",
       'return f"{quote_group(query)}->{\',\'.join(quote_group(k) for k in keys)}"',

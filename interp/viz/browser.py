@@ -42,10 +42,12 @@ class BrowserError(RuntimeError):
     """Chromium is missing, did not start, or did not answer in time."""
 
 
-# true once every circuitsvis view and every plotly figure on an interp page has been drawn
+# true once every circuitsvis view and every plotly figure on an interp page has been drawn,
+# and the page's queue of drawing (interp.viz.page's PAGE_JS: views, their charts) is empty
 DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
          "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
-         "'.main-svg'))")
+         "'.main-svg')) && (typeof interpQueue === 'undefined' || "
+         "(interpQueue.length === 0 && !interpBusy))")
 
 
 def find_chromium() -> str | None:

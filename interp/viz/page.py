@@ -217,16 +217,46 @@ def circuitsvis_html(component: str, props: dict, on_load: bool = True) -> str:
 
 
 _HEADING = re.compile(r'createElement\("h[1-6]",(null|\{)')
+#: react-chartjs-2's chart component in the bundle builds its chart.js chart when it mounts (an
+#: effect with no dependencies) right before it renders its canvas: (1) React, (2) the
+#: function that builds the chart from its render's props, (3) the one that destroys it,
+#: (4) the canvas's ref
+_CHART_MOUNT = re.compile(r'\(0,(\w+)\.useEffect\)\(\(\)=>\((\w+)\(\),\(\)=>(\w+)\(\)\),\[\]\),'
+                          r'\1\.default\.createElement\("canvas",Object\.assign\(\{ref:(\w+),')
+
+
+def _defer_charts(text: str) -> str:
+    """The bundle with each chart.js chart built in a task of its own, queued behind the
+    page's other drawing (PAGE_JS's `interpLater`), from the props of its component's latest
+    render; where there is no queue (a notebook cell) at once, as circuitsvis does. An
+    `AttentionHeads` view of n tokens holds one chart per head and the focused one, n^2 cells
+    each, which chart.js builds cell by cell: at 90 tokens and four heads about 3 s in one
+    task before, one chart's share per task now."""
+    def sub(m):
+        react, build, destroy, canvas = m.groups()
+        return (f"(0,{react}.useEffect)(()=>{{{canvas}.current&&({canvas}.current"
+                f".__interpBuild={build})}}),(0,{react}.useEffect)(()=>{{let gone=!1;"
+                f"(window.interpLater||(f=>f()))(()=>{{gone||!{canvas}.current||"
+                f"{canvas}.current.__interpBuild()}});return()=>{{gone=!0,{destroy}()}}}},[]),"
+                f'{react}.default.createElement("canvas",Object.assign({{ref:{canvas},')
+    out, n = _CHART_MOUNT.subn(sub, text)
+    if n != 1:
+        raise RuntimeError("circuitsvis bundle: react-chartjs-2's chart component not found "
+                           f"once but {n} times; install the locked circuitsvis "
+                           "(constraints.txt)")
+    return out
 
 
 def circuitsvis_bundle() -> str:
     """The circuitsvis browser bundle shipped in its wheel, safe to inline. Its components'
     titles ("Head selector", "Attention Patterns" ...) are drawn as bold divs (class cv-h),
-    not headings: a page's outline holds the page's own sections only."""
+    not headings: a page's outline holds the page's own sections only. Its charts are built
+    one per task (`_defer_charts`)."""
     import circuitsvis
 
     path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
     text = path.read_text(encoding="utf-8").replace("</script>", "<\\/script>")
+    text = _defer_charts(text)
     return _HEADING.sub(lambda m: 'createElement("div",' + ('{className:"cv-h"}'
                         if m[1] == "null" else '{className:"cv-h",'), text)
 
