@@ -24,8 +24,39 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+#: fixture -> its group: the browser reports (about a minute to build), the executed
+#: notebook (about 40 s), the reference run of the training command's interruption tests
+SHARED = {"reports": "reports", "pages": "reports", "executed": "notebook",
+          "cli_reference": "train-cli"}
+
+
+def _dist_asked(config) -> bool:
+    return any(a == "-d" or a.startswith("--dist") for a in config.invocation_params.args)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`-n 2` distributes as `--dist loadgroup` (pytest-xdist's default `load`, with the
+    groups below kept on one worker) unless a mode is asked for: here for the controller,
+    in pytest_configure for each worker (which parses the command line anew)."""
+    if getattr(config.option, "numprocesses", None) and not _dist_asked(config):
+        config.option.dist = "loadgroup"
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") and not _dist_asked(config):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` skip, with their reason, on a machine without CUDA."""
+    """Tests marked `gpu` skip, with their reason, on a machine without CUDA. Tests that share
+    a costly fixture (SHARED) run on one pytest-xdist worker (`--dist loadgroup`), so it is
+    built once."""
+    for item in items:
+        groups = {SHARED[f] for f in getattr(item, "fixturenames", ()) if f in SHARED}
+        for group in sorted(groups):
+            item.add_marker(pytest.mark.xdist_group(group))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

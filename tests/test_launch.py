@@ -33,23 +33,30 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
+def _tmpdir(cwd: Path) -> Path:
+    """The launch's own temp folder (TMPDIR), beside its working folder: the launcher's
+    temporaries are counted there, not among other tests' launches running at the same time
+    in the shared temp folder."""
+    d = cwd.parent / f"{cwd.name}-tmp"
+    d.mkdir(exist_ok=True)
+    return d
+
+
 def _launch(args, cwd, **extra):
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                       timeout=300, env=_env(**extra), cwd=cwd)
+                       timeout=300, env=_env(TMPDIR=str(_tmpdir(cwd)), **extra), cwd=cwd)
     return r, time.monotonic() - t0
 
 
-def _temps() -> set[str]:
-    import tempfile
-
-    return {p.name for p in Path(tempfile.gettempdir()).glob("interp-launch-*")}
+def _temps(cwd: Path) -> set[str]:
+    return {p.name for p in _tmpdir(cwd).glob("interp-launch-*")}
 
 
 def _left(folder: Path, temps: set[str]) -> list[str]:
     """What a run left in `folder` (outputs, locks, temporaries) and, beyond `temps` (those
-    there before it), in the temp folder."""
-    return sorted(p.name for p in folder.iterdir()) + sorted(_temps() - temps)
+    there before it), in its temp folder."""
+    return sorted(p.name for p in folder.iterdir()) + sorted(_temps(folder) - temps)
 
 
 # -- real launches (each ~6-13 s of CPU: the fewest that cover the failure paths) ---------
@@ -59,7 +66,7 @@ def test_a_worker_killed_in_the_middle_of_a_patching_sweep_ends_the_run_in_one_l
     """Worker 0 (the one that holds the output lock and writes) is SIGKILLed at its first
     gather, its share done and worker 1 waiting on it: the launcher stops worker 1, prints
     one line naming the killed worker, exits 2; no output, no lock, no temporary is left."""
-    temps = _temps()
+    temps = _temps(tmp_path)
     r, took = _launch(["circuits.patch", str(tiny_checkpoints["decoder"]), "--sites",
                        "head_pos", "--count", "4", "--no-attribution", "--quiet", "--nproc", "2",
                        "--out", str(tmp_path / "out"), "--json", str(tmp_path / "s.json")],
@@ -73,7 +80,7 @@ def test_a_worker_killed_in_the_middle_of_a_patching_sweep_ends_the_run_in_one_l
 
 @two_cores
 def test_an_exception_in_worker_1_only_ends_the_run_in_one_line(tmp_path):
-    temps = _temps()
+    temps = _temps(tmp_path)
     r, _ = _launch(["launch_worker", "--units", "5", "--nproc", "2", "--out",
                     str(tmp_path / "out")], tmp_path, INTERP_TEST_FAIL="1:raise")
     assert r.returncode == 2 and r.stdout == ""
@@ -87,7 +94,7 @@ def test_an_exception_in_worker_1_only_ends_the_run_in_one_line(tmp_path):
 @two_cores
 def test_a_sweep_smaller_than_the_processes_is_one_line_not_one_per_worker(tmp_path):
     """Both workers refuse alike: the user sees that refusal once, as one process says it."""
-    temps = _temps()
+    temps = _temps(tmp_path)
     r, _ = _launch(["launch_worker", "--nproc", "2", "--out", str(tmp_path / "out"),
                     "--units", "1"], tmp_path)     # every argument reaches the workers
     assert r.returncode == 2 and r.stdout == ""

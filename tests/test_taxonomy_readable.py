@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clihelp import one_line, run
+from clihelp import one_line, run, run_here
 from interp.attention.groups import (TOKEN_CLASSES, quote_group, read_groups, token_classes)
 from interp.attention.routes import Route, route_text, split_route
 from interp.attention.stats import collect_stats
@@ -323,10 +323,11 @@ def test_command_fits_the_terminal_and_wide_prints_full_rows(columns, tmp_path):
     env_cols = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = str(columns)
     try:
-        p = run("interp.classify_heads", "--n", "6", "--no-report", "--resamples", "4",
-                "--out", str(tmp_path / "o"), "--quiet")
-        w = run("interp.classify_heads", "--n", "6", "--no-report", "--resamples", "4",
-                "--out", str(tmp_path / "o"), "--quiet", "--wide")
+        # in process (COLUMNS is read when the table is printed): no interpreter start-up
+        p = run_here("interp.classify_heads", "--n", "6", "--no-report", "--resamples", "4",
+                     "--out", str(tmp_path / "o"), "--quiet")
+        w = run_here("interp.classify_heads", "--n", "6", "--no-report", "--resamples", "4",
+                     "--out", str(tmp_path / "o"), "--quiet", "--wide")
     finally:
         if env_cols is None:
             del os.environ["COLUMNS"]
