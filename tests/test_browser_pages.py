@@ -8,7 +8,7 @@ heartbeat timer set at the same moment whose gaps are counted until the page is 
 Chromium reports no long task for the task that parses the page itself, the heartbeat sees it
 (tasks that run back to back count as one there, so at load the check is the stricter). At
 load the longest task is set against that of a page holding only plotly.js and the circuitsvis
-bundle, loaded just before: their parse and first run take about 2 s on an idle 2-core
+bundle, loaded right after (where the report's own reached 5 s): their parse and first run take about 2 s on an idle 2-core
 machine and over 5 s beside a busy pytest worker, which no report can change. Then every
 `details` section is opened and the views and figures drawn in them are waited for; the
 longest task must stay under 5 s. Planted pages (an 8 s busy loop on the libraries' page at
@@ -89,15 +89,18 @@ def test_no_report_blocks_the_main_thread_for_5_s_at_load_or_when_its_sections_o
     """At load, beyond the libraries' own cost: parsing and running the 3.5 MB of plotly.js
     and the 1.3 MB circuitsvis bundle every report embeds takes about 2 s in one task on an
     idle 2-core machine and more than twice that beside another pytest worker, so each
-    report's load is set against a page that holds only the libraries, loaded just before
-    it. What a report draws when its sections open is held to 5 s outright."""
+    report's load is set against a page that holds only the libraries, loaded just after
+    it (only where the report's own load reached 5 s). What a report draws when its sections open is held to 5 s outright."""
     libraries = libraries_page(tmp_path)
     worst = {}
     for name, path in reports.items():
-        base = max(long_tasks(browser, libraries, open_details=False)["load"], default=0)
         tasks = long_tasks(browser, path)
-        worst[name] = {"load beyond the libraries": max(tasks["load"], default=0) - base,
-                       "libraries": base, "opened": max(tasks["opened"], default=0)}
+        load = max(tasks["load"], default=0)
+        # the libraries' page is loaded only where the report's load reached the limit
+        base = max(long_tasks(browser, libraries, open_details=False)["load"], default=0) \
+            if load >= LIMIT_MS else 0
+        worst[name] = {"load beyond the libraries": load - base, "libraries": base,
+                       "opened": max(tasks["opened"], default=0)}
     assert all(w["load beyond the libraries"] < LIMIT_MS and w["opened"] < LIMIT_MS
                for w in worst.values()), worst
 
