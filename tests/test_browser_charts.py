@@ -61,12 +61,14 @@ def test_a_view_is_drawn_without_its_charts_and_each_queued_task_builds_one(brow
     tab.evaluate(HOLD)
     tab.evaluate("document.querySelector('details').open = true; true")
     end = time.monotonic() + 30            # the section's task, then the view's own
-    while tab.evaluate("document.querySelectorAll('div.cv canvas').length") < 5:
+    while not tab.evaluate("!!document.querySelector('div.cv').dataset.drawn"):
         assert time.monotonic() < end, "the view was not drawn from the held queue"
         run_held(tab)
-        time.sleep(0.2)
-    time.sleep(0.3)
-    assert tab.evaluate("window.__held.length") == 5           # four heads and the focused one
+        time.sleep(0.1)
+    # React commits the view, then its effects queue one build per chart (none runs here)
+    assert tab.wait_for("document.querySelectorAll('div.cv canvas').length === 5 && "
+                        "window.__held.length === 5", timeout=30), tab.evaluate(
+        "[document.querySelectorAll('div.cv canvas').length, window.__held.length]")
     assert all(n == 0 for n, _ in tab.evaluate(BLUE))           # no chart built yet
     # hover head 3 (one column) before any chart exists: React renders the focused chart's
     # new props while it has no chart.js chart
@@ -75,7 +77,9 @@ def test_a_view_is_drawn_without_its_charts_and_each_queued_task_builds_one(brow
       box.dispatchEvent(new MouseEvent('mouseover', {bubbles: true,
                                                      relatedTarget: document.body}));
       return true; })()""")
-    time.sleep(0.3)
+    # React has drawn head 3 as the focused one (its box gets the shadow)
+    assert tab.wait_for("document.querySelectorAll('div.cv canvas')[3]"
+                        ".closest('[style*=\"box-shadow\"]') !== null", timeout=30)
     built = []
     for _ in range(5):
         run_held(tab)
