@@ -213,16 +213,20 @@ def clean_up(outputs) -> None:
 STOPPED = "stopped"     # what a worker stopped by the launcher writes (not a cause)
 
 
+def in_worker() -> bool:
+    """Whether this process is a worker that `launch` started (its folder still there)."""
+    where = os.environ.get(ENV_DIR)
+    return bool(where) and os.environ.get("RANK") is not None and os.path.isdir(where)
+
+
 def worker_error(line: str) -> bool:
     """In a worker started by `launch`: write its one error line (without `error: `) where
     the launcher reads it, and return True (the caller prints nothing); False elsewhere."""
-    where = os.environ.get(ENV_DIR)
-    rank = os.environ.get("RANK")
-    if not where or rank is None or not os.path.isdir(where):
+    if not in_worker():
         return False
     import time
 
-    path = os.path.join(where, f"{rank}.err")
+    path = os.path.join(os.environ[ENV_DIR], f"{os.environ['RANK']}.err")
     with open(path + ".part", "w") as f:
         f.write(f"{time.time():.6f} {line}")
     os.replace(path + ".part", path)

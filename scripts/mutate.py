@@ -269,6 +269,7 @@ TESTS["circuits/patching/experiments.py"] = TESTS["circuits/patching/experiments
 # (LN) the launcher's parts in these modules are tested in tests/test_launch.py
 TESTS["interp/cli/common.py"] = TESTS["interp/cli/common.py"] + [
     "tests/test_launch.py::test_a_worker_hands_its_error_to_the_launcher_and_prints_nothing",
+    "tests/test_launch.py::test_a_worker_that_failed_leaves_without_the_interpreters_exit",
     "tests/test_launch.py::test_a_sweep_smaller_than_the_processes_is_one_line_not_one_per_worker"]
 TESTS["interp/distributed.py"] = TESTS["interp/distributed.py"] + [
     "tests/test_launch.py::test_the_process_group_gets_the_collectives_timeout"]
@@ -1556,6 +1557,8 @@ MUTANTS = [
       "        if launch.worker_error(unexpected(e)):\n            return 1\n", ""),
     M("LN11", "interp/launch.py", "more processes than cores accepted",
       "    elif nproc > cores():", "    elif False:"),
+    M("LN13", "interp/cli/common.py", "a failed worker leaves through the interpreter's exit",
+      "    if code and launch.in_worker():", "    if False:"),
     M("TF01", "circuits/patching/fast_t5.py",
       "T5 fast path: the cached self keys of the wrong positions",
       "k0, v0 = (t[:, :, :p].repeat(rep, 1, 1, 1) for t in self_kv[j])",

@@ -220,15 +220,27 @@ def test_a_worker_hands_its_error_to_the_launcher_and_prints_nothing(tmp_path, m
     def crash(argv):
         raise ZeroDivisionError("boom")
 
+    class Left(BaseException):
+        pass
+
+    def leave(code):                # the worker's os._exit, kept from ending pytest's process
+        raise Left(code)
+
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("INTERP_LAUNCH_DIR", str(tmp_path))
-    assert run_cli(refuse, []) == 2
+    monkeypatch.setattr(os, "_exit", leave)
+    with pytest.raises(Left) as left:
+        run_cli(refuse, [])
+    assert left.value.args == (2,)
     assert capsys.readouterr().err == ""
     t, _, text = (tmp_path / "1.err").read_text().partition(" ")
     assert text == "no such thing" and abs(float(t) - time.time()) < 60
-    assert run_cli(crash, []) == 1
+    with pytest.raises(Left) as left:
+        run_cli(crash, [])
+    assert left.value.args == (1,)
     assert capsys.readouterr().err == ""
+    assert run_cli(lambda argv: 0, []) == 0                # a worker that succeeded returns
     assert (tmp_path / "1.err").read_text().split(" ", 1)[1] == \
         "ZeroDivisionError: boom (at test_launch.py:%d)" % (crash.__code__.co_firstlineno + 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.err"]
@@ -237,6 +249,34 @@ def test_a_worker_hands_its_error_to_the_launcher_and_prints_nothing(tmp_path, m
     assert capsys.readouterr().err == "error: no such thing\n"
     with pytest.raises(ZeroDivisionError):
         run_cli(crash, [])
+
+
+WORKER = """
+import atexit, sys
+from interp.cli.common import run_cli
+from interp.errors import InterpError
+atexit.register(lambda: print("a line written at the interpreter's exit", file=sys.stderr))
+def fn(argv):
+    if sys.argv[1] == "raise":
+        raise RuntimeError("planted")
+    if sys.argv[1] == "refuse":
+        raise InterpError("refused")
+    return 0
+sys.exit(run_cli(fn, None))
+"""
+
+
+@pytest.mark.parametrize("how,code", [("raise", 1), ("refuse", 2), ("succeed", 0)])
+def test_a_worker_that_failed_leaves_without_the_interpreters_exit(how, code, tmp_path):
+    """What the interpreter's exit would print after a worker's failure is handed over (here
+    an atexit hook; in a real launch the C++ runtime tearing down a process group whose peer
+    is gone: `terminate called without an active exception`) never reaches the terminal: the
+    worker leaves at once. A worker that succeeded exits as any process does."""
+    r = subprocess.run([sys.executable, "-c", WORKER, how], capture_output=True, text=True,
+                       timeout=120, env=_env(INTERP_LAUNCH_DIR=str(tmp_path), RANK="0"))
+    assert r.returncode == code
+    assert r.stderr == ("" if code else "a line written at the interpreter's exit\n")
+    assert [p.name for p in tmp_path.iterdir()] == (["0.err"] if code else [])
 
 
 def test_the_process_group_gets_the_collectives_timeout(monkeypatch):

@@ -115,7 +115,27 @@ def run_cli(fn, argv) -> int:
     Also one line: an OSError (a path the system refuses) and a MemoryError. An
     `InterpWarning` raised on the way is printed as one `warning: ` line. In a worker started
     by `--nproc` (`interp.launch`) the line goes to the launcher, and so does any other
-    exception (as one line naming where it was raised), so the run ends with one line."""
+    exception (as one line naming where it was raised), so the run ends with one line.
+
+    Such a worker that failed or was stopped then leaves at once (`os._exit`, its streams
+    flushed, its own `finally`s and locks done): the interpreter's and C++ runtime's exit
+    would tear down a process group whose peers are gone, and the runtime can print on the
+    terminal (the main worker's stderr reaches it), e.g. `terminate called without an active
+    exception` for a communication thread still running."""
+    code = _run_cli(fn, argv)
+    from interp import launch
+
+    if code and launch.in_worker():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _run_cli(fn, argv) -> int:
     from interp import launch
 
     old_show = warnings.showwarning
