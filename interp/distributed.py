@@ -21,6 +21,7 @@ results identical to one.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Sequence
 
 #: set by scripts/bench_distributed.py: each process appends "RANK EVENT TIME CPU-TIME" lines to
@@ -236,3 +237,14 @@ def shard_groups(groups: Sequence[Sequence], what: str = "units") -> list:
     conditions one process stacks into the same forward passes) shares out whole groups."""
     mine = shard([list(g) for g in groups], what)
     return [x for g in mine for x in g]
+
+
+def quiet_unless_main():
+    """Launched over several processes: only the main one prints its
+    results; the others' stdout goes nowhere (their errors still reach stderr). Returns
+    (the stdout to restore, the sink put in its place), or None."""
+    if not launched() or is_main():
+        return None
+    sink = open(os.devnull, "w")
+    old, sys.stdout = sys.stdout, sink
+    return old, sink

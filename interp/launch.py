@@ -18,8 +18,8 @@ In a worker (and under `torchrun` or `accelerate launch` started by hand) the sa
 returns None: the process is one of the N and runs its share.
 
 Failures. The workers started here do not print their errors: each writes its one `error:`
-line into a file of the launch (`INTERP_LAUNCH_DIR`, `worker_error`), and the launcher prints
-one line for the whole run, exit status 2. When a worker fails, torch's launcher stops the
+line into a file of the launch (`INTERP_LAUNCH_DIR`, `worker_error`), then leaves at once
+(`run_worker`), and the launcher prints one line for the whole run, exit status 2. When a worker fails, torch's launcher stops the
 others (SIGTERM, then SIGKILL after `SHUTDOWN_S`); collectives also time out
 (`interp.distributed.TIMEOUT_S`). Only the main worker writes outputs, atomically at the end,
 so a run that fails anywhere leaves no output and no temporary file. The workers' own
@@ -219,16 +219,45 @@ def in_worker() -> bool:
     return bool(where) and os.environ.get("RANK") is not None and os.path.isdir(where)
 
 
-def worker_error(line: str) -> bool:
+def run_worker(run, fn, argv) -> int:
+    """In a worker `launch` started: `run(fn, argv)` (interp.cli.common's one-line handling),
+    then, when it failed or was stopped, leave at once (`os._exit`, the streams flushed; the
+    command's own `finally`s, locks and temporaries are done by then). The interpreter's and
+    the C++ runtime's exit would tear down a process group whose peers are gone, and could
+    print on the terminal (the main worker's stderr reaches it): `terminate called without an
+    active exception` for a communication thread still running. The launcher's stop (SIGTERM,
+    raised as `Terminated`) arriving while the worker hands over its failure, after `run`'s
+    handlers caught it, ends it the same way, with no traceback."""
+    from interp.cli.common import Terminated
+
+    try:
+        code = run(fn, argv)
+    except Terminated:
+        code = 143
+    except KeyboardInterrupt:
+        code = 130
+    if code:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def worker_error(line: str, refusal: bool = False) -> bool:
     """In a worker started by `launch`: write its one error line (without `error: `) where
-    the launcher reads it, and return True (the caller prints nothing); False elsewhere."""
+    the launcher reads it, and return True (the caller prints nothing); False elsewhere.
+    `refusal`: the line refuses the command's input (an InterpError), which every worker
+    given the same arguments refuses alike."""
     if not in_worker():
         return False
     import time
 
     path = os.path.join(os.environ[ENV_DIR], f"{os.environ['RANK']}.err")
     with open(path + ".part", "w") as f:
-        f.write(f"{time.time():.6f} {line}")
+        f.write(f"{time.time():.6f} {'input' if refusal else 'other'} {line}")
     os.replace(path + ".part", path)
     return True
 
@@ -236,25 +265,26 @@ def worker_error(line: str) -> bool:
 def failure_line(failures: dict, where: str, n: int) -> str:
     """The one line that says why a launch failed (without `error: `), from the workers'
     error files and exit codes (`failures`: rank -> torch's ProcessFailure). A line every
-    failed worker wrote alike (a refusal before or while sharing) is given as it is; a
-    failure of some workers names the first of them."""
+    failed worker wrote alike is given as it is, and so is a first cause that refuses the
+    input (the others, stopped as it ended, would have refused alike: a sweep too small to
+    share, say); any other failure of some workers names the first of them."""
     import signal
 
-    lines = {}                                  # rank -> (time written, line)
+    lines = {}                                  # rank -> (time written, line, its kind)
     for r in range(n):
         try:
             with open(os.path.join(where, f"{r}.err")) as f:
-                t, _, text = f.read().strip().partition(" ")
-            lines[r] = (float(t), text)
+                t, kind, text = f.read().strip().split(" ", 2)
+            lines[r] = (float(t), text, kind)
         except (OSError, ValueError):
             pass
     causes = {r: tl for r, tl in lines.items() if tl[1] != STOPPED}
-    if len(causes) == n and len({text for _, text in causes.values()}) == 1:
+    if len(causes) == n and len({text for _, text, _ in causes.values()}) == 1:
         return causes[0][1]                     # every worker refused alike: as one would
     # the first cause: a line written, or a death by a signal the launcher did not send
     # (torch's timestamps are whole seconds, taken within a tenth of one after the death:
     # a second earlier is before it; the launcher's own SIGKILL comes SHUTDOWN_S later)
-    first = [(t, 0, r, text) for r, (t, text) in causes.items()]
+    first = [(t, 0, r, text, kind) for r, (t, text, kind) in causes.items()]
     for r, f in failures.items():
         code = f.exitcode
         if code is not None and code < 0 and -code != signal.SIGTERM and r not in causes:
@@ -262,11 +292,11 @@ def failure_line(failures: dict, where: str, n: int) -> str:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = f"signal {-code}"
-            first.append((float(f.timestamp) - 1, -1, r, f"killed by {name}"))
+            first.append((float(f.timestamp) - 1, -1, r, f"killed by {name}", "other"))
     stop = "the other processes were stopped and nothing was written"
     if first:
-        _, _, r, text = min(first)
-        return f"process {r} of {n}: {text}; {stop}"
+        _, _, r, text, kind = min(first)
+        return text if kind == "input" else f"process {r} of {n}: {text}; {stop}"
     r = min(failures) if failures else 0
     tail = _last_line(where, r)
     code = failures[r].exitcode if r in failures else "?"

@@ -51,6 +51,22 @@ COLLECT = """(() => {
 })()"""
 # Installed before any script of the page runs: an injected alert(1) would be counted.
 TRAP = "window.__alerts = 0; window.alert = () => { window.__alerts += 1; };"
+# Installed the same way: each long task (Chromium's PerformanceObserver) is pushed on
+# window.__tasks, and so is each gap over 50 ms of a 20 ms heartbeat timer, which runs until
+# `__beat` is cleared (Chromium reports no long task for the task that parses the page).
+OBSERVER = """window.__tasks = []; window.__beat = true;
+(() => { let last = performance.now();
+  const beat = () => { const now = performance.now();
+    if (now - last > 50) window.__tasks.push(Math.round(now - last));
+    last = now; if (window.__beat) setTimeout(beat, 20); };
+  setTimeout(beat, 20); })();
+new PerformanceObserver(list => { for (const e of list.getEntries())
+    window.__tasks.push(Math.round(e.duration)); })
+  .observe({type: 'longtask', buffered: true});"""
+#: ms of each long task of a `pages` tab until it was drawn, {report name: [ms, ...]}
+LOAD_TASKS = {}
+#: ms of each long task while `opened` opened a tab's sections the first time, {tab: [ms]}
+OPENED_TASKS = {}
 
 def html_tokenizer():
     """A word-level tokenizer whose words are HTML, split on '|': [tokenizer, vocab size]."""
@@ -232,13 +248,20 @@ def pages(reports, browser):
     """{name: (tab, what the drawn page holds)} for every report."""
     out = {}
     for name, path in reports.items():
-        tab = browser.open("about:blank")
-        tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": TRAP})
-        tab.navigate(path.as_uri())
-        assert tab.wait_for(DRAWN, timeout=30), f"{name}: figures not drawn in 30 s"
-        time.sleep(0.3)                                 # late console errors, if any
+        tab, LOAD_TASKS[name] = open_observed(browser, path)
         out[name] = tab, tab.evaluate(COLLECT)
     return out
+
+
+def open_observed(browser, path, timeout: float = 30):
+    """A new tab on `path` with TRAP and OBSERVER installed before its scripts, once drawn:
+    (the tab, [ms of each long task until then])."""
+    tab = browser.open("about:blank")
+    tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": TRAP + OBSERVER})
+    tab.navigate(path.as_uri(), timeout=max(timeout, 60))
+    assert tab.wait_for(DRAWN, timeout=timeout), f"{path.name}: not drawn in {timeout} s"
+    time.sleep(0.3)                                     # late console errors, if any
+    return tab, tab.evaluate("window.__beat = false; window.__tasks.splice(0)")
 
 
 # Opens every folded section of a page (views inside are drawn when their section opens).
@@ -248,10 +271,17 @@ VIEWS_DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.dataset.dr
 
 
 def opened(tab, timeout: float = 180) -> dict:
-    """What the page holds once every `details` section is open and every view drawn in it
-    (COLLECT again). The tab is brought to the front: a background tab's timers are slowed."""
+    """What the page holds once every `details` section is open and every view and figure
+    drawn in it (COLLECT again). The tab is brought to the front: a background tab's timers are slowed.
+    The first call on a tab keeps the long tasks of the opening in OPENED_TASKS."""
     tab.call("Page.bringToFront")
+    first = tab not in OPENED_TASKS
+    tab.evaluate("(window.__tasks || []).splice(0); true")  # what came before the opening
     tab.evaluate(OPEN_ALL)
-    assert tab.wait_for(VIEWS_DRAWN + " && " + DRAWN, timeout=timeout), "views not drawn"
+    assert tab.wait_for(VIEWS_DRAWN + " && " + DRAWN + " && document.querySelectorAll("
+                        "'.plotly-graph-div-lazy').length === 0", timeout=timeout), \
+        "views not drawn"
     time.sleep(0.3)
+    if first:
+        OPENED_TASKS[tab] = tab.evaluate("(window.__tasks || []).splice(0)")
     return tab.evaluate(COLLECT)

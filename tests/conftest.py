@@ -31,7 +31,11 @@ SHARED = {"reports": "reports", "pages": "reports", "executed": "notebook",
 
 
 def _dist_asked(config) -> bool:
-    return any(a == "-d" or a.startswith("--dist") for a in config.invocation_params.args)
+    """Whether the command line or PYTEST_ADDOPTS asks for a distribution mode."""
+    import shlex
+
+    args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    return any(a == "-d" or a.startswith("--dist") for a in args)
 
 
 @pytest.hookimpl(tryfirst=True)

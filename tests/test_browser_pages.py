@@ -2,59 +2,34 @@
 the libraries every report embeds costs) or when its folded sections open (their views are
 drawn then).
 
-Each report of the `reports` fixture is opened in a fresh tab of headless Chromium with a
-long-task PerformanceObserver installed before any script of the page runs, and a 20 ms
-heartbeat timer set at the same moment whose gaps are counted until the page is drawn:
-Chromium reports no long task for the task that parses the page itself, the heartbeat sees it
-(tasks that run back to back count as one there, so at load the check is the stricter). At
-load, where the longest task reached 5 s, the longest task of a page holding only plotly.js
-and the circuitsvis bundle, loaded right after, is subtracted from it: their parse and first
-run take about 2 s on an idle 2-core machine and over 5 s beside a busy pytest worker, which
-no report can change. The bound at load is thus the libraries' load plus 5 s for the longest
-task, whatever it holds. Then every `details` section is opened and the views and figures
-drawn in them are waited for; the longest task must stay under 5 s. Planted pages (a 12 s
-busy loop on the libraries' page at load, a 6 s one when a section opens) show that the
-check can fail.
+Each report's tab of the `pages` fixture (tests/browserkit.py) has a long-task
+PerformanceObserver installed before any script of the page runs, and a 20 ms heartbeat
+timer set at the same moment whose gaps are counted until the page is drawn: Chromium
+reports no long task for the task that parses the page itself, the heartbeat sees it (tasks
+that run back to back count as one there, so at load the check is the stricter). At load,
+where the longest task reached 5 s, the longest task of a page holding only plotly.js and the
+circuitsvis bundle, loaded then, is subtracted from it: their parse and first run take about
+2 s on an idle 2-core machine and over 5 s beside a busy pytest worker, which no report can
+change. The bound at load is thus the libraries' load plus 5 s for the longest task, whatever
+it holds. Then every `details` section is opened (`opened`, the first time for that tab) and
+the views and figures drawn in them are waited for; the longest task must stay under 5 s.
+The same observer on planted pages (a 12 s busy loop on the libraries' page at load, a 6 s
+one when a section opens) shows that the check can fail.
 """
-
-import time
 
 import pytest
 
-from browserkit import OPEN_ALL, VIEWS_DRAWN
+from browserkit import LOAD_TASKS, OPEN_ALL, OPENED_TASKS, open_observed, opened
 from interp.viz.browser import DRAWN, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not found")
 
 LIMIT_MS = 5000
-OBSERVER = """window.__tasks = []; window.__beat = true;
-(() => { let last = performance.now();
-  const beat = () => { const now = performance.now();
-    if (now - last > 50) window.__tasks.push(Math.round(now - last));
-    last = now; if (window.__beat) setTimeout(beat, 20); };
-  setTimeout(beat, 20); })();
-new PerformanceObserver(list => { for (const e of list.getEntries())
-    window.__tasks.push(Math.round(e.duration)); })
-  .observe({type: 'longtask', buffered: true});"""
-ALL_DRAWN = (VIEWS_DRAWN + " && " + DRAWN +
-             " && document.querySelectorAll('.plotly-graph-div-lazy').length === 0")
 
 
-def long_tasks(browser, path, open_details: bool = True) -> dict:
-    """{"load": [ms of each long task until drawn], "opened": [... after opening every
-    section]} of one page."""
-    tab = browser.open("about:blank")
-    tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER})
-    tab.navigate(path.as_uri(), timeout=120)
-    assert tab.wait_for(DRAWN, timeout=120), f"{path}: not drawn"
-    time.sleep(0.5)
-    out = {"load": tab.evaluate("window.__beat = false; window.__tasks.splice(0)")}
-    if open_details:
-        tab.evaluate(OPEN_ALL)
-        assert tab.wait_for(ALL_DRAWN, timeout=180), f"{path}: folded views not drawn"
-        time.sleep(0.5)
-        out["opened"] = tab.evaluate("window.__tasks.splice(0)")
-    return out
+def load_tasks(browser, path) -> list:
+    """ms of each long task of `path` until it is drawn, in a tab of its own."""
+    return open_observed(browser, path, timeout=120)[1]
 
 
 def libraries_page(folder):
@@ -76,34 +51,35 @@ def test_the_long_task_check_catches_a_page_that_blocks_at_load_or_when_a_sectio
     at_load = tmp_path / "load.html"
     at_load.write_text(libraries.read_text().replace(
         "</body>", f"<script>{busy.replace('6000', '12000')}</script></body>"))
-    base = max(long_tasks(browser, libraries, open_details=False)["load"])
-    assert max(long_tasks(browser, at_load, open_details=False)["load"]) - base > LIMIT_MS
+    base = max(load_tasks(browser, libraries))
+    assert max(load_tasks(browser, at_load)) - base > LIMIT_MS
     on_open = tmp_path / "open.html"
     on_open.write_text("<!DOCTYPE html><html><body><details><summary>s</summary>y</details>"
                        "<script>document.querySelector('details').addEventListener('toggle',"
                        f" () => {{ {busy} }});</script></body></html>")
-    tasks = long_tasks(browser, on_open)
-    assert max(tasks["load"], default=0) < LIMIT_MS < max(tasks["opened"])
+    tab, load = open_observed(browser, on_open, timeout=120)
+    opened(tab)
+    assert max(load, default=0) < LIMIT_MS < max(OPENED_TASKS[tab])
 
 
 def test_no_report_blocks_the_main_thread_for_5_s_at_load_or_when_its_sections_open(
-        reports, browser, tmp_path):
+        pages, browser, tmp_path):
     """At load, beyond the libraries' own cost: parsing and running the 3.5 MB of plotly.js
     and the 1.3 MB circuitsvis bundle every report embeds takes about 2 s in one task on an
     idle 2-core machine and more than twice that beside another pytest worker, so each
     report's longest task at load is held to 5 s beyond the longest of a page that holds
-    only the libraries, loaded just after it (only where the report's own reached 5 s).
-    What a report draws when its sections open is held to 5 s outright."""
+    only the libraries, loaded then (only where the report's own reached 5 s). What a
+    report draws when its sections open is held to 5 s outright."""
     libraries = libraries_page(tmp_path)
     worst = {}
-    for name, path in reports.items():
-        tasks = long_tasks(browser, path)
-        load = max(tasks["load"], default=0)
+    for name, (tab, _) in pages.items():
+        opened(tab)                     # measured the first time (here or in another test)
+        load = max(LOAD_TASKS[name], default=0)
         # the libraries' page is loaded only where the report's load reached the limit
-        base = max(long_tasks(browser, libraries, open_details=False)["load"], default=0) \
-            if load >= LIMIT_MS else 0
+        base = max(load_tasks(browser, libraries), default=0) if load >= LIMIT_MS else 0
         worst[name] = {"load beyond the libraries": load - base, "libraries": base,
-                       "opened": max(tasks["opened"], default=0)}
+                       "opened": max(OPENED_TASKS[tab], default=0)}
+    assert len(worst) == len(pages) >= 11
     assert all(w["load beyond the libraries"] < LIMIT_MS and w["opened"] < LIMIT_MS
                for w in worst.values()), worst
 

@@ -169,8 +169,10 @@ class _Failure:
 
 
 def _errors(folder: Path, lines: dict):
-    for rank, (t, text) in lines.items():
-        (folder / f"{rank}.err").write_text(f"{t} {text}")
+    """Error files as workers write them: rank -> (time, line[, kind: "input" for a refusal
+    of the command's input, else "other"])."""
+    for rank, (t, text, *kind) in lines.items():
+        (folder / f"{rank}.err").write_text(f"{t} {(kind or ['other'])[0]} {text}")
 
 
 def test_the_line_names_the_first_cause_not_its_consequences(tmp_path):
@@ -191,10 +193,15 @@ def test_the_line_names_the_first_cause_not_its_consequences(tmp_path):
     # a worker the launcher stopped (SIGTERM) is no cause; the first line is
     for f in tmp_path.iterdir():
         f.unlink()
-    _errors(tmp_path, {2: (7.0, "InterpError-like refusal"), 1: (9.0, "stopped")})
+    _errors(tmp_path, {2: (7.0, "OSError: disk full"), 1: (9.0, "stopped")})
     # (torch's whole-second stamp of a stop can read before the cause's line)
     assert failure_line({1: _Failure(-15, 9), 2: _Failure(2, 7), 0: _Failure(-15, 7)},
-                        str(tmp_path), 3) == "process 2 of 3: InterpError-like refusal" + stop
+                        str(tmp_path), 3) == "process 2 of 3: OSError: disk full" + stop
+    # a refusal of the input that came first: as one process gives it (the others, stopped
+    # before they said it, would have refused alike), whoever else was stopped
+    _errors(tmp_path, {2: (7.0, "too small to share", "input"), 1: (9.0, "stopped")})
+    assert failure_line({1: _Failure(-15, 9), 2: _Failure(2, 7), 0: _Failure(-15, 7)},
+                        str(tmp_path), 3) == "too small to share"
     # every worker refused alike: the refusal alone, as one process gives it
     _errors(tmp_path, {0: (1.0, "same"), 1: (1.1, "same"), 2: (1.2, "same")})
     assert failure_line({0: _Failure(2, 1), 1: _Failure(2, 1), 2: _Failure(2, 1)},
@@ -234,15 +241,15 @@ def test_a_worker_hands_its_error_to_the_launcher_and_prints_nothing(tmp_path, m
         run_cli(refuse, [])
     assert left.value.args == (2,)
     assert capsys.readouterr().err == ""
-    t, _, text = (tmp_path / "1.err").read_text().partition(" ")
-    assert text == "no such thing" and abs(float(t) - time.time()) < 60
+    t, kind, text = (tmp_path / "1.err").read_text().split(" ", 2)
+    assert (kind, text) == ("input", "no such thing") and abs(float(t) - time.time()) < 60
     with pytest.raises(Left) as left:
         run_cli(crash, [])
     assert left.value.args == (1,)
     assert capsys.readouterr().err == ""
     assert run_cli(lambda argv: 0, []) == 0                # a worker that succeeded returns
-    assert (tmp_path / "1.err").read_text().split(" ", 1)[1] == \
-        "ZeroDivisionError: boom (at test_launch.py:%d)" % (crash.__code__.co_firstlineno + 1)
+    assert (tmp_path / "1.err").read_text().split(" ", 2)[1:] == ["other",
+        "ZeroDivisionError: boom (at test_launch.py:%d)" % (crash.__code__.co_firstlineno + 1)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.err"]
     monkeypatch.delenv("INTERP_LAUNCH_DIR")                 # not a worker: as before
     assert run_cli(refuse, []) == 2
@@ -252,12 +259,19 @@ def test_a_worker_hands_its_error_to_the_launcher_and_prints_nothing(tmp_path, m
 
 
 WORKER = """
-import atexit, sys
+import atexit, os, signal, sys
+from interp import launch
 from interp.cli.common import run_cli
 from interp.errors import InterpError
 atexit.register(lambda: print("a line written at the interpreter's exit", file=sys.stderr))
+if sys.argv[1] == "stopped-while-failing":
+    hand_over = launch.worker_error
+    def stopped_then(*a, **k):       # the launcher's stop, as the failure is handed over
+        os.kill(os.getpid(), signal.SIGTERM)
+        return hand_over(*a, **k)
+    launch.worker_error = stopped_then
 def fn(argv):
-    if sys.argv[1] == "raise":
+    if sys.argv[1] in ("raise", "stopped-while-failing"):
         raise RuntimeError("planted")
     if sys.argv[1] == "refuse":
         raise InterpError("refused")
@@ -266,17 +280,22 @@ sys.exit(run_cli(fn, None))
 """
 
 
-@pytest.mark.parametrize("how,code", [("raise", 1), ("refuse", 2), ("succeed", 0)])
-def test_a_worker_that_failed_leaves_without_the_interpreters_exit(how, code, tmp_path):
+@pytest.mark.parametrize("how,code,written", [
+    ("raise", 1, ["0.err"]), ("refuse", 2, ["0.err"]), ("stopped-while-failing", 143, []),
+    ("succeed", 0, [])])
+def test_a_worker_that_failed_leaves_without_the_interpreters_exit(how, code, written,
+                                                                   tmp_path):
     """What the interpreter's exit would print after a worker's failure is handed over (here
     an atexit hook; in a real launch the C++ runtime tearing down a process group whose peer
     is gone: `terminate called without an active exception`) never reaches the terminal: the
-    worker leaves at once. A worker that succeeded exits as any process does."""
+    worker leaves at once. So does a worker the launcher stops (SIGTERM) while it hands over
+    its failure (a gather broken by the other worker's exit, then the stop): no traceback.
+    A worker that succeeded exits as any process does."""
     r = subprocess.run([sys.executable, "-c", WORKER, how], capture_output=True, text=True,
                        timeout=120, env=_env(INTERP_LAUNCH_DIR=str(tmp_path), RANK="0"))
-    assert r.returncode == code
+    assert r.returncode == code, r.stderr[-2000:]
     assert r.stderr == ("" if code else "a line written at the interpreter's exit\n")
-    assert [p.name for p in tmp_path.iterdir()] == (["0.err"] if code else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
 
 
 def test_the_process_group_gets_the_collectives_timeout(monkeypatch):

@@ -87,25 +87,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _default_show = warnings.showwarning
 
 
-def _quiet_unless_main():
-    """Launched over several processes (`interp.distributed`): only the main one prints its
-    results; the others' stdout goes nowhere (their errors still reach stderr). Returns
-    (the stdout to restore, the sink put in its place), or None."""
-    from interp import distributed
-
-    if not distributed.launched() or distributed.is_main():
-        return None
-    sink = open(os.devnull, "w")
-    old, sys.stdout = sys.stdout, sink
-    return old, sink
-
-
-def _say(line: str) -> None:
+def _say(line: str, refusal: bool = False) -> None:
     """Print an `error: ` line on stderr; in a worker started by `--nproc` (interp.launch)
     hand it to the launcher instead, which prints one line for all the workers."""
     from interp import launch
 
-    if not launch.worker_error(line[len("error: "):] if line.startswith("error: ") else line):
+    if not launch.worker_error(line[len("error: "):] if line.startswith("error: ") else line,
+                               refusal):
         print(line, file=sys.stderr)
 
 
@@ -115,38 +103,25 @@ def run_cli(fn, argv) -> int:
     Also one line: an OSError (a path the system refuses) and a MemoryError. An
     `InterpWarning` raised on the way is printed as one `warning: ` line. In a worker started
     by `--nproc` (`interp.launch`) the line goes to the launcher, and so does any other
-    exception (as one line naming where it was raised), so the run ends with one line.
-
-    Such a worker that failed or was stopped then leaves at once (`os._exit`, its streams
-    flushed, its own `finally`s and locks done): the interpreter's and C++ runtime's exit
-    would tear down a process group whose peers are gone, and the runtime can print on the
-    terminal (the main worker's stderr reaches it), e.g. `terminate called without an active
-    exception` for a communication thread still running."""
-    code = _run_cli(fn, argv)
+    exception (as one line naming where it was raised), so the run ends with one line, and
+    such a worker that failed or was stopped leaves at once (`interp.launch.run_worker`)."""
     from interp import launch
 
-    if code and launch.in_worker():
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
-    return code
+    return launch.run_worker(_run_cli, fn, argv) if launch.in_worker() else _run_cli(fn, argv)
 
 
 def _run_cli(fn, argv) -> int:
-    from interp import launch
+    from interp import distributed, launch
 
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
     old_term = _catch_sigterm()
     quiet = None
     try:
-        quiet = _quiet_unless_main()
+        quiet = distributed.quiet_unless_main()
         return fn(argv) or 0
     except InterpError as e:
-        _say(f"error: {one_line(str(e))}")
+        _say(f"error: {one_line(str(e))}", refusal=True)
         return 2
     except OSError as e:
         where = f" {one_line(str(e.filename))}" if getattr(e, "filename", None) else ""

@@ -43,11 +43,14 @@ class BrowserError(RuntimeError):
 
 
 # true once every circuitsvis view and every plotly figure on an interp page has been drawn,
-# and the page's queue of drawing (interp.viz.page's PAGE_JS: views, their charts) is empty
+# the page's queue of drawing (interp.viz.page's PAGE_JS: views, their charts) is empty, and
+# every chart of a drawn view is built (a view's builds are queued a task after it is drawn)
 DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
          "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
          "'.main-svg')) && (typeof interpQueue === 'undefined' || "
-         "(interpQueue.length === 0 && !interpBusy))")
+         "(interpQueue.length === 0 && !interpBusy)) && (typeof interpChartsDeferred === "
+         "'undefined' || [...document.querySelectorAll('div.cv canvas')].every("
+         "c => c.dataset.interpBuilt))")
 
 
 def find_chromium() -> str | None:

@@ -237,13 +237,20 @@ def _defer_charts(text: str) -> str:
         react, build, destroy, canvas = m.groups()
         return (f"(0,{react}.useEffect)(()=>{{{canvas}.current&&({canvas}.current"
                 f".__interpBuild={build})}}),(0,{react}.useEffect)(()=>{{let gone=!1;"
-                f"(window.interpLater||(f=>f()))(()=>{{gone||!{canvas}.current||"
-                f"{canvas}.current.__interpBuild()}});return()=>{{gone=!0,{destroy}()}}}},[]),"
+                f"(window.interpLater||(f=>f()))(()=>{{gone||!{canvas}.current||("
+                f"{canvas}.current.__interpBuild(),{canvas}.current.dataset.interpBuilt=1)}});"
+                f"return()=>{{gone=!0,{destroy}()}}}},[]),"
                 f'{react}.default.createElement("canvas",Object.assign({{ref:{canvas},')
     out, n = _CHART_MOUNT.subn(sub, text)
     # another circuitsvis than the lock's (constraints.txt) may be built otherwise: its
     # charts are then drawn as circuitsvis draws them
-    return out if n == 1 else text
+    return CHARTS_DEFERRED + out if n == 1 else text
+
+
+#: what a patched bundle sets first: each of its canvases is then marked `data-interp-built`
+#: once its chart is built, which `interp.viz.browser.DRAWN` waits for (React queues the
+#: builds in effects that run a task after the view is committed)
+CHARTS_DEFERRED = "window.interpChartsDeferred=!0;"
 
 
 def circuitsvis_bundle() -> str:
