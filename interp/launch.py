@@ -19,8 +19,9 @@ returns None: the process is one of the N and runs its share.
 
 Failures. The workers started here do not print their errors: each writes its one `error:`
 line into a file of the launch (`INTERP_LAUNCH_DIR`, `worker_error`), then leaves at once
-(`run_worker`), and the launcher prints one line for the whole run, exit status 2. When a worker fails, torch's launcher stops the
-others (SIGTERM, then SIGKILL after `SHUTDOWN_S`); collectives also time out
+(`run_worker`), and the launcher prints one line for the whole run, exit status 2. When a
+worker fails, torch's launcher stops the others (SIGTERM, then SIGKILL after `SHUTDOWN_S`);
+collectives also time out
 (`interp.distributed.TIMEOUT_S`). Only the main worker writes outputs, atomically at the end,
 so a run that fails anywhere leaves no output and no temporary file. The workers' own
 stderr (warnings, progress of the others) goes to the launch's files except the main
@@ -237,6 +238,15 @@ def run_worker(run, fn, argv) -> int:
     except KeyboardInterrupt:
         code = 130
     if code:
+        import signal
+
+        try:                            # a second stop changes nothing now
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        except (ValueError, OSError):
+            pass
+        from interp.distributed import mark
+
+        mark("exit")                    # the benchmark's log (scripts/bench_distributed.py)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -249,8 +259,8 @@ def run_worker(run, fn, argv) -> int:
 def worker_error(line: str, refusal: bool = False) -> bool:
     """In a worker started by `launch`: write its one error line (without `error: `) where
     the launcher reads it, and return True (the caller prints nothing); False elsewhere.
-    `refusal`: the line refuses the command's input (an InterpError), which every worker
-    given the same arguments refuses alike."""
+    `refusal`: the line refuses the command's input (an InterpError): the launcher gives it
+    as one process would (`failure_line`)."""
     if not in_worker():
         return False
     import time
@@ -266,15 +276,17 @@ def failure_line(failures: dict, where: str, n: int) -> str:
     """The one line that says why a launch failed (without `error: `), from the workers'
     error files and exit codes (`failures`: rank -> torch's ProcessFailure). A line every
     failed worker wrote alike is given as it is, and so is a first cause that refuses the
-    input (the others, stopped as it ended, would have refused alike: a sweep too small to
-    share, say); any other failure of some workers names the first of them."""
+    input (an InterpError: what one process would say of the same arguments; the others may
+    be stopped before they say it too, as with a sweep too small to share); any other failure
+    of some workers names the first of them."""
     import signal
 
     lines = {}                                  # rank -> (time written, line, its kind)
     for r in range(n):
         try:
             with open(os.path.join(where, f"{r}.err")) as f:
-                t, kind, text = f.read().strip().split(" ", 2)
+                t, _, rest = f.read().strip().partition(" ")
+                kind, _, text = rest.partition(" ")
             lines[r] = (float(t), text, kind)
         except (OSError, ValueError):
             pass

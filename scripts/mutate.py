@@ -1370,9 +1370,9 @@ MUTANTS = [
     M("BC01", "interp/viz/page.py", "charts built with their view, all in one task",
       "    out, n = _CHART_MOUNT.subn(sub, text)\n", "    out, n = text, 1\n"),
     M("BC02", "interp/viz/page.py", "a deferred chart built from its first render's props",
-      'f"{canvas}.current.__interpBuild(),', 'f"{build}(),'),
+      'f"try{{{canvas}.current.__interpBuild()}}', 'f"try{{{build}()}}'),
     M("BC03", "interp/viz/page.py", "a built chart not marked: drawn before its charts",
-      '{canvas}.current.dataset.interpBuilt=1)', '0)'),
+      '({canvas}.current.dataset.interpBuilt=1)', '0'),
     # ---------------------------------------------------------------- readable head tables (TX)
     M("TX01", "interp/attention/routes.py", "route text: groups written unquoted",
       'return f"{quote_group(query)}->{\',\'.join(quote_group(k) for k in keys)}"',
@@ -1530,9 +1530,11 @@ MUTANTS = [
       'elastic_launch(config, sys.executable)("-m", module, *argv)',
       'elastic_launch(config, sys.executable)("-m", module, *argv[:-1])'),
     M("LN02", "interp/cli/common.py", "the error path prints in every worker",
-      "    if not launch.worker_error(line[len(\"error: \"):] if line.startswith(\"error: \") else line):\n"
+      "    if not launch.worker_error(line[len(\"error: \"):] if line.startswith(\"error: \") else line,\n"
+      "                               refusal):\n"
       "        print(line, file=sys.stderr)",
-      "    launch.worker_error(line[len(\"error: \"):] if line.startswith(\"error: \") else line)\n"
+      "    launch.worker_error(line[len(\"error: \"):] if line.startswith(\"error: \") else line,\n"
+      "                        refusal)\n"
       "    print(line, file=sys.stderr)"),
     M("LN03", "interp/distributed.py", "the collectives' timeout not passed",
       "_STATE = PartialState(cpu=not on_cuda, timeout=timedelta(seconds=timeout_s()))",
@@ -1541,9 +1543,9 @@ MUTANTS = [
       "on_cuda = torch.cuda.is_available() and (_DEVICE is None or _DEVICE.startswith(\"cuda\"))",
       "on_cuda = torch.cuda.is_available()"),
     M("LN04", "interp/launch.py", "the failure line names the last failure, not the first",
-      "_, _, r, text = min(first)", "_, _, r, text = max(first)"),
+      "_, _, r, text, kind = min(first)", "_, _, r, text, kind = max(first)"),
     M("LN05", "interp/launch.py", "a refusal every worker made alike given as one worker's",
-      "if len(causes) == n and len({text for _, text in causes.values()}) == 1:",
+      "if len(causes) == n and len({text for _, text, _ in causes.values()}) == 1:",
       "if False:"),
     M("LN06", "interp/launch.py", "a killed main worker's lock and temporaries left",
       "    except ChildFailedError as e:\n        clean_up(outputs)\n",
@@ -1563,6 +1565,10 @@ MUTANTS = [
       "        os._exit(code)\n", "        return code\n"),
     M("LN14", "interp/launch.py", "a stop during the worker's failure escapes as a traceback",
       "    except Terminated:\n        code = 143\n", ""),
+    M("LN15", "interp/launch.py", "a first refusal of the input named as one process's failure",
+      'return text if kind == "input" else', 'return text if False else'),
+    M("LN16", "interp/cli/common.py", "a worker's refusal of the input handed over as any failure",
+      '_say(f"error: {one_line(str(e))}", refusal=True)', '_say(f"error: {one_line(str(e))}")'),
     M("TF01", "circuits/patching/fast_t5.py",
       "T5 fast path: the cached self keys of the wrong positions",
       "k0, v0 = (t[:, :, :p].repeat(rep, 1, 1, 1) for t in self_kv[j])",

@@ -115,3 +115,20 @@ def test_without_the_page_queue_charts_are_built_with_their_view(browser, tmp_pa
         time.sleep(0.2)
     assert tab.evaluate("typeof interpLater") == "undefined"
     assert not tab.console_errors, tab.console_errors
+
+
+def test_a_view_with_canvases_that_are_no_charts_is_drawn(browser, tmp_path):
+    """DRAWN waits for the canvases of deferred charts only: `AttentionPatterns` draws its
+    own canvases (not chart.js), which nothing marks as built."""
+    from interp.viz.page import Page
+
+    sub = Page("").circuitsvis("AttentionPatterns", attention=planted_heads().tolist(),
+                               tokens=[f"t{i}" for i in range(N)])
+    path = Page("patterns").details("one view", sub).write(tmp_path / "patterns.html")
+    tab = browser.open(path.as_uri())
+    tab.evaluate("document.querySelector('details').open = true; true")
+    assert tab.wait_for("document.querySelectorAll('div.cv canvas').length > 0 && " + DRAWN,
+                        timeout=60), tab.evaluate(
+        "[...document.querySelectorAll('div.cv canvas')].map(c => c.outerHTML.slice(0, 80))")
+    assert tab.evaluate("document.querySelectorAll('canvas[data-interp-chart]').length") == 0
+    assert not tab.console_errors, tab.console_errors

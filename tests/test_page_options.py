@@ -71,10 +71,10 @@ def test_folded_figures_and_views_wait_for_their_section_and_circuitsvis_adds_no
 def test_the_locked_bundle_builds_its_charts_in_queued_tasks_and_another_is_left_as_it_is():
     """The chart component of the locked circuitsvis is patched once (tests/test_browser_charts.py
     checks what it does in Chromium); a bundle without it comes back unchanged."""
-    from interp.viz.page import CHARTS_DEFERRED, _defer_charts, circuitsvis_bundle
+    from interp.viz.page import _defer_charts, circuitsvis_bundle
 
     text = circuitsvis_bundle()
     assert text.count("window.interpLater||") == 1 and text.count("__interpBuild") == 2
-    assert text.startswith(CHARTS_DEFERRED) and text.count("dataset.interpBuilt=1") == 1
+    assert text.count("dataset.interpBuilt=1") == 1 and text.count('"data-interp-chart":1') == 1
     other = 'var a=1;(0,R.useEffect)(()=>(h(),()=>x()),[]),R.default.createElement("div",{});'
     assert _defer_charts(other) == other

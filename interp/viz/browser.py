@@ -48,9 +48,8 @@ class BrowserError(RuntimeError):
 DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.childElementCount > 0) && "
          "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector("
          "'.main-svg')) && (typeof interpQueue === 'undefined' || "
-         "(interpQueue.length === 0 && !interpBusy)) && (typeof interpChartsDeferred === "
-         "'undefined' || [...document.querySelectorAll('div.cv canvas')].every("
-         "c => c.dataset.interpBuilt))")
+         "(interpQueue.length === 0 && !interpBusy)) && [...document.querySelectorAll("
+         "'canvas[data-interp-chart]')].every(c => c.dataset.interpBuilt)")
 
 
 def find_chromium() -> str | None:

@@ -231,26 +231,25 @@ def _defer_charts(text: str) -> str:
     render; where there is no queue (a notebook cell) at once, as circuitsvis does. An
     `AttentionHeads` view of n tokens holds one chart per head and the focused one, n^2 cells
     each, which chart.js builds cell by cell: at 90 tokens and four heads about 3 s in one
-    task before, one chart's share per task now. A bundle in which the component is not
-    found exactly once is returned as it is."""
+    task before, one chart's share per task now. Each such canvas is drawn with
+    `data-interp-chart` and marked `data-interp-built` once its build has run, which
+    `interp.viz.browser.DRAWN` waits for (React queues the builds in effects that run a task
+    after the view is committed). A bundle in which the component is not found exactly once
+    is returned as it is."""
     def sub(m):
         react, build, destroy, canvas = m.groups()
         return (f"(0,{react}.useEffect)(()=>{{{canvas}.current&&({canvas}.current"
                 f".__interpBuild={build})}}),(0,{react}.useEffect)(()=>{{let gone=!1;"
-                f"(window.interpLater||(f=>f()))(()=>{{gone||!{canvas}.current||("
-                f"{canvas}.current.__interpBuild(),{canvas}.current.dataset.interpBuilt=1)}});"
+                f"(window.interpLater||(f=>f()))(()=>{{if(gone||!{canvas}.current)return;"
+                f"try{{{canvas}.current.__interpBuild()}}finally{{{canvas}.current&&"
+                f"({canvas}.current.dataset.interpBuilt=1)}}}});"
                 f"return()=>{{gone=!0,{destroy}()}}}},[]),"
-                f'{react}.default.createElement("canvas",Object.assign({{ref:{canvas},')
+                f'{react}.default.createElement("canvas",Object.assign({{ref:{canvas},'
+                f'"data-interp-chart":1,')
     out, n = _CHART_MOUNT.subn(sub, text)
     # another circuitsvis than the lock's (constraints.txt) may be built otherwise: its
     # charts are then drawn as circuitsvis draws them
-    return CHARTS_DEFERRED + out if n == 1 else text
-
-
-#: what a patched bundle sets first: each of its canvases is then marked `data-interp-built`
-#: once its chart is built, which `interp.viz.browser.DRAWN` waits for (React queues the
-#: builds in effects that run a task after the view is committed)
-CHARTS_DEFERRED = "window.interpChartsDeferred=!0;"
+    return out if n == 1 else text
 
 
 def circuitsvis_bundle() -> str:
