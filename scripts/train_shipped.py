@@ -70,11 +70,12 @@ RECIPES: dict[str, list[str] | list[list[str]]] = {
          "--steps", "300", "--lr", "3e-4", "--warmup", "30", "--eval-every", "100",
          "--eval-n", "500", "--seed", "0", "--init-from", "{prev}"],
         # the seed's own protocol (test rows may repeat training ones); the rows of the two
-        # stages above all lie in its training split (tests/test_evaluate_protocol.py)
-        ["quadratic", "--protocol", "seed", "--arch", "decoder", "--layers", "4", "--d-model",
-         "128", "--heads", "4", "--n-ctx", "160", "--steps", "2400", "--lr", "5e-4",
-         "--warmup", "100", "--eval-every", "200", "--eval-n", "500", "--seed", "0",
-         "--init-from", "{prev}"],
+        # stages above all lie in its training split (tests/test_evaluate_protocol.py); the
+        # same stage twice, each with a fresh optimiser and schedule
+        *[["quadratic", "--protocol", "seed", "--arch", "decoder", "--layers", "4",
+           "--d-model", "128", "--heads", "4", "--n-ctx", "160", "--steps", "2400", "--lr",
+           "5e-4", "--warmup", "100", "--eval-every", "200", "--eval-n", "500", "--seed", "0",
+           "--init-from", "{prev}"] for _ in range(2)],
     ],
 }
 

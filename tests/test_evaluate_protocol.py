@@ -237,7 +237,9 @@ def test_the_shipped_stages_trained_only_on_rows_of_the_protocols_training_split
     def option(args, name, default):
         return args[args.index(name) + 1] if name in args else default
     stages = RECIPES["quadratic-seed"]
-    assert "--protocol" in stages[-1] and all("--protocol" not in s for s in stages[:-1])
+    # two stages on the distinct split, then the protocol's stages
+    assert all("--protocol" not in s for s in stages[:2])
+    assert len(stages) > 2 and all("--protocol" in s for s in stages[2:])
     for args in stages:   # one set of rows: the same seed and size in every stage
         assert (option(args, "--seed", "0"), option(args, "--rows", "100000")) == ("0", "100000")
     rows = get_task("quadratic", "seed").generate(100_000, 0, heldout=False)
