@@ -272,8 +272,8 @@ VIEWS_DRAWN = ("[...document.querySelectorAll('div.cv')].every(d => d.dataset.dr
 
 def opened(tab, timeout: float = 180) -> dict:
     """What the page holds once every `details` section is open and every view and figure
-    drawn in it (COLLECT again). The tab is brought to the front: a background tab's timers are slowed.
-    The first call on a tab keeps the long tasks of the opening in OPENED_TASKS."""
+    drawn in it (COLLECT again). The tab is brought to the front: a background tab's timers
+    are slowed. The first call on a tab keeps the long tasks of the opening in OPENED_TASKS."""
     tab.call("Page.bringToFront")
     first = tab not in OPENED_TASKS
     tab.evaluate("(window.__tasks || []).splice(0); true")  # what came before the opening

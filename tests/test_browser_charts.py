@@ -51,8 +51,9 @@ def page_with_one_view(tmp_path):
     return Page("charts").details("one view", sub).write(tmp_path / "charts.html")
 
 
-def run_held(tab, k: int = 1) -> None:
-    tab.evaluate(f"window.__held.splice(0, {k}).forEach(f => f()); true")
+def run_held(tab) -> None:
+    """Run the first held task."""
+    tab.evaluate("window.__held.splice(0, 1).forEach(f => f()); true")
 
 
 def test_a_view_is_drawn_without_its_charts_and_each_queued_task_builds_one(browser, tmp_path):

@@ -7,8 +7,9 @@ PerformanceObserver installed before any script of the page runs, and a 20 ms he
 timer set at the same moment whose gaps are counted until the page is drawn: Chromium
 reports no long task for the task that parses the page itself, the heartbeat sees it (tasks
 that run back to back count as one there, so at load the check is the stricter). At load,
-where the longest task reached 5 s, the longest task of a page holding only plotly.js and the
-circuitsvis bundle, loaded then, is subtracted from it: their parse and first run take about
+where the longest task reached 5 s, the report is loaded again and a page holding only
+plotly.js and the circuitsvis bundle right after it, and the latter's longest task is
+subtracted from the former's: the libraries' parse and first run take about
 2 s on an idle 2-core machine and over 5 s beside a busy pytest worker, which no report can
 change. The bound at load is thus the libraries' load plus 5 s for the longest task, whatever
 it holds. Then every `details` section is opened (`opened`, the first time for that tab) and
